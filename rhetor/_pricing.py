@@ -1,0 +1,222 @@
+"""
+What a call costs, and how many tokens a text is, without touching the network.
+
+:class:`Pricer` prices a call in USD from, in order: a per-model override, the
+free-provider list (local models cost nothing), then the price snapshot bundled
+with the genai-prices library. A model none of them knows costs 0.0, and
+:meth:`Pricer.known` says so, so that callers can warn instead of guessing.
+
+:func:`count_tokens` is a deterministic offline estimate shaped like BPE. It is
+for budgeting and context windows, never for billing: providers report the real
+counts, and those are what :class:`~rhetor._types.Usage` carries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import genai_prices
+
+from ._errors import ValidationError
+from ._types import ChatMessage, Usage
+
+__all__ = [
+    "MESSAGE_OVERHEAD",
+    "ModelPrice",
+    "Pricer",
+    "count_message_tokens",
+    "count_tokens",
+    "load_overrides",
+]
+
+# Rhetor provider names that differ from genai-prices' provider ids. Names not
+# listed here are passed through unchanged ("anthropic" and "openai" already match).
+_PROVIDER_IDS: Mapping[str, str] = {
+    "claude": "anthropic",
+    "gemini": "google",
+    "xai": "x-ai",
+    "grok": "x-ai",
+}
+
+
+@attrs.frozen
+class ModelPrice:
+    """
+    A configured price for one model, in USD per million tokens.
+    """
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, usage: Usage) -> float:
+        """
+        The USD cost of ``usage`` at this price.
+        """
+        return (
+            usage.input_tokens * self.input_per_mtok + usage.output_tokens * self.output_per_mtok
+        ) / 1_000_000
+
+
+def _copy_overrides(overrides: Mapping[str, ModelPrice] | None) -> dict[str, ModelPrice]:
+    return dict(overrides or {})
+
+
+@attrs.define(eq=False)
+class Pricer:
+    """
+    Prices calls in USD; cheap enough to call once per request.
+
+    Overrides are keyed by ``"provider/model"`` or by bare ``"model"``; the
+    provider-qualified key wins. An override beats the free-provider list, since
+    it is the operator's explicit word.
+    """
+
+    _overrides: dict[str, ModelPrice] = attrs.field(
+        default=None, converter=_copy_overrides, alias="overrides"
+    )
+    _free_providers: frozenset[str] = attrs.field(
+        default=frozenset({"simulated", "ollama"}), converter=frozenset, alias="free_providers"
+    )
+    # (provider, model) -> whether genai-prices knows the model. Caching misses
+    # matters most: the library caches its hits, but each miss costs a scan and
+    # an exception.
+    _known: dict[tuple[str, str], bool] = attrs.field(init=False, factory=dict)
+
+    def price(self, provider: str, model: str, usage: Usage) -> float:
+        """
+        The USD cost of ``usage`` on ``provider``/``model``; 0.0 when unknown.
+        """
+        override = self._override(provider, model)
+        if override is not None:
+            return override.cost(usage)
+        if provider in self._free_providers or not self._library_knows(provider, model):
+            return 0.0
+        calc = genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens),
+            model,
+            provider_id=_PROVIDER_IDS.get(provider, provider),
+        )
+        return float(calc.total_price)
+
+    def known(self, provider: str, model: str) -> bool:
+        """
+        Whether :meth:`price` has a real price (or a deliberate zero) for the model.
+        """
+        return (
+            self._override(provider, model) is not None
+            or provider in self._free_providers
+            or self._library_knows(provider, model)
+        )
+
+    def worst_case(
+        self, provider: str, model: str, input_tokens: int, max_output_tokens: int
+    ) -> float:
+        """
+        The USD cost if the reply uses every one of ``max_output_tokens``.
+        """
+        return self.price(provider, model, Usage(input_tokens, max_output_tokens))
+
+    def close(self) -> None:
+        """
+        Forget cached lookups; the pricer holds no other resources.
+        """
+        self._known.clear()
+
+    def _override(self, provider: str, model: str) -> ModelPrice | None:
+        return self._overrides.get(f"{provider}/{model}") or self._overrides.get(model)
+
+    def _library_knows(self, provider: str, model: str) -> bool:
+        key = (provider, model)
+        known = self._known.get(key)
+        if known is None:
+            try:
+                genai_prices.calc_price(
+                    genai_prices.Usage(input_tokens=0, output_tokens=0),
+                    model,
+                    provider_id=_PROVIDER_IDS.get(provider, provider),
+                )
+            except LookupError:
+                known = False
+            else:
+                known = True
+            self._known[key] = known
+        return known
+
+
+def load_overrides(path: str | os.PathLike[str]) -> dict[str, ModelPrice]:
+    """
+    Read price overrides from a JSON file.
+
+    The file maps model names (or ``"provider/model"``) to prices:
+    ``{"my-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}``.
+
+    Error handling: a malformed entry raises :class:`ValidationError` naming the
+    model and field; an unreadable file raises ``OSError``.
+    """
+    with open(path, encoding="utf-8") as f:
+        try:
+            raw: Any = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValidationError("overrides", f"not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValidationError("overrides", "must be a JSON object of model names")
+    prices: dict[str, ModelPrice] = {}
+    for model, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise ValidationError(model, "must be an object of input_per_mtok, output_per_mtok")
+        values: list[float] = []
+        for name in ("input_per_mtok", "output_per_mtok"):
+            value = entry.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValidationError(f"{model}.{name}", "must be a non-negative number")
+            values.append(float(value))
+        prices[model] = ModelPrice(*values)
+    return prices
+
+
+# Tokens every chat message costs beyond its text (role markers, separators).
+MESSAGE_OVERHEAD = 4
+
+# Letters (any script), digit runs, whitespace runs, or one other character.
+_PIECES = re.compile(r"[^\W\d_]+|\d+|\s+|[^\w\s]|_")
+
+
+def count_tokens(text: str) -> int:
+    """
+    Estimate how many tokens ``text`` is, the same way every time.
+
+    Words count a token per four letters, numbers a token per three digits (as
+    BPE vocabularies split them), punctuation a token per character. A single
+    space is free, since BPE folds it into the next word; other whitespace runs
+    count one token.
+    """
+    tokens = 0
+    for match in _PIECES.finditer(text):
+        piece = match.group()
+        first = piece[0]
+        if first.isdigit():
+            tokens += math.ceil(len(piece) / 3)
+        elif first.isspace():
+            tokens += 0 if piece == " " else 1
+        elif first.isalpha():
+            # Vocabularies hold far fewer non-ASCII merges, so such words split finer.
+            tokens += math.ceil(len(piece) / (4 if piece.isascii() else 2))
+        else:
+            tokens += 1
+    return tokens
+
+
+def count_message_tokens(messages: Sequence[ChatMessage], system: str | None = None) -> int:
+    """
+    Estimate the prompt tokens of a chat: every message, plus the system prompt if any.
+    """
+    total = sum(count_tokens(m.content) + MESSAGE_OVERHEAD for m in messages)
+    if system:
+        total += count_tokens(system) + MESSAGE_OVERHEAD
+    return total

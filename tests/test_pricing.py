@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rhetor._errors import ValidationError
+from rhetor._pricing import (
+    MESSAGE_OVERHEAD,
+    ModelPrice,
+    Pricer,
+    count_message_tokens,
+    count_tokens,
+    load_overrides,
+)
+from rhetor._types import ChatMessage, Usage
+
+# Bundled-snapshot prices (USD per million tokens) these models have had since launch.
+HAIKU_35 = ("anthropic", "claude-3-5-haiku-20241022", 0.8, 4.0)
+GPT_4O_MINI = ("openai", "gpt-4o-mini", 0.15, 0.6)
+
+
+@pytest.mark.parametrize(("provider", "model", "per_in", "per_out"), [HAIKU_35, GPT_4O_MINI])
+def test_known_model_priced_per_token(
+    provider: str, model: str, per_in: float, per_out: float
+) -> None:
+    """A known Anthropic or OpenAI model costs input and output tokens at its list price."""
+    pricer = Pricer()
+    cost = pricer.price(provider, model, Usage(input_tokens=12_000, output_tokens=3_000))
+    assert cost > 0
+    assert cost == pytest.approx((12_000 * per_in + 3_000 * per_out) / 1_000_000)
+    assert pricer.known(provider, model)
+
+
+def test_unknown_model_is_free_and_flagged() -> None:
+    """A model nobody knows costs 0.0 and known() says False so the caller can warn."""
+    pricer = Pricer()
+    assert pricer.price("openai", "no-such-model-xyz", Usage(1000, 1000)) == 0.0
+    assert not pricer.known("openai", "no-such-model-xyz")
+    assert not pricer.known("no-such-provider", "gpt-4o")
+
+
+def test_unknown_lookup_is_cached() -> None:
+    """Repeated lookups of the same model give the same answer from the cache."""
+    pricer = Pricer()
+    assert not pricer.known("openai", "no-such-model-xyz")
+    assert not pricer.known("openai", "no-such-model-xyz")
+    assert pricer.price("openai", "gpt-4o-mini", Usage(10, 10)) == pricer.price(
+        "openai", "gpt-4o-mini", Usage(10, 10)
+    )
+
+
+def test_free_providers_cost_nothing() -> None:
+    """Local providers cost 0.0 and count as known."""
+    pricer = Pricer()
+    assert pricer.price("ollama", "llama3", Usage(10_000, 10_000)) == 0.0
+    assert pricer.price("simulated", "gpt-4o", Usage(10_000, 10_000)) == 0.0
+    assert pricer.known("ollama", "llama3")
+    custom = Pricer(free_providers=frozenset({"lab"}))
+    assert custom.price("lab", "gpt-4o", Usage(1000, 0)) == 0.0
+    assert custom.price("ollama", "llama3", Usage(1000, 0)) == 0.0  # unknown model, no price
+    assert not custom.known("ollama", "llama3")
+
+
+def test_overrides_win() -> None:
+    """An override beats the library, and a "provider/model" key beats a bare model key."""
+    pricer = Pricer(
+        overrides={
+            "gpt-4o-mini": ModelPrice(1.0, 2.0),
+            "ollama/llama3": ModelPrice(0.5, 0.5),
+            "in-house": ModelPrice(10.0, 20.0),
+        }
+    )
+    assert pricer.price("openai", "gpt-4o-mini", Usage(1_000_000, 1_000_000)) == 3.0
+    assert pricer.price("ollama", "llama3", Usage(1_000_000, 1_000_000)) == 1.0
+    assert pricer.price("custom", "in-house", Usage(500_000, 0)) == 5.0
+    assert pricer.known("custom", "in-house")
+
+
+def test_worst_case_assumes_every_output_token() -> None:
+    """worst_case prices the prompt plus the full max_tokens of output."""
+    pricer = Pricer(overrides={"m": ModelPrice(1.0, 4.0)})
+    assert pricer.worst_case("p", "m", 1000, 500) == pytest.approx((1000 + 2000) / 1_000_000)
+    provider, model, _, _ = HAIKU_35
+    assert pricer.worst_case(provider, model, 100, 1000) == pricer.price(
+        provider, model, Usage(100, 1000)
+    )
+
+
+def test_load_overrides(tmp_path: Path) -> None:
+    """A JSON overrides file becomes a dict of ModelPrice."""
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"m": {"input_per_mtok": 1, "output_per_mtok": 2.5}}))
+    assert load_overrides(path) == {"m": ModelPrice(1.0, 2.5)}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ("[]", "overrides"),
+        ("{", "overrides"),
+        ('{"m": 3}', "m"),
+        ('{"m": {"input_per_mtok": 1}}', "m.output_per_mtok"),
+        ('{"m": {"input_per_mtok": -1, "output_per_mtok": 1}}', "m.input_per_mtok"),
+        ('{"m": {"input_per_mtok": "1", "output_per_mtok": 1}}', "m.input_per_mtok"),
+    ],
+)
+def test_load_overrides_rejects_bad_entries(tmp_path: Path, body: str, field: str) -> None:
+    """A malformed overrides file raises ValidationError naming the bad entry."""
+    path = tmp_path / "prices.json"
+    path.write_text(body)
+    with pytest.raises(ValidationError) as info:
+        load_overrides(path)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("", 0),
+        ("hello", 2),
+        ("cat dog", 2),
+        ("Hello, world!", 6),
+        ("1234567", 3),
+        ("a\n\nb", 3),
+        ("tokenization", 3),
+    ],
+)
+def test_count_tokens(text: str, tokens: int) -> None:
+    """Words cost a token per four letters, digits per three, punctuation one each."""
+    assert count_tokens(text) == tokens
+
+
+def test_count_tokens_is_deterministic_and_monotone() -> None:
+    """The same text always counts the same, and more text never counts less."""
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    assert count_tokens(text) == count_tokens(text)
+    assert count_tokens(text + "more words") > count_tokens(text)
+
+
+def test_count_message_tokens_adds_overhead() -> None:
+    """Each message, and the system prompt, add a fixed overhead to their text."""
+    messages = [ChatMessage("user", "cat"), ChatMessage("assistant", "dog")]
+    assert count_message_tokens(messages, None) == 2 + 2 * MESSAGE_OVERHEAD
+    assert count_message_tokens(messages, "cat") == 3 + 3 * MESSAGE_OVERHEAD
+    assert count_message_tokens([], "") == 0
