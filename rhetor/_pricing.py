@@ -17,7 +17,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -63,6 +63,10 @@ class ModelPrice:
         ) / 1_000_000
 
 
+def _as_frozenset(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(names)
+
+
 def _copy_overrides(overrides: Mapping[str, ModelPrice] | None) -> dict[str, ModelPrice]:
     return dict(overrides or {})
 
@@ -81,7 +85,7 @@ class Pricer:
         default=None, converter=_copy_overrides, alias="overrides"
     )
     _free_providers: frozenset[str] = attrs.field(
-        default=frozenset({"simulated", "ollama"}), converter=frozenset, alias="free_providers"
+        default=frozenset({"simulated", "ollama"}), converter=_as_frozenset, alias="free_providers"
     )
     # (provider, model) -> whether genai-prices knows the model. Caching misses
     # matters most: the library caches its hits, but each miss costs a scan and
