@@ -1,0 +1,371 @@
+"""
+Conversation contexts: their messages, summaries and metadata, in one SQLite file.
+
+A :class:`HistoryStore` owns one connection and is synchronous: the context
+actor calls it through ``anyio.to_thread.run_sync``, one call at a time.
+
+Context ids come from clients. :func:`validate_context_id` bounds them to a
+safe alphabet; they are only ever SQL parameters, never file paths.
+
+Search is a case-insensitive (ASCII) substring match with ``LIKE``, with
+``%``, ``_`` and the escape character escaped, so a query means its literal text.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ._errors import NotFound, ValidationError
+from ._ledger import open_database, transaction
+from ._pricing import MESSAGE_OVERHEAD, count_tokens
+from ._types import ChatMessage, Role
+
+__all__ = [
+    "ContextInfo",
+    "HistoryStore",
+    "SearchHit",
+    "StoredMessage",
+    "validate_context_id",
+]
+
+_CONTEXT_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_ROLES = frozenset({"system", "user", "assistant"})
+_SNIPPET_RADIUS = 40
+
+
+def validate_context_id(cid: str) -> str:
+    """
+    Return ``cid`` if it is a well-formed context id; raise ValidationError if not.
+
+    1-128 characters of ``A-Z a-z 0-9 _ . : @ -``, not starting with ``.`` and
+    without ``..`` (so it could never climb a directory even by mistake).
+    """
+    if not isinstance(cid, str) or not _CONTEXT_ID.fullmatch(cid):
+        raise ValidationError("context_id", "must be 1-128 characters of A-Z a-z 0-9 _ . : @ -")
+    if cid.startswith(".") or ".." in cid:
+        raise ValidationError("context_id", "must not start with '.' or contain '..'")
+    return cid
+
+
+@attrs.frozen
+class StoredMessage:
+    """
+    One stored message of a context; ``seq`` counts from 1 within the context.
+    """
+
+    context_id: str
+    seq: int
+    role: Role
+    content: str
+    ts: float
+    tokens: int
+
+    @property
+    def message(self) -> ChatMessage:
+        """
+        The message as a provider would take it.
+        """
+        return ChatMessage(self.role, self.content)
+
+
+@attrs.frozen
+class ContextInfo:
+    """
+    A context's description, without its messages.
+    """
+
+    id: str
+    created: float
+    updated: float
+    message_count: int
+    summary: str | None
+    metadata: Mapping[str, Any]
+
+
+@attrs.frozen
+class SearchHit:
+    """
+    A message whose content matched a search, with the text around the match.
+    """
+
+    context_id: str
+    seq: int
+    role: Role
+    snippet: str
+
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS contexts (
+    id           TEXT PRIMARY KEY,
+    created      REAL NOT NULL,
+    updated      REAL NOT NULL,
+    metadata     TEXT NOT NULL DEFAULT '{}',
+    summary      TEXT,
+    summary_upto INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS contexts_updated ON contexts (updated);
+CREATE TABLE IF NOT EXISTS messages (
+    context_id TEXT    NOT NULL REFERENCES contexts (id) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,
+    role       TEXT    NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+    content    TEXT    NOT NULL,
+    ts         REAL    NOT NULL,
+    tokens     INTEGER NOT NULL,
+    PRIMARY KEY (context_id, seq)
+);
+"""
+
+_INFO_QUERY = """
+SELECT c.id, c.created, c.updated, c.summary, c.metadata,
+       (SELECT COUNT(*) FROM messages m WHERE m.context_id = c.id)
+FROM contexts c
+"""
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _snippet(content: str, query: str) -> str:
+    at = content.lower().find(query.lower())
+    if at < 0:  # LIKE folded case where str.lower() did not; show the start.
+        at = 0
+    start = max(0, at - _SNIPPET_RADIUS)
+    end = min(len(content), at + len(query) + _SNIPPET_RADIUS)
+    return ("…" if start > 0 else "") + content[start:end] + ("…" if end < len(content) else "")
+
+
+def _metadata_json(metadata: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(dict(metadata), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("metadata", f"must be JSON-serialisable: {exc}") from exc
+
+
+@attrs.define(eq=False)
+class HistoryStore:
+    """
+    Every conversation context, in one SQLite file.
+
+    Not safe for concurrent use: one owner calls it, one call at a time.
+    """
+
+    path: str | os.PathLike[str]
+    # Seconds since the epoch; replaceable so tests can order contexts exactly.
+    _clock: Callable[[], float] = attrs.field(default=time.time, alias="clock")
+    _conn: sqlite3.Connection = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._conn = open_database(self.path, _SCHEMA, _SCHEMA_VERSION)
+
+    def close(self) -> None:
+        """
+        Close the database; safe to call twice.
+        """
+        self._conn.close()
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def append(
+        self,
+        context_id: str,
+        messages: Sequence[ChatMessage],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> int:
+        """
+        Add messages to a context, creating it if new; return its message count.
+
+        ``metadata`` is merged into the context's (new keys win). All of it is
+        one transaction.
+        """
+        validate_context_id(context_id)
+        for i, m in enumerate(messages):
+            if m.role not in _ROLES:
+                raise ValidationError(f"messages[{i}].role", "must be system, user or assistant")
+            if not isinstance(m.content, str):
+                raise ValidationError(f"messages[{i}].content", "must be a string")
+        now = self._clock()
+        with transaction(self._conn) as conn:
+            row = conn.execute(
+                "SELECT metadata FROM contexts WHERE id = ?", (context_id,)
+            ).fetchone()
+            merged = json.loads(row[0]) if row else {}
+            merged.update(metadata or {})
+            meta = _metadata_json(merged)
+            if row is None:
+                conn.execute(
+                    "INSERT INTO contexts (id, created, updated, metadata) VALUES (?, ?, ?, ?)",
+                    (context_id, now, now, meta),
+                )
+            else:
+                conn.execute(
+                    "UPDATE contexts SET updated = ?, metadata = ? WHERE id = ?",
+                    (now, meta, context_id),
+                )
+            (last,) = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE context_id = ?", (context_id,)
+            ).fetchone()
+            conn.executemany(
+                "INSERT INTO messages (context_id, seq, role, content, ts, tokens)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (context_id, last + i, m.role, m.content, now, count_tokens(m.content))
+                    for i, m in enumerate(messages, start=1)
+                ],
+            )
+        return int(last) + len(messages)
+
+    def history(self, context_id: str, *, limit: int | None = None) -> builtins.list[StoredMessage]:
+        """
+        A context's messages, oldest first; with ``limit``, only the newest that many.
+
+        Error handling: an unknown context raises :class:`NotFound`.
+        """
+        self._require(context_id)
+        if limit is not None and limit < 0:
+            raise ValidationError("limit", "must not be negative")
+        rows = self._conn.execute(
+            "SELECT context_id, seq, role, content, ts, tokens FROM messages"
+            " WHERE context_id = ? ORDER BY seq DESC LIMIT ?",
+            (context_id, -1 if limit is None else limit),
+        ).fetchall()
+        return [StoredMessage(*row) for row in reversed(rows)]
+
+    def window(
+        self, context_id: str, token_budget: int
+    ) -> tuple[str | None, builtins.list[ChatMessage]]:
+        """
+        The summary and the newest unsummarised messages that fit in ``token_budget``.
+
+        Messages stay in order and are contiguous: the oldest are dropped first.
+        The summary's tokens count against the budget first, but the summary is
+        returned even if it alone is over. An unknown context gives
+        ``(None, [])``, so callers can build a window before the first append.
+        """
+        validate_context_id(context_id)
+        row = self._conn.execute(
+            "SELECT summary, summary_upto FROM contexts WHERE id = ?", (context_id,)
+        ).fetchone()
+        if row is None:
+            return None, []
+        summary, upto = row
+        remaining = token_budget
+        if summary:
+            remaining -= count_tokens(summary) + MESSAGE_OVERHEAD
+        kept: builtins.list[ChatMessage] = []
+        cursor = self._conn.execute(
+            "SELECT role, content, tokens FROM messages WHERE context_id = ? AND seq > ?"
+            " ORDER BY seq DESC",
+            (context_id, upto),
+        )
+        for role, content, tokens in cursor:
+            remaining -= tokens + MESSAGE_OVERHEAD
+            if remaining < 0:
+                break
+            kept.append(ChatMessage(role, content))
+        cursor.close()
+        kept.reverse()
+        return summary, kept
+
+    def get(self, context_id: str) -> ContextInfo | None:
+        """
+        A context's description, or None if there is no such context.
+        """
+        validate_context_id(context_id)
+        row = self._conn.execute(_INFO_QUERY + " WHERE c.id = ?", (context_id,)).fetchone()
+        return None if row is None else self._info(row)
+
+    def list(self, limit: int = 100, offset: int = 0) -> builtins.list[ContextInfo]:
+        """
+        Contexts, most recently updated first.
+        """
+        if limit < 0 or offset < 0:
+            raise ValidationError("limit" if limit < 0 else "offset", "must not be negative")
+        rows = self._conn.execute(
+            _INFO_QUERY + " ORDER BY c.updated DESC, c.id LIMIT ? OFFSET ?", (limit, offset)
+        ).fetchall()
+        return [self._info(row) for row in rows]
+
+    def delete(self, context_id: str) -> bool:
+        """
+        Delete a context and its messages; True if it existed.
+        """
+        validate_context_id(context_id)
+        with transaction(self._conn) as conn:
+            conn.execute("DELETE FROM messages WHERE context_id = ?", (context_id,))
+            cursor = conn.execute("DELETE FROM contexts WHERE id = ?", (context_id,))
+        return bool(cursor.rowcount > 0)
+
+    def search(self, query: str, limit: int = 20) -> builtins.list[SearchHit]:
+        """
+        Messages whose content contains ``query`` literally, newest first.
+        """
+        if not isinstance(query, str) or not query:
+            raise ValidationError("query", "must be a non-empty string")
+        if limit < 0:
+            raise ValidationError("limit", "must not be negative")
+        rows = self._conn.execute(
+            "SELECT context_id, seq, role, content FROM messages"
+            " WHERE content LIKE ? ESCAPE '\\' ORDER BY ts DESC, context_id, seq DESC LIMIT ?",
+            (f"%{_escape_like(query)}%", limit),
+        ).fetchall()
+        return [
+            SearchHit(context_id, seq, role, _snippet(content, query))
+            for context_id, seq, role, content in rows
+        ]
+
+    def set_summary(self, context_id: str, summary: str, upto_seq: int) -> None:
+        """
+        Record that ``summary`` stands for the messages up to ``upto_seq``.
+
+        Those messages stay stored (history shows them) but leave the window.
+        """
+        self._require(context_id)
+        (last,) = self._conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE context_id = ?", (context_id,)
+        ).fetchone()
+        if not 0 <= upto_seq <= last:
+            raise ValidationError("upto_seq", f"must be between 0 and {last}")
+        with transaction(self._conn) as conn:
+            conn.execute(
+                "UPDATE contexts SET summary = ?, summary_upto = ? WHERE id = ?",
+                (summary, upto_seq, context_id),
+            )
+
+    def needs_summary(self, context_id: str, threshold_tokens: int) -> bool:
+        """
+        Whether the unsummarised messages are over ``threshold_tokens``; False if unknown.
+        """
+        validate_context_id(context_id)
+        row = self._conn.execute(
+            "SELECT TOTAL(m.tokens + ?) FROM contexts c JOIN messages m"
+            " ON m.context_id = c.id AND m.seq > c.summary_upto WHERE c.id = ?",
+            (MESSAGE_OVERHEAD, context_id),
+        ).fetchone()
+        return bool(row[0] > threshold_tokens)
+
+    def _require(self, context_id: str) -> None:
+        validate_context_id(context_id)
+        found = self._conn.execute("SELECT 1 FROM contexts WHERE id = ?", (context_id,)).fetchone()
+        if found is None:
+            raise NotFound("context", context_id, field="context_id")
+
+    @staticmethod
+    def _info(row: tuple[Any, ...]) -> ContextInfo:
+        id_, created, updated, summary, metadata, count = row
+        return ContextInfo(id_, created, updated, count, summary, json.loads(metadata))

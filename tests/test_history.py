@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rhetor._errors import NotFound, ValidationError
+from rhetor._history import HistoryStore, validate_context_id
+from rhetor._pricing import MESSAGE_OVERHEAD, count_tokens
+from rhetor._types import ChatMessage
+
+
+def user(text: str) -> ChatMessage:
+    return ChatMessage("user", text)
+
+
+def assistant(text: str) -> ChatMessage:
+    return ChatMessage("assistant", text)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[HistoryStore]:
+    ticks = itertools.count(1000)
+    with HistoryStore(tmp_path / "history.db", clock=lambda: float(next(ticks))) as s:
+        yield s
+
+
+@pytest.mark.parametrize(
+    "cid", ["a", "ctx-1", "user@host:session_2.v1", "A" * 128, "x.y", "a-b.c:d@e_f"]
+)
+def test_valid_context_ids(cid: str) -> None:
+    """Ids of 1-128 safe characters pass unchanged."""
+    assert validate_context_id(cid) == cid
+
+
+@pytest.mark.parametrize(
+    "cid",
+    [
+        "",
+        "A" * 129,
+        "../etc/passwd",
+        "..",
+        ".hidden",
+        "a..b",
+        "a/b",
+        "a\\b",
+        "..\\..\\windows",
+        "a b",
+        "a\x00b",
+        "ctx\n",
+        "ümlaut",
+        "%2e%2e",
+    ],
+)
+def test_invalid_context_ids(cid: str) -> None:
+    """Path traversal, separators, control and odd characters are rejected."""
+    with pytest.raises(ValidationError) as info:
+        validate_context_id(cid)
+    assert info.value.field == "context_id"
+
+
+def test_store_methods_validate_ids(store: HistoryStore) -> None:
+    """Every store method rejects a bad context id before touching the database."""
+    with pytest.raises(ValidationError):
+        store.append("../x", [user("hi")])
+    with pytest.raises(ValidationError):
+        store.window("a/b", 100)
+    with pytest.raises(ValidationError):
+        store.get("..")
+
+
+def test_append_and_history(store: HistoryStore) -> None:
+    """append() returns the running count and history() returns messages oldest first."""
+    assert store.append("c", [user("one"), assistant("two")]) == 2
+    assert store.append("c", [user("three")]) == 3
+    got = store.history("c")
+    assert [(m.seq, m.role, m.content) for m in got] == [
+        (1, "user", "one"),
+        (2, "assistant", "two"),
+        (3, "user", "three"),
+    ]
+    assert got[0].tokens == count_tokens("one")
+    assert got[2].message == user("three")
+    assert [m.content for m in store.history("c", limit=2)] == ["two", "three"]
+
+
+def test_history_of_unknown_context(store: HistoryStore) -> None:
+    """history() of a context that does not exist raises NotFound."""
+    with pytest.raises(NotFound):
+        store.history("nope")
+
+
+def test_append_rejects_bad_role(store: HistoryStore) -> None:
+    """A message with an unknown role is refused and nothing is stored."""
+    with pytest.raises(ValidationError) as info:
+        store.append("c", [user("ok"), ChatMessage("tool", "x")])  # type: ignore[arg-type]
+    assert info.value.field == "messages[1].role"
+    assert store.get("c") is None
+
+
+def test_metadata_merges_and_must_be_json(store: HistoryStore) -> None:
+    """Metadata is merged on each append, and must be JSON-serialisable."""
+    store.append("c", [user("a")], metadata={"component": "ergon", "x": 1})
+    store.append("c", [user("b")], metadata={"x": 2})
+    info = store.get("c")
+    assert info is not None
+    assert info.metadata == {"component": "ergon", "x": 2}
+    with pytest.raises(ValidationError) as err:
+        store.append("c", [user("c")], metadata={"bad": object()})
+    assert err.value.field == "metadata"
+    assert store.get("c").message_count == 2  # type: ignore[union-attr]
+
+
+def test_window_keeps_newest_within_budget(store: HistoryStore) -> None:
+    """window() keeps the newest messages, in order, whose tokens fit the budget."""
+    texts = [f"message number {i}" for i in range(10)]
+    store.append("c", [user(t) for t in texts])
+    per_message = count_tokens(texts[0]) + MESSAGE_OVERHEAD
+    summary, window = store.window("c", per_message * 3 + per_message // 2)
+    assert summary is None
+    assert [m.content for m in window] == texts[-3:]
+    assert store.window("c", per_message * 3)[1] == [user(t) for t in texts[-3:]]
+    assert store.window("c", 0) == (None, [])
+    assert store.window("c", 10**9)[1] == [user(t) for t in texts]
+
+
+def test_window_stops_at_first_message_over_budget(store: HistoryStore) -> None:
+    """A big message ends the window even if older small ones would fit: no gaps."""
+    store.append("c", [user("small"), user("word " * 200), user("tiny")])
+    _, window = store.window("c", 50)
+    assert window == [user("tiny")]
+
+
+def test_window_of_unknown_context_is_empty(store: HistoryStore) -> None:
+    """A window of a context that does not exist yet is empty, not an error."""
+    assert store.window("new", 1000) == (None, [])
+
+
+def test_summary_replaces_covered_messages(store: HistoryStore) -> None:
+    """After set_summary, the window holds the summary and only later messages."""
+    store.append("c", [user("one"), assistant("two"), user("three")])
+    store.set_summary("c", "they counted", upto_seq=2)
+    summary, window = store.window("c", 1000)
+    assert summary == "they counted"
+    assert window == [user("three")]
+    assert len(store.history("c")) == 3
+    assert store.get("c").summary == "they counted"  # type: ignore[union-attr]
+    with pytest.raises(ValidationError):
+        store.set_summary("c", "x", upto_seq=4)
+    with pytest.raises(NotFound):
+        store.set_summary("nope", "x", upto_seq=0)
+
+
+def test_summary_counts_against_budget(store: HistoryStore) -> None:
+    """The summary's tokens come out of the budget before any message's."""
+    store.append("c", [user("alpha"), user("beta")])
+    store.set_summary("c", "s", upto_seq=0)
+    budget = (count_tokens("s") + MESSAGE_OVERHEAD) + (count_tokens("beta") + MESSAGE_OVERHEAD)
+    assert store.window("c", budget) == ("s", [user("beta")])
+
+
+def test_needs_summary(store: HistoryStore) -> None:
+    """needs_summary() compares the unsummarised tokens with the threshold."""
+    assert not store.needs_summary("nope", 0)
+    store.append("c", [user("word " * 100), user("end")])
+    total = sum(count_tokens(t) + MESSAGE_OVERHEAD for t in ["word " * 100, "end"])
+    assert store.needs_summary("c", total - 1)
+    assert not store.needs_summary("c", total)
+    store.set_summary("c", "summary", upto_seq=1)
+    assert not store.needs_summary("c", total - 1)
+
+
+def test_get_list_and_delete(store: HistoryStore) -> None:
+    """Contexts list most recently updated first, and delete removes one with its messages."""
+    store.append("a", [user("1")])
+    store.append("b", [user("2"), user("3")])
+    store.append("a", [user("4")])
+    listed = store.list()
+    assert [c.id for c in listed] == ["a", "b"]
+    assert [c.message_count for c in listed] == [2, 2]
+    assert listed[0].created < listed[1].created < listed[0].updated
+    assert [c.id for c in store.list(limit=1, offset=1)] == ["b"]
+    assert store.delete("a")
+    assert not store.delete("a")
+    assert store.get("a") is None
+    assert store.search("1") == []
+    assert [c.id for c in store.list()] == ["b"]
+
+
+def test_search_finds_substrings(store: HistoryStore) -> None:
+    """search() finds a literal substring, case-insensitively, with a snippet."""
+    store.append("c", [user("The Quick brown fox"), assistant("lazy dog")])
+    store.append("d", [user("x" * 100 + "quick" + "y" * 100)])
+    hits = store.search("QUICK")
+    assert {(h.context_id, h.seq, h.role) for h in hits} == {("c", 1, "user"), ("d", 1, "user")}
+    far = next(h for h in hits if h.context_id == "d")
+    assert "quick" in far.snippet
+    assert far.snippet.startswith("…")
+    assert far.snippet.endswith("…")
+    assert len(far.snippet) < 100
+    assert len(store.search("quick", limit=1)) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "matching"),
+    [("100%", "done 100%"), ("a_b", "a_b"), ("\\", "back\\slash"), ("%", "done 100%")],
+)
+def test_search_escapes_wildcards(store: HistoryStore, query: str, matching: str) -> None:
+    """LIKE wildcards and the escape character in a query match only themselves."""
+    store.append("c", [user("done 100%"), user("a_b"), user("axb"), user("100 x"), user("plain")])
+    store.append("c", [user("back\\slash")])
+    assert [h.snippet for h in store.search(query)] == [matching]
+
+
+def test_search_rejects_empty_query(store: HistoryStore) -> None:
+    """An empty query is refused rather than matching everything."""
+    with pytest.raises(ValidationError):
+        store.search("")
+
+
+def test_history_persists(tmp_path: Path) -> None:
+    """Contexts, messages and summaries survive closing and reopening the store."""
+    with HistoryStore(tmp_path / "h.db") as store:
+        store.append("c", [user("hello"), assistant("hi")], metadata={"k": "v"})
+        store.set_summary("c", "greeting", upto_seq=1)
+    with HistoryStore(tmp_path / "h.db") as store:
+        info = store.get("c")
+        assert info is not None
+        assert (info.message_count, info.summary, info.metadata) == (2, "greeting", {"k": "v"})
+        assert store.window("c", 100) == ("greeting", [assistant("hi")])
+        assert store.append("c", [user("again")]) == 3
