@@ -1,0 +1,320 @@
+"""
+Rhetor's one exception hierarchy.
+
+Every error a caller can see is a :class:`RhetorError`. Each class carries a
+stable ``code`` (the ``type`` field of the JSON error body), an HTTP ``status``
+and whether it is ``transient`` (worth retrying against the same provider).
+
+    RhetorError
+    ├── ValidationError          a request field is missing or wrong (422; names .field)
+    ├── NotFound                 an id that names nothing (404)
+    ├── Unauthorized             missing or wrong API key (401)
+    ├── PayloadTooLarge          body or frame over the size limit (413)
+    ├── BudgetExceeded           the budget policy refused the request (402)
+    ├── ServiceUnavailable       an internal actor is down or the runtime stops (503)
+    ├── AllProvidersFailed       every candidate in the routing chain failed (503; .attempts)
+    └── ProviderError            one upstream call failed (.provider, .model)
+        ├── ProviderUnavailable      not configured, no key, or not answering (503)
+        ├── AuthenticationFailed     upstream rejected the key (502, never retried)
+        ├── RateLimited              upstream 429 (429, transient; .retry_after)
+        ├── Overloaded               upstream 529 / overloaded (503, transient)
+        ├── UpstreamTimeout          upstream did not answer in time (504, transient)
+        ├── UpstreamConnectionError  could not connect / connection dropped (502, transient)
+        ├── UpstreamServerError      upstream 5xx (502, transient)
+        ├── BadRequest               upstream 400 (400, never retried)
+        ├── ContextTooLong           prompt over the model's window (400, never retried)
+        └── StreamBroken             a stream failed after its first chunk (502)
+
+Errors raised inside an actor reach the caller with their original type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+__all__ = [
+    "AllProvidersFailed",
+    "AuthenticationFailed",
+    "BadRequest",
+    "BudgetExceeded",
+    "ContextTooLong",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "ProviderError",
+    "ProviderUnavailable",
+    "RateLimited",
+    "RhetorError",
+    "ServiceUnavailable",
+    "StreamBroken",
+    "Unauthorized",
+    "UpstreamConnectionError",
+    "UpstreamServerError",
+    "UpstreamTimeout",
+    "ValidationError",
+]
+
+
+class RhetorError(Exception):
+    """
+    Base of every error Rhetor reports.
+    """
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    transient: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        """
+        The JSON error body's ``error`` object: type, message and, where known, field.
+        """
+        body: dict[str, Any] = {"type": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class ValidationError(RhetorError):
+    """
+    Raised when a request field is missing, of the wrong type or out of range.
+    """
+
+    code = "validation_error"
+    status = 422
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", field=field)
+
+
+class NotFound(RhetorError):
+    """
+    Raised when an id (template, prompt, context, provider, model) names nothing.
+    """
+
+    code = "not_found"
+    status = 404
+
+    def __init__(self, kind: str, ident: str, *, field: str | None = None) -> None:
+        super().__init__(f"no {kind} {ident!r}", field=field)
+        self.kind = kind
+        self.ident = ident
+
+
+class Unauthorized(RhetorError):
+    """
+    Raised when an API key is required and missing or wrong.
+    """
+
+    code = "unauthorized"
+    status = 401
+
+
+class PayloadTooLarge(RhetorError):
+    """
+    Raised when a body or WebSocket frame is over the configured size limit.
+    """
+
+    code = "payload_too_large"
+    status = 413
+
+
+class BudgetExceeded(RhetorError):
+    """
+    Raised when the budget policy refuses a request that would go over a limit.
+    """
+
+    code = "budget_exceeded"
+    status = 402
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        period: str,
+        limit: float,
+        spent: float,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.period = period
+        self.limit = limit
+        self.spent = spent
+        self.provider = provider
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body.update(period=self.period, limit=self.limit, spent=self.spent)
+        if self.provider is not None:
+            body["provider"] = self.provider
+        return body
+
+
+class ServiceUnavailable(RhetorError):
+    """
+    Raised when an internal part of Rhetor is down or the runtime is stopping.
+    """
+
+    code = "service_unavailable"
+    status = 503
+    transient = True
+
+
+class ProviderError(RhetorError):
+    """
+    Base of errors from one upstream provider call.
+    """
+
+    code = "provider_error"
+    status = 502
+
+    def __init__(self, message: str, *, provider: str, model: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.model = model
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["provider"] = self.provider
+        if self.model is not None:
+            body["model"] = self.model
+        return body
+
+
+class ProviderUnavailable(ProviderError):
+    """
+    Raised when a provider is not configured, has no key, or does not answer.
+    """
+
+    code = "provider_unavailable"
+    status = 503
+
+
+class AuthenticationFailed(ProviderError):
+    """
+    Raised when the upstream rejects Rhetor's credentials; never retried.
+    """
+
+    code = "upstream_authentication_failed"
+    status = 502
+
+
+class RateLimited(ProviderError):
+    """
+    Raised on an upstream 429; keeps the upstream's Retry-After in seconds.
+    """
+
+    code = "rate_limited"
+    status = 429
+    transient = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
+        return body
+
+
+class Overloaded(ProviderError):
+    """
+    Raised when the upstream says it is overloaded (Anthropic's 529).
+    """
+
+    code = "overloaded"
+    status = 503
+    transient = True
+
+
+class UpstreamTimeout(ProviderError):
+    """
+    Raised when the upstream does not answer within the request's deadline.
+    """
+
+    code = "upstream_timeout"
+    status = 504
+    transient = True
+
+
+class UpstreamConnectionError(ProviderError):
+    """
+    Raised when Rhetor cannot connect to the upstream, or the connection drops.
+    """
+
+    code = "upstream_connection_error"
+    status = 502
+    transient = True
+
+
+class UpstreamServerError(ProviderError):
+    """
+    Raised on an upstream 5xx other than overload.
+    """
+
+    code = "upstream_server_error"
+    status = 502
+    transient = True
+
+
+class BadRequest(ProviderError):
+    """
+    Raised when the upstream rejects the request as malformed; never retried.
+    """
+
+    code = "upstream_bad_request"
+    status = 400
+
+
+class ContextTooLong(ProviderError):
+    """
+    Raised when the prompt is over the model's context window; never retried.
+    """
+
+    code = "context_too_long"
+    status = 400
+
+
+class StreamBroken(ProviderError):
+    """
+    Raised when a stream fails after its first chunk reached the caller.
+    """
+
+    code = "stream_broken"
+    status = 502
+
+
+class AllProvidersFailed(RhetorError):
+    """
+    Raised when every candidate in the routing chain failed; lists each attempt.
+    """
+
+    code = "all_providers_failed"
+    status = 503
+
+    def __init__(self, attempts: Sequence[tuple[str, str, RhetorError]]) -> None:
+        tried = "; ".join(f"{p}/{m}: {e.code}: {e.message}" for p, m, e in attempts)
+        super().__init__(f"all providers failed ({tried or 'no candidates'})")
+        self.attempts = list(attempts)
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["attempts"] = [
+            {"provider": p, "model": m, "type": e.code, "message": e.message}
+            for p, m, e in self.attempts
+        ]
+        return body

@@ -1,0 +1,156 @@
+"""
+Rhetor's settings: one frozen object, read from the environment by default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from rhetor._errors import ValidationError
+
+__all__ = ["BudgetPolicy", "Settings"]
+
+BudgetPolicy = Literal["ignore", "warn", "enforce"]
+_POLICIES: tuple[BudgetPolicy, ...] = ("ignore", "warn", "enforce")
+
+_PACKAGE_TASKS = Path(__file__).parent / "data" / "tasks.json"
+
+
+def _default_task_config() -> Path:
+    # Prefer the repository's config/ (what an operator edits); fall back to the
+    # copy shipped inside the package so an installed wheel works anywhere.
+    repo = Path(__file__).resolve().parent.parent / "config" / "tasks.json"
+    return repo if repo.exists() else _PACKAGE_TASKS
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError(name, f"must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ValidationError(name, f"must not be negative, got {value}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationError(name, f"must be a whole number, got {raw!r}") from None
+
+
+def _policy(value: str, field: str) -> BudgetPolicy:
+    for policy in _POLICIES:
+        if value == policy:
+            return policy
+    raise ValidationError(field, f"must be one of {', '.join(_POLICIES)}, got {value!r}")
+
+
+@attrs.frozen
+class Settings:
+    """
+    Everything Rhetor needs to start; ``Settings()`` gives the embedded defaults.
+
+    ``from_env()`` reads the documented environment variables. API keys are held
+    here but never printed: ``repr`` hides them.
+    """
+
+    host: str = "0.0.0.0"
+    port: int = 8300
+    data_dir: Path = attrs.field(factory=lambda: Path("data"), converter=Path)
+    task_config: Path = attrs.field(factory=_default_task_config, converter=Path)
+    price_overrides: Path | None = None
+    budget_policy: BudgetPolicy = "warn"
+    daily_limit: float = 0.0
+    weekly_limit: float = 0.0
+    monthly_limit: float = 0.0
+    hermes_url: str | None = None
+    public_url: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
+    anthropic_api_key: str | None = attrs.field(default=None, repr=False)
+    anthropic_base_url: str | None = None
+    openai_api_key: str | None = attrs.field(default=None, repr=False)
+    openai_base_url: str | None = None
+    ollama_base_url: str | None = None
+    # "auto": the simulated provider joins routing chains only when no real
+    # provider is available; "always" / "never" force it.
+    simulated: Literal["auto", "always", "never"] = "auto"
+    simulated_chunk_delay: float = 0.0
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 1024 * 1024
+    request_timeout: float = 120.0
+    # Seconds the Hypercorn graceful shutdown gives in-flight requests.
+    shutdown_grace: float = 10.0
+    context_token_budget: int = 8000
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("daily_limit", "weekly_limit", "monthly_limit"):
+            if getattr(self, name) < 0:
+                raise ValidationError(name, "must not be negative")
+        _policy(self.budget_policy, "budget_policy")
+        if not 0 <= self.port <= 65535:
+            raise ValidationError("port", f"must be 0-65535, got {self.port}")
+        if self.max_body_bytes <= 0:
+            raise ValidationError("max_body_bytes", "must be positive")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """
+        Read the documented ``RHETOR_*`` and provider variables.
+
+        Error handling: a malformed value raises :class:`ValidationError`
+        naming the variable.
+        """
+        env = os.environ if env is None else env
+        origins = tuple(o.strip() for o in env.get("RHETOR_CORS_ORIGINS", "").split(",") if o.strip())
+        simulated = env.get("RHETOR_SIMULATED", "auto")
+        if simulated not in ("auto", "always", "never"):
+            raise ValidationError("RHETOR_SIMULATED", "must be auto, always or never")
+        overrides = env.get("RHETOR_PRICE_OVERRIDES")
+        return cls(
+            host=env.get("RHETOR_HOST_BIND", "0.0.0.0"),
+            port=_int(env, "RHETOR_PORT", 8300),
+            data_dir=Path(env.get("RHETOR_DATA_DIR", "data")),
+            task_config=Path(env["RHETOR_TASK_CONFIG"])
+            if env.get("RHETOR_TASK_CONFIG")
+            else _default_task_config(),
+            price_overrides=Path(overrides) if overrides else None,
+            budget_policy=_policy(env.get("RHETOR_BUDGET_POLICY", "warn"), "RHETOR_BUDGET_POLICY"),
+            daily_limit=_float(env, "RHETOR_BUDGET_DAILY_LIMIT", 0.0),
+            weekly_limit=_float(env, "RHETOR_BUDGET_WEEKLY_LIMIT", 0.0),
+            monthly_limit=_float(env, "RHETOR_BUDGET_MONTHLY_LIMIT", 0.0),
+            hermes_url=env.get("HERMES_API_URL", "http://localhost:8100") or None,
+            public_url=env.get("RHETOR_PUBLIC_URL") or None,
+            api_key=env.get("RHETOR_API_KEY") or None,
+            anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
+            anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            openai_base_url=env.get("OPENAI_BASE_URL") or None,
+            ollama_base_url=env.get("OLLAMA_BASE_URL") or None,
+            simulated=simulated,  # type: ignore[arg-type]  # checked just above
+            simulated_chunk_delay=_float(env, "RHETOR_SIMULATED_CHUNK_DELAY", 0.0),
+            cors_origins=origins,
+            max_body_bytes=_int(env, "RHETOR_MAX_BODY_BYTES", 1024 * 1024),
+            request_timeout=_float(env, "RHETOR_REQUEST_TIMEOUT", 120.0),
+        )
+
+    @property
+    def limits(self) -> dict[str, float]:
+        """The configured global limits by period; 0 means no limit."""
+        return {
+            "daily": self.daily_limit,
+            "weekly": self.weekly_limit,
+            "monthly": self.monthly_limit,
+        }

@@ -1,0 +1,146 @@
+"""
+Value objects shared by Rhetor's actors, and the provider backend protocol.
+
+Everything here is frozen: actors exchange these, never mutable state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal, Protocol
+
+import attrs
+
+__all__ = [
+    "ChatMessage",
+    "ProviderBackend",
+    "ProviderReply",
+    "ProviderRequest",
+    "ProviderStatus",
+    "Role",
+    "StreamEnd",
+    "TextDelta",
+    "Usage",
+]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@attrs.frozen
+class ChatMessage:
+    """
+    One turn of a conversation.
+    """
+
+    role: Role
+    content: str
+
+
+@attrs.frozen
+class Usage:
+    """
+    Tokens consumed by one call.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+        )
+
+
+@attrs.frozen
+class ProviderRequest:
+    """
+    What a provider backend is asked to complete.
+
+    ``messages`` holds only user and assistant turns, oldest first, ending with
+    the new user turn; the system prompt travels apart in ``system``.
+    """
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    request_id: str = ""
+    # Seconds the upstream call may take in all (connect, first byte, whole reply).
+    timeout: float = 60.0
+
+
+@attrs.frozen
+class ProviderReply:
+    """
+    A whole (non-streamed) completion.
+    """
+
+    text: str
+    model: str
+    usage: Usage
+    finish_reason: str = "stop"
+
+
+@attrs.frozen
+class TextDelta:
+    """
+    One streamed piece of text.
+    """
+
+    text: str
+
+
+@attrs.frozen
+class StreamEnd:
+    """
+    The last item of a stream: the usage the upstream reported, and why it stopped.
+    """
+
+    usage: Usage
+    finish_reason: str = "stop"
+    model: str = ""
+
+
+@attrs.frozen
+class ProviderStatus:
+    """
+    A provider's availability and the models it serves, as last checked.
+    """
+
+    name: str
+    available: bool
+    models: tuple[str, ...] = ()
+    reason: str = ""
+
+
+class ProviderBackend(Protocol):
+    """
+    One upstream, reached over its own wire protocol.
+
+    A backend translates its library's exceptions into :mod:`rhetor._errors`
+    in exactly one place. Cancelling a call closes the upstream request.
+    """
+
+    name: str
+
+    async def check(self) -> ProviderStatus:
+        """Probe availability and list models; never raises for an unreachable upstream."""
+        ...
+
+    async def complete(self, request: ProviderRequest) -> ProviderReply:
+        """One whole completion; raises a :class:`rhetor.ProviderError` subclass on failure."""
+        ...
+
+    def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
+        """Stream deltas, ending with exactly one :class:`StreamEnd` (an async generator)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        ...
