@@ -1,0 +1,326 @@
+"""
+Task routing: which models, in which order, answer a request, and why.
+
+Pure logic, no I/O beyond reading the config file; the Router actor owns one
+:class:`TaskConfig` and calls :func:`plan` for every request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from rhetor._errors import NotFound, ValidationError
+
+__all__ = [
+    "TASK_TYPES",
+    "Candidate",
+    "ModelInfo",
+    "RoutePlan",
+    "RoutingParameters",
+    "TaskConfig",
+    "TaskRoute",
+    "plan",
+]
+
+TASK_TYPES = ("code", "planning", "reasoning", "chat", "default")
+_TIERS = {"local": 0, "low": 1, "medium": 2, "high": 3}
+Complexity = Literal["low", "medium", "high"]
+
+
+@attrs.frozen
+class ModelInfo:
+    """
+    What the router knows of one model: who serves it and what it can do.
+    """
+
+    name: str
+    provider: str
+    tier: str = "medium"
+    context_window: int = 8192
+    capabilities: frozenset[str] = frozenset({"general"})
+
+
+@attrs.frozen
+class TaskRoute:
+    """
+    A task's (or component rule's) primary model, its fallbacks and default temperature.
+    """
+
+    primary: str
+    fallbacks: tuple[str, ...] = ()
+    temperature: float = 0.7
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        return (self.primary, *self.fallbacks)
+
+
+@attrs.frozen
+class RoutingParameters:
+    """
+    Hints a request may carry to steer the choice of model.
+    """
+
+    complexity: Complexity | None = None
+    required_capabilities: frozenset[str] = frozenset()
+    max_cost: float | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Any, field: str = "routing_parameters") -> RoutingParameters:
+        """Validate a JSON object; unknown keys (like the seeds' ``task_type``) are ignored."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ValidationError(field, "must be an object")
+        complexity = raw.get("complexity")
+        if complexity is not None and complexity not in ("low", "medium", "high"):
+            raise ValidationError(f"{field}.complexity", "must be low, medium or high")
+        caps = raw.get("required_capabilities") or ()
+        if isinstance(caps, str) or not all(isinstance(c, str) for c in caps):
+            raise ValidationError(f"{field}.required_capabilities", "must be a list of strings")
+        max_cost = raw.get("max_cost")
+        if max_cost is not None:
+            if isinstance(max_cost, bool) or not isinstance(max_cost, int | float):
+                raise ValidationError(f"{field}.max_cost", "must be a number")
+            if max_cost < 0:
+                raise ValidationError(f"{field}.max_cost", "must not be negative")
+        return cls(complexity, frozenset(caps), None if max_cost is None else float(max_cost))
+
+
+@attrs.frozen
+class Candidate:
+    """
+    One model to try, with the temperature to use.
+    """
+
+    provider: str
+    model: str
+    temperature: float
+
+
+@attrs.frozen
+class RoutePlan:
+    """
+    The ordered candidates for one request, and the explanation for the first.
+    """
+
+    candidates: tuple[Candidate, ...]
+    explanation: str
+    task_type: str
+    rule: str
+
+
+def _route(raw: Any, where: str) -> TaskRoute:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("primary"), str):
+        raise ValidationError(where, "must be an object with a 'primary' model name")
+    fallbacks = raw.get("fallbacks", raw.get("fallback", ()))
+    if isinstance(fallbacks, str):
+        fallbacks = (fallbacks,)
+    temperature = raw.get("temperature", 0.7)
+    if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        raise ValidationError(f"{where}.temperature", "must be a number from 0 to 2")
+    return TaskRoute(raw["primary"], tuple(fallbacks), float(temperature))
+
+
+@attrs.frozen
+class TaskConfig:
+    """
+    The routing table: task routes, component rules and the model catalogue.
+    """
+
+    tasks: Mapping[str, TaskRoute]
+    components: Mapping[str, TaskRoute]
+    models: Mapping[str, ModelInfo]
+    summary_task: str = "chat"
+
+    @classmethod
+    def load(cls, path: Path) -> TaskConfig:
+        """
+        Read and validate a ``tasks.json``.
+
+        Error handling: a missing file, bad JSON or a bad entry raises
+        :class:`ValidationError` naming the file and the entry.
+        """
+        try:
+            raw = json.loads(path.read_text())
+        except OSError as exc:
+            raise ValidationError("RHETOR_TASK_CONFIG", f"cannot read {path}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ValidationError("RHETOR_TASK_CONFIG", f"{path} is not JSON: {exc}") from None
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> TaskConfig:
+        if not isinstance(raw, Mapping):
+            raise ValidationError("tasks.json", "must be a JSON object")
+        models: dict[str, ModelInfo] = {}
+        for name, info in (raw.get("models") or {}).items():
+            if not isinstance(info, Mapping) or not isinstance(info.get("provider"), str):
+                raise ValidationError(f"models.{name}", "needs a 'provider'")
+            tier = info.get("tier", "medium")
+            if tier not in _TIERS:
+                raise ValidationError(f"models.{name}.tier", f"must be one of {', '.join(_TIERS)}")
+            models[name] = ModelInfo(
+                name,
+                info["provider"],
+                tier,
+                int(info.get("context_window", 8192)),
+                frozenset(info.get("capabilities", ("general",))),
+            )
+        tasks = {k: _route(v, f"tasks.{k}") for k, v in (raw.get("tasks") or {}).items()}
+        if "default" not in tasks:
+            raise ValidationError("tasks.default", "a 'default' task is required")
+        components = {
+            k: _route(v, f"components.{k}") for k, v in (raw.get("components") or {}).items()
+        }
+        for where, route in [*tasks.items(), *components.items()]:
+            for model in route.chain:
+                if model not in models:
+                    raise ValidationError(where, f"model {model!r} is not in 'models'")
+        return cls(tasks, components, models, raw.get("summary_task", "chat"))
+
+    def route_for(self, task_type: str, component: str | None) -> tuple[str, TaskRoute]:
+        """
+        The rule that applies: ``{component}_{task}``, then ``{component}``, then the task.
+
+        An unknown task type falls to ``default``.
+        """
+        task = task_type if task_type in self.tasks else "default"
+        if component:
+            for key in (f"{component}_{task}", component):
+                if key in self.components:
+                    return key, self.components[key]
+        return task, self.tasks[task]
+
+    def provider_of(self, model: str) -> str:
+        info = self.models.get(model)
+        if info is None:
+            raise NotFound("model", model, field="model")
+        return info.provider
+
+
+def plan(
+    config: TaskConfig,
+    *,
+    task_type: str,
+    component: str | None,
+    provider: str | None,
+    model: str | None,
+    temperature: float | None,
+    params: RoutingParameters,
+    available: Callable[[str], bool],
+    provider_models: Mapping[str, Sequence[str]],
+    active: tuple[str, str] | None,
+    simulated_fallback: bool,
+    cost_of: Callable[[str, str], float],
+) -> RoutePlan:
+    """
+    Order the candidates for one request and explain the choice.
+
+    ``available(provider)`` says whether a provider is up; ``cost_of`` gives a
+    request's worst-case cost on a model; ``active`` is the operator's choice
+    from ``POST /provider``, which heads the ``default`` task's chain.
+    """
+    task = task_type if task_type in config.tasks else "default"
+    reasons: list[str] = []
+    if task != task_type:
+        reasons.append(f"unknown task type {task_type!r} routed as 'default'")
+
+    def provider_for(name: str) -> str:
+        info = config.models.get(name)
+        if info is not None:
+            return info.provider
+        for prov, names in provider_models.items():
+            if name in names:
+                return prov
+        raise NotFound("model", name, field="model")
+
+    # An explicit override wins over the task table.
+    if model is not None or provider is not None:
+        if provider is not None and provider not in provider_models:
+            raise NotFound("provider", provider, field="provider")
+        if model is None:
+            assert provider is not None  # for mypy: the branch needs one of the two
+            models = list(provider_models.get(provider, ()))
+            if not models:
+                raise NotFound("model", f"any model of {provider}", field="model")
+            model = models[0]
+        prov = provider if provider is not None else provider_for(model)
+        if provider is not None and model not in provider_models.get(provider, ()):
+            if model not in config.models or config.models[model].provider != provider:
+                raise NotFound("model", f"{model} on {provider}", field="model")
+        _, route = config.route_for(task, component)
+        temp = route.temperature if temperature is None else temperature
+        explanation = f"{prov}/{model} was requested explicitly"
+        return RoutePlan((Candidate(prov, model, temp),), explanation, task, "override")
+
+    rule, route = config.route_for(task, component)
+    chain = list(route.chain)
+    if task == "default" and active is not None and (component is None or rule == "default"):
+        chain = [active[1], *[m for m in chain if m != active[1]]]
+        rule = "active provider"
+        reasons.append(f"{active[0]}/{active[1]} is the active model")
+    temp = route.temperature if temperature is None else temperature
+
+    def tier(name: str) -> int:
+        info = config.models.get(name)
+        return _TIERS.get(info.tier, 2) if info is not None else 2
+
+    if params.required_capabilities:
+        need = params.required_capabilities
+        capable = [m for m in chain if m in config.models and need <= config.models[m].capabilities]
+        if not capable:
+            capable = sorted(
+                (n for n, i in config.models.items() if need <= i.capabilities), key=tier
+            )
+        if capable:
+            chain = capable
+            reasons.append(f"needs {', '.join(sorted(need))}")
+        else:
+            reasons.append(f"no model has all of {', '.join(sorted(need))}; using the task chain")
+    if params.complexity == "low":
+        chain.sort(key=tier)
+        reasons.append("low complexity prefers cheaper models")
+    elif params.complexity == "high":
+        chain.sort(key=tier, reverse=True)
+        reasons.append("high complexity prefers stronger models")
+    if params.max_cost is not None:
+        affordable = [m for m in chain if cost_of(provider_for(m), m) <= params.max_cost]
+        cheaper = sorted(
+            (
+                n
+                for n, i in config.models.items()
+                if n not in affordable and cost_of(i.provider, n) <= params.max_cost
+                and (not params.required_capabilities or params.required_capabilities <= i.capabilities)
+            ),
+            key=lambda n: cost_of(config.models[n].provider, n),
+        )
+        chain = affordable + [m for m in cheaper if available(config.models[m].provider)]
+        reasons.append(f"max cost ${params.max_cost:g}")
+
+    candidates: list[Candidate] = []
+    skipped: list[str] = []
+    for name in chain:
+        prov = provider_for(name)
+        if available(prov):
+            candidates.append(Candidate(prov, name, temp))
+        else:
+            skipped.append(f"{prov}/{name}")
+    if simulated_fallback and available("simulated"):
+        sim_models = list(provider_models.get("simulated", ()))
+        if sim_models and not any(c.provider == "simulated" for c in candidates):
+            candidates.append(Candidate("simulated", sim_models[0], temp))
+            if not any(c.provider != "simulated" for c in candidates):
+                reasons.append("no real provider is available, so the simulated provider answers")
+    if skipped:
+        reasons.append(f"skipped unavailable {', '.join(skipped)}")
+    head = f"{candidates[0].provider}/{candidates[0].model}" if candidates else "nothing"
+    explanation = f"task '{task}' via rule '{rule}' chose {head}"
+    if reasons:
+        explanation += "; " + "; ".join(reasons)
+    return RoutePlan(tuple(candidates), explanation, task, rule)
