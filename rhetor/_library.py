@@ -216,6 +216,13 @@ FROM templates t JOIN template_versions v ON v.template_id = t.id
 _PROMPT_COLUMNS = "id, name, component, content, description, tags, is_default, created, updated"
 
 
+def _reject_unknown(unknown: Mapping[str, object]) -> None:
+    # Callers forward request bodies as keywords: a stray field is the client's
+    # mistake (422), not a TypeError (500).
+    for key in unknown:
+        raise ValidationError(key, "unknown field")
+
+
 def _name_list(field: str, names: Sequence[str] | None) -> list[str]:
     if names is None:
         return []
@@ -312,12 +319,15 @@ class LibraryStore:
         optional: Sequence[str] | None = None,
         defaults: Mapping[str, str] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        **unknown: object,
     ) -> Template:
         """
         Store a new template at version 1.
 
-        Error handling: a taken name raises ``ValidationError("name", "already exists")``.
+        Error handling: a taken name raises ``ValidationError("name", "already exists")``;
+        an unknown keyword raises ``ValidationError(<keyword>, "unknown field")``.
         """
+        _reject_unknown(unknown)
         _non_empty("name", name)
         fields = _VersionFields.check(content, required, optional, defaults, metadata)
         template_id = uuid.uuid4().hex
@@ -345,6 +355,7 @@ class LibraryStore:
         optional: Sequence[str] | None = None,
         defaults: Mapping[str, str] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        **unknown: object,
     ) -> Template:
         """
         Change a template and return it.
@@ -353,6 +364,7 @@ class LibraryStore:
         new version (unchanged fields carry over); a change to only the name,
         description or category does not.
         """
+        _reject_unknown(unknown)
         current = self.get_template(id_or_name)
         now = self._clock()
         new_version = any(v is not None for v in (content, required, optional, defaults, metadata))
@@ -491,10 +503,12 @@ class LibraryStore:
         description: str = "",
         tags: Sequence[str] = (),
         is_default: bool = False,
+        **unknown: object,
     ) -> Prompt:
         """
         Store a system prompt; as the default, it displaces the component's old default.
         """
+        _reject_unknown(unknown)
         _non_empty("name", name)
         _non_empty("component", component)
         if not isinstance(content, str):
@@ -522,10 +536,12 @@ class LibraryStore:
         description: str | None = None,
         tags: Sequence[str] | None = None,
         is_default: bool | None = None,
+        **unknown: object,
     ) -> Prompt:
         """
         Change a prompt's fields; making it the default displaces its component's old one.
         """
+        _reject_unknown(unknown)
         current = self.get_prompt(prompt_id)
         if name is not None:
             _non_empty("name", name)

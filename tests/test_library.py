@@ -309,3 +309,20 @@ def test_generate_prompt_rejects_bad_input() -> None:
     with pytest.raises(ValidationError) as info:
         generate_prompt("  ", None, "chat")
     assert info.value.field == "task"
+
+
+def test_unknown_fields_rejected(store: LibraryStore) -> None:
+    """An unknown keyword to a create or update is a ValidationError naming it."""
+    t = store.create_template("t", "x")
+    p = store.create_prompt("p", "c", "x")
+    calls = [
+        lambda: store.create_template("u", "x", colour="red"),
+        lambda: store.update_template(t.id, colour="red"),
+        lambda: store.create_prompt("q", "c", "x", colour="red"),
+        lambda: store.update_prompt(p.id, colour="red"),
+    ]
+    for call in calls:
+        with pytest.raises(ValidationError) as info:
+            call()
+        assert info.value.field == "colour"
+    assert [x.name for x in store.list_templates()] == ["t"]
