@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -228,3 +229,23 @@ def test_period_rejects_unknown() -> None:
     with pytest.raises(ValidationError) as info:
         period_start("yearly", NOW)  # type: ignore[arg-type]
     assert info.value.field == "period"
+
+
+def test_usable_from_a_worker_thread(tmp_path: Path) -> None:
+    """A ledger opened on one thread can be used from another, as to_thread.run_sync does."""
+    ledger = Ledger(tmp_path / "l.db")
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            ledger.record(entry(cost=2.5))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert errors == []
+    assert ledger.spent(0.0) == 2.5
+    ledger.close()
+    ledger.close()  # closing twice is harmless

@@ -145,3 +145,9 @@ def test_count_message_tokens_adds_overhead() -> None:
     assert count_message_tokens(messages, None) == 2 + 2 * MESSAGE_OVERHEAD
     assert count_message_tokens(messages, "cat") == 3 + 3 * MESSAGE_OVERHEAD
     assert count_message_tokens([], "") == 0
+
+
+def test_count_tokens_non_ascii_splits_finer() -> None:
+    """Non-ASCII words count a token per two characters, as BPE splits them finer."""
+    assert count_tokens("héllo") == 3
+    assert count_tokens("日本語") == 2
