@@ -1,0 +1,228 @@
+"""
+A fake Anthropic Messages API: ``POST /v1/messages`` (JSON or SSE) and ``GET /v1/models``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from tests.fakes._server import (
+    Behaviour,
+    Cut,
+    Fail,
+    FakeUpstream,
+    Hang,
+    ReceivedRequest,
+    Reply,
+    Responder,
+    Stall,
+    StreamError,
+    run_standalone,
+    running,
+    split_text,
+)
+
+__all__ = ["DEFAULT_MODELS", "FakeAnthropic", "fake_anthropic"]
+
+DEFAULT_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5")
+
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+# kind -> (status, Anthropic error type, message)
+_ERRORS = {
+    "rate_limited": (
+        429,
+        "rate_limit_error",
+        "Number of request tokens has exceeded your rate limit.",
+    ),
+    "overloaded": (529, "overloaded_error", "Overloaded"),
+    "server_error": (500, "api_error", "Internal server error"),
+    "unauthorized": (401, "authentication_error", "invalid x-api-key"),
+    "forbidden": (403, "permission_error", "Your API key does not have permission."),
+    "context_too_long": (
+        400,
+        "invalid_request_error",
+        "prompt is too long: 215000 tokens > 200000 maximum",
+    ),
+    "bad_request": (400, "invalid_request_error", "messages: field required"),
+    "not_found": (404, "not_found_error", "model: no-such-model"),
+}
+
+_ids = itertools.count(1)
+
+
+def error_body(kind: str, message: str | None = None) -> dict[str, Any]:
+    """
+    Anthropic's error JSON for a provider-neutral ``kind``.
+    """
+    _, error_type, default = _ERRORS.get(kind, (500, "api_error", kind))
+    return {
+        "type": "error",
+        "error": {"type": error_type, "message": message or default},
+        "request_id": f"req_fake{next(_ids)}",
+    }
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+@attrs.define(eq=False)
+class FakeAnthropic(FakeUpstream):
+    """
+    Speaks the Anthropic Messages wire format, streaming as server-sent events.
+    """
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+
+    async def handle(self, request: ReceivedRequest, respond: Responder) -> None:
+        if request.method == "GET" and request.path == "/v1/models":
+            await respond.json(200, self._model_list())
+        elif request.method == "POST" and request.path == "/v1/messages":
+            await self._messages(request, respond, self.next_behaviour())
+        else:
+            await respond.json(404, error_body("not_found", f"no route {request.path}"))
+
+    def _model_list(self) -> dict[str, Any]:
+        data = [
+            {
+                "type": "model",
+                "id": m,
+                "display_name": m,
+                "created_at": "2025-01-01T00:00:00Z",
+            }
+            for m in self.models
+        ]
+        return {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+
+    async def _messages(
+        self, request: ReceivedRequest, respond: Responder, behaviour: Behaviour
+    ) -> None:
+        body = request.json or {}
+        model = body.get("model", "claude-fake")
+        streaming = bool(body.get("stream"))
+        match behaviour:
+            case Fail(status=status, kind=kind, message=message, headers=headers):
+                if kind == "overloaded":
+                    status = 529
+                await respond.json(status, error_body(kind, message), headers)
+            case Hang():
+                await respond.hold()
+            case Reply() as reply if not streaming:
+                await trio.sleep(reply.delay)
+                await respond.json(200, _message(model, reply))
+            case Reply() as reply:
+                await respond.start(200, "text/event-stream")
+                await respond.send(_sse("message_start", _message_start(model, reply.input_tokens)))
+                await respond.send(_sse("content_block_start", _block_start()))
+                await respond.send(_sse("ping", {"type": "ping"}))
+                for piece in reply.pieces():
+                    await trio.sleep(reply.delay)
+                    await respond.send(_sse("content_block_delta", _text_delta(piece)))
+                await respond.send(
+                    _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+                )
+                delta: dict[str, Any] = {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": _STOP_REASONS.get(reply.finish_reason, reply.finish_reason),
+                        "stop_sequence": None,
+                    },
+                }
+                if reply.usage:
+                    delta["usage"] = {"output_tokens": reply.completion_tokens}
+                await respond.send(_sse("message_delta", delta))
+                await respond.send(_sse("message_stop", {"type": "message_stop"}))
+                await respond.end()
+            case Cut(after=after, text=text) if not streaming:
+                whole = json.dumps(_message(model, Reply(text))).encode()
+                await respond.start(200, "application/json", length=len(whole))
+                await respond.send(whole[: len(whole) // 2])
+                await respond.drop()
+            case (
+                Cut(after=after, text=text)
+                | Stall(after=after, text=text)
+                | StreamError(after=after, text=text)
+            ):
+                await respond.start(200, "text/event-stream")
+                await respond.send(_sse("message_start", _message_start(model, 12)))
+                await respond.send(_sse("content_block_start", _block_start()))
+                for piece in split_text(text, after):
+                    await respond.send(_sse("content_block_delta", _text_delta(piece)))
+                if isinstance(behaviour, StreamError):
+                    await respond.send(_sse("error", error_body(behaviour.kind)))
+                    await respond.end()
+                elif isinstance(behaviour, Stall):
+                    await respond.hold()
+                else:
+                    await respond.drop()
+
+
+def _message(model: str, reply: Reply) -> dict[str, Any]:
+    return {
+        "id": f"msg_fake{next(_ids)}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": reply.joined}],
+        "stop_reason": _STOP_REASONS.get(reply.finish_reason, reply.finish_reason),
+        "stop_sequence": None,
+        "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.completion_tokens},
+    }
+
+
+def _message_start(model: str, input_tokens: int) -> dict[str, Any]:
+    return {
+        "type": "message_start",
+        "message": {
+            "id": f"msg_fake{next(_ids)}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+        },
+    }
+
+
+def _block_start() -> dict[str, Any]:
+    return {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
+
+
+def _text_delta(text: str) -> dict[str, Any]:
+    return {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": text},
+    }
+
+
+@asynccontextmanager
+async def fake_anthropic(**kwargs: Any) -> AsyncIterator[FakeAnthropic]:
+    """
+    Serve a :class:`FakeAnthropic` on loopback; ``fake.base_url`` is the SDK's base URL.
+    """
+    async with running(FakeAnthropic(**kwargs)) as fake:
+        yield fake
+
+
+if __name__ == "__main__":
+    run_standalone(FakeAnthropic)

@@ -1,0 +1,241 @@
+"""
+A fake OpenAI Chat Completions API: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+Streams are ``chat.completion.chunk`` server-sent events ending with ``data: [DONE]``;
+with ``stream_options.include_usage`` the last chunk before it has empty ``choices`` and
+the usage. ``fake.base_url`` ends in ``/v1``, as the OpenAI SDK expects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from tests.fakes._server import (
+    Behaviour,
+    Cut,
+    Fail,
+    FakeUpstream,
+    Hang,
+    ReceivedRequest,
+    Reply,
+    Responder,
+    Stall,
+    StreamError,
+    run_standalone,
+    running,
+    split_text,
+)
+
+__all__ = ["DEFAULT_MODELS", "FakeOpenAI", "fake_openai"]
+
+DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o")
+
+# kind -> (status, error type, error code, message)
+_ERRORS: dict[str, tuple[int, str, str | None, str]] = {
+    "rate_limited": (
+        429,
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for requests. Please try again in 1s.",
+    ),
+    "overloaded": (
+        503,
+        "server_error",
+        None,
+        "The engine is currently overloaded, please try again later.",
+    ),
+    "server_error": (500, "server_error", None, "The server had an error processing your request."),
+    "unauthorized": (
+        401,
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided: sk-fake. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+    ),
+    "forbidden": (
+        403,
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Forbidden",
+    ),
+    "context_too_long": (
+        400,
+        "invalid_request_error",
+        "context_length_exceeded",
+        "This model's maximum context length is 128000 tokens. However, your messages "
+        "resulted in 130512 tokens. Please reduce the length of the messages.",
+    ),
+    "bad_request": (400, "invalid_request_error", None, "Invalid request."),
+    "not_found": (
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        "The model `no-such-model` does not exist or you do not have access to it.",
+    ),
+}
+
+_ids = itertools.count(1)
+
+
+def error_body(kind: str, message: str | None = None) -> dict[str, Any]:
+    """
+    OpenAI's error JSON for a provider-neutral ``kind``.
+    """
+    _, error_type, code, default = _ERRORS.get(kind, (500, "server_error", None, kind))
+    return {
+        "error": {"message": message or default, "type": error_type, "param": None, "code": code}
+    }
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data)
+    return f"data: {payload}\n\n".encode()
+
+
+@attrs.define(eq=False)
+class FakeOpenAI(FakeUpstream):
+    """
+    Speaks the OpenAI Chat Completions wire format.
+    """
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    base_path = "/v1"
+
+    async def handle(self, request: ReceivedRequest, respond: Responder) -> None:
+        if request.method == "GET" and request.path == "/v1/models":
+            await respond.json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
+                        for m in self.models
+                    ],
+                },
+            )
+        elif request.method == "POST" and request.path == "/v1/chat/completions":
+            await self._chat(request, respond, self.next_behaviour())
+        else:
+            await respond.json(404, error_body("not_found", f"no route {request.path}"))
+
+    async def _chat(
+        self, request: ReceivedRequest, respond: Responder, behaviour: Behaviour
+    ) -> None:
+        body = request.json or {}
+        model = body.get("model", "gpt-fake")
+        streaming = bool(body.get("stream"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        ident = f"chatcmpl-fake{next(_ids)}"
+        match behaviour:
+            case Fail(status=status, kind=kind, message=message, headers=headers):
+                if kind == "overloaded":
+                    status = 503
+                await respond.json(status, error_body(kind, message), headers)
+            case Hang():
+                await respond.hold()
+            case Reply() as reply if not streaming:
+                await trio.sleep(reply.delay)
+                await respond.json(200, _completion(ident, model, reply))
+            case Reply() as reply:
+                await respond.start(200, "text/event-stream")
+                await respond.send(_sse(_chunk(ident, model, {"role": "assistant", "content": ""})))
+                for piece in reply.pieces():
+                    await trio.sleep(reply.delay)
+                    await respond.send(_sse(_chunk(ident, model, {"content": piece})))
+                await respond.send(_sse(_chunk(ident, model, {}, reply.finish_reason)))
+                if include_usage and reply.usage:
+                    usage_chunk = _chunk(ident, model, None)
+                    usage_chunk["usage"] = _usage(reply)
+                    await respond.send(_sse(usage_chunk))
+                await respond.send(_sse("[DONE]"))
+                await respond.end()
+            case Cut(after=after, text=text) if not streaming:
+                whole = json.dumps(_completion(ident, model, Reply(text))).encode()
+                await respond.start(200, "application/json", length=len(whole))
+                await respond.send(whole[: len(whole) // 2])
+                await respond.drop()
+            case (
+                Cut(after=after, text=text)
+                | Stall(after=after, text=text)
+                | StreamError(after=after, text=text)
+            ):
+                await respond.start(200, "text/event-stream")
+                await respond.send(_sse(_chunk(ident, model, {"role": "assistant", "content": ""})))
+                for piece in split_text(text, after):
+                    await respond.send(_sse(_chunk(ident, model, {"content": piece})))
+                if isinstance(behaviour, StreamError):
+                    await respond.send(_sse(error_body(behaviour.kind)))
+                    await respond.end()
+                elif isinstance(behaviour, Stall):
+                    await respond.hold()
+                else:
+                    await respond.drop()
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    return {
+        "prompt_tokens": reply.input_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.input_tokens + reply.completion_tokens,
+    }
+
+
+def _completion(ident: str, model: str, reply: Reply) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.joined, "refusal": None},
+                "logprobs": None,
+                "finish_reason": reply.finish_reason,
+            }
+        ],
+        "usage": _usage(reply),
+        "system_fingerprint": None,
+    }
+
+
+def _chunk(
+    ident: str, model: str, delta: dict[str, Any] | None, finish_reason: str | None = None
+) -> dict[str, Any]:
+    """
+    One ``chat.completion.chunk``; ``delta=None`` makes the usage chunk (empty choices).
+    """
+    choices = (
+        []
+        if delta is None
+        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+    )
+    return {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": choices,
+        "usage": None,
+    }
+
+
+@asynccontextmanager
+async def fake_openai(**kwargs: Any) -> AsyncIterator[FakeOpenAI]:
+    """
+    Serve a :class:`FakeOpenAI` on loopback; ``fake.base_url`` ends in ``/v1``.
+    """
+    async with running(FakeOpenAI(**kwargs)) as fake:
+        yield fake
+
+
+if __name__ == "__main__":
+    run_standalone(FakeOpenAI)
