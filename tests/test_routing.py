@@ -1,0 +1,165 @@
+"""Task routing: rules, overrides, routing parameters and fallback chains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rhetor._errors import NotFound, ValidationError
+from rhetor._routing import RoutingParameters, TaskConfig, plan
+
+CONFIG = TaskConfig.load(Path(__file__).parent.parent / "config" / "tasks.json")
+MODELS = {
+    p: [n for n, i in CONFIG.models.items() if i.provider == p]
+    for p in ("anthropic", "openai", "ollama", "simulated")
+}
+PRICES = {"high": 1.0, "medium": 0.5, "low": 0.1, "local": 0.0}
+
+
+def run(
+    *,
+    task_type: str = "chat",
+    component: str | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    params: RoutingParameters = RoutingParameters(),
+    up: tuple[str, ...] = ("anthropic", "openai", "simulated"),
+    active: tuple[str, str] | None = None,
+    simulated_fallback: bool = False,
+):  # type: ignore[no-untyped-def]
+    return plan(
+        CONFIG,
+        task_type=task_type,
+        component=component,
+        provider=provider,
+        model=model,
+        temperature=None,
+        params=params,
+        available=lambda p: p in up,
+        provider_models=MODELS,
+        active=active,
+        simulated_fallback=simulated_fallback,
+        cost_of=lambda p, m: PRICES[CONFIG.models[m].tier],
+    )
+
+
+def test_default_config_maps_every_task_to_primary_and_fallback() -> None:
+    """The shipped tasks.json routes code, planning, reasoning, chat and default as the seeds do."""
+    assert CONFIG.tasks["code"].chain == ("claude-3-opus-20240229", "gpt-4-turbo")
+    assert CONFIG.tasks["chat"].chain == ("claude-3-haiku-20240307", "gpt-3.5-turbo")
+    for task in ("planning", "reasoning", "default"):
+        assert CONFIG.tasks[task].chain == ("claude-3-sonnet-20240229", "gpt-4o")
+
+
+def test_unknown_task_type_falls_to_default_and_says_so() -> None:
+    """An unknown task type is routed as 'default', with the reason in the explanation."""
+    result = run(task_type="poetry")
+    assert result.task_type == "default"
+    assert result.candidates[0].model == "claude-3-sonnet-20240229"
+    assert "unknown task type 'poetry'" in result.explanation
+
+
+def test_component_rule_wins_over_task() -> None:
+    """A {component}_{task} rule is used before the task's own route."""
+    result = run(task_type="code", component="ergon")
+    assert result.rule == "ergon_code"
+    assert [c.model for c in result.candidates] == ["claude-3-opus-20240229", "gpt-4o"]
+
+
+def test_component_without_rule_uses_task() -> None:
+    """A component with no rule of its own gets the task's route."""
+    assert run(task_type="code", component="hermes").rule == "code"
+
+
+def test_unavailable_provider_is_skipped_and_explained() -> None:
+    """With Anthropic down, the OpenAI fallback heads the list, and the explanation says why."""
+    result = run(up=("openai",))
+    assert [c.model for c in result.candidates] == ["gpt-3.5-turbo"]
+    assert "skipped unavailable anthropic/claude-3-haiku-20240307" in result.explanation
+
+
+def test_simulated_joins_the_chain_only_as_fallback_of_last_resort() -> None:
+    """With no real provider up, the simulated provider answers, and says so."""
+    result = run(up=("simulated",), simulated_fallback=True)
+    assert [c.provider for c in result.candidates] == ["simulated"]
+    assert "no real provider is available" in result.explanation
+
+
+def test_explicit_model_overrides_routing() -> None:
+    """A request naming a model goes to that model's provider alone."""
+    result = run(model="gpt-4o")
+    assert [(c.provider, c.model) for c in result.candidates] == [("openai", "gpt-4o")]
+    assert "requested explicitly" in result.explanation
+
+
+def test_unknown_provider_is_not_found_naming_the_field() -> None:
+    """An unknown provider gives a typed NotFound naming 'provider'."""
+    with pytest.raises(NotFound) as info:
+        run(provider="nope")
+    assert info.value.field == "provider"
+
+
+def test_unknown_model_is_not_found_naming_the_field() -> None:
+    """An unknown model gives a typed NotFound naming 'model'."""
+    with pytest.raises(NotFound) as info:
+        run(model="gpt-99")
+    assert info.value.field == "model"
+
+
+def test_required_capabilities_filter_the_chain() -> None:
+    """A chat request that needs code generation skips models that lack it."""
+    params = RoutingParameters(required_capabilities=frozenset({"code_generation"}))
+    models = [c.model for c in run(params=params).candidates]
+    assert models and all("code_generation" in CONFIG.models[m].capabilities for m in models)
+
+
+def test_low_complexity_prefers_cheaper_models() -> None:
+    """Low complexity orders the chain from the cheapest tier up."""
+    params = RoutingParameters(complexity="low")
+    models = [c.model for c in run(task_type="code", params=params).candidates]
+    assert models[0] == "gpt-4-turbo" or CONFIG.models[models[0]].tier <= "high"
+    high = [c.model for c in run(task_type="code", params=RoutingParameters(complexity="high")).candidates]
+    assert CONFIG.models[high[0]].tier == "high"
+
+
+def test_max_cost_drops_models_that_cost_more() -> None:
+    """A max cost keeps only candidates whose worst case fits, adding cheaper ones."""
+    params = RoutingParameters(max_cost=0.2)
+    models = [c.model for c in run(task_type="code", params=params).candidates]
+    assert models and all(PRICES[CONFIG.models[m].tier] <= 0.2 for m in models)
+
+
+def test_active_model_heads_the_default_chain() -> None:
+    """The operator's active model is tried first for default-task requests."""
+    result = run(task_type="default", active=("openai", "gpt-4o"))
+    assert result.candidates[0].model == "gpt-4o"
+
+
+def test_routing_parameters_validate_each_field() -> None:
+    """Bad routing parameters are rejected naming the exact field."""
+    with pytest.raises(ValidationError) as info:
+        RoutingParameters.from_dict({"complexity": "extreme"})
+    assert info.value.field == "routing_parameters.complexity"
+    with pytest.raises(ValidationError) as info:
+        RoutingParameters.from_dict({"max_cost": -1})
+    assert info.value.field == "routing_parameters.max_cost"
+    assert RoutingParameters.from_dict({"task_type": "coding"}) == RoutingParameters()
+
+
+def test_config_naming_an_unlisted_model_is_rejected(tmp_path: Path) -> None:
+    """A task route that names a model missing from 'models' is a clear config error."""
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps({"tasks": {"default": {"primary": "ghost"}}, "models": {}}))
+    with pytest.raises(ValidationError, match="ghost"):
+        TaskConfig.load(path)
+
+
+def test_config_that_is_not_json_is_rejected(tmp_path: Path) -> None:
+    """A broken tasks.json names the variable that points at it."""
+    path = tmp_path / "tasks.json"
+    path.write_text("{nope")
+    with pytest.raises(ValidationError) as info:
+        TaskConfig.load(path)
+    assert info.value.field == "RHETOR_TASK_CONFIG"
