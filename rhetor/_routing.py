@@ -251,9 +251,10 @@ def plan(
                 raise NotFound("model", f"any model of {provider}", field="model")
             model = models[0]
         prov = provider if provider is not None else provider_for(model)
-        if provider is not None and model not in provider_models.get(provider, ()):
-            if model not in config.models or config.models[model].provider != provider:
-                raise NotFound("model", f"{model} on {provider}", field="model")
+        served = model in provider_models.get(provider or "", ())
+        configured = model in config.models and config.models[model].provider == provider
+        if provider is not None and not served and not configured:
+            raise NotFound("model", f"{model} on {provider}", field="model")
         _, route = config.route_for(task, component)
         temp = route.temperature if temperature is None else temperature
         explanation = f"{prov}/{model} was requested explicitly"
@@ -295,8 +296,12 @@ def plan(
             (
                 n
                 for n, i in config.models.items()
-                if n not in affordable and cost_of(i.provider, n) <= params.max_cost
-                and (not params.required_capabilities or params.required_capabilities <= i.capabilities)
+                if n not in affordable
+                and cost_of(i.provider, n) <= params.max_cost
+                and (
+                    not params.required_capabilities
+                    or params.required_capabilities <= i.capabilities
+                )
             ),
             key=lambda n: cost_of(config.models[n].provider, n),
         )

@@ -114,7 +114,9 @@ class Settings:
         naming the variable.
         """
         env = os.environ if env is None else env
-        origins = tuple(o.strip() for o in env.get("RHETOR_CORS_ORIGINS", "").split(",") if o.strip())
+        origins = tuple(
+            o.strip() for o in env.get("RHETOR_CORS_ORIGINS", "").split(",") if o.strip()
+        )
         simulated = env.get("RHETOR_SIMULATED", "auto")
         if simulated not in ("auto", "always", "never"):
             raise ValidationError("RHETOR_SIMULATED", "must be auto, always or never")

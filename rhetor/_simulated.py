@@ -73,13 +73,17 @@ class SimulatedBackend:
     available: bool = True
 
     async def check(self) -> ProviderStatus:
-        return ProviderStatus(self.name, self.available, self.models, "" if self.available else "disabled")
+        return ProviderStatus(
+            self.name, self.available, self.models, "" if self.available else "disabled"
+        )
 
     def _validate(self, request: ProviderRequest) -> None:
         if not self.available:
             raise ProviderUnavailable("simulated provider is disabled", provider=self.name)
         if request.model not in self.models:
-            raise BadRequest(f"unknown model {request.model!r}", provider=self.name, model=request.model)
+            raise BadRequest(
+                f"unknown model {request.model!r}", provider=self.name, model=request.model
+            )
 
     def _reply_text(self, request: ProviderRequest) -> tuple[str, Usage]:
         text = compose_reply(request.model, request.messages, request.system)

@@ -24,7 +24,7 @@ def run(
     component: str | None = None,
     provider: str | None = None,
     model: str | None = None,
-    params: RoutingParameters = RoutingParameters(),
+    params: RoutingParameters | None = None,
     up: tuple[str, ...] = ("anthropic", "openai", "simulated"),
     active: tuple[str, str] | None = None,
     simulated_fallback: bool = False,
@@ -36,7 +36,7 @@ def run(
         provider=provider,
         model=model,
         temperature=None,
-        params=params,
+        params=params or RoutingParameters(),
         available=lambda p: p in up,
         provider_models=MODELS,
         active=active,
@@ -120,7 +120,10 @@ def test_low_complexity_prefers_cheaper_models() -> None:
     params = RoutingParameters(complexity="low")
     models = [c.model for c in run(task_type="code", params=params).candidates]
     assert models[0] == "gpt-4-turbo" or CONFIG.models[models[0]].tier <= "high"
-    high = [c.model for c in run(task_type="code", params=RoutingParameters(complexity="high")).candidates]
+    high = [
+        c.model
+        for c in run(task_type="code", params=RoutingParameters(complexity="high")).candidates
+    ]
     assert CONFIG.models[high[0]].tier == "high"
 
 

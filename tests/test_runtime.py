@@ -82,7 +82,9 @@ def two_providers(
 ) -> tuple[Settings, dict[str, Callable[[], Any]]]:
     config = tmp_path / "tasks.json"
     config.write_text(json.dumps(TASKS))
-    settings = Settings(data_dir=tmp_path / "data", task_config=config, hermes_url=None, **overrides)
+    settings = Settings(
+        data_dir=tmp_path / "data", task_config=config, hermes_url=None, **overrides
+    )
     backends: dict[str, Callable[[], Any]] = {
         "alpha": lambda: alpha,
         "beta": lambda: beta,
@@ -107,14 +109,18 @@ async def test_embedding_example_runs_with_no_setup(tmp_path: Path) -> None:
         assert "Write a haiku" in reply.message
         assert reply.usage.input_tokens > 0 and reply.cost == 0.0
         assert "simulated provider answers" in reply.routing
-        chunks = [chunk async for chunk in rt.stream("And another", context_id="demo:1", task_type="chat")]
+        chunks = [
+            chunk async for chunk in rt.stream("And another", context_id="demo:1", task_type="chat")
+        ]
         assert chunks[-1].done and chunks[-1].reply is not None
         text = "".join(c.text for c in chunks)
         assert text == chunks[-1].reply.message
         assert "2 earlier messages" in text
 
 
-async def test_default_start_reads_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_default_start_reads_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """start() with no settings reads RHETOR_DATA_DIR and the other variables."""
     monkeypatch.setenv("RHETOR_DATA_DIR", str(tmp_path / "env-data"))
     monkeypatch.setenv("HERMES_API_URL", "")
@@ -133,7 +139,11 @@ async def test_history_is_sent_to_the_model_and_survives_restart(tmp_path: Path)
         reply = await rt.message("third", context_id="keep:1")
         assert "4 earlier messages" in reply.message
         context = await rt.get_context("keep:1")
-        assert [m.content for m in context["messages"]][:3] == ["first", context["messages"][1].content, "second"]
+        assert [m.content for m in context["messages"]][:3] == [
+            "first",
+            context["messages"][1].content,
+            "second",
+        ]
         assert len(context["messages"]) == 6
 
 
@@ -157,7 +167,9 @@ async def test_chat_takes_messages_and_a_system_message(tmp_path: Path) -> None:
 async def test_component_default_system_prompt_is_applied(tmp_path: Path) -> None:
     """A component's default system prompt reaches the model on that component's requests."""
     async with rhetor.runtime.start(plain(tmp_path), backends=simulated_only()) as rt:
-        await rt.create_prompt("ergon-default", "ergon", "You are Ergon's planner.", is_default=True)
+        await rt.create_prompt(
+            "ergon-default", "ergon", "You are Ergon's planner.", is_default=True
+        )
         reply = await rt.message("plan it", component="ergon")
         assert "You are Ergon's planner." in reply.message
         other = await rt.message("plan it", component="hermes")
@@ -173,7 +185,11 @@ async def test_bad_input_gives_typed_errors_naming_the_field(tmp_path: Path) -> 
             ({"context_id": "../../etc/passwd"}, ValidationError, "context_id"),
             ({"temperature": 5.0}, ValidationError, "temperature"),
             ({"max_tokens": 0}, ValidationError, "max_tokens"),
-            ({"routing_parameters": {"complexity": "huge"}}, ValidationError, "routing_parameters.complexity"),
+            (
+                {"routing_parameters": {"complexity": "huge"}},
+                ValidationError,
+                "routing_parameters.complexity",
+            ),
         ]
         for options, error, field in cases:
             with pytest.raises(error) as info:
@@ -187,7 +203,10 @@ async def test_template_validation(tmp_path: Path) -> None:
     """Templates render with their parameters; a missing or wrongly typed one is a clear error."""
     async with rhetor.runtime.start(plain(tmp_path), backends=simulated_only()) as rt:
         template = await rt.create_template(
-            "bug", "Bug: {description}\nEnv: {environment}", required=["description"], optional=["environment"]
+            "bug",
+            "Bug: {description}\nEnv: {environment}",
+            required=["description"],
+            optional=["environment"],
         )
         text = await rt.render_template(template.id, {"description": "crash"})
         assert text == "Bug: crash\nEnv: "
@@ -215,9 +234,13 @@ async def test_provider_error_falls_back_along_the_chain(tmp_path: Path) -> None
     assert alpha.calls == 1
 
 
-async def test_transient_error_is_retried_with_backoff(tmp_path: Path, autojump_clock: object) -> None:
+async def test_transient_error_is_retried_with_backoff(
+    tmp_path: Path, autojump_clock: object
+) -> None:
     """A transient upstream error is retried on the same model before any fallback."""
-    alpha = ScriptedBackend("alpha", ("alpha-1",), failures=[UpstreamServerError("500", provider="alpha")])
+    alpha = ScriptedBackend(
+        "alpha", ("alpha-1",), failures=[UpstreamServerError("500", provider="alpha")]
+    )
     beta = ScriptedBackend("beta", ("beta-1",))
     settings, backends = two_providers(tmp_path, alpha, beta)
     async with rhetor.runtime.start(settings, backends=backends) as rt:
@@ -225,7 +248,9 @@ async def test_transient_error_is_retried_with_backoff(tmp_path: Path, autojump_
     assert reply.provider == "alpha" and alpha.calls == 2 and beta.calls == 0
 
 
-async def test_crashed_provider_actor_falls_back_and_restarts(tmp_path: Path, autojump_clock: object) -> None:
+async def test_crashed_provider_actor_falls_back_and_restarts(
+    tmp_path: Path, autojump_clock: object
+) -> None:
     """A provider actor crashing mid-request falls back; its supervisor restarts it and it serves again."""
     alpha = ScriptedBackend("alpha", ("alpha-1",))
     beta = ScriptedBackend("beta", ("beta-1",))
@@ -242,7 +267,9 @@ async def test_crashed_provider_actor_falls_back_and_restarts(tmp_path: Path, au
         assert again.provider == "alpha"
 
 
-async def test_hung_provider_times_out_and_falls_back(tmp_path: Path, autojump_clock: object) -> None:
+async def test_hung_provider_times_out_and_falls_back(
+    tmp_path: Path, autojump_clock: object
+) -> None:
     """A provider that hangs past its deadline is abandoned for the fallback."""
     alpha = ScriptedBackend("alpha", ("alpha-1",))
     beta = ScriptedBackend("beta", ("beta-1",))
@@ -257,12 +284,18 @@ async def test_hung_provider_times_out_and_falls_back(tmp_path: Path, autojump_c
         rt.system.faults.clear("provider:alpha")
 
 
-async def test_all_providers_failing_lists_each_attempt(tmp_path: Path, autojump_clock: object) -> None:
+async def test_all_providers_failing_lists_each_attempt(
+    tmp_path: Path, autojump_clock: object
+) -> None:
     """When every candidate fails, the error lists what was tried."""
     from rhetor import AuthenticationFailed
 
-    alpha = ScriptedBackend("alpha", ("alpha-1",), failures=[AuthenticationFailed("key", provider="alpha")])
-    beta = ScriptedBackend("beta", ("beta-1",), failures=[AuthenticationFailed("key", provider="beta")])
+    alpha = ScriptedBackend(
+        "alpha", ("alpha-1",), failures=[AuthenticationFailed("key", provider="alpha")]
+    )
+    beta = ScriptedBackend(
+        "beta", ("beta-1",), failures=[AuthenticationFailed("key", provider="beta")]
+    )
     settings, backends = two_providers(tmp_path, alpha, beta, simulated="never")
     async with rhetor.runtime.start(settings, backends=backends) as rt:
         with pytest.raises(AllProvidersFailed) as info:
@@ -271,7 +304,9 @@ async def test_all_providers_failing_lists_each_attempt(tmp_path: Path, autojump
     assert alpha.calls == 1 and beta.calls == 1  # auth errors are never retried
 
 
-async def test_stream_falls_back_before_the_first_chunk(tmp_path: Path, autojump_clock: object) -> None:
+async def test_stream_falls_back_before_the_first_chunk(
+    tmp_path: Path, autojump_clock: object
+) -> None:
     """A stream failing before its first chunk moves to the fallback transparently."""
     from rhetor import BadRequest
 
@@ -291,9 +326,14 @@ async def test_stream_broken_after_first_chunk_is_a_typed_error_and_billed(tmp_p
     settings, backends = two_providers(tmp_path, alpha, beta)
     received: list[str] = []
     async with rhetor.runtime.start(settings, backends=backends) as rt:
-        with pytest.raises(StreamBroken):
-            async for chunk in rt.stream("one two three four five", task_type="chat", context_id="cut:1"):
+        stream = rt.stream("one two three four five", task_type="chat", context_id="cut:1")
+
+        async def consume() -> None:
+            async for chunk in stream:
                 received.append(chunk.text)
+
+        with pytest.raises(StreamBroken):
+            await consume()
         assert len(received) == 2 and beta.calls == 0
         usage = await rt.budget_usage("daily", "provider")
         alpha_row = next(r for r in usage if r["key"] == "alpha")
@@ -305,7 +345,9 @@ async def test_stream_broken_after_first_chunk_is_a_typed_error_and_billed(tmp_p
 async def test_budget_never_overspent_under_200_concurrent_requests(tmp_path: Path) -> None:
     """With enforce and a small limit, 200 concurrent priced requests never pass the limit."""
     prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({"simulated-echo": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}}))
+    prices.write_text(
+        json.dumps({"simulated-echo": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}})
+    )
     limit = 0.5
     settings = plain(tmp_path, budget_policy="enforce", daily_limit=limit, price_overrides=prices)
     outcomes: list[str] = []
@@ -329,7 +371,9 @@ async def test_budget_never_overspent_under_200_concurrent_requests(tmp_path: Pa
 async def test_warn_policy_reply_carries_budget_warning(tmp_path: Path) -> None:
     """Under warn, a request over the limit is answered with a budget warning."""
     prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({"simulated-echo": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}}))
+    prices.write_text(
+        json.dumps({"simulated-echo": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}})
+    )
     settings = plain(tmp_path, budget_policy="warn", daily_limit=0.0001, price_overrides=prices)
     async with rhetor.runtime.start(settings, backends=simulated_only()) as rt:
         reply = await rt.message("hello")
@@ -341,7 +385,10 @@ async def test_estimate_reports_tokens_cost_and_budget(tmp_path: Path) -> None:
     """A cost estimate gives tokens, cost and whether it fits, before any call."""
     async with rhetor.runtime.start(plain(tmp_path), backends=simulated_only()) as rt:
         estimate = await rt.estimate("Write a function", model="simulated-echo", max_tokens=100)
-        assert estimate["estimated_tokens"]["total_tokens"] == estimate["estimated_tokens"]["input_tokens"] + 100
+        assert (
+            estimate["estimated_tokens"]["total_tokens"]
+            == estimate["estimated_tokens"]["input_tokens"] + 100
+        )
         assert estimate["under_budget"] is True and estimate["estimated_cost"] == 0.0
         with pytest.raises(NotFound):
             await rt.estimate("x", model="gpt-99")
