@@ -1,0 +1,499 @@
+"""
+Actor cells: the persistent home of one named actor, and the loop that runs it.
+
+The cell owns the mailbox (an anyio memory object stream), the counters and the ``Ref``;
+they outlive every incarnation, so messages queued behind a crash reach the next one.
+
+The mailbox is read with ``receive_nowait`` only. When it is empty the actor parks
+itself (``parked``) and whoever puts a message in wakes it; on trio that is a bare
+``reschedule``, which is what makes an ask round trip cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio import BrokenResourceError, ClosedResourceError, EndOfStream, WouldBlock
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._actor import Actor
+from ._child import Child, Parent
+from ._envelope import DROPPED, PENDING, STREAM, Envelope
+from ._errors import ActorDied, ActorStopped, AskTimeout, InvalidSpec, NotStreaming, PoisonMessage
+from ._events import ActorStats
+from ._faults import Fault
+from ._ref import Ref
+
+with contextlib.suppress(ImportError):  # trio is optional; see ActorCell.fast
+    from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
+
+if TYPE_CHECKING:
+    from ._specs import ChildSpec
+    from ._system import System
+
+__all__ = ["ActorCell"]
+
+
+class ActorCell(Child):
+    """
+    One named actor across all its incarnations.
+    """
+
+    __slots__ = (
+        "_abort_park",
+        "_receive",
+        "crash",
+        "current",
+        "fast",
+        "fault",
+        "handled",
+        "in_flight",
+        "mailbox",
+        "mailbox_size",
+        "parked",
+        "redeliver",
+        "ref",
+        "stop_deadline",
+        "stop_requested",
+    )
+
+    def __init__(self, spec: ChildSpec, system: System, parent: Parent) -> None:
+        super().__init__(spec, system, parent)
+        self.fast = system.fast
+        self.mailbox_size = spec.mailbox_size or system.mailbox_size
+        self.mailbox: MemoryObjectSendStream[Envelope]
+        self._receive: MemoryObjectReceiveStream[Envelope]
+        self.mailbox, self._receive = anyio.create_memory_object_stream[Envelope](self.mailbox_size)
+        # Invariant: not None only while the actor waits on an empty mailbox.
+        self.parked: Any = None
+        self._abort_park = self._abort_parked
+        self.fault: Fault | None = system.faults.for_name(self.name)
+        self.ref = Ref(self)
+        self.handled = 0
+        # Delivered first to the next incarnation: the message its predecessor died on.
+        self.redeliver: Envelope | None = None
+        # Per incarnation.
+        self.current: Envelope | None = None
+        self.in_flight: set[Envelope] = set()
+        # The message (if any) and exception the running incarnation crashed with.
+        self.crash: tuple[Envelope | None, BaseException] | None = None
+        self.stop_requested = False
+        self.stop_deadline = math.inf
+
+    def __repr__(self) -> str:
+        return f"<ActorCell {self.name!r} incarnation={self.incarnation}>"
+
+    # ---- counters -------------------------------------------------------------------
+
+    def stats(self) -> ActorStats:
+        """
+        A snapshot of this actor's counters.
+        """
+        statistics = self._receive.statistics()
+        depth = statistics.current_buffer_used + statistics.tasks_waiting_send
+        return ActorStats(self.name, depth, self.handled, self.restarts, self.alive)
+
+    # ---- sending --------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """
+        Wake the actor if it is parked on an empty mailbox.
+        """
+        parked = self.parked
+        if parked is not None:
+            self.parked = None
+            if self.fast:
+                reschedule(parked)
+            else:
+                parked.set()
+
+    async def send_waiting(self, envelope: Envelope, deadline: float) -> None:
+        """
+        Put ``envelope`` in a full mailbox, waiting for room until ``deadline``.
+
+        Error handling: ``ActorStopped`` if the actor is stopped for good;
+        ``AskTimeout`` if the deadline passes first.
+        """
+        try:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                await self.mailbox.send(envelope)
+        except (ClosedResourceError, BrokenResourceError):
+            envelope.abandon()
+            raise ActorStopped("the actor is stopped", name=self.name) from None
+        except BaseException:
+            envelope.abandon()
+            raise
+        finally:
+            self.wake()
+        if scope.cancelled_caught:
+            envelope.abandon()
+            raise AskTimeout("no room in the mailbox before the deadline", name=self.name)
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def prepare_start(self) -> None:
+        if self.closed:
+            self.closed = False
+            self.mailbox, self._receive = anyio.create_memory_object_stream[Envelope](
+                self.mailbox_size
+            )
+        self.settle_crash(restart=True)
+
+    def request_stop(self, deadline: float | None) -> None:
+        self.stop_requested = True
+        if deadline is not None:
+            self.stop_deadline = deadline
+        self.wake()
+
+    def settle_crash(self, *, restart: bool) -> None:
+        """
+        Decide the fate of the message the last incarnation crashed on.
+
+        Redelivered once if the actor restarts; failed with ``PoisonMessage`` if it
+        crashed two incarnations; failed with ``ActorDied`` if there is no restart.
+        """
+        crash = self.crash
+        if crash is None:
+            return
+        self.crash = None
+        envelope, cause = crash
+        if envelope is None or envelope.state != PENDING:
+            return
+        if envelope.attempts >= 2:
+            poison = PoisonMessage("the message crashed the actor twice", name=self.name)
+            poison.__cause__ = cause
+            envelope.fail(poison)
+        elif restart and not (envelope.kind == STREAM and envelope.delivered):
+            self.redeliver = envelope
+        else:
+            died = ActorDied("the actor crashed handling the message", name=self.name)
+            died.__cause__ = cause
+            envelope.fail(died)
+
+    def close(self, cause: BaseException | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.settle_crash(restart=False)
+        self.mailbox.close()
+        pending: list[Envelope] = []
+        if self.redeliver is not None:
+            pending.append(self.redeliver)
+            self.redeliver = None
+        while True:
+            try:
+                pending.append(self._receive.receive_nowait())
+            except (WouldBlock, EndOfStream, ClosedResourceError):
+                break
+        self._receive.close()
+        for envelope in pending:
+            envelope.fail(self._gone(cause))
+        if self.started_once:
+            self.system.bus.emit("stopped", self.name, cause)
+
+    def _gone(self, cause: BaseException | None) -> ActorDied:
+        if cause is None:
+            return ActorStopped("the actor stopped", name=self.name)
+        died = ActorDied("the actor died", name=self.name)
+        died.__cause__ = cause
+        return died
+
+    def _instantiate(self) -> Actor:
+        factory = self.spec.factory
+        instance = factory(*self.spec.args, **self.spec.kwargs)  # type: ignore[operator]
+        if not isinstance(instance, Actor):
+            raise InvalidSpec(f"the factory made {instance!r}, not an Actor", name=self.name)
+        if instance.max_concurrency < 1:
+            raise InvalidSpec("max_concurrency must be 1 or more", name=self.name)
+        instance.ref = self.ref
+        instance.name = self.name
+        instance.system = self.system
+        instance._cell = self
+        return instance
+
+    async def run(self, *, task_status: TaskStatus[BaseException | None]) -> None:
+        """
+        Run one incarnation: create the instance, start it, serve, stop.
+
+        Cancellation: the incarnation's kill scope (the supervisor's shutdown timeout)
+        or the supervisor's task group ending cancels it; whatever it was handling is
+        failed with ``ActorStopped``.
+
+        Error handling: a crash ends the incarnation and is reported to the parent.
+        """
+        self.incarnation += 1
+        incarnation = self.incarnation
+        self.done = done = anyio.Event()
+        self.expected_exit = False
+        self.stop_requested = False
+        self.stop_deadline = math.inf
+        self.crash = None
+        reported = running = False
+        try:
+            with anyio.CancelScope() as kill_scope:
+                self.kill_scope = kill_scope
+                try:
+                    instance = self._instantiate()
+                except Exception as exc:
+                    reported = True
+                    task_status.started(exc)
+                    return
+                try:
+                    async with anyio.create_task_group() as task_group:
+                        instance.task_group = task_group
+                        try:
+                            await instance.started()
+                        except Exception as exc:
+                            reported = True
+                            task_status.started(exc)
+                            task_group.cancel_scope.cancel()
+                            return
+                        reported = running = self.alive = True
+                        task_status.started(None)
+                        if instance.max_concurrency == 1:
+                            await self._serve_inline(instance)
+                        else:
+                            await self._serve_concurrent(instance)
+                        if self.crash is None:
+                            await self._stopping(instance)
+                        task_group.cancel_scope.cancel()
+                except BaseExceptionGroup as group:
+                    # A task in the actor's own task group crashed: the actor crashed.
+                    _, crashes = group.split(anyio.get_cancelled_exc_class())
+                    if crashes is None:
+                        raise
+                    crash = crashes.exceptions[0] if len(crashes.exceptions) == 1 else crashes
+                    if not reported:
+                        reported = True
+                        task_status.started(crash)
+                        return
+                    if self.crash is None:
+                        self.crash = (None, crash)
+            if not reported:
+                reported = True
+                task_status.started(ActorStopped("stopped while starting", name=self.name))
+        finally:
+            self.alive = False
+            self.kill_scope = None
+            cause = self.crash[1] if self.crash is not None else None
+            self._fail_in_flight(cause)
+            done.set()
+        if running:
+            if cause is not None:
+                self.system.bus.emit("crashed", self.name, self._noted(cause))
+            self.parent.child_exited(self, incarnation, cause)
+
+    def _noted(self, cause: BaseException) -> BaseException:
+        # The crashed event of a message's second crash says it is poison.
+        if self.crash is not None and self.crash[0] is not None and self.crash[0].attempts >= 2:
+            poison = PoisonMessage("the message crashed the actor twice; dropped", name=self.name)
+            poison.__cause__ = cause
+            return poison
+        return cause
+
+    def _fail_in_flight(self, cause: BaseException | None) -> None:
+        crashed_on = self.crash[0] if self.crash is not None else None
+        interrupted = [*self.in_flight]
+        if self.current is not None:
+            interrupted.append(self.current)
+        self.current = None
+        self.in_flight.clear()
+        for envelope in interrupted:
+            if envelope is not crashed_on and not envelope.state:
+                envelope.fail(self._interrupted())
+
+    async def _stopping(self, instance: Actor) -> None:
+        with anyio.CancelScope(shield=True, deadline=self.stop_deadline):
+            try:
+                await instance.stopping()
+            except Exception as exc:
+                self.crash = (None, exc)
+
+    # ---- serving --------------------------------------------------------------------
+
+    def _abort_parked(self, raise_cancel: Any) -> Abort:
+        self.parked = None
+        return Abort.SUCCEEDED
+
+    async def _park(self) -> None:
+        if self.fast:
+            self.parked = current_task()
+            await wait_task_rescheduled(self._abort_park)
+        else:
+            event = anyio.Event()
+            self.parked = event
+            try:
+                await event.wait()
+            finally:
+                if self.parked is event:
+                    self.parked = None
+
+    async def _next(self) -> Envelope | None:
+        """
+        The next message to handle, or None once the incarnation should stop.
+        """
+        while True:
+            if self.stop_requested:
+                return None
+            envelope = self.redeliver
+            if envelope is not None:
+                self.redeliver = None
+            else:
+                try:
+                    envelope = self._receive.receive_nowait()
+                except WouldBlock:
+                    await self._park()
+                    continue
+                except (EndOfStream, ClosedResourceError):
+                    return None
+            if not envelope.state:
+                return envelope
+
+    async def _serve_inline(self, instance: Actor) -> None:
+        handle = instance.handle
+        errors = instance.errors
+        receive_nowait = self._receive.receive_nowait
+        while not self.stop_requested:
+            # One scope serves many messages; it is replaced only after an abandoned
+            # ask cancelled it, so a cancel meant for one handler never hits the next.
+            with anyio.CancelScope() as scope:
+                while True:
+                    if self.stop_requested:
+                        return
+                    envelope = self.redeliver
+                    if envelope is not None:
+                        self.redeliver = None
+                    else:
+                        try:
+                            envelope = receive_nowait()
+                        except WouldBlock:
+                            await self._park()
+                            continue
+                        except (EndOfStream, ClosedResourceError):
+                            return
+                    if envelope.state:
+                        continue
+                    envelope.scope = scope
+                    self.current = envelope
+                    try:
+                        fault = self.fault
+                        if fault is not None:
+                            if fault.take_drop():
+                                self._fault_used(fault)
+                                envelope.state = DROPPED
+                                self.current = envelope.scope = None
+                                continue
+                            await fault.apply()
+                            self._fault_used(fault)
+                        if envelope.kind == STREAM:
+                            await self._produce(instance, envelope)
+                        elif envelope.kind:
+                            envelope.resolve(await handle(envelope.message))
+                        else:
+                            await handle(envelope.message)
+                    except Exception as exc:
+                        if isinstance(exc, (errors, NotStreaming)):
+                            envelope.fail(exc)
+                        else:
+                            envelope.attempts += 1
+                            self.crash = (envelope, exc)
+                            self.current = envelope.scope = None
+                            return
+                    self.current = envelope.scope = None
+                    self.handled += 1
+                    if scope.cancel_called:
+                        break
+            if self.current is not None:
+                self.current.scope = None
+                self.current = None
+
+    async def _serve_concurrent(self, instance: Actor) -> None:
+        semaphore = anyio.Semaphore(instance.max_concurrency)
+        async with anyio.create_task_group() as handlers:
+            while True:
+                await semaphore.acquire()
+                envelope = await self._next()
+                if envelope is None:
+                    semaphore.release()
+                    return
+                self.in_flight.add(envelope)
+                handlers.start_soon(self._handle_one, instance, envelope, semaphore, handlers)
+
+    async def _handle_one(
+        self,
+        instance: Actor,
+        envelope: Envelope,
+        semaphore: anyio.Semaphore,
+        handlers: anyio.abc.TaskGroup,
+    ) -> None:
+        crash: Exception | None = None
+        try:
+            with anyio.CancelScope() as scope:
+                envelope.scope = scope
+                try:
+                    fault = self.fault
+                    if fault is not None:
+                        if fault.take_drop():
+                            self._fault_used(fault)
+                            envelope.state = DROPPED
+                            return
+                        await fault.apply()
+                        self._fault_used(fault)
+                    if envelope.kind == STREAM:
+                        await self._produce(instance, envelope)
+                    else:
+                        envelope.resolve(await instance.handle(envelope.message))
+                    self.handled += 1
+                except Exception as exc:
+                    if isinstance(exc, (instance.errors, NotStreaming)):
+                        envelope.fail(exc)
+                    else:
+                        crash = exc
+        finally:
+            envelope.scope = None
+            semaphore.release()
+            self.in_flight.discard(envelope)
+            if crash is None and envelope.state == PENDING:
+                envelope.fail(self._interrupted())
+        if crash is not None:
+            if self.crash is None:
+                envelope.attempts += 1
+                self.crash = (envelope, crash)
+                handlers.cancel_scope.cancel()
+            else:
+                died = ActorDied("the actor crashed handling the message", name=self.name)
+                died.__cause__ = crash
+                envelope.fail(died)
+
+    def _interrupted(self) -> ActorDied:
+        if self.crash is None:
+            return ActorStopped("stopped while handling the message", name=self.name)
+        died = ActorDied("interrupted by a crash of the actor", name=self.name)
+        died.__cause__ = self.crash[1]
+        return died
+
+    async def _produce(self, instance: Actor, envelope: Envelope) -> None:
+        items = instance.handle_stream(envelope.message)
+        send = envelope.items
+        try:
+            async for item in items:
+                try:
+                    await send.send(item)
+                except (BrokenResourceError, ClosedResourceError):
+                    # The reader left: that is the end of this stream.
+                    envelope.abandon()
+                    return
+                envelope.delivered = True
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        envelope.resolve(None)
+
+    def _fault_used(self, fault: Fault) -> None:
+        if fault.empty:
+            self.system.faults.settle(self.name)
