@@ -1,0 +1,171 @@
+"""
+Serving Rhetor: the actor runtime and Hypercorn's trio worker in one trio run.
+
+``serve()`` is what ``rhetor serve`` and ``python -m rhetor`` run. It starts
+the runtime, binds ``settings.host:settings.port`` (port 0 picks a free one),
+reports the bound port through ``task_status``, registers with Hermes, and
+on SIGINT or SIGTERM shuts down gracefully: stop accepting, close WebSockets,
+give in-flight requests ``settings.shutdown_grace`` seconds, deregister, stop
+the actors (which flushes the ledger) and return normally.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+import hypercorn.trio
+import trio
+from hypercorn.config import Config
+
+import rhetor.runtime
+from rhetor._edge import create_app, edge_state
+from rhetor._hermes import hermes_registration
+from rhetor._settings import Settings
+
+__all__ = ["hypercorn_config", "serve", "serve_runtime"]
+
+log = logging.getLogger("rhetor.server")
+
+ShutdownTrigger = Callable[[], Awaitable[None]]
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    """Hypercorn's configuration for ``settings``: bind, grace, limits, logging."""
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.graceful_timeout = settings.shutdown_grace
+    # The session answers a frame over max_body_bytes with an ERROR frame and
+    # keeps the socket; Hypercorn closes it (1009) only far beyond that.
+    config.websocket_max_message_size = max(2 * settings.max_body_bytes, 1 << 20)
+    config.backlog = 2048
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+def _public_url(settings: Settings, host: str, port: int) -> str:
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    if host in ("0.0.0.0", "::", ""):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+async def _watch_signals(stop: trio.Event, force: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                log.warning("second %s: stopping now", signal.Signals(signum).name)
+                force.cancel()
+                return
+            log.info("%s: shutting down gracefully", signal.Signals(signum).name)
+            stop.set()
+
+
+async def serve_runtime(
+    runtime: rhetor.runtime.Runtime,
+    settings: Settings | None = None,
+    *,
+    handle_signals: bool = True,
+    shutdown_trigger: ShutdownTrigger | None = None,
+    announce: bool = False,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """
+    Serve an already started runtime over HTTP and WebSocket until told to stop.
+
+    Stops on SIGINT/SIGTERM (when ``handle_signals``) or when
+    ``shutdown_trigger`` returns. ``task_status.started`` gets the bound port;
+    with ``announce`` the line ``Rhetor serving on http://HOST:PORT`` also goes
+    to stdout, for whoever started the process.
+
+    Cancellation: cancelling this drops connections at once; the graceful path
+    is the signal or the trigger.
+
+    Error handling: a port that cannot be bound raises ``OSError`` before
+    ``task_status.started``.
+    """
+    settings = runtime.settings if settings is None else settings
+    app = create_app(runtime, settings)
+    state = edge_state(app)
+    config = hypercorn_config(settings)
+    stop = trio.Event()
+
+    async def stopping() -> None:
+        await stop.wait()
+        state.close_websockets()
+
+    async def relay(trigger: ShutdownTrigger) -> None:
+        await trigger()
+        stop.set()
+
+    async def run_hypercorn(
+        done: trio.CancelScope, *, task_status: trio.TaskStatus[list[str]]
+    ) -> None:
+        await hypercorn.trio.serve(app, config, shutdown_trigger=stopping, task_status=task_status)
+        done.cancel()
+
+    async with trio.open_nursery() as nursery:
+        if handle_signals:
+            nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
+        if shutdown_trigger is not None:
+            nursery.start_soon(relay, shutdown_trigger)
+        binds: list[str] = await nursery.start(run_hypercorn, nursery.cancel_scope)
+        port = urlsplit(binds[0]).port or settings.port
+        url = _public_url(settings, settings.host, port)
+        log.info("Rhetor serving on %s", url)
+        if announce:
+            print(f"Rhetor serving on {url}", flush=True)
+        task_status.started(port)
+        async with hermes_registration(settings.hermes_url, url, rhetor.runtime.VERSION):
+            await stop.wait()
+        # Hypercorn now drains in-flight requests for up to shutdown_grace
+        # seconds, then cancels this nursery.
+    log.info("Rhetor stopped serving")
+
+
+async def serve(
+    settings: Settings | None = None,
+    *,
+    handle_signals: bool = True,
+    shutdown_trigger: ShutdownTrigger | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    **runtime_options: Any,
+) -> None:
+    """
+    Start Rhetor and serve it until SIGINT or SIGTERM; return after a graceful stop.
+
+    ``settings`` defaults to ``Settings.from_env()``; ``runtime_options`` go to
+    :func:`rhetor.runtime.start` (e.g. ``backends``). ``task_status.started``
+    gets the bound port, which matters when ``settings.port`` is 0.
+
+    Cancellation: cancelling this stops at once; the actors still stop in
+    order and the ledger is flushed.
+
+    Error handling: bad settings raise ``ValidationError`` and an unusable
+    port ``OSError``, both before anything is served.
+    """
+    settings = Settings.from_env() if settings is None else settings
+    async with rhetor.runtime.start(settings, **runtime_options) as runtime:
+        await serve_runtime(
+            runtime,
+            settings,
+            handle_signals=handle_signals,
+            shutdown_trigger=shutdown_trigger,
+            announce=True,
+            task_status=task_status,
+        )
+    log.info("Rhetor stopped")
+
+
+def run(settings: Settings | None = None) -> None:
+    """Blocking entry point: ``trio.run(serve)`` with logging to stderr."""
+    trio.run(partial(serve, settings))

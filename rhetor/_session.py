@@ -1,0 +1,326 @@
+"""
+Session: the actor behind one WebSocket connection.
+
+The HTTP edge accepts the socket, starts one ``Session`` as a temporary child
+of the sessions supervisor, and then only moves bytes: every received text
+frame becomes an :class:`Inbound` tell, and every dict the session puts in its
+outbox becomes a text frame. The protocol lives here and does no socket I/O.
+
+Frames are ``{type, id, source, target, timestamp, payload}``. Client to
+server: ``REGISTER``, ``LLM_REQUEST``, ``CHAT_REQUEST``, ``STATUS``,
+``CANCEL``. Server to client, each echoing the request's ``id``: ``UPDATE``
+(typing, chunks, end of typing), ``RESPONSE`` and ``ERROR``. See
+``docs/websocket.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+import anyio
+import attrs
+from anyio.streams.memory import MemoryObjectSendStream
+
+import actors
+from rhetor._errors import RhetorError, ValidationError
+from rhetor._fields import read_llm_request
+
+if TYPE_CHECKING:
+    from rhetor._router import Chunk
+    from rhetor.runtime import Runtime
+
+__all__ = [
+    "FRAME_TYPES",
+    "Inbound",
+    "Oversized",
+    "Session",
+    "error_frame",
+    "make_frame",
+    "parse_frame",
+]
+
+log = logging.getLogger("rhetor.session")
+
+FRAME_TYPES = frozenset({"REGISTER", "LLM_REQUEST", "CHAT_REQUEST", "STATUS", "CANCEL"})
+# One socket may run several requests at once, but not without bound.
+MAX_IN_FLIGHT = 32
+Frame = dict[str, Any]
+
+
+@attrs.frozen
+class Inbound:
+    """One frame as the client sent it (a tell from the edge)."""
+
+    data: str | bytes
+
+
+@attrs.frozen
+class Oversized:
+    """The client sent a frame of ``size`` bytes, over the limit; it was dropped (a tell)."""
+
+    size: int
+    limit: int
+
+
+@attrs.frozen
+class ParsedFrame:
+    """A well-formed client frame."""
+
+    type: str
+    id: str | int
+    source: str | None
+    payload: Mapping[str, Any]
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_frame(
+    type_: str, frame_id: str | int | None, payload: Mapping[str, Any], target: str | None = None
+) -> Frame:
+    """A server-to-client frame."""
+    return {
+        "type": type_,
+        "id": frame_id,
+        "source": "rhetor",
+        "target": target,
+        "timestamp": _now_iso(),
+        "payload": dict(payload),
+    }
+
+
+def error_frame(
+    frame_id: str | int | None, error: RhetorError | Mapping[str, Any], target: str | None = None
+) -> Frame:
+    """An ``ERROR`` frame carrying ``{type, message, field?}``."""
+    body = error.to_dict() if isinstance(error, RhetorError) else dict(error)
+    return make_frame("ERROR", frame_id, body, target)
+
+
+class FrameError(Exception):
+    """A client frame that cannot be handled; ``frame_id`` is echoed if it was readable."""
+
+    def __init__(self, frame_id: str | int | None, error: Mapping[str, Any]) -> None:
+        super().__init__(error.get("message", ""))
+        self.frame_id = frame_id
+        self.error = dict(error)
+
+
+def parse_frame(data: str | bytes) -> ParsedFrame:
+    """
+    Check one client frame: JSON, an object, a known ``type``, a usable ``id`` and payload.
+
+    A frame without an ``id`` gets a fresh one, which every answer then echoes.
+
+    Error handling: raises :class:`FrameError` with the error body to send back.
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FrameError(
+                None, {"type": "invalid_json", "message": "frame is not UTF-8 text"}
+            ) from None
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise FrameError(
+            None, {"type": "invalid_json", "message": f"frame is not JSON: {exc}"}
+        ) from None
+    if not isinstance(raw, dict):
+        raise FrameError(None, ValidationError("frame", "must be a JSON object").to_dict())
+    frame_id = raw.get("id")
+    if frame_id is None:
+        frame_id = uuid.uuid4().hex
+    elif isinstance(frame_id, bool) or not isinstance(frame_id, str | int):
+        raise FrameError(None, ValidationError("id", "must be a string or a number").to_dict())
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise FrameError(frame_id, ValidationError("type", "is required").to_dict())
+    if kind not in FRAME_TYPES:
+        known = ", ".join(sorted(FRAME_TYPES))
+        message = f"unknown frame type {kind!r}; expected one of {known}"
+        raise FrameError(frame_id, ValidationError("type", message).to_dict())
+    source = raw.get("source")
+    if source is not None and not isinstance(source, str):
+        raise FrameError(frame_id, ValidationError("source", "must be a string").to_dict())
+    payload = raw.get("payload")
+    if payload is None:
+        payload = {}
+    elif not isinstance(payload, dict):
+        raise FrameError(frame_id, ValidationError("payload", "must be an object").to_dict())
+    return ParsedFrame(kind, frame_id, source, payload)
+
+
+class Session(actors.Actor):
+    """
+    Runs one WebSocket client's requests and writes their frames to the outbox.
+
+    Frames are handled in order, one at a time; each LLM request (and each
+    STATUS) runs in its own task in the session's task group, tracked by its
+    frame id so that ``CANCEL`` can reach it.
+
+    Cancellation: stopping the session (the client disconnected) cancels every
+    request in flight down to the provider call; the router bills what was
+    produced. ``CANCEL`` does the same for one request.
+
+    Error handling: a bad frame or a failed request becomes an ``ERROR``
+    frame; nothing a client sends crashes the session.
+    """
+
+    max_concurrency: ClassVar[int] = 1
+
+    def __init__(self, runtime: Runtime, outbox: MemoryObjectSendStream[Frame]) -> None:
+        self._runtime = runtime
+        self._outbox = outbox
+        self._source: str | None = None
+        # Invariant: one entry per request task still running, keyed by its frame id.
+        self._in_flight: dict[str | int, anyio.CancelScope] = {}
+        self._cancelled: set[str | int] = set()
+
+    async def stopping(self) -> None:
+        # The edge's outbox pump ends when this closes, and then closes the socket.
+        for scope in self._in_flight.values():
+            scope.cancel()
+        self._outbox.close()
+
+    # -- outbox ------------------------------------------------------------
+
+    async def _emit(self, frame: Frame) -> None:
+        try:
+            await self._outbox.send(frame)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The socket is gone; the edge is stopping this session.
+            for scope in self._in_flight.values():
+                scope.cancel()
+
+    # -- frames ------------------------------------------------------------
+
+    async def handle(self, message: Any) -> None:
+        if isinstance(message, Oversized):
+            error = {
+                "type": "payload_too_large",
+                "message": f"frame of {message.size} bytes is over the {message.limit} byte limit",
+            }
+            await self._emit(error_frame(None, error, self._source))
+            return
+        if not isinstance(message, Inbound):
+            raise TypeError(f"Session cannot handle {type(message).__name__}")
+        try:
+            frame = parse_frame(message.data)
+        except FrameError as exc:
+            await self._emit(error_frame(exc.frame_id, exc.error, self._source))
+            return
+        try:
+            await self._dispatch(frame)
+        except RhetorError as exc:
+            await self._emit(error_frame(frame.id, exc, frame.source or self._source))
+
+    async def _dispatch(self, frame: ParsedFrame) -> None:
+        target = frame.source or self._source
+        if frame.type == "REGISTER":
+            if frame.source is not None:
+                self._source = frame.source
+            ack = {"status": "registered", "session": self.name, "source": self._source}
+            await self._emit(make_frame("RESPONSE", frame.id, ack, target))
+        elif frame.type == "CANCEL":
+            wanted = frame.payload.get("id")
+            if isinstance(wanted, bool) or not isinstance(wanted, str | int):
+                raise ValidationError("payload.id", "must be the id of an earlier request")
+            scope = self._in_flight.get(wanted)
+            if scope is not None:
+                self._cancelled.add(wanted)
+                scope.cancel()
+            payload: dict[str, Any] = {"id": wanted, "cancelled": scope is not None}
+            await self._emit(make_frame("RESPONSE", frame.id, payload, target))
+        elif frame.type == "STATUS":
+            self._start(frame.id, self._status, frame.id, target)
+        else:
+            options = read_llm_request(
+                frame.payload,
+                chat=frame.type == "CHAT_REQUEST",
+                context_field="context",
+                streaming_default=True,
+            )
+            request = self._runtime.request(**options.kwargs)
+            self._start(frame.id, self._generate, frame.id, target, request, options.streaming)
+
+    def _start(self, frame_id: str | int, fn: Any, *args: Any) -> None:
+        if frame_id in self._in_flight:
+            raise ValidationError("id", f"request {frame_id!r} is still running")
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            raise ValidationError("id", f"at most {MAX_IN_FLIGHT} requests may run at once")
+        scope = anyio.CancelScope()
+        self._in_flight[frame_id] = scope
+        self.task_group.start_soon(self._run, frame_id, scope, fn, args)
+
+    async def _run(
+        self, frame_id: str | int, scope: anyio.CancelScope, fn: Any, args: tuple[Any, ...]
+    ) -> None:
+        try:
+            with scope:
+                await fn(*args)
+        finally:
+            del self._in_flight[frame_id]
+        if scope.cancelled_caught and frame_id in self._cancelled:
+            self._cancelled.discard(frame_id)
+            error = {"type": "cancelled", "message": f"request {frame_id!r} was cancelled"}
+            await self._emit(error_frame(frame_id, error, self._source))
+
+    # -- requests ----------------------------------------------------------
+
+    async def _status(self, frame_id: str | int, target: str | None) -> None:
+        try:
+            providers = await self._runtime.providers()
+            budget = await self._runtime.budget()
+        except RhetorError as exc:
+            await self._emit(error_frame(frame_id, exc, target))
+            return
+        payload = {"providers": providers, "budget": budget, "in_flight": len(self._in_flight)}
+        await self._emit(make_frame("RESPONSE", frame_id, payload, target))
+
+    async def _generate(
+        self, frame_id: str | int, target: str | None, request: Any, streaming: bool
+    ) -> None:
+        context = request.context_id
+        typing = {"status": "typing", "isTyping": True, "context": context}
+        await self._emit(make_frame("UPDATE", frame_id, typing, target))
+        try:
+            try:
+                if streaming:
+                    reply = None
+                    stream = cast("AsyncGenerator[Chunk, None]", self._runtime.send_stream(request))
+                    async with aclosing(stream) as chunks:
+                        async for chunk in chunks:
+                            if chunk.done:
+                                reply = chunk.reply
+                            elif chunk.text:
+                                update = {"chunk": chunk.text, "context": context}
+                                await self._emit(make_frame("UPDATE", frame_id, update, target))
+                    if reply is None:
+                        raise RhetorError("the stream ended without a reply")
+                else:
+                    reply = await self._runtime.send(request)
+            finally:
+                # The seeds' client ends its typing indicator on status "typing"
+                # with isTyping false, so the end frame keeps that status.
+                done = {"status": "typing", "isTyping": False, "context": context}
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                    await self._emit(make_frame("UPDATE", frame_id, done, target))
+        except RhetorError as exc:
+            await self._emit(error_frame(frame_id, exc, target))
+            return
+        except Exception as exc:
+            # A bug must not take the socket down with it; the client gets an ERROR.
+            log.exception("request %s on %s failed", frame_id, self.name)
+            body = {"type": "internal_error", "message": f"internal error ({type(exc).__name__})"}
+            await self._emit(error_frame(frame_id, body, target))
+            return
+        await self._emit(make_frame("RESPONSE", frame_id, reply.to_dict(), target))
