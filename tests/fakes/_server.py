@@ -303,6 +303,8 @@ class FakeUpstream:
 
     default: Behaviour = attrs.field(factory=Reply)
     models: tuple[str, ...] = ()
+    # When set, the model listing answers with this error instead.
+    models_failure: Fail | None = None
     base_url: str = ""
     root_url: str = ""
     requests: list[ReceivedRequest] = attrs.field(factory=list)

@@ -31,7 +31,7 @@ from tests.fakes._server import (
 
 __all__ = ["DEFAULT_MODELS", "FakeAnthropic", "fake_anthropic"]
 
-DEFAULT_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5")
+DEFAULT_MODELS = ("claude-sonnet-5-5", "claude-haiku-5-5")
 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
@@ -81,9 +81,16 @@ class FakeAnthropic(FakeUpstream):
     """
 
     models: tuple[str, ...] = DEFAULT_MODELS
+    # Reject what API version 2026-10-21 rejects (temperature, top_p, top_k).
+    strict: bool = True
 
     async def handle(self, request: ReceivedRequest, respond: Responder) -> None:
-        if request.method == "GET" and request.path == "/v1/models":
+        if request.method == "GET" and request.path == "/v1/models" and self.models_failure:
+            failure = self.models_failure
+            await respond.json(
+                failure.status, error_body(failure.kind, failure.message), failure.headers
+            )
+        elif request.method == "GET" and request.path == "/v1/models":
             await respond.json(200, self._model_list())
         elif request.method == "POST" and request.path == "/v1/messages":
             await self._messages(request, respond, self.next_behaviour())
@@ -113,6 +120,10 @@ class FakeAnthropic(FakeUpstream):
         body = request.json or {}
         model = body.get("model", "claude-fake")
         streaming = bool(body.get("stream"))
+        # API version 2026-10-21 (SDK 2.x) rejects the sampling parameters outright.
+        if self.strict and (extra := {"temperature", "top_p", "top_k"} & body.keys()):
+            message = f"{sorted(extra)[0]}: Extra inputs are not permitted"
+            behaviour = Fail.bad_request(message)
         match behaviour:
             case Fail(status=status, kind=kind, message=message, headers=headers):
                 if kind == "overloaded":

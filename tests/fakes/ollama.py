@@ -70,7 +70,12 @@ class FakeOllama(FakeUpstream):
     models: tuple[str, ...] = DEFAULT_MODELS
 
     async def handle(self, request: ReceivedRequest, respond: Responder) -> None:
-        if request.method == "GET" and request.path == "/api/tags":
+        if request.method == "GET" and request.path == "/api/tags" and self.models_failure:
+            failure = self.models_failure
+            await respond.json(
+                failure.status, error_body(failure.kind, failure.message), failure.headers
+            )
+        elif request.method == "GET" and request.path == "/api/tags":
             await respond.json(200, {"models": [_tag(m) for m in self.models]})
         elif request.method == "POST" and request.path == "/api/chat":
             await self._chat(request, respond, self.next_behaviour())

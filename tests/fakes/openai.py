@@ -109,7 +109,12 @@ class FakeOpenAI(FakeUpstream):
     base_path = "/v1"
 
     async def handle(self, request: ReceivedRequest, respond: Responder) -> None:
-        if request.method == "GET" and request.path == "/v1/models":
+        if request.method == "GET" and request.path == "/v1/models" and self.models_failure:
+            failure = self.models_failure
+            await respond.json(
+                failure.status, error_body(failure.kind, failure.message), failure.headers
+            )
+        elif request.method == "GET" and request.path == "/v1/models":
             await respond.json(
                 200,
                 {

@@ -1,0 +1,486 @@
+"""
+The Anthropic backend: the Messages API through the official ``anthropic`` SDK.
+
+The system prompt travels in the ``system`` field; the history is reshaped the way
+the Messages API wants it (user first, roles strictly alternating). ``max_tokens`` is
+required upstream, so it defaults to :data:`DEFAULT_MAX_TOKENS`. ``temperature`` is
+not sent: SDK 2.x speaks API version 2026-10-21, which removed the sampling
+parameters and answers 400 to any of them.
+
+A stream is read as server-sent events: ``message_start`` carries the input usage,
+``content_block_delta`` the text, ``message_delta`` the output usage and stop reason,
+``message_stop`` the end; an ``error`` event fails the stream.
+
+The SDK retries nothing here (``max_retries=0``): Rhetor's router owns retries. Its
+exceptions, and httpx2's where a stream breaks, become :mod:`rhetor._errors` in
+:func:`_translate_errors`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import anthropic
+import anyio
+import attrs
+import httpx2
+import trio
+from anthropic.types import MessageParam
+
+from rhetor._errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ContextTooLong,
+    Overloaded,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    UpstreamConnectionError,
+    UpstreamServerError,
+    UpstreamTimeout,
+)
+from rhetor._types import (
+    ChatMessage,
+    ProviderReply,
+    ProviderRequest,
+    ProviderStatus,
+    StreamEnd,
+    TextDelta,
+    Usage,
+)
+
+__all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_MODELS", "AnthropicBackend", "anthropic_messages"]
+
+DEFAULT_MODELS = ("claude-sonnet-5-5", "claude-haiku-5-5", "claude-opus-5-5")
+# The Messages API requires max_tokens; used when the request leaves it open.
+DEFAULT_MAX_TOKENS = 1024
+
+# Seconds check() waits for the models endpoint.
+CHECK_TIMEOUT = 3.0
+# Seconds the shielded clean-up of an abandoned stream may take.
+CLEANUP_TIMEOUT = 1.0
+
+# Anthropic stop reasons in Rhetor's (OpenAI's) words.
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+@attrs.define(eq=False)
+class AnthropicBackend:
+    """
+    Completions from Anthropic's Messages API, whole or streamed.
+    """
+
+    api_key: str | None
+    base_url: str | None = None
+    models: tuple[str, ...] = attrs.field(default=DEFAULT_MODELS, converter=tuple)
+    name: str = "anthropic"
+    # Invariant: None exactly when there is no API key.
+    _client: anthropic.AsyncAnthropic | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.api_key:
+            self._client = anthropic.AsyncAnthropic(
+                api_key=self.api_key, base_url=self.base_url, max_retries=0
+            )
+
+    async def aclose(self) -> None:
+        """
+        Close the SDK's HTTP client.
+        """
+        if self._client is not None:
+            await self._client.close()
+
+    def _require_client(self, model: str) -> anthropic.AsyncAnthropic:
+        if self._client is None:
+            raise ProviderUnavailable("ANTHROPIC_API_KEY not set", provider=self.name, model=model)
+        return self._client
+
+    async def check(self) -> ProviderStatus:
+        """
+        Merge the configured models with the models endpoint's, where it answers.
+
+        Error handling: never raises for an upstream failure. Unreachable, too slow or
+        a rejected key means unavailable; a models endpoint that errors otherwise
+        leaves the configured models available.
+        """
+        if self._client is None:
+            return ProviderStatus(self.name, False, self.models, reason="ANTHROPIC_API_KEY not set")
+        try:
+            with _translate_errors(self.name, None), trio.fail_after(CHECK_TIMEOUT):
+                page = await self._client.models.list(limit=100, timeout=CHECK_TIMEOUT)
+                listed = tuple(m.id for m in page.data)
+        except (UpstreamConnectionError, UpstreamTimeout, AuthenticationFailed) as exc:
+            return ProviderStatus(self.name, False, self.models, reason=exc.message)
+        except ProviderError as exc:
+            return ProviderStatus(
+                self.name, True, self.models, reason=f"models endpoint failed: {exc.message}"
+            )
+        return ProviderStatus(self.name, True, _merge(self.models, listed))
+
+    async def complete(self, request: ProviderRequest) -> ProviderReply:
+        """
+        One whole message.
+
+        Error handling: raises a :class:`rhetor.ProviderError` subclass; past
+        ``request.timeout`` seconds in all, :class:`rhetor.UpstreamTimeout`.
+        Cancellation: cancelling closes the upstream connection.
+        """
+        client = self._require_client(request.model)
+        messages = self._messages(request)
+        with _translate_errors(self.name, request.model), trio.fail_after(request.timeout):
+            message = await client.messages.create(
+                model=request.model,
+                messages=messages,
+                max_tokens=_max_tokens(request),
+                system=request.system or anthropic.omit,
+                stream=False,
+                timeout=request.timeout,
+            )
+        text = "".join(block.text for block in message.content if block.type == "text")
+        usage = message.usage
+        return ProviderReply(
+            text=text,
+            model=message.model or request.model,
+            usage=Usage(
+                usage.input_tokens
+                + (usage.cache_creation_input_tokens or 0)
+                + (usage.cache_read_input_tokens or 0),
+                usage.output_tokens,
+            ),
+            finish_reason=_finish_reason(message.stop_reason),
+        )
+
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+        """
+        Stream the reply as :class:`TextDelta` items, then one :class:`StreamEnd`.
+
+        Error handling: raises a :class:`rhetor.ProviderError` subclass, also after
+        some deltas when the connection drops, an ``error`` event arrives, or the body
+        ends before ``message_stop``.
+        Cancellation: closing or cancelling the generator closes the upstream response.
+        """
+        client = self._require_client(request.model)
+        messages = self._messages(request)
+        deadline = trio.current_time() + request.timeout
+        # The SDK sends the request and raises on an error status; the events are read
+        # here rather than through the SDK's AsyncStream, which leaves its inner async
+        # generators unfinished when it raises mid-stream, and so makes trio warn.
+        opening = client.messages.with_streaming_response.create(
+            model=request.model,
+            messages=messages,
+            max_tokens=_max_tokens(request),
+            system=request.system or anthropic.omit,
+            stream=True,
+            timeout=request.timeout,
+        )
+        with _translate_errors(self.name, request.model), trio.fail_at(deadline):
+            response = await opening.__aenter__()
+        body = response.http_response.aiter_bytes()
+        try:
+            events = _ServerSentEvents()
+            model = request.model
+            input_tokens = output_tokens = 0
+            stop_reason: str | None = None
+            stopped = False
+            while not stopped:
+                with _translate_errors(self.name, request.model), trio.fail_at(deadline):
+                    try:
+                        data = await anext(body)
+                    except StopAsyncIteration:
+                        raise UpstreamConnectionError(
+                            f"{self.name} stream ended before message_stop",
+                            provider=self.name,
+                            model=request.model,
+                        ) from None
+                for kind, payload in events.feed(data):
+                    with _translate_errors(self.name, request.model):
+                        event = _event(kind, payload)
+                    if kind == "message_start":
+                        message = event.get("message") or {}
+                        model = message.get("model") or model
+                        input_tokens, output_tokens = _tokens(
+                            message.get("usage"), input_tokens, output_tokens
+                        )
+                    elif kind == "content_block_delta":
+                        delta = event.get("delta") or {}
+                        if delta.get("type") == "text_delta" and delta.get("text"):
+                            yield TextDelta(delta["text"])
+                    elif kind == "message_delta":
+                        stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason
+                        input_tokens, output_tokens = _tokens(
+                            event.get("usage"), input_tokens, output_tokens
+                        )
+                    elif kind == "message_stop":
+                        stopped = True
+                        break
+            yield StreamEnd(
+                usage=Usage(input_tokens, output_tokens),
+                finish_reason=_finish_reason(stop_reason),
+                model=str(model),
+            )
+        finally:
+            # Shielded: this also runs when the consumer is cancelled or closes us early.
+            with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                await _finish(body)
+                await opening.__aexit__(None, None, None)
+
+    def _messages(self, request: ProviderRequest) -> list[MessageParam]:
+        messages = anthropic_messages(request.messages)
+        if not messages:
+            raise BadRequest(
+                "the conversation has no user message", provider=self.name, model=request.model
+            )
+        return messages
+
+
+def anthropic_messages(history: Sequence[ChatMessage]) -> list[MessageParam]:
+    """
+    The history in the shape the Messages API accepts.
+
+    System turns are dropped (the system prompt travels apart), as are empty turns
+    and assistant turns before the first user turn; consecutive turns of one role
+    are merged with a blank line, so roles strictly alternate starting with user.
+    """
+    merged: list[tuple[str, list[str]]] = []
+    for message in history:
+        if message.role == "system" or not message.content.strip():
+            continue
+        if not merged and message.role != "user":
+            continue
+        if merged and merged[-1][0] == message.role:
+            merged[-1][1].append(message.content)
+        else:
+            merged.append((message.role, [message.content]))
+    result: list[MessageParam] = []
+    for role, parts in merged:
+        content = "\n\n".join(parts)
+        if role == "user":
+            result.append({"role": "user", "content": content})
+        else:
+            result.append({"role": "assistant", "content": content})
+    return result
+
+
+def _max_tokens(request: ProviderRequest) -> int:
+    return request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS
+
+
+def _finish_reason(stop_reason: str | None) -> str:
+    if stop_reason is None:
+        return "stop"
+    return _FINISH_REASONS.get(stop_reason, stop_reason)
+
+
+def _tokens(usage: Any, input_tokens: int, output_tokens: int) -> tuple[int, int]:
+    """
+    Input and output counts updated from a usage object; what it leaves out is kept.
+
+    Cached prompt tokens (written or read) count as input. ``output_tokens`` in
+    ``message_delta`` is cumulative, so it replaces the earlier count.
+    """
+    if not isinstance(usage, Mapping):
+        return input_tokens, output_tokens
+    parts = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    if any(usage.get(part) is not None for part in parts):
+        input_tokens = sum(int(usage.get(part) or 0) for part in parts)
+    if usage.get("output_tokens") is not None:
+        output_tokens = int(usage["output_tokens"])
+    return input_tokens, output_tokens
+
+
+def _merge(first: Sequence[str], second: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*first, *second]))
+
+
+def _event(kind: str, payload: str) -> Mapping[str, Any]:
+    """
+    One decoded event; raises :class:`_StreamedError` for an ``error`` event.
+    """
+    event = json.loads(payload) if payload else {}
+    if not isinstance(event, dict):
+        raise ValueError(f"unexpected {kind} event: {payload:.200}")
+    if kind == "error" or event.get("type") == "error":
+        raise _StreamedError(event)
+    return event
+
+
+class _StreamedError(Exception):
+    """
+    An ``error`` event inside a 200 stream (typically ``overloaded_error``).
+    """
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        error = body.get("error")
+        self.type = str(error.get("type")) if isinstance(error, Mapping) else ""
+        message = error.get("message") if isinstance(error, Mapping) else None
+        super().__init__(str(message or body))
+
+
+class _ServerSentEvents:
+    """
+    Splits a server-sent-event byte stream into ``(event, data)`` pairs.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[str, str]]:
+        """
+        Take the next bytes; return the events they complete.
+        """
+        self._buffer += chunk
+        events: list[tuple[str, str]] = []
+        while (end := self._buffer.find(b"\n")) >= 0:
+            # Lines are decoded whole, so a UTF-8 character split across chunks is safe.
+            line = self._buffer[:end].rstrip(b"\r").decode()
+            self._buffer = self._buffer[end + 1 :]
+            if not line:
+                if self._data or self._event:
+                    events.append((self._event or "message", "\n".join(self._data)))
+                self._event, self._data = "", []
+            elif not line.startswith(":"):
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "event":
+                    self._event = value
+                elif field == "data":
+                    self._data.append(value)
+        return events
+
+
+async def _finish(iterator: AsyncIterator[Any]) -> None:
+    """
+    Run a half-read async iterator chain to its end by cancelling it at its next await.
+
+    httpx2 nests async generators without closing the inner ones (encode/httpx#3686);
+    abandoned half-way they are garbage collected unfinished, which trio reports as a
+    ResourceWarning. A cancellation raised at the innermost await unwinds them all.
+    """
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        # The iterator is being discarded: how it ends (StopAsyncIteration, a transport
+        # error, or the Cancelled this scope absorbs) does not matter.
+        with suppress(Exception):
+            for _ in range(10_000):
+                await anext(iterator)
+
+
+@contextmanager
+def _translate_errors(provider: str, model: str | None) -> Iterator[None]:
+    """
+    The one place the SDK's (and httpx2's) failures become :mod:`rhetor._errors`.
+    """
+    try:
+        yield
+    except ProviderError:
+        raise
+    except (trio.TooSlowError, anthropic.APITimeoutError, httpx2.TimeoutException) as exc:
+        raise UpstreamTimeout(
+            f"{provider} did not answer in time", provider=provider, model=model
+        ) from exc
+    except anthropic.APIStatusError as exc:
+        raise _status_error(exc, provider, model) from exc
+    except (anthropic.APIConnectionError, httpx2.TransportError, anyio.EndOfStream) as exc:
+        raise UpstreamConnectionError(
+            f"cannot reach {provider}, or it dropped the connection: {exc}",
+            provider=provider,
+            model=model,
+        ) from exc
+    except _StreamedError as exc:
+        raise _classify(None, exc.type, str(exc), None, provider, model) from exc
+    except anthropic.APIError as exc:
+        raise UpstreamServerError(
+            f"{provider} failed: {exc.message}", provider=provider, model=model
+        ) from exc
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # A 2xx body that is not what the Messages API sends (pydantic's
+        # ValidationError is a ValueError).
+        raise UpstreamServerError(
+            f"{provider} sent a malformed reply: {exc}", provider=provider, model=model
+        ) from exc
+
+
+def _status_error(exc: anthropic.APIStatusError, provider: str, model: str | None) -> ProviderError:
+    detail = exc.api_message or exc.message
+    return _classify(exc.status_code, exc.type or "", detail, exc.response.headers, provider, model)
+
+
+def _classify(
+    status: int | None,
+    error_type: str,
+    detail: str,
+    headers: Mapping[str, str] | None,
+    provider: str,
+    model: str | None,
+) -> ProviderError:
+    """
+    The Rhetor error for an HTTP status and/or Anthropic error type.
+    """
+    message = f"{provider} answered {status}: {detail}" if status else f"{provider}: {detail}"
+    if status == 529 or error_type == "overloaded_error":
+        return Overloaded(message, provider=provider, model=model)
+    if status in (401, 403) or error_type in ("authentication_error", "permission_error"):
+        return AuthenticationFailed(message, provider=provider, model=model)
+    if status == 429 or error_type == "rate_limit_error":
+        retry_after = _retry_after(headers) if headers is not None else None
+        return RateLimited(message, provider=provider, model=model, retry_after=retry_after)
+    if status == 408 or error_type == "timeout_error":
+        return UpstreamTimeout(message, provider=provider, model=model)
+    if (status or 0) >= 500 or error_type == "api_error":
+        return UpstreamServerError(message, provider=provider, model=model)
+    if status == 413 or error_type == "request_too_large" or _is_context_overflow(detail):
+        return ContextTooLong(message, provider=provider, model=model)
+    if status is None and not error_type.endswith("request_error"):
+        return UpstreamServerError(message, provider=provider, model=model)
+    return BadRequest(message, provider=provider, model=model)
+
+
+def _is_context_overflow(detail: str) -> bool:
+    lowered = detail.lower()
+    return (
+        "prompt is too long" in lowered
+        or "exceed context limit" in lowered
+        or "context window" in lowered
+    )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """
+    Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date).
+    """
+    if (millis := headers.get("retry-after-ms")) is not None:
+        try:
+            value = float(millis) / 1000
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(value) and value >= 0:
+                return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+    return value if math.isfinite(value) and value >= 0 else None
