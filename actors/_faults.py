@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
-from ._errors import InjectedCrash
+from ._errors import InjectedCrash, InvalidSpec
 from ._specs import check_timeout
 
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ class Faults:
         """
         Make ``name`` silently drop its next ``count`` messages.
         """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidSpec(f"count must be an int of 1 or more, not {count!r}", name=name)
         self._fault(name).drop += count
         self._publish(name)
 
