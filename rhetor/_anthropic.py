@@ -22,7 +22,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -78,6 +78,10 @@ _FINISH_REASONS = {
 }
 
 
+def _model_names(models: Iterable[str]) -> tuple[str, ...]:
+    return tuple(models)
+
+
 @attrs.define(eq=False)
 class AnthropicBackend:
     """
@@ -86,7 +90,7 @@ class AnthropicBackend:
 
     api_key: str | None
     base_url: str | None = None
-    models: tuple[str, ...] = attrs.field(default=DEFAULT_MODELS, converter=tuple)
+    models: tuple[str, ...] = attrs.field(default=DEFAULT_MODELS, converter=_model_names)
     name: str = "anthropic"
     # Invariant: None exactly when there is no API key.
     _client: anthropic.AsyncAnthropic | None = attrs.field(init=False, default=None)

@@ -15,7 +15,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -61,6 +61,10 @@ class _UpstreamError(Exception):
         self.message = message
 
 
+def _model_names(models: Iterable[str]) -> tuple[str, ...]:
+    return tuple(models)
+
+
 @attrs.define(eq=False)
 class OllamaBackend:
     """
@@ -68,7 +72,7 @@ class OllamaBackend:
     """
 
     base_url: str = "http://localhost:11434"
-    models: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    models: tuple[str, ...] = attrs.field(default=(), converter=_model_names)
     name: str = "ollama"
     _client: httpx.AsyncClient = attrs.field(init=False)
 

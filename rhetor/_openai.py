@@ -17,7 +17,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -62,6 +62,10 @@ DRAIN_TIMEOUT = 0.1
 CLEANUP_TIMEOUT = 1.0
 
 
+def _model_names(models: Iterable[str]) -> tuple[str, ...]:
+    return tuple(models)
+
+
 @attrs.define(eq=False)
 class OpenAIBackend:
     """
@@ -73,7 +77,7 @@ class OpenAIBackend:
 
     api_key: str | None
     base_url: str | None = None
-    models: tuple[str, ...] = attrs.field(default=DEFAULT_MODELS, converter=tuple)
+    models: tuple[str, ...] = attrs.field(default=DEFAULT_MODELS, converter=_model_names)
     name: str = "openai"
     max_tokens_field: str = "max_completion_tokens"
     # Invariant: None exactly when there is no API key.

@@ -16,6 +16,7 @@ from rhetor._errors import (
     BadRequest,
     ContextTooLong,
     Overloaded,
+    ProviderError,
     RateLimited,
     UpstreamConnectionError,
     UpstreamServerError,
@@ -127,7 +128,7 @@ async def test_stream_without_counts_reports_zero(fake: FakeOllama, backend: Oll
     ],
 )
 async def test_error_statuses(
-    fake: FakeOllama, backend: OllamaBackend, behaviour: Fail, error: type[Exception]
+    fake: FakeOllama, backend: OllamaBackend, behaviour: Fail, error: type[ProviderError]
 ) -> None:
     """Each upstream error status becomes its Rhetor error, whole or streamed."""
     fake.script(behaviour, behaviour)

@@ -6,6 +6,9 @@ free port; script what the next requests get with ``fake.script(...)`` and the
 behaviours below, and inspect ``fake.requests`` and ``fake.disconnected`` afterwards.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from tests.fakes._server import (
     Behaviour,
     Cut,
@@ -17,9 +20,29 @@ from tests.fakes._server import (
     Stall,
     StreamError,
 )
-from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
-from tests.fakes.ollama import FakeOllama, fake_ollama
-from tests.fakes.openai import FakeOpenAI, fake_openai
+
+if TYPE_CHECKING:
+    from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
+    from tests.fakes.ollama import FakeOllama, fake_ollama
+    from tests.fakes.openai import FakeOpenAI, fake_openai
+
+# The provider fakes load on first use, so that `python -m tests.fakes.openai` runs
+# a module the package has not already imported.
+_LAZY = {
+    "FakeAnthropic": "anthropic",
+    "fake_anthropic": "anthropic",
+    "FakeOllama": "ollama",
+    "fake_ollama": "ollama",
+    "FakeOpenAI": "openai",
+    "fake_openai": "openai",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"tests.fakes.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Behaviour",

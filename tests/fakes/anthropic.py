@@ -122,8 +122,7 @@ class FakeAnthropic(FakeUpstream):
         streaming = bool(body.get("stream"))
         # API version 2026-10-21 (SDK 2.x) rejects the sampling parameters outright.
         if self.strict and (extra := {"temperature", "top_p", "top_k"} & body.keys()):
-            message = f"{sorted(extra)[0]}: Extra inputs are not permitted"
-            behaviour = Fail.bad_request(message)
+            behaviour = Fail.bad_request(f"{sorted(extra)[0]}: Extra inputs are not permitted")
         match behaviour:
             case Fail(status=status, kind=kind, message=message, headers=headers):
                 if kind == "overloaded":
