@@ -277,6 +277,7 @@ async def test_message_crashing_twice_is_failed_as_poison() -> None:
         with pytest.raises(actors.PoisonMessage) as info:
             await ref.ask("crash")
         assert isinstance(info.value.__cause__, RuntimeError)
+        await trio.testing.wait_all_tasks_blocked()
         assert len(births) == 3
         assert ref.stats().restarts == 2
         assert await ref.ask("fine") == "fine"
