@@ -44,7 +44,7 @@ async def test_enforce_refuses_a_reservation_over_the_limit(tmp_path: Path) -> N
         with pytest.raises(BudgetExceeded) as info:
             await ref.ask(Reserve("b", "openai", "gpt-4o", 0.6))
         assert info.value.period == "daily" and info.value.limit == 1.0
-        await ref.tell(settle(granted.id, 0.1))
+        await ref.ask(settle(granted.id, 0.1))
         # Settling at the real cost frees the rest of the reservation.
         assert await ref.ask(Reserve("c", "openai", "gpt-4o", 0.6))
 
@@ -80,7 +80,7 @@ async def test_concurrent_reservations_never_overspend(tmp_path: Path) -> None:
                 return
             granted.append(amount)
             await trio.sleep(random.random() / 100)
-            await ref.tell(settle(reservation.id, amount * random.uniform(0.3, 1.0)))
+            await ref.ask(settle(reservation.id, amount * random.uniform(0.3, 1.0)))
 
         async with trio.open_nursery() as nursery:
             for i in range(200):
@@ -127,7 +127,7 @@ async def test_limits_policy_and_spend_survive_a_restart(tmp_path: Path) -> None
         await ref.ask(SetLimit("weekly", 3.0))
         await ref.ask(SetPolicy("enforce"))
         reservation = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.5))
-        await ref.tell(settle(reservation.id, 0.25))
+        await ref.ask(settle(reservation.id, 0.25))
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: keeper(path, "warn"), name="budget")
         status = await ref.ask(GetBudget())
@@ -146,3 +146,18 @@ async def test_check_budget_answers_without_reserving(tmp_path: Path) -> None:
         assert (await ref.ask(CheckBudget("openai", 0.9)))[0] is True
         under, warning = await ref.ask(CheckBudget("openai", 1.5))
         assert under is False and "daily" in warning
+
+
+async def test_charge_without_component_reaches_the_ledger(tmp_path: Path) -> None:
+    """A settled charge with no component or context is written to the ledger and reported."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(tmp_path / "l.db"), name="budget")
+        reservation = await ref.ask(Reserve("a", "alpha", "alpha-1", 0.0))
+        await ref.ask(
+            Settle(
+                reservation.id, "a", "alpha", "alpha-1", None, None, Usage(10, 6), 0.0, "partial"
+            )
+        )
+        rows = await ref.ask(GetUsage("daily", "provider"))
+        assert ref.stats().restarts == 0
+    assert rows[0]["key"] == "alpha" and rows[0]["output_tokens"] == 6

@@ -1,0 +1,918 @@
+"""
+Router: the actor that turns one LLM request into a reply.
+
+For each request it windows the stored context, picks the system prompt,
+plans the candidate models, reserves budget, calls the provider actors with
+retries and fallbacks, settles the cost and stores the new turns. It holds no
+one else's state: contexts, prompts, budget and providers are reached by
+message only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import anyio
+import attrs
+
+import actors
+from rhetor._budget import CheckBudget, Reservation, Reserve, Settle
+from rhetor._errors import (
+    AllProvidersFailed,
+    BudgetExceeded,
+    NotFound,
+    ProviderError,
+    ProviderUnavailable,
+    RhetorError,
+    ServiceUnavailable,
+    StreamBroken,
+    UpstreamTimeout,
+    ValidationError,
+)
+from rhetor._pricing import Pricer, count_message_tokens, count_tokens
+from rhetor._provider import Complete, GetStatus, StreamCompletion
+from rhetor._routing import Candidate, RoutePlan, RoutingParameters, TaskConfig, plan
+from rhetor._store import StoreCall
+from rhetor._types import (
+    ChatMessage,
+    ProviderReply,
+    ProviderRequest,
+    ProviderStatus,
+    StreamEnd,
+    TextDelta,
+    Usage,
+)
+
+__all__ = [
+    "Chunk",
+    "Evaluate",
+    "Generate",
+    "GetProviders",
+    "LLMRequest",
+    "Reply",
+    "Router",
+    "SetActive",
+    "Summarize",
+]
+
+log = logging.getLogger("rhetor.router")
+
+DEFAULT_MAX_TOKENS = 1024
+# Our offline token count can undershoot the upstream's; reserve with a margin.
+_INPUT_MARGIN = 1.25
+_RETRIES = 2
+_BACKOFF = 0.25
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+@attrs.frozen
+class LLMRequest:
+    """
+    One request for a reply: a single message, or a list of chat messages.
+    """
+
+    message: str | None = None
+    messages: tuple[ChatMessage, ...] = ()
+    context_id: str | None = None
+    task_type: str = "default"
+    component: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    system_prompt: str | None = None
+    routing: RoutingParameters = attrs.field(factory=RoutingParameters)
+    request_id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    # Seconds the whole request may take; None uses the server's setting.
+    timeout: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.message is None and not self.messages:
+            raise ValidationError("message", "a message or messages is required")
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            raise ValidationError("temperature", "must be from 0 to 2")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise ValidationError("max_tokens", "must be a positive whole number")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValidationError("timeout", "must be positive")
+
+
+@attrs.frozen
+class Reply:
+    """
+    A finished reply, as every edge reports it.
+    """
+
+    message: str
+    model: str
+    provider: str
+    context: str | None
+    usage: Usage
+    cost: float
+    routing: str
+    request_id: str
+    task_type: str
+    budget_warning: str | None = None
+    finish_reason: str = "stop"
+    finished: bool = True
+    timestamp: str = attrs.field(factory=_now_iso)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "message": self.message,
+            "model": self.model,
+            "provider": self.provider,
+            "context": self.context,
+            "finished": self.finished,
+            "timestamp": self.timestamp,
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "total_tokens": self.usage.total_tokens,
+            },
+            "cost": self.cost,
+            "routing": self.routing,
+            "request_id": self.request_id,
+            "task_type": self.task_type,
+            "finish_reason": self.finish_reason,
+        }
+        if self.budget_warning:
+            body["budget_warning"] = self.budget_warning
+        return body
+
+
+@attrs.frozen
+class Chunk:
+    """
+    One streamed piece; the last one has ``done`` set and carries the :class:`Reply`.
+    """
+
+    text: str
+    model: str
+    provider: str
+    context: str | None
+    done: bool = False
+    reply: Reply | None = None
+
+
+@attrs.frozen
+class Generate:
+    """Ask for a reply (``ask``), or stream one (``stream``)."""
+
+    request: LLMRequest
+
+
+@attrs.frozen
+class GetProviders:
+    """Answers providers, their models and availability, and the active provider and model."""
+
+
+@attrs.frozen
+class SetActive:
+    """Make ``provider``/``model`` head the default task's chain."""
+
+    provider: str
+    model: str | None = None
+
+
+@attrs.frozen
+class Estimate:
+    """Answers estimated tokens and cost for a prompt, and whether it is under budget."""
+
+    messages: tuple[ChatMessage, ...]
+    model: str | None = None
+    task_type: str = "default"
+    max_tokens: int | None = None
+
+
+@attrs.frozen
+class Evaluate:
+    """Score a response to a prompt against criteria, through the router."""
+
+    prompt: str
+    response: str
+    criteria: tuple[str, ...] = ("accuracy", "clarity", "relevance")
+
+
+@attrs.frozen
+class Summarize:
+    """Summarise a stored context through a cheap task and store the summary."""
+
+    context_id: str
+
+
+@attrs.frozen
+class _Prepared:
+    plan: RoutePlan
+    messages: tuple[ChatMessage, ...]
+    system: str | None
+    new_turns: tuple[ChatMessage, ...]
+    input_estimate: int
+
+
+class Router(actors.Actor):
+    """
+    Plans, dispatches and accounts for every LLM request.
+
+    Cancellation: cancelling an ask, or leaving a stream, cancels the provider
+    call (closing the upstream request) and bills what was produced, under a
+    shielded scope.
+
+    Error handling: every failure reaches the caller as a :class:`RhetorError`:
+    provider failures after all fallbacks as :class:`AllProvidersFailed`, a
+    refused budget as :class:`BudgetExceeded`, an internal actor that is down
+    as :class:`ServiceUnavailable`.
+    """
+
+    max_concurrency: ClassVar[int] = 100_000
+    errors: ClassVar[tuple[type[BaseException], ...]] = (RhetorError,)
+
+    def __init__(
+        self,
+        *,
+        config: TaskConfig,
+        providers: Mapping[str, actors.Ref],
+        budget: actors.Ref,
+        contexts: actors.Ref,
+        prompts: actors.Ref,
+        pricer: Pricer,
+        simulated: str = "auto",
+        request_timeout: float = 120.0,
+        provider_timeout: float = 60.0,
+        context_token_budget: int = 8000,
+        status_interval: float = 2.0,
+    ) -> None:
+        self._config = config
+        self._providers = dict(providers)
+        self._budget = budget
+        self._contexts = contexts
+        self._prompts = prompts
+        self._pricer = pricer
+        self._simulated = simulated
+        self._request_timeout = request_timeout
+        self._provider_timeout = provider_timeout
+        self._context_budget = context_token_budget
+        self._status_interval = status_interval
+        self._status: dict[str, ProviderStatus] = {}
+        # Invariant: None, or a (provider, model) pair that a provider serves.
+        self._active: tuple[str, str] | None = None
+
+    async def started(self) -> None:
+        await self._refresh_status()
+        self.task_group.start_soon(self._watch_status)
+
+    # -- provider status ---------------------------------------------------
+
+    async def _refresh_status(self) -> None:
+        async def one(name: str, ref: actors.Ref) -> None:
+            try:
+                self._status[name] = await ref.ask(GetStatus(), timeout=2.0)
+            except actors.ActorError as exc:
+                self._status[name] = ProviderStatus(name, False, (), f"actor down: {exc}")
+
+        async with anyio.create_task_group() as tg:
+            for name, ref in self._providers.items():
+                tg.start_soon(one, name, ref)
+
+    async def _watch_status(self) -> None:
+        while True:
+            await anyio.sleep(self._status_interval)
+            await self._refresh_status()
+
+    def _available(self, provider: str) -> bool:
+        ref = self._providers.get(provider)
+        status = self._status.get(provider)
+        return ref is not None and ref.alive and status is not None and status.available
+
+    def _provider_models(self) -> dict[str, list[str]]:
+        models: dict[str, list[str]] = {name: [] for name in self._providers}
+        for name, info in self._config.models.items():
+            if info.provider in models:
+                models[info.provider].append(name)
+        for name, status in self._status.items():
+            for model in status.models:
+                if model not in models.setdefault(name, []):
+                    models[name].append(model)
+        return models
+
+    def _simulated_fallback(self) -> bool:
+        if self._simulated == "never":
+            return False
+        if self._simulated == "always":
+            return True
+        return not any(self._available(p) for p in self._providers if p != "simulated")
+
+    # -- planning ----------------------------------------------------------
+
+    def _max_tokens(self, request: LLMRequest) -> int:
+        return request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS
+
+    def _worst_case(self, provider: str, model: str, input_tokens: int, max_tokens: int) -> float:
+        padded = int(input_tokens * _INPUT_MARGIN) + 16
+        return self._pricer.worst_case(provider, model, padded, max_tokens)
+
+    async def _ask(self, ref: actors.Ref, message: Any, *, what: str, timeout: float = 10.0) -> Any:
+        """Ask an internal actor; its death or silence becomes a typed error."""
+        try:
+            return await ref.ask(message, timeout=timeout)
+        except actors.AskTimeout as exc:
+            raise ServiceUnavailable(f"{what} did not answer in {timeout:g}s") from exc
+        except actors.ActorError as exc:
+            raise ServiceUnavailable(f"{what} is unavailable: {exc}") from exc
+
+    async def _prepare(self, request: LLMRequest) -> _Prepared:
+        given = list(request.messages)
+        if request.message is not None:
+            given.append(ChatMessage("user", request.message))
+        system_parts: list[str] = []
+        if request.system_prompt:
+            system_parts.append(request.system_prompt)
+        turns: list[ChatMessage] = []
+        for m in given:
+            if m.role == "system":
+                if not request.system_prompt:
+                    system_parts.append(m.content)
+            else:
+                turns.append(m)
+        if not turns or turns[-1].role != "user":
+            raise ValidationError("messages", "the last message must be from the user")
+        if not system_parts and request.component:
+            prompt = await self._ask(
+                self._prompts, StoreCall("default_prompt", (request.component,)), what="prompts"
+            )
+            if prompt is not None:
+                system_parts.append(prompt.content)
+        history: list[ChatMessage] = []
+        if request.context_id is not None:
+            summary, window = await self._ask(
+                self._contexts,
+                StoreCall("window", (request.context_id, self._context_budget)),
+                what="contexts",
+            )
+            history = list(window)
+            if summary:
+                system_parts.append(f"Summary of the earlier conversation: {summary}")
+        system = "\n\n".join(system_parts) or None
+        messages = tuple(history + turns)
+        input_estimate = count_message_tokens(messages, system)
+        max_tokens = self._max_tokens(request)
+
+        def cost_of(provider: str, model: str) -> float:
+            return self._worst_case(provider, model, input_estimate, max_tokens)
+
+        route = plan(
+            self._config,
+            task_type=request.task_type,
+            component=request.component,
+            provider=request.provider,
+            model=request.model,
+            temperature=request.temperature,
+            params=request.routing,
+            available=self._available,
+            provider_models=self._provider_models(),
+            active=self._active,
+            simulated_fallback=self._simulated_fallback(),
+            cost_of=cost_of,
+        )
+        return _Prepared(route, messages, system, tuple(turns), input_estimate)
+
+    def _downgrades(self, prepared: _Prepared, request: LLMRequest) -> list[Candidate]:
+        """Cheaper models, then free local ones, for the ``enforce`` policy."""
+        tried = {(c.provider, c.model) for c in prepared.plan.candidates}
+        temp = prepared.plan.candidates[0].temperature if prepared.plan.candidates else 0.7
+        max_tokens = self._max_tokens(request)
+        options = []
+        for provider, models in self._provider_models().items():
+            if not self._available(provider) or (
+                provider == "simulated" and not self._simulated_fallback()
+            ):
+                continue
+            for model in models:
+                if (provider, model) not in tried:
+                    cost = self._worst_case(provider, model, prepared.input_estimate, max_tokens)
+                    options.append((cost == 0.0, -cost, provider, model))
+        options.sort()
+        return [Candidate(p, m, temp) for _, _, p, m in options]
+
+    def _provider_request(
+        self, prepared: _Prepared, candidate: Candidate, request: LLMRequest, timeout: float
+    ) -> ProviderRequest:
+        return ProviderRequest(
+            model=candidate.model,
+            messages=prepared.messages,
+            system=prepared.system,
+            temperature=candidate.temperature,
+            max_tokens=self._max_tokens(request),
+            request_id=request.request_id,
+            timeout=timeout,
+        )
+
+    # -- accounting --------------------------------------------------------
+
+    async def _reserve(self, request: LLMRequest, prepared: _Prepared, c: Candidate) -> Reservation:
+        amount = self._worst_case(
+            c.provider, c.model, prepared.input_estimate, self._max_tokens(request)
+        )
+        reservation: Reservation = await self._ask(
+            self._budget, Reserve(request.request_id, c.provider, c.model, amount), what="budget"
+        )
+        return reservation
+
+    async def _settle(
+        self,
+        request: LLMRequest,
+        reservation: Reservation,
+        c: Candidate,
+        usage: Usage,
+        status: str,
+    ) -> float:
+        cost = self._pricer.price(c.provider, c.model, usage)
+        message = Settle(
+            reservation.id,
+            request.request_id,
+            c.provider,
+            c.model,
+            request.component,
+            request.context_id,
+            usage,
+            cost,
+            status,  # type: ignore[arg-type]
+        )
+        # Shielded: a cancelled request is still billed for what it produced.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
+            try:
+                # An ask, not a tell: a charge counts only once the keeper has it,
+                # and queued tells are dropped when the system stops.
+                await self._budget.ask(message, timeout=5.0)
+            except actors.ActorError:
+                log.error("budget keeper unavailable; could not record %s", request.request_id)
+        return cost
+
+    async def _store_turns(self, request: LLMRequest, prepared: _Prepared, text: str) -> None:
+        if request.context_id is None:
+            return
+        turns = (*prepared.new_turns, ChatMessage("assistant", text))
+        metadata = {"component": request.component, "task_type": prepared.plan.task_type}
+        await self._ask(
+            self._contexts,
+            StoreCall("append", (request.context_id, turns), {"metadata": metadata}),
+            what="contexts",
+        )
+
+    # -- dispatch ----------------------------------------------------------
+
+    def _deadline_left(self, deadline: float) -> float:
+        return deadline - anyio.current_time()
+
+    def _attempt_timeout(self, deadline: float, last: bool) -> float:
+        """
+        How long one provider call may take.
+
+        A candidate that is not the last may use at most half of what is left,
+        so that a hanging primary still leaves time for its fallbacks.
+        """
+        left = max(0.0, self._deadline_left(deadline))
+        return min(self._provider_timeout, left if last else left / 2)
+
+    async def _backoff(self, attempt: int, exc: ProviderError, deadline: float) -> bool:
+        """Sleep before a retry; False when the deadline leaves no room for one."""
+        delay = _BACKOFF * (2**attempt) * random.uniform(0.5, 1.5)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            delay = max(delay, float(retry_after))
+        if anyio.current_time() + delay >= deadline:
+            return False
+        await anyio.sleep(delay)
+        return True
+
+    async def _complete_once(
+        self, c: Candidate, provider_request: ProviderRequest, timeout: float
+    ) -> ProviderReply:
+        ref = self._providers[c.provider]
+        try:
+            reply: ProviderReply = await ref.ask(Complete(provider_request), timeout=timeout)
+        except actors.AskTimeout as exc:
+            raise UpstreamTimeout(
+                f"{c.provider} did not answer in {timeout:g}s", provider=c.provider, model=c.model
+            ) from exc
+        except actors.ActorError as exc:
+            raise ProviderUnavailable(
+                f"{c.provider} actor is down: {exc}", provider=c.provider, model=c.model
+            ) from exc
+        return reply
+
+    def _candidates(self, request: LLMRequest, prepared: _Prepared) -> _CandidateQueue:
+        return _CandidateQueue(self, request, prepared)
+
+    def _explain(
+        self, prepared: _Prepared, c: Candidate, failures: list[tuple[str, str, RhetorError]]
+    ) -> str:
+        explanation = prepared.plan.explanation
+        head = prepared.plan.candidates[0] if prepared.plan.candidates else None
+        if head is None or (head.provider, head.model) != (c.provider, c.model):
+            why = "; ".join(f"{p}/{m} failed ({e.code})" for p, m, e in failures)
+            explanation += f"; answered by {c.provider}/{c.model}"
+            if why:
+                explanation += f" after {why}"
+        return explanation
+
+    async def _generate(self, request: LLMRequest) -> Reply:
+        timeout = request.timeout or self._request_timeout
+        with anyio.move_on_after(timeout):
+            return await self._generate_within(request, anyio.current_time() + timeout)
+        raise UpstreamTimeout(f"request did not finish in {timeout:g}s", provider="rhetor")
+
+    async def _generate_within(self, request: LLMRequest, deadline: float) -> Reply:
+        prepared = await self._prepare(request)
+        failures: list[tuple[str, str, RhetorError]] = []
+        candidates = self._candidates(request, prepared)
+        if True:
+            while (granted := await candidates.next()) is not None:
+                c, reservation = granted
+                attempt = 0
+                while True:
+                    call_timeout = self._attempt_timeout(deadline, candidates.last)
+                    preq = self._provider_request(prepared, c, request, call_timeout)
+                    try:
+                        result = await self._complete_once(c, preq, call_timeout)
+                    except ProviderError as exc:
+                        if (
+                            exc.transient
+                            and attempt < _RETRIES
+                            and await self._backoff(attempt, exc, deadline)
+                        ):
+                            attempt += 1
+                            continue
+                        await self._settle(request, reservation, c, Usage(), "failed")
+                        failures.append((c.provider, c.model, exc))
+                        break
+                    except BaseException:
+                        # Cancelled mid-call: the upstream saw the prompt, so bill its input.
+                        partial = Usage(prepared.input_estimate, 0)
+                        await self._settle(request, reservation, c, partial, "failed")
+                        raise
+                    cost = await self._settle(request, reservation, c, result.usage, "ok")
+                    await self._store_turns(request, prepared, result.text)
+                    return Reply(
+                        message=result.text,
+                        model=result.model or c.model,
+                        provider=c.provider,
+                        context=request.context_id,
+                        usage=result.usage,
+                        cost=cost,
+                        routing=self._explain(prepared, c, failures),
+                        request_id=request.request_id,
+                        task_type=prepared.plan.task_type,
+                        budget_warning=reservation.warning,
+                        finish_reason=result.finish_reason,
+                    )
+        candidates.raise_refusal()
+        raise AllProvidersFailed(failures)
+
+    async def _stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
+        timeout = request.timeout or self._request_timeout
+        deadline = anyio.current_time() + timeout
+        prepared = await self._prepare(request)
+        failures: list[tuple[str, str, RhetorError]] = []
+        candidates = self._candidates(request, prepared)
+        if True:
+            while (granted := await candidates.next()) is not None:
+                c, reservation = granted
+                attempt = 0
+                while True:
+                    call_timeout = self._attempt_timeout(deadline, candidates.last)
+                    preq = self._provider_request(prepared, c, request, call_timeout)
+                    produced: list[str] = []
+                    end: StreamEnd | None = None
+                    sent_any = False
+                    try:
+                        async with self._providers[c.provider].stream(
+                            StreamCompletion(preq), timeout=max(call_timeout, 0.001)
+                        ) as items:
+                            async for item in items:
+                                if isinstance(item, TextDelta):
+                                    produced.append(item.text)
+                                    sent_any = True
+                                    yield Chunk(item.text, c.model, c.provider, request.context_id)
+                                elif isinstance(item, StreamEnd):
+                                    end = item
+                    except (ProviderError, actors.ActorError) as raw:
+                        exc = _as_provider_error(raw, c, call_timeout)
+                        partial = Usage(prepared.input_estimate, count_tokens("".join(produced)))
+                        if sent_any:
+                            await self._settle(request, reservation, c, partial, "partial")
+                            raise StreamBroken(
+                                f"stream from {c.provider}/{c.model} broke after it began: {exc.message}",
+                                provider=c.provider,
+                                model=c.model,
+                            ) from raw
+                        if (
+                            exc.transient
+                            and attempt < _RETRIES
+                            and await self._backoff(attempt, exc, deadline)
+                        ):
+                            attempt += 1
+                            continue
+                        await self._settle(request, reservation, c, Usage(), "failed")
+                        failures.append((c.provider, c.model, exc))
+                        break
+                    except BaseException:
+                        # Cancelled or the reader left: bill what was produced.
+                        partial = Usage(prepared.input_estimate, count_tokens("".join(produced)))
+                        await self._settle(request, reservation, c, partial, "partial")
+                        raise
+                    text = "".join(produced)
+                    usage = (
+                        end.usage
+                        if end is not None
+                        else Usage(prepared.input_estimate, count_tokens(text))
+                    )
+                    cost = await self._settle(request, reservation, c, usage, "ok")
+                    await self._store_turns(request, prepared, text)
+                    reply = Reply(
+                        message=text,
+                        model=(end.model if end is not None and end.model else c.model),
+                        provider=c.provider,
+                        context=request.context_id,
+                        usage=usage,
+                        cost=cost,
+                        routing=self._explain(prepared, c, failures),
+                        request_id=request.request_id,
+                        task_type=prepared.plan.task_type,
+                        budget_warning=reservation.warning,
+                        finish_reason=end.finish_reason if end is not None else "stop",
+                    )
+                    yield Chunk("", reply.model, c.provider, request.context_id, True, reply)
+                    return
+        candidates.raise_refusal()
+        raise AllProvidersFailed(failures)
+
+    # -- other operations --------------------------------------------------
+
+    def _providers_info(self) -> dict[str, Any]:
+        models = self._provider_models()
+        providers = {}
+        for name in self._providers:
+            status = self._status.get(name)
+            providers[name] = {
+                "available": self._available(name),
+                "models": models.get(name, []),
+                "reason": "" if status is None else status.reason,
+            }
+        active = self._active
+        if active is None:
+            _, route = self._config.route_for("default", None)
+            head = next(
+                (
+                    Candidate(self._config.provider_of(m), m, 0)
+                    for m in route.chain
+                    if self._available(self._config.provider_of(m))
+                ),
+                None,
+            )
+            if head is None and self._simulated_fallback() and models.get("simulated"):
+                head = Candidate("simulated", models["simulated"][0], 0)
+            active = (head.provider, head.model) if head else None
+        return {
+            "providers": providers,
+            "active_provider": active[0] if active else None,
+            "active_model": active[1] if active else None,
+            "simulated_fallback": self._simulated_fallback(),
+        }
+
+    async def _estimate(self, message: Estimate) -> dict[str, Any]:
+        max_tokens = message.max_tokens or DEFAULT_MAX_TOKENS
+        input_tokens = count_message_tokens(message.messages, None)
+        if message.model is not None:
+            provider = self._resolve_provider(message.model)
+            model = message.model
+        else:
+            _, route = self._config.route_for(message.task_type, None)
+            model = route.primary
+            provider = self._config.provider_of(model)
+        cost = self._pricer.worst_case(provider, model, input_tokens, max_tokens)
+        under, warning = await self._ask(self._budget, CheckBudget(provider, cost), what="budget")
+        result: dict[str, Any] = {
+            "model": model,
+            "provider": provider,
+            "estimated_tokens": {
+                "input_tokens": input_tokens,
+                "output_tokens": max_tokens,
+                "total_tokens": input_tokens + max_tokens,
+            },
+            "estimated_cost": cost,
+            "price_known": self._pricer.known(provider, model),
+            "under_budget": under,
+        }
+        if warning:
+            result["budget_warning"] = warning
+        return result
+
+    def _resolve_provider(self, model: str) -> str:
+        for provider, models in self._provider_models().items():
+            if model in models:
+                return provider
+        raise NotFound("model", model, field="model")
+
+    async def _evaluate(self, message: Evaluate) -> dict[str, Any]:
+        criteria = message.criteria or ("accuracy", "clarity", "relevance")
+        instruction = (
+            "Evaluate the response to the prompt. Score each criterion from 0 to 10 and answer "
+            'with JSON only: {"scores": {"<criterion>": <number>}, "overall_score": <number>, '
+            '"feedback": "<text>"}.\n'
+            f"Criteria: {', '.join(criteria)}\n\nPrompt:\n{message.prompt}\n\nResponse:\n{message.response}"
+        )
+        reply = await self._generate(
+            LLMRequest(
+                message=instruction, task_type="reasoning", component="rhetor", max_tokens=512
+            )
+        )
+        parsed = _parse_evaluation(reply.message, criteria)
+        if parsed is not None:
+            scores, overall, feedback = parsed
+            method = "model"
+        else:
+            scores = _heuristic_scores(message.prompt, message.response, criteria)
+            overall = round(sum(scores.values()) / len(scores), 2)
+            feedback = (
+                "The model's answer was not a JSON evaluation, so these scores come from "
+                "Rhetor's lexical heuristic (relevance by word overlap, clarity by sentence "
+                f"length, completeness by length). Model said: {reply.message[:200]}"
+            )
+            method = "heuristic"
+        return {
+            "evaluation": {
+                "overall_score": overall,
+                "scores": scores,
+                "feedback": feedback,
+                "method": method,
+            },
+            "model": reply.model,
+            "provider": reply.provider,
+            "cost": reply.cost,
+        }
+
+    async def _summarize(self, context_id: str) -> dict[str, Any]:
+        stored = await self._ask(
+            self._contexts, StoreCall("history", (context_id,)), what="contexts"
+        )
+        if not stored:
+            raise NotFound("context", context_id, field="context_id")
+        transcript = "\n".join(f"{m.role}: {m.content}" for m in stored)
+        models = self._provider_models()
+        summary_model = None
+        if self._simulated_fallback() and "simulated-summary" in models.get("simulated", []):
+            summary_model = "simulated-summary"
+        reply = await self._generate(
+            LLMRequest(
+                message=f"Summarise this conversation in a few sentences:\n\n{transcript}",
+                task_type=self._config.summary_task,
+                component="rhetor",
+                model=summary_model,
+                max_tokens=300,
+            )
+        )
+        upto = stored[-1].seq
+        await self._ask(
+            self._contexts,
+            StoreCall("set_summary", (context_id, reply.message, upto)),
+            what="contexts",
+        )
+        return {
+            "context_id": context_id,
+            "summary": reply.message,
+            "upto": upto,
+            "model": reply.model,
+        }
+
+    async def handle(self, message: Any) -> Any:
+        if isinstance(message, Generate):
+            return await self._generate(message.request)
+        if isinstance(message, GetProviders):
+            return self._providers_info()
+        if isinstance(message, SetActive):
+            if message.provider not in self._providers:
+                raise NotFound("provider", message.provider, field="provider")
+            models = self._provider_models().get(message.provider, [])
+            model = message.model or (models[0] if models else None)
+            if model is None or model not in models:
+                raise NotFound("model", f"{message.model} on {message.provider}", field="model")
+            self._active = (message.provider, model)
+            return self._providers_info()
+        if isinstance(message, Estimate):
+            return await self._estimate(message)
+        if isinstance(message, Evaluate):
+            return await self._evaluate(message)
+        if isinstance(message, Summarize):
+            return await self._summarize(message.context_id)
+        raise TypeError(f"Router cannot handle {type(message).__name__}")
+
+    async def handle_stream(self, message: Any) -> AsyncIterator[Chunk]:
+        if not isinstance(message, Generate):
+            raise TypeError(f"Router cannot stream {type(message).__name__}")
+        async for chunk in self._stream(message.request):
+            yield chunk
+
+
+@attrs.define(eq=False)
+class _CandidateQueue:
+    """
+    The candidates of one request, each handed out with a granted reservation.
+
+    When the budget refuses a candidate, cheaper models and then free local
+    ones are queued after the plan (the ``enforce`` downgrade path).
+    """
+
+    _router: Router
+    _request: LLMRequest
+    _prepared: _Prepared
+    _queue: list[Candidate] = attrs.field(init=False)
+    _refused: BudgetExceeded | None = attrs.field(init=False, default=None)
+    _extended: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._queue = list(self._prepared.plan.candidates)
+
+    @property
+    def last(self) -> bool:
+        """True when the candidate just handed out is the last one planned."""
+        return not self._queue
+
+    async def next(self) -> tuple[Candidate, Reservation] | None:
+        while self._queue:
+            c = self._queue.pop(0)
+            try:
+                reservation = await self._router._reserve(self._request, self._prepared, c)
+            except BudgetExceeded as exc:
+                self._refused = self._refused or exc
+                if not self._extended:
+                    self._extended = True
+                    downgrades = self._router._downgrades(self._prepared, self._request)
+                    self._queue.extend(d for d in downgrades if d not in self._queue)
+                continue
+            return c, reservation
+        return None
+
+    def raise_refusal(self) -> None:
+        """Raise the first budget refusal, when the budget is why nothing answered."""
+        if self._refused is not None:
+            raise self._refused
+
+
+def _as_provider_error(raw: BaseException, c: Candidate, timeout: float) -> ProviderError:
+    if isinstance(raw, ProviderError):
+        return raw
+    if isinstance(raw, actors.AskTimeout):
+        return UpstreamTimeout(
+            f"{c.provider} sent nothing for {timeout:g}s", provider=c.provider, model=c.model
+        )
+    return ProviderUnavailable(
+        f"{c.provider} actor is down: {raw}", provider=c.provider, model=c.model
+    )
+
+
+_JSON = re.compile(r"\{.*\}", re.DOTALL)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _parse_evaluation(
+    text: str, criteria: Sequence[str]
+) -> tuple[dict[str, float], float, str] | None:
+    match = _JSON.search(text)
+    if match is None:
+        return None
+    try:
+        raw = json.loads(match.group(0))
+        scores = {c: max(0.0, min(10.0, float(raw["scores"][c]))) for c in criteria}
+        overall = raw.get("overall_score")
+        overall = float(overall) if overall is not None else sum(scores.values()) / len(scores)
+        return scores, max(0.0, min(10.0, overall)), str(raw.get("feedback", ""))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _heuristic_scores(prompt: str, response: str, criteria: Sequence[str]) -> dict[str, float]:
+    prompt_words = set(_WORD.findall(prompt.lower()))
+    response_words = _WORD.findall(response.lower())
+    overlap = len(prompt_words & set(response_words)) / max(1, len(prompt_words))
+    sentences = max(1, len(re.findall(r"[.!?]+", response)) or 1)
+    avg_len = len(response_words) / sentences
+    clarity = 10.0 - min(6.0, abs(avg_len - 18) / 3)
+    completeness = min(10.0, len(response_words) / 10)
+    relevance = min(10.0, 2 + overlap * 8)
+    base = {"relevance": relevance, "clarity": clarity, "completeness": completeness}
+    scores = {}
+    for criterion in criteria:
+        value = base.get(criterion, (relevance + clarity + completeness) / 3)
+        scores[criterion] = round(max(0.0, min(10.0, value)), 2)
+    return scores

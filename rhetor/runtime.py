@@ -1,0 +1,507 @@
+"""
+Rhetor embedded in-process: ``async with rhetor.runtime.start() as rt: ...``.
+
+``start()`` builds the whole supervision tree (see ``docs/architecture.md``)
+inside one actor system and yields a :class:`Runtime` handle, whose methods
+turn calls into actor messages. The HTTP edge is a thin layer over the same
+handle.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import attrs
+
+import actors
+from rhetor._budget import BudgetKeeper, GetBudget, GetUsage, SetLimit, SetPolicy
+from rhetor._contexts import ContextStore
+from rhetor._errors import NotFound, ServiceUnavailable, ValidationError
+from rhetor._pricing import Pricer, load_overrides
+from rhetor._prompts import PromptLibrary
+from rhetor._provider import CheckHealth, ProviderActor
+from rhetor._router import (
+    Chunk,
+    Estimate,
+    Evaluate,
+    Generate,
+    GetProviders,
+    LLMRequest,
+    Reply,
+    Router,
+    SetActive,
+    Summarize,
+)
+from rhetor._routing import RoutingParameters, TaskConfig
+from rhetor._settings import Settings
+from rhetor._simulated import SimulatedBackend
+from rhetor._store import StoreCall
+from rhetor._types import ChatMessage, ProviderBackend
+
+__all__ = ["Runtime", "default_backends", "start"]
+
+log = logging.getLogger("rhetor.runtime")
+
+VERSION = "0.1.0"
+BackendFactory = Callable[[], ProviderBackend]
+
+
+def default_backends(settings: Settings, config: TaskConfig) -> dict[str, BackendFactory]:
+    """
+    The provider backends Rhetor runs by default: simulated, Anthropic, OpenAI, Ollama.
+
+    Providers without a key (or an Ollama that does not answer) still run and
+    report themselves unavailable, so the router skips them.
+    """
+
+    def models_of(provider: str) -> tuple[str, ...]:
+        return tuple(n for n, i in config.models.items() if i.provider == provider)
+
+    def simulated() -> ProviderBackend:
+        return SimulatedBackend(
+            models=models_of("simulated") or ("simulated-echo", "simulated-summary"),
+            chunk_delay=settings.simulated_chunk_delay,
+            available=settings.simulated != "never",
+        )
+
+    def anthropic() -> ProviderBackend:
+        from rhetor._anthropic import AnthropicBackend
+
+        return AnthropicBackend(
+            settings.anthropic_api_key, settings.anthropic_base_url, models=models_of("anthropic")
+        )
+
+    def openai() -> ProviderBackend:
+        from rhetor._openai import OpenAIBackend
+
+        return OpenAIBackend(
+            settings.openai_api_key, settings.openai_base_url, models=models_of("openai")
+        )
+
+    def ollama() -> ProviderBackend:
+        from rhetor._ollama import OllamaBackend
+
+        return OllamaBackend(
+            settings.ollama_base_url or "http://localhost:11434", models=models_of("ollama")
+        )
+
+    return {"simulated": simulated, "anthropic": anthropic, "openai": openai, "ollama": ollama}
+
+
+def _messages(raw: Iterable[Any], field: str = "messages") -> tuple[ChatMessage, ...]:
+    out = []
+    for i, m in enumerate(raw):
+        if isinstance(m, ChatMessage):
+            out.append(m)
+            continue
+        if not isinstance(m, Mapping):
+            raise ValidationError(f"{field}[{i}]", "must be an object with role and content")
+        role, content = m.get("role"), m.get("content")
+        if role not in ("system", "user", "assistant"):
+            raise ValidationError(f"{field}[{i}].role", "must be system, user or assistant")
+        if not isinstance(content, str):
+            raise ValidationError(f"{field}[{i}].content", "must be a string")
+        out.append(ChatMessage(role, content))
+    if not out:
+        raise ValidationError(field, "must not be empty")
+    return tuple(out)
+
+
+@attrs.define(eq=False)
+class Runtime:
+    """
+    The handle to a running Rhetor: every operation the edges offer, in-process.
+
+    Error handling: every method raises :class:`rhetor.RhetorError`
+    subclasses; an internal actor that is down becomes
+    :class:`ServiceUnavailable`, never a hang past the deadline.
+    """
+
+    settings: Settings
+    system: actors.System
+    router: actors.Ref
+    budget_keeper: actors.Ref
+    contexts: actors.Ref
+    prompts: actors.Ref
+    providers_refs: dict[str, actors.Ref]
+    sessions: Any
+    started_at: float = attrs.field(factory=time.monotonic)
+
+    # -- helpers ----------------------------------------------------------
+
+    async def _ask(self, ref: actors.Ref, message: Any, *, timeout: float = 10.0) -> Any:
+        try:
+            return await ref.ask(message, timeout=timeout)
+        except actors.AskTimeout as exc:
+            raise ServiceUnavailable(f"{ref.name} did not answer in {timeout:g}s") from exc
+        except actors.ActorError as exc:
+            raise ServiceUnavailable(f"{ref.name} is unavailable: {exc}") from exc
+
+    def request(
+        self,
+        message: str | None = None,
+        *,
+        messages: Sequence[Any] | None = None,
+        context_id: str | None = None,
+        task_type: str | None = "default",
+        component: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        system_prompt: str | None = None,
+        routing_parameters: Mapping[str, Any] | RoutingParameters | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> LLMRequest:
+        """Build and validate an :class:`LLMRequest` (what every edge does first)."""
+        routing = (
+            routing_parameters
+            if isinstance(routing_parameters, RoutingParameters)
+            else RoutingParameters.from_dict(routing_parameters)
+        )
+        extra = {} if request_id is None else {"request_id": request_id}
+        return LLMRequest(
+            message=message,
+            messages=_messages(messages) if messages is not None else (),
+            context_id=context_id,
+            task_type=task_type or "default",
+            component=component,
+            provider=provider,
+            model=model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            system_prompt=system_prompt,
+            routing=routing,
+            timeout=timeout,
+            **extra,
+        )
+
+    def _deadline(self, request: LLMRequest) -> float:
+        # The router enforces the request's own deadline; this one only guards
+        # against the router itself going silent.
+        return (request.timeout or self.settings.request_timeout) + 5.0
+
+    # -- LLM requests -----------------------------------------------------
+
+    async def send(self, request: LLMRequest) -> Reply:
+        """Run a prepared request to completion."""
+        reply: Reply = await self._ask(
+            self.router, Generate(request), timeout=self._deadline(request)
+        )
+        return reply
+
+    async def send_stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
+        """
+        Stream a prepared request: text chunks, then one ``done`` chunk with the reply.
+
+        Cancellation: closing this generator (or cancelling its reader)
+        cancels the provider call.
+        """
+        try:
+            async with self.router.stream(
+                Generate(request), timeout=self._deadline(request)
+            ) as items:
+                async for chunk in items:
+                    yield chunk
+        except actors.AskTimeout as exc:
+            raise ServiceUnavailable(
+                f"router sent nothing for {self._deadline(request):g}s"
+            ) from exc
+        except actors.ActorError as exc:
+            raise ServiceUnavailable(f"router is unavailable: {exc}") from exc
+
+    async def message(self, message: str, **options: Any) -> Reply:
+        """One message, with the stored context of ``context_id`` prepended."""
+        return await self.send(self.request(message, **options))
+
+    def stream(self, message: str, **options: Any) -> AsyncIterator[Chunk]:
+        """Stream one message; see :meth:`send_stream`."""
+        return self.send_stream(self.request(message, **options))
+
+    async def chat(self, messages: Sequence[Any], **options: Any) -> Reply:
+        """A list of ``{role, content}`` messages; the last must be the user's."""
+        return await self.send(self.request(messages=messages, **options))
+
+    def chat_stream(self, messages: Sequence[Any], **options: Any) -> AsyncIterator[Chunk]:
+        return self.send_stream(self.request(messages=messages, **options))
+
+    # -- providers ----------------------------------------------------------
+
+    async def providers(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._ask(self.router, GetProviders())
+        return result
+
+    async def set_provider(self, provider: str, model: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = await self._ask(self.router, SetActive(provider, model))
+        return result
+
+    async def check_providers(self) -> dict[str, Any]:
+        """Probe every provider now; answers each one's fresh status."""
+        out: dict[str, Any] = {}
+        for name, ref in self.providers_refs.items():
+            try:
+                status = await ref.ask(CheckHealth(), timeout=6.0)
+                out[name] = {"available": status.available, "reason": status.reason}
+            except actors.ActorError as exc:
+                out[name] = {"available": False, "reason": f"actor down: {exc}"}
+        return out
+
+    async def health(self) -> dict[str, Any]:
+        info = await self.providers()
+        available = {n: p["available"] for n, p in info["providers"].items()}
+        real = [n for n in available if n != "simulated"]
+        healthy = all(
+            r.alive for r in (self.router, self.budget_keeper, self.contexts, self.prompts)
+        )
+        healthy = healthy and (any(available[n] for n in real) or available.get("simulated", False))
+        return {
+            "status": "healthy" if healthy else "degraded",
+            "providers": available,
+            "uptime": round(time.monotonic() - self.started_at, 3),
+            "version": VERSION,
+        }
+
+    # -- templates and prompts ----------------------------------------------
+
+    async def _store(self, ref: actors.Ref, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._ask(ref, StoreCall(method, args, kwargs))
+
+    async def create_template(self, name: str, content: str, **fields: Any) -> Any:
+        return await self._store(self.prompts, "create_template", name, content, **fields)
+
+    async def update_template(self, template: str, **fields: Any) -> Any:
+        return await self._store(self.prompts, "update_template", template, **fields)
+
+    async def get_template(self, template: str, version: int | None = None) -> Any:
+        return await self._store(self.prompts, "get_template", template, version)
+
+    async def list_templates(self, category: str | None = None) -> Any:
+        return await self._store(self.prompts, "list_templates", category)
+
+    async def template_versions(self, template: str) -> Any:
+        return await self._store(self.prompts, "versions", template)
+
+    async def delete_template(self, template: str) -> bool:
+        deleted: bool = await self._store(self.prompts, "delete_template", template)
+        if not deleted:
+            raise NotFound("template", template)
+        return deleted
+
+    async def render_template(self, template: str, variables: Mapping[str, Any]) -> str:
+        rendered: str = await self._store(self.prompts, "render_template", template, variables)
+        return rendered
+
+    async def create_prompt(self, name: str, component: str, content: str, **fields: Any) -> Any:
+        return await self._store(self.prompts, "create_prompt", name, component, content, **fields)
+
+    async def update_prompt(self, prompt_id: str, **fields: Any) -> Any:
+        return await self._store(self.prompts, "update_prompt", prompt_id, **fields)
+
+    async def get_prompt(self, prompt_id: str) -> Any:
+        return await self._store(self.prompts, "get_prompt", prompt_id)
+
+    async def list_prompts(self, component: str | None = None) -> Any:
+        return await self._store(self.prompts, "list_prompts", component)
+
+    async def delete_prompt(self, prompt_id: str) -> bool:
+        deleted: bool = await self._store(self.prompts, "delete_prompt", prompt_id)
+        if not deleted:
+            raise NotFound("prompt", prompt_id)
+        return deleted
+
+    async def generate_prompt(
+        self, task: str, context: Any = None, format: str = "instruction"
+    ) -> str:
+        prompt: str = await self._store(self.prompts, "generate_prompt", task, context, format)
+        return prompt
+
+    # -- contexts -----------------------------------------------------------
+
+    async def list_contexts(self, limit: int = 100, offset: int = 0) -> Any:
+        return await self._store(self.contexts, "list", limit, offset)
+
+    async def get_context(self, context_id: str, limit: int | None = None) -> dict[str, Any]:
+        info = await self._store(self.contexts, "get", context_id)
+        if info is None:
+            raise NotFound("context", context_id)
+        history = await self._store(self.contexts, "history", context_id, limit=limit)
+        return {"info": info, "messages": history}
+
+    async def delete_context(self, context_id: str) -> bool:
+        deleted: bool = await self._store(self.contexts, "delete", context_id)
+        if not deleted:
+            raise NotFound("context", context_id)
+        return deleted
+
+    async def search_contexts(self, query: str, limit: int = 20) -> Any:
+        if not query:
+            raise ValidationError("q", "must not be empty")
+        return await self._store(self.contexts, "search", query, limit)
+
+    async def summarize_context(self, context_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._ask(
+            self.router, Summarize(context_id), timeout=self.settings.request_timeout + 5
+        )
+        return result
+
+    # -- budget -------------------------------------------------------------
+
+    async def budget(self) -> dict[str, Any]:
+        status: dict[str, Any] = await self._ask(self.budget_keeper, GetBudget())
+        return status
+
+    async def budget_usage(self, period: str = "daily", group_by: str = "provider") -> Any:
+        if period not in ("daily", "weekly", "monthly"):
+            raise ValidationError("period", "must be daily, weekly or monthly")
+        if group_by not in ("provider", "model", "component", "context"):
+            raise ValidationError("group_by", "must be provider, model, component or context")
+        return await self._ask(self.budget_keeper, GetUsage(period, group_by))  # type: ignore[arg-type]
+
+    async def set_limit(self, period: str, amount: float, provider: str | None = None) -> Any:
+        if provider is not None and provider not in self.providers_refs:
+            raise NotFound("provider", provider, field="provider")
+        return await self._ask(self.budget_keeper, SetLimit(period, amount, provider))  # type: ignore[arg-type]
+
+    async def set_policy(self, policy: str) -> Any:
+        return await self._ask(self.budget_keeper, SetPolicy(policy))  # type: ignore[arg-type]
+
+    async def estimate(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Any] | None = None,
+        model: str | None = None,
+        task_type: str = "default",
+        max_tokens: int | None = None,
+    ) -> dict[str, Any]:
+        if messages is not None:
+            msgs = _messages(messages)
+        elif prompt is not None:
+            msgs = (ChatMessage("user", prompt),)
+        else:
+            raise ValidationError("prompt", "a prompt or messages is required")
+        if max_tokens is not None and max_tokens <= 0:
+            raise ValidationError("max_tokens", "must be a positive whole number")
+        result: dict[str, Any] = await self._ask(
+            self.router, Estimate(msgs, model, task_type, max_tokens)
+        )
+        return result
+
+    async def evaluate(
+        self, prompt: str, response: str, criteria: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        crit = tuple(criteria) if criteria else ("accuracy", "clarity", "relevance")
+        if not all(isinstance(c, str) and c for c in crit):
+            raise ValidationError("criteria", "must be a list of non-empty strings")
+        result: dict[str, Any] = await self._ask(
+            self.router, Evaluate(prompt, response, crit), timeout=self.settings.request_timeout + 5
+        )
+        return result
+
+
+@asynccontextmanager
+async def start(
+    settings: Settings | None = None,
+    *,
+    backends: Mapping[str, BackendFactory] | None = None,
+    health_interval: float = 30.0,
+) -> AsyncIterator[Runtime]:
+    """
+    Start Rhetor in-process and yield its :class:`Runtime` handle.
+
+    With no arguments it reads the environment (``Settings.from_env()``) and
+    runs the simulated provider plus any configured real ones, with SQLite
+    under the data directory.
+
+    Cancellation: leaving the block stops every actor in reverse start order;
+    the budget ledger is flushed on the way out.
+
+    Error handling: a bad setting or task config raises
+    :class:`ValidationError` before anything starts.
+    """
+    settings = Settings.from_env() if settings is None else settings
+    config = TaskConfig.load(settings.task_config)
+    pricer_overrides = load_overrides(settings.price_overrides) if settings.price_overrides else {}
+    data_dir = settings.data_dir
+    await anyio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
+    factories = dict(default_backends(settings, config) if backends is None else backends)
+
+    async with actors.open_system(name="rhetor") as system:
+        storage = actors.SupervisorSpec(
+            children=(
+                actors.ChildSpec(
+                    "budget",
+                    lambda: BudgetKeeper(
+                        data_dir / "ledger.db",
+                        policy=settings.budget_policy,
+                        limits=settings.limits,
+                    ),
+                ),
+                actors.ChildSpec("contexts", lambda: ContextStore(data_dir / "contexts.db")),
+                actors.ChildSpec("prompts", lambda: PromptLibrary(data_dir / "prompts.db")),
+            ),
+            strategy="one_for_one",
+            intensity=5,
+            period=10.0,
+        )
+        await system.start_supervisor(storage, name="storage")
+
+        def provider_child(name: str, factory: BackendFactory) -> actors.ChildSpec:
+            return actors.ChildSpec(
+                f"provider:{name}",
+                lambda: ProviderActor(factory, health_interval=health_interval),
+                shutdown_timeout=3.0,
+            )
+
+        providers = actors.SupervisorSpec(
+            children=tuple(provider_child(n, f) for n, f in factories.items()),
+            strategy="one_for_one",
+            intensity=10,
+            period=30.0,
+        )
+        await system.start_supervisor(providers, name="providers")
+        provider_refs = {n: system.ref(f"provider:{n}") for n in factories}
+
+        budget_ref = system.ref("budget")
+        contexts_ref = system.ref("contexts")
+        prompts_ref = system.ref("prompts")
+        router = await system.spawn(
+            lambda: Router(
+                config=config,
+                providers=provider_refs,
+                budget=budget_ref,
+                contexts=contexts_ref,
+                prompts=prompts_ref,
+                pricer=Pricer(overrides=pricer_overrides),
+                simulated=settings.simulated,
+                request_timeout=settings.request_timeout,
+                context_token_budget=settings.context_token_budget,
+            ),
+            name="router",
+        )
+        sessions = await system.start_supervisor(
+            actors.SupervisorSpec(children=(), strategy="one_for_one", intensity=1000, period=1.0),
+            name="sessions",
+        )
+        runtime = Runtime(
+            settings=settings,
+            system=system,
+            router=router,
+            budget_keeper=budget_ref,
+            contexts=contexts_ref,
+            prompts=prompts_ref,
+            providers_refs=provider_refs,
+            sessions=sessions,
+        )
+        log.info("rhetor runtime started with providers %s", ", ".join(factories))
+        try:
+            yield runtime
+        finally:
+            with anyio.CancelScope(shield=True):
+                await system.stop()
