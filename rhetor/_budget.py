@@ -15,8 +15,8 @@ when a period rolls over or the actor restarts.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import logging
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
