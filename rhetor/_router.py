@@ -69,6 +69,8 @@ DEFAULT_MAX_TOKENS = 1024
 _INPUT_MARGIN = 1.25
 _RETRIES = 2
 _BACKOFF = 0.25
+# Turns an automatic summary leaves verbatim at the end of a long context.
+_KEEP_RECENT = 4
 
 
 def _now_iso() -> str:
@@ -266,6 +268,8 @@ class Router(actors.Actor):
         self._status: dict[str, ProviderStatus] = {}
         # Invariant: None, or a (provider, model) pair that a provider serves.
         self._active: tuple[str, str] | None = None
+        # Invariant: the contexts a background summary is being made for.
+        self._summarizing: set[str] = set()
 
     async def started(self) -> None:
         await self._refresh_status()
@@ -468,6 +472,32 @@ class Router(actors.Actor):
             StoreCall("append", (request.context_id, turns), {"metadata": metadata}),
             what="contexts",
         )
+        if request.context_id in self._summarizing:
+            return
+        long = await self._ask(
+            self._contexts,
+            StoreCall("needs_summary", (request.context_id, self._context_budget)),
+            what="contexts",
+        )
+        if long:
+            self._summarizing.add(request.context_id)
+            self.task_group.start_soon(self._auto_summarize, request.context_id)
+
+    async def _auto_summarize(self, context_id: str) -> None:
+        """
+        Summarise a context whose unsummarised history outgrew the window.
+
+        Runs in the background after the reply went out; the newest turns are
+        kept verbatim. Error handling: a failure is logged and retried after
+        the next turn, never surfaced to a caller.
+        """
+        try:
+            with anyio.move_on_after(self._request_timeout):
+                await self._summarize(context_id, keep_recent=_KEEP_RECENT)
+        except RhetorError as exc:
+            log.warning("could not summarise context %s: %s", context_id, exc)
+        finally:
+            self._summarizing.discard(context_id)
 
     # -- dispatch ----------------------------------------------------------
 
@@ -762,13 +792,19 @@ class Router(actors.Actor):
             "cost": reply.cost,
         }
 
-    async def _summarize(self, context_id: str) -> dict[str, Any]:
+    async def _summarize(self, context_id: str, keep_recent: int = 0) -> dict[str, Any]:
         stored = await self._ask(
             self._contexts, StoreCall("history", (context_id,)), what="contexts"
         )
         if not stored:
             raise NotFound("context", context_id, field="context_id")
-        transcript = "\n".join(f"{m.role}: {m.content}" for m in stored)
+        info = await self._ask(self._contexts, StoreCall("get", (context_id,)), what="contexts")
+        covered = stored[:-keep_recent] if keep_recent else stored
+        if not covered:
+            return {"context_id": context_id, "summary": info.summary, "upto": None, "model": None}
+        lines = [f"Earlier summary: {info.summary}"] if info.summary else []
+        lines += [f"{m.role}: {m.content}" for m in covered]
+        transcript = "\n".join(lines)
         models = self._provider_models()
         summary_model = None
         if self._simulated_fallback() and "simulated-summary" in models.get("simulated", []):
@@ -782,7 +818,7 @@ class Router(actors.Actor):
                 max_tokens=300,
             )
         )
-        upto = stored[-1].seq
+        upto = covered[-1].seq
         await self._ask(
             self._contexts,
             StoreCall("set_summary", (context_id, reply.message, upto)),

@@ -463,3 +463,20 @@ async def test_set_active_provider_and_model(tmp_path: Path) -> None:
         assert reply.model == "simulated-summary"
         with pytest.raises(NotFound):
             await rt.set_provider("nope")
+
+
+async def test_long_context_is_summarised_automatically(tmp_path: Path) -> None:
+    """A context that outgrows its token window gets a summary in the background, keeping recent turns."""
+    settings = plain(tmp_path, context_token_budget=80)
+    async with rhetor.runtime.start(settings, backends=simulated_only()) as rt:
+        for i in range(6):
+            await rt.message(
+                f"Turn {i} talks about topic number {i} at some length.", context_id="long:1"
+            )
+        with trio.fail_after(5):
+            while (await rt.get_context("long:1"))["info"].summary is None:
+                await trio.sleep(0.01)
+        reply = await rt.message("and now?", context_id="long:1")
+        assert "Summary of the earlier conversation" in reply.message
+        usage = await rt.budget_usage("daily", "component")
+        assert any(row["key"] == "rhetor" for row in usage)
