@@ -29,7 +29,7 @@ import attrs
 import trio
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import actors
 from rhetor._errors import (
@@ -155,7 +155,7 @@ def _sse(body: Mapping[str, Any]) -> bytes:
 def _plain(value: Any) -> Any:
     """A storage result (attrs objects, tuples, mappings) as plain JSON values."""
     if attrs.has(type(value)):
-        return attrs.asdict(value, recurse=True, retain_collection_types=False)
+        return _plain(attrs.asdict(value, recurse=True))
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
@@ -324,7 +324,10 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
                 exc_info=exc,
             )
             error = RhetorError("internal error; see the server log")
-        return _error_response(error)
+        response = _error_response(error)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
 
     @app.before_request
     async def guard() -> Response | None:

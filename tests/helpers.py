@@ -107,8 +107,11 @@ async def running_server(
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # The server's nursery wraps what the test body raised; hand the test
+        # The server's nurseries wrap what the test body raised; hand the test
         # its own exception back so ``pytest.raises`` works as expected.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        sole: BaseException = group
+        while isinstance(sole, BaseExceptionGroup) and len(sole.exceptions) == 1:
+            sole = sole.exceptions[0]
+        if sole is group:
+            raise
+        raise sole from None
