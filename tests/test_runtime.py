@@ -480,3 +480,31 @@ async def test_long_context_is_summarised_automatically(tmp_path: Path) -> None:
         assert "Summary of the earlier conversation" in reply.message
         usage = await rt.budget_usage("daily", "component")
         assert any(row["key"] == "rhetor" for row in usage)
+
+
+async def test_leaving_a_stream_early_cancels_the_provider_and_bills_what_was_produced(
+    tmp_path: Path,
+) -> None:
+    """Closing a stream after two chunks stops the provider, bills the partial output, stores no turn."""
+    alpha = ScriptedBackend("alpha", ("alpha-1",), chunk_delay=0.01)
+    beta = ScriptedBackend("beta", ("beta-1",))
+    settings, backends = two_providers(tmp_path, alpha, beta)
+    async with rhetor.runtime.start(settings, backends=backends) as rt:
+        stream = rt.stream(
+            "one two three four five six seven", task_type="chat", context_id="early:1"
+        )
+        received = []
+        async with aclosing(stream):
+            async for chunk in stream:
+                received.append(chunk.text)
+                if len(received) == 2:
+                    break
+        # The producer bills in its own task as it unwinds, just after the reader left.
+        with trio.fail_after(2):
+            while not (rows := await rt.budget_usage("daily", "provider")):
+                await trio.sleep(0.01)
+        with pytest.raises(NotFound):
+            await rt.get_context("early:1")
+    alpha_row = next(r for r in rows if r["key"] == "alpha")
+    assert alpha_row["requests"] == 1
+    assert 0 < alpha_row["output_tokens"] < 12
