@@ -1,0 +1,240 @@
+"""Tests for serving (rhetor/_server.py): port 0, graceful shutdown, signals, Hermes."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from rhetor._server import serve
+from tests.helpers import settings_for, simulated_backends
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def test_serve_reports_the_bound_port_and_stops_on_its_trigger(tmp_path: Path) -> None:
+    """serve() on port 0 reports the real port, serves, and returns when triggered."""
+    settings = settings_for(tmp_path)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            partial(
+                serve,
+                settings,
+                handle_signals=False,
+                shutdown_trigger=stop.wait,
+                backends=simulated_backends(settings),
+            )
+        )
+        assert port > 0
+        async with httpx.AsyncClient(verify=False) as client:
+            health = await client.get(f"http://127.0.0.1:{port}/health")
+        stop.set()
+    assert health.json()["status"] == "healthy"
+    assert (tmp_path / "data" / "ledger.db").exists()
+
+
+async def test_graceful_shutdown_lets_an_in_flight_stream_finish(tmp_path: Path) -> None:
+    """After the shutdown trigger, a stream already running still ends with its done event."""
+    settings = settings_for(tmp_path, simulated_chunk_delay=0.01, shutdown_grace=5.0)
+    stop = trio.Event()
+    lines: list[str] = []
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            partial(
+                serve,
+                settings,
+                handle_signals=False,
+                shutdown_trigger=stop.wait,
+                backends=simulated_backends(settings),
+            )
+        )
+        body = {"message": " ".join(["word"] * 15)}
+        async with (
+            httpx.AsyncClient(verify=False) as client,
+            client.stream("POST", f"http://127.0.0.1:{port}/stream", json=body) as response,
+        ):
+            async for line in response.aiter_lines():
+                if line:
+                    lines.append(line)
+                    stop.set()
+    assert json.loads(lines[-1][6:])["done"] is True
+    assert len(lines) > 10
+
+
+# trio-websocket's client leaves its socket to the garbage collector when the
+# server closes first; that ResourceWarning is the client's (raddr is the server).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_graceful_shutdown_closes_websockets_going_away(tmp_path: Path) -> None:
+    """Open WebSockets are closed with 1001 at shutdown instead of holding it up."""
+    settings = settings_for(tmp_path, shutdown_grace=5.0)
+    stop = trio.Event()
+    with trio.fail_after(3):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                partial(
+                    serve,
+                    settings,
+                    handle_signals=False,
+                    shutdown_trigger=stop.wait,
+                    backends=simulated_backends(settings),
+                )
+            )
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
+                stop.set()
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.get_message()
+    code = closed.value.reason.code
+    del closed, ws  # they hold the client's leaked socket
+    gc.collect()  # so that it warns here, where the warning is ignored
+    assert code == 1001
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+class FakeHermes:
+    """A tiny HTTP/1.1 server that records each request's path and JSON body."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, Any]] = []
+        self.port = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some()
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            length = next(
+                (int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length")), 0
+            )
+            while len(body) < length:
+                body += await stream.receive_some()
+            self.requests.append((lines[0].split()[1], json.loads(body or b"null")))
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+            )
+
+
+async def test_serve_registers_with_hermes_and_deregisters_at_shutdown(tmp_path: Path) -> None:
+    """With hermes_url set, serve() registers the seeds' payload and deregisters on stop."""
+    hermes = FakeHermes()
+    async with trio.open_nursery() as outer:
+        await outer.start(hermes.serve)
+        settings = settings_for(tmp_path, hermes_url=f"http://127.0.0.1:{hermes.port}")
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                partial(
+                    serve,
+                    settings,
+                    handle_signals=False,
+                    shutdown_trigger=stop.wait,
+                    backends=simulated_backends(settings),
+                )
+            )
+            with trio.fail_after(2):
+                while not hermes.requests:
+                    await trio.sleep(0.01)
+            stop.set()
+        outer.cancel_scope.cancel()
+    (path, payload), (gone, goodbye) = hermes.requests
+    assert path == "/api/register" and gone == "/api/unregister"
+    assert payload["id"] == "rhetor" and payload["name"] == "Rhetor"
+    assert payload["endpoints"] == {
+        "http": f"http://127.0.0.1:{port}",
+        "ws": f"ws://127.0.0.1:{port}/ws",
+    }
+    assert "llm_management" in payload["capabilities"]
+    assert goodbye["component_id"] == "rhetor"
+
+
+async def test_absent_hermes_costs_one_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Hermes that is not there never fails the start; it logs one warning."""
+    settings = settings_for(tmp_path, hermes_url=f"http://127.0.0.1:{_free_port()}")
+    stop = trio.Event()
+    with caplog.at_level(logging.WARNING, logger="rhetor.hermes"):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                partial(
+                    serve,
+                    settings,
+                    handle_signals=False,
+                    shutdown_trigger=stop.wait,
+                    backends=simulated_backends(settings),
+                )
+            )
+            async with httpx.AsyncClient(verify=False) as client:
+                health = await client.get(f"http://127.0.0.1:{port}/health")
+            await trio.sleep(0.05)
+            stop.set()
+    assert health.status_code == 200
+    warnings = [r for r in caplog.records if r.name == "rhetor.hermes"]
+    assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_python_m_rhetor_exits_0_after_a_signal(tmp_path: Path, signum: int) -> None:
+    """``python -m rhetor serve`` on port 0 prints its URL and exits 0 on SIGTERM or SIGINT."""
+    env = {
+        **os.environ,
+        "RHETOR_PORT": "0",
+        "RHETOR_HOST_BIND": "127.0.0.1",
+        "RHETOR_DATA_DIR": str(tmp_path / "data"),
+        "HERMES_API_URL": "",
+        "OLLAMA_BASE_URL": f"http://127.0.0.1:{_free_port()}",
+        "PYTHONPATH": str(REPO),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rhetor", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("Rhetor serving on http://127.0.0.1:"), line
+        url = line.split()[-1]
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        httpx.post(f"{url}/message", json={"message": "bill me"}, timeout=5)
+        process.send_signal(signum)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert (tmp_path / "data" / "ledger.db").exists()
