@@ -1,0 +1,345 @@
+"""
+Benchmark the edge: POST /message on Rhetor vs a bare Quart-Trio app, and WebSocket memory.
+
+Run: ``python benchmarks/edge.py`` (about 30 s). Both servers run as
+subprocesses on Hypercorn's trio worker; the load generator is ``wrk`` in its
+own process (``apt-get install wrk``), or, if wrk is missing, a multiprocess
+httpx client. It reports:
+
+- requests per second at 32 connections, Rhetor's POST /message (simulated
+  provider, zero chunk delay) and a bare app that parses the same JSON;
+- p50 and p99 latency of Rhetor's POST /message at 1 connection;
+- server memory per idle WebSocket session, as the RSS growth of the Rhetor
+  process after 2,000 sessions (each REGISTERed, so its Session actor runs).
+
+The last line is JSON: message_rps, bare_rps, rps_ratio, p50_ms, p99_ms,
+ws_bytes_per_session. Targets: rps_ratio >= 0.75, ws_bytes_per_session <= 40,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BODY = {"message": "Hello, Rhetor!", "task_type": "chat", "component": "bench"}
+DURATION = 5
+SESSIONS = 2000
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+# -- the bare app ------------------------------------------------------------------
+
+
+def bare_server() -> None:
+    """A Quart-Trio app on Hypercorn that parses the same JSON and answers a small reply."""
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+    from quart import Response, request
+    from quart_trio import QuartTrio
+
+    app = QuartTrio("bare")
+
+    @app.post("/message")
+    async def message() -> Response:
+        body = json.loads(await request.get_data())
+        reply = {"message": body["message"], "model": "bare", "finished": True}
+        return Response(json.dumps(reply), content_type="application/json")
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, app, config)
+            print(f"serving on {binds[0]}", flush=True)
+
+    trio.run(main)
+
+
+# -- servers as subprocesses ---------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def start_rhetor(data_dir: str) -> tuple[subprocess.Popen[str], str]:
+    env = {
+        **os.environ,
+        "RHETOR_PORT": "0",
+        "RHETOR_HOST_BIND": "127.0.0.1",
+        "RHETOR_DATA_DIR": data_dir,
+        "RHETOR_SIMULATED_CHUNK_DELAY": "0",
+        "HERMES_API_URL": "",
+        "OLLAMA_BASE_URL": f"http://127.0.0.1:{_free_port()}",
+        "PYTHONPATH": str(REPO),
+    }
+    for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "RHETOR_API_KEY"):
+        env.pop(key, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rhetor", "serve"],
+        cwd=data_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=_raise_fd_limit,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "serving on" not in line:
+        proc.kill()
+        raise SystemExit(f"rhetor did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+def start_bare() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--bare-server"],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    return proc, line.split()[-1]
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+# -- load ----------------------------------------------------------------------------
+
+
+def wrk(url: str, connections: int, duration: int = DURATION) -> dict[str, float]:
+    """Run wrk against POST url; answers rps, p50_ms, p99_ms."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+    threads = min(connections, 4)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
+         script.name, url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in out:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        assert m is not None, out
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        return float(m.group(1)) * scale
+
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99")}
+
+
+def _httpx_worker(url: str, connections: int, duration: float, out: Any) -> None:
+    import trio
+    import httpx
+
+    latencies: list[float] = []
+
+    async def one(client: httpx.AsyncClient, end: float) -> None:
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            r = await client.post(url, json=BODY)
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t)
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=connections)
+        async with httpx.AsyncClient(limits=limits, verify=False) as client:
+            end = time.perf_counter() + duration
+            async with trio.open_nursery() as nursery:
+                for _ in range(connections):
+                    nursery.start_soon(one, client, end)
+
+    trio.run(main)
+    out.put(latencies)
+
+
+def httpx_load(url: str, connections: int, duration: int = DURATION) -> dict[str, float]:
+    """The fallback load generator: processes of httpx clients (slower than wrk)."""
+    procs = max(1, min(4, connections // 8))
+    queue: Any = multiprocessing.Queue()
+    workers = [
+        multiprocessing.Process(
+            target=_httpx_worker, args=(url, max(1, connections // procs), duration, queue)
+        )
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    latencies = sorted(x for _ in workers for x in queue.get())
+    for w in workers:
+        w.join()
+    n = len(latencies)
+    return {
+        "rps": n / duration,
+        "p50_ms": latencies[n // 2] * 1000,
+        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
+    }
+
+
+def load(url: str, connections: int) -> dict[str, float]:
+    return wrk(url, connections) if shutil.which("wrk") else httpx_load(url, connections)
+
+
+# -- WebSocket memory ------------------------------------------------------------------
+
+
+def ws_clients(url: str, count: int) -> None:
+    """Open ``count`` WebSockets, REGISTER each, print 'ready', hold them until stdin closes."""
+    import trio
+    from trio_websocket import open_websocket_url
+
+    _raise_fd_limit()
+
+    async def hold(ready: trio.Semaphore, done: trio.Event) -> None:
+        async with open_websocket_url(url) as ws:
+            await ws.send_message('{"type": "REGISTER", "id": "r", "source": "bench"}')
+            await ws.get_message()
+            ready.release()
+            await done.wait()
+
+    async def main() -> None:
+        ready = trio.Semaphore(0, max_value=count)
+        done = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(hold, ready, done)
+                if i % 100 == 99:
+                    await trio.sleep(0.02)  # do not overrun the listen backlog
+            for _ in range(count):
+                await ready.acquire()
+            print("ready", flush=True)
+            await trio.to_thread.run_sync(sys.stdin.read)
+            done.set()
+
+    trio.run(main)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def ws_memory(proc: subprocess.Popen[str], base_url: str, count: int = SESSIONS) -> float:
+    ws_url = base_url.replace("http://", "ws://") + "/ws"
+    # Warm up: one session first, so one-off imports and caches are not counted.
+    warm = subprocess.Popen(
+        [sys.executable, __file__, "--ws-clients", ws_url, "20"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert warm.stdout is not None and warm.stdin is not None
+    warm.stdout.readline()
+    warm.stdin.close()
+    warm.wait()
+    time.sleep(0.5)
+    before = rss_bytes(proc.pid)
+    clients = subprocess.Popen(
+        [sys.executable, __file__, "--ws-clients", ws_url, str(count)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert clients.stdout is not None and clients.stdin is not None
+    line = clients.stdout.readline()
+    if line.strip() != "ready":
+        raise SystemExit(f"WebSocket clients failed: {line!r}")
+    time.sleep(0.5)
+    after = rss_bytes(proc.pid)
+    clients.stdin.close()
+    clients.wait(timeout=30)
+    clients.stdout.close()
+    return (after - before) / count
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def main() -> None:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as data_dir:
+        rhetor, rhetor_url = start_rhetor(data_dir)
+        bare, bare_url = start_bare()
+        try:
+            load(f"{rhetor_url}/message", 8)  # warm up both
+            load(f"{bare_url}/message", 8)
+            message = load(f"{rhetor_url}/message", 32)
+            bare_result = load(f"{bare_url}/message", 32)
+            latency = load(f"{rhetor_url}/message", 1)
+            per_session = ws_memory(rhetor, rhetor_url)
+        finally:
+            stop(bare)
+            stop(rhetor)
+    tool = "wrk" if shutil.which("wrk") else "httpx (wrk not found)"
+    print(f"load generator: {tool}; {DURATION}s per run")
+    print(f"POST /message, 32 connections: rhetor {message['rps']:.0f} req/s, "
+          f"bare {bare_result['rps']:.0f} req/s")
+    print(f"POST /message, 1 connection: p50 {latency['p50_ms']:.2f} ms, "
+          f"p99 {latency['p99_ms']:.2f} ms")
+    print(f"idle WebSocket session: {per_session:.0f} bytes of server RSS each ({SESSIONS})")
+    print(f"total {time.perf_counter() - started:.1f}s")
+    result = {
+        "message_rps": round(message["rps"], 1),
+        "bare_rps": round(bare_result["rps"], 1),
+        "rps_ratio": round(message["rps"] / bare_result["rps"], 3),
+        "p50_ms": round(latency["p50_ms"], 3),
+        "p99_ms": round(latency["p99_ms"], 3),
+        "ws_bytes_per_session": round(per_session),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ws-clients", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server:
+        bare_server()
+    elif args.ws_clients:
+        ws_clients(args.ws_clients[0], int(args.ws_clients[1]))
+    else:
+        main()
