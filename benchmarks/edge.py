@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-BODY = {"message": "Hello, Rhetor!", "task_type": "chat", "component": "bench"}
+BODY = {"message": "Hello, Rhetor!", "task_type": "chat"}
 DURATION = 5
 SESSIONS = 2000
 
@@ -155,9 +155,19 @@ def wrk(url: str, connections: int, duration: int = DURATION) -> dict[str, float
         )
     threads = min(connections, 4)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
-         script.name, url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -174,8 +184,8 @@ def wrk(url: str, connections: int, duration: int = DURATION) -> dict[str, float
 
 
 def _httpx_worker(url: str, connections: int, duration: float, out: Any) -> None:
-    import trio
     import httpx
+    import trio
 
     latencies: list[float] = []
 
@@ -271,7 +281,9 @@ def ws_memory(proc: subprocess.Popen[str], base_url: str, count: int = SESSIONS)
     # Warm up: one session first, so one-off imports and caches are not counted.
     warm = subprocess.Popen(
         [sys.executable, __file__, "--ws-clients", ws_url, "20"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert warm.stdout is not None and warm.stdin is not None
     warm.stdout.readline()
@@ -281,7 +293,9 @@ def ws_memory(proc: subprocess.Popen[str], base_url: str, count: int = SESSIONS)
     before = rss_bytes(proc.pid)
     clients = subprocess.Popen(
         [sys.executable, __file__, "--ws-clients", ws_url, str(count)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert clients.stdout is not None and clients.stdin is not None
     line = clients.stdout.readline()
@@ -315,10 +329,14 @@ def main() -> None:
             stop(rhetor)
     tool = "wrk" if shutil.which("wrk") else "httpx (wrk not found)"
     print(f"load generator: {tool}; {DURATION}s per run")
-    print(f"POST /message, 32 connections: rhetor {message['rps']:.0f} req/s, "
-          f"bare {bare_result['rps']:.0f} req/s")
-    print(f"POST /message, 1 connection: p50 {latency['p50_ms']:.2f} ms, "
-          f"p99 {latency['p99_ms']:.2f} ms")
+    print(
+        f"POST /message, 32 connections: rhetor {message['rps']:.0f} req/s, "
+        f"bare {bare_result['rps']:.0f} req/s"
+    )
+    print(
+        f"POST /message, 1 connection: p50 {latency['p50_ms']:.2f} ms, "
+        f"p99 {latency['p99_ms']:.2f} ms"
+    )
     print(f"idle WebSocket session: {per_session:.0f} bytes of server RSS each ({SESSIONS})")
     print(f"total {time.perf_counter() - started:.1f}s")
     result = {

@@ -631,6 +631,10 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
         await _serve_socket(state)
         return None
 
+    from rhetor._compat import compat_blueprint  # here: _compat imports this module
+
+    app.register_blueprint(compat_blueprint(runtime, settings))  # /v1: OpenAI and Anthropic APIs
+
     # Every route, for GET / (computed once, after all routes exist).
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static":
