@@ -11,14 +11,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
-from rhetor.client._errors import ServerError, error_from_body, transport_errors
+from rhetor.client._errors import (
+    RhetorClientError,
+    ServerError,
+    error_from_body,
+    transport_errors,
+)
 from rhetor.client._models import Reply
 
 if TYPE_CHECKING:
@@ -69,26 +74,35 @@ def _object(body: Any, what: str) -> dict[str, Any]:
     return body
 
 
-async def _sse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+def _sse_payload(data: list[str]) -> dict[str, Any] | None:
+    payload = "\n".join(data)
+    try:
+        event = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise ServerError(f"Rhetor sent a stream event that is not JSON: {payload!r}") from exc
+    return event if isinstance(event, dict) else None
+
+
+async def _sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """Decode Server-Sent Events' ``data:`` payloads as JSON objects, one per event."""
+    lines = response.aiter_lines()
     data: list[str] = []
-    async for line in lines:
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-            continue
-        if line.strip() or not data:
-            continue  # comments, event names, ids, or a blank line between events
-        payload, data = "\n".join(data), []
-        try:
-            event = json.loads(payload)
-        except json.JSONDecodeError as exc:
-            raise ServerError(f"Rhetor sent a stream event that is not JSON: {payload!r}") from exc
-        if isinstance(event, dict):
+    try:
+        async for line in lines:
+            if line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+            elif not line.strip() and data:
+                event, data = _sse_payload(data), []
+                if event is not None:
+                    yield event
+            # Anything else is a comment, an event name or an id: not used.
+        if data and (event := _sse_payload(data)) is not None:
             yield event
-    if data:
-        event = json.loads("\n".join(data))
-        if isinstance(event, dict):
-            yield event
+    finally:
+        # httpx's line iterator is an async generator too; close it now, not at GC.
+        aclose = getattr(lines, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class ReplyStream(AsyncIterator[str], AbstractAsyncContextManager["ReplyStream"]):
@@ -142,24 +156,35 @@ class ReplyStream(AsyncIterator[str], AbstractAsyncContextManager["ReplyStream"]
         self, client: RhetorClient, path: str, body: dict[str, Any], headers: dict[str, str]
     ) -> AsyncGenerator[str, None]:
         last: dict[str, Any] = {}
+        failure: RhetorClientError | None = None
         url = client.base_url + path
         with transport_errors(url):
             async with client.http.stream("POST", path, json=body, headers=headers) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise error_from_body(_decode(response), response.status_code)
-                async for event in _sse_events(response.aiter_lines()):
-                    if event.get("error") is not None:
-                        raise error_from_body(event)
-                    chunk = event.get("chunk")
-                    if isinstance(chunk, str) and chunk:
-                        self._parts.append(chunk)
-                        yield chunk
-                    if event.get("done"):
-                        self.reply = Reply.from_dict({**last, **event, "message": self.text})
-                        return
-                    last = {k: v for k, v in event.items() if k not in ("chunk", "done")}
-        raise ServerError(f"Rhetor's stream from {path} ended before its final event")
+                # Read to the end of the stream even after the final event (the
+                # server ends it there): an exhausted stream leaves no half-read
+                # httpx generators behind for the garbage collector.
+                async with aclosing(_sse_events(response)) as events:
+                    async for event in events:
+                        if failure is not None or self.reply is not None:
+                            continue
+                        if event.get("error") is not None:
+                            failure = error_from_body(event)
+                            continue
+                        chunk = event.get("chunk")
+                        if isinstance(chunk, str) and chunk:
+                            self._parts.append(chunk)
+                            yield chunk
+                        if event.get("done"):
+                            self.reply = Reply.from_dict({**last, **event, "message": self.text})
+                        else:
+                            last = {k: v for k, v in event.items() if k not in ("chunk", "done")}
+        if failure is not None:
+            raise failure
+        if self.reply is None:
+            raise ServerError(f"Rhetor's stream from {path} ended before its final event")
 
 
 class RhetorClient:
@@ -167,7 +192,8 @@ class RhetorClient:
     A connection to one Rhetor server, for components that want LLM answers.
 
     ``RhetorClient()`` reads ``RHETOR_HOST`` (localhost), ``RHETOR_PORT`` (8300)
-    and ``RHETOR_API_KEY``. Use it as an async context manager, or call
+    and ``RHETOR_API_KEY``. ``transport`` replaces httpx's network transport
+    (for an in-process app, or a fake). Use it as an async context manager, or call
     :meth:`close` when done. It works under asyncio and under trio, but one
     instance belongs to one event loop.
 
@@ -182,6 +208,7 @@ class RhetorClient:
         api_key: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.host = host or os.environ.get("RHETOR_HOST") or DEFAULT_HOST
         self.port = int(port or os.environ.get("RHETOR_PORT") or DEFAULT_PORT)
@@ -194,6 +221,7 @@ class RhetorClient:
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            transport=transport,
         )
 
     def __repr__(self) -> str:
