@@ -162,6 +162,8 @@ class BudgetKeeper(actors.Actor):
         # _starts[period], including entries still waiting in _pending.
         self._spent: dict[tuple[str, str | None], float] = {}
         self._starts: dict[str, datetime] = {}
+        # Invariant: the epoch second at which the earliest period ends.
+        self._next_roll = 0.0
         # Invariant: the sum of open reservations, overall and per provider.
         self._open: dict[int, Reservation] = {}
         self._reserved_total = 0.0
@@ -210,9 +212,13 @@ class BudgetKeeper(actors.Actor):
 
     async def _roll_periods(self) -> None:
         now = self._now()
+        # Fast path: nothing rolls over before the earliest period end.
+        if now.timestamp() < self._next_roll:
+            return
         for period in PERIODS:
             if now >= period_end(period, self._starts[period]):
                 await self._load_period(period)
+        self._next_roll = min(period_end(p, self._starts[p]) for p in PERIODS).timestamp()
 
     async def _flush(self) -> None:
         # The lock makes a flush wait for one already writing, so a reader that

@@ -87,15 +87,18 @@ class SimulatedBackend:
 
     def _reply_text(self, request: ProviderRequest) -> tuple[str, Usage]:
         text = compose_reply(request.model, request.messages, request.system)
-        if request.max_tokens is not None:
-            words = _CHUNK.findall(text)
+        output = count_tokens(text)
+        if request.max_tokens is not None and output > request.max_tokens:
             kept: list[str] = []
-            for word in words:
-                if count_tokens("".join([*kept, word])) > request.max_tokens:
+            output = 0
+            for word in _CHUNK.findall(text):
+                cost = count_tokens(word)
+                if output + cost > request.max_tokens:
                     break
                 kept.append(word)
+                output += cost
             text = "".join(kept)
-        usage = Usage(count_message_tokens(request.messages, request.system), count_tokens(text))
+        usage = Usage(count_message_tokens(request.messages, request.system), output)
         return text, usage
 
     async def complete(self, request: ProviderRequest) -> ProviderReply:
