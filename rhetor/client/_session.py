@@ -359,7 +359,10 @@ class Session:
                     continue
                 route = self._routes.get(str(frame.get("id")))
                 if route is None:
-                    if frame.get("type") == "ERROR":
+                    # An error for no request at all (a frame the server could not
+                    # read) is worth a warning; one for a request nobody follows any
+                    # more (say, the "cancelled" after a CANCEL) is not.
+                    if frame.get("type") == "ERROR" and frame.get("id") is None:
                         log.warning("Rhetor reported a session error: %s", frame.get("payload"))
                     continue
                 try:
