@@ -727,9 +727,24 @@ class Router(actors.Actor):
             provider = self._resolve_provider(message.model)
             model = message.model
         else:
-            _, route = self._config.route_for(message.task_type, None)
-            model = route.primary
-            provider = self._config.provider_of(model)
+            # Price what would answer now: the head of the plan, not the configured primary.
+            route = plan(
+                self._config,
+                task_type=message.task_type,
+                component=None,
+                provider=None,
+                model=None,
+                temperature=None,
+                params=RoutingParameters(),
+                available=self._available,
+                provider_models=self._provider_models(),
+                active=self._active,
+                simulated_fallback=self._simulated_fallback(),
+                cost_of=lambda p, m: self._pricer.worst_case(p, m, input_tokens, max_tokens),
+            )
+            if not route.candidates:
+                raise AllProvidersFailed([])
+            provider, model = route.candidates[0].provider, route.candidates[0].model
         cost = self._pricer.worst_case(provider, model, input_tokens, max_tokens)
         under, warning = await self._ask(self._budget, CheckBudget(provider, cost), what="budget")
         result: dict[str, Any] = {

@@ -404,6 +404,8 @@ async def test_estimate_reports_tokens_cost_and_budget(tmp_path: Path) -> None:
         assert estimate["under_budget"] is True and estimate["estimated_cost"] == 0.0
         with pytest.raises(NotFound):
             await rt.estimate("x", model="gpt-99")
+        routed = await rt.estimate("Write a function", task_type="code", max_tokens=100)
+        assert (routed["provider"], routed["estimated_cost"]) == ("simulated", 0.0)
 
 
 async def test_context_store_crash_mid_load_loses_no_acknowledged_turn(tmp_path: Path) -> None:
