@@ -1,0 +1,307 @@
+"""
+Benchmark the OpenAI relay: Rhetor's /v1/chat/completions vs a minimal Quart-Trio relay.
+
+Run: ``python benchmarks/relay.py`` (about 45 s). Three subprocesses:
+
+- the fake OpenAI upstream (``tests/fakes/openai.py``), answering at once;
+- Rhetor (``python -m rhetor serve``) with only its OpenAI provider available,
+  relaying ``POST /v1/chat/completions`` through the router, budget keeper,
+  pricer and provider actor to the fake;
+- a minimal Quart-Trio app on Hypercorn that relays the same request through
+  the same ``openai`` SDK: no actors, routing, budget or storage.
+
+The load generator is ``wrk`` in its own process (``apt-get install wrk``), or,
+without it, a multiprocess httpx client. It measures requests per second at 32
+connections and p50/p99 latency at 1 connection, for each relay in turn.
+
+The last line is JSON: rhetor_rps, minimal_rps, rps_ratio, rhetor_p50_ms,
+minimal_p50_ms (plus the p99s). Targets: rps_ratio >= 0.85 and Rhetor's p50
+within 1 ms of the minimal relay's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "gpt-4o-mini"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hello, relay!"}]}
+DURATION = 6
+WARMUP = 2
+
+
+# -- the minimal relay -------------------------------------------------------------------
+
+
+def minimal_server(upstream: str) -> None:
+    """Quart-Trio on Hypercorn relaying /v1/chat/completions through the openai SDK."""
+    import openai
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+    from quart import Response, request
+    from quart_trio import QuartTrio
+
+    app = QuartTrio("minimal")
+    client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-bench", max_retries=0)
+
+    @app.post("/v1/chat/completions")
+    async def relay() -> Response:
+        body = json.loads(await request.get_data())
+        completion = await client.chat.completions.create(
+            model=body["model"], messages=body["messages"]
+        )
+        return Response(completion.model_dump_json(), content_type="application/json")
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    config.backlog = 2048
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, app, config)
+            print(f"serving on {binds[0]}", flush=True)
+
+    trio.run(main)
+
+
+# -- subprocesses ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _started(args: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[Any, str]:
+    """Start a server subprocess; answer it and the URL from its first output line."""
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env={**env, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "serving" not in line:
+        proc.kill()
+        raise SystemExit(f"{args} did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+def start_fake() -> tuple[Any, str]:
+    """The fake OpenAI upstream; its URL ends in /v1."""
+    return _started([sys.executable, "-m", "tests.fakes.openai"], dict(os.environ), str(REPO))
+
+
+def start_rhetor(data_dir: str, upstream: str) -> tuple[Any, str]:
+    env = {
+        **os.environ,
+        "RHETOR_PORT": "0",
+        "RHETOR_HOST_BIND": "127.0.0.1",
+        "RHETOR_DATA_DIR": data_dir,
+        "RHETOR_SIMULATED": "never",
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": upstream,
+        "HERMES_API_URL": "",
+        "OLLAMA_BASE_URL": f"http://127.0.0.1:{_free_port()}",
+    }
+    for key in ("ANTHROPIC_API_KEY", "RHETOR_API_KEY", "RHETOR_PRICE_OVERRIDES"):
+        env.pop(key, None)
+    return _started([sys.executable, "-m", "rhetor", "serve"], env, data_dir)
+
+
+def start_minimal(upstream: str) -> tuple[Any, str]:
+    return _started([sys.executable, __file__, "--minimal-server", upstream], dict(os.environ))
+
+
+def stop(proc: Any) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+
+
+# -- load ----------------------------------------------------------------------------------
+
+
+def wrk(url: str, connections: int, duration: int) -> dict[str, float]:
+    """Run wrk against POST url; answers rps, p50_ms, p99_ms."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            'wrk.headers["Authorization"] = "Bearer sk-bench"\n'
+        )
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--latency",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw errors against {url}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        assert m is not None, out
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99")}
+
+
+def _httpx_worker(url: str, connections: int, duration: float, out: Any) -> None:
+    import httpx
+    import trio
+
+    latencies: list[float] = []
+
+    async def one(client: httpx.AsyncClient, end: float) -> None:
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            r = await client.post(url, json=BODY)
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t)
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=connections)
+        async with httpx.AsyncClient(limits=limits, verify=False) as client:
+            end = time.perf_counter() + duration
+            async with trio.open_nursery() as nursery:
+                for _ in range(connections):
+                    nursery.start_soon(one, client, end)
+
+    trio.run(main)
+    out.put(latencies)
+
+
+def httpx_load(url: str, connections: int, duration: int) -> dict[str, float]:
+    """The fallback load generator: processes of httpx clients (slower than wrk)."""
+    procs = max(1, min(4, connections // 8))
+    queue: Any = multiprocessing.Queue()
+    workers = [
+        multiprocessing.Process(
+            target=_httpx_worker, args=(url, max(1, connections // procs), duration, queue)
+        )
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    latencies = sorted(x for _ in workers for x in queue.get())
+    for w in workers:
+        w.join()
+    n = len(latencies)
+    return {
+        "rps": n / duration,
+        "p50_ms": latencies[n // 2] * 1000,
+        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
+    }
+
+
+def load(url: str, connections: int, duration: int = DURATION) -> dict[str, float]:
+    if shutil.which("wrk"):
+        return wrk(url, connections, duration)
+    return httpx_load(url, connections, duration)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def check_reply(url: str) -> None:
+    """One request first: both relays must answer a real chat completion."""
+    import httpx
+
+    r = httpx.post(url, json=BODY, headers={"Authorization": "Bearer sk-bench"}, timeout=10)
+    r.raise_for_status()
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"], body
+
+
+def main() -> None:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as data_dir:
+        fake, upstream = start_fake()
+        rhetor, rhetor_url = start_rhetor(data_dir, upstream)
+        minimal, minimal_url = start_minimal(upstream)
+        urls = {
+            "rhetor": f"{rhetor_url}/v1/chat/completions",
+            "minimal": f"{minimal_url}/v1/chat/completions",
+        }
+        try:
+            results: dict[str, dict[str, Any]] = {}
+            for url in urls.values():
+                check_reply(url)
+                load(url, 32, WARMUP)
+            for name, url in urls.items():
+                results[name] = {"rps": load(url, 32)["rps"]}
+            for name, url in urls.items():
+                results[name].update(load(url, 1))
+        finally:
+            stop(minimal)
+            stop(rhetor)
+            stop(fake)
+    tool = "wrk" if shutil.which("wrk") else "httpx (wrk not found)"
+    print(f"load generator: {tool}; {DURATION}s per run; {os.cpu_count()} CPUs")
+    for name in urls:
+        r = results[name]
+        print(
+            f"{name:8} 32 connections {r['rps']:8.0f} req/s;"
+            f" 1 connection p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
+        )
+    print(f"total {time.perf_counter() - started:.1f}s")
+    rh, mi = results["rhetor"], results["minimal"]
+    summary = {
+        "rhetor_rps": round(rh["rps"], 1),
+        "minimal_rps": round(mi["rps"], 1),
+        "rps_ratio": round(rh["rps"] / mi["rps"], 3),
+        "rhetor_p50_ms": round(rh["p50_ms"], 3),
+        "minimal_p50_ms": round(mi["p50_ms"], 3),
+        "rhetor_p99_ms": round(rh["p99_ms"], 3),
+        "minimal_p99_ms": round(mi["p99_ms"], 3),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--minimal-server", metavar="UPSTREAM", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.minimal_server:
+        minimal_server(args.minimal_server)
+    else:
+        main()
