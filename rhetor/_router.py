@@ -525,10 +525,19 @@ class Router(actors.Actor):
         await anyio.sleep(delay)
         return True
 
+    def _provider_ref(self, c: Candidate) -> actors.Ref:
+        """The provider actor for a candidate; a provider that is not running is unavailable."""
+        ref = self._providers.get(c.provider)
+        if ref is None:
+            raise ProviderUnavailable(
+                f"provider {c.provider!r} is not running", provider=c.provider, model=c.model
+            )
+        return ref
+
     async def _complete_once(
         self, c: Candidate, provider_request: ProviderRequest, timeout: float
     ) -> ProviderReply:
-        ref = self._providers[c.provider]
+        ref = self._provider_ref(c)
         try:
             reply: ProviderReply = await ref.ask(Complete(provider_request), timeout=timeout)
         except actors.AskTimeout as exc:
@@ -566,46 +575,45 @@ class Router(actors.Actor):
         prepared = await self._prepare(request)
         failures: list[tuple[str, str, RhetorError]] = []
         candidates = self._candidates(request, prepared)
-        if True:
-            while (granted := await candidates.next()) is not None:
-                c, reservation = granted
-                attempt = 0
-                while True:
-                    call_timeout = self._attempt_timeout(deadline, candidates.last)
-                    preq = self._provider_request(prepared, c, request, call_timeout)
-                    try:
-                        result = await self._complete_once(c, preq, call_timeout)
-                    except ProviderError as exc:
-                        if (
-                            exc.transient
-                            and attempt < _RETRIES
-                            and await self._backoff(attempt, exc, deadline)
-                        ):
-                            attempt += 1
-                            continue
-                        await self._settle(request, reservation, c, Usage(), "failed")
-                        failures.append((c.provider, c.model, exc))
-                        break
-                    except BaseException:
-                        # Cancelled mid-call: the upstream saw the prompt, so bill its input.
-                        partial = Usage(prepared.input_estimate, 0)
-                        await self._settle(request, reservation, c, partial, "failed")
-                        raise
-                    cost = await self._settle(request, reservation, c, result.usage, "ok")
-                    await self._store_turns(request, prepared, result.text)
-                    return Reply(
-                        message=result.text,
-                        model=result.model or c.model,
-                        provider=c.provider,
-                        context=request.context_id,
-                        usage=result.usage,
-                        cost=cost,
-                        routing=self._explain(prepared, c, failures),
-                        request_id=request.request_id,
-                        task_type=prepared.plan.task_type,
-                        budget_warning=reservation.warning,
-                        finish_reason=result.finish_reason,
-                    )
+        while (granted := await candidates.next()) is not None:
+            c, reservation = granted
+            attempt = 0
+            while True:
+                call_timeout = self._attempt_timeout(deadline, candidates.last)
+                preq = self._provider_request(prepared, c, request, call_timeout)
+                try:
+                    result = await self._complete_once(c, preq, call_timeout)
+                except ProviderError as exc:
+                    if (
+                        exc.transient
+                        and attempt < _RETRIES
+                        and await self._backoff(attempt, exc, deadline)
+                    ):
+                        attempt += 1
+                        continue
+                    await self._settle(request, reservation, c, Usage(), "failed")
+                    failures.append((c.provider, c.model, exc))
+                    break
+                except BaseException:
+                    # Cancelled mid-call: the upstream saw the prompt, so bill its input.
+                    partial = Usage(prepared.input_estimate, 0)
+                    await self._settle(request, reservation, c, partial, "failed")
+                    raise
+                cost = await self._settle(request, reservation, c, result.usage, "ok")
+                await self._store_turns(request, prepared, result.text)
+                return Reply(
+                    message=result.text,
+                    model=result.model or c.model,
+                    provider=c.provider,
+                    context=request.context_id,
+                    usage=result.usage,
+                    cost=cost,
+                    routing=self._explain(prepared, c, failures),
+                    request_id=request.request_id,
+                    task_type=prepared.plan.task_type,
+                    budget_warning=reservation.warning,
+                    finish_reason=result.finish_reason,
+                )
         candidates.raise_refusal()
         raise AllProvidersFailed(failures)
 
@@ -615,75 +623,74 @@ class Router(actors.Actor):
         prepared = await self._prepare(request)
         failures: list[tuple[str, str, RhetorError]] = []
         candidates = self._candidates(request, prepared)
-        if True:
-            while (granted := await candidates.next()) is not None:
-                c, reservation = granted
-                attempt = 0
-                while True:
-                    call_timeout = self._attempt_timeout(deadline, candidates.last)
-                    preq = self._provider_request(prepared, c, request, call_timeout)
-                    produced: list[str] = []
-                    end: StreamEnd | None = None
-                    sent_any = False
-                    try:
-                        async with self._providers[c.provider].stream(
-                            StreamCompletion(preq), timeout=max(call_timeout, 0.001)
-                        ) as items:
-                            async for item in items:
-                                if isinstance(item, TextDelta):
-                                    produced.append(item.text)
-                                    sent_any = True
-                                    yield Chunk(item.text, c.model, c.provider, request.context_id)
-                                elif isinstance(item, StreamEnd):
-                                    end = item
-                    except (ProviderError, actors.ActorError) as raw:
-                        exc = _as_provider_error(raw, c, call_timeout)
-                        partial = Usage(prepared.input_estimate, count_tokens("".join(produced)))
-                        if sent_any:
-                            await self._settle(request, reservation, c, partial, "partial")
-                            raise StreamBroken(
-                                f"stream from {c.provider}/{c.model} broke after it began: {exc.message}",
-                                provider=c.provider,
-                                model=c.model,
-                            ) from raw
-                        if (
-                            exc.transient
-                            and attempt < _RETRIES
-                            and await self._backoff(attempt, exc, deadline)
-                        ):
-                            attempt += 1
-                            continue
-                        await self._settle(request, reservation, c, Usage(), "failed")
-                        failures.append((c.provider, c.model, exc))
-                        break
-                    except BaseException:
-                        # Cancelled or the reader left: bill what was produced.
-                        partial = Usage(prepared.input_estimate, count_tokens("".join(produced)))
+        while (granted := await candidates.next()) is not None:
+            c, reservation = granted
+            attempt = 0
+            while True:
+                call_timeout = self._attempt_timeout(deadline, candidates.last)
+                preq = self._provider_request(prepared, c, request, call_timeout)
+                produced: list[str] = []
+                end: StreamEnd | None = None
+                sent_any = False
+                try:
+                    async with self._provider_ref(c).stream(
+                        StreamCompletion(preq), timeout=max(call_timeout, 0.001)
+                    ) as items:
+                        async for item in items:
+                            if isinstance(item, TextDelta):
+                                produced.append(item.text)
+                                sent_any = True
+                                yield Chunk(item.text, c.model, c.provider, request.context_id)
+                            elif isinstance(item, StreamEnd):
+                                end = item
+                except (ProviderError, actors.ActorError) as raw:
+                    exc = _as_provider_error(raw, c, call_timeout)
+                    partial = Usage(prepared.input_estimate, count_tokens("".join(produced)))
+                    if sent_any:
                         await self._settle(request, reservation, c, partial, "partial")
-                        raise
-                    text = "".join(produced)
-                    usage = (
-                        end.usage
-                        if end is not None
-                        else Usage(prepared.input_estimate, count_tokens(text))
-                    )
-                    cost = await self._settle(request, reservation, c, usage, "ok")
-                    await self._store_turns(request, prepared, text)
-                    reply = Reply(
-                        message=text,
-                        model=(end.model if end is not None and end.model else c.model),
-                        provider=c.provider,
-                        context=request.context_id,
-                        usage=usage,
-                        cost=cost,
-                        routing=self._explain(prepared, c, failures),
-                        request_id=request.request_id,
-                        task_type=prepared.plan.task_type,
-                        budget_warning=reservation.warning,
-                        finish_reason=end.finish_reason if end is not None else "stop",
-                    )
-                    yield Chunk("", reply.model, c.provider, request.context_id, True, reply)
-                    return
+                        raise StreamBroken(
+                            f"stream from {c.provider}/{c.model} broke after it began: {exc.message}",
+                            provider=c.provider,
+                            model=c.model,
+                        ) from raw
+                    if (
+                        exc.transient
+                        and attempt < _RETRIES
+                        and await self._backoff(attempt, exc, deadline)
+                    ):
+                        attempt += 1
+                        continue
+                    await self._settle(request, reservation, c, Usage(), "failed")
+                    failures.append((c.provider, c.model, exc))
+                    break
+                except BaseException:
+                    # Cancelled or the reader left: bill what was produced.
+                    partial = Usage(prepared.input_estimate, count_tokens("".join(produced)))
+                    await self._settle(request, reservation, c, partial, "partial")
+                    raise
+                text = "".join(produced)
+                usage = (
+                    end.usage
+                    if end is not None
+                    else Usage(prepared.input_estimate, count_tokens(text))
+                )
+                cost = await self._settle(request, reservation, c, usage, "ok")
+                await self._store_turns(request, prepared, text)
+                reply = Reply(
+                    message=text,
+                    model=(end.model if end is not None and end.model else c.model),
+                    provider=c.provider,
+                    context=request.context_id,
+                    usage=usage,
+                    cost=cost,
+                    routing=self._explain(prepared, c, failures),
+                    request_id=request.request_id,
+                    task_type=prepared.plan.task_type,
+                    budget_warning=reservation.warning,
+                    finish_reason=end.finish_reason if end is not None else "stop",
+                )
+                yield Chunk("", reply.model, c.provider, request.context_id, True, reply)
+                return
         candidates.raise_refusal()
         raise AllProvidersFailed(failures)
 

@@ -510,3 +510,15 @@ async def test_leaving_a_stream_early_cancels_the_provider_and_bills_what_was_pr
     alpha_row = next(r for r in rows if r["key"] == "alpha")
     assert alpha_row["requests"] == 1
     assert 0 < alpha_row["output_tokens"] < 12
+
+
+async def test_model_of_a_provider_that_is_not_running_is_unavailable(tmp_path: Path) -> None:
+    """Naming a configured model whose provider is not running fails typed, listing the attempt."""
+    async with rhetor.runtime.start(plain(tmp_path), backends=simulated_only()) as rt:
+        with pytest.raises(AllProvidersFailed) as info:
+            await rt.message("hi", model="claude-3-opus-20240229")
+        assert info.value.attempts[0][2].code == "provider_unavailable"
+        chunks = rt.stream("hi", model="claude-3-opus-20240229")
+        with pytest.raises(AllProvidersFailed):
+            await chunks.__anext__()
+        assert rt.router.stats().restarts == 0
