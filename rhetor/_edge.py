@@ -144,8 +144,14 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _error_response(error: RhetorError) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="rhetor"'} if error.status == 401 else None
-    return _json({"error": error.to_dict()}, error.status, headers)
+    headers: dict[str, str] = {}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="rhetor"'
+    if error.status in (401, 413):
+        # Refused before the body was read: the unread body would desynchronise
+        # a kept-alive connection, so close it after this response.
+        headers["Connection"] = "close"
+    return _json({"error": error.to_dict()}, error.status, headers or None)
 
 
 def _sse(body: Mapping[str, Any]) -> bytes:

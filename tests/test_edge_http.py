@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import httpx
 import pytest
+import trio
 
 from rhetor._errors import ProviderUnavailable, UpstreamConnectionError
 from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
@@ -466,6 +467,20 @@ async def test_with_an_api_key_only_root_and_health_are_open(tmp_path: Path) -> 
     assert missing.json()["error"]["type"] == "unauthorized"
     assert "s3cret" not in wrong.text
     assert by_header.status_code == 200 and by_bearer.status_code == 200
+
+
+async def test_a_refused_post_does_not_stall_the_next_request_on_the_connection(
+    tmp_path: Path,
+) -> None:
+    """A POST refused with 401 before its body is read leaves the client able to go on at once."""
+    async with served(tmp_path, api_key="s3cret") as (_, client):
+        refused = await client.post("/message", json={"message": "hi " * 2000})
+        with trio.fail_after(2):
+            after = await client.post(
+                "/message", json={"message": "hi"}, headers={"X-API-Key": "s3cret"}
+            )
+    assert refused.status_code == 401 and refused.headers["connection"] == "close"
+    assert after.status_code == 200
 
 
 async def test_without_an_api_key_everything_is_open(tmp_path: Path) -> None:
