@@ -283,7 +283,9 @@ class Session(actors.Actor):
         except RhetorError as exc:
             await self._emit(error_frame(frame_id, exc, target))
             return
-        payload = {"providers": providers, "budget": budget, "in_flight": len(self._in_flight)}
+        # This STATUS request is itself in flight; report the others.
+        others = len(self._in_flight) - 1
+        payload = {"providers": providers, "budget": budget, "in_flight": others}
         await self._emit(make_frame("RESPONSE", frame_id, payload, target))
 
     async def _generate(

@@ -58,8 +58,7 @@ async def _in_flight(session: Any, expected: int) -> int:
     """Poll STATUS until ``expected`` LLM requests are in flight (or 2 s pass); answer the count."""
     count = -1
     with anyio.move_on_after(2.0):
-        # The server counts the STATUS request itself as in flight.
-        while (count := (await session.status())["in_flight"] - 1) != expected:
+        while (count := (await session.status())["in_flight"]) != expected:
             await anyio.sleep(0.02)
     return count
 
