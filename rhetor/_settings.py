@@ -91,6 +91,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1024 * 1024
     request_timeout: float = 120.0
+    # Seconds one provider call may take (a fallback candidate gets at most half
+    # of what is left of the request's deadline).
+    provider_timeout: float = 60.0
     # Seconds the Hypercorn graceful shutdown gives in-flight requests.
     shutdown_grace: float = 10.0
     context_token_budget: int = 8000
@@ -104,6 +107,11 @@ class Settings:
             raise ValidationError("port", f"must be 0-65535, got {self.port}")
         if self.max_body_bytes <= 0:
             raise ValidationError("max_body_bytes", "must be positive")
+        for name in ("request_timeout", "provider_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValidationError(name, "must be positive")
+        if self.context_token_budget <= 0:
+            raise ValidationError("context_token_budget", "must be positive")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -146,6 +154,9 @@ class Settings:
             cors_origins=origins,
             max_body_bytes=_int(env, "RHETOR_MAX_BODY_BYTES", 1024 * 1024),
             request_timeout=_float(env, "RHETOR_REQUEST_TIMEOUT", 120.0),
+            provider_timeout=_float(env, "RHETOR_PROVIDER_TIMEOUT", 60.0),
+            shutdown_grace=_float(env, "RHETOR_SHUTDOWN_GRACE", 10.0),
+            context_token_budget=_int(env, "RHETOR_CONTEXT_TOKENS", 8000),
         )
 
     @property

@@ -481,6 +481,7 @@ async def start(
                 pricer=Pricer(overrides=pricer_overrides),
                 simulated=settings.simulated,
                 request_timeout=settings.request_timeout,
+                provider_timeout=settings.provider_timeout,
                 context_token_budget=settings.context_token_budget,
             ),
             name="router",

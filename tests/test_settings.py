@@ -27,8 +27,13 @@ def test_environment_variables_are_read() -> None:
             "RHETOR_BUDGET_MONTHLY_LIMIT": "20",
             "HERMES_API_URL": "",
             "RHETOR_DATA_DIR": "/tmp/x",
+            "RHETOR_PROVIDER_TIMEOUT": "15",
+            "RHETOR_SHUTDOWN_GRACE": "3",
+            "RHETOR_CONTEXT_TOKENS": "2000",
         }
     )
+    assert (settings.provider_timeout, settings.shutdown_grace) == (15.0, 3.0)
+    assert settings.context_token_budget == 2000
     assert (settings.port, settings.budget_policy) == (9000, "enforce")
     assert settings.limits["daily"] == 1.5 and settings.limits["monthly"] == 20
     assert settings.hermes_url is None
