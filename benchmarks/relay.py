@@ -1,7 +1,7 @@
 """
 Benchmark the OpenAI relay: Rhetor's /v1/chat/completions vs a minimal Quart-Trio relay.
 
-Run: ``python benchmarks/relay.py`` (about 45 s). Three subprocesses:
+Run: ``python benchmarks/relay.py`` (about 70 s). Three subprocesses:
 
 - the fake OpenAI upstream (``tests/fakes/openai.py``), answering at once;
 - Rhetor (``python -m rhetor serve``) with only its OpenAI provider available,
@@ -12,7 +12,8 @@ Run: ``python benchmarks/relay.py`` (about 45 s). Three subprocesses:
 
 The load generator is ``wrk`` in its own process (``apt-get install wrk``), or,
 without it, a multiprocess httpx client. It measures requests per second at 32
-connections and p50/p99 latency at 1 connection, for each relay in turn.
+connections and p50/p99 latency at 1 connection, alternating between the two
+relays over three rounds and reporting each one's median.
 
 The last line is JSON: rhetor_rps, minimal_rps, rps_ratio, rhetor_p50_ms,
 minimal_p50_ms (plus the p99s). Targets: rps_ratio >= 0.85 and Rhetor's p50
@@ -33,13 +34,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hello, relay!"}]}
-DURATION = 6
+DURATION = 4
 WARMUP = 2
+# Runs alternate between the relays and each result is the median of its rounds,
+# so a noisy neighbour on a small machine skews one round, not the comparison.
+ROUNDS = 3
 
 
 # -- the minimal relay -------------------------------------------------------------------
@@ -263,24 +268,34 @@ def main() -> None:
             "minimal": f"{minimal_url}/v1/chat/completions",
         }
         try:
-            results: dict[str, dict[str, Any]] = {}
             for url in urls.values():
                 check_reply(url)
                 load(url, 32, WARMUP)
-            for name, url in urls.items():
-                results[name] = {"rps": load(url, 32)["rps"]}
-            for name, url in urls.items():
-                results[name].update(load(url, 1))
+            runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+            for i in range(ROUNDS):
+                order = list(urls.items()) if i % 2 == 0 else list(urls.items())[::-1]
+                for connections in (32, 1):
+                    for name, url in order:
+                        runs.setdefault((name, connections), []).append(load(url, connections))
+            results = {
+                name: {
+                    "rps": median(r["rps"] for r in runs[(name, 32)]),
+                    "p50_ms": median(r["p50_ms"] for r in runs[(name, 1)]),
+                    "p99_ms": median(r["p99_ms"] for r in runs[(name, 1)]),
+                    "rps_runs": [round(r["rps"]) for r in runs[(name, 32)]],
+                }
+                for name in urls
+            }
         finally:
             stop(minimal)
             stop(rhetor)
             stop(fake)
     tool = "wrk" if shutil.which("wrk") else "httpx (wrk not found)"
-    print(f"load generator: {tool}; {DURATION}s per run; {os.cpu_count()} CPUs")
+    print(f"load generator: {tool}; {ROUNDS} rounds of {DURATION}s runs; {os.cpu_count()} CPUs")
     for name in urls:
         r = results[name]
         print(
-            f"{name:8} 32 connections {r['rps']:8.0f} req/s;"
+            f"{name:8} 32 connections {r['rps']:6.0f} req/s (runs {r['rps_runs']});"
             f" 1 connection p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
         )
     print(f"total {time.perf_counter() - started:.1f}s")
