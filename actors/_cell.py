@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio import BrokenResourceError, ClosedResourceError, EndOfStream, WouldBlock
@@ -29,6 +29,7 @@ from ._faults import Fault
 from ._ref import Ref
 
 with contextlib.suppress(ImportError):  # trio is optional; see ActorCell.fast
+    import trio
     from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
 
 if TYPE_CHECKING:
@@ -38,13 +39,32 @@ if TYPE_CHECKING:
 __all__ = ["ActorCell"]
 
 
+class _AlreadyStarted:
+    """
+    Stands in for a task status once it has been used.
+    """
+
+    def started(self, value: object = None) -> None:
+        """
+        Do nothing: the start was already reported.
+        """
+
+
+_ALREADY_STARTED = cast(TaskStatus[BaseException | None], _AlreadyStarted())
+
+# An actor whose last few waits for mail were each shorter than _BUSY_WAIT counts as
+# busy and keeps its handler cancel scope while it waits again (re-entering one costs
+# about a context switch); a short burst followed by silence does not.
+_BUSY_WAIT = 0.001
+_BUSY_STREAK = 4
+
+
 class ActorCell(Child):
     """
     One named actor across all its incarnations.
     """
 
     __slots__ = (
-        "_abort_park",
         "_receive",
         "crash",
         "current",
@@ -70,7 +90,6 @@ class ActorCell(Child):
         self.mailbox, self._receive = anyio.create_memory_object_stream[Envelope](self.mailbox_size)
         # Invariant: not None only while the actor waits on an empty mailbox.
         self.parked: Any = None
-        self._abort_park = self._abort_parked
         self.fault: Fault | None = system.faults.for_name(self.name)
         self.ref = Ref(self)
         self.handled = 0
@@ -78,7 +97,8 @@ class ActorCell(Child):
         self.redeliver: Envelope | None = None
         # Per incarnation.
         self.current: Envelope | None = None
-        self.in_flight: set[Envelope] = set()
+        # Concurrent actors only: the messages their handler tasks are working on.
+        self.in_flight: set[Envelope] | None = None
         # The message (if any) and exception the running incarnation crashed with.
         self.crash: tuple[Envelope | None, BaseException] | None = None
         self.stop_requested = False
@@ -138,9 +158,7 @@ class ActorCell(Child):
     def prepare_start(self) -> None:
         if self.closed:
             self.closed = False
-            self.mailbox, self._receive = anyio.create_memory_object_stream[Envelope](
-                self.mailbox_size
-            )
+            self.mailbox, self._receive = anyio.create_memory_object_stream(self.mailbox_size)
         self.settle_crash(restart=True)
 
     def request_stop(self, deadline: float | None) -> None:
@@ -225,64 +243,64 @@ class ActorCell(Child):
 
         Error handling: a crash ends the incarnation and is reported to the parent.
         """
-        self.incarnation += 1
+        self.incarnation_began()
         incarnation = self.incarnation
-        self.done = done = anyio.Event()
-        self.expected_exit = False
         self.stop_requested = False
         self.stop_deadline = math.inf
         self.crash = None
-        reported = running = False
+        reported = served = False
         try:
-            with anyio.CancelScope() as kill_scope:
-                self.kill_scope = kill_scope
-                try:
-                    instance = self._instantiate()
-                except Exception as exc:
-                    reported = True
-                    task_status.started(exc)
-                    return
-                try:
-                    async with anyio.create_task_group() as task_group:
-                        instance.task_group = task_group
-                        try:
-                            await instance.started()
-                        except Exception as exc:
-                            reported = True
-                            task_status.started(exc)
-                            task_group.cancel_scope.cancel()
-                            return
-                        reported = running = self.alive = True
-                        task_status.started(None)
-                        if instance.max_concurrency == 1:
-                            await self._serve_inline(instance)
-                        else:
-                            await self._serve_concurrent(instance)
-                        if self.crash is None:
-                            await self._stopping(instance)
-                        task_group.cancel_scope.cancel()
-                except BaseExceptionGroup as group:
-                    # A task in the actor's own task group crashed: the actor crashed.
-                    _, crashes = group.split(anyio.get_cancelled_exc_class())
-                    if crashes is None:
-                        raise
-                    crash = crashes.exceptions[0] if len(crashes.exceptions) == 1 else crashes
-                    if not reported:
+            try:
+                instance = self._instantiate()
+            except Exception as exc:
+                reported = True
+                task_status.started(exc)
+                return
+            try:
+                async with anyio.create_task_group() as task_group:
+                    # The actor's own task group doubles as its kill switch: one cancel
+                    # scope less per actor.
+                    self.kill_scope = task_group.cancel_scope
+                    instance.task_group = task_group
+                    try:
+                        await instance.started()
+                    except Exception as exc:
                         reported = True
-                        task_status.started(crash)
+                        task_status.started(exc)
+                        task_group.cancel_scope.cancel()
                         return
+                    reported = served = self.alive = True
+                    task_status.started(None)
+                    # trio's task status keeps the start-up nursery's bookkeeping
+                    # alive; an idle actor should not carry it around.
+                    task_status = _ALREADY_STARTED
+                    if instance.max_concurrency == 1:
+                        await self._serve_inline(instance)
+                    else:
+                        await self._serve_concurrent(instance)
                     if self.crash is None:
-                        self.crash = (None, crash)
+                        await self._stopping(instance)
+                    task_group.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # A task in the actor's own task group crashed: the actor crashed.
+                _, crashes = group.split(anyio.get_cancelled_exc_class())
+                if crashes is None:
+                    raise
+                crash = crashes.exceptions[0] if len(crashes.exceptions) == 1 else crashes
+                if not reported:
+                    reported = True
+                    task_status.started(crash)
+                    return
+                if self.crash is None:
+                    self.crash = (None, crash)
             if not reported:
                 reported = True
                 task_status.started(ActorStopped("stopped while starting", name=self.name))
         finally:
-            self.alive = False
-            self.kill_scope = None
             cause = self.crash[1] if self.crash is not None else None
-            self._fail_in_flight(cause)
-            done.set()
-        if running:
+            self._fail_in_flight()
+            self.incarnation_ended()
+        if served:
             if cause is not None:
                 self.system.bus.emit("crashed", self.name, self._noted(cause))
             self.parent.child_exited(self, incarnation, cause)
@@ -295,13 +313,13 @@ class ActorCell(Child):
             return poison
         return cause
 
-    def _fail_in_flight(self, cause: BaseException | None) -> None:
+    def _fail_in_flight(self) -> None:
         crashed_on = self.crash[0] if self.crash is not None else None
-        interrupted = [*self.in_flight]
+        interrupted = [*self.in_flight] if self.in_flight is not None else []
         if self.current is not None:
             interrupted.append(self.current)
         self.current = None
-        self.in_flight.clear()
+        self.in_flight = None
         for envelope in interrupted:
             if envelope is not crashed_on and not envelope.state:
                 envelope.fail(self._interrupted())
@@ -315,14 +333,19 @@ class ActorCell(Child):
 
     # ---- serving --------------------------------------------------------------------
 
-    def _abort_parked(self, raise_cancel: Any) -> Abort:
+    def __call__(self, raise_cancel: Any) -> Abort:
+        """
+        Trio's abort callback for a parked actor (see ``_serve_inline``).
+
+        The cell itself is the callback, so a parked actor holds no bound method.
+        """
         self.parked = None
         return Abort.SUCCEEDED
 
     async def _park(self) -> None:
         if self.fast:
             self.parked = current_task()
-            await wait_task_rescheduled(self._abort_park)
+            await wait_task_rescheduled(self)
         else:
             event = anyio.Event()
             self.parked = event
@@ -336,9 +359,19 @@ class ActorCell(Child):
         """
         The next message to handle, or None once the incarnation should stop.
         """
+        while not self.stop_requested:
+            envelope = self._take()
+            if envelope is not None:
+                return envelope
+            if not self.stop_requested:
+                await self._park()
+        return None
+
+    def _take(self) -> Envelope | None:
+        """
+        The next live message if one is waiting, else None (never waits).
+        """
         while True:
-            if self.stop_requested:
-                return None
             envelope = self.redeliver
             if envelope is not None:
                 self.redeliver = None
@@ -346,55 +379,76 @@ class ActorCell(Child):
                 try:
                     envelope = self._receive.receive_nowait()
                 except WouldBlock:
-                    await self._park()
-                    continue
+                    return None
                 except (EndOfStream, ClosedResourceError):
+                    # Closed for good under a running incarnation: stop serving.
+                    self.stop_requested = True
                     return None
             if not envelope.state:
                 return envelope
 
     async def _serve_inline(self, instance: Actor) -> None:
-        handle = instance.handle
+        # Hot loop: parking is written out here rather than calling _park, because
+        # every frame on an idle actor's stack costs memory.
         errors = instance.errors
-        receive_nowait = self._receive.receive_nowait
+        fast = self.fast
+        new_scope = trio.CancelScope if fast else anyio.CancelScope
+        now = trio.current_time if fast else anyio.current_time
+        # How many waits for mail in a row were short; from _BUSY_STREAK on the actor
+        # counts as busy.
+        streak = 0
         while not self.stop_requested:
-            # One scope serves many messages; it is replaced only after an abandoned
-            # ask cancelled it, so a cancel meant for one handler never hits the next.
-            with anyio.CancelScope() as scope:
-                while True:
-                    if self.stop_requested:
-                        return
-                    envelope = self.redeliver
-                    if envelope is not None:
-                        self.redeliver = None
-                    else:
-                        try:
-                            envelope = receive_nowait()
-                        except WouldBlock:
-                            await self._park()
+            envelope = self._take()
+            if envelope is None:
+                if self.stop_requested:
+                    return
+                since = now()
+                if fast:
+                    self.parked = current_task()
+                    await wait_task_rescheduled(self)
+                else:
+                    await self._park()
+                streak = streak + 1 if now() - since < _BUSY_WAIT else 0
+                continue
+            # Handlers run in a cancel scope that an abandoned ask cancels. Entering one
+            # costs about a context switch, so a busy actor keeps its scope while it
+            # waits for mail; an actor that waited long leaves it before waiting again,
+            # so an idle actor holds no scope (it would cost ~600 bytes). A scope that
+            # an abandoned ask cancelled is left at once, so a cancel meant for one
+            # handler never reaches the next.
+            with new_scope() as scope:
+                while not self.stop_requested:
+                    if envelope is None:
+                        envelope = self._take()
+                        if envelope is None:
+                            if self.stop_requested or streak < _BUSY_STREAK:
+                                break
+                            since = now()
+                            if fast:
+                                self.parked = current_task()
+                                await wait_task_rescheduled(self)
+                            else:
+                                await self._park()
+                            streak = streak + 1 if now() - since < _BUSY_WAIT else 0
                             continue
-                        except (EndOfStream, ClosedResourceError):
-                            return
-                    if envelope.state:
+                    fault = self.fault
+                    if fault is not None and fault.take_drop():
+                        self._fault_used(fault)
+                        envelope.state = DROPPED
+                        envelope = None
                         continue
                     envelope.scope = scope
                     self.current = envelope
                     try:
-                        fault = self.fault
                         if fault is not None:
-                            if fault.take_drop():
-                                self._fault_used(fault)
-                                envelope.state = DROPPED
-                                self.current = envelope.scope = None
-                                continue
                             await fault.apply()
                             self._fault_used(fault)
                         if envelope.kind == STREAM:
                             await self._produce(instance, envelope)
                         elif envelope.kind:
-                            envelope.resolve(await handle(envelope.message))
+                            envelope.resolve(await instance.handle(envelope.message))
                         else:
-                            await handle(envelope.message)
+                            await instance.handle(envelope.message)
                     except Exception as exc:
                         if isinstance(exc, (errors, NotStreaming)):
                             envelope.fail(exc)
@@ -404,6 +458,7 @@ class ActorCell(Child):
                             self.current = envelope.scope = None
                             return
                     self.current = envelope.scope = None
+                    envelope = None
                     self.handled += 1
                     if scope.cancel_called:
                         break
@@ -413,6 +468,7 @@ class ActorCell(Child):
 
     async def _serve_concurrent(self, instance: Actor) -> None:
         semaphore = anyio.Semaphore(instance.max_concurrency)
+        in_flight = self.in_flight = set()
         async with anyio.create_task_group() as handlers:
             while True:
                 await semaphore.acquire()
@@ -420,7 +476,7 @@ class ActorCell(Child):
                 if envelope is None:
                     semaphore.release()
                     return
-                self.in_flight.add(envelope)
+                in_flight.add(envelope)
                 handlers.start_soon(self._handle_one, instance, envelope, semaphore, handlers)
 
     async def _handle_one(
@@ -439,6 +495,7 @@ class ActorCell(Child):
                     if fault is not None:
                         if fault.take_drop():
                             self._fault_used(fault)
+                            # Never answered: the asker meets its deadline.
                             envelope.state = DROPPED
                             return
                         await fault.apply()
@@ -456,7 +513,8 @@ class ActorCell(Child):
         finally:
             envelope.scope = None
             semaphore.release()
-            self.in_flight.discard(envelope)
+            if self.in_flight is not None:
+                self.in_flight.discard(envelope)
             if crash is None and envelope.state == PENDING:
                 envelope.fail(self._interrupted())
         if crash is not None:

@@ -9,10 +9,15 @@ reports to its parent with ``child_exited``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
-from anyio.abc import TaskGroup
+
+try:
+    import trio
+except ImportError:  # pragma: no cover - trio is optional
+    trio = None  # type: ignore[assignment]
 
 from ._errors import StartFailed
 
@@ -20,7 +25,29 @@ if TYPE_CHECKING:
     from ._specs import ChildSpec
     from ._system import System
 
-__all__ = ["Child", "Parent"]
+__all__ = ["Child", "ChildGroup", "Parent", "open_child_group"]
+
+
+class ChildGroup(Protocol):
+    """
+    Where a supervisor runs its children's incarnations: an anyio task group, or on
+    trio a bare nursery (the same ``start``, without anyio's per-task handle, cancel
+    scope and event, which cost about 1.5 kB per actor).
+    """
+
+    async def start(self, func: Any, *args: Any, name: Any = None) -> Any:
+        """
+        Start ``func`` as a task and return what it passes to ``task_status.started``.
+        """
+
+
+def open_child_group(*, fast: bool) -> AbstractAsyncContextManager[ChildGroup]:
+    """
+    Open the task group a supervisor runs its children in.
+    """
+    if fast:
+        return cast(AbstractAsyncContextManager[ChildGroup], trio.open_nursery())
+    return cast(AbstractAsyncContextManager[ChildGroup], anyio.create_task_group())
 
 
 class Parent(Protocol):
@@ -40,15 +67,16 @@ class Child:
     """
 
     __slots__ = (
+        "_exited",
         "alive",
         "closed",
-        "done",
         "expected_exit",
         "incarnation",
         "kill_scope",
         "name",
         "parent",
         "restarts",
+        "running",
         "spec",
         "started_once",
         "system",
@@ -66,20 +94,46 @@ class Child:
         # True while the parent itself is stopping this incarnation, so its exit is
         # no news to the parent.
         self.expected_exit = False
-        self.done: anyio.Event | None = None
+        # Invariant: True from the start of an incarnation until its task has ended.
+        self.running = False
+        # Made only when somebody waits for the incarnation to end (an Event per idle
+        # actor would cost a few hundred bytes each).
+        self._exited: anyio.Event | None = None
         self.kill_scope: anyio.CancelScope | None = None
         self.closed = False
         self.alive = False
         self.restarts = 0
 
-    @property
-    def running(self) -> bool:
+    def incarnation_began(self) -> None:
         """
-        True from the start of an incarnation until its task has ended.
+        Mark the start of an incarnation (called first thing by ``run``).
         """
-        return self.done is not None and not self.done.is_set()
+        self.incarnation += 1
+        self.running = True
+        self.expected_exit = False
 
-    async def start(self, task_group: TaskGroup) -> None:
+    def incarnation_ended(self) -> None:
+        """
+        Mark the end of an incarnation and wake whoever waits for it.
+        """
+        self.running = False
+        self.alive = False
+        self.kill_scope = None
+        if self._exited is not None:
+            self._exited.set()
+            self._exited = None
+
+    async def wait_ended(self) -> None:
+        """
+        Wait until the running incarnation, if any, has ended.
+        """
+        if not self.running:
+            return
+        if self._exited is None:
+            self._exited = anyio.Event()
+        await self._exited.wait()
+
+    async def start(self, task_group: ChildGroup) -> None:
         """
         Start a new incarnation in ``task_group`` and wait until it is ready.
 
@@ -103,20 +157,19 @@ class Child:
 
         Cancellation: if the caller is cancelled the incarnation is killed first.
         """
-        done = self.done
-        if done is None or done.is_set():
+        if not self.running:
             return
         self.expected_exit = True
         deadline = anyio.current_time() + timeout if timeout != math.inf else math.inf
         self.request_stop(deadline)
         try:
             with anyio.move_on_after(timeout):
-                await done.wait()
+                await self.wait_ended()
         finally:
-            if not done.is_set():
+            if self.running:
                 self.kill()
                 with anyio.CancelScope(shield=True):
-                    await done.wait()
+                    await self.wait_ended()
 
     def kill(self) -> None:
         """

@@ -9,10 +9,17 @@ waits on one ``anyio.Event``.
 Every envelope ends exactly once: answered (``resolve``), failed (``fail``) or given up
 by its sender (``abandon``). Whatever comes second is ignored, so a late reply can
 never reach anybody.
+
+Deadlines on trio do not use a cancel scope per ask (entering and leaving one costs
+about as much as a whole context switch). A pending ask is linked into a
+``DeadlineWatch`` list, one list per timeout value, so each list is in deadline order
+and linking and unlinking are O(1); one watcher task per system sleeps until the
+earliest deadline and expires what is due.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 import anyio
@@ -58,10 +65,14 @@ class Envelope:
     # A plain slotted class rather than attrs: one is made per message, on the hot path.
     __slots__ = (
         "attempts",
+        "deadline",
         "delivered",
+        "earlier",
         "error",
         "items",
         "kind",
+        "later",
+        "line",
         "message",
         "scope",
         "state",
@@ -79,11 +90,17 @@ class Envelope:
     waiter: Any
     value: Any
     error: BaseException | None
-    # The cancel scope its handler runs in, while it runs; abandon cancels it.
-    scope: anyio.CancelScope | None
+    # The cancel scope (anyio's, or trio's on the fast path) its handler runs in, while
+    # it runs; abandon cancels it.
+    scope: Any
     # STREAM only: where items go, and whether any reached the reader yet.
     items: MemoryObjectSendStream[Any]
     delivered: bool
+    # While linked into a DeadlineWatch: its list and neighbours, and when it is due.
+    line: _Line | None
+    earlier: Envelope | None
+    later: Envelope | None
+    deadline: float
 
     def __init__(self, message: Any, kind: int) -> None:
         self.message = message
@@ -93,6 +110,7 @@ class Envelope:
         self.waiter = None
         self.error = None
         self.scope = None
+        self.line = None
 
     def resolve(self, value: Any) -> None:
         """
@@ -102,6 +120,8 @@ class Envelope:
             return
         self.state = DONE
         self.value = value
+        if self.line is not None:
+            self.line.unlink(self)
         self._wake()
 
     def fail(self, error: BaseException) -> None:
@@ -112,6 +132,8 @@ class Envelope:
             return
         self.state = DONE
         self.error = error
+        if self.line is not None:
+            self.line.unlink(self)
         self._wake()
 
     def abandon(self) -> None:
@@ -123,8 +145,19 @@ class Envelope:
         if self.state:
             return
         self.state = ABANDONED
+        if self.line is not None:
+            self.line.unlink(self)
         if self.scope is not None:
             self.scope.cancel()
+
+    def expire(self) -> None:
+        """
+        The deadline passed: give the ask up and wake its sender (it raises AskTimeout).
+        """
+        if self.line is not None:
+            self.line.unlink(self)
+        self.abandon()
+        self._wake()
 
     def _wake(self) -> None:
         if self.kind == STREAM:
@@ -147,7 +180,9 @@ def _abort_wait(raise_cancel: Any) -> Abort:
     return Abort.SUCCEEDED
 
 
-async def wait_trio(envelope: Envelope, deadline: float) -> bool:
+async def wait_trio(
+    envelope: Envelope, deadline: float, timeout: float, watch: DeadlineWatch
+) -> bool:
     """
     Park the current trio task until ``envelope`` ends or ``deadline`` passes.
 
@@ -158,17 +193,106 @@ async def wait_trio(envelope: Envelope, deadline: float) -> bool:
     """
     if envelope.state:
         await trio.lowlevel.checkpoint()
-        return True
+        return envelope.state == DONE
     task: Task = current_task()
     envelope.waiter = task
-    with trio.CancelScope(deadline=deadline):
-        try:
-            await wait_task_rescheduled(_abort_wait)
-        except BaseException:
-            envelope.waiter = None
-            envelope.abandon()
-            raise
+    if deadline != math.inf:
+        watch.add(envelope, deadline, timeout)
+    try:
+        await wait_task_rescheduled(_abort_wait)
+    except BaseException:
+        envelope.waiter = None
+        envelope.abandon()
+        raise
     return envelope.state == DONE
+
+
+class _Line:
+    """
+    The pending asks of one timeout value, earliest deadline first.
+    """
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self) -> None:
+        self.head: Envelope | None = None
+        self.tail: Envelope | None = None
+
+    def unlink(self, envelope: Envelope) -> None:
+        earlier, later = envelope.earlier, envelope.later
+        if earlier is None:
+            self.head = later
+        else:
+            earlier.later = later
+        if later is None:
+            self.tail = earlier
+        else:
+            later.earlier = earlier
+        envelope.line = envelope.earlier = envelope.later = None
+
+
+class DeadlineWatch:
+    """
+    Expires trio asks whose deadline passed; one watcher task per system.
+    """
+
+    def __init__(self) -> None:
+        # Keyed by deadline minus now at link time, i.e. the ask's timeout: deadlines
+        # of one timeout arrive in order, so appending keeps each line sorted.
+        self._lines: dict[float, _Line] = {}
+        # The deadline the watcher sleeps until, and the scope that sleep is in.
+        self._target = math.inf
+        self._sleep: trio.CancelScope | None = None
+
+    def add(self, envelope: Envelope, deadline: float, timeout: float) -> None:
+        """
+        Link a pending ask; wake the watcher if it is due before anything else.
+        """
+        line = self._lines.get(timeout)
+        if line is None:
+            line = self._lines[timeout] = _Line()
+        envelope.deadline = deadline
+        envelope.line = line
+        earlier = line.tail
+        # Almost always appended at the tail; an ask that first waited for mailbox
+        # room can be due before asks linked while it waited, so walk back.
+        while earlier is not None and earlier.deadline > deadline:
+            earlier = earlier.earlier
+        later = line.head if earlier is None else earlier.later
+        envelope.earlier = earlier
+        envelope.later = later
+        if earlier is None:
+            line.head = envelope
+        else:
+            earlier.later = envelope
+        if later is None:
+            line.tail = envelope
+        else:
+            later.earlier = envelope
+        if deadline < self._target and self._sleep is not None:
+            self._target = -math.inf
+            self._sleep.cancel()
+
+    async def run(self) -> None:
+        """
+        The watcher task: sleep until the earliest deadline, expire what is due.
+
+        Cancellation: runs until cancelled by the system closing.
+        """
+        while True:
+            now = trio.current_time()
+            earliest = math.inf
+            for timeout, line in list(self._lines.items()):
+                while line.head is not None and line.head.deadline <= now:
+                    line.head.expire()
+                if line.head is None:
+                    del self._lines[timeout]
+                elif line.head.deadline < earliest:
+                    earliest = line.head.deadline
+            self._target = earliest
+            with trio.CancelScope(deadline=earliest) as self._sleep:
+                await trio.sleep_forever()
+            self._sleep = None
 
 
 async def wait_generic(envelope: Envelope, deadline: float) -> bool:

@@ -108,7 +108,7 @@ class Ref:
             else:
                 if cell.parked is not None:
                     cell.wake()
-            answered = await wait_trio(envelope, deadline)
+            answered = await wait_trio(envelope, deadline, timeout, cell.system.deadlines)
         else:
             deadline = anyio.current_time() + timeout
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import attrs
@@ -22,6 +23,9 @@ __all__ = ["ChildSpec", "Restart", "Strategy", "SupervisorSpec"]
 
 Restart: TypeAlias = Literal["permanent", "transient", "temporary"]
 Strategy: TypeAlias = Literal["one_for_one", "one_for_all", "rest_for_one"]
+
+# Shared by every spec without kwargs: read-only, so one empty mapping serves all.
+NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 _RESTARTS = ("permanent", "transient", "temporary")
 _STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
@@ -61,7 +65,7 @@ class ChildSpec:
     shutdown_timeout: float = 5.0
     mailbox_size: int | None = None
     args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
+    kwargs: Mapping[str, Any] = attrs.field(factory=lambda: NO_KWARGS)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

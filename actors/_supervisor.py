@@ -14,11 +14,11 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._cell import ActorCell
-from ._child import Child, Parent
+from ._child import Child, ChildGroup, Parent, open_child_group
 from ._errors import ActorStopped, EscalationError, InvalidSpec, NoSuchActor, StartFailed
 from ._ref import Ref
 from ._specs import ChildSpec, SupervisorSpec
@@ -136,7 +136,7 @@ class SupervisorCell(Child):
         self.children: list[Child] = []
         self._restart_times: deque[float] = deque()
         self._notices: MemoryObjectSendStream[_Notice] | None = None
-        self._task_group: TaskGroup | None = None
+        self._task_group: ChildGroup | None = None
         # Run-time starts in progress; cancelled when the supervisor stops.
         self._start_scopes: set[anyio.CancelScope] = set()
         self._stopping = False
@@ -200,20 +200,18 @@ class SupervisorCell(Child):
         Error handling: restart intensity exceeded ends the incarnation with an
         ``EscalationError`` (cause: the last crash), reported to the parent.
         """
-        self.incarnation += 1
+        self.incarnation_began()
         incarnation = self.incarnation
-        self.done = done = anyio.Event()
-        self.expected_exit = False
         self._stopping = False
         self._restart_times.clear()
         send, receive = anyio.create_memory_object_stream[_Notice](math.inf)
         self._notices = send
-        reported = running = False
+        reported = served = False
         cause: BaseException | None = None
         try:
             with anyio.CancelScope() as kill_scope:
                 self.kill_scope = kill_scope
-                async with anyio.create_task_group() as task_group:
+                async with open_child_group(fast=self.system.fast) as task_group:
                     self._task_group = task_group
                     for child in list(self.children):
                         try:
@@ -223,7 +221,7 @@ class SupervisorCell(Child):
                             reported = True
                             task_status.started(exc)
                             return
-                    reported = running = self.alive = True
+                    reported = served = self.alive = True
                     task_status.started(None)
                     async with receive:
                         cause = await self._supervise(receive)
@@ -234,16 +232,14 @@ class SupervisorCell(Child):
                 reported = True
                 task_status.started(ActorStopped("stopped while starting", name=self.name))
         finally:
-            self.alive = False
-            self.kill_scope = None
             self._task_group = None
             self._notices = None
             send.close()
             receive.close()
             for child in reversed(self.children):
                 child.close(cause)
-            done.set()
-        if running:
+            self.incarnation_ended()
+        if served:
             if cause is not None:
                 self.system.bus.emit("crashed", self.name, cause)
             self.parent.child_exited(self, incarnation, cause)

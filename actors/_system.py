@@ -7,19 +7,20 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import sniffio
 
 from ._actor import Actor
 from ._cell import ActorCell
-from ._child import Child
+from ._child import Child, ChildGroup
+from ._envelope import DeadlineWatch
 from ._errors import ActorStopped, DuplicateName, EscalationError, InvalidSpec, NoSuchActor
 from ._events import EventBus, Subscription
 from ._faults import Faults
 from ._ref import Ref
-from ._specs import ChildSpec, Restart, SupervisorSpec, check_mailbox_size
+from ._specs import NO_KWARGS, ChildSpec, Restart, SupervisorSpec, check_mailbox_size
 from ._supervisor import SupervisorCell, SupervisorRef
 
 __all__ = ["System", "open_system"]
@@ -44,6 +45,8 @@ class System:
         self.escalation: EscalationError | None = None
         self._cancel_scope: anyio.CancelScope | None = None
         self._stopped = False
+        # Trio only: expires asks without a cancel scope each (see _envelope).
+        self.deadlines = DeadlineWatch()
 
     def __repr__(self) -> str:
         return f"<System {self.name!r} actors={len(self._registry)}>"
@@ -126,7 +129,7 @@ class System:
             shutdown_timeout=shutdown_timeout,
             mailbox_size=mailbox_size,
             args=args,
-            kwargs=dict(kwargs) if kwargs is not None else {},
+            kwargs=dict(kwargs) if kwargs else NO_KWARGS,
         )
         return await self._root().start_child(spec)
 
@@ -201,6 +204,11 @@ class System:
                 self._cancel_scope.cancel()
 
 
+async def _watch_deadlines(watch: DeadlineWatch, scope: anyio.CancelScope) -> None:
+    with scope:
+        await watch.run()
+
+
 @asynccontextmanager
 async def open_system(
     *,
@@ -236,7 +244,10 @@ async def open_system(
     try:
         async with anyio.create_task_group() as task_group:
             system._cancel_scope = task_group.cancel_scope
-            await root.start(task_group)
+            watcher = anyio.CancelScope()
+            if fast:
+                task_group.start_soon(_watch_deadlines, system.deadlines, watcher)
+            await root.start(cast(ChildGroup, task_group))
             try:
                 yield system
             except BaseException as exc:
@@ -245,6 +256,7 @@ async def open_system(
                 body_error = exc
             finally:
                 await system.stop()
+                watcher.cancel()
     finally:
         system.bus.close()
     if system.escalation is not None:
