@@ -645,3 +645,75 @@ async def test_stats_report_depth_handled_restarts_and_liveness() -> None:
         assert stats == actors.ActorStats("crashy", 0, 2, 1, True)
         with pytest.raises(AttributeError):
             stats.handled = 5  # type: ignore[misc]
+
+
+async def test_asks_with_different_deadlines_each_expire_on_time(autojump_clock: Any) -> None:
+    """Asks with mixed timeouts, pending at once, each time out at their own deadline."""
+    expired: dict[float, float] = {}
+    async with actors.open_system() as system:
+        ref = await system.spawn(Echo, name="echo")
+        system.faults.hang("echo")
+
+        async def ask(timeout: float) -> None:
+            start = trio.current_time()
+            with pytest.raises(actors.AskTimeout):
+                await ref.ask(timeout, timeout=timeout)
+            expired[timeout] = trio.current_time() - start
+
+        async with trio.open_nursery() as nursery:
+            for timeout in (5, 1, 3, 1, 0, 2.5):
+                nursery.start_soon(ask, timeout)
+    assert expired == pytest.approx({5: 5, 1: 1, 3: 3, 0: 0, 2.5: 2.5})
+
+
+async def test_ask_without_a_deadline_waits_as_long_as_it_takes(autojump_clock: Any) -> None:
+    """timeout=math.inf means no deadline at all."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(Sleepy, name="sleepy", args=([],))
+        assert await ref.ask(3600, timeout=math.inf) == 3600
+        assert trio.current_time() == pytest.approx(3600)
+
+
+async def test_deadline_counts_the_wait_for_mailbox_room(autojump_clock: Any) -> None:
+    """An ask stuck behind a full mailbox times out at its deadline, not later."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(Sleepy, name="sleepy", args=([],), mailbox_size=1)
+        await ref.tell(100)
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.tell(100)  # fills the mailbox
+        start = trio.current_time()
+        with pytest.raises(actors.AskTimeout):
+            await ref.ask(1, timeout=2)
+        assert trio.current_time() - start == pytest.approx(2.0)
+
+
+def test_runtime_works_on_the_asyncio_backend() -> None:
+    """Without trio's fast path (asyncio), asks, deadlines, restarts and streams work."""
+    import anyio
+
+    class Streamer(actors.Actor):
+        async def handle(self, message: Any) -> Any:
+            if message == "crash":
+                raise RuntimeError("boom")
+            if message == "slow":
+                await anyio.sleep(10)
+            return message
+
+        async def handle_stream(self, message: Any) -> AsyncIterator[Any]:
+            for i in range(message):
+                yield i
+
+    async def main() -> None:
+        async with actors.open_system() as system:
+            ref = await system.spawn(Streamer, name="s")
+            assert await ref.ask("hi") == "hi"
+            with pytest.raises(actors.AskTimeout):
+                await ref.ask("slow", timeout=0.01)
+            with pytest.raises(actors.PoisonMessage):
+                await ref.ask("crash")
+            async with ref.stream(3) as items:
+                assert [item async for item in items] == [0, 1, 2]
+            await ref.tell("told")
+            assert ref.stats().restarts == 2
+
+    anyio.run(main, backend="asyncio")
