@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 import anyio
+import anyio.abc
 import attrs
 
 import actors
@@ -78,6 +79,7 @@ class ProviderActor(actors.Actor):
         self._factory = backend_factory
         self._health_interval = health_interval
         self._backend: ProviderBackend | None = None
+        self._backend_closed = False
         # Invariant: reflects the latest probe; unavailable until the first one.
         self._status = ProviderStatus("unknown", False, (), "not checked yet")
 
@@ -88,6 +90,9 @@ class ProviderActor(actors.Actor):
 
     async def started(self) -> None:
         self._backend = self._factory()
+        # The runtime skips stopping() when an incarnation crashes; this task's
+        # cancellation closes the backend (its HTTP client and pooled sockets) anyway.
+        await self.task_group.start(self._close_backend_at_exit)
         with anyio.move_on_after(5.0):
             self._status = await self._backend.check()
         if self._status.name == "unknown":
@@ -96,9 +101,23 @@ class ProviderActor(actors.Actor):
             self.task_group.start_soon(self._watch_health)
 
     async def stopping(self) -> None:
-        if self._backend is not None:
-            with anyio.move_on_after(2.0, shield=True):
-                await self._backend.aclose()
+        await self._close_backend()
+
+    async def _close_backend(self) -> None:
+        if self._backend is None or self._backend_closed:
+            return
+        self._backend_closed = True
+        with anyio.move_on_after(2.0, shield=True):
+            await self._backend.aclose()
+
+    async def _close_backend_at_exit(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            await self._close_backend()
 
     async def _watch_health(self) -> None:
         while True:
