@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -196,7 +196,7 @@ class Runtime:
         )
         return reply
 
-    async def send_stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
+    async def send_stream(self, request: LLMRequest) -> AsyncGenerator[Chunk, None]:
         """
         Stream a prepared request: text chunks, then one ``done`` chunk with the reply.
 
@@ -220,7 +220,7 @@ class Runtime:
         """One message, with the stored context of ``context_id`` prepended."""
         return await self.send(self.request(message, **options))
 
-    def stream(self, message: str, **options: Any) -> AsyncIterator[Chunk]:
+    def stream(self, message: str, **options: Any) -> AsyncGenerator[Chunk, None]:
         """Stream one message; see :meth:`send_stream`."""
         return self.send_stream(self.request(message, **options))
 
@@ -228,7 +228,7 @@ class Runtime:
         """A list of ``{role, content}`` messages; the last must be the user's."""
         return await self.send(self.request(messages=messages, **options))
 
-    def chat_stream(self, messages: Sequence[Any], **options: Any) -> AsyncIterator[Chunk]:
+    def chat_stream(self, messages: Sequence[Any], **options: Any) -> AsyncGenerator[Chunk, None]:
         return self.send_stream(self.request(messages=messages, **options))
 
     # -- providers ----------------------------------------------------------
