@@ -559,6 +559,11 @@ async def test_provider_without_a_key_is_unavailable_and_skipped(
     async with running(tmp_path, upstreams, openai_api_key=None) as rt:
         info = (await rt.providers())["providers"]["openai"]
         reply = await rt.message("Hi", timeout=5)
+        with pytest.raises(AllProvidersFailed) as caught:
+            await rt.message("Hi", provider="openai", timeout=5)
+    assert [(p, e.code) for p, _, e in caught.value.attempts] == [
+        ("openai", "provider_unavailable")
+    ]
     assert not info["available"]
     assert info["reason"] == "OPENAI_API_KEY not set"
     assert reply.provider == "ollama"
