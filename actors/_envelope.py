@@ -174,12 +174,6 @@ class Envelope:
                 reschedule(waiter)
 
 
-def _abort_wait(raise_cancel: Any) -> Abort:
-    # Cleanup happens in the asker once the Cancelled reaches it (see wait_trio), so the
-    # abort callback never touches another task's cancel scope.
-    return Abort.SUCCEEDED
-
-
 async def wait_trio(
     envelope: Envelope, deadline: float, timeout: float, watch: DeadlineWatch
 ) -> bool:
@@ -196,10 +190,19 @@ async def wait_trio(
         return envelope.state == DONE
     task: Task = current_task()
     envelope.waiter = task
+
+    def abort(raise_cancel: Any) -> Abort:
+        # Once this returns, trio has scheduled the task with its Cancelled; forget it
+        # at once, or a reply or expiry in the same tick would reschedule it twice.
+        # The rest of the cleanup happens in the asker (below), so this callback never
+        # touches another task's cancel scope.
+        envelope.waiter = None
+        return Abort.SUCCEEDED
+
     if deadline != math.inf:
         watch.add(envelope, deadline, timeout)
     try:
-        await wait_task_rescheduled(_abort_wait)
+        await wait_task_rescheduled(abort)
     except BaseException:
         envelope.waiter = None
         envelope.abandon()

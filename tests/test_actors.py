@@ -560,6 +560,33 @@ async def test_cancelling_the_caller_cancels_the_handler(autojump_clock: Any) ->
         assert await ref.ask(1) == 1
 
 
+async def test_caller_cancelled_as_its_deadline_expires_fails_cleanly(autojump_clock: Any) -> None:
+    """A caller cancelled in the same tick its ask's deadline expires is woken once, not twice."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(Sleepy, name="sleepy", args=([],))
+        for _ in range(50):
+            with trio.move_on_after(1):
+                await ref.ask(100, timeout=1)
+        assert await ref.ask(1) == 1
+
+
+async def test_caller_cancelled_as_the_reply_arrives_fails_cleanly(autojump_clock: Any) -> None:
+    """A caller cancelled in the same tick its reply arrives is woken once, not twice."""
+
+    class Timed(actors.Actor):
+        async def handle(self, message: Any) -> Any:
+            await trio.sleep_until(message)
+            return message
+
+    async with actors.open_system() as system:
+        ref = await system.spawn(Timed, name="timed")
+        for _ in range(50):
+            due = trio.current_time() + 1
+            with trio.CancelScope(deadline=due):
+                await ref.ask(due, timeout=10)
+        assert await ref.ask(trio.current_time()) is not None
+
+
 async def test_cancelled_ask_still_queued_is_skipped(autojump_clock: Any) -> None:
     """An ask given up before the actor reached it is never handled."""
     handled: list[Any] = []
