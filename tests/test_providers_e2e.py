@@ -355,13 +355,6 @@ async def test_hang_times_out_then_falls_back(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason=(
-        "actors race (9c10e30): a cancelled ask whose deadline expires in the same tick "
-        "is rescheduled twice by DeadlineWatch, an AssertionError that kills the system"
-    ),
-    strict=False,
-)
 async def test_everything_hanging_ends_with_a_timeout_at_the_deadline(
     rt: Runtime, upstreams: Upstreams, patient_autojump_clock: trio.testing.MockClock
 ) -> None:
