@@ -266,6 +266,7 @@ class Router(actors.Actor):
         self._context_budget = context_token_budget
         self._status_interval = status_interval
         self._status: dict[str, ProviderStatus] = {}
+        self._models_cache: dict[str, list[str]] | None = None
         # Invariant: None, or a (provider, model) pair that a provider serves.
         self._active: tuple[str, str] | None = None
         # Invariant: the contexts a background summary is being made for.
@@ -287,6 +288,7 @@ class Router(actors.Actor):
         async with anyio.create_task_group() as tg:
             for name, ref in self._providers.items():
                 tg.start_soon(one, name, ref)
+        self._models_cache = None
 
     async def _watch_status(self) -> None:
         while True:
@@ -299,6 +301,13 @@ class Router(actors.Actor):
         return ref is not None and ref.alive and status is not None and status.available
 
     def _provider_models(self) -> dict[str, list[str]]:
+        """Each provider's models: configured ones first, then what it reports (cached)."""
+        # Invariant: the cache matches self._status; _refresh_status clears it.
+        if self._models_cache is None:
+            self._models_cache = self._collect_models()
+        return self._models_cache
+
+    def _collect_models(self) -> dict[str, list[str]]:
         models: dict[str, list[str]] = {name: [] for name in self._providers}
         for name, info in self._config.models.items():
             if info.provider in models:
@@ -453,7 +462,7 @@ class Router(actors.Actor):
             status,  # type: ignore[arg-type]
         )
         # Shielded: a cancelled request is still billed for what it produced.
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 5.0):
             try:
                 # An ask, not a tell: a charge counts only once the keeper has it,
                 # and queued tells are dropped when the system stops.
