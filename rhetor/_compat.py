@@ -568,7 +568,7 @@ async def _stream_response(
     closes the body generator; ``aclosing`` then closes ``send_stream`` and
     with it the provider call (the router bills what was produced).
     """
-    chunks = cast("AsyncGenerator[Chunk, None]", runtime.send_stream(llm_request))
+    chunks = runtime.send_stream(llm_request)
     try:
         first = await chunks.__anext__()
     except BaseException:

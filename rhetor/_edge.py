@@ -18,10 +18,10 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -248,7 +248,7 @@ async def _sse_response(runtime: Runtime, llm_request: LLMRequest) -> Response:
     closes the body generator, whose ``aclosing`` closes ``send_stream`` and
     with it the provider call.
     """
-    chunks = cast("AsyncGenerator[Chunk, None]", runtime.send_stream(llm_request))
+    chunks = runtime.send_stream(llm_request)
     try:
         first = await chunks.__anext__()
     except BaseException:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import attrs
@@ -32,7 +32,6 @@ from rhetor._errors import RhetorError, ValidationError
 from rhetor._fields import read_llm_request
 
 if TYPE_CHECKING:
-    from rhetor._router import Chunk
     from rhetor.runtime import Runtime
 
 __all__ = [
@@ -298,7 +297,7 @@ class Session(actors.Actor):
             try:
                 if streaming:
                     reply = None
-                    stream = cast("AsyncGenerator[Chunk, None]", self._runtime.send_stream(request))
+                    stream = self._runtime.send_stream(request)
                     async with aclosing(stream) as chunks:
                         async for chunk in chunks:
                             if chunk.done:
