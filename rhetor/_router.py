@@ -523,6 +523,19 @@ class Router(actors.Actor):
         left = max(0.0, self._deadline_left(deadline))
         return min(self._provider_timeout, left if last else left / 2)
 
+    async def _retry(self, attempt: int, exc: ProviderError, deadline: float) -> bool:
+        """
+        Whether to call the same candidate again, after a jittered backoff.
+
+        Only transient errors are retried, at most ``_RETRIES`` times. A timeout
+        is not: the attempt already used its share of the deadline, and a
+        provider that hung once is likely to hang again, so the fallbacks get
+        the time that is left.
+        """
+        if not exc.transient or attempt >= _RETRIES or isinstance(exc, UpstreamTimeout):
+            return False
+        return await self._backoff(attempt, exc, deadline)
+
     async def _backoff(self, attempt: int, exc: ProviderError, deadline: float) -> bool:
         """Sleep before a retry; False when the deadline leaves no room for one."""
         delay = _BACKOFF * (2**attempt) * random.uniform(0.5, 1.5)
@@ -593,11 +606,7 @@ class Router(actors.Actor):
                 try:
                     result = await self._complete_once(c, preq, call_timeout)
                 except ProviderError as exc:
-                    if (
-                        exc.transient
-                        and attempt < _RETRIES
-                        and await self._backoff(attempt, exc, deadline)
-                    ):
+                    if await self._retry(attempt, exc, deadline):
                         attempt += 1
                         continue
                     await self._settle(request, reservation, c, Usage(), "failed")
@@ -662,11 +671,7 @@ class Router(actors.Actor):
                             provider=c.provider,
                             model=c.model,
                         ) from raw
-                    if (
-                        exc.transient
-                        and attempt < _RETRIES
-                        and await self._backoff(attempt, exc, deadline)
-                    ):
+                    if await self._retry(attempt, exc, deadline):
                         attempt += 1
                         continue
                     await self._settle(request, reservation, c, Usage(), "failed")
