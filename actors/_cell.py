@@ -467,28 +467,33 @@ class ActorCell(Child):
                 self.current = None
 
     async def _serve_concurrent(self, instance: Actor) -> None:
-        semaphore = anyio.Semaphore(instance.max_concurrency)
+        # Hot path: a slot count rather than a semaphore (whose acquire always
+        # yields), and on trio a bare nursery and cancel scopes, not anyio's wrappers.
+        limit = instance.max_concurrency
         in_flight = self.in_flight = set()
-        async with anyio.create_task_group() as handlers:
+        slots = _Slots(limit, self.fast)
+        opener = trio.open_nursery if self.fast else anyio.create_task_group
+        async with opener() as handlers:
             while True:
-                await semaphore.acquire()
+                if len(in_flight) >= limit:
+                    await slots.wait_for_room()
+                    continue
                 envelope = await self._next()
                 if envelope is None:
-                    semaphore.release()
                     return
                 in_flight.add(envelope)
-                handlers.start_soon(self._handle_one, instance, envelope, semaphore, handlers)
+                handlers.start_soon(self._handle_one, instance, envelope, slots, handlers)
 
     async def _handle_one(
         self,
         instance: Actor,
         envelope: Envelope,
-        semaphore: anyio.Semaphore,
-        handlers: anyio.abc.TaskGroup,
+        slots: _Slots,
+        handlers: Any,
     ) -> None:
         crash: Exception | None = None
         try:
-            with anyio.CancelScope() as scope:
+            with trio.CancelScope() if self.fast else anyio.CancelScope() as scope:
                 envelope.scope = scope
                 try:
                     fault = self.fault
@@ -512,9 +517,9 @@ class ActorCell(Child):
                         crash = exc
         finally:
             envelope.scope = None
-            semaphore.release()
             if self.in_flight is not None:
                 self.in_flight.discard(envelope)
+            slots.freed()
             if crash is None and envelope.state == PENDING:
                 envelope.fail(self._interrupted())
         if crash is not None:
@@ -555,3 +560,27 @@ class ActorCell(Child):
     def _fault_used(self, fault: Fault) -> None:
         if fault.empty:
             self.system.faults.settle(self.name)
+
+
+class _Slots:
+    """
+    Wakes a concurrent actor's loop when it was full and a handler finished.
+    """
+
+    __slots__ = ("_event", "_fast", "_limit")
+
+    def __init__(self, limit: int, fast: bool) -> None:
+        self._limit = limit
+        self._fast = fast
+        # Invariant: an unset event only while the loop waits for room.
+        self._event: Any = None
+
+    async def wait_for_room(self) -> None:
+        self._event = trio.Event() if self._fast else anyio.Event()
+        await self._event.wait()
+
+    def freed(self) -> None:
+        event = self._event
+        if event is not None:
+            self._event = None
+            event.set()
