@@ -10,6 +10,7 @@ message only.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -73,6 +74,16 @@ _BACKOFF = 0.25
 _KEEP_RECENT = 4
 
 
+# Request ids: unique per process start (a random prefix) and cheap (a counter);
+# uuid4 reads the OS entropy pool on every request.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -94,7 +105,7 @@ class LLMRequest:
     max_tokens: int | None = None
     system_prompt: str | None = None
     routing: RoutingParameters = attrs.field(factory=RoutingParameters)
-    request_id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    request_id: str = attrs.field(factory=lambda: _new_request_id())
     # Seconds the whole request may take; None uses the server's setting.
     timeout: float | None = None
 
