@@ -36,6 +36,7 @@ __all__ = [
     "BudgetKeeper",
     "CheckBudget",
     "GetBudget",
+    "GetBudgetMode",
     "GetUsage",
     "Reservation",
     "Reserve",
@@ -121,6 +122,14 @@ class SetPolicy:
     """Set the policy: ignore, warn or enforce."""
 
     policy: BudgetPolicy
+
+
+@attrs.frozen
+class GetBudgetMode:
+    """
+    Answers whether reservations are needed: only when a limit exists and the
+    policy is not ``ignore`` can a reservation be refused or carry a warning.
+    """
 
 
 def _utcnow() -> datetime:
@@ -304,6 +313,8 @@ class BudgetKeeper(actors.Actor):
                 self.ledger.set_limit, message.period, float(message.amount), message.provider
             )
             return self._status()
+        if isinstance(message, GetBudgetMode):
+            return self._reservations_required()
         if isinstance(message, SetPolicy):
             if message.policy not in _POLICIES:
                 raise ValidationError("policy", f"must be one of {', '.join(_POLICIES)}")
@@ -311,6 +322,9 @@ class BudgetKeeper(actors.Actor):
             await anyio.to_thread.run_sync(self.ledger.set_policy, message.policy)
             return self._status()
         raise TypeError(f"BudgetKeeper cannot handle {type(message).__name__}")
+
+    def _reservations_required(self) -> bool:
+        return self._policy != "ignore" and bool(self._limits)
 
     def _describe(self, over: tuple[str, float, float, str | None]) -> str:
         period, limit, spent, provider = over
@@ -393,4 +407,8 @@ class BudgetKeeper(actors.Actor):
                 "start": self._starts[period].isoformat(),
                 "providers": providers,
             }
-        return {"policy": self._policy, "periods": periods}
+        return {
+            "policy": self._policy,
+            "periods": periods,
+            "reservations_required": self._reservations_required(),
+        }

@@ -24,7 +24,7 @@ import anyio
 import attrs
 
 import actors
-from rhetor._budget import CheckBudget, Reservation, Reserve, Settle
+from rhetor._budget import CheckBudget, GetBudgetMode, Reservation, Reserve, Settle
 from rhetor._errors import (
     AllProvidersFailed,
     BudgetExceeded,
@@ -52,6 +52,7 @@ from rhetor._types import (
 )
 
 __all__ = [
+    "BudgetModeChanged",
     "Chunk",
     "Evaluate",
     "Generate",
@@ -199,6 +200,13 @@ class SetActive:
 
 
 @attrs.frozen
+class BudgetModeChanged:
+    """The BudgetKeeper's limits or policy changed: whether reservations are now needed."""
+
+    reservations_required: bool
+
+
+@attrs.frozen
 class Estimate:
     """Answers estimated tokens and cost for a prompt, and whether it is under budget."""
 
@@ -280,10 +288,15 @@ class Router(actors.Actor):
         self._models_cache: dict[str, list[str]] | None = None
         # Invariant: None, or a (provider, model) pair that a provider serves.
         self._active: tuple[str, str] | None = None
+        # Invariant: False only while the BudgetKeeper has no limit or ignores
+        # them, so that no reservation could be refused or warned about; kept
+        # current by BudgetModeChanged. True (reserve) until told otherwise.
+        self._reservations_required = True
         # Invariant: the contexts a background summary is being made for.
         self._summarizing: set[str] = set()
 
     async def started(self) -> None:
+        self._reservations_required = await self._ask(self._budget, GetBudgetMode(), what="budget")
         await self._refresh_status()
         self.task_group.start_soon(self._watch_status)
 
@@ -444,6 +457,9 @@ class Router(actors.Actor):
     # -- accounting --------------------------------------------------------
 
     async def _reserve(self, request: LLMRequest, prepared: _Prepared, c: Candidate) -> Reservation:
+        if not self._reservations_required:
+            # Nothing could refuse or warn: skip the round trip (id 0 settles as none).
+            return Reservation(0, c.provider, 0.0)
         amount = self._worst_case(
             c.provider, c.model, prepared.input_estimate, self._max_tokens(request)
         )
@@ -881,6 +897,9 @@ class Router(actors.Actor):
     async def handle(self, message: Any) -> Any:
         if isinstance(message, Generate):
             return await self._generate(message.request)
+        if isinstance(message, BudgetModeChanged):
+            self._reservations_required = message.reservations_required
+            return None
         if isinstance(message, GetProviders):
             return self._providers_info()
         if isinstance(message, SetActive):

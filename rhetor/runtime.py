@@ -26,6 +26,7 @@ from rhetor._pricing import Pricer, load_overrides
 from rhetor._prompts import PromptLibrary
 from rhetor._provider import CheckHealth, ProviderActor
 from rhetor._router import (
+    BudgetModeChanged,
     Chunk,
     Estimate,
     Evaluate,
@@ -366,10 +367,14 @@ class Runtime:
     async def set_limit(self, period: str, amount: float, provider: str | None = None) -> Any:
         if provider is not None and provider not in self.providers_refs:
             raise NotFound("provider", provider, field="provider")
-        return await self._ask(self.budget_keeper, SetLimit(period, amount, provider))  # type: ignore[arg-type]
+        status = await self._ask(self.budget_keeper, SetLimit(period, amount, provider))  # type: ignore[arg-type]
+        await self._ask(self.router, BudgetModeChanged(status["reservations_required"]))
+        return status
 
     async def set_policy(self, policy: str) -> Any:
-        return await self._ask(self.budget_keeper, SetPolicy(policy))  # type: ignore[arg-type]
+        status = await self._ask(self.budget_keeper, SetPolicy(policy))  # type: ignore[arg-type]
+        await self._ask(self.router, BudgetModeChanged(status["reservations_required"]))
+        return status
 
     async def estimate(
         self,

@@ -522,3 +522,21 @@ async def test_model_of_a_provider_that_is_not_running_is_unavailable(tmp_path: 
         with pytest.raises(AllProvidersFailed):
             await chunks.__anext__()
         assert rt.router.stats().restarts == 0
+
+
+async def test_limit_set_at_run_time_is_enforced_from_the_next_request(tmp_path: Path) -> None:
+    """Without limits no reservation is made; a limit set at run time is enforced at once."""
+    prices = tmp_path / "prices.json"
+    price = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}
+    prices.write_text(json.dumps({"simulated-echo": price, "simulated-summary": price}))
+    settings = plain(tmp_path, budget_policy="enforce", price_overrides=prices)
+    async with rhetor.runtime.start(settings, backends=simulated_only()) as rt:
+        assert (await rt.budget())["reservations_required"] is False
+        first = await rt.message("free of limits", max_tokens=20)
+        assert first.cost > 0
+        status = await rt.set_limit("daily", first.cost * 1.5)
+        assert status["reservations_required"] is True
+        with pytest.raises(BudgetExceeded):
+            await rt.message("this one would pass the limit", max_tokens=20)
+        await rt.set_policy("ignore")
+        assert (await rt.message("ignored", max_tokens=20)).budget_warning is None
