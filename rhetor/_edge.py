@@ -337,21 +337,22 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
 
     @app.before_request
     async def guard() -> Response | None:
-        origin = request.headers.get("Origin")
-        if (
-            request.method == "OPTIONS"
-            and origin
-            and "Access-Control-Request-Method" in request.headers
-        ):
-            return _preflight(origin)
+        # Runs on every request: each check costs only when its feature is in use.
+        if request.method == "OPTIONS":
+            origin = request.headers.get("Origin")
+            if origin and "Access-Control-Request-Method" in request.headers:
+                return _preflight(origin)
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
             raise PayloadTooLarge(
                 f"body of {length} bytes is over the {settings.max_body_bytes} byte limit"
             )
-        presented = _presented_key(request.headers, None)
-        if request.path not in _OPEN_PATHS and not _authorized(settings.api_key, presented):
-            raise Unauthorized("a valid API key is required (X-API-Key or Authorization: Bearer)")
+        if settings.api_key is not None and request.path not in _OPEN_PATHS:
+            presented = _presented_key(request.headers, None)
+            if not _authorized(settings.api_key, presented):
+                raise Unauthorized(
+                    "a valid API key is required (X-API-Key or Authorization: Bearer)"
+                )
         return None
 
     def _preflight(origin: str) -> Response:
@@ -367,13 +368,16 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
             response.headers["Vary"] = "Origin"
         return response
 
-    @app.after_request
     async def cors(response: Response) -> Response:
         origin = request.headers.get("Origin")
-        if origin and settings.cors_origins and _origin_allowed(settings, origin, None):
+        if origin and _origin_allowed(settings, origin, None):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
         return response
+
+    if settings.cors_origins:
+        # Same-origin only (the default) needs no response hook at all.
+        app.after_request(cors)
 
     # -- info -------------------------------------------------------------------
 

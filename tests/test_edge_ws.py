@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,9 @@ class WatchedBackend(SimulatedBackend):
     async def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
         done = False
         try:
-            async for item in super().stream(request):
-                yield item
+            async with aclosing(super().stream(request)) as items:
+                async for item in items:
+                    yield item
             done = True
         finally:
             (self.finished if done else self.closed_early).append(request.request_id)
