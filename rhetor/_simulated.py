@@ -104,7 +104,8 @@ class SimulatedBackend:
     async def complete(self, request: ProviderRequest) -> ProviderReply:
         self._validate(request)
         text, usage = self._reply_text(request)
-        await anyio.sleep(self.chunk_delay)
+        if self.chunk_delay > 0:
+            await anyio.sleep(self.chunk_delay)
         return ProviderReply(text=text, model=request.model, usage=usage)
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
