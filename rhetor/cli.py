@@ -72,6 +72,7 @@ Provider = Annotated[str | None, typer.Option("--provider", "-p", help="Ask this
 Component = Annotated[
     str, typer.Option("--component", help="Component name the request is billed to.")
 ]
+ContextId = Annotated[str, typer.Argument(metavar="ID", help="The context id.")]
 
 
 def _error(message: str) -> None:
@@ -475,7 +476,7 @@ def contexts_list(
 
 @contexts_app.command("show")
 def contexts_show(
-    context_id: Annotated[str, typer.Argument(metavar="ID", help="The context id.")],
+    context_id: ContextId,
     host: Host = None,
     port: Port = None,
     api_key: ApiKey = None,
@@ -508,7 +509,7 @@ def contexts_show(
 
 @contexts_app.command("delete")
 def contexts_delete(
-    context_id: Annotated[str, typer.Argument(metavar="ID", help="The context id.")],
+    context_id: ContextId,
     host: Host = None,
     port: Port = None,
     api_key: ApiKey = None,

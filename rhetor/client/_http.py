@@ -313,6 +313,12 @@ class RhetorClient:
         headers = {"X-Request-ID": request_id} if isinstance(request_id, str) else {}
         return body, headers
 
+    async def _reply(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        """POST an LLM request built by :meth:`_llm_body` and answer the whole reply."""
+        return Reply.from_dict(
+            _object(await self.request("POST", path, json=body, headers=headers), "reply")
+        )
+
     # -- LLM requests -------------------------------------------------------
 
     async def generate(
@@ -352,9 +358,7 @@ class RhetorClient:
             component=component,
             streaming=False,
         )
-        return Reply.from_dict(
-            _object(await self.request("POST", "/message", json=body, headers=headers), "reply")
-        )
+        return await self._reply("/message", body, headers)
 
     def generate_stream(
         self,
@@ -426,9 +430,7 @@ class RhetorClient:
             component=component,
             streaming=False,
         )
-        return Reply.from_dict(
-            _object(await self.request("POST", "/chat", json=body, headers=headers), "reply")
-        )
+        return await self._reply("/chat", body, headers)
 
     def chat_stream(
         self,

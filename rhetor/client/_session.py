@@ -123,17 +123,11 @@ class SessionRequest(AsyncIterator[SessionEvent]):
             await self._session._send(self._kind, self._payload, self.id)
         while True:
             try:
-                item = await self._receive.receive()
-            except anyio.EndOfStream:
+                frame = await self._session._receive_frame(self._receive)
+            except RhetorClientError:
                 self._finish()
-                raise self._session._lost() from None
-            if isinstance(item, RhetorClientError):
-                self._finish()
-                raise item
-            if item.get("type") == "ERROR":
-                self._finish()
-                raise error_from_body(item.get("payload"))
-            event = _event(self.id, item)
+                raise
+            event = _event(self.id, frame)
             if event is None:
                 continue
             if isinstance(event, Completed):
@@ -222,7 +216,8 @@ class Session:
 
         ``context`` is the context id that keeps a conversation's turns on the server.
         """
-        payload = self._payload(
+        return self._request(
+            "LLM_REQUEST",
             message=message,
             context=context,
             task_type=task_type,
@@ -234,7 +229,6 @@ class Session:
             system_prompt=system_prompt,
             streaming=streaming,
         )
-        return SessionRequest(self, "LLM_REQUEST", payload)
 
     def send_chat(
         self,
@@ -251,7 +245,8 @@ class Session:
         streaming: bool = True,
     ) -> SessionRequest:
         """A ``CHAT_REQUEST`` of ``{role, content}`` turns; events as for :meth:`send_message`."""
-        payload = self._payload(
+        return self._request(
+            "CHAT_REQUEST",
             messages=[dict(m) for m in messages],
             context=context,
             task_type=task_type,
@@ -263,7 +258,6 @@ class Session:
             system_prompt=system_prompt,
             streaming=streaming,
         )
-        return SessionRequest(self, "CHAT_REQUEST", payload)
 
     async def status(self) -> dict[str, Any]:
         """The server's providers and budget, as a ``STATUS`` request answers them."""
@@ -282,8 +276,9 @@ class Session:
 
     # -- plumbing -----------------------------------------------------------
 
-    def _payload(self, **fields: Any) -> dict[str, Any]:
-        return {k: v for k, v in fields.items() if v is not None}
+    def _request(self, kind: str, **fields: Any) -> SessionRequest:
+        """A request of ``kind`` whose payload holds the fields that are set."""
+        return SessionRequest(self, kind, {k: v for k, v in fields.items() if v is not None})
 
     def _route(self, request_id: str) -> MemoryObjectReceiveStream[_Item]:
         send, receive = anyio.create_memory_object_stream[_Item](math.inf)
@@ -326,18 +321,28 @@ class Session:
         try:
             await self._send(kind, payload, frame_id)
             with receive:
-                try:
-                    item = await receive.receive()
-                except anyio.EndOfStream:
-                    raise self._lost() from None
+                frame = await self._receive_frame(receive)
         finally:
             self._unroute(frame_id)
+        answer = frame.get("payload")
+        return dict(answer) if isinstance(answer, Mapping) else {}
+
+    async def _receive_frame(self, receive: MemoryObjectReceiveStream[_Item]) -> dict[str, Any]:
+        """
+        The next frame routed to one id.
+
+        Error handling: an ``ERROR`` frame, a failed socket or a closed route
+        raises the matching :class:`~rhetor.client.RhetorClientError`.
+        """
+        try:
+            item = await receive.receive()
+        except anyio.EndOfStream:
+            raise self._lost() from None
         if isinstance(item, RhetorClientError):
             raise item
         if item.get("type") == "ERROR":
             raise error_from_body(item.get("payload"))
-        answer = item.get("payload")
-        return dict(answer) if isinstance(answer, Mapping) else {}
+        return item
 
     async def _read(self) -> None:
         """
