@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
 from ._errors import NotFound, ValidationError
-from ._ledger import open_database, transaction
 from ._pricing import MESSAGE_OVERHEAD, count_tokens
+from ._sqlite import SQLiteStore, transaction
 from ._types import ChatMessage, Role
 
 __all__ = [
@@ -153,32 +151,18 @@ def _metadata_json(metadata: Mapping[str, Any]) -> str:
 
 
 @attrs.define(eq=False)
-class HistoryStore:
+class HistoryStore(SQLiteStore):
     """
     Every conversation context, in one SQLite file.
 
     Not safe for concurrent use: one owner calls it, one call at a time.
     """
 
-    path: str | os.PathLike[str]
+    SCHEMA: ClassVar[str] = _SCHEMA
+    SCHEMA_VERSION: ClassVar[int] = _SCHEMA_VERSION
+
     # Seconds since the epoch; replaceable so tests can order contexts exactly.
     _clock: Callable[[], float] = attrs.field(default=time.time, alias="clock")
-    _conn: sqlite3.Connection = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._conn = open_database(self.path, _SCHEMA, _SCHEMA_VERSION)
-
-    def close(self) -> None:
-        """
-        Close the database; safe to call twice.
-        """
-        self._conn.close()
-
-    def __enter__(self) -> HistoryStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def append(
         self,

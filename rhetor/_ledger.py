@@ -7,24 +7,19 @@ is why the connection allows use from a thread other than its creator's.
 
 :func:`period_start` and :func:`period_end` are the pure calendar arithmetic of
 budget periods, all in UTC.
-
-This module also holds :func:`open_database`, the one way Rhetor's stores open
-SQLite (WAL, ``synchronous=NORMAL``, schema versioned by ``user_version``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import attrs
 
 from ._errors import ValidationError
+from ._sqlite import SQLiteStore, transaction
 
 __all__ = [
     "GroupBy",
@@ -33,7 +28,6 @@ __all__ = [
     "Period",
     "Status",
     "UsageRow",
-    "open_database",
     "period_end",
     "period_start",
 ]
@@ -51,51 +45,6 @@ _GROUP_COLUMNS: dict[str, str] = {
     "component": "component",
     "context": "context_id",
 }
-
-
-def open_database(path: str | os.PathLike[str], schema: str, version: int) -> sqlite3.Connection:
-    """
-    Open (creating if need be) a SQLite file in WAL mode with ``schema`` applied.
-
-    ``schema`` must be idempotent (``CREATE ... IF NOT EXISTS``); it runs when the
-    file's ``user_version`` is below ``version``, which is then recorded. The
-    connection is in autocommit mode: callers group writes with :func:`transaction`.
-
-    Error handling: a file written by a newer schema raises ``RuntimeError``
-    rather than being silently misread.
-    """
-    conn = sqlite3.connect(os.fspath(path), check_same_thread=False, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
-        (current,) = conn.execute("PRAGMA user_version").fetchone()
-        if current > version:
-            raise RuntimeError(
-                f"{os.fspath(path)}: schema version {current} is newer than supported {version}"
-            )
-        if current < version:
-            conn.executescript(f"BEGIN;\n{schema}\nPRAGMA user_version = {int(version)};\nCOMMIT;")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """
-    Run the block in one write transaction: committed on success, rolled back on error.
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _check_period(period: str) -> None:
@@ -181,30 +130,15 @@ _ENTRY_COLUMNS = (
 
 
 @attrs.define(eq=False)
-class Ledger:
+class Ledger(SQLiteStore):
     """
     The budget ledger in one SQLite file.
 
     Not safe for concurrent use: one owner calls it, one call at a time.
     """
 
-    path: str | os.PathLike[str]
-    _conn: sqlite3.Connection = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._conn = open_database(self.path, _SCHEMA, _SCHEMA_VERSION)
-
-    def close(self) -> None:
-        """
-        Close the database; safe to call twice.
-        """
-        self._conn.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    SCHEMA: ClassVar[str] = _SCHEMA
+    SCHEMA_VERSION: ClassVar[int] = _SCHEMA_VERSION
 
     def record(self, entry: LedgerEntry) -> None:
         """

@@ -15,18 +15,16 @@ task in one of a few formats.
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import string
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
 from ._errors import NotFound, ValidationError
-from ._ledger import open_database, transaction
+from ._sqlite import SQLiteStore, transaction
 
 __all__ = [
     "PROMPT_FORMATS",
@@ -279,32 +277,18 @@ class _VersionFields:
 
 
 @attrs.define(eq=False)
-class LibraryStore:
+class LibraryStore(SQLiteStore):
     """
     Templates and system prompts in one SQLite file.
 
     Not safe for concurrent use: one owner calls it, one call at a time.
     """
 
-    path: str | os.PathLike[str]
+    SCHEMA: ClassVar[str] = _SCHEMA
+    SCHEMA_VERSION: ClassVar[int] = _SCHEMA_VERSION
+
     # Seconds since the epoch; replaceable so tests can order rows exactly.
     _clock: Callable[[], float] = attrs.field(default=time.time, alias="clock")
-    _conn: sqlite3.Connection = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._conn = open_database(self.path, _SCHEMA, _SCHEMA_VERSION)
-
-    def close(self) -> None:
-        """
-        Close the database; safe to call twice.
-        """
-        self._conn.close()
-
-    def __enter__(self) -> LibraryStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- templates ---------------------------------------------------------
 
