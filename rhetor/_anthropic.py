@@ -18,12 +18,9 @@ exceptions, and httpx2's where a stream breaks, become :mod:`rhetor._errors` in
 
 from __future__ import annotations
 
-import email.utils
 import json
-import math
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import anthropic
@@ -54,6 +51,15 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
+from rhetor._upstream import (
+    CLEANUP_TIMEOUT,
+    ServerSentEvents,
+    StreamedError,
+    finish,
+    merge_models,
+    model_names,
+    retry_after,
+)
 
 __all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_MODELS", "AnthropicBackend", "anthropic_messages"]
 
@@ -63,8 +69,6 @@ DEFAULT_MAX_TOKENS = 1024
 
 # Seconds check() waits for the models endpoint.
 CHECK_TIMEOUT = 3.0
-# Seconds the shielded clean-up of an abandoned stream may take.
-CLEANUP_TIMEOUT = 1.0
 
 # Anthropic stop reasons in Rhetor's (OpenAI's) words.
 _FINISH_REASONS = {
@@ -78,10 +82,6 @@ _FINISH_REASONS = {
 }
 
 
-def _model_names(models: Iterable[str]) -> tuple[str, ...]:
-    return tuple(models)
-
-
 @attrs.define(eq=False)
 class AnthropicBackend:
     """
@@ -90,7 +90,7 @@ class AnthropicBackend:
 
     api_key: str | None
     base_url: str | None = None
-    models: tuple[str, ...] = attrs.field(default=DEFAULT_MODELS, converter=_model_names)
+    models: tuple[str, ...] = attrs.field(default=DEFAULT_MODELS, converter=model_names)
     name: str = "anthropic"
     # Invariant: None exactly when there is no API key.
     _client: anthropic.AsyncAnthropic | None = attrs.field(init=False, default=None)
@@ -133,7 +133,7 @@ class AnthropicBackend:
             return ProviderStatus(
                 self.name, True, self.models, reason=f"models endpoint failed: {exc.message}"
             )
-        return ProviderStatus(self.name, True, _merge(self.models, listed))
+        return ProviderStatus(self.name, True, merge_models(self.models, listed))
 
     async def complete(self, request: ProviderRequest) -> ProviderReply:
         """
@@ -195,7 +195,7 @@ class AnthropicBackend:
             response = await opening.__aenter__()
         body = response.http_response.aiter_bytes()
         try:
-            events = _ServerSentEvents()
+            events = ServerSentEvents(keep_dataless=True)
             model = request.model
             input_tokens = output_tokens = 0
             stop_reason: str | None = None
@@ -239,7 +239,7 @@ class AnthropicBackend:
         finally:
             # Shielded: this also runs when the consumer is cancelled or closes us early.
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                await _finish(body)
+                await finish(body)
                 await opening.__aexit__(None, None, None)
 
     def _messages(self, request: ProviderRequest) -> list[MessageParam]:
@@ -306,83 +306,26 @@ def _tokens(usage: Any, input_tokens: int, output_tokens: int) -> tuple[int, int
     return input_tokens, output_tokens
 
 
-def _merge(first: Sequence[str], second: Sequence[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*first, *second]))
-
-
 def _event(kind: str, payload: str) -> Mapping[str, Any]:
     """
-    One decoded event; raises :class:`_StreamedError` for an ``error`` event.
+    One decoded event; raises :class:`StreamedError` for an ``error`` event.
     """
     event = json.loads(payload) if payload else {}
     if not isinstance(event, dict):
         raise ValueError(f"unexpected {kind} event: {payload:.200}")
     if kind == "error" or event.get("type") == "error":
-        raise _StreamedError(event)
+        error = event.get("error")
+        message = error.get("message") if isinstance(error, Mapping) else None
+        raise StreamedError(str(message or event), event)
     return event
 
 
-class _StreamedError(Exception):
+def _error_type(body: Mapping[str, Any]) -> str:
     """
-    An ``error`` event inside a 200 stream (typically ``overloaded_error``).
+    The ``error.type`` of an Anthropic error body (``""`` when it has no error object).
     """
-
-    def __init__(self, body: Mapping[str, Any]) -> None:
-        error = body.get("error")
-        self.type = str(error.get("type")) if isinstance(error, Mapping) else ""
-        message = error.get("message") if isinstance(error, Mapping) else None
-        super().__init__(str(message or body))
-
-
-class _ServerSentEvents:
-    """
-    Splits a server-sent-event byte stream into ``(event, data)`` pairs.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._event = ""
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes) -> list[tuple[str, str]]:
-        """
-        Take the next bytes; return the events they complete.
-        """
-        self._buffer += chunk
-        events: list[tuple[str, str]] = []
-        while (end := self._buffer.find(b"\n")) >= 0:
-            # Lines are decoded whole, so a UTF-8 character split across chunks is safe.
-            line = self._buffer[:end].rstrip(b"\r").decode()
-            self._buffer = self._buffer[end + 1 :]
-            if not line:
-                if self._data or self._event:
-                    events.append((self._event or "message", "\n".join(self._data)))
-                self._event, self._data = "", []
-            elif not line.startswith(":"):
-                field, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if field == "event":
-                    self._event = value
-                elif field == "data":
-                    self._data.append(value)
-        return events
-
-
-async def _finish(iterator: AsyncIterator[Any]) -> None:
-    """
-    Run a half-read async iterator chain to its end by cancelling it at its next await.
-
-    httpx2 nests async generators without closing the inner ones (encode/httpx#3686);
-    abandoned half-way they are garbage collected unfinished, which trio reports as a
-    ResourceWarning. A cancellation raised at the innermost await unwinds them all.
-    """
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        # The iterator is being discarded: how it ends (StopAsyncIteration, a transport
-        # error, or the Cancelled this scope absorbs) does not matter.
-        with suppress(Exception):
-            for _ in range(10_000):
-                await anext(iterator)
+    error = body.get("error")
+    return str(error.get("type")) if isinstance(error, Mapping) else ""
 
 
 @contextmanager
@@ -406,8 +349,8 @@ def _translate_errors(provider: str, model: str | None) -> Iterator[None]:
             provider=provider,
             model=model,
         ) from exc
-    except _StreamedError as exc:
-        raise _classify(None, exc.type, str(exc), None, provider, model) from exc
+    except StreamedError as exc:
+        raise _classify(None, _error_type(exc.body), str(exc), None, provider, model) from exc
     except anthropic.APIError as exc:
         raise UpstreamServerError(
             f"{provider} failed: {exc.message}", provider=provider, model=model
@@ -442,8 +385,8 @@ def _classify(
     if status in (401, 403) or error_type in ("authentication_error", "permission_error"):
         return AuthenticationFailed(message, provider=provider, model=model)
     if status == 429 or error_type == "rate_limit_error":
-        retry_after = _retry_after(headers) if headers is not None else None
-        return RateLimited(message, provider=provider, model=model, retry_after=retry_after)
+        wait = retry_after(headers) if headers is not None else None
+        return RateLimited(message, provider=provider, model=model, retry_after=wait)
     if status == 408 or error_type == "timeout_error":
         return UpstreamTimeout(message, provider=provider, model=model)
     if (status or 0) >= 500 or error_type == "api_error":
@@ -462,29 +405,3 @@ def _is_context_overflow(detail: str) -> bool:
         or "exceed context limit" in lowered
         or "context window" in lowered
     )
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """
-    Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date).
-    """
-    if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            value = float(millis) / 1000
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(value) and value >= 0:
-                return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-    return value if math.isfinite(value) and value >= 0 else None

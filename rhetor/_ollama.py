@@ -11,12 +11,9 @@ lines all become :mod:`rhetor._errors` in :func:`_translate_errors`.
 
 from __future__ import annotations
 
-import email.utils
 import json
-import math
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -42,13 +39,12 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
+from rhetor._upstream import CLEANUP_TIMEOUT, finish, merge_models, model_names, retry_after
 
 __all__ = ["OllamaBackend"]
 
 # Seconds check() waits for /api/tags: a local server answers at once or not at all.
 CHECK_TIMEOUT = 2.0
-# Seconds the shielded clean-up of an abandoned stream may take.
-CLEANUP_TIMEOUT = 1.0
 
 
 class _UpstreamError(Exception):
@@ -61,10 +57,6 @@ class _UpstreamError(Exception):
         self.message = message
 
 
-def _model_names(models: Iterable[str]) -> tuple[str, ...]:
-    return tuple(models)
-
-
 @attrs.define(eq=False)
 class OllamaBackend:
     """
@@ -72,7 +64,7 @@ class OllamaBackend:
     """
 
     base_url: str = "http://localhost:11434"
-    models: tuple[str, ...] = attrs.field(default=(), converter=_model_names)
+    models: tuple[str, ...] = attrs.field(default=(), converter=model_names)
     name: str = "ollama"
     _client: httpx.AsyncClient = attrs.field(init=False)
 
@@ -104,7 +96,7 @@ class OllamaBackend:
             for entry in body.get("models", ())
             if isinstance(entry, dict) and (entry.get("name") or entry.get("model"))
         )
-        return ProviderStatus(self.name, True, _merge(tags, self.models))
+        return ProviderStatus(self.name, True, merge_models(tags, self.models))
 
     async def complete(self, request: ProviderRequest) -> ProviderReply:
         """
@@ -184,7 +176,7 @@ class OllamaBackend:
             # Shielded: this runs when the consumer is cancelled or closes us early.
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                 if reading:
-                    await _finish(lines)
+                    await finish(lines)
                 await response.aclose()
 
 
@@ -192,23 +184,6 @@ class _DroppedStream(Exception):
     """
     The upstream's body ended before the stream's last item.
     """
-
-
-async def _finish(iterator: AsyncIterator[Any]) -> None:
-    """
-    Run a half-read async iterator chain to its end by cancelling it at its next await.
-
-    httpx nests async generators without closing the inner ones (encode/httpx#3686);
-    abandoned half-way they are garbage collected unfinished, which trio reports as
-    a ResourceWarning. A cancellation raised at the innermost await unwinds them all.
-    """
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        # The iterator is being discarded: how it ends (StopAsyncIteration, a transport
-        # error, or the Cancelled this scope absorbs) does not matter.
-        with suppress(Exception):
-            for _ in range(10_000):
-                await anext(iterator)
 
 
 def _chat_body(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
@@ -238,10 +213,6 @@ def _usage(body: Mapping[str, Any]) -> Usage:
 
 def _finish_reason(done_reason: Any) -> str:
     return "length" if done_reason == "length" else "stop"
-
-
-def _merge(first: Sequence[str], second: Sequence[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*first, *second]))
 
 
 @contextmanager
@@ -288,7 +259,7 @@ def _status_error(response: httpx.Response, provider: str, model: str | None) ->
         return AuthenticationFailed(message, provider=provider, model=model)
     if status == 429:
         return RateLimited(
-            message, provider=provider, model=model, retry_after=_retry_after(response.headers)
+            message, provider=provider, model=model, retry_after=retry_after(response.headers)
         )
     if status == 529 or (status == 503 and "busy" in detail.lower()):
         return Overloaded(message, provider=provider, model=model)
@@ -311,29 +282,3 @@ def _message_error(detail: str, provider: str, model: str | None) -> ProviderErr
 def _is_context_overflow(detail: str) -> bool:
     lowered = detail.lower()
     return "context length" in lowered or "context window" in lowered or "too long" in lowered
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """
-    Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date).
-    """
-    if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            value = float(millis) / 1000
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(value) and value >= 0:
-                return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-    return value if math.isfinite(value) and value >= 0 else None

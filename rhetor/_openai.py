@@ -13,11 +13,8 @@ exceptions, and httpx2's where a stream breaks, become :mod:`rhetor._errors` in
 
 from __future__ import annotations
 
-import email.utils
 import json
-import math
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -49,6 +46,15 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
+from rhetor._upstream import (
+    CLEANUP_TIMEOUT,
+    ServerSentEvents,
+    StreamedError,
+    finish,
+    merge_models,
+    model_names,
+    retry_after,
+)
 
 __all__ = ["DEFAULT_MODELS", "OpenAIBackend"]
 
@@ -58,12 +64,6 @@ DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini")
 CHECK_TIMEOUT = 3.0
 # Seconds to wait for the end of the body after [DONE].
 DRAIN_TIMEOUT = 0.1
-# Seconds the shielded clean-up of an abandoned stream may take.
-CLEANUP_TIMEOUT = 1.0
-
-
-def _model_names(models: Iterable[str]) -> tuple[str, ...]:
-    return tuple(models)
 
 
 @attrs.define(eq=False)
@@ -77,7 +77,7 @@ class OpenAIBackend:
 
     api_key: str | None
     base_url: str | None = None
-    models: tuple[str, ...] = attrs.field(default=DEFAULT_MODELS, converter=_model_names)
+    models: tuple[str, ...] = attrs.field(default=DEFAULT_MODELS, converter=model_names)
     name: str = "openai"
     max_tokens_field: str = "max_completion_tokens"
     # Invariant: None exactly when there is no API key.
@@ -121,7 +121,7 @@ class OpenAIBackend:
             return ProviderStatus(
                 self.name, True, self.models, reason=f"models endpoint failed: {exc.message}"
             )
-        return ProviderStatus(self.name, True, _merge(self.models, listed))
+        return ProviderStatus(self.name, True, merge_models(self.models, listed))
 
     async def complete(self, request: ProviderRequest) -> ProviderReply:
         """
@@ -176,7 +176,7 @@ class OpenAIBackend:
             response = await opening.__aenter__()
         body = response.http_response.aiter_bytes()
         try:
-            events = _ServerSentEvents()
+            events = ServerSentEvents()
             model = request.model
             usage: Mapping[str, Any] | None = None
             finish_reason: str | None = None
@@ -216,7 +216,7 @@ class OpenAIBackend:
         finally:
             # Shielded: this also runs when the consumer is cancelled or closes us early.
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                await _finish(body)
+                await finish(body)
                 await opening.__aexit__(None, None, None)
 
     def _limit(self, request: ProviderRequest) -> dict[str, Any] | None:
@@ -255,62 +255,14 @@ def _usage_of(usage: Mapping[str, Any] | None) -> Usage:
 
 def _chunk(payload: str) -> Mapping[str, Any]:
     """
-    One decoded ``chat.completion.chunk``; raises :class:`_StreamedError` for an error object.
+    One decoded ``chat.completion.chunk``; raises :class:`StreamedError` for an error object.
     """
     chunk = json.loads(payload)
     if not isinstance(chunk, dict):
         raise ValueError(f"unexpected stream data: {payload:.200}")
     if chunk.get("error"):
-        raise _StreamedError(chunk)
+        raise StreamedError(_detail(chunk), chunk)
     return chunk
-
-
-class _StreamedError(Exception):
-    """
-    An error object sent inside a 200 stream.
-    """
-
-    def __init__(self, body: Mapping[str, Any]) -> None:
-        super().__init__(_detail(body))
-        self.body = body
-
-
-class _ServerSentEvents:
-    """
-    Splits a server-sent-event byte stream into ``(event, data)`` pairs.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._event = ""
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes) -> list[tuple[str, str]]:
-        """
-        Take the next bytes; return the events they complete.
-        """
-        self._buffer += chunk
-        events: list[tuple[str, str]] = []
-        while (end := self._buffer.find(b"\n")) >= 0:
-            # Lines are decoded whole, so a UTF-8 character split across chunks is safe.
-            line = self._buffer[:end].rstrip(b"\r").decode()
-            self._buffer = self._buffer[end + 1 :]
-            if not line:
-                if self._data:
-                    events.append((self._event or "message", "\n".join(self._data)))
-                self._event, self._data = "", []
-            elif not line.startswith(":"):
-                field, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if field == "event":
-                    self._event = value
-                elif field == "data":
-                    self._data.append(value)
-        return events
-
-
-def _merge(first: Sequence[str], second: Sequence[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*first, *second]))
 
 
 async def _drain(body: AsyncIterator[bytes]) -> None:
@@ -320,24 +272,6 @@ async def _drain(body: AsyncIterator[bytes]) -> None:
     with trio.move_on_after(DRAIN_TIMEOUT), suppress(Exception):
         async for _ in body:
             pass
-
-
-async def _finish(iterator: AsyncIterator[Any]) -> None:
-    """
-    Run a half-read async iterator chain to its end by cancelling it at its next await.
-
-    The SDK and httpx2 nest async generators without closing the inner ones
-    (encode/httpx#3686); abandoned half-way they are garbage collected unfinished,
-    which trio reports as a ResourceWarning. A cancellation raised at the innermost
-    await unwinds them all.
-    """
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        # The iterator is being discarded: how it ends (StopAsyncIteration, a transport
-        # error, or the Cancelled this scope absorbs) does not matter.
-        with suppress(Exception):
-            for _ in range(10_000):
-                await anext(iterator)
 
 
 @contextmanager
@@ -361,7 +295,7 @@ def _translate_errors(provider: str, model: str | None) -> Iterator[None]:
             provider=provider,
             model=model,
         ) from exc
-    except _StreamedError as exc:
+    except StreamedError as exc:
         raise _body_error(str(exc), exc.body, provider, model) from exc
     except openai.APIError as exc:
         raise UpstreamServerError(
@@ -385,7 +319,7 @@ def _status_error(exc: openai.APIStatusError, provider: str, model: str | None) 
             message,
             provider=provider,
             model=model,
-            retry_after=_retry_after(exc.response.headers),
+            retry_after=retry_after(exc.response.headers),
         )
     if status == 408:
         return UpstreamTimeout(message, provider=provider, model=model)
@@ -434,29 +368,3 @@ def _is_context_overflow(body: object, detail: str) -> bool:
             return True
     lowered = detail.lower()
     return "maximum context length" in lowered or "context_length_exceeded" in lowered
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """
-    Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date).
-    """
-    if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            value = float(millis) / 1000
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(value) and value >= 0:
-                return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-    return value if math.isfinite(value) and value >= 0 else None

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncGenerator
+
+import pytest
+import trio
+import trio.lowlevel
+
+from rhetor._upstream import (
+    ServerSentEvents,
+    StreamedError,
+    finish,
+    merge_models,
+    model_names,
+    retry_after,
+)
+
+
+def test_model_names_and_merge_keep_first_order_once() -> None:
+    """Configured models become a tuple; merged lists keep each name once, first seen first."""
+    assert model_names(iter(["a", "b"])) == ("a", "b")
+    assert merge_models(("a", "b"), ["c", "a", "d"]) == ("a", "b", "c", "d")
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        ({"retry-after-ms": "soon", "retry-after": "9"}, 9.0),
+        ({"retry-after-ms": "-1", "retry-after": "2.5"}, 2.5),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "-3"}, None),
+        ({"retry-after": "not a date"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_reads_millis_then_seconds(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    """retry-after-ms wins when valid; otherwise retry-after in seconds; junk means no hint."""
+    assert retry_after(headers) == expected
+
+
+def test_retry_after_reads_an_http_date() -> None:
+    """An HTTP date in retry-after is the seconds until then, never negative."""
+    later = email.utils.formatdate(time.time() + 60, usegmt=True)
+    earlier = email.utils.formatdate(time.time() - 60, usegmt=True)
+    assert 55 <= (retry_after({"retry-after": later}) or 0) <= 60
+    assert retry_after({"retry-after": earlier}) == 0.0
+
+
+def test_server_sent_events_split_across_chunks() -> None:
+    """Events complete only at their blank line, whatever the chunking, UTF-8 included."""
+    events = ServerSentEvents()
+    body = "event: delta\ndata: h\xe9\ndata: llo\r\n\r\n: a comment\ndata: [DONE]\n\n".encode()
+    seen = [event for i in range(len(body)) for event in events.feed(body[i : i + 1])]
+    assert seen == [("delta", "h\xe9\nllo"), ("message", "[DONE]")]
+
+
+def test_server_sent_events_without_data() -> None:
+    """An event without data is dropped, unless keep_dataless asks for its type."""
+    body = b"event: ping\n\nevent: message_stop\ndata:\n\n"
+    assert ServerSentEvents().feed(body) == [("message_stop", "")]
+    assert ServerSentEvents(keep_dataless=True).feed(body) == [
+        ("ping", ""),
+        ("message_stop", ""),
+    ]
+
+
+def test_streamed_error_keeps_message_and_body() -> None:
+    """A streamed error reads as the upstream's detail and keeps the decoded body."""
+    body = {"error": {"message": "busy"}}
+    exc = StreamedError("busy", body)
+    assert str(exc) == "busy"
+    assert exc.body is body
+
+
+async def test_finish_unwinds_a_half_read_generator_chain() -> None:
+    """finish() runs the inner generators' clean-up, even when one raises on the way out."""
+    closed: list[str] = []
+
+    async def inner() -> AsyncGenerator[int, None]:
+        try:
+            while True:
+                yield 1
+                await trio.lowlevel.checkpoint()
+        finally:
+            closed.append("inner")
+
+    async def outer() -> AsyncGenerator[int, None]:
+        chunks = inner()
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            closed.append("outer")
+            raise OSError("transport broke while closing")
+
+    body = outer()
+    assert await anext(body) == 1
+    await finish(body)
+    assert closed == ["inner", "outer"]
