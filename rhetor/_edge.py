@@ -22,13 +22,15 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import attrs
 import trio
-from quart import Response, request, websocket
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import actors
@@ -627,20 +629,6 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
 
     # -- WebSocket -----------------------------------------------------------------
 
-    @app.websocket("/ws")
-    async def ws() -> Response | None:
-        origin = websocket.headers.get("Origin")
-        if origin and not _origin_allowed(settings, origin, websocket.headers.get("Host")):
-            body = {"error": {"type": "forbidden", "message": f"origin {origin!r} is not allowed"}}
-            return _json(body, 403)
-        presented = _presented_key(websocket.headers, websocket.args)
-        if not _authorized(settings.api_key, presented):
-            return _error_response(Unauthorized("a valid API key is required"))
-        if state.closing:
-            return _error_response(ServiceUnavailable("the server is shutting down"))
-        await _serve_socket(state)
-        return None
-
     from rhetor._compat import compat_blueprint  # here: _compat imports this module
 
     app.register_blueprint(compat_blueprint(runtime, settings))  # /v1: OpenAI and Anthropic APIs
@@ -651,44 +639,115 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
             continue
         methods = sorted(m for m in (rule.methods or ()) if m not in ("HEAD", "OPTIONS"))
         route_list.append(f"{' '.join(methods) or 'WS'} {rule.rule}")
+    route_list.append("WS /ws")
     return app
 
 
-async def _serve_socket(state: EdgeState) -> None:
+def asgi_app(app: QuartTrio) -> ASGIFramework:
+    """
+    The ASGI app Hypercorn serves: ``/ws`` handled directly, everything else by Quart.
+
+    The WebSocket path skips Quart's per-connection machinery (its request
+    context, tasks and channels cost about 15 KB a socket); the checks, the
+    Session actor and the frame protocol are the same.
+    """
+    state = edge_state(app)
+
+    async def serve_asgi(
+        scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await _websocket(state, dict(scope), receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return serve_asgi
+
+
+async def _deny(
+    scope: dict[str, Any], send: Any, error: RhetorError | None, body: Any = None
+) -> None:
+    """Refuse a WebSocket handshake with a JSON HTTP answer where the server allows it."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        payload = body if body is not None else {"error": error.to_dict() if error else {}}
+        status = 403 if error is None else error.status
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": json.dumps(payload).encode()})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+async def _websocket(state: EdgeState, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """
+    One WebSocket on ``/ws``: check it, then run it with a Session actor.
+
+    Cancellation: a disconnect (or server shutdown) ends this; the session is
+    then stopped, which cancels its requests down to the provider calls.
+    """
+    settings = state.settings
+    headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
+    query = MultiDict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    if (await receive())["type"] != "websocket.connect":
+        return
+    origin = headers.get("Origin")
+    if origin and not _origin_allowed(settings, origin, headers.get("Host")):
+        body = {"error": {"type": "forbidden", "message": f"origin {origin!r} is not allowed"}}
+        await _deny(scope, send, None, body)
+        return
+    if not _authorized(settings.api_key, _presented_key(headers, query)):
+        await _deny(scope, send, Unauthorized("a valid API key is required"))
+        return
+    if state.closing:
+        await _deny(scope, send, ServiceUnavailable("the server is shutting down"))
+        return
+    await _serve_socket(state, receive, send)
+
+
+async def _serve_socket(state: EdgeState, receive: Any, send: Any) -> None:
     """
     Run one accepted WebSocket: a Session actor, an inbound pump and an outbox pump.
-
-    Cancellation: a disconnect (or server shutdown) cancels this; the session
-    is then stopped, which cancels its requests down to the provider calls.
     """
     runtime, limit = state.runtime, state.settings.max_body_bytes
-    send, receive = anyio.create_memory_object_stream[Frame](_OUTBOX_FRAMES)
+    outbox, frames = anyio.create_memory_object_stream[Frame](_OUTBOX_FRAMES)
     name = f"session:{uuid.uuid4().hex}"
     spec = actors.ChildSpec(
-        name, partial(Session, runtime, send), restart="temporary", shutdown_timeout=5.0
+        name, partial(Session, runtime, outbox), restart="temporary", shutdown_timeout=5.0
     )
     try:
         ref = await runtime.sessions.start_child(spec)
     except actors.ActorError as exc:
-        send.close()
-        receive.close()
+        outbox.close()
+        frames.close()
         log.error("could not start a session: %s", exc)
-        await websocket.close(1011, "session unavailable")
+        await send({"type": "websocket.close", "code": 1011, "reason": "session unavailable"})
         return
-    await websocket.accept()
+    await send({"type": "websocket.accept"})
     scope = trio.CancelScope()
     state._sockets.add(scope)
     try:
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump_out, receive, nursery.cancel_scope)
-                await _pump_in(ref, limit)
+                nursery.start_soon(_pump_out, frames, send, nursery.cancel_scope)
+                await _pump_in(ref, receive, limit)
                 nursery.cancel_scope.cancel()
         if scope.cancelled_caught:
-            await websocket.close(1001, "server shutting down")
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(2.0),
+                contextlib.suppress(Exception),
+            ):
+                await send(
+                    {"type": "websocket.close", "code": 1001, "reason": "server shutting down"}
+                )
     finally:
         state._sockets.discard(scope)
-        receive.close()
+        frames.close()
         # ActorError: already gone, it crashed or stopped itself.
         with (
             trio.CancelScope(shield=True),
@@ -698,9 +757,14 @@ async def _serve_socket(state: EdgeState) -> None:
             await runtime.sessions.stop_child(name)
 
 
-async def _pump_in(ref: actors.Ref, limit: int) -> None:
+async def _pump_in(ref: actors.Ref, receive: Any, limit: int) -> None:
     while True:
-        data = await websocket.receive()
+        event = await receive()
+        if event["type"] != "websocket.receive":
+            return  # websocket.disconnect
+        data = event.get("text")
+        if data is None:
+            data = event.get("bytes") or b""
         size = len(data.encode()) if isinstance(data, str) else len(data)
         message: Inbound | Oversized = Oversized(size, limit) if size > limit else Inbound(data)
         try:
@@ -709,9 +773,12 @@ async def _pump_in(ref: actors.Ref, limit: int) -> None:
             return  # the session is gone; close the socket
 
 
-async def _pump_out(receive: Any, done: trio.CancelScope) -> None:
-    with receive:
-        async for frame in receive:
-            await websocket.send(json.dumps(frame))
+async def _pump_out(frames: Any, send: Any, done: trio.CancelScope) -> None:
+    with frames:
+        async for frame in frames:
+            try:
+                await send({"type": "websocket.send", "text": json.dumps(frame)})
+            except Exception:
+                break  # the client went away; the inbound side sees the disconnect
     # The session stopped and closed its outbox: close the socket.
     done.cancel()

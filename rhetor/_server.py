@@ -23,7 +23,7 @@ import trio
 from hypercorn.config import Config
 
 import rhetor.runtime
-from rhetor._edge import create_app, edge_state
+from rhetor._edge import asgi_app, create_app, edge_state
 from rhetor._hermes import hermes_registration
 from rhetor._settings import Settings
 
@@ -110,7 +110,9 @@ async def serve_runtime(
     async def run_hypercorn(
         done: trio.CancelScope, *, task_status: trio.TaskStatus[list[str]]
     ) -> None:
-        await hypercorn.trio.serve(app, config, shutdown_trigger=stopping, task_status=task_status)
+        await hypercorn.trio.serve(
+            asgi_app(app), config, shutdown_trigger=stopping, task_status=task_status
+        )
         done.cancel()
 
     async with trio.open_nursery() as nursery:
