@@ -73,6 +73,8 @@ _RETRIES = 2
 _BACKOFF = 0.25
 # Turns an automatic summary leaves verbatim at the end of a long context.
 _KEEP_RECENT = 4
+# Plans kept between status refreshes; cleared whole when full.
+_PLAN_CACHE_SIZE = 1024
 
 
 # Request ids: unique per process start (a random prefix) and cheap (a counter);
@@ -286,6 +288,8 @@ class Router(actors.Actor):
         self._status_interval = status_interval
         self._status: dict[str, ProviderStatus] = {}
         self._models_cache: dict[str, list[str]] | None = None
+        # Invariant: plans made since the last status refresh or SetActive.
+        self._plans: dict[tuple[Any, ...], RoutePlan] = {}
         # Invariant: None, or a (provider, model) pair that a provider serves.
         self._active: tuple[str, str] | None = None
         # Invariant: False only while the BudgetKeeper has no limit or ignores
@@ -313,6 +317,7 @@ class Router(actors.Actor):
             for name, ref in self._providers.items():
                 tg.start_soon(one, name, ref)
         self._models_cache = None
+        self._plans.clear()
 
     async def _watch_status(self) -> None:
         while True:
@@ -407,6 +412,25 @@ class Router(actors.Actor):
         def cost_of(provider: str, model: str) -> float:
             return self._worst_case(provider, model, input_estimate, max_tokens)
 
+        simulated_fallback = self._simulated_fallback()
+        key = None
+        if request.routing.max_cost is None:
+            # Without a max cost the plan depends only on these, so it is cached;
+            # provider liveness is part of the key, status refreshes clear it.
+            key = (
+                request.task_type,
+                request.component,
+                request.provider,
+                request.model,
+                request.temperature,
+                request.routing,
+                self._active,
+                simulated_fallback,
+                tuple(ref.alive for ref in self._providers.values()),
+            )
+            route = self._plans.get(key)
+            if route is not None:
+                return _Prepared(route, messages, system, tuple(turns), input_estimate)
         route = plan(
             self._config,
             task_type=request.task_type,
@@ -418,9 +442,13 @@ class Router(actors.Actor):
             available=self._available,
             provider_models=self._provider_models(),
             active=self._active,
-            simulated_fallback=self._simulated_fallback(),
+            simulated_fallback=simulated_fallback,
             cost_of=cost_of,
         )
+        if key is not None:
+            if len(self._plans) >= _PLAN_CACHE_SIZE:
+                self._plans.clear()
+            self._plans[key] = route
         return _Prepared(route, messages, system, tuple(turns), input_estimate)
 
     def _downgrades(self, prepared: _Prepared, request: LLMRequest) -> list[Candidate]:
@@ -910,6 +938,7 @@ class Router(actors.Actor):
             if model is None or model not in models:
                 raise NotFound("model", f"{message.model} on {message.provider}", field="model")
             self._active = (message.provider, model)
+            self._plans.clear()
             return self._providers_info()
         if isinstance(message, Estimate):
             return await self._estimate(message)
