@@ -337,7 +337,6 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
-    @app.before_request
     async def guard() -> Response | None:
         # Runs on every request: each check costs only when its feature is in use.
         if request.method == "OPTIONS":
@@ -356,6 +355,11 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
                     "a valid API key is required (X-API-Key or Authorization: Bearer)"
                 )
         return None
+
+    if settings.api_key is not None or settings.cors_origins:
+        # With neither, Quart's MAX_CONTENT_LENGTH already refuses big bodies
+        # (413, before reading them) and there is nothing else to check.
+        app.before_request(guard)
 
     def _preflight(origin: str) -> Response:
         response = Response("", status=204)
