@@ -540,3 +540,17 @@ async def test_limit_set_at_run_time_is_enforced_from_the_next_request(tmp_path:
             await rt.message("this one would pass the limit", max_tokens=20)
         await rt.set_policy("ignore")
         assert (await rt.message("ignored", max_tokens=20)).budget_warning is None
+
+
+async def test_provider_that_is_not_running_counts_as_down(tmp_path: Path) -> None:
+    """A provider actor that is not running is skipped as unavailable, and reported so."""
+    alpha = ScriptedBackend("alpha", ("alpha-1",))
+    beta = ScriptedBackend("beta", ("beta-1",))
+    settings, backends = two_providers(tmp_path, alpha, beta)
+    async with rhetor.runtime.start(settings, backends=backends) as rt:
+        await rt.system.supervisor("providers").stop_child("provider:alpha")
+        reply = await rt.message("hello", task_type="chat")
+        assert reply.provider == "beta"
+        assert "skipped unavailable alpha/alpha-1" in reply.routing
+        assert (await rt.providers())["providers"]["alpha"]["available"] is False
+        assert alpha.calls == 0
