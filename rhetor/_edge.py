@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import itertools
 import json
 import logging
 import uuid
@@ -65,6 +66,9 @@ log = logging.getLogger("rhetor.edge")
 DESCRIPTION = "LLM Management System for Tekton"
 # Paths anyone may read, even with an API key set: discovery and health checks.
 _OPEN_PATHS = frozenset({"/", "/health"})
+_WS_PATH = "/ws"
+# The first Rhetor's streaming socket, kept for the clients written against it.
+_LEGACY_WS_PATH = "/ws/rhetor/streaming"
 _HTTP_TYPES = {
     400: "bad_request",
     401: "unauthorized",
@@ -643,7 +647,8 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
             continue
         methods = sorted(m for m in (rule.methods or ()) if m not in ("HEAD", "OPTIONS"))
         route_list.append(f"{' '.join(methods) or 'WS'} {rule.rule}")
-    route_list.append("WS /ws")
+    route_list.append(f"WS {_WS_PATH}")
+    route_list.append(f"WS {_LEGACY_WS_PATH}")
     return app
 
 
@@ -660,7 +665,7 @@ def asgi_app(app: QuartTrio) -> ASGIFramework:
     async def serve_asgi(
         scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
+        if scope["type"] == "websocket" and scope["path"] in (_WS_PATH, _LEGACY_WS_PATH):
             await _websocket(state, dict(scope), receive, send)
         else:
             await app(scope, receive, send)
@@ -710,10 +715,74 @@ async def _websocket(state: EdgeState, scope: dict[str, Any], receive: Any, send
     if state.closing:
         await _deny(scope, send, ServiceUnavailable("the server is shutting down"))
         return
-    await _serve_socket(state, receive, send)
+    legacy = _Legacy() if scope["path"] == _LEGACY_WS_PATH else None
+    await _serve_socket(state, receive, send, legacy)
 
 
-async def _serve_socket(state: EdgeState, receive: Any, send: Any) -> None:
+class _Legacy:
+    """
+    Translation for the first Rhetor's streaming socket (``/ws/rhetor/streaming``).
+
+    Its clients send ``{"prompt", "temperature", "stream", "model"?}`` and read
+    ``content_chunk`` / ``content_complete`` / ``error`` messages. Each request
+    becomes an ``LLM_REQUEST`` frame for the same Session actor, and the
+    Session's frames are translated back; nothing else differs.
+    """
+
+    _OPTIONS = (
+        "model",
+        "provider",
+        "temperature",
+        "max_tokens",
+        "task_type",
+        "context",
+        "component",
+        "system_prompt",
+    )
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+
+    def inbound(self, data: str | bytes) -> str | bytes:
+        try:
+            body = json.loads(data)
+        except ValueError:
+            return data  # the Session answers a bad frame with an ERROR
+        if not isinstance(body, dict) or "type" in body:
+            return data
+        payload: dict[str, Any] = {
+            "message": body.get("prompt"),
+            "streaming": body.get("stream", True),
+        }
+        payload.update((k, body[k]) for k in self._OPTIONS if k in body)
+        frame = {
+            "type": "LLM_REQUEST",
+            "id": f"legacy-{next(self._ids)}",
+            "source": "legacy",
+            "payload": payload,
+        }
+        return json.dumps(frame)
+
+    def outbound(self, frame: Frame) -> dict[str, Any] | None:
+        payload = frame.get("payload") or {}
+        if frame["type"] == "UPDATE":
+            return (
+                {"type": "content_chunk", "text": payload["chunk"]} if "chunk" in payload else None
+            )
+        if frame["type"] == "RESPONSE":
+            return {"type": "content_complete", "text": payload.get("message", ""), **payload}
+        if frame["type"] == "ERROR":
+            return {
+                "type": "error",
+                "error": payload.get("message", ""),
+                "error_type": payload.get("type"),
+            }
+        return None
+
+
+async def _serve_socket(
+    state: EdgeState, receive: Any, send: Any, legacy: _Legacy | None = None
+) -> None:
     """
     Run one accepted WebSocket: a Session actor, an inbound pump and an outbox pump.
     """
@@ -737,8 +806,8 @@ async def _serve_socket(state: EdgeState, receive: Any, send: Any) -> None:
     try:
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump_out, frames, send, nursery.cancel_scope)
-                await _pump_in(ref, receive, limit)
+                nursery.start_soon(_pump_out, frames, send, nursery.cancel_scope, legacy)
+                await _pump_in(ref, receive, limit, legacy)
                 nursery.cancel_scope.cancel()
         if scope.cancelled_caught:
             with (
@@ -761,7 +830,7 @@ async def _serve_socket(state: EdgeState, receive: Any, send: Any) -> None:
             await runtime.sessions.stop_child(name)
 
 
-async def _pump_in(ref: actors.Ref, receive: Any, limit: int) -> None:
+async def _pump_in(ref: actors.Ref, receive: Any, limit: int, legacy: _Legacy | None) -> None:
     while True:
         event = await receive()
         if event["type"] != "websocket.receive":
@@ -769,6 +838,8 @@ async def _pump_in(ref: actors.Ref, receive: Any, limit: int) -> None:
         data = event.get("text")
         if data is None:
             data = event.get("bytes") or b""
+        if legacy is not None:
+            data = legacy.inbound(data)
         size = len(data.encode()) if isinstance(data, str) else len(data)
         message: Inbound | Oversized = Oversized(size, limit) if size > limit else Inbound(data)
         try:
@@ -777,9 +848,11 @@ async def _pump_in(ref: actors.Ref, receive: Any, limit: int) -> None:
             return  # the session is gone; close the socket
 
 
-async def _pump_out(frames: Any, send: Any, done: trio.CancelScope) -> None:
+async def _pump_out(frames: Any, send: Any, done: trio.CancelScope, legacy: _Legacy | None) -> None:
     with frames:
         async for frame in frames:
+            if legacy is not None and (frame := legacy.outbound(frame)) is None:
+                continue
             try:
                 await send({"type": "websocket.send", "text": json.dumps(frame)})
             except Exception:

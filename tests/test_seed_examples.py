@@ -1,5 +1,5 @@
 # The seeds' code is kept as written, so their style is theirs:
-# ruff: noqa: RUF006, RUF010, RUF019, SIM117
+# ruff: noqa: B904, RUF006, RUF010, RUF019, SIM102, SIM117
 """
 The seeds' own integration examples, run end to end against a real server.
 
@@ -14,9 +14,10 @@ Python itself demands, each marked ``# adapted:``:
 - methods the seeds show loose are gathered in a class so ``self`` exists;
 - ``RhetorHelper`` uses ``uuid`` without importing it; this module imports it.
 
-Not run: the 002 WebSocket example (it speaks an older protocol on
-``/ws/rhetor/streaming``), and examples that name real providers' models,
-which a test server running only the simulated provider cannot serve.
+The 002 WebSocket example speaks the first Rhetor's protocol on
+``/ws/rhetor/streaming``, which the edge translates onto the same Session
+actor. Not run: examples that name real providers' models, which a test
+server running only the simulated provider cannot serve.
 """
 
 from __future__ import annotations
@@ -640,6 +641,68 @@ class ContextManager:
         return response.message.content
 
 
+# --- seed 002: WebSocket communication (the first Rhetor's streaming socket) ------------
+
+
+# adapted: renamed, since seed 004 has a class of the same name.
+class FirstRhetorWebSocketClient:
+    def __init__(self, host="localhost", port=8005, api_key=None):  # type: ignore[no-untyped-def]
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.ws = None
+
+    async def connect(self):  # type: ignore[no-untyped-def]
+        """Connect to the Rhetor WebSocket."""
+        uri = f"ws://{self.host}:{self.port}/ws/rhetor/streaming?api_key={self.api_key}"
+
+        try:
+            self.ws = await websockets.connect(uri)
+            return True
+        except Exception as e:
+            print(f"WebSocket connection error: {str(e)}")
+            return False
+
+    async def generate_stream(self, prompt, model=None, temperature=0.7):  # type: ignore[no-untyped-def]
+        """Generate text with streaming via WebSocket."""
+        if not self.ws:
+            if not await self.connect():
+                raise Exception("Failed to connect to WebSocket")
+
+        # Create request
+        request = {"prompt": prompt, "temperature": temperature, "stream": True}
+
+        if model:
+            request["model"] = model
+
+        # Send request
+        await self.ws.send(json.dumps(request))
+
+        # Get streaming response
+        full_text = ""
+        while True:
+            try:
+                response = json.loads(await self.ws.recv())
+
+                if response["type"] == "content_chunk":
+                    chunk = response["text"]
+                    full_text += chunk
+                    yield chunk
+                elif response["type"] == "content_complete":
+                    break
+                elif response["type"] == "error":
+                    raise Exception(response["error"])
+            except websockets.exceptions.ConnectionClosed:
+                raise Exception("WebSocket connection closed")
+
+        # adapted: an async generator cannot `return full_text`.
+
+    async def close(self):  # type: ignore[no-untyped-def]
+        """Close the WebSocket connection."""
+        if self.ws:
+            await self.ws.close()
+
+
 # --- end of seed code ------------------------------------------------------------------------
 
 
@@ -753,3 +816,25 @@ def test_component_examples_generate_stream_template_route_budget_and_evaluate()
     assert 0 <= results["evaluation"]["evaluation"]["overall_score"] <= 10
     assert "I can see 2 earlier messages" in results["conversation"]
     assert "System prompt: You are a helpful assistant." in results["conversation"]
+
+
+def test_first_rhetor_websocket_client_streams_chunks_and_reports_errors() -> None:
+    """The seed's 002 client on /ws/rhetor/streaming streams chunks; a bad model raises its error."""
+
+    async def run() -> tuple[list[str], str]:
+        client = FirstRhetorWebSocketClient(host=HOST, port=PORT)
+        chunks = [chunk async for chunk in client.generate_stream("What is Tekton?")]
+        try:
+            async for _ in client.generate_stream("again", model="no-such-model"):
+                pass
+        except Exception as exc:
+            error = str(exc)
+        else:
+            error = ""
+        await client.close()
+        return chunks, error
+
+    chunks, error = asyncio.run(run())
+    assert len(chunks) > 1
+    assert "".join(chunks) == "[simulated] You said: What is Tekton?"
+    assert "no-such-model" in error
