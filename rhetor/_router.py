@@ -17,6 +17,7 @@ import random
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -951,8 +952,11 @@ class Router(actors.Actor):
     async def handle_stream(self, message: Any) -> AsyncIterator[Chunk]:
         if not isinstance(message, Generate):
             raise TypeError(f"Router cannot stream {type(message).__name__}")
-        async for chunk in self._stream(message.request):
-            yield chunk
+        # aclosing: a reader that leaves must run _stream's cleanup (billing the
+        # partial output) now, not whenever the generator is garbage collected.
+        async with aclosing(self._stream(message.request)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
 
 @attrs.define(eq=False)

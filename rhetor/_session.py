@@ -158,6 +158,10 @@ def parse_frame(data: str | bytes) -> ParsedFrame:
     return ParsedFrame(kind, frame_id, source, payload)
 
 
+# Seconds a frame may wait for room in the outbox before the client counts as gone.
+EMIT_TIMEOUT = 30.0
+
+
 class Session(actors.Actor):
     """
     Runs one WebSocket client's requests and writes their frames to the outbox.
@@ -194,9 +198,12 @@ class Session(actors.Actor):
 
     async def _emit(self, frame: Frame) -> None:
         try:
-            await self._outbox.send(frame)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            # The socket is gone; the edge is stopping this session.
+            with anyio.fail_after(EMIT_TIMEOUT):
+                await self._outbox.send(frame)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError):
+            # The socket is gone (the edge is stopping this session), or the
+            # client stopped reading: drop its requests rather than hold their
+            # provider calls open for a reader that never comes back.
             for scope in self._in_flight.values():
                 scope.cancel()
 

@@ -1,0 +1,43 @@
+"""The Session actor on its own: one WebSocket client's frames, without a socket."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import trio
+
+import actors
+import rhetor.runtime
+from rhetor import Settings
+from rhetor._session import EMIT_TIMEOUT, Inbound, Session
+from rhetor._simulated import SimulatedBackend
+
+
+def frame(kind: str, frame_id: str, **payload: Any) -> Inbound:
+    return Inbound(json.dumps({"type": kind, "id": frame_id, "source": "t", "payload": payload}))
+
+
+async def test_a_client_that_stops_reading_has_its_requests_dropped(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Frames that wait past the emit deadline drop the client's requests instead of waiting forever."""
+    settings = Settings(data_dir=tmp_path, hermes_url=None, simulated_chunk_delay=1.0)
+    backends = {"simulated": lambda: SimulatedBackend(chunk_delay=1.0)}
+    async with rhetor.runtime.start(settings, backends=backends) as rt:
+        outbox, frames = anyio.create_memory_object_stream[dict[str, Any]](0)
+        spec = actors.ChildSpec("session:t", partial(Session, rt, outbox), restart="temporary")
+        ref = await rt.sessions.start_child(spec)
+        await ref.tell(frame("LLM_REQUEST", "slow", message="one two three four five"))
+        # Nobody reads: the typing frame waits for room until the deadline.
+        await trio.sleep(EMIT_TIMEOUT + 1)
+        with frames:
+            await ref.tell(frame("STATUS", "status"))
+            with trio.fail_after(10):
+                answer = await frames.receive()
+        assert answer["id"] == "status"
+        assert answer["payload"]["in_flight"] == 0
+        await rt.sessions.stop_child("session:t")
