@@ -16,7 +16,7 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -300,6 +300,20 @@ class Router(actors.Actor):
         # Invariant: the contexts a background summary is being made for.
         self._summarizing: set[str] = set()
 
+    async def stopping(self) -> None:
+        """
+        Make sure the keeper has handled every charge this router told it.
+
+        An ask travels behind the earlier tells in the keeper's mailbox, so its
+        answer means they are all recorded; the keeper stops only after the
+        router, and flushes its ledger then.
+        """
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 10.0):
+            try:
+                await self._budget.ask(GetBudgetMode(), timeout=10.0)
+            except actors.ActorError as exc:
+                log.error("budget keeper did not confirm the last charges: %s", exc)
+
     async def started(self) -> None:
         self._reservations_required = await self._ask(self._budget, GetBudgetMode(), what="budget")
         await self._refresh_status()
@@ -518,11 +532,12 @@ class Router(actors.Actor):
             status,  # type: ignore[arg-type]
         )
         # Shielded: a cancelled request is still billed for what it produced.
+        # A tell: it is in the keeper's mailbox before the reply goes out, so
+        # anything asked of the keeper afterwards sees it (mailboxes are FIFO);
+        # stopping() waits until the keeper has handled every one of them.
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 5.0):
             try:
-                # An ask, not a tell: a charge counts only once the keeper has it,
-                # and queued tells are dropped when the system stops.
-                await self._budget.ask(message, timeout=5.0)
+                await self._budget.tell(message)
             except actors.ActorError:
                 log.error("budget keeper unavailable; could not record %s", request.request_id)
         return cost
@@ -691,7 +706,7 @@ class Router(actors.Actor):
         candidates.raise_refusal()
         raise AllProvidersFailed(failures)
 
-    async def _stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
+    async def _stream(self, request: LLMRequest) -> AsyncGenerator[Chunk, None]:
         timeout = request.timeout or self._request_timeout
         deadline = anyio.current_time() + timeout
         prepared = await self._prepare(request)

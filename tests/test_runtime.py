@@ -554,3 +554,23 @@ async def test_provider_that_is_not_running_counts_as_down(tmp_path: Path) -> No
         assert "skipped unavailable alpha/alpha-1" in reply.routing
         assert (await rt.providers())["providers"]["alpha"]["available"] is False
         assert alpha.calls == 0
+
+
+async def test_every_acknowledged_charge_is_in_the_ledger_after_a_restart(tmp_path: Path) -> None:
+    """Charges of requests answered just before shutdown are all recorded and survive a restart."""
+    settings = plain(tmp_path)
+    answered = 0
+    async with rhetor.runtime.start(settings, backends=simulated_only()) as rt:
+
+        async def one(i: int) -> None:
+            nonlocal answered
+            await rt.message(f"request {i}", component="ledger-test")
+            answered += 1
+
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                nursery.start_soon(one, i)
+    async with rhetor.runtime.start(settings, backends=simulated_only()) as rt:
+        rows = await rt.budget_usage("daily", "component")
+    recorded = next(r for r in rows if r["key"] == "ledger-test")
+    assert recorded["requests"] == answered == 100
