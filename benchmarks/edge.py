@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
-import re
 import resource
 import shutil
 import socket
@@ -33,7 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+import _load  # benchmarks/_load.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 BODY = {"message": "Hello, Rhetor!", "task_type": "chat"}
@@ -148,94 +147,8 @@ def stop(proc: subprocess.Popen[str]) -> None:
 # -- load ----------------------------------------------------------------------------
 
 
-def wrk(url: str, connections: int, duration: int = DURATION) -> dict[str, float]:
-    """Run wrk against POST url; answers rps, p50_ms, p99_ms."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
-            'wrk.headers["Content-Type"] = "application/json"\n'
-        )
-    threads = min(connections, 4)
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--latency",
-            "-s",
-            script.name,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(script.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    if "Non-2xx" in out:
-        raise SystemExit(f"wrk saw errors:\n{out}")
-
-    def pct(p: str) -> float:
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        assert m is not None, out
-        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-        return float(m.group(1)) * scale
-
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99")}
-
-
-def _httpx_worker(url: str, connections: int, duration: float, out: Any) -> None:
-    import httpx
-    import trio
-
-    latencies: list[float] = []
-
-    async def one(client: httpx.AsyncClient, end: float) -> None:
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            r = await client.post(url, json=BODY)
-            r.raise_for_status()
-            latencies.append(time.perf_counter() - t)
-
-    async def main() -> None:
-        limits = httpx.Limits(max_connections=connections)
-        async with httpx.AsyncClient(limits=limits, verify=False) as client:
-            end = time.perf_counter() + duration
-            async with trio.open_nursery() as nursery:
-                for _ in range(connections):
-                    nursery.start_soon(one, client, end)
-
-    trio.run(main)
-    out.put(latencies)
-
-
-def httpx_load(url: str, connections: int, duration: int = DURATION) -> dict[str, float]:
-    """The fallback load generator: processes of httpx clients (slower than wrk)."""
-    procs = max(1, min(4, connections // 8))
-    queue: Any = multiprocessing.Queue()
-    workers = [
-        multiprocessing.Process(
-            target=_httpx_worker, args=(url, max(1, connections // procs), duration, queue)
-        )
-        for _ in range(procs)
-    ]
-    for w in workers:
-        w.start()
-    latencies = sorted(x for _ in workers for x in queue.get())
-    for w in workers:
-        w.join()
-    n = len(latencies)
-    return {
-        "rps": n / duration,
-        "p50_ms": latencies[n // 2] * 1000,
-        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
-    }
-
-
 def load(url: str, connections: int) -> dict[str, float]:
-    return wrk(url, connections) if shutil.which("wrk") else httpx_load(url, connections)
+    return _load.load(url, BODY, connections, DURATION, threads=4)
 
 
 # -- WebSocket memory ------------------------------------------------------------------

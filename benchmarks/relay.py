@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -36,6 +34,8 @@ import time
 from pathlib import Path
 from statistics import median
 from typing import Any
+
+import _load  # benchmarks/_load.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
@@ -151,97 +151,10 @@ def stop(proc: Any) -> None:
 # -- load ----------------------------------------------------------------------------------
 
 
-def wrk(url: str, connections: int, duration: int) -> dict[str, float]:
-    """Run wrk against POST url; answers rps, p50_ms, p99_ms."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            'wrk.headers["Authorization"] = "Bearer sk-bench"\n'
-        )
-    try:
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t1",
-                f"-c{connections}",
-                f"-d{duration}s",
-                "--latency",
-                "-s",
-                script.name,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    finally:
-        os.unlink(script.name)
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise SystemExit(f"wrk saw errors against {url}:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def pct(p: str) -> float:
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        assert m is not None, out
-        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99")}
-
-
-def _httpx_worker(url: str, connections: int, duration: float, out: Any) -> None:
-    import httpx
-    import trio
-
-    latencies: list[float] = []
-
-    async def one(client: httpx.AsyncClient, end: float) -> None:
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            r = await client.post(url, json=BODY)
-            r.raise_for_status()
-            latencies.append(time.perf_counter() - t)
-
-    async def main() -> None:
-        limits = httpx.Limits(max_connections=connections)
-        async with httpx.AsyncClient(limits=limits, verify=False) as client:
-            end = time.perf_counter() + duration
-            async with trio.open_nursery() as nursery:
-                for _ in range(connections):
-                    nursery.start_soon(one, client, end)
-
-    trio.run(main)
-    out.put(latencies)
-
-
-def httpx_load(url: str, connections: int, duration: int) -> dict[str, float]:
-    """The fallback load generator: processes of httpx clients (slower than wrk)."""
-    procs = max(1, min(4, connections // 8))
-    queue: Any = multiprocessing.Queue()
-    workers = [
-        multiprocessing.Process(
-            target=_httpx_worker, args=(url, max(1, connections // procs), duration, queue)
-        )
-        for _ in range(procs)
-    ]
-    for w in workers:
-        w.start()
-    latencies = sorted(x for _ in workers for x in queue.get())
-    for w in workers:
-        w.join()
-    n = len(latencies)
-    return {
-        "rps": n / duration,
-        "p50_ms": latencies[n // 2] * 1000,
-        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
-    }
-
-
 def load(url: str, connections: int, duration: int = DURATION) -> dict[str, float]:
-    if shutil.which("wrk"):
-        return wrk(url, connections, duration)
-    return httpx_load(url, connections, duration)
+    return _load.load(
+        url, BODY, connections, duration, headers={"Authorization": "Bearer sk-bench"}
+    )
 
 
 # -- main ----------------------------------------------------------------------------------
