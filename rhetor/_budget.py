@@ -20,15 +20,15 @@ import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import anyio
 import attrs
 
 import actors
 from rhetor._errors import BudgetExceeded, RhetorError, ValidationError
-from rhetor._ledger import Ledger, LedgerEntry, period_end, period_start
-from rhetor._settings import BudgetPolicy
+from rhetor._ledger import GroupBy, Ledger, LedgerEntry, Period, period_end, period_start
+from rhetor._settings import POLICIES, BudgetPolicy
 from rhetor._types import Usage
 
 __all__ = [
@@ -47,9 +47,7 @@ __all__ = [
 
 log = logging.getLogger("rhetor.budget")
 
-Period = Literal["daily", "weekly", "monthly"]
-PERIODS: tuple[Period, ...] = ("daily", "weekly", "monthly")
-_POLICIES: tuple[BudgetPolicy, ...] = ("ignore", "warn", "enforce")
+PERIODS: tuple[Period, ...] = get_args(Period)
 
 
 @attrs.frozen
@@ -105,7 +103,7 @@ class GetUsage:
     """Answers usage rows for a period, grouped by provider, model, component or context."""
 
     period: Period
-    group_by: Literal["provider", "model", "component", "context"]
+    group_by: GroupBy
 
 
 @attrs.frozen
@@ -188,7 +186,7 @@ class BudgetKeeper(actors.Actor):
         for (period, provider), amount in stored.items():
             self._set_limit(period, amount, provider)
         stored_policy = await anyio.to_thread.run_sync(self._ledger.get_policy)
-        for policy in _POLICIES:
+        for policy in POLICIES:
             if stored_policy == policy:
                 self._policy = policy
         for period in PERIODS:
@@ -316,8 +314,8 @@ class BudgetKeeper(actors.Actor):
         if isinstance(message, GetBudgetMode):
             return self._reservations_required()
         if isinstance(message, SetPolicy):
-            if message.policy not in _POLICIES:
-                raise ValidationError("policy", f"must be one of {', '.join(_POLICIES)}")
+            if message.policy not in POLICIES:
+                raise ValidationError("policy", f"must be one of {', '.join(POLICIES)}")
             self._policy = message.policy
             await anyio.to_thread.run_sync(self.ledger.set_policy, message.policy)
             return self._status()

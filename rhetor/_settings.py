@@ -13,10 +13,10 @@ import attrs
 
 from rhetor._errors import ValidationError
 
-__all__ = ["BudgetPolicy", "Settings"]
+__all__ = ["POLICIES", "BudgetPolicy", "Settings"]
 
 BudgetPolicy = Literal["ignore", "warn", "enforce"]
-_POLICIES: tuple[BudgetPolicy, ...] = ("ignore", "warn", "enforce")
+POLICIES: tuple[BudgetPolicy, ...] = ("ignore", "warn", "enforce")
 
 _PACKAGE_TASKS = Path(__file__).parent / "data" / "tasks.json"
 
@@ -52,10 +52,10 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _policy(value: str, field: str) -> BudgetPolicy:
-    for policy in _POLICIES:
+    for policy in POLICIES:
         if value == policy:
             return policy
-    raise ValidationError(field, f"must be one of {', '.join(_POLICIES)}, got {value!r}")
+    raise ValidationError(field, f"must be one of {', '.join(POLICIES)}, got {value!r}")
 
 
 @attrs.frozen
