@@ -25,6 +25,7 @@ import anyio
 import attrs
 
 import actors
+from rhetor._asks import ask
 from rhetor._budget import CheckBudget, GetBudgetMode, Reservation, Reserve, Settle
 from rhetor._errors import (
     AllProvidersFailed,
@@ -33,7 +34,6 @@ from rhetor._errors import (
     ProviderError,
     ProviderUnavailable,
     RhetorError,
-    ServiceUnavailable,
     StreamBroken,
     UpstreamTimeout,
     ValidationError,
@@ -315,7 +315,7 @@ class Router(actors.Actor):
                 log.error("budget keeper did not confirm the last charges: %s", exc)
 
     async def started(self) -> None:
-        self._reservations_required = await self._ask(self._budget, GetBudgetMode(), what="budget")
+        self._reservations_required = await ask(self._budget, GetBudgetMode())
         await self._refresh_status()
         self.task_group.start_soon(self._watch_status)
 
@@ -378,15 +378,6 @@ class Router(actors.Actor):
         padded = int(input_tokens * _INPUT_MARGIN) + 16
         return self._pricer.worst_case(provider, model, padded, max_tokens)
 
-    async def _ask(self, ref: actors.Ref, message: Any, *, what: str, timeout: float = 10.0) -> Any:
-        """Ask an internal actor; its death or silence becomes a typed error."""
-        try:
-            return await ref.ask(message, timeout=timeout)
-        except actors.AskTimeout as exc:
-            raise ServiceUnavailable(f"{what} did not answer in {timeout:g}s") from exc
-        except actors.ActorError as exc:
-            raise ServiceUnavailable(f"{what} is unavailable: {exc}") from exc
-
     async def _prepare(self, request: LLMRequest) -> _Prepared:
         given = list(request.messages)
         if request.message is not None:
@@ -404,17 +395,14 @@ class Router(actors.Actor):
         if not turns or turns[-1].role != "user":
             raise ValidationError("messages", "the last message must be from the user")
         if not system_parts and request.component:
-            prompt = await self._ask(
-                self._prompts, StoreCall("default_prompt", (request.component,)), what="prompts"
-            )
+            prompt = await ask(self._prompts, StoreCall("default_prompt", (request.component,)))
             if prompt is not None:
                 system_parts.append(prompt.content)
         history: list[ChatMessage] = []
         if request.context_id is not None:
-            summary, window = await self._ask(
+            summary, window = await ask(
                 self._contexts,
                 StoreCall("window", (request.context_id, self._context_budget)),
-                what="contexts",
             )
             history = list(window)
             if summary:
@@ -506,8 +494,8 @@ class Router(actors.Actor):
         amount = self._worst_case(
             c.provider, c.model, prepared.input_estimate, self._max_tokens(request)
         )
-        reservation: Reservation = await self._ask(
-            self._budget, Reserve(request.request_id, c.provider, c.model, amount), what="budget"
+        reservation: Reservation = await ask(
+            self._budget, Reserve(request.request_id, c.provider, c.model, amount)
         )
         return reservation
 
@@ -547,17 +535,15 @@ class Router(actors.Actor):
             return
         turns = (*prepared.new_turns, ChatMessage("assistant", text))
         metadata = {"component": request.component, "task_type": prepared.plan.task_type}
-        await self._ask(
+        await ask(
             self._contexts,
             StoreCall("append", (request.context_id, turns), {"metadata": metadata}),
-            what="contexts",
         )
         if request.context_id in self._summarizing:
             return
-        long = await self._ask(
+        long = await ask(
             self._contexts,
             StoreCall("needs_summary", (request.context_id, self._context_budget)),
-            what="contexts",
         )
         if long:
             self._summarizing.add(request.context_id)
@@ -838,7 +824,7 @@ class Router(actors.Actor):
                 raise AllProvidersFailed([])
             provider, model = route.candidates[0].provider, route.candidates[0].model
         cost = self._pricer.worst_case(provider, model, input_tokens, max_tokens)
-        under, warning = await self._ask(self._budget, CheckBudget(provider, cost), what="budget")
+        under, warning = await ask(self._budget, CheckBudget(provider, cost))
         result: dict[str, Any] = {
             "model": model,
             "provider": provider,
@@ -900,12 +886,10 @@ class Router(actors.Actor):
         }
 
     async def _summarize(self, context_id: str, keep_recent: int = 0) -> dict[str, Any]:
-        stored = await self._ask(
-            self._contexts, StoreCall("history", (context_id,)), what="contexts"
-        )
+        stored = await ask(self._contexts, StoreCall("history", (context_id,)))
         if not stored:
             raise NotFound("context", context_id, field="context_id")
-        info = await self._ask(self._contexts, StoreCall("get", (context_id,)), what="contexts")
+        info = await ask(self._contexts, StoreCall("get", (context_id,)))
         covered = stored[:-keep_recent] if keep_recent else stored
         if not covered:
             return {"context_id": context_id, "summary": info.summary, "upto": None, "model": None}
@@ -926,10 +910,9 @@ class Router(actors.Actor):
             )
         )
         upto = covered[-1].seq
-        await self._ask(
+        await ask(
             self._contexts,
             StoreCall("set_summary", (context_id, reply.message, upto)),
-            what="contexts",
         )
         return {
             "context_id": context_id,

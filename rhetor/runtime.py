@@ -19,6 +19,7 @@ import anyio
 import attrs
 
 import actors
+from rhetor._asks import ask
 from rhetor._budget import BudgetKeeper, GetBudget, GetUsage, SetLimit, SetPolicy
 from rhetor._contexts import ContextStore
 from rhetor._errors import NotFound, ServiceUnavailable, ValidationError
@@ -135,14 +136,6 @@ class Runtime:
 
     # -- helpers ----------------------------------------------------------
 
-    async def _ask(self, ref: actors.Ref, message: Any, *, timeout: float = 10.0) -> Any:
-        try:
-            return await ref.ask(message, timeout=timeout)
-        except actors.AskTimeout as exc:
-            raise ServiceUnavailable(f"{ref.name} did not answer in {timeout:g}s") from exc
-        except actors.ActorError as exc:
-            raise ServiceUnavailable(f"{ref.name} is unavailable: {exc}") from exc
-
     def request(
         self,
         message: str | None = None,
@@ -192,9 +185,7 @@ class Runtime:
 
     async def send(self, request: LLMRequest) -> Reply:
         """Run a prepared request to completion."""
-        reply: Reply = await self._ask(
-            self.router, Generate(request), timeout=self._deadline(request)
-        )
+        reply: Reply = await ask(self.router, Generate(request), timeout=self._deadline(request))
         return reply
 
     async def send_stream(self, request: LLMRequest) -> AsyncGenerator[Chunk, None]:
@@ -235,11 +226,11 @@ class Runtime:
     # -- providers ----------------------------------------------------------
 
     async def providers(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._ask(self.router, GetProviders())
+        result: dict[str, Any] = await ask(self.router, GetProviders())
         return result
 
     async def set_provider(self, provider: str, model: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await self._ask(self.router, SetActive(provider, model))
+        result: dict[str, Any] = await ask(self.router, SetActive(provider, model))
         return result
 
     async def check_providers(self) -> dict[str, Any]:
@@ -271,7 +262,7 @@ class Runtime:
     # -- templates and prompts ----------------------------------------------
 
     async def _store(self, ref: actors.Ref, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._ask(ref, StoreCall(method, args, kwargs))
+        return await ask(ref, StoreCall(method, args, kwargs))
 
     async def create_template(self, name: str, content: str, **fields: Any) -> Any:
         return await self._store(self.prompts, "create_template", name, content, **fields)
@@ -346,7 +337,7 @@ class Runtime:
         return await self._store(self.contexts, "search", query, limit)
 
     async def summarize_context(self, context_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._ask(
+        result: dict[str, Any] = await ask(
             self.router, Summarize(context_id), timeout=self.settings.request_timeout + 5
         )
         return result
@@ -354,7 +345,7 @@ class Runtime:
     # -- budget -------------------------------------------------------------
 
     async def budget(self) -> dict[str, Any]:
-        status: dict[str, Any] = await self._ask(self.budget_keeper, GetBudget())
+        status: dict[str, Any] = await ask(self.budget_keeper, GetBudget())
         return status
 
     async def budget_usage(self, period: str = "daily", group_by: str = "provider") -> Any:
@@ -362,18 +353,18 @@ class Runtime:
             raise ValidationError("period", "must be daily, weekly or monthly")
         if group_by not in ("provider", "model", "component", "context"):
             raise ValidationError("group_by", "must be provider, model, component or context")
-        return await self._ask(self.budget_keeper, GetUsage(period, group_by))  # type: ignore[arg-type]
+        return await ask(self.budget_keeper, GetUsage(period, group_by))  # type: ignore[arg-type]
 
     async def set_limit(self, period: str, amount: float, provider: str | None = None) -> Any:
         if provider is not None and provider not in self.providers_refs:
             raise NotFound("provider", provider, field="provider")
-        status = await self._ask(self.budget_keeper, SetLimit(period, amount, provider))  # type: ignore[arg-type]
-        await self._ask(self.router, BudgetModeChanged(status["reservations_required"]))
+        status = await ask(self.budget_keeper, SetLimit(period, amount, provider))  # type: ignore[arg-type]
+        await ask(self.router, BudgetModeChanged(status["reservations_required"]))
         return status
 
     async def set_policy(self, policy: str) -> Any:
-        status = await self._ask(self.budget_keeper, SetPolicy(policy))  # type: ignore[arg-type]
-        await self._ask(self.router, BudgetModeChanged(status["reservations_required"]))
+        status = await ask(self.budget_keeper, SetPolicy(policy))  # type: ignore[arg-type]
+        await ask(self.router, BudgetModeChanged(status["reservations_required"]))
         return status
 
     async def estimate(
@@ -393,7 +384,7 @@ class Runtime:
             raise ValidationError("prompt", "a prompt or messages is required")
         if max_tokens is not None and max_tokens <= 0:
             raise ValidationError("max_tokens", "must be a positive whole number")
-        result: dict[str, Any] = await self._ask(
+        result: dict[str, Any] = await ask(
             self.router, Estimate(msgs, model, task_type, max_tokens)
         )
         return result
@@ -404,7 +395,7 @@ class Runtime:
         crit = tuple(criteria) if criteria else ("accuracy", "clarity", "relevance")
         if not all(isinstance(c, str) and c for c in crit):
             raise ValidationError("criteria", "must be a list of non-empty strings")
-        result: dict[str, Any] = await self._ask(
+        result: dict[str, Any] = await ask(
             self.router, Evaluate(prompt, response, crit), timeout=self.settings.request_timeout + 5
         )
         return result
