@@ -237,3 +237,30 @@ def test_an_exception_in_the_session_block_comes_out_as_itself(
                     raise Boom
 
     run(main)
+
+
+def test_a_server_that_goes_silent_raises_timeout_instead_of_hanging(
+    tmp_path_factory: pytest.TempPathFactory, run: Run[Any]
+) -> None:
+    """Waiting longer than the client's timeout for the next frame raises Timeout."""
+    from rhetor.client import Timeout
+
+    settings = settings_for(tmp_path_factory.mktemp("silent"), simulated_chunk_delay=5.0)
+    with ServerThread(settings) as info:
+
+        async def go() -> list[type[SessionEvent]]:
+            seen: list[type[SessionEvent]] = []
+
+            async def follow(session: Any) -> None:
+                async for event in session.send_message("hello there"):
+                    seen.append(type(event))
+
+            async with (
+                RhetorClient("127.0.0.1", info.port, timeout=0.5) as client,
+                client.session(source="silent") as session,
+            ):
+                with pytest.raises(Timeout):
+                    await follow(session)
+            return seen
+
+        assert run(go) == [TypingStarted]

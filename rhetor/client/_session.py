@@ -34,6 +34,7 @@ from rhetor.client._errors import (
     RequestCancelled,
     RhetorClientError,
     ServerError,
+    Timeout,
     error_from_body,
     transport_errors,
 )
@@ -186,10 +187,14 @@ class Session:
     matched to them by id. Frames for ids nobody waits for are dropped.
     """
 
-    def __init__(self, ws: httpx_ws.AsyncWebSocketSession, source: str, url: str) -> None:
+    def __init__(
+        self, ws: httpx_ws.AsyncWebSocketSession, source: str, url: str, timeout: float
+    ) -> None:
         self.source = source
         self._ws = ws
         self._url = url
+        # Seconds to wait for each frame of a request before raising Timeout.
+        self._timeout = timeout
         # Invariant: holds exactly the ids whose requests are still being followed.
         self._routes: dict[str, MemoryObjectSendStream[_Item]] = {}
         # Invariant: once set, the socket is unusable and every route has been told.
@@ -335,9 +340,12 @@ class Session:
         raises the matching :class:`~rhetor.client.RhetorClientError`.
         """
         try:
-            item = await receive.receive()
+            with anyio.fail_after(self._timeout):
+                item = await receive.receive()
         except anyio.EndOfStream:
             raise self._lost() from None
+        except TimeoutError:
+            raise Timeout(f"no frame from {self._url} in {self._timeout:g}s") from None
         if isinstance(item, RhetorClientError):
             raise item
         if item.get("type") == "ERROR":
@@ -407,7 +415,7 @@ async def open_session(client: RhetorClient, source: str) -> AsyncIterator[Sessi
                     httpx_ws.aconnect_ws(client.base_url + "/ws", client.http)
                 )
             tg: TaskGroup = await stack.enter_async_context(anyio.create_task_group())
-            session = Session(ws, source, url)
+            session = Session(ws, source, url, client.timeout)
             tg.start_soon(session._read)
             try:
                 await session._exchange("REGISTER", {"source": source})
