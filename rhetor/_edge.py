@@ -81,6 +81,8 @@ _HTTP_TYPES = {
 }
 # Frames waiting for a slow client before the session's requests pause.
 _OUTBOX_FRAMES = 64
+# Seconds a new socket waits for its Session actor to start.
+_SESSION_START_TIMEOUT = 5.0
 _JSON = "application/json"
 
 
@@ -793,8 +795,9 @@ async def _serve_socket(
         name, partial(Session, runtime, outbox), restart="temporary", shutdown_timeout=5.0
     )
     try:
-        ref = await runtime.sessions.start_child(spec)
-    except actors.ActorError as exc:
+        with trio.fail_after(_SESSION_START_TIMEOUT):
+            ref = await runtime.sessions.start_child(spec)
+    except (actors.ActorError, TimeoutError) as exc:
         outbox.close()
         frames.close()
         log.error("could not start a session: %s", exc)
