@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta, timezone
@@ -113,6 +114,47 @@ def test_record_many_is_atomic(ledger: Ledger) -> None:
     assert ledger.spent(0.0) == 0.0
     ledger.record(good)
     assert ledger.spent(0.0) == 1.0
+
+
+def test_record_many_round_trips_every_field_exactly(ledger: Ledger) -> None:
+    """Floats, big integers, NULL and awkward text come back exactly as they went in."""
+    rng = random.Random(7)
+    batch = [
+        LedgerEntry(
+            request_id=f"r{i}",
+            provider="openai",
+            model="gpt-4o",
+            input_tokens=rng.randrange(10**12),
+            output_tokens=rng.randrange(10**6),
+            cost=rng.random() * rng.choice([1e-9, 1e-3, 1.0, 1e6]),
+            status=rng.choice(["ok", "partial", "failed"]),  # type: ignore[arg-type]
+            component=rng.choice(["", "ergon", 'it\'s \\ "quoted" \u00fc \U0001f600']),
+            context_id=rng.choice([None, "ctx-1"]),
+            ts=1_700_000_000 + rng.random() * 1e6,
+        )
+        for i in range(500)
+    ]
+    ledger.record_many(batch)
+    stored = sorted(ledger.entries(), key=lambda e: e.id or 0)
+    assert [attrs.evolve(e, id=None) for e in stored] == batch
+
+
+def test_record_many_sends_a_batch_as_one_insert(ledger: Ledger) -> None:
+    """
+    One INSERT per batch, not one per row.
+
+    A row-by-row executemany releases and retakes the GIL per row; from a
+    worker thread beside a busy event loop each retake waits for a forced
+    switch, so batches crawled. See Ledger.record_many.
+    """
+    statements: list[str] = []
+    ledger._conn.set_trace_callback(statements.append)
+    ledger.record_many([entry(ts=float(i)) for i in range(50)])
+    ledger.record_many([])
+    ledger._conn.set_trace_callback(None)
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    assert len(inserts) == 1
+    assert len(ledger.entries()) == 50
 
 
 def test_entry_status_validated() -> None:
