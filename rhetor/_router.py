@@ -519,15 +519,17 @@ class Router(actors.Actor):
             cost,
             status,  # type: ignore[arg-type]
         )
-        # Shielded: a cancelled request is still billed for what it produced.
         # A tell: it is in the keeper's mailbox before the reply goes out, so
         # anything asked of the keeper afterwards sees it (mailboxes are FIFO);
         # stopping() waits until the keeper has handled every one of them.
-        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 5.0):
-            try:
-                await self._budget.tell(message)
-            except actors.ActorError:
-                log.error("budget keeper unavailable; could not record %s", request.request_id)
+        # try_tell never checkpoints, so a cancelled request is still billed;
+        # only a full mailbox needs the (costlier) shielded wait.
+        try:
+            if not self._budget.try_tell(message):
+                with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 5.0):
+                    await self._budget.tell(message)
+        except actors.ActorError:
+            log.error("budget keeper unavailable; could not record %s", request.request_id)
         return cost
 
     async def _store_turns(self, request: LLMRequest, prepared: _Prepared, text: str) -> None:

@@ -227,13 +227,15 @@ async def test_asks_queued_behind_a_fatal_crash_are_failed(autojump_clock: Any) 
 
 
 async def test_sending_to_a_stopped_actor_raises_actor_stopped() -> None:
-    """tell and ask to an actor stopped for good raise ActorStopped."""
+    """tell, try_tell and ask to an actor stopped for good raise ActorStopped."""
     async with actors.open_system() as system:
         ref = await system.spawn(Echo, name="echo")
         await system.supervisor("system").stop_child("echo")
         assert not ref.alive
         with pytest.raises(actors.ActorStopped):
             await ref.tell("hi")
+        with pytest.raises(actors.ActorStopped):
+            ref.try_tell("hi")
         with pytest.raises(actors.ActorStopped):
             await ref.ask("hi")
         with pytest.raises(actors.NoSuchActor):
@@ -368,6 +370,22 @@ async def test_tell_waits_for_room_when_the_mailbox_is_full(autojump_clock: Any)
         start = trio.current_time()
         await ref.tell(1)
         assert trio.current_time() - start == pytest.approx(1.0)
+
+
+async def test_try_tell_sends_without_waiting_and_answers_false_when_full(
+    autojump_clock: Any,
+) -> None:
+    """try_tell puts a message in at once, or answers False on a full mailbox and sends nothing."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(Recorder, name="rec", mailbox_size=2)
+        blocker = await system.spawn(Sleepy, name="sleepy", args=([],), mailbox_size=1)
+        assert blocker.try_tell(5)  # taken at once, handled for 5 s
+        await trio.testing.wait_all_tasks_blocked()
+        assert blocker.try_tell(1)
+        assert not blocker.try_tell(1)
+        assert blocker.stats().mailbox_depth == 1
+        assert ref.try_tell("a") and ref.try_tell("b")
+        assert await ref.ask("seen?") == ["a", "b"]
 
 
 async def test_concurrent_actor_handles_at_most_max_concurrency_at_once(
