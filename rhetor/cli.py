@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -168,7 +169,7 @@ def serve(
         # Imported here: the client commands must not pay for the server stack.
         from rhetor._server import serve as serve_forever
 
-        trio.run(serve_forever, settings)
+        trio.run(partial(serve_forever, settings, freeze_heap=True))
     except RhetorError as exc:
         _error(str(exc))
         raise typer.Exit(1) from None

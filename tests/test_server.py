@@ -47,6 +47,37 @@ async def test_serve_reports_the_bound_port_and_stops_on_its_trigger(tmp_path: P
     assert (tmp_path / "data" / "ledger.db").exists()
 
 
+async def test_serve_with_freeze_heap_takes_start_up_objects_out_of_the_collector(
+    tmp_path: Path,
+) -> None:
+    """freeze_heap (what the CLI sets) freezes what start-up allocated, before serving."""
+    settings = settings_for(tmp_path)
+    stop = trio.Event()
+    assert gc.get_freeze_count() == 0
+    try:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                partial(
+                    serve,
+                    settings,
+                    handle_signals=False,
+                    shutdown_trigger=stop.wait,
+                    freeze_heap=True,
+                    backends=simulated_backends(settings),
+                )
+            )
+            frozen = gc.get_freeze_count()
+            async with httpx.AsyncClient(verify=False) as client:
+                reply = await client.post(
+                    f"http://127.0.0.1:{port}/message", json={"message": "hi"}
+                )
+            stop.set()
+    finally:
+        gc.unfreeze()
+    assert frozen > 10_000
+    assert reply.status_code == 200
+
+
 async def test_graceful_shutdown_lets_an_in_flight_stream_finish(tmp_path: Path) -> None:
     """After the shutdown trigger, a stream already running still ends with its done event."""
     settings = settings_for(tmp_path, simulated_chunk_delay=0.01, shutdown_grace=5.0)
