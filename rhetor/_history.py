@@ -32,6 +32,7 @@ __all__ = [
     "HistoryStore",
     "SearchHit",
     "StoredMessage",
+    "WindowState",
     "validate_context_id",
 ]
 
@@ -87,6 +88,26 @@ class ContextInfo:
     message_count: int
     summary: str | None
     metadata: Mapping[str, Any]
+
+
+@attrs.frozen
+class WindowState:
+    """
+    What a cache needs to answer windows of one context without the database.
+
+    ``recent`` is the newest unsummarised messages, oldest first, as
+    ``(seq, message, cost)`` with cost = tokens + per-message overhead, as many
+    as fit in the ``cap`` it was loaded with; ``complete`` says whether that
+    is all of them. ``unsummarised`` is the exact cost of every unsummarised
+    message, ``last_seq`` the newest message's seq (0 for none).
+    """
+
+    summary: str | None
+    summary_upto: int
+    last_seq: int
+    unsummarised: int
+    recent: tuple[tuple[int, ChatMessage, int], ...]
+    complete: bool
 
 
 @attrs.frozen
@@ -266,6 +287,45 @@ class HistoryStore(SQLiteStore):
         kept.reverse()
         return summary, kept
 
+    def window_state(self, context_id: str, cap: int) -> WindowState | None:
+        """
+        The state behind :meth:`window` for a cache (see :class:`WindowState`).
+
+        ``recent`` holds the newest unsummarised messages whose costs add up to
+        at most ``cap``. None for an unknown context.
+        """
+        validate_context_id(context_id)
+        with transaction(self._conn) as conn:
+            row = conn.execute(
+                "SELECT summary, summary_upto FROM contexts WHERE id = ?", (context_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            summary, upto = row
+            (last_seq, unsummarised) = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0), TOTAL(CASE WHEN seq > ? THEN tokens + ? END)"
+                " FROM messages WHERE context_id = ?",
+                (upto, MESSAGE_OVERHEAD, context_id),
+            ).fetchone()
+            rows = conn.execute(
+                "SELECT seq, role, content, tokens FROM messages WHERE context_id = ? AND seq > ?"
+                " ORDER BY seq DESC",
+                (context_id, upto),
+            )
+            recent: builtins.list[tuple[int, ChatMessage, int]] = []
+            spent = 0
+            complete = True
+            for seq, role, content, tokens in rows:
+                cost = tokens + MESSAGE_OVERHEAD
+                if spent + cost > cap:
+                    complete = False
+                    break
+                spent += cost
+                recent.append((seq, ChatMessage(role, content), cost))
+            rows.close()
+        recent.reverse()
+        return WindowState(summary, upto, last_seq, int(unsummarised), tuple(recent), complete)
+
     def get(self, context_id: str) -> ContextInfo | None:
         """
         A context's description, or None if there is no such context.
@@ -337,11 +397,11 @@ class HistoryStore(SQLiteStore):
         """
         validate_context_id(context_id)
         row = self._conn.execute(
-            "SELECT TOTAL(m.tokens + ?) FROM contexts c JOIN messages m"
-            " ON m.context_id = c.id AND m.seq > c.summary_upto WHERE c.id = ?",
+            "SELECT (SELECT TOTAL(m.tokens + ?) FROM messages m"
+            " WHERE m.context_id = c.id AND m.seq > c.summary_upto) FROM contexts c WHERE c.id = ?",
             (MESSAGE_OVERHEAD, context_id),
         ).fetchone()
-        return bool(row[0] > threshold_tokens)
+        return row is not None and bool(row[0] > threshold_tokens)
 
     def _require(self, context_id: str) -> None:
         validate_context_id(context_id)

@@ -439,7 +439,12 @@ async def start(
                         limits=settings.limits,
                     ),
                 ),
-                actors.ChildSpec("contexts", lambda: ContextStore(data_dir / "contexts.db")),
+                actors.ChildSpec(
+                    "contexts",
+                    lambda: ContextStore(
+                        data_dir / "contexts.db", window_tokens=settings.context_token_budget
+                    ),
+                ),
                 actors.ChildSpec("prompts", lambda: PromptLibrary(data_dir / "prompts.db")),
             ),
             strategy="one_for_one",

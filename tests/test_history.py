@@ -164,6 +164,7 @@ def test_summary_counts_against_budget(store: HistoryStore) -> None:
 def test_needs_summary(store: HistoryStore) -> None:
     """needs_summary() compares the unsummarised tokens with the threshold."""
     assert not store.needs_summary("nope", 0)
+    assert not store.needs_summary("nope", -1)  # unknown, whatever the threshold
     store.append("c", [user("word " * 100), user("end")])
     total = sum(count_tokens(t) + MESSAGE_OVERHEAD for t in ["word " * 100, "end"])
     assert store.needs_summary("c", total - 1)
