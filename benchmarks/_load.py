@@ -4,11 +4,14 @@ The HTTP load generators the benchmarks share.
 ``load()`` uses ``wrk`` (Debian's package; ``apt-get install wrk``) in its
 own process when it is installed, and otherwise processes of httpx clients
 (slower, but enough to compare two servers in the same run). Each answers
-``{"rps", "p50_ms", "p99_ms"}`` for POSTing one JSON body.
+``{"rps", "p50_ms", "p99_ms"}`` for POSTing one JSON body. With
+``vary=(field, n)`` each request sets ``field`` to one of ``n`` values in
+turn (``"v0"`` ... ``"v{n-1}"``), e.g. to spread requests over contexts.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -31,11 +34,12 @@ def load(
     *,
     headers: Mapping[str, str] | None = None,
     threads: int = 1,
+    vary: tuple[str, int] | None = None,
 ) -> dict[str, float]:
     """POST ``body`` to ``url`` from ``connections`` connections for ``duration`` seconds."""
     if shutil.which("wrk"):
-        return wrk(url, body, connections, duration, headers=headers, threads=threads)
-    return httpx_load(url, body, connections, duration, headers=headers)
+        return wrk(url, body, connections, duration, headers=headers, threads=threads, vary=vary)
+    return httpx_load(url, body, connections, duration, headers=headers, vary=vary)
 
 
 def wrk(
@@ -46,6 +50,7 @@ def wrk(
     *,
     headers: Mapping[str, str] | None = None,
     threads: int = 1,
+    vary: tuple[str, int] | None = None,
 ) -> dict[str, float]:
     """Run wrk against POST url; answers rps, p50_ms, p99_ms."""
     lines = [
@@ -54,6 +59,19 @@ def wrk(
         'wrk.headers["Content-Type"] = "application/json"',
         *(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items()),
     ]
+    if vary is not None:
+        # The body with the field last, so each request only appends its value.
+        field, n = vary
+        head = json.dumps({k: v for k, v in body.items() if k != field})[:-1]
+        lines += [
+            "counter = 0",
+            "request = function()",
+            "  counter = counter + 1",
+            f"  local value = 'v' .. (counter % {int(n)})",
+            f"  local b = {json.dumps(head)} .. ', \"{field}\": \"' .. value .. '\"}}'",
+            "  return wrk.format(nil, nil, nil, b)",
+            "end",
+        ]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lines) + "\n")
     try:
@@ -93,16 +111,21 @@ def _httpx_worker(
     connections: int,
     duration: float,
     out: Any,
+    vary: tuple[str, int] | None = None,
 ) -> None:
     import httpx
     import trio
 
     latencies: list[float] = []
+    counter = itertools.count()
 
     async def one(client: httpx.AsyncClient, end: float) -> None:
         while time.perf_counter() < end:
             t = time.perf_counter()
-            r = await client.post(url, json=body, headers=headers)
+            payload = dict(body)
+            if vary is not None:
+                payload[vary[0]] = f"v{next(counter) % vary[1]}"
+            r = await client.post(url, json=payload, headers=headers)
             r.raise_for_status()
             latencies.append(time.perf_counter() - t)
 
@@ -125,11 +148,13 @@ def httpx_load(
     duration: int,
     *,
     headers: Mapping[str, str] | None = None,
+    vary: tuple[str, int] | None = None,
 ) -> dict[str, float]:
     """The fallback load generator: processes of httpx clients (slower than wrk)."""
     procs = max(1, min(4, connections // 8))
     queue: Any = multiprocessing.Queue()
     args = (url, dict(body), dict(headers or {}), max(1, connections // procs), duration, queue)
+    args += (vary,)
     workers = [multiprocessing.Process(target=_httpx_worker, args=args) for _ in range(procs)]
     for w in workers:
         w.start()
