@@ -22,7 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._actor import Actor
 from ._child import Child, Parent
-from ._envelope import DROPPED, PENDING, STREAM, Envelope
+from ._envelope import DROPPED, ITEMS_CLOSED, PENDING, STREAM, Envelope
 from ._errors import ActorDied, ActorStopped, AskTimeout, InvalidSpec, NotStreaming, PoisonMessage
 from ._events import ActorStats
 from ._faults import Fault
@@ -546,7 +546,7 @@ class ActorCell(Child):
             async for item in items:
                 try:
                     await send.send(item)
-                except (BrokenResourceError, ClosedResourceError):
+                except ITEMS_CLOSED:
                     # The reader left: that is the end of this stream.
                     envelope.abandon()
                     return

@@ -36,6 +36,9 @@ __all__ = [
     "ASK",
     "DONE",
     "DROPPED",
+    "ITEMS_CLOSED",
+    "ITEMS_EMPTY",
+    "ITEMS_ENDED",
     "PENDING",
     "STREAM",
     "TELL",
@@ -43,6 +46,17 @@ __all__ = [
     "wait_generic",
     "wait_trio",
 ]
+
+# A stream's item channel is trio's own memory channel on trio (about half the cost
+# per item of anyio's memory object stream) and anyio's elsewhere; these are the
+# exceptions of either: the other side is gone, the producer finished, nothing waiting.
+ITEMS_CLOSED: tuple[type[Exception], ...] = (anyio.BrokenResourceError, anyio.ClosedResourceError)
+ITEMS_ENDED: tuple[type[Exception], ...] = (anyio.EndOfStream, anyio.ClosedResourceError)
+ITEMS_EMPTY: tuple[type[Exception], ...] = (anyio.WouldBlock,)
+if trio is not None:
+    ITEMS_CLOSED += (trio.BrokenResourceError, trio.ClosedResourceError)
+    ITEMS_ENDED += (trio.EndOfChannel, trio.ClosedResourceError)
+    ITEMS_EMPTY += (trio.WouldBlock,)
 
 # Kinds. Invariant: TELL is falsy, so `if env.kind:` means "somebody waits for this".
 TELL: Final[int] = 0
@@ -94,7 +108,7 @@ class Envelope:
     # it runs; abandon cancels it.
     scope: Any
     # STREAM only: where items go, and whether any reached the reader yet.
-    items: MemoryObjectSendStream[Any]
+    items: MemoryObjectSendStream[Any] | trio.MemorySendChannel[Any]
     delivered: bool
     # While linked into a DeadlineWatch: its list and neighbours, and when it is due.
     line: _Line | None

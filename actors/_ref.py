@@ -10,20 +10,32 @@ from __future__ import annotations
 import math
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
-from anyio import BrokenResourceError, ClosedResourceError, EndOfStream, WouldBlock
+import anyio.lowlevel
+from anyio import BrokenResourceError, ClosedResourceError, WouldBlock
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._envelope import ASK, STREAM, TELL, Envelope, wait_generic, wait_trio
+from ._envelope import (
+    ASK,
+    ITEMS_EMPTY,
+    ITEMS_ENDED,
+    STREAM,
+    TELL,
+    Envelope,
+    wait_generic,
+    wait_trio,
+)
 from ._errors import ActorStopped, AskTimeout
 from ._events import ActorStats
 from ._specs import check_timeout
 
 try:
+    import trio
     from trio import current_time as trio_current_time
 except ImportError:  # pragma: no cover - trio is optional
+    trio = None  # type: ignore[assignment]
     trio_current_time = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
@@ -174,16 +186,21 @@ class StreamReader:
         self._cell = cell
         self._timeout = timeout
         self._envelope = Envelope(message, STREAM)
-        self._receive: MemoryObjectReceiveStream[Any] | None = None
+        self._receive: MemoryObjectReceiveStream[Any] | trio.MemoryReceiveChannel[Any] | None = None
         self._finished = False
 
     async def __aenter__(self) -> StreamReader:
         # Buffer 0: the producer's send returns only when this reader takes the item.
-        send, receive = anyio.create_memory_object_stream[Any](0)
+        cell = self._cell
+        send: Any
+        receive: Any
+        if cell.fast:
+            send, receive = trio.open_memory_channel[Any](0)
+        else:
+            send, receive = anyio.create_memory_object_stream[Any](0)
         self._envelope.items = send
         self._envelope.delivered = False
         self._receive = receive
-        cell = self._cell
         try:
             cell.mailbox.send_nowait(self._envelope)
         except WouldBlock:
@@ -213,13 +230,32 @@ class StreamReader:
         receive = self._receive
         if receive is None or self._finished:
             raise StopAsyncIteration
+        # Fast path: a producer already waiting to hand over its next item needs
+        # no deadline scope (entering one costs more than the hand-over). As in
+        # trio's own channels: raise a pending cancellation first, then take the
+        # item, then yield without raising so the item is never lost.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        try:
+            item = receive.receive_nowait()
+        except ITEMS_EMPTY:
+            pass
+        except ITEMS_ENDED:
+            self._end()
+        else:
+            # The yield also lets the producer get its next item ready.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            return item
         with anyio.move_on_after(self._timeout) as scope:
             try:
                 return await receive.receive()
-            except (EndOfStream, ClosedResourceError):
+            except ITEMS_ENDED:
                 pass
         if scope.cancelled_caught:
             raise AskTimeout(f"no item within {self._timeout} s", name=self._cell.name)
+        self._end()
+
+    def _end(self) -> NoReturn:
+        """The producer closed the stream: raise its error, or StopAsyncIteration."""
         self._finished = True
         error = self._envelope.error
         if error is not None:

@@ -469,6 +469,32 @@ async def test_stream_yields_items_in_order() -> None:
             assert [item async for item in items] == [0, 1]
 
 
+async def test_a_cancelled_stream_reader_raises_before_taking_a_ready_item() -> None:
+    """
+    With an item ready, a reader whose scope is cancelled raises Cancelled and leaves
+    the item with the producer, as trio's own channels do; it is never taken and lost.
+    """
+    taken: list[int] = []
+
+    class Counter(actors.Actor):
+        async def handle_stream(self, message: Any) -> AsyncIterator[Any]:
+            for i in range(message):
+                yield i
+                taken.append(i)
+
+    async with actors.open_system() as system:
+        ref = await system.spawn(Counter, name="counter")
+        async with ref.stream(5) as items:
+            assert await items.__anext__() == 0
+            await trio.testing.wait_all_tasks_blocked()  # item 1 is now ready
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await items.__anext__()
+            assert scope.cancelled_caught
+            assert taken == [0]  # item 1 was not handed over
+            assert await items.__anext__() == 1
+
+
 async def test_slow_stream_reader_slows_the_producer(autojump_clock: Any) -> None:
     """Backpressure: the producer is never more than one item ahead of the reader."""
     produced: list[int] = []
