@@ -24,7 +24,14 @@ from typing import Any, ClassVar
 
 import attrs
 
-from rhetor._history import HistoryStore, WindowState, validate_context_id
+from rhetor._history import (
+    Entry,
+    HistoryStore,
+    WindowState,
+    newest_within,
+    summary_cost,
+    validate_context_id,
+)
 from rhetor._pricing import MESSAGE_OVERHEAD, count_tokens
 from rhetor._store import StoreActor
 from rhetor._types import ChatMessage
@@ -46,22 +53,19 @@ class _Cached:
     exists: bool
     summary: str | None
     summary_cost: int
-    last_seq: int
     unsummarised: int
-    recent: deque[tuple[int, ChatMessage, int]]
+    recent: deque[Entry]
     recent_cost: int
     complete: bool
 
     @classmethod
     def of(cls, state: WindowState | None) -> _Cached:
         if state is None:
-            return cls(False, None, 0, 0, 0, deque(), 0, True)
-        summary_cost = count_tokens(state.summary) + MESSAGE_OVERHEAD if state.summary else 0
+            return cls(False, None, 0, 0, deque(), 0, True)
         return cls(
             True,
             state.summary,
-            summary_cost,
-            state.last_seq,
+            summary_cost(state.summary),
             state.unsummarised,
             deque(state.recent),
             sum(cost for _, _, cost in state.recent),
@@ -110,9 +114,13 @@ class ContextStore(StoreActor):
         if method == "append":
             return await self._append(*args, **kwargs)
         if method in ("delete", "set_summary"):
-            # Rare: forget the context and read it afresh next time.
-            self._cache.pop(args[0] if args else kwargs.get("context_id", ""), None)
+            return await self._forget_then(method, *args, **kwargs)
         return await super().call(method, *args, **kwargs)
+
+    async def _forget_then(self, method: str, context_id: str, *args: Any, **kwargs: Any) -> Any:
+        # Rare writes: forget the context, and read it afresh next time.
+        self._cache.pop(context_id, None)
+        return await super().call(method, context_id, *args, **kwargs)
 
     async def _cached(self, context_id: str) -> _Cached:
         cached = self._cache.get(context_id)
@@ -128,20 +136,14 @@ class ContextStore(StoreActor):
     async def _window(
         self, context_id: str, token_budget: int
     ) -> tuple[str | None, list[ChatMessage]]:
-        # The same walk as HistoryStore.window, over the cached newest messages.
+        # HistoryStore.window's walk (newest_within), over the cached messages.
         validate_context_id(context_id)
         cached = await self._cached(context_id)
         remaining = token_budget - cached.summary_cost
         if not cached.complete and remaining > self._cap:
             return await super().call("window", context_id, token_budget)  # type: ignore[no-any-return]
-        kept: list[ChatMessage] = []
-        for _, message, cost in reversed(cached.recent):
-            remaining -= cost
-            if remaining < 0:
-                break
-            kept.append(message)
-        kept.reverse()
-        return cached.summary, kept
+        kept, _ = newest_within(reversed(cached.recent), remaining)
+        return cached.summary, [m for _, m, _ in reversed(kept)]
 
     async def _needs_summary(self, context_id: str, threshold_tokens: int) -> bool:
         validate_context_id(context_id)
@@ -171,7 +173,6 @@ class ContextStore(StoreActor):
                 cached.recent.append((seq, ChatMessage(m.role, m.content), cost))
                 cached.recent_cost += cost
                 cached.unsummarised += cost
-            cached.last_seq = count
             while cached.recent_cost > self._cap:
                 _, _, cost = cached.recent.popleft()
                 cached.recent_cost -= cost

@@ -14,10 +14,12 @@ Search is a case-insensitive (ASCII) substring match with ``LIKE``, with
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import re
+import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -33,6 +35,8 @@ __all__ = [
     "SearchHit",
     "StoredMessage",
     "WindowState",
+    "newest_within",
+    "summary_cost",
     "validate_context_id",
 ]
 
@@ -99,12 +103,11 @@ class WindowState:
     ``(seq, message, cost)`` with cost = tokens + per-message overhead, as many
     as fit in the ``cap`` it was loaded with; ``complete`` says whether that
     is all of them. ``unsummarised`` is the exact cost of every unsummarised
-    message, ``last_seq`` the newest message's seq (0 for none).
+    message.
     """
 
     summary: str | None
     summary_upto: int
-    last_seq: int
     unsummarised: int
     recent: tuple[tuple[int, ChatMessage, int], ...]
     complete: bool
@@ -169,6 +172,39 @@ def _metadata_json(metadata: Mapping[str, Any]) -> str:
         return json.dumps(dict(metadata), sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise ValidationError("metadata", f"must be JSON-serialisable: {exc}") from exc
+
+
+Entry = tuple[int, ChatMessage, int]
+"""One message for windowing: ``(seq, message, cost)``, cost = tokens + overhead."""
+
+
+def summary_cost(summary: str | None) -> int:
+    """What a stored summary costs a window (nothing without one)."""
+    return count_tokens(summary) + MESSAGE_OVERHEAD if summary else 0
+
+
+def newest_within(newest_first: Iterable[Entry], budget: int) -> tuple[builtins.list[Entry], bool]:
+    """
+    The leading entries (newest first) whose costs add up to at most ``budget``,
+    and whether that was all of them.
+
+    It stops at the first entry that does not fit, so a window is contiguous:
+    the oldest messages are the ones dropped. This is the one windowing rule,
+    used by the store and by the ContextStore's cache alike.
+    """
+    kept: builtins.list[Entry] = []
+    spent = 0
+    for entry in newest_first:
+        spent += entry[2]
+        if spent > budget:
+            return kept, False
+        kept.append(entry)
+    return kept, True
+
+
+def _entries(rows: Iterable[tuple[int, Role, str, int]]) -> Iterator[Entry]:
+    for seq, role, content, tokens in rows:
+        yield seq, ChatMessage(role, content), tokens + MESSAGE_OVERHEAD
 
 
 @attrs.define(eq=False)
@@ -269,23 +305,16 @@ class HistoryStore(SQLiteStore):
         if row is None:
             return None, []
         summary, upto = row
-        remaining = token_budget
-        if summary:
-            remaining -= count_tokens(summary) + MESSAGE_OVERHEAD
-        kept: builtins.list[ChatMessage] = []
-        cursor = self._conn.execute(
-            "SELECT role, content, tokens FROM messages WHERE context_id = ? AND seq > ?"
+        with contextlib.closing(self._unsummarised_newest_first(context_id, upto)) as rows:
+            kept, _ = newest_within(_entries(rows), token_budget - summary_cost(summary))
+        return summary, [m for _, m, _ in reversed(kept)]
+
+    def _unsummarised_newest_first(self, context_id: str, upto: int) -> sqlite3.Cursor:
+        return self._conn.execute(
+            "SELECT seq, role, content, tokens FROM messages WHERE context_id = ? AND seq > ?"
             " ORDER BY seq DESC",
             (context_id, upto),
         )
-        for role, content, tokens in cursor:
-            remaining -= tokens + MESSAGE_OVERHEAD
-            if remaining < 0:
-                break
-            kept.append(ChatMessage(role, content))
-        cursor.close()
-        kept.reverse()
-        return summary, kept
 
     def window_state(self, context_id: str, cap: int) -> WindowState | None:
         """
@@ -302,29 +331,14 @@ class HistoryStore(SQLiteStore):
             if row is None:
                 return None
             summary, upto = row
-            (last_seq, unsummarised) = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0), TOTAL(CASE WHEN seq > ? THEN tokens + ? END)"
-                " FROM messages WHERE context_id = ?",
-                (upto, MESSAGE_OVERHEAD, context_id),
+            (unsummarised,) = conn.execute(
+                "SELECT TOTAL(tokens + ?) FROM messages WHERE context_id = ? AND seq > ?",
+                (MESSAGE_OVERHEAD, context_id, upto),
             ).fetchone()
-            rows = conn.execute(
-                "SELECT seq, role, content, tokens FROM messages WHERE context_id = ? AND seq > ?"
-                " ORDER BY seq DESC",
-                (context_id, upto),
-            )
-            recent: builtins.list[tuple[int, ChatMessage, int]] = []
-            spent = 0
-            complete = True
-            for seq, role, content, tokens in rows:
-                cost = tokens + MESSAGE_OVERHEAD
-                if spent + cost > cap:
-                    complete = False
-                    break
-                spent += cost
-                recent.append((seq, ChatMessage(role, content), cost))
-            rows.close()
+            with contextlib.closing(self._unsummarised_newest_first(context_id, upto)) as rows:
+                recent, complete = newest_within(_entries(rows), cap)
         recent.reverse()
-        return WindowState(summary, upto, last_seq, int(unsummarised), tuple(recent), complete)
+        return WindowState(summary, upto, int(unsummarised), tuple(recent), complete)
 
     def get(self, context_id: str) -> ContextInfo | None:
         """

@@ -78,7 +78,7 @@ def _freeze_startup_heap() -> None:
     After start-up the process holds about 250,000 tracked objects (the SDKs,
     pydantic models, the price tables), and a full (generation 2) collection
     walks all of them: about 90 ms during which no request moves. Under load
-    those passes came every few seconds and were the whole p99 at one
+    those passes came about twice a second and were the whole p99 at one
     connection. Start-up objects live as long as the process, so they are
     frozen (``gc.freeze``); what requests allocate is collected as usual.
     """
