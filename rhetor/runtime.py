@@ -10,9 +10,11 @@ handle.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -44,6 +46,11 @@ from rhetor._settings import Settings
 from rhetor._simulated import SimulatedBackend
 from rhetor._store import StoreCall
 from rhetor._types import ChatMessage, ProviderBackend
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["Runtime", "default_backends", "start"]
 
@@ -418,7 +425,8 @@ async def start(
     Cancellation: leaving the block stops every actor in reverse start order;
     the budget ledger is flushed on the way out.
 
-    Error handling: a bad setting or task config raises
+    Error handling: a bad setting or task config, or a data directory that
+    another runtime holds (``data_dir/rhetor.lock``), raises
     :class:`ValidationError` before anything starts.
     """
     settings = Settings.from_env() if settings is None else settings
@@ -427,7 +435,55 @@ async def start(
     data_dir = settings.data_dir
     await anyio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
     factories = dict(default_backends(settings, config) if backends is None else backends)
+    lock = await anyio.to_thread.run_sync(_lock_data_dir, data_dir)
+    try:
+        async with _started(settings, config, factories, health_interval, pricer_overrides) as rt:
+            yield rt
+    finally:
+        _unlock_data_dir(lock)
 
+
+def _lock_data_dir(data_dir: Path) -> int | None:
+    """
+    Take ``data_dir/rhetor.lock`` for this runtime; the stores assume one owner.
+
+    The ContextStore and BudgetKeeper keep in-memory state that is only right
+    while they are the only writers of their files, so a second runtime on
+    the same data directory (in this process or another) is refused.
+
+    Error handling: :class:`ValidationError` on ``data_dir`` when it is taken.
+    """
+    if fcntl is None:  # pragma: no cover - not POSIX: no advisory locks
+        return None
+    fd = os.open(data_dir / "rhetor.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        owner = f" (pid {holder})" if holder else ""
+        raise ValidationError(
+            "data_dir", f"{data_dir} is in use by another Rhetor runtime{owner}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _unlock_data_dir(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@asynccontextmanager
+async def _started(
+    settings: Settings,
+    config: TaskConfig,
+    factories: dict[str, BackendFactory],
+    health_interval: float,
+    pricer_overrides: Mapping[str, Any],
+) -> AsyncIterator[Runtime]:
+    data_dir = settings.data_dir
     async with actors.open_system(name="rhetor") as system:
         storage = actors.SupervisorSpec(
             children=(

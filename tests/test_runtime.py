@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -131,6 +134,57 @@ async def test_default_start_reads_environment(
     async with rhetor.runtime.start(backends=simulated_only()) as rt:
         await rt.message("hello", context_id="env:1")
     assert (tmp_path / "env-data" / "contexts.db").exists()
+
+
+async def test_a_second_runtime_on_the_same_data_directory_is_refused(tmp_path: Path) -> None:
+    """
+    The stores keep in-memory state that assumes one owner of their files: a second
+    runtime on a data directory in use fails with a ValidationError naming data_dir,
+    and the directory is free again once the first runtime stops.
+    """
+    settings = plain(tmp_path)
+    async with rhetor.runtime.start(settings, backends=simulated_only()) as rt:
+        with pytest.raises(ValidationError) as info:
+            async with rhetor.runtime.start(settings, backends=simulated_only()):
+                pass  # pragma: no cover - must not start
+        assert info.value.field == "data_dir"
+        assert "in use by another Rhetor runtime" in str(info.value)
+        assert "pid" in str(info.value)
+        await rt.message("still serving", context_id="lock:1")
+    async with rhetor.runtime.start(settings, backends=simulated_only()) as again:
+        assert len((await again.get_context("lock:1"))["messages"]) == 2
+
+
+def test_a_data_directory_in_use_by_another_process_is_refused(tmp_path: Path) -> None:
+    """`rhetor serve` on a data directory another process holds exits 1 with a clear message."""
+    data = tmp_path / "data"
+    data.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+            " fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'4242'); print('held', flush=True);"
+            " sys.stdin.read()",
+            str(data / "rhetor.lock"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = subprocess.run(
+            [sys.executable, "-m", "rhetor", "serve", "--port", "0", "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "HERMES_API_URL": ""},
+        )
+    finally:
+        holder.communicate(timeout=10)
+    assert result.returncode == 1
+    assert "in use by another Rhetor runtime (pid 4242)" in result.stderr
 
 
 async def test_history_is_sent_to_the_model_and_survives_restart(tmp_path: Path) -> None:
