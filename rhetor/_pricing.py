@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import time
@@ -244,8 +245,13 @@ def load_overrides(path: str | os.PathLike[str]) -> dict[str, ModelPrice]:
         values: list[float] = []
         for name in ("input_per_mtok", "output_per_mtok"):
             value = entry.get(name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValidationError(f"{model}.{name}", "must be a non-negative number")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValidationError(f"{model}.{name}", "must be a finite, non-negative number")
             values.append(float(value))
         prices[model] = ModelPrice(*values)
     return prices

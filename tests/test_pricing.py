@@ -104,6 +104,9 @@ def test_load_overrides(tmp_path: Path) -> None:
         ('{"m": {"input_per_mtok": 1}}', "m.output_per_mtok"),
         ('{"m": {"input_per_mtok": -1, "output_per_mtok": 1}}', "m.input_per_mtok"),
         ('{"m": {"input_per_mtok": "1", "output_per_mtok": 1}}', "m.input_per_mtok"),
+        # Python's json reads these; a NaN price would make every budget check pass.
+        ('{"m": {"input_per_mtok": NaN, "output_per_mtok": 1}}', "m.input_per_mtok"),
+        ('{"m": {"input_per_mtok": 1, "output_per_mtok": Infinity}}', "m.output_per_mtok"),
     ],
 )
 def test_load_overrides_rejects_bad_entries(tmp_path: Path, body: str, field: str) -> None:
