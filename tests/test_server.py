@@ -20,9 +20,27 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from rhetor._server import serve
+from rhetor._settings import Settings
 from tests.helpers import settings_for, simulated_backends
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+async def start_serving(
+    nursery: trio.Nursery, settings: Settings, stop: trio.Event, **options: Any
+) -> int:
+    """serve() on the simulated provider, without signal handling, until ``stop`` is set."""
+    port: int = await nursery.start(
+        partial(
+            serve,
+            settings,
+            handle_signals=False,
+            shutdown_trigger=stop.wait,
+            backends=simulated_backends(settings),
+            **options,
+        )
+    )
+    return port
 
 
 async def test_serve_reports_the_bound_port_and_stops_on_its_trigger(tmp_path: Path) -> None:
@@ -30,15 +48,7 @@ async def test_serve_reports_the_bound_port_and_stops_on_its_trigger(tmp_path: P
     settings = settings_for(tmp_path)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            partial(
-                serve,
-                settings,
-                handle_signals=False,
-                shutdown_trigger=stop.wait,
-                backends=simulated_backends(settings),
-            )
-        )
+        port = await start_serving(nursery, settings, stop)
         assert port > 0
         async with httpx.AsyncClient(verify=False) as client:
             health = await client.get(f"http://127.0.0.1:{port}/health")
@@ -56,16 +66,7 @@ async def test_serve_with_freeze_heap_takes_start_up_objects_out_of_the_collecto
     assert gc.get_freeze_count() == 0
     try:
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                partial(
-                    serve,
-                    settings,
-                    handle_signals=False,
-                    shutdown_trigger=stop.wait,
-                    freeze_heap=True,
-                    backends=simulated_backends(settings),
-                )
-            )
+            port = await start_serving(nursery, settings, stop, freeze_heap=True)
             frozen = gc.get_freeze_count()
             async with httpx.AsyncClient(verify=False) as client:
                 reply = await client.post(
@@ -84,15 +85,7 @@ async def test_graceful_shutdown_lets_an_in_flight_stream_finish(tmp_path: Path)
     stop = trio.Event()
     lines: list[str] = []
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            partial(
-                serve,
-                settings,
-                handle_signals=False,
-                shutdown_trigger=stop.wait,
-                backends=simulated_backends(settings),
-            )
-        )
+        port = await start_serving(nursery, settings, stop)
         body = {"message": " ".join(["word"] * 15)}
         async with (
             httpx.AsyncClient(verify=False) as client,
@@ -115,15 +108,7 @@ async def test_graceful_shutdown_closes_websockets_going_away(tmp_path: Path) ->
     stop = trio.Event()
     with trio.fail_after(3):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                partial(
-                    serve,
-                    settings,
-                    handle_signals=False,
-                    shutdown_trigger=stop.wait,
-                    backends=simulated_backends(settings),
-                )
-            )
+            port = await start_serving(nursery, settings, stop)
             async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
                 stop.set()
                 with pytest.raises(ConnectionClosed) as closed:
@@ -180,15 +165,7 @@ async def test_serve_registers_with_hermes_and_deregisters_at_shutdown(tmp_path:
         settings = settings_for(tmp_path, hermes_url=f"http://127.0.0.1:{hermes.port}")
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                partial(
-                    serve,
-                    settings,
-                    handle_signals=False,
-                    shutdown_trigger=stop.wait,
-                    backends=simulated_backends(settings),
-                )
-            )
+            port = await start_serving(nursery, settings, stop)
             with trio.fail_after(2):
                 while not hermes.requests:
                     await trio.sleep(0.01)
@@ -213,15 +190,7 @@ async def test_absent_hermes_costs_one_log_line(
     stop = trio.Event()
     with caplog.at_level(logging.WARNING, logger="rhetor.hermes"):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                partial(
-                    serve,
-                    settings,
-                    handle_signals=False,
-                    shutdown_trigger=stop.wait,
-                    backends=simulated_backends(settings),
-                )
-            )
+            port = await start_serving(nursery, settings, stop)
             async with httpx.AsyncClient(verify=False) as client:
                 health = await client.get(f"http://127.0.0.1:{port}/health")
             await trio.sleep(0.05)
