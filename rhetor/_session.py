@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import attrs
+import trio
 from anyio.streams.memory import MemoryObjectSendStream
 
 import actors
@@ -158,6 +159,16 @@ def parse_frame(data: str | bytes) -> ParsedFrame:
     return ParsedFrame(kind, frame_id, source, payload)
 
 
+# The outbox is trio's memory channel under the edge, anyio's in some tests; either
+# one's "the reader is gone" errors, and a reader that stopped reading.
+_OUTBOX_GONE = (
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    TimeoutError,
+)
+
 # Seconds a frame may wait for room in the outbox before the client counts as gone.
 EMIT_TIMEOUT = 30.0
 
@@ -180,7 +191,11 @@ class Session(actors.Actor):
 
     max_concurrency: ClassVar[int] = 1
 
-    def __init__(self, runtime: Runtime, outbox: MemoryObjectSendStream[Frame]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        outbox: MemoryObjectSendStream[Frame] | trio.MemorySendChannel[Frame],
+    ) -> None:
         self._runtime = runtime
         self._outbox = outbox
         self._source: str | None = None
@@ -200,7 +215,7 @@ class Session(actors.Actor):
         try:
             with anyio.fail_after(EMIT_TIMEOUT):
                 await self._outbox.send(frame)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError):
+        except _OUTBOX_GONE:
             # The socket is gone (the edge is stopping this session), or the
             # client stopped reading: drop its requests rather than hold their
             # provider calls open for a reader that never comes back.

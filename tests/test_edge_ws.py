@@ -214,9 +214,16 @@ async def test_cancel_stops_one_request_and_leaves_the_other(tmp_path: Path) -> 
 
 
 async def test_disconnect_mid_stream_cancels_the_provider_call(tmp_path: Path) -> None:
-    """Closing the socket mid-stream closes the provider stream, bills it partially, stores no turn."""
+    """
+    Closing the socket mid-stream closes the provider stream, bills it partially,
+    stores no turn, and stops the session cleanly (a frame it emits after the
+    socket went away is not a crash).
+    """
     backend = WatchedBackend(chunk_delay=0.01)
-    async with running_server(settings_for(tmp_path), **slow(backend)) as server:
+    async with (
+        running_server(settings_for(tmp_path), **slow(backend)) as server,
+        server.runtime.system.events() as events,
+    ):
         async with open_websocket_url(server.ws_url) as ws:
             await send(ws, llm("q", LONG, component="watcher"))
             while (await receive(ws))["payload"].get("chunk") is None:
@@ -226,9 +233,17 @@ async def test_disconnect_mid_stream_cancels_the_provider_call(tmp_path: Path) -
         rows = await server.runtime.budget_usage("daily", "component")
         with pytest.raises(NotFound):
             await server.runtime.get_context("ws")
+        session_events = []
+        with trio.fail_after(2):
+            async for event in events:
+                if event.name.startswith("session:"):
+                    session_events.append(event.kind)
+                    if event.kind == "stopped":
+                        break
     assert backend.finished == []
     assert rows[0]["key"] == "watcher" and rows[0]["requests"] == 1
     assert 0 < rows[0]["output_tokens"] < 40
+    assert session_events == ["started", "stopped"]
 
 
 # -- bad input -----------------------------------------------------------------------

@@ -41,3 +41,38 @@ async def test_a_client_that_stops_reading_has_its_requests_dropped(
         assert answer["id"] == "status"
         assert answer["payload"]["in_flight"] == 0
         await rt.sessions.stop_child("session:t")
+
+
+async def test_a_socket_gone_mid_request_drops_its_requests_without_a_crash(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """
+    When the edge's outbox reader is gone (trio's channel, as the edge uses), the next
+    frame the session emits drops its requests; the session does not crash and stays
+    stoppable.
+    """
+    settings = Settings(data_dir=tmp_path, hermes_url=None, simulated_chunk_delay=1.0)
+    backends = {"simulated": lambda: SimulatedBackend(chunk_delay=1.0)}
+    async with (
+        rhetor.runtime.start(settings, backends=backends) as rt,
+        rt.system.events() as events,
+    ):
+        outbox, frames = trio.open_memory_channel[dict[str, Any]](8)
+        spec = actors.ChildSpec("session:t", partial(Session, rt, outbox), restart="temporary")
+        ref = await rt.sessions.start_child(spec)
+        await ref.tell(frame("LLM_REQUEST", "q", message="one two three four five"))
+        with trio.fail_after(10):
+            first = await frames.receive()  # typing starts
+        assert first["payload"].get("isTyping") is True
+        frames.close()  # the socket went away; the next chunk cannot be delivered
+        await trio.sleep(3)
+        assert ref.alive
+        await rt.sessions.stop_child("session:t")
+        kinds = []
+        with trio.fail_after(1):
+            async for event in events:
+                if event.name == "session:t":
+                    kinds.append(event.kind)
+                    if event.kind == "stopped":
+                        break
+    assert kinds == ["started", "stopped"]
