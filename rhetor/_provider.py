@@ -24,6 +24,7 @@ from rhetor._types import (
     ProviderStatus,
     StreamEnd,
     TextDelta,
+    Usage,
 )
 
 __all__ = ["CheckHealth", "Complete", "GetStatus", "ProviderActor", "StreamCompletion"]
@@ -144,7 +145,10 @@ class ProviderActor(actors.Actor):
     async def handle(self, message: Any) -> Any:
         if isinstance(message, Complete):
             self._require_available(message.request)
-            return await self.backend.complete(message.request)
+            reply = await self.backend.complete(message.request)
+            if _insane(reply.usage):
+                reply = attrs.evolve(reply, usage=_clamped(reply.usage))
+            return reply
         if isinstance(message, GetStatus):
             return self._status
         if isinstance(message, CheckHealth):
@@ -158,6 +162,8 @@ class ProviderActor(actors.Actor):
         stream = self.backend.stream(message.request)
         try:
             async for item in stream:
+                if isinstance(item, StreamEnd) and _insane(item.usage):
+                    item = attrs.evolve(item, usage=_clamped(item.usage))
                 yield item
         finally:
             # Close the upstream at once, even when the reader left early.
@@ -165,3 +171,18 @@ class ProviderActor(actors.Actor):
             if aclose is not None:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                     await aclose()
+
+
+def _insane(usage: Usage) -> bool:
+    return usage.input_tokens < 0 or usage.output_tokens < 0
+
+
+def _clamped(usage: Usage) -> Usage:
+    """
+    Negative token counts from an upstream, as zero.
+
+    No real provider reports them, but a buggy or hostile upstream that did
+    would otherwise be priced at a negative cost and credit the budget.
+    """
+    log.warning("upstream reported negative token usage %s; counted as zero", usage)
+    return Usage(max(0, usage.input_tokens), max(0, usage.output_tokens))

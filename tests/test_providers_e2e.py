@@ -236,6 +236,28 @@ async def test_usage_and_cost_reach_the_ledger(tmp_path: Path, upstreams: Upstre
     ]
 
 
+async def test_negative_usage_from_an_upstream_is_billed_as_zero_not_credited(
+    tmp_path: Path, upstreams: Upstreams
+) -> None:
+    """An upstream that reports negative tokens (whole or streamed) cannot lower what was spent."""
+    upstreams.openai.script(
+        Reply("paid", input_tokens=1000, output_tokens=200),
+        Reply("bogus", input_tokens=-1_000_000, output_tokens=-5),
+        Reply(chunks=("x", "y"), input_tokens=-7, output_tokens=-9_000_000),
+    )
+    async with running(tmp_path, upstreams) as rt:
+        paid = await rt.message("Hi", provider="openai", timeout=5)
+        bogus = await rt.message("Hi", provider="openai", timeout=5)
+        streamed = (await read_all(rt.stream("Hi", provider="openai", timeout=5)))[-1].reply
+        status = await rt.budget()
+    assert streamed is not None
+    assert paid.cost > 0
+    assert (bogus.usage.input_tokens, bogus.usage.output_tokens, bogus.cost) == (0, 0, 0.0)
+    assert (streamed.usage.input_tokens, streamed.usage.output_tokens) == (0, 0)
+    assert status["periods"]["daily"]["spent"] == pytest.approx(paid.cost)
+    assert all(e.cost >= 0 for e in ledger_entries(tmp_path))
+
+
 # -- request shape ---------------------------------------------------------
 
 
