@@ -699,7 +699,7 @@ async def _websocket(state: EdgeState, scope: Any, receive: Any, send: Any) -> N
     then stopped, which cancels its requests down to the provider calls.
     """
     # The checks run in their own frame, so that the parsed headers and query
-    # are not kept alive for the life of the socket (about 1.5 KB each).
+    # are not kept alive for the life of the socket (about 1.5 KB together).
     if not await _admit(state, scope, receive, send):
         return
     legacy = _Legacy() if scope["path"] == _LEGACY_WS_PATH else None

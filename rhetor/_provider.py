@@ -146,7 +146,7 @@ class ProviderActor(actors.Actor):
         if isinstance(message, Complete):
             self._require_available(message.request)
             reply = await self.backend.complete(message.request)
-            if _insane(reply.usage):
+            if _has_negative(reply.usage):
                 reply = attrs.evolve(reply, usage=_clamped(reply.usage))
             return reply
         if isinstance(message, GetStatus):
@@ -162,7 +162,7 @@ class ProviderActor(actors.Actor):
         stream = self.backend.stream(message.request)
         try:
             async for item in stream:
-                if isinstance(item, StreamEnd) and _insane(item.usage):
+                if isinstance(item, StreamEnd) and _has_negative(item.usage):
                     item = attrs.evolve(item, usage=_clamped(item.usage))
                 yield item
         finally:
@@ -173,7 +173,7 @@ class ProviderActor(actors.Actor):
                     await aclose()
 
 
-def _insane(usage: Usage) -> bool:
+def _has_negative(usage: Usage) -> bool:
     return usage.input_tokens < 0 or usage.output_tokens < 0
 
 
