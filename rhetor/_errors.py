@@ -12,6 +12,7 @@ and whether it is ``transient`` (worth retrying against the same provider).
     ├── PayloadTooLarge          body or frame over the size limit (413)
     ├── BudgetExceeded           the budget policy refused the request (402)
     ├── ServiceUnavailable       an internal actor is down or the runtime stops (503)
+    ├── InternalError            a bug met while handling this one request (500; logged with its traceback)
     ├── AllProvidersFailed       every candidate in the routing chain failed (503; .attempts)
     └── ProviderError            one upstream call failed (.provider, .model)
         ├── ProviderUnavailable      not configured, no key, or not answering (503)
@@ -39,6 +40,7 @@ __all__ = [
     "BadRequest",
     "BudgetExceeded",
     "ContextTooLong",
+    "InternalError",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
@@ -163,6 +165,18 @@ class ServiceUnavailable(RhetorError):
     code = "service_unavailable"
     status = 503
     transient = True
+
+
+class InternalError(RhetorError):
+    """
+    Raised when handling one request met an unexpected exception (a bug).
+
+    The actor that met it logs the traceback and keeps serving; only this
+    request fails. The message never carries the traceback.
+    """
+
+    code = "internal_error"
+    status = 500
 
 
 class ProviderError(RhetorError):

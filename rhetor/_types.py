@@ -85,6 +85,9 @@ class ProviderReply:
     model: str
     usage: Usage
     finish_reason: str = "stop"
+    # False when the upstream's usage was missing or malformed: the router
+    # then bills the reservation's worst case instead of ``usage``.
+    usage_valid: bool = True
 
 
 @attrs.frozen
@@ -105,6 +108,9 @@ class StreamEnd:
     usage: Usage
     finish_reason: str = "stop"
     model: str = ""
+    # False when the upstream's usage was missing or malformed: the router
+    # then bills the reservation's worst case instead of ``usage``.
+    usage_valid: bool = True
 
 
 @attrs.frozen
