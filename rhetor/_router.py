@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import anyio
 import attrs
@@ -40,7 +40,14 @@ from rhetor._errors import (
 )
 from rhetor._pricing import Pricer, count_message_tokens, count_tokens
 from rhetor._provider import Complete, GetStatus, StreamCompletion
-from rhetor._routing import Candidate, RoutePlan, RoutingParameters, TaskConfig, plan
+from rhetor._routing import (
+    SIMULATED,
+    Candidate,
+    RoutePlan,
+    RoutingParameters,
+    TaskConfig,
+    plan,
+)
 from rhetor._store import StoreCall
 from rhetor._types import (
     ChatMessage,
@@ -454,23 +461,48 @@ class Router(actors.Actor):
             self._plans[key] = route
         return _Prepared(route, messages, system, tuple(turns), input_estimate)
 
-    def _downgrades(self, prepared: _Prepared, request: LLMRequest) -> list[Candidate]:
-        """Cheaper models, then free local ones, for the ``enforce`` policy."""
+    def _downgrades(
+        self, prepared: _Prepared, request: LLMRequest, refused: Candidate
+    ) -> list[Candidate]:
+        """
+        What may stand in for a candidate the budget refused, under ``enforce``.
+
+        Models no dearer than the refused one (the dearest first, free local
+        ones last) that still meet the request's routing parameters; for a
+        request naming only a provider, that provider's models alone; for one
+        naming a model, nothing: an explicit model is never swapped.
+        """
+        if prepared.plan.pinned == "model":
+            return []
         tried = {(c.provider, c.model) for c in prepared.plan.candidates}
-        temp = prepared.plan.candidates[0].temperature if prepared.plan.candidates else 0.7
         max_tokens = self._max_tokens(request)
+        params = request.routing
+        ceiling = self._worst_case(
+            refused.provider, refused.model, prepared.input_estimate, max_tokens
+        )
+        if params.max_cost is not None:
+            ceiling = min(ceiling, params.max_cost)
         options = []
         for provider, models in self._provider_models().items():
             if not self._available(provider) or (
-                provider == "simulated" and not self._simulated_fallback()
+                provider == SIMULATED and not self._simulated_fallback()
             ):
                 continue
+            if prepared.plan.pinned == "provider" and provider != refused.provider:
+                continue
             for model in models:
-                if (provider, model) not in tried:
-                    cost = self._worst_case(provider, model, prepared.input_estimate, max_tokens)
+                if (provider, model) in tried:
+                    continue
+                info = self._config.models.get(model)
+                if params.required_capabilities and (
+                    info is None or not params.required_capabilities <= info.capabilities
+                ):
+                    continue
+                cost = self._worst_case(provider, model, prepared.input_estimate, max_tokens)
+                if cost <= ceiling:
                     options.append((cost == 0.0, -cost, provider, model))
         options.sort()
-        return [Candidate(p, m, temp) for _, _, p, m in options]
+        return [Candidate(p, m, refused.temperature) for _, _, p, m in options]
 
     def _provider_request(
         self, prepared: _Prepared, candidate: Candidate, request: LLMRequest, timeout: float
@@ -635,15 +667,25 @@ class Router(actors.Actor):
         return _CandidateQueue(self, request, prepared)
 
     def _explain(
-        self, prepared: _Prepared, c: Candidate, failures: list[tuple[str, str, RhetorError]]
+        self,
+        prepared: _Prepared,
+        c: Candidate,
+        failures: list[tuple[str, str, RhetorError]],
+        refusals: Sequence[tuple[Candidate, BudgetExceeded]] = (),
     ) -> str:
+        """The plan's explanation, then which candidate answered after what failed or was refused."""
         explanation = prepared.plan.explanation
         head = prepared.plan.candidates[0] if prepared.plan.candidates else None
         if head is None or (head.provider, head.model) != (c.provider, c.model):
-            why = "; ".join(f"{p}/{m} failed ({e.code})" for p, m, e in failures)
+            why = [f"{p}/{m} failed ({e.code})" for p, m, e in failures]
+            why += [
+                f"the budget refused {r.provider}/{r.model} ({exc.message})" for r, exc in refusals
+            ]
             explanation += f"; answered by {c.provider}/{c.model}"
+            if refusals:
+                explanation += " (a budget downgrade)"
             if why:
-                explanation += f" after {why}"
+                explanation += f" after {'; '.join(why)}"
         return explanation
 
     async def _generate(self, request: LLMRequest) -> Reply:
@@ -685,14 +727,13 @@ class Router(actors.Actor):
                     context=request.context_id,
                     usage=result.usage,
                     cost=cost,
-                    routing=self._explain(prepared, c, failures),
+                    routing=candidates.explain(c, failures),
                     request_id=request.request_id,
                     task_type=prepared.plan.task_type,
-                    budget_warning=reservation.warning,
+                    budget_warning=candidates.budget_warning(c, reservation),
                     finish_reason=result.finish_reason,
                 )
-        candidates.raise_refusal()
-        raise AllProvidersFailed(failures)
+        candidates.raise_unanswered(failures)
 
     async def _stream(self, request: LLMRequest) -> AsyncGenerator[Chunk, None]:
         timeout = request.timeout or self._request_timeout
@@ -756,16 +797,15 @@ class Router(actors.Actor):
                     context=request.context_id,
                     usage=usage,
                     cost=cost,
-                    routing=self._explain(prepared, c, failures),
+                    routing=candidates.explain(c, failures),
                     request_id=request.request_id,
                     task_type=prepared.plan.task_type,
-                    budget_warning=reservation.warning,
+                    budget_warning=candidates.budget_warning(c, reservation),
                     finish_reason=end.finish_reason if end is not None else "stop",
                 )
                 yield Chunk("", reply.model, c.provider, request.context_id, True, reply)
                 return
-        candidates.raise_refusal()
-        raise AllProvidersFailed(failures)
+        candidates.raise_unanswered(failures)
 
     # -- other operations --------------------------------------------------
 
@@ -965,14 +1005,17 @@ class _CandidateQueue:
     The candidates of one request, each handed out with a granted reservation.
 
     When the budget refuses a candidate, cheaper models and then free local
-    ones are queued after the plan (the ``enforce`` downgrade path).
+    ones are queued after the plan (the ``enforce`` downgrade path; see
+    :meth:`Router._downgrades` for what may stand in). Every refusal is kept,
+    so that a reply from a stand-in says which model it replaced and why.
     """
 
     _router: Router
     _request: LLMRequest
     _prepared: _Prepared
     _queue: list[Candidate] = attrs.field(init=False)
-    _refused: BudgetExceeded | None = attrs.field(init=False, default=None)
+    # Invariant: the candidates the budget refused, in the order they were tried.
+    _refusals: list[tuple[Candidate, BudgetExceeded]] = attrs.field(init=False, factory=list)
     _extended: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -989,19 +1032,55 @@ class _CandidateQueue:
             try:
                 reservation = await self._router._reserve(self._request, self._prepared, c)
             except BudgetExceeded as exc:
-                self._refused = self._refused or exc
+                self._refusals.append((c, exc))
                 if not self._extended:
                     self._extended = True
-                    downgrades = self._router._downgrades(self._prepared, self._request)
+                    downgrades = self._router._downgrades(self._prepared, self._request, c)
                     self._queue.extend(d for d in downgrades if d not in self._queue)
                 continue
             return c, reservation
         return None
 
-    def raise_refusal(self) -> None:
-        """Raise the first budget refusal, when the budget is why nothing answered."""
-        if self._refused is not None:
-            raise self._refused
+    def explain(self, c: Candidate, failures: list[tuple[str, str, RhetorError]]) -> str:
+        """The reply's ``routing``: the plan's explanation, then what replaced what and why."""
+        return self._router._explain(self._prepared, c, failures, self._refusals)
+
+    def budget_warning(self, c: Candidate, reservation: Reservation) -> str | None:
+        """
+        The reply's ``budget_warning``: a downgrade names the model first chosen
+        and the refusal; the ``warn`` policy's warning follows.
+        """
+        notes = []
+        if self._refusals:
+            first, exc = self._refusals[0]
+            notes.append(
+                f"budget downgrade: {first.provider}/{first.model} was chosen first but the "
+                f"budget refused it ({exc.message}); answered by {c.provider}/{c.model} instead"
+            )
+        if reservation.warning:
+            notes.append(reservation.warning)
+        return "; ".join(notes) or None
+
+    def raise_unanswered(self, failures: list[tuple[str, str, RhetorError]]) -> NoReturn:
+        """
+        Raise why nothing answered: the first budget refusal when the budget is
+        why; else every failed attempt, or the planned models whose provider
+        is down when nothing could be tried.
+        """
+        if self._refusals:
+            raise self._refusals[0][1]
+        if not failures:
+            failures = [
+                (
+                    c.provider,
+                    c.model,
+                    ProviderUnavailable(
+                        f"{c.provider} is not available", provider=c.provider, model=c.model
+                    ),
+                )
+                for c in self._prepared.plan.skipped
+            ]
+        raise AllProvidersFailed(failures)
 
 
 def _as_provider_error(raw: BaseException, c: Candidate, timeout: float) -> ProviderError:

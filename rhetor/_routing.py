@@ -30,6 +30,8 @@ __all__ = [
 TASK_TYPES = ("code", "planning", "reasoning", "chat", "default")
 _TIERS = {"local": 0, "low": 1, "medium": 2, "high": 3}
 Complexity = Literal["low", "medium", "high"]
+Pinned = Literal["model", "provider"] | None
+SIMULATED = "simulated"
 
 
 @attrs.frozen
@@ -107,12 +109,18 @@ class Candidate:
 class RoutePlan:
     """
     The ordered candidates for one request, and the explanation for the first.
+
+    ``pinned`` says what the request named explicitly: ``"model"`` (never
+    swapped), ``"provider"`` (only that provider's models may stand in), or
+    None (routed). ``skipped`` are planned models whose provider is down.
     """
 
     candidates: tuple[Candidate, ...]
     explanation: str
     task_type: str
     rule: str
+    pinned: Pinned = None
+    skipped: tuple[Candidate, ...] = ()
 
 
 def _route(raw: Any, where: str) -> TaskRoute:
@@ -204,6 +212,12 @@ class TaskConfig:
         return info.provider
 
 
+def usd(amount: float) -> str:
+    """A cost for a message: enough decimals for small amounts, no float noise."""
+    text = f"{amount:.6f}".rstrip("0").rstrip(".")
+    return f"${text or '0'}"
+
+
 def plan(
     config: TaskConfig,
     *,
@@ -225,6 +239,15 @@ def plan(
     ``available(provider)`` says whether a provider is up; ``cost_of`` gives a
     request's worst-case cost on a model; ``active`` is the operator's choice
     from ``POST /provider``, which heads the ``default`` task's chain.
+    ``simulated_fallback`` says the simulated provider may answer as the last
+    resort (no real provider is up, or ``RHETOR_SIMULATED=always``); otherwise
+    it answers only when named (by the request, a task route or ``active``).
+
+    Error handling: an unknown provider or model is :class:`NotFound`; routing
+    parameters that no real model meets (or that an explicitly named model
+    does not meet) are a :class:`ValidationError` naming the parameter and
+    the models considered. With ``simulated_fallback``, unmet parameters leave
+    the simulated provider to answer instead.
     """
     task = task_type if task_type in config.tasks else "default"
     reasons: list[str] = []
@@ -240,25 +263,22 @@ def plan(
                 return prov
         raise NotFound("model", name, field="model")
 
-    # An explicit override wins over the task table.
+    def cost(name: str) -> float:
+        return cost_of(provider_for(name), name)
+
     if model is not None or provider is not None:
-        if provider is not None and provider not in provider_models:
-            raise NotFound("provider", provider, field="provider")
-        if model is None:
-            assert provider is not None  # for mypy: the branch needs one of the two
-            models = list(provider_models.get(provider, ()))
-            if not models:
-                raise NotFound("model", f"any model of {provider}", field="model")
-            model = models[0]
-        prov = provider if provider is not None else provider_for(model)
-        served = model in provider_models.get(provider or "", ())
-        configured = model in config.models and config.models[model].provider == provider
-        if provider is not None and not served and not configured:
-            raise NotFound("model", f"{model} on {provider}", field="model")
-        _, route = config.route_for(task, component)
-        temp = route.temperature if temperature is None else temperature
-        explanation = f"{prov}/{model} was requested explicitly"
-        return RoutePlan((Candidate(prov, model, temp),), explanation, task, "override")
+        return _explicit(
+            config,
+            task,
+            component,
+            provider,
+            model,
+            temperature,
+            params,
+            provider_models,
+            provider_for,
+            cost_of,
+        )
 
     rule, route = config.route_for(task, component)
     chain = list(route.chain)
@@ -272,60 +292,178 @@ def plan(
         info = config.models.get(name)
         return _TIERS.get(info.tier, 2) if info is not None else 2
 
-    if params.required_capabilities:
-        need = params.required_capabilities
+    # Models the parameters may add from the catalogue: real ones only, since
+    # the simulated echo (free, claiming every capability) would otherwise win
+    # every capability and cost filter while real providers are up.
+    need = params.required_capabilities
+    catalogue = [
+        n for n, i in config.models.items() if i.provider != SIMULATED and need <= i.capabilities
+    ]
+    unmet = False
+    if need:
         capable = [m for m in chain if m in config.models and need <= config.models[m].capabilities]
         if not capable:
-            capable = sorted(
-                (n for n, i in config.models.items() if need <= i.capabilities), key=tier
-            )
+            capable = sorted(catalogue, key=tier)
         if capable:
-            chain = capable
             reasons.append(f"needs {', '.join(sorted(need))}")
+        elif simulated_fallback:
+            unmet = True
+            reasons.append(f"no real model has all of {', '.join(sorted(need))}")
         else:
-            reasons.append(f"no model has all of {', '.join(sorted(need))}; using the task chain")
+            considered = [n for n, i in config.models.items() if i.provider != SIMULATED]
+            raise ValidationError(
+                "routing_parameters.required_capabilities",
+                f"no model has all of {', '.join(sorted(need))} "
+                f"(considered {', '.join(considered) or 'none'})",
+            )
+        chain = capable
     if params.complexity == "low":
         chain.sort(key=tier)
         reasons.append("low complexity prefers cheaper models")
     elif params.complexity == "high":
         chain.sort(key=tier, reverse=True)
         reasons.append("high complexity prefers stronger models")
-    if params.max_cost is not None:
-        affordable = [m for m in chain if cost_of(provider_for(m), m) <= params.max_cost]
+    if params.max_cost is not None and not unmet:
+        limit = params.max_cost
+        affordable = [m for m in chain if cost(m) <= limit]
         cheaper = sorted(
-            (
-                n
-                for n, i in config.models.items()
-                if n not in affordable
-                and cost_of(i.provider, n) <= params.max_cost
-                and (
-                    not params.required_capabilities
-                    or params.required_capabilities <= i.capabilities
-                )
-            ),
-            key=lambda n: cost_of(config.models[n].provider, n),
+            (n for n in catalogue if n not in affordable and cost(n) <= limit), key=cost
         )
-        chain = affordable + [m for m in cheaper if available(config.models[m].provider)]
-        reasons.append(f"max cost ${params.max_cost:g}")
+        if not affordable and not cheaper:
+            if not simulated_fallback:
+                considered = sorted(dict.fromkeys([*chain, *catalogue]), key=cost)
+                raise ValidationError(
+                    "routing_parameters.max_cost",
+                    f"no model's worst-case cost (the prompt plus max_tokens) is within "
+                    f"{usd(limit)} (considered "
+                    + (", ".join(f"{m} {usd(cost(m))}" for m in considered) or "none")
+                    + ")",
+                )
+            reasons.append(f"no real model's worst case is within {usd(limit)}")
+        else:
+            reasons.append(f"max cost {usd(limit)}")
+        # Catalogue additions join only when up, unless nothing else fits:
+        # then they stay, so that the plan reports them as skipped.
+        added = [m for m in cheaper if available(config.models[m].provider)]
+        chain = affordable + (added if affordable or added else cheaper)
 
     candidates: list[Candidate] = []
-    skipped: list[str] = []
+    skipped: list[Candidate] = []
     for name in chain:
         prov = provider_for(name)
-        if available(prov):
-            candidates.append(Candidate(prov, name, temp))
-        else:
-            skipped.append(f"{prov}/{name}")
-    if simulated_fallback and available("simulated"):
-        sim_models = list(provider_models.get("simulated", ()))
-        if sim_models and not any(c.provider == "simulated" for c in candidates):
-            candidates.append(Candidate("simulated", sim_models[0], temp))
-            if not any(c.provider != "simulated" for c in candidates):
+        (candidates if available(prov) else skipped).append(Candidate(prov, name, temp))
+    if simulated_fallback and available(SIMULATED):
+        sim_models = list(provider_models.get(SIMULATED, ()))
+        if sim_models and not any(c.provider == SIMULATED for c in candidates):
+            candidates.append(Candidate(SIMULATED, sim_models[0], temp))
+            if not any(c.provider != SIMULATED for c in candidates):
                 reasons.append("no real provider is available, so the simulated provider answers")
     if skipped:
-        reasons.append(f"skipped unavailable {', '.join(skipped)}")
+        reasons.append(
+            f"skipped unavailable {', '.join(f'{c.provider}/{c.model}' for c in skipped)}"
+        )
     head = f"{candidates[0].provider}/{candidates[0].model}" if candidates else "nothing"
     explanation = f"task '{task}' via rule '{rule}' chose {head}"
     if reasons:
         explanation += "; " + "; ".join(reasons)
-    return RoutePlan(tuple(candidates), explanation, task, rule)
+    return RoutePlan(tuple(candidates), explanation, task, rule, None, tuple(skipped))
+
+
+def _explicit(
+    config: TaskConfig,
+    task: str,
+    component: str | None,
+    provider: str | None,
+    model: str | None,
+    temperature: float | None,
+    params: RoutingParameters,
+    provider_models: Mapping[str, Sequence[str]],
+    provider_for: Callable[[str], str],
+    cost_of: Callable[[str, str], float],
+) -> RoutePlan:
+    """
+    The plan of a request naming its provider and/or model: that one candidate.
+
+    An explicit model is the only candidate, never swapped. An explicit
+    provider alone means its first model that meets the routing parameters.
+    Availability is not checked here: an explicit model whose provider is down
+    fails as ``provider_unavailable`` rather than being skipped for another.
+    """
+    if provider is not None and provider not in provider_models:
+        raise NotFound("provider", provider, field="provider")
+    if model is None:
+        assert provider is not None  # for mypy: the caller needs one of the two
+        models = list(provider_models.get(provider, ()))
+        if not models:
+            raise NotFound("model", f"any model of {provider}", field="model")
+        unmet = [
+            _meets(config, m, params, lambda m: cost_of(provider, m), known=True) for m in models
+        ]
+        fitting = [m for m, why in zip(models, unmet, strict=True) if why is None]
+        if not fitting:
+            reasons = [why for why in unmet if why is not None]
+            raise ValidationError(
+                reasons[0][0],
+                f"no model of {provider} meets the routing parameters "
+                f"({'; '.join(message for _, message in reasons)})",
+            )
+        model, pinned = fitting[0], "provider"
+    else:
+        pinned = "model"
+    prov = provider if provider is not None else provider_for(model)
+    served = model in provider_models.get(prov, ())
+    configured = model in config.models and config.models[model].provider == prov
+    if not served and not configured:
+        raise NotFound("model", f"{model} on {prov}", field="model")
+    if pinned == "model":
+        why = _meets(config, model, params, lambda m: cost_of(prov, m))
+        if why is not None:
+            field, message = why
+            raise ValidationError(field, f"{prov}/{model} was requested explicitly, but {message}")
+    _, route = config.route_for(task, component)
+    temp = route.temperature if temperature is None else temperature
+    explanation = (
+        f"{prov}/{model} was requested explicitly"
+        if pinned == "model"
+        else f"provider {prov} was requested explicitly; {model} is its first fitting model"
+    )
+    return RoutePlan(
+        (Candidate(prov, model, temp),),
+        explanation,
+        task,
+        "override",
+        pinned,  # type: ignore[arg-type]  # "model" or "provider", set just above
+    )
+
+
+def _meets(
+    config: TaskConfig,
+    model: str,
+    params: RoutingParameters,
+    cost: Callable[[str], float],
+    *,
+    known: bool = False,
+) -> tuple[str, str] | None:
+    """
+    Why a model does not meet the routing parameters, as ``(field, message)``; None if it does.
+
+    A model missing from the catalogue has unknown capabilities: a request
+    naming it is taken at its word, but with ``known`` (Rhetor choosing among
+    a provider's models) it meets no capability need.
+    """
+    info = config.models.get(model)
+    if info is not None:
+        missing = params.required_capabilities - info.capabilities
+    else:
+        missing = params.required_capabilities if known else frozenset()
+    if missing:
+        return (
+            "routing_parameters.required_capabilities",
+            f"{model} lacks {', '.join(sorted(missing))}",
+        )
+    if params.max_cost is not None and cost(model) > params.max_cost:
+        return (
+            "routing_parameters.max_cost",
+            f"{model}'s worst-case cost {usd(cost(model))} is over {usd(params.max_cost)}",
+        )
+    return None

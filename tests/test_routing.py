@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor._routing import RoutingParameters, TaskConfig, plan
+from rhetor._routing import RoutingParameters, TaskConfig, plan, usd
 
 CONFIG = TaskConfig.load(Path(__file__).parent.parent / "config" / "tasks.json")
 MODELS = {
@@ -166,3 +166,89 @@ def test_config_that_is_not_json_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as info:
         TaskConfig.load(path)
     assert info.value.field == "RHETOR_TASK_CONFIG"
+
+
+def test_routing_parameters_never_add_the_simulated_echo_while_a_real_provider_is_up() -> None:
+    """Capability and cost filters choose among real models only: the free echo claims every capability."""
+    for params in (
+        RoutingParameters(required_capabilities=frozenset({"storytelling"})),
+        RoutingParameters(max_cost=0.05),
+        RoutingParameters(complexity="low", max_cost=0.2),
+    ):
+        result = run(
+            task_type="code", params=params, up=("anthropic", "openai", "ollama", "simulated")
+        )
+        assert result.candidates, params
+        assert all(c.provider != "simulated" for c in result.candidates), params
+
+
+def test_unmet_routing_parameters_are_a_validation_error_naming_the_parameter() -> None:
+    """No real model meeting the parameters is a 422 naming the field and the models considered."""
+    debugging = frozenset({"debugging"})
+    with pytest.raises(ValidationError) as info:
+        run(params=RoutingParameters(required_capabilities=debugging, max_cost=0.5))
+    assert info.value.field == "routing_parameters.max_cost"
+    assert "(considered claude-3-opus-20240229 $1, gpt-4-turbo $1)" in info.value.message
+    with pytest.raises(ValidationError) as info:
+        run(params=RoutingParameters(required_capabilities=frozenset({"telepathy"})))
+    assert info.value.field == "routing_parameters.required_capabilities"
+    assert "gpt-4o" in info.value.message and "simulated-echo" not in info.value.message
+
+
+def test_with_no_real_provider_up_the_simulated_provider_answers_unmet_parameters() -> None:
+    """When only the simulated provider is up, it answers whatever the parameters ask."""
+    params = RoutingParameters(required_capabilities=frozenset({"telepathy"}), max_cost=0.0)
+    result = run(params=params, up=("simulated",), simulated_fallback=True)
+    assert [c.model for c in result.candidates] == ["simulated-echo"]
+    assert "no real model has all of telepathy" in result.explanation
+
+
+def test_a_model_whose_provider_is_down_is_kept_as_skipped() -> None:
+    """Planned models of a provider that is down are listed in the plan's skipped candidates."""
+    result = run(up=("openai",))
+    assert [(c.provider, c.model) for c in result.skipped] == [
+        ("anthropic", "claude-3-haiku-20240307")
+    ]
+    # Only the free local model fits, and Ollama is down: it is skipped, not dropped.
+    cheap = run(params=RoutingParameters(max_cost=0.05))
+    assert cheap.candidates == ()
+    assert [c.model for c in cheap.skipped] == ["llama3"]
+
+
+def test_an_explicit_model_is_pinned_and_must_meet_the_parameters() -> None:
+    """A named model is the one pinned candidate; parameters it does not meet are a 422, not a swap."""
+    result = run(model="claude-3-opus-20240229")
+    assert result.pinned == "model"
+    with pytest.raises(ValidationError) as info:
+        run(model="claude-3-opus-20240229", params=RoutingParameters(max_cost=0.5))
+    assert info.value.field == "routing_parameters.max_cost"
+    assert "anthropic/claude-3-opus-20240229 was requested explicitly" in info.value.message
+    with pytest.raises(ValidationError) as info:
+        run(
+            model="gpt-3.5-turbo",
+            params=RoutingParameters(required_capabilities=frozenset({"debugging"})),
+        )
+    assert info.value.field == "routing_parameters.required_capabilities"
+
+
+def test_an_explicit_provider_picks_its_first_model_that_meets_the_parameters() -> None:
+    """A named provider alone means its first fitting model, pinned to that provider."""
+    assert run(provider="anthropic").candidates[0].model == "claude-3-opus-20240229"
+    cheap = run(provider="anthropic", params=RoutingParameters(max_cost=0.2))
+    assert [c.model for c in cheap.candidates] == ["claude-3-haiku-20240307"]
+    assert cheap.pinned == "provider"
+    with pytest.raises(ValidationError) as info:
+        run(provider="anthropic", params=RoutingParameters(max_cost=0.01))
+    assert info.value.field == "routing_parameters.max_cost"
+    assert "no model of anthropic" in info.value.message
+
+
+def test_costs_in_messages_have_enough_decimals_and_no_float_noise() -> None:
+    """usd() keeps six decimals at most and drops trailing zeros."""
+    assert [usd(x) for x in (0.1 + 0.2, 0.0775500001, 1.5e-05, 0.0, 2.0)] == [
+        "$0.3",
+        "$0.07755",
+        "$0.000015",
+        "$0",
+        "$2",
+    ]
