@@ -414,6 +414,7 @@ class Router(actors.Actor):
             history = list(window)
             if summary:
                 system_parts.append(f"Summary of the earlier conversation: {summary}")
+            turns = list(_unstored_turns(await self._stored_tail(request, history, turns), turns))
         system = "\n\n".join(system_parts) or None
         messages = tuple(history + turns)
         input_estimate = count_message_tokens(messages, system)
@@ -460,6 +461,28 @@ class Router(actors.Actor):
                 self._plans.clear()
             self._plans[key] = route
         return _Prepared(route, messages, system, tuple(turns), input_estimate)
+
+    async def _stored_tail(
+        self, request: LLMRequest, window: list[ChatMessage], turns: list[ChatMessage]
+    ) -> list[ChatMessage]:
+        """
+        The context's newest stored turns, to match the client's history against.
+
+        The window is them, unless it came back empty (a summary or one turn
+        over the token budget) while the client sent history that may repeat
+        stored turns: then the store is asked for as many as the client sent.
+        """
+        if window or len(turns) < 2:
+            return window
+        assert request.context_id is not None  # for mypy: only called with a context
+        try:
+            stored = await ask(
+                self._contexts,
+                StoreCall("history", (request.context_id,), {"limit": len(turns) - 1}),
+            )
+        except NotFound:
+            return []
+        return [ChatMessage(m.role, m.content) for m in stored]
 
     def _downgrades(
         self, prepared: _Prepared, request: LLMRequest, refused: Candidate
@@ -1081,6 +1104,32 @@ class _CandidateQueue:
                 for c in self._prepared.plan.skipped
             ]
         raise AllProvidersFailed(failures)
+
+
+def _unstored_turns(
+    stored: Sequence[ChatMessage], turns: Sequence[ChatMessage]
+) -> tuple[ChatMessage, ...]:
+    """
+    Which of a client's turns a context does not hold yet: the ones to send and store.
+
+    A client may resend its whole history with every request (seed 002's
+    ChatSession, every OpenAI or Anthropic SDK client). With a context, the
+    stored turns are the history, so the client's turns up to the latest
+    point where they end with the stored tail (``stored``, the newest stored
+    turns, oldest first) are repeats; only the turns after it are new. Where
+    they overlap, every turn must match (role and content); when nothing
+    lines up (a fresh context, a client sending only the new turn, or a
+    history that differs from what was stored) every turn is new. The last
+    turn, the user's, is always new.
+    """
+    if stored:
+        for held in range(len(turns) - 1, 0, -1):
+            overlap = min(held, len(stored))
+            if turns[held - 1] == stored[-1] and list(turns[held - overlap : held]) == list(
+                stored[-overlap:]
+            ):
+                return tuple(turns[held:])
+    return tuple(turns)
 
 
 def _as_provider_error(raw: BaseException, c: Candidate, timeout: float) -> ProviderError:

@@ -21,16 +21,15 @@ from trio_websocket import open_websocket_url
 
 import rhetor.runtime
 from rhetor._pricing import Pricer
+from rhetor._router import _unstored_turns
 from rhetor._routing import TaskConfig
+from rhetor._types import ChatMessage
 from rhetor.client import RhetorClient
-from tests.fakes import Fail
+from tests.fakes import Fail, Reply
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
 from tests.fakes.ollama import FakeOllama, fake_ollama
 from tests.fakes.openai import FakeOpenAI, fake_openai
 from tests.helpers import ServerInfo, running_server, settings_for
-
-# Every test here runs the real server with three SDK-backed providers.
-pytestmark = pytest.mark.slow
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "tasks.json"
 CONFIG = TaskConfig.load(CONFIG_PATH)
@@ -91,6 +90,7 @@ async def real_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Real]:
             yield Real(server, anthropic, openai, ollama)
 
 
+@pytest.mark.slow  # the real server with three SDK-backed providers
 async def test_seed_routing_parameters_never_pick_the_simulated_echo_while_real_providers_are_up(
     tmp_path: Path,
 ) -> None:
@@ -133,6 +133,7 @@ async def test_seed_routing_parameters_never_pick_the_simulated_echo_while_real_
     assert answered >= 10 and refused >= 1
 
 
+@pytest.mark.slow  # the real server with three SDK-backed providers
 async def test_required_capabilities_no_model_has_are_refused_naming_the_parameter(
     tmp_path: Path,
 ) -> None:
@@ -151,6 +152,7 @@ async def test_required_capabilities_no_model_has_are_refused_naming_the_paramet
     assert "simulated" not in error["message"]
 
 
+@pytest.mark.slow  # the real server with three SDK-backed providers
 async def test_capable_models_whose_provider_is_down_fail_naming_them(tmp_path: Path) -> None:
     """With Anthropic down, a need only Claude meets is a 503 naming the skipped model, not the echo."""
     async with (
@@ -177,6 +179,7 @@ async def test_capable_models_whose_provider_is_down_fail_naming_them(tmp_path: 
 OPUS_LIMIT = 0.05  # over gpt-4-turbo's worst case for a short prompt, under claude-3-opus's
 
 
+@pytest.mark.slow  # the real server with three SDK-backed providers
 async def test_an_explicit_model_over_the_budget_is_refused_naming_it_never_swapped(
     tmp_path: Path,
 ) -> None:
@@ -196,6 +199,7 @@ async def test_an_explicit_model_over_the_budget_is_refused_naming_it_never_swap
         assert "anthropic/claude-3-opus-20240229" in error["message"]
 
 
+@pytest.mark.slow  # the real server with three SDK-backed providers
 async def test_an_explicit_model_that_fails_is_an_error_not_a_swap(tmp_path: Path) -> None:
     """A named model whose upstream fails is an error listing that model alone; no other provider is called."""
     async with (
@@ -214,6 +218,7 @@ async def test_an_explicit_model_that_fails_is_an_error_not_a_swap(tmp_path: Pat
     ]
 
 
+@pytest.mark.slow  # the real server with three SDK-backed providers
 async def test_an_explicit_provider_over_the_budget_falls_back_within_that_provider(
     tmp_path: Path,
 ) -> None:
@@ -242,6 +247,7 @@ def _assert_downgrade_named(reply: dict[str, Any]) -> None:
     assert "the budget refused anthropic/claude-3-opus-20240229" in routing
 
 
+@pytest.mark.slow  # the real server with three SDK-backed providers
 async def test_a_budget_downgrade_is_named_over_http_sse_websocket_and_the_client(
     tmp_path: Path,
 ) -> None:
@@ -267,3 +273,128 @@ async def test_a_budget_downgrade_is_named_over_http_sse_websocket_and_the_clien
     _assert_downgrade_named(answer["payload"])
     _assert_downgrade_named(typed.raw)
     assert typed.budget_warning == typed.raw["budget_warning"]
+
+
+# -- a context and the client's full history (seed 002's ChatSession) ----------
+
+
+def _turns(body: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in body["messages"]]
+
+
+async def _stored(client: httpx.AsyncClient, context_id: str) -> list[tuple[str, str]]:
+    context = (await client.get(f"/contexts/{context_id}")).json()
+    return [(m["role"], m["content"]) for m in context["messages"]]
+
+
+@pytest.mark.slow  # the real server with three SDK-backed providers
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_chat_with_a_context_and_the_full_history_sends_and_stores_each_turn_once(
+    tmp_path: Path, streaming: bool
+) -> None:
+    """The ChatSession pattern on POST /chat: each turn reaches the upstream once and is stored once."""
+    async with (
+        real_server(tmp_path) as real,
+        httpx.AsyncClient(base_url=real.server.base_url, timeout=10) as client,
+    ):
+        messages: list[dict[str, str]] = [{"role": "system", "content": "Be helpful."}]
+        for i, text in enumerate(("first", "second", "third")):
+            real.anthropic.script(Reply(f"answer {i}"))
+            messages.append({"role": "user", "content": text})
+            body = {
+                "messages": messages,
+                "context_id": "sess-1",
+                "task_type": "chat",
+                "streaming": streaming,
+            }
+            response = await client.post("/chat", json=body)
+            assert response.status_code == 200, response.text
+            messages.append({"role": "assistant", "content": f"answer {i}"})
+        stored = await _stored(client, "sess-1")
+    sent = real.anthropic.completions[-1].json
+    expected = [(m["role"], m["content"]) for m in messages[1:]]
+    assert _turns(sent) == expected[:-1]
+    assert sent["system"] == "Be helpful."
+    assert stored == expected
+
+
+@pytest.mark.slow  # the real server with three SDK-backed providers
+async def test_websocket_chat_and_compat_with_a_context_store_each_turn_once(
+    tmp_path: Path,
+) -> None:
+    """CHAT_REQUEST over /ws and /v1/chat/completions with X-Rhetor-Context follow the same rule."""
+    async with (
+        real_server(tmp_path) as real,
+        httpx.AsyncClient(base_url=real.server.base_url, timeout=10) as client,
+    ):
+        history: list[dict[str, str]] = []
+        async with open_websocket_url(real.server.ws_url) as ws:
+            for i, text in enumerate(("one", "two")):
+                real.anthropic.script(Reply(f"ws {i}"))
+                history.append({"role": "user", "content": text})
+                frame = {
+                    "type": "CHAT_REQUEST",
+                    "id": f"c{i}",
+                    "payload": {"messages": history, "context": "ws-1", "task_type": "chat"},
+                }
+                await ws.send_message(json.dumps(frame))
+                with trio.fail_after(5):
+                    while (answer := json.loads(await ws.get_message()))["type"] == "UPDATE":
+                        pass
+                assert answer["type"] == "RESPONSE", answer
+                history.append({"role": "assistant", "content": f"ws {i}"})
+        ws_sent = _turns(real.anthropic.completions[-1].json)
+        ws_stored = await _stored(client, "ws-1")
+        compat: list[dict[str, str]] = []
+        for i, text in enumerate(("alpha", "beta")):
+            real.openai.script(Reply(f"v1 {i}"))
+            compat.append({"role": "user", "content": text})
+            response = await client.post(
+                "/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": compat},
+                headers={"X-Rhetor-Context": "v1-1"},
+            )
+            assert response.status_code == 200, response.text
+            compat.append({"role": "assistant", "content": f"v1 {i}"})
+        v1_sent = _turns(real.openai.completions[-1].json)
+        v1_stored = await _stored(client, "v1-1")
+    expected = [(m["role"], m["content"]) for m in history]
+    assert ws_sent == expected[:-1] and ws_stored == expected
+    expected = [(m["role"], m["content"]) for m in compat]
+    assert v1_sent == expected[:-1] and v1_stored == expected
+
+
+# -- which of the client's turns are new ------------------------------------------
+
+
+def _chat(*pairs: str) -> list[ChatMessage]:
+    roles = itertools.cycle(("user", "assistant"))
+    return [ChatMessage(next(roles), text) for text in pairs]  # type: ignore[arg-type]
+
+
+def test_turns_after_the_stored_tail_are_the_new_ones() -> None:
+    """A client resending its whole history adds only what follows the stored turns."""
+    stored = _chat("u1", "a1", "u2", "a2")
+    assert _unstored_turns(stored, _chat("u1", "a1", "u2", "a2", "u3")) == tuple(_chat("u3"))
+    # The store's window may be shorter than the client's history, or longer.
+    assert _unstored_turns(stored[2:], _chat("u1", "a1", "u2", "a2", "u3")) == tuple(_chat("u3"))
+    assert _unstored_turns(stored, _chat("u2", "a2", "u3")) == (ChatMessage("user", "u3"),)
+
+
+def test_turns_that_do_not_line_up_with_the_stored_tail_are_all_new() -> None:
+    """A fresh context, a lone new turn, an edited history or a repeated question are all new."""
+    stored = _chat("u1", "a1")
+    assert _unstored_turns([], _chat("u1", "a1", "u2")) == tuple(_chat("u1", "a1", "u2"))
+    assert _unstored_turns(stored, _chat("u2")) == tuple(_chat("u2"))
+    edited = _chat("u1", "a1 (edited)", "u2")
+    assert _unstored_turns(stored, edited) == tuple(edited)
+    assert _unstored_turns(stored, _chat("u1")) == tuple(_chat("u1"))
+    # The last stored turn matches, but an earlier overlapping one does not.
+    assert _unstored_turns(stored, _chat("x", "a1", "u2")) == tuple(_chat("x", "a1", "u2"))
+
+
+def test_the_latest_place_the_stored_tail_ends_wins() -> None:
+    """In a conversation that repeats itself, only the turns after the last match are new."""
+    stored = _chat("hi", "hello", "hi", "hello")
+    client = _chat("hi", "hello", "hi", "hello", "bye")
+    assert _unstored_turns(stored, client) == tuple(_chat("bye"))
