@@ -21,9 +21,9 @@ here unchanged; the Anthropic SDK's ``x-api-key`` header is the app's
 ``model`` is either an exact model name (routed to the provider serving it)
 or an alias ``rhetor/code|chat|planning|reasoning|default`` (routed by task,
 with fallbacks). ``X-Rhetor-Component`` and ``X-Rhetor-Context`` name the
-component and context; with a context, only the turns after the client's last
-assistant message are new (the stored history is prepended, as on
-``/message``), and without one the request is stateless.
+component and context; with a context, the stored history is prepended and
+the client's turns that repeat it are dropped by the Router (the rule of
+``POST /chat``, in ``docs/api.md``), and without one the request is stateless.
 
 Errors leave in each API's own shape, with a status its SDK maps to the
 fitting exception class; :func:`openai_error` and :func:`anthropic_error` are
@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -127,21 +127,6 @@ def rhetor_headers(headers: Any) -> dict[str, str | None]:
     }
 
 
-def _new_turns(messages: Sequence[ChatMessage], context_id: str | None) -> tuple[ChatMessage, ...]:
-    """
-    The turns to send: all of them without a context; with one, only the new ones.
-
-    An SDK client sends its whole history every time, but with a context Rhetor
-    holds that history already (and prepends it), so only the system messages
-    and what follows the client's last assistant turn are new.
-    """
-    if context_id is None:
-        return tuple(messages)
-    last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
-    system = [m for m in messages[: last_assistant + 1] if m.role == "system"]
-    return (*system, *messages[last_assistant + 1 :])
-
-
 def _text_of(content: Any, field: str, *, allowed: frozenset[str]) -> str:
     """A message's content as text: a string, or an array of text parts."""
     if isinstance(content, str):
@@ -210,7 +195,7 @@ def openai_request(
         "context_id": context_id,
         "component": component,
         **_route(model),
-        "messages": _new_turns(messages, context_id),
+        "messages": tuple(messages),
         "temperature": read_number(body, "temperature"),
         "max_tokens": max_tokens,
     }
@@ -259,7 +244,7 @@ def anthropic_request(
         "context_id": context_id,
         "component": component,
         **_route(model),
-        "messages": _new_turns(messages, context_id),
+        "messages": tuple(messages),
         "system_prompt": system,
         "temperature": temperature,
         "max_tokens": max_tokens,

@@ -398,3 +398,41 @@ def test_the_latest_place_the_stored_tail_ends_wins() -> None:
     stored = _chat("hi", "hello", "hi", "hello")
     client = _chat("hi", "hello", "hi", "hello", "bye")
     assert _unstored_turns(stored, client) == tuple(_chat("bye"))
+
+
+@pytest.mark.slow  # the real server with three SDK-backed providers
+async def test_chat_and_compat_apply_the_same_rule_to_a_history_that_differs_from_the_store(
+    tmp_path: Path,
+) -> None:
+    """An edited history is all new on /chat and on /v1 alike: one rule, in the Router."""
+    script = [
+        [("user", "u1")],
+        [("user", "u1"), ("assistant", "a1"), ("user", "u2")],
+        [("user", "u1"), ("assistant", "a1, edited"), ("user", "u3")],
+    ]
+    async with (
+        real_server(tmp_path) as real,
+        httpx.AsyncClient(base_url=real.server.base_url, timeout=10) as client,
+    ):
+        for i, turns in enumerate(script):
+            messages = [{"role": r, "content": c} for r, c in turns]
+            real.openai.script(Reply(f"a{i + 1}"), Reply(f"a{i + 1}"))
+            chat = {"messages": messages, "context_id": "same-chat", "model": "gpt-4o"}
+            assert (await client.post("/chat", json=chat)).status_code == 200
+            v1 = {"model": "gpt-4o", "messages": messages}
+            headers = {"X-Rhetor-Context": "same-v1"}
+            response = await client.post("/v1/chat/completions", json=v1, headers=headers)
+            assert response.status_code == 200
+        via_chat = await _stored(client, "same-chat")
+        via_v1 = await _stored(client, "same-v1")
+    assert via_chat == via_v1
+    assert via_chat == [
+        ("user", "u1"),
+        ("assistant", "a1"),
+        ("user", "u2"),
+        ("assistant", "a2"),
+        ("user", "u1"),
+        ("assistant", "a1, edited"),
+        ("user", "u3"),
+        ("assistant", "a3"),
+    ]
