@@ -127,11 +127,17 @@ def _free_port() -> int:
 
 
 class FakeHermes:
-    """A tiny HTTP/1.1 server that records each request's path and JSON body."""
+    """
+    A tiny HTTP/1.1 server that records each request's path and JSON body.
 
-    def __init__(self) -> None:
+    A request to a path in ``slow_paths`` is recorded at once but answered only
+    when Rhetor goes away (its answer is still on the way at shutdown).
+    """
+
+    def __init__(self, slow_paths: frozenset[str] = frozenset()) -> None:
         self.requests: list[tuple[str, Any]] = []
         self.port = 0
+        self.slow_paths = slow_paths
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -151,7 +157,12 @@ class FakeHermes:
             )
             while len(body) < length:
                 body += await stream.receive_some()
-            self.requests.append((lines[0].split()[1], json.loads(body or b"null")))
+            path = lines[0].split()[1]
+            self.requests.append((path, json.loads(body or b"null")))
+            if path in self.slow_paths:
+                with trio.move_on_after(10):
+                    await stream.receive_some()  # b"" once the client closes
+                return
             await stream.send_all(
                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
             )
@@ -180,6 +191,25 @@ async def test_serve_registers_with_hermes_and_deregisters_at_shutdown(tmp_path:
     }
     assert "llm_management" in payload["capabilities"]
     assert goodbye["component_id"] == "rhetor"
+
+
+async def test_shutdown_while_hermes_has_not_answered_the_registration_still_deregisters(
+    tmp_path: Path,
+) -> None:
+    """A registration Hermes received but had not answered when serve() stopped is undone."""
+    hermes = FakeHermes(slow_paths=frozenset({"/api/register"}))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as outer:
+            await outer.start(hermes.serve)
+            settings = settings_for(tmp_path, hermes_url=f"http://127.0.0.1:{hermes.port}")
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                await start_serving(nursery, settings, stop)
+                while not hermes.requests:
+                    await trio.sleep(0.01)
+                stop.set()
+            outer.cancel_scope.cancel()
+    assert [path for path, _ in hermes.requests] == ["/api/register", "/api/unregister"]
 
 
 async def test_absent_hermes_costs_one_log_line(
