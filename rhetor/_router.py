@@ -1056,6 +1056,13 @@ class _CandidateQueue:
                 reservation = await self._router._reserve(self._request, self._prepared, c)
             except BudgetExceeded as exc:
                 self._refusals.append((c, exc))
+                log.info(
+                    "request %s: the budget refused %s/%s (%s); trying cheaper models",
+                    self._request.request_id,
+                    c.provider,
+                    c.model,
+                    exc.message,
+                )
                 if not self._extended:
                     self._extended = True
                     downgrades = self._router._downgrades(self._prepared, self._request, c)
