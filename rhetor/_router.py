@@ -490,10 +490,11 @@ class Router(actors.Actor):
         """
         What may stand in for a candidate the budget refused, under ``enforce``.
 
-        Models no dearer than the refused one (the dearest first, free local
-        ones last) that still meet the request's routing parameters; for a
-        request naming only a provider, that provider's models alone; for one
-        naming a model, nothing: an explicit model is never swapped.
+        Models with a known price no dearer than the refused one (the dearest
+        first, free local ones last) that still meet the request's routing
+        parameters; for a request naming only a provider, that provider's
+        models alone; for one naming a model, nothing: an explicit model is
+        never swapped.
         """
         if prepared.plan.pinned == "model":
             return []
@@ -514,7 +515,9 @@ class Router(actors.Actor):
             if prepared.plan.pinned == "provider" and provider != refused.provider:
                 continue
             for model in models:
-                if (provider, model) in tried:
+                # A model without a known price would be priced at zero: a
+                # stand-in the budget cannot bound, so it is never one.
+                if (provider, model) in tried or not self._pricer.known(provider, model):
                     continue
                 info = self._config.models.get(model)
                 if params.required_capabilities and (
@@ -1057,7 +1060,7 @@ class _CandidateQueue:
             except BudgetExceeded as exc:
                 self._refusals.append((c, exc))
                 log.info(
-                    "request %s: the budget refused %s/%s (%s); trying cheaper models",
+                    "request %s: the budget refused %s/%s: %s",
                     self._request.request_id,
                     c.provider,
                     c.model,

@@ -72,9 +72,15 @@ class Real:
 
 
 @asynccontextmanager
-async def real_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Real]:
+async def real_server(
+    tmp_path: Path, openai_models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o"), **overrides: Any
+) -> AsyncIterator[Real]:
     """The real server on the shipped tasks.json, Anthropic, OpenAI and Ollama up (fakes), simulated auto."""
-    async with fake_anthropic() as anthropic, fake_openai() as openai, fake_ollama() as ollama:
+    async with (
+        fake_anthropic() as anthropic,
+        fake_openai(models=openai_models) as openai,
+        fake_ollama() as ollama,
+    ):
         fields: dict[str, Any] = {
             "anthropic_api_key": "test",
             "anthropic_base_url": anthropic.base_url,
@@ -233,6 +239,42 @@ async def test_an_explicit_provider_over_the_budget_falls_back_within_that_provi
     assert response.status_code == 200, reply
     assert reply["provider"] == "anthropic" and reply["model"] != "claude-3-opus-20240229"
     assert "claude-3-opus-20240229 was chosen first" in reply["budget_warning"]
+
+
+@pytest.mark.slow  # the real server with three SDK-backed providers
+async def test_a_budget_downgrade_keeps_to_the_routing_parameters(tmp_path: Path) -> None:
+    """Under enforce, a stand-in for a refused model must still have the required capabilities."""
+    async with (
+        real_server(tmp_path, budget_policy="enforce", daily_limit=0.005) as real,
+        httpx.AsyncClient(base_url=real.server.base_url, timeout=10) as client,
+    ):
+        params = {"required_capabilities": ["code_generation"]}
+        body = {"message": "hi", "task_type": "code", "routing_parameters": params}
+        response = await client.post("/message", json=body)
+        assert real.completions == 0
+    # gpt-3.5-turbo and llama3 fit the budget but cannot generate code.
+    assert response.status_code == 402, response.json()
+    assert "claude-3-opus-20240229" in response.json()["error"]["message"]
+
+
+@pytest.mark.slow  # the real server with three SDK-backed providers
+async def test_a_model_with_no_known_price_never_stands_in_for_a_refused_one(
+    tmp_path: Path,
+) -> None:
+    """A model an upstream lists but no price table knows would cost $0: it is no budget downgrade."""
+    async with (
+        real_server(
+            tmp_path,
+            openai_models=("gpt-9-mystery",),
+            ollama_base_url="http://127.0.0.1:9",  # Ollama is down: no free local model
+            budget_policy="enforce",
+            daily_limit=0.0005,
+        ) as real,
+        httpx.AsyncClient(base_url=real.server.base_url, timeout=10) as client,
+    ):
+        response = await client.post("/message", json={"message": "hi", "task_type": "chat"})
+        assert real.completions == 0
+    assert response.status_code == 402, response.json()
 
 
 def _assert_downgrade_named(reply: dict[str, Any]) -> None:
