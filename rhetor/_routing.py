@@ -8,6 +8,7 @@ Pure logic, no I/O beyond reading the config file; the Router actor owns one
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -82,16 +83,27 @@ class RoutingParameters:
         complexity = raw.get("complexity")
         if complexity is not None and complexity not in ("low", "medium", "high"):
             raise ValidationError(f"{field}.complexity", "must be low, medium or high")
-        caps = raw.get("required_capabilities") or ()
-        if isinstance(caps, str) or not all(isinstance(c, str) for c in caps):
+        caps = raw.get("required_capabilities")
+        if caps is None:
+            caps = ()
+        if not isinstance(caps, list | tuple | frozenset | set) or not all(
+            isinstance(c, str) for c in caps
+        ):
             raise ValidationError(f"{field}.required_capabilities", "must be a list of strings")
         max_cost = raw.get("max_cost")
+        cost = None
         if max_cost is not None:
             if isinstance(max_cost, bool) or not isinstance(max_cost, int | float):
                 raise ValidationError(f"{field}.max_cost", "must be a number")
-            if max_cost < 0:
+            try:
+                cost = float(max_cost)
+            except OverflowError:  # a 400-digit integer
+                cost = math.inf
+            if not math.isfinite(cost):
+                raise ValidationError(f"{field}.max_cost", "must be a finite number")
+            if cost < 0:
                 raise ValidationError(f"{field}.max_cost", "must not be negative")
-        return cls(complexity, frozenset(caps), None if max_cost is None else float(max_cost))
+        return cls(complexity, frozenset(caps), cost)
 
 
 @attrs.frozen

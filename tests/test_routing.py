@@ -252,3 +252,26 @@ def test_costs_in_messages_have_enough_decimals_and_no_float_noise() -> None:
         "$0",
         "$2",
     ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"required_capabilities": True}, "required_capabilities"),
+        ({"required_capabilities": {"code": 1}}, "required_capabilities"),
+        ({"required_capabilities": "code"}, "required_capabilities"),
+        ({"required_capabilities": [1]}, "required_capabilities"),
+        ({"max_cost": 10**400}, "max_cost"),
+        ({"max_cost": float("nan")}, "max_cost"),
+        ({"max_cost": float("inf")}, "max_cost"),
+        ({"max_cost": "0.1"}, "max_cost"),
+        ({"complexity": ["low"]}, "complexity"),
+    ],
+)
+def test_hostile_routing_parameters_are_validation_errors_naming_the_field(
+    raw: dict[str, object], field: str
+) -> None:
+    """Wrong types, huge integers and non-finite costs are typed errors, never a TypeError or OverflowError."""
+    with pytest.raises(ValidationError) as info:
+        RoutingParameters.from_dict(raw)
+    assert info.value.field == f"routing_parameters.{field}"
