@@ -200,5 +200,25 @@ export function errorFromTransport(cause, { url, stage, timedOut, cancelled, tim
     return new ConnectionLost(`the connection to Rhetor at ${url} was lost`, { cause });
   }
   const detail = code ? ` (${code})` : '';
-  return new ConnectionRefused(`cannot reach Rhetor at ${url}${detail}`, { cause });
+  return new ConnectionRefused(`cannot reach Rhetor at ${url}${detail}${corsHint(url)}`, {
+    cause,
+  });
+}
+
+/**
+ * In a page on another origin than `url`'s, why a browser may refuse without
+ * saying so; elsewhere, nothing.
+ */
+export function corsHint(url) {
+  const page = globalThis.location;
+  if (!page || !/^https?:$/.test(page.protocol)) return '';
+  let target;
+  try {
+    target = new URL(url, page.href);
+  } catch {
+    return '';
+  }
+  target.protocol = target.protocol.replace(/^ws/, 'http');
+  if (target.origin === page.origin) return '';
+  return `; a page on ${page.origin} needs that origin in Rhetor's RHETOR_CORS_ORIGINS`;
 }

@@ -64,6 +64,9 @@ export class HttpTarget {
       if (signal.aborted) controller.abort();
       else signal.addEventListener('abort', onAbort, { once: true });
     }
+    // Every POST and PUT carries a JSON body, empty or not: Rhetor refuses a
+    // state-changing request that is not JSON.
+    if (body === undefined && (method === 'POST' || method === 'PUT')) body = {};
     const headers = { Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (this._apiKey) headers['X-API-Key'] = this._apiKey;

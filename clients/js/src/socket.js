@@ -18,6 +18,7 @@ import {
   ServerError,
   Timeout,
   ValidationError,
+  corsHint,
   errorFromBody,
 } from './errors.js';
 
@@ -450,8 +451,7 @@ export class SocketLink {
       if (error instanceof RhetorClientError) return error;
     }
     return new ServerError(
-      `Rhetor refused the WebSocket at ${wsUrl} (close code ${event.code}); ` +
-        'a page on another origin needs that origin in RHETOR_CORS_ORIGINS',
+      `Rhetor refused the WebSocket at ${wsUrl} (close code ${event.code})${corsHint(wsUrl)}`,
       { body: { code: event.code, reason: event.reason || '' } },
     );
   }

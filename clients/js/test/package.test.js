@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 import * as api from 'tekton-llm-client';
 
-import { errorFromBody } from '../src/errors.js';
+import { errorFromBody, errorFromTransport } from '../src/errors.js';
 import { scratchDir } from './support/rhetor.js';
 
 const PACKAGE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -112,6 +112,23 @@ describe('the package', () => {
     }
     assert.equal(errorFromBody({ error: 'plain words' }).message, 'plain words');
     assert.equal(errorFromBody({ error: { type: 'toString', message: 'm' } }).constructor, api.ServerError);
+  });
+
+  it('in a page on another origin, a refused connection names RHETOR_CORS_ORIGINS; elsewhere not', () => {
+    const refused = (url) =>
+      errorFromTransport(new TypeError('Failed to fetch'), { url, stage: 'connect' }).message;
+    assert.equal(refused('http://rhetor:8300/providers'), 'cannot reach Rhetor at http://rhetor:8300/providers');
+    globalThis.location = new URL('http://localhost:5173/chat');
+    try {
+      assert.match(
+        refused('http://localhost:8300/providers'),
+        /a page on http:\/\/localhost:5173 needs that origin in Rhetor's RHETOR_CORS_ORIGINS$/,
+      );
+      assert.ok(!refused('http://localhost:5173/providers').includes('CORS'), 'same origin');
+      assert.ok(!refused('/providers').includes('CORS'), 'a relative URL is the same origin');
+    } finally {
+      delete globalThis.location;
+    }
   });
 
   it('npm pack makes a tarball with the sources, types and README, which imports on its own', () => {

@@ -126,6 +126,30 @@ describe('deadlines and broken connections', () => {
     }
   });
 
+  it('every POST and PUT is JSON, even without a body; a GET has no Content-Type', async () => {
+    const seen = [];
+    const peer = await httpPeer(async (request, response) => {
+      let body = '';
+      for await (const part of request) body += part;
+      seen.push([request.method, request.headers['content-type'], body, request.headers.origin]);
+      response.writeHead(200, { 'Content-Type': 'application/json' });
+      response.end('{"context_id": "c", "summary": "s", "versions": [], "template": "t"}');
+    });
+    try {
+      const client = new RhetorClient({ url: peer.url });
+      await client.summarizeContext('c');
+      await client.updatePrompt('p', {});
+      await client.templateVersions('t');
+      assert.deepEqual(seen, [
+        ['POST', 'application/json', '{}', undefined],
+        ['PUT', 'application/json', '{}', undefined],
+        ['GET', undefined, '', undefined],
+      ]);
+    } finally {
+      peer.close();
+    }
+  });
+
   it('an answer that is not JSON rejects with a ServerError naming the status', async () => {
     const peer = await httpPeer((request, response) => {
       response.writeHead(200, { 'Content-Type': 'text/html' });

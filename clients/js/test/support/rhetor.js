@@ -16,6 +16,8 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** The repository's root, three levels above clients/js/test/support. */
 export const REPO = path.resolve(HERE, '../../../..');
 const PYTHON = process.env.RHETOR_PYTHON || path.join(REPO, '.venv/bin/python');
+// The checkout whose server runs: this one, unless RHETOR_SOURCE names another.
+const SOURCE = process.env.RHETOR_SOURCE || REPO;
 // Generous: a loaded 2-core CI machine has been seen to take 5 s to import the server.
 const START_DEADLINE_MS = 60_000;
 const STOP_DEADLINE_MS = 20_000;
@@ -55,7 +57,7 @@ export async function startRhetor({ env = {}, prices = null, dir = null, port = 
   const childEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME ?? home,
-    PYTHONPATH: REPO,
+    PYTHONPATH: SOURCE,
     RHETOR_HOST_BIND: '127.0.0.1',
     RHETOR_PORT: String(port),
     RHETOR_DATA_DIR: path.join(home, 'data'),
