@@ -2,6 +2,7 @@
 # Rhetor's one entry point for a fresh machine.
 #   ./run_rhetor.sh            install what is missing, then serve on port 8300 (embedded defaults)
 #   ./run_rhetor.sh test       install what is missing, then lint, type-check and run the whole test suite
+#                              (the JavaScript client's tests in clients/js, then pytest)
 #   ./run_rhetor.sh serve ...  serve, passing flags to `rhetor serve` (--host, --port, --config)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,6 +21,25 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
+# The JavaScript client's tests (clients/js): Node's own runner against real
+# Rhetor servers started from this venv, then tsc over the type declarations.
+js_tests() {
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null \
+        || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+        echo "error: the JavaScript client's tests need Node.js 20 or later and npm" >&2
+        return 1
+    fi
+    local js=clients/js python
+    python="$(cd "$VENV" && pwd)/bin/python"
+    # Install from package-lock.json only when it changed since the last install.
+    if [ ! -f "$js/node_modules/.rhetor-installed" ] \
+        || [ "$js/package-lock.json" -nt "$js/node_modules/.rhetor-installed" ]; then
+        (cd "$js" && npm ci --no-audit --no-fund --prefer-offline --loglevel=error)
+        touch "$js/node_modules/.rhetor-installed"
+    fi
+    (cd "$js" && RHETOR_PYTHON="$python" npm test --silent)
+}
+
 cmd="${1:-serve}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -27,6 +47,7 @@ case "$cmd" in
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/mypy"
+        js_tests
         exec "$VENV/bin/pytest" -q "$@"
         ;;
     serve)
