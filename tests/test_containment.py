@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
@@ -20,18 +21,20 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 
 import actors
 import rhetor.runtime
 from rhetor import (
     AllProvidersFailed,
+    BudgetExceeded,
     InternalError,
     NotFound,
     RhetorError,
     Settings,
     ValidationError,
 )
-from rhetor._budget import GetBudget, Reserve
+from rhetor._budget import Reserve
 from rhetor._router import Router
 from rhetor._simulated import SimulatedBackend
 from rhetor._store import StoreActor, StoreCall
@@ -201,10 +204,11 @@ async def test_ten_bad_storage_requests_leave_the_budget_keepers_reservations_in
         held = await rt.budget_keeper.ask(Reserve("open-request", "simulated", "m", 0.5))
         assert held.amount == 0.5
         assert len(BAD_STORAGE_CALLS) >= 10
-        assert await refusals(rt) == []
+        wrong = await refusals(rt)
         status = await rt.budget()
         assert status["periods"]["daily"]["reserved"] == 0.5
         assert restarts(rt) == {"budget": 0, "contexts": 0, "prompts": 0}
+        assert wrong == []
         # Nothing crashed anywhere: the only events are the actors starting.
         seen: list[actors.LifecycleEvent] = []
         with trio.move_on_after(0.05):
@@ -212,8 +216,8 @@ async def test_ten_bad_storage_requests_leave_the_budget_keepers_reservations_in
                 seen.append(event)
         assert {event.kind for event in seen} <= {"started"}
         # The headroom the reservation holds is still refused to others.
-        budget = await rt.budget_keeper.ask(GetBudget())
-        assert budget["periods"]["daily"]["reserved"] == 0.5
+        with pytest.raises(BudgetExceeded):
+            await rt.budget_keeper.ask(Reserve("another", "simulated", "m", 0.6))
 
 
 async def test_an_unexpected_storage_error_fails_that_request_as_internal_error(
@@ -337,29 +341,40 @@ async def test_a_bug_in_one_streamed_router_request_fails_that_stream_alone(
 
 async def test_summarize_of_a_context_deleted_midway_is_not_found(tmp_path: Path) -> None:
     """A context deleted between the router's two reads is NotFound for that summary; the router stays up."""
+    outcome: list[BaseException] = []
     async with rhetor.runtime.start(plain(tmp_path), backends=simulated_only()) as rt:
         await rt.message("hello", context_id="doomed")
-        # Hold the store busy so the router's first read queues up where we can see it,
-        # then queue the delete right behind it: it runs before the router's second read.
-        rt.system.faults.slow("contexts", 0.02)
-        await rt.contexts.tell(StoreCall("list"))
+
+        async def summarize() -> None:
+            try:
+                await rt.summarize_context("doomed")
+            except RhetorError as exc:
+                outcome.append(exc)
+
         async with trio.open_nursery() as nursery:
-            outcome: list[BaseException] = []
+            # Hold the store on a hung message, so the router's first read waits in
+            # the mailbox; queue the delete behind it, then let the store go on: the
+            # delete runs after the first read and before the second.
+            rt.system.faults.hang("contexts")
+            holder = trio.CancelScope()
 
-            async def summarize() -> None:
-                try:
-                    await rt.summarize_context("doomed")
-                except RhetorError as exc:
-                    outcome.append(exc)
+            async def hold() -> None:
+                with holder:
+                    await rt.contexts.ask(StoreCall("list"), timeout=math.inf)
 
+            nursery.start_soon(hold)
+            await trio.testing.wait_all_tasks_blocked()
+            assert rt.contexts.stats().mailbox_depth == 0  # the store took it and hangs
             nursery.start_soon(summarize)
             await until(lambda: rt.contexts.stats().mailbox_depth == 1)
             await rt.contexts.tell(StoreCall("delete", ("doomed",)))
-        rt.system.faults.clear("contexts")
+            rt.system.faults.clear("contexts")
+            holder.cancel()
         [error] = outcome
         assert isinstance(error, NotFound) and error.field == "context_id"
         stats = rt.router.stats()
         assert (stats.restarts, stats.failed) == (0, 0)
+        assert await rt.list_contexts() == []
 
 
 async def test_a_bug_in_a_background_summary_is_logged_and_the_router_stays_up(
