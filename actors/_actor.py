@@ -35,6 +35,11 @@ class Actor:
     # Exceptions that are answers, not crashes: raised back to the asker as they are,
     # and the actor keeps running.
     errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    # Exceptions that fail only the message being handled: logged with their traceback,
+    # emitted as a "failed" event, counted in stats().failed and answered to that sender
+    # alone as HandlerFailed; the actor keeps running with its state. Only Exception
+    # subclasses; InvariantBroken (InjectedCrash too) and AssertionError always crash.
+    contained: ClassVar[tuple[type[Exception], ...]] = ()
 
     ref: Ref
     name: str

@@ -12,6 +12,7 @@ itself (``parked``) and whoever puts a message in wakes it; on trio that is a ba
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import TYPE_CHECKING, Any, cast
 
@@ -23,7 +24,16 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._actor import Actor
 from ._child import Child, Parent
 from ._envelope import DROPPED, ITEMS_CLOSED, PENDING, STREAM, Envelope
-from ._errors import ActorDied, ActorStopped, AskTimeout, InvalidSpec, NotStreaming, PoisonMessage
+from ._errors import (
+    ActorDied,
+    ActorStopped,
+    AskTimeout,
+    HandlerFailed,
+    InvalidSpec,
+    InvariantBroken,
+    NotStreaming,
+    PoisonMessage,
+)
 from ._events import ActorStats
 from ._faults import Fault
 from ._ref import Ref
@@ -37,6 +47,25 @@ if TYPE_CHECKING:
     from ._system import System
 
 __all__ = ["ActorCell"]
+
+log = logging.getLogger("actors")
+
+# What an actor's own code raises when its state is broken: never contained, always a
+# crash, whatever the actor's ``contained`` types say.
+_INVARIANT_BREAKS = (InvariantBroken, AssertionError)
+
+
+def _contained(exc: BaseException, contained: tuple[type[Exception], ...]) -> bool:
+    """
+    Whether ``exc`` fails only its message: of a contained type and no invariant break.
+
+    A group is contained only when every exception in it is.
+    """
+    if isinstance(exc, _INVARIANT_BREAKS):
+        return False
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_contained(inner, contained) for inner in exc.exceptions)
+    return isinstance(exc, contained)
 
 
 class _AlreadyStarted:
@@ -68,6 +97,7 @@ class ActorCell(Child):
         "_receive",
         "crash",
         "current",
+        "failed",
         "fast",
         "fault",
         "handled",
@@ -93,6 +123,8 @@ class ActorCell(Child):
         self.fault: Fault | None = system.faults.for_name(self.name)
         self.ref = Ref(self)
         self.handled = 0
+        # Messages whose handler failed and was contained (see Actor.contained).
+        self.failed = 0
         # Delivered first to the next incarnation: the message its predecessor died on.
         self.redeliver: Envelope | None = None
         # Per incarnation.
@@ -115,7 +147,7 @@ class ActorCell(Child):
         """
         statistics = self._receive.statistics()
         depth = statistics.current_buffer_used + statistics.tasks_waiting_send
-        return ActorStats(self.name, depth, self.handled, self.restarts, self.alive)
+        return ActorStats(self.name, depth, self.handled, self.restarts, self.alive, self.failed)
 
     # ---- sending --------------------------------------------------------------------
 
@@ -227,6 +259,13 @@ class ActorCell(Child):
             raise InvalidSpec(f"the factory made {instance!r}, not an Actor", name=self.name)
         if instance.max_concurrency < 1:
             raise InvalidSpec("max_concurrency must be 1 or more", name=self.name)
+        for kind in instance.contained:
+            # Cancellation and other BaseExceptions must always propagate.
+            if not (isinstance(kind, type) and issubclass(kind, Exception)):
+                raise InvalidSpec(
+                    f"contained lists {kind!r}; only Exception subclasses can be contained",
+                    name=self.name,
+                )
         instance.ref = self.ref
         instance.name = self.name
         instance.system = self.system
@@ -391,6 +430,7 @@ class ActorCell(Child):
         # Hot loop: parking is written out here rather than calling _park, because
         # every frame on an idle actor's stack costs memory.
         errors = instance.errors
+        contained = instance.contained
         fast = self.fast
         new_scope = trio.CancelScope if fast else anyio.CancelScope
         now = trio.current_time if fast else anyio.current_time
@@ -452,6 +492,8 @@ class ActorCell(Child):
                     except Exception as exc:
                         if isinstance(exc, (errors, NotStreaming)):
                             envelope.fail(exc)
+                        elif contained and _contained(exc, contained):
+                            self._contain(envelope, exc)
                         else:
                             envelope.attempts += 1
                             self.crash = (envelope, exc)
@@ -509,12 +551,16 @@ class ActorCell(Child):
                         await self._produce(instance, envelope)
                     else:
                         envelope.resolve(await instance.handle(envelope.message))
-                    self.handled += 1
                 except Exception as exc:
                     if isinstance(exc, (instance.errors, NotStreaming)):
                         envelope.fail(exc)
+                    elif instance.contained and _contained(exc, instance.contained):
+                        self._contain(envelope, exc)
                     else:
                         crash = exc
+                # As inline: a message answered with an error or a failure was handled.
+                if crash is None:
+                    self.handled += 1
         finally:
             envelope.scope = None
             if self.in_flight is not None:
@@ -531,6 +577,30 @@ class ActorCell(Child):
                 died = ActorDied("the actor crashed handling the message", name=self.name)
                 died.__cause__ = crash
                 envelope.fail(died)
+
+    def _contain(self, envelope: Envelope, exc: Exception) -> None:
+        """
+        Fail only ``envelope``: log the handler's exception with its traceback, emit a
+        ``failed`` event, count it, and answer its sender (if any) ``HandlerFailed``.
+        """
+        self.failed += 1
+        # The message's type, never its content: a message may carry anything.
+        kind = type(envelope.message).__name__
+        log.error(
+            "%s: handling a %s message failed; only that message fails",
+            self.name,
+            kind,
+            exc_info=exc,
+        )
+        self.system.bus.emit("failed", self.name, exc)
+        failure = HandlerFailed(
+            f"handling a {kind} message failed: {type(exc).__name__}",
+            name=self.name,
+            boxed_type=type(exc),
+        )
+        failure.__cause__ = exc
+        # A tell has nobody waiting; failing it just marks it ended.
+        envelope.fail(failure)
 
     def _interrupted(self) -> ActorDied:
         if self.crash is None:

@@ -8,17 +8,23 @@ The whole tree::
     │   ├── ActorStopped          the actor (or the system) is stopped for good
     │   └── StartFailed           the actor's started() hook raised
     ├── PoisonMessage             the message crashed its actor twice and was dropped
+    ├── HandlerFailed             the handler failed on this one message; the actor contained it
     ├── AskTimeout                no answer before the ask's deadline (also TimeoutError)
     ├── NoSuchActor               no actor or supervisor has that name (also LookupError)
     ├── DuplicateName             the name is already taken in this system
     ├── InvalidSpec               a spec or argument makes no sense (also ValueError)
     ├── NotStreaming              the actor was asked to stream but has no handle_stream
     ├── EscalationError           a supervisor exceeded its restart intensity and gave up
-    └── InjectedCrash             the crash made on purpose by ``Faults.crash_next``
+    └── InvariantBroken           raised by an actor whose own state is broken: never contained
+        └── InjectedCrash         the crash made on purpose by ``Faults.crash_next``
 
 ``ActorStopped`` is an ``ActorDied`` so that ``except ActorDied`` covers every way a
 callee can be gone. Errors an actor lists in ``Actor.errors`` are answers, not crashes:
 they reach the asker with their own type and are not part of this tree.
+
+``InvariantBroken`` is the one error here that actors raise themselves rather than the
+runtime: it says "my state is wrong, restart me", so it crashes the actor even when
+its ``contained`` types would cover it (so does ``AssertionError``).
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ __all__ = [
     "AskTimeout",
     "DuplicateName",
     "EscalationError",
+    "HandlerFailed",
     "InjectedCrash",
     "InvalidSpec",
+    "InvariantBroken",
     "NoSuchActor",
     "NotStreaming",
     "PoisonMessage",
@@ -73,6 +81,22 @@ class PoisonMessage(ActorError):
     """
 
 
+class HandlerFailed(ActorError):
+    """
+    Raised to the sender of one message whose handler failed with an exception the
+    actor contains (``Actor.contained``); the actor keeps running.
+
+    ``__cause__`` is the handler's exception, with its traceback, and ``boxed_type``
+    its type, so callers can tell failures apart without unwrapping.
+    """
+
+    def __init__(
+        self, message: str, *, name: str | None = None, boxed_type: type[BaseException]
+    ) -> None:
+        super().__init__(message, name=name)
+        self.boxed_type = boxed_type
+
+
 class AskTimeout(ActorError, TimeoutError):
     """
     Raised when an ask (or one item of a stream) has no answer before its deadline.
@@ -111,7 +135,16 @@ class EscalationError(ActorError):
     """
 
 
-class InjectedCrash(ActorError):
+class InvariantBroken(ActorError):
     """
-    The crash ``Faults.crash_next`` makes an actor raise when no exception was given.
+    Raised by an actor's own code when its state is broken (a connection left in a
+    transaction, a total that went negative): it always crashes the actor, so its
+    supervisor restarts it with fresh state, whatever the actor contains.
+    """
+
+
+class InjectedCrash(InvariantBroken):
+    """
+    The crash ``Faults.crash_next`` makes an actor raise when no exception was given;
+    an invariant break on purpose, so it crashes even an actor that contains failures.
     """

@@ -16,7 +16,7 @@ import attrs
 
 __all__ = ["ActorStats", "EventKind", "LifecycleEvent", "Subscription"]
 
-EventKind: TypeAlias = Literal["started", "crashed", "restarted", "escalated", "stopped"]
+EventKind: TypeAlias = Literal["started", "failed", "crashed", "restarted", "escalated", "stopped"]
 
 
 @attrs.frozen
@@ -24,8 +24,9 @@ class LifecycleEvent:
     """
     One change in an actor's or supervisor's life.
 
-    ``started``: first incarnation is running. ``crashed``: an incarnation died of
-    ``cause``. ``restarted``: a new incarnation is running. ``escalated``: a supervisor
+    ``started``: first incarnation is running. ``failed``: a handler failed on one
+    message with ``cause`` and the actor contained it (it keeps running). ``crashed``:
+    an incarnation died of ``cause``. ``restarted``: a new incarnation is running. ``escalated``: a supervisor
     gave up (``cause`` is the last crash). ``stopped``: stopped for good (``cause`` is
     the crash that ended it, if one did).
     """
@@ -40,6 +41,9 @@ class LifecycleEvent:
 class ActorStats:
     """
     A snapshot of one actor's counters.
+
+    ``failed`` counts the messages whose handler failed with an exception the actor
+    contains (each answered ``HandlerFailed``); those never count as ``restarts``.
     """
 
     name: str
@@ -47,6 +51,7 @@ class ActorStats:
     handled: int
     restarts: int
     alive: bool
+    failed: int = 0
 
 
 @attrs.define(eq=False)

@@ -7,21 +7,35 @@ from __future__ import annotations
 from typing import Any
 
 import actors
-from rhetor._errors import ServiceUnavailable
+from rhetor._errors import InternalError, RhetorError, ServiceUnavailable
 
-__all__ = ["ask"]
+__all__ = ["as_rhetor_error", "ask"]
+
+
+def as_rhetor_error(name: str, exc: actors.ActorError, timeout: float) -> RhetorError:
+    """
+    What an ask (or stream) to the actor ``name`` failing with ``exc`` means to a caller.
+
+    ``HandlerFailed`` (the actor met a bug handling this one request, logged it with
+    its traceback and kept serving) is :class:`InternalError`, naming the actor and
+    the exception's type but never its text or traceback. Silence past ``timeout``
+    and every way of being gone are :class:`ServiceUnavailable`.
+    """
+    if isinstance(exc, actors.HandlerFailed):
+        return InternalError(f"internal error in {name} ({exc.boxed_type.__name__})")
+    if isinstance(exc, actors.AskTimeout):
+        return ServiceUnavailable(f"{name} did not answer in {timeout:g}s")
+    return ServiceUnavailable(f"{name} is unavailable: {exc}")
 
 
 async def ask(ref: actors.Ref, message: Any, *, timeout: float = 10.0) -> Any:
     """
-    Ask an internal actor; its death or silence becomes :class:`ServiceUnavailable`.
+    Ask an internal actor; its failures become Rhetor's (see :func:`as_rhetor_error`).
 
     Errors the actor answers with (its ``errors``, e.g. any RhetorError) pass
     through with their own type.
     """
     try:
         return await ref.ask(message, timeout=timeout)
-    except actors.AskTimeout as exc:
-        raise ServiceUnavailable(f"{ref.name} did not answer in {timeout:g}s") from exc
     except actors.ActorError as exc:
-        raise ServiceUnavailable(f"{ref.name} is unavailable: {exc}") from exc
+        raise as_rhetor_error(ref.name, exc, timeout) from exc

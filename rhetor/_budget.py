@@ -146,6 +146,7 @@ class BudgetKeeper(actors.Actor):
     """
 
     errors: ClassVar[tuple[type[BaseException], ...]] = (RhetorError,)
+    contained: ClassVar[tuple[type[Exception], ...]] = (Exception,)
 
     def __init__(
         self,

@@ -9,6 +9,10 @@ safe alphabet; they are only ever SQL parameters, never file paths.
 
 Search is a case-insensitive (ASCII) substring match with ``LIKE``, with
 ``%``, ``_`` and the escape character escaped, so a query means its literal text.
+
+Every value a caller passes is checked before SQLite sees it (see
+:func:`rhetor._sqlite.check_int`): a number SQLite cannot hold or a string that
+is not valid Unicode is a :class:`ValidationError` naming the field.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import attrs
 
 from ._errors import NotFound, ValidationError
 from ._pricing import MESSAGE_OVERHEAD, count_tokens
-from ._sqlite import SQLiteStore, transaction
+from ._sqlite import SQLiteStore, check_int, check_text, transaction
 from ._types import ChatMessage, Role
 
 __all__ = [
@@ -168,9 +172,11 @@ def _snippet(content: str, query: str) -> str:
 
 
 def _metadata_json(metadata: Mapping[str, Any]) -> str:
+    # allow_nan=False: NaN and Infinity are not JSON, and would come back out in
+    # replies. ASCII output escapes lone surrogates, so any string is storable.
     try:
-        return json.dumps(dict(metadata), sort_keys=True)
-    except (TypeError, ValueError) as exc:
+        return json.dumps(dict(metadata), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError("metadata", f"must be JSON-serialisable: {exc}") from exc
 
 
@@ -238,8 +244,9 @@ class HistoryStore(SQLiteStore):
         for i, m in enumerate(messages):
             if m.role not in _ROLES:
                 raise ValidationError(f"messages[{i}].role", "must be system, user or assistant")
-            if not isinstance(m.content, str):
-                raise ValidationError(f"messages[{i}].content", "must be a string")
+            check_text(f"messages[{i}].content", m.content)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise ValidationError("metadata", "must be an object")
         now = self._clock()
         with transaction(self._conn) as conn:
             row = conn.execute(
@@ -277,9 +284,9 @@ class HistoryStore(SQLiteStore):
 
         Error handling: an unknown context raises :class:`NotFound`.
         """
+        if limit is not None:
+            check_int("limit", limit)
         self._require(context_id)
-        if limit is not None and limit < 0:
-            raise ValidationError("limit", "must not be negative")
         rows = self._conn.execute(
             "SELECT context_id, seq, role, content, ts, tokens FROM messages"
             " WHERE context_id = ? ORDER BY seq DESC LIMIT ?",
@@ -352,8 +359,8 @@ class HistoryStore(SQLiteStore):
         """
         Contexts, most recently updated first.
         """
-        if limit < 0 or offset < 0:
-            raise ValidationError("limit" if limit < 0 else "offset", "must not be negative")
+        check_int("limit", limit)
+        check_int("offset", offset)
         rows = self._conn.execute(
             _INFO_QUERY + " ORDER BY c.updated DESC, c.id LIMIT ? OFFSET ?", (limit, offset)
         ).fetchall()
@@ -373,10 +380,9 @@ class HistoryStore(SQLiteStore):
         """
         Messages whose content contains ``query`` literally, newest first.
         """
-        if not isinstance(query, str) or not query:
+        if not check_text("query", query):
             raise ValidationError("query", "must be a non-empty string")
-        if limit < 0:
-            raise ValidationError("limit", "must not be negative")
+        check_int("limit", limit)
         rows = self._conn.execute(
             "SELECT context_id, seq, role, content FROM messages"
             " WHERE content LIKE ? ESCAPE '\\' ORDER BY ts DESC, context_id, seq DESC LIMIT ?",
@@ -393,6 +399,8 @@ class HistoryStore(SQLiteStore):
 
         Those messages stay stored (history shows them) but leave the window.
         """
+        check_text("summary", summary)
+        check_int("upto_seq", upto_seq)
         self._require(context_id)
         (last,) = self._conn.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE context_id = ?", (context_id,)

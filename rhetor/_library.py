@@ -10,6 +10,10 @@ synchronous (its actor calls it through ``anyio.to_thread.run_sync``).
 
 :func:`generate_prompt` is a pure helper that drafts a structured prompt for a
 task in one of a few formats.
+
+Every value a caller passes is checked before SQLite sees it (see
+:func:`rhetor._sqlite.check_text`): a string that is not valid Unicode or a
+number SQLite cannot hold is a :class:`ValidationError` naming the field.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, ClassVar
 import attrs
 
 from ._errors import NotFound, ValidationError
-from ._sqlite import SQLiteStore, transaction
+from ._sqlite import SQLITE_INT_MIN, SQLiteStore, check_int, check_text, transaction
 
 __all__ = [
     "PROMPT_FORMATS",
@@ -71,7 +75,10 @@ def _check_value(name: str, value: object) -> str:
         raise ValidationError(
             f"parameters.{name}", f"must be a string or number, got {type(value).__name__}"
         )
-    return str(value)
+    try:
+        return str(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        raise ValidationError(f"parameters.{name}", "is too large a number") from None
 
 
 def render(
@@ -89,6 +96,8 @@ def render(
     required unless it is listed in ``optional``. Extra variables are ignored.
     """
     names = parse_variables(content)
+    if not isinstance(variables, Mapping):
+        raise ValidationError("parameters", "must be an object")
     defaults = defaults or {}
     if not required:
         required = [n for n in names if n not in optional]
@@ -224,22 +233,31 @@ def _reject_unknown(unknown: Mapping[str, object]) -> None:
 def _name_list(field: str, names: Sequence[str] | None) -> list[str]:
     if names is None:
         return []
-    if isinstance(names, str) or not all(isinstance(n, str) and n.isidentifier() for n in names):
+    if not isinstance(names, list | tuple) or not all(
+        isinstance(n, str) and n.isidentifier() for n in names
+    ):
         raise ValidationError(field, "must be a list of variable names")
     return list(dict.fromkeys(names))
 
 
 def _json_text(field: str, value: object) -> str:
+    # allow_nan=False: NaN and Infinity are not JSON, and would come back out in
+    # replies. ASCII output escapes lone surrogates, so any string is storable.
     try:
-        return json.dumps(value, sort_keys=True)
-    except (TypeError, ValueError) as exc:
+        return json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(field, f"must be JSON-serialisable: {exc}") from exc
 
 
 def _non_empty(field: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(field, "must be a non-empty string")
-    return value
+    return check_text(field, value)
+
+
+def _optional_text(field: str, value: object) -> None:
+    if value is not None:
+        check_text(field, value)
 
 
 @attrs.frozen
@@ -260,13 +278,15 @@ class _VersionFields:
         defaults: Mapping[str, str] | None,
         metadata: Mapping[str, Any] | None,
     ) -> _VersionFields:
-        if not isinstance(content, str):
-            raise ValidationError("content", "must be a string")
+        check_text("content", content)
         variables = parse_variables(content)
         req = _name_list("required", required)
         opt = _name_list("optional", optional)
         if overlap := set(req) & set(opt):
             raise ValidationError("optional", f"also listed as required: {sorted(overlap)}")
+        for name, given in (("defaults", defaults), ("metadata", metadata)):
+            if given is not None and not isinstance(given, Mapping):
+                raise ValidationError(name, "must be an object")
         defaults = dict(defaults or {})
         for key, value in defaults.items():
             if not isinstance(key, str) or not isinstance(value, str):
@@ -313,6 +333,8 @@ class LibraryStore(SQLiteStore):
         """
         _reject_unknown(unknown)
         _non_empty("name", name)
+        check_text("description", description)
+        check_text("category", category)
         fields = _VersionFields.check(content, required, optional, defaults, metadata)
         template_id = uuid.uuid4().hex
         now = self._clock()
@@ -354,6 +376,8 @@ class LibraryStore(SQLiteStore):
         new_version = any(v is not None for v in (content, required, optional, defaults, metadata))
         if name is not None:
             _non_empty("name", name)
+        _optional_text("description", description)
+        _optional_text("category", category)
         fields = _VersionFields.check(
             current.content if content is None else content,
             current.required if required is None else required,
@@ -387,6 +411,8 @@ class LibraryStore(SQLiteStore):
 
         Error handling: an unknown template or version raises :class:`NotFound`.
         """
+        if version is not None:
+            check_int("version", version, minimum=SQLITE_INT_MIN)
         template_id = self._find_id(id_or_name)
         if template_id is None:
             raise NotFound("template", id_or_name)
@@ -407,6 +433,7 @@ class LibraryStore(SQLiteStore):
         """
         Every template at its current version, by name; optionally of one category.
         """
+        _optional_text("category", category)
         where = " WHERE v.version = t.current_version"
         if category is None:
             rows = self._conn.execute(_TEMPLATE_QUERY + where + " ORDER BY t.name")
@@ -449,6 +476,7 @@ class LibraryStore(SQLiteStore):
         return self.get_template(id_or_name).render(variables)
 
     def _find_id(self, id_or_name: str) -> str | None:
+        check_text("template", id_or_name)
         # Ids are tried first: a template may not be named like another's id by accident.
         row = self._conn.execute(
             "SELECT id FROM templates WHERE id = ? UNION ALL"
@@ -495,8 +523,8 @@ class LibraryStore(SQLiteStore):
         _reject_unknown(unknown)
         _non_empty("name", name)
         _non_empty("component", component)
-        if not isinstance(content, str):
-            raise ValidationError("content", "must be a string")
+        check_text("content", content)
+        check_text("description", description)
         is_default = bool(is_default)
         tags_json = _tags_json(tags)
         prompt_id = uuid.uuid4().hex
@@ -531,8 +559,8 @@ class LibraryStore(SQLiteStore):
             _non_empty("name", name)
         if component is not None:
             _non_empty("component", component)
-        if content is not None and not isinstance(content, str):
-            raise ValidationError("content", "must be a string")
+        _optional_text("content", content)
+        _optional_text("description", description)
         new_component = current.component if component is None else component
         new_default = current.is_default if is_default is None else bool(is_default)
         with transaction(self._conn) as conn:
@@ -560,6 +588,7 @@ class LibraryStore(SQLiteStore):
 
         Error handling: an unknown id raises :class:`NotFound`.
         """
+        check_text("prompt_id", prompt_id)
         row = self._conn.execute(
             f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE id = ?", (prompt_id,)
         ).fetchone()
@@ -571,6 +600,7 @@ class LibraryStore(SQLiteStore):
         """
         Every prompt by component then name; optionally of one component.
         """
+        _optional_text("component", component)
         if component is None:
             rows = self._conn.execute(
                 f"SELECT {_PROMPT_COLUMNS} FROM prompts ORDER BY component, name, created"
@@ -586,6 +616,7 @@ class LibraryStore(SQLiteStore):
         """
         Delete a prompt; True if it existed.
         """
+        check_text("prompt_id", prompt_id)
         with transaction(self._conn) as conn:
             cursor = conn.execute("DELETE FROM prompts WHERE id = ?", (prompt_id,))
         return cursor.rowcount > 0
@@ -594,6 +625,7 @@ class LibraryStore(SQLiteStore):
         """
         The component's default prompt, or None if it has none.
         """
+        check_text("component", component)
         row = self._conn.execute(
             f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE component = ? AND is_default",
             (component,),
@@ -608,7 +640,7 @@ class LibraryStore(SQLiteStore):
 
 
 def _tags_json(tags: Sequence[str]) -> str:
-    if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+    if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
         raise ValidationError("tags", "must be a list of strings")
     return json.dumps(list(tags))
 
@@ -675,7 +707,10 @@ def _context_lines(context: Mapping[str, object] | str | None) -> list[str]:
     if isinstance(context, str):
         return [f"- {line.strip()}" for line in context.splitlines() if line.strip()]
     if isinstance(context, Mapping):
-        return [f"- {key}: {value}" for key, value in context.items()]
+        try:
+            return [f"- {key}: {value}" for key, value in context.items()]
+        except ValueError:  # an int past Python's digit limit for str()
+            raise ValidationError("context", "holds too large a number") from None
     raise ValidationError("context", "must be an object, a string or null")
 
 

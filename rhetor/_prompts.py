@@ -8,11 +8,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rhetor._library import LibraryStore, generate_prompt
+from rhetor._sqlite import check_text
 from rhetor._store import StoreActor, StoreCall
 
 __all__ = ["PromptLibrary"]
 
 _PROMPT_WRITES = frozenset({"create_prompt", "update_prompt", "delete_prompt"})
+# Components named in requests are the cache's keys; past this many it starts afresh,
+# so requests naming ever new components cannot grow it without bound.
+_MAX_CACHED_DEFAULTS = 1024
 
 
 class PromptLibrary(StoreActor):
@@ -52,8 +56,10 @@ class PromptLibrary(StoreActor):
             if message.method == "generate_prompt":
                 return generate_prompt(*message.args, **message.kwargs)
             if message.method == "default_prompt":
-                component = message.args[0]
+                component = check_text("component", message.args[0])
                 if component not in self._defaults:
+                    if len(self._defaults) >= _MAX_CACHED_DEFAULTS:
+                        self._defaults.clear()
                     self._defaults[component] = await self.call("default_prompt", component)
                 return self._defaults[component]
             if message.method in _PROMPT_WRITES:

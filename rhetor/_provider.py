@@ -70,6 +70,7 @@ class ProviderActor(actors.Actor):
 
     max_concurrency: ClassVar[int] = 4096
     errors: ClassVar[tuple[type[BaseException], ...]] = (ProviderError,)
+    contained: ClassVar[tuple[type[Exception], ...]] = (Exception,)
 
     def __init__(
         self,

@@ -262,11 +262,14 @@ class Router(actors.Actor):
     Error handling: every failure reaches the caller as a :class:`RhetorError`:
     provider failures after all fallbacks as :class:`AllProvidersFailed`, a
     refused budget as :class:`BudgetExceeded`, an internal actor that is down
-    as :class:`ServiceUnavailable`.
+    as :class:`ServiceUnavailable`. Any other exception is a bug met with that
+    one request: the runtime contains it (``contained``), so it fails only that
+    request, as ``InternalError``, and the router keeps serving the others.
     """
 
     max_concurrency: ClassVar[int] = 100_000
     errors: ClassVar[tuple[type[BaseException], ...]] = (RhetorError,)
+    contained: ClassVar[tuple[type[Exception], ...]] = (Exception,)
 
     def __init__(
         self,
@@ -615,13 +618,18 @@ class Router(actors.Actor):
 
         Runs in the background after the reply went out; the newest turns are
         kept verbatim. Error handling: a failure is logged and retried after
-        the next turn, never surfaced to a caller.
+        the next turn, never surfaced to a caller. It runs in the router's own
+        task group, where an exception would crash the router and every request
+        in flight, so any Exception ends here: a RhetorError (a provider down)
+        as a warning, anything else (a bug) with its traceback.
         """
         try:
             with anyio.move_on_after(self._request_timeout):
                 await self._summarize(context_id, keep_recent=_KEEP_RECENT)
         except RhetorError as exc:
             log.warning("could not summarise context %s: %s", context_id, exc)
+        except Exception:
+            log.exception("summarising context %s failed", context_id)
         finally:
             self._summarizing.discard(context_id)
 
@@ -679,14 +687,8 @@ class Router(actors.Actor):
         ref = self._provider_ref(c)
         try:
             reply: ProviderReply = await ref.ask(Complete(provider_request), timeout=timeout)
-        except actors.AskTimeout as exc:
-            raise UpstreamTimeout(
-                f"{c.provider} did not answer in {timeout:g}s", provider=c.provider, model=c.model
-            ) from exc
         except actors.ActorError as exc:
-            raise ProviderUnavailable(
-                f"{c.provider} actor is down: {exc}", provider=c.provider, model=c.model
-            ) from exc
+            raise _as_provider_error(exc, c, timeout) from exc
         return reply
 
     def _candidates(self, request: LLMRequest, prepared: _Prepared) -> _CandidateQueue:
@@ -958,6 +960,9 @@ class Router(actors.Actor):
         if not stored:
             raise NotFound("context", context_id, field="context_id")
         info = await ask(self._contexts, StoreCall("get", (context_id,)))
+        if info is None:
+            # Deleted between the two asks: as gone as if it never was.
+            raise NotFound("context", context_id, field="context_id")
         covered = stored[:-keep_recent] if keep_recent else stored
         if not covered:
             return {"context_id": context_id, "summary": info.summary, "upto": None, "model": None}
@@ -1143,8 +1148,22 @@ def _unstored_turns(
 
 
 def _as_provider_error(raw: BaseException, c: Candidate, timeout: float) -> ProviderError:
+    """
+    What a provider call that failed with ``raw`` means for this candidate.
+
+    The one translation of a provider actor's failures: its own errors pass,
+    silence is a timeout, a bug it met handling this call (``HandlerFailed``,
+    logged there with its traceback) fails this candidate alone, so the router
+    falls back; only a provider actor that is gone is unavailable.
+    """
     if isinstance(raw, ProviderError):
         return raw
+    if isinstance(raw, actors.HandlerFailed):
+        return ProviderError(
+            f"{c.provider} met an internal error on this call ({raw.boxed_type.__name__})",
+            provider=c.provider,
+            model=c.model,
+        )
     if isinstance(raw, actors.AskTimeout):
         return UpstreamTimeout(
             f"{c.provider} sent nothing for {timeout:g}s", provider=c.provider, model=c.model

@@ -190,6 +190,7 @@ class Session(actors.Actor):
     """
 
     max_concurrency: ClassVar[int] = 1
+    contained: ClassVar[tuple[type[Exception], ...]] = (Exception,)
 
     def __init__(
         self,

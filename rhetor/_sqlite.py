@@ -6,6 +6,12 @@ What every SQLite-backed store shares: opening the file, transactions, closing.
 :func:`transaction` the one way they group writes. :class:`SQLiteStore` is the
 base of the ledger, the history and the library stores: it owns the connection
 from construction to :meth:`SQLiteStore.close`.
+
+SQLite cannot take every Python value: an int beyond 64 bits raises
+``OverflowError`` and a string holding a lone surrogate ``UnicodeEncodeError``
+when bound. The stores pass every value that comes from a caller through
+:func:`check_int` or :func:`check_text` first, so such a value is refused as a
+:class:`ValidationError` naming its field, before any statement runs.
 """
 
 from __future__ import annotations
@@ -18,7 +24,57 @@ from typing import ClassVar, Self
 
 import attrs
 
-__all__ = ["SQLiteStore", "open_database", "transaction"]
+from ._errors import ValidationError
+
+__all__ = [
+    "SQLITE_INT_MAX",
+    "SQLITE_INT_MIN",
+    "SQLiteStore",
+    "check_int",
+    "check_text",
+    "open_database",
+    "transaction",
+]
+
+# SQLite's INTEGER is a signed 64-bit number.
+SQLITE_INT_MAX = 2**63 - 1
+SQLITE_INT_MIN = -(2**63)
+
+
+def check_int(field: str, value: object, *, minimum: int = 0) -> int:
+    """
+    Return ``value`` if it is a whole number from ``minimum`` to what SQLite can
+    store; raise ``ValidationError(field, ...)`` if not (a bool is not a number).
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, "must be a whole number")
+    if value < minimum:
+        raise ValidationError(
+            field, "must not be negative" if minimum == 0 else f"must be at least {minimum}"
+        )
+    if value > SQLITE_INT_MAX:
+        raise ValidationError(field, f"must be at most {SQLITE_INT_MAX}")
+    return value
+
+
+def check_text(field: str, value: object) -> str:
+    """
+    Return ``value`` if it is a string SQLite can store (valid Unicode); raise
+    ``ValidationError(field, ...)`` if not.
+
+    A lone surrogate (``"\\ud800"``, which JSON and Python allow but UTF-8 does not)
+    cannot be encoded. ASCII text, the common case, is let through without encoding.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a string")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                field, f"must be valid Unicode (a lone surrogate at index {exc.start})"
+            ) from None
+    return value
 
 
 def open_database(path: str | os.PathLike[str], schema: str, version: int) -> sqlite3.Connection:
@@ -89,6 +145,21 @@ class SQLiteStore:
         Close the database; safe to call twice.
         """
         self._conn.close()
+
+    def broken(self) -> str | None:
+        """
+        Why the connection cannot serve another call, or None when it can.
+
+        Invariant: between calls no transaction is open. A call that failed in a
+        way :func:`transaction` could not roll back (or that closed the connection)
+        breaks it, and every later call would fail too; its owner should reopen.
+        """
+        try:
+            if self._conn.in_transaction:
+                return "a failed call left a transaction open"
+        except sqlite3.ProgrammingError:
+            return "the connection is closed"
+        return None
 
     def __enter__(self) -> Self:
         return self

@@ -21,10 +21,10 @@ import anyio
 import attrs
 
 import actors
-from rhetor._asks import ask
+from rhetor._asks import as_rhetor_error, ask
 from rhetor._budget import BudgetKeeper, GetBudget, GetUsage, SetLimit, SetPolicy
 from rhetor._contexts import ContextStore
-from rhetor._errors import NotFound, ServiceUnavailable, ValidationError
+from rhetor._errors import NotFound, ValidationError
 from rhetor._pricing import Pricer, load_overrides
 from rhetor._prompts import PromptLibrary
 from rhetor._provider import CheckHealth, ProviderActor
@@ -128,7 +128,8 @@ class Runtime:
 
     Error handling: every method raises :class:`rhetor.RhetorError`
     subclasses; an internal actor that is down becomes
-    :class:`ServiceUnavailable`, never a hang past the deadline.
+    :class:`ServiceUnavailable`, never a hang past the deadline, and a bug an
+    actor met handling this one call becomes :class:`InternalError`.
     """
 
     settings: Settings
@@ -208,12 +209,8 @@ class Runtime:
             ) as items:
                 async for chunk in items:
                     yield chunk
-        except actors.AskTimeout as exc:
-            raise ServiceUnavailable(
-                f"router sent nothing for {self._deadline(request):g}s"
-            ) from exc
         except actors.ActorError as exc:
-            raise ServiceUnavailable(f"router is unavailable: {exc}") from exc
+            raise as_rhetor_error(self.router.name, exc, self._deadline(request)) from exc
 
     async def message(self, message: str, **options: Any) -> Reply:
         """One message, with the stored context of ``context_id`` prepended."""

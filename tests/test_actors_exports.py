@@ -18,8 +18,10 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "DuplicateName",
         "EscalationError",
         "Faults",
+        "HandlerFailed",
         "InjectedCrash",
         "InvalidSpec",
+        "InvariantBroken",
         "LifecycleEvent",
         "NoSuchActor",
         "NotStreaming",
@@ -51,6 +53,7 @@ def test_errors_form_one_hierarchy() -> None:
     assert issubclass(actors.ActorStopped, actors.ActorDied)
     assert issubclass(actors.NoSuchActor, LookupError)
     assert issubclass(actors.InvalidSpec, ValueError)
+    assert issubclass(actors.InjectedCrash, actors.InvariantBroken)
 
 
 def test_actors_never_imports_rhetor() -> None:

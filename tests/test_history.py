@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rhetor._errors import NotFound, ValidationError
 from rhetor._history import HistoryStore, validate_context_id
@@ -232,3 +236,75 @@ def test_history_persists(tmp_path: Path) -> None:
         assert (info.message_count, info.summary, info.metadata) == (2, "greeting", {"k": "v"})
         assert store.window("c", 100) == ("greeting", [assistant("hi")])
         assert store.append("c", [user("again")]) == 3
+
+
+# -- values SQLite cannot store are the caller's ValidationError ----------------------
+
+HUGE = 10**24
+LONE = "a\ud800b"
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda s: s.list(limit=HUGE), "limit"),
+        (lambda s: s.list(offset=HUGE), "offset"),
+        (lambda s: s.list(limit="10"), "limit"),
+        (lambda s: s.history("c", limit=HUGE), "limit"),
+        (lambda s: s.search("x", limit=HUGE), "limit"),
+        (lambda s: s.search(LONE), "query"),
+        (lambda s: s.append("c", [user("ok"), user(LONE)]), "messages[1].content"),
+        (lambda s: s.append("c", [user("x")], metadata={"x": float("nan")}), "metadata"),
+        (lambda s: s.append("c", [user("x")], metadata={"x": float("inf")}), "metadata"),
+        (lambda s: s.append("c", [user("x")], metadata=["not", "an", "object"]), "metadata"),
+        (lambda s: s.set_summary("c", LONE, 1), "summary"),
+        (lambda s: s.set_summary("c", "fine", HUGE), "upto_seq"),
+    ],
+    ids=[
+        "list limit",
+        "list offset",
+        "list limit of the wrong type",
+        "history limit",
+        "search limit",
+        "search query",
+        "message content",
+        "metadata NaN",
+        "metadata Infinity",
+        "metadata not an object",
+        "summary",
+        "summary upto",
+    ],
+)
+def test_values_sqlite_cannot_store_are_refused_naming_the_field(
+    store: HistoryStore, call: Any, field: str
+) -> None:
+    """A 24-digit number, a lone surrogate or a non-finite metadata value is a ValidationError; nothing changes."""
+    store.append("c", [user("hello")])
+    with pytest.raises(ValidationError) as info:
+        call(store)
+    assert info.value.field == field
+    assert [m.content for m in store.history("c")] == ["hello"]
+    assert store.broken() is None
+
+
+@pytest.mark.slow
+@settings(max_examples=60)
+@given(
+    limit=st.integers() | st.text(st.characters(exclude_categories=())),
+    offset=st.integers(min_value=-(2**70), max_value=2**70),
+    query=st.text(st.sampled_from(["a", "%", "_", "\\", "é", "\ud800", "\udfff"]), min_size=1),
+)
+def test_hostile_listing_and_search_arguments_answer_or_refuse(
+    limit: Any, offset: int, query: str
+) -> None:
+    """Property: list and search with any int or string answer or raise ValidationError, never anything else."""
+    with HistoryStore(":memory:") as store:
+        store.append("c", [user("a% an_b é")])
+        for call in (
+            lambda: store.list(limit, offset),
+            lambda: store.search(query, limit),
+            lambda: store.history("c", limit=limit),
+        ):
+            with contextlib.suppress(ValidationError):
+                call()
+        assert store.broken() is None

@@ -4,6 +4,7 @@ import itertools
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -326,3 +327,60 @@ def test_unknown_fields_rejected(store: LibraryStore) -> None:
             call()
         assert info.value.field == "colour"
     assert [x.name for x in store.list_templates()] == ["t"]
+
+
+# -- values SQLite cannot store are the caller's ValidationError ----------------------
+
+HUGE = 10**24
+LONE = "a\ud800b"
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda s: s.create_template(LONE, "Hi"), "name"),
+        (lambda s: s.create_template("t", LONE), "content"),
+        (lambda s: s.create_template("t", "Hi", description=LONE), "description"),
+        (lambda s: s.create_template("t", "Hi", category=LONE), "category"),
+        (lambda s: s.create_template("t", "Hi", category=["x"]), "category"),
+        (lambda s: s.create_template("t", "Hi", metadata={"x": float("nan")}), "metadata"),
+        (lambda s: s.create_template("t", "Hi", defaults=["a"]), "defaults"),
+        (lambda s: s.create_template("t", "Hi", required=5), "required"),
+        (lambda s: s.get_template(LONE), "template"),
+        (lambda s: s.get_template("greet", version=HUGE), "version"),
+        (lambda s: s.get_template("greet", version="1"), "version"),
+        (lambda s: s.update_template("greet", name=LONE), "name"),
+        (lambda s: s.update_template("greet", description=LONE), "description"),
+        (lambda s: s.versions(LONE), "template"),
+        (lambda s: s.delete_template(LONE), "template"),
+        (lambda s: s.render_template(LONE, {}), "template"),
+        (lambda s: s.render_template("greet", ["who"]), "parameters"),
+        (lambda s: s.render_template("greet", {"who": 10**5000}), "parameters.who"),
+        (lambda s: s.list_templates(LONE), "category"),
+        (lambda s: s.create_prompt("p", LONE, "x"), "component"),
+        (lambda s: s.create_prompt("p", "c", LONE), "content"),
+        (lambda s: s.create_prompt("p", "c", "x", description=LONE), "description"),
+        (lambda s: s.create_prompt("p", "c", "x", tags=5), "tags"),
+        (lambda s: s.get_prompt(LONE), "prompt_id"),
+        (lambda s: s.delete_prompt(LONE), "prompt_id"),
+        (lambda s: s.list_prompts(LONE), "component"),
+        (lambda s: s.default_prompt(LONE), "component"),
+    ],
+)
+def test_values_sqlite_cannot_store_are_refused_naming_the_field(
+    store: LibraryStore, call: Any, field: str
+) -> None:
+    """A lone surrogate, a 24-digit number or a value of the wrong shape is a ValidationError naming its field."""
+    store.create_template("greet", "Hi {who}")
+    with pytest.raises(ValidationError) as info:
+        call(store)
+    assert info.value.field == field
+    assert [t.name for t in store.list_templates()] == ["greet"]
+    assert store.broken() is None
+
+
+def test_generate_prompt_refuses_a_number_too_large_to_print() -> None:
+    """A context value past Python's digit limit is a ValidationError, not a ValueError."""
+    with pytest.raises(ValidationError) as info:
+        generate_prompt("a task", {"n": 10**5000})
+    assert info.value.field == "context"

@@ -318,17 +318,17 @@ async def test_provider_crash_is_absorbed_by_a_restart(tmp_path: Path) -> None:
         assert rt.providers_refs["alpha"].stats().restarts == 1
 
 
-async def test_provider_crashing_twice_falls_back_and_keeps_serving(tmp_path: Path) -> None:
-    """A request that crashes its provider actor twice is poison: the router falls back, the provider recovers."""
-    bug = RuntimeError("bug in the backend")
-    alpha = ScriptedBackend("alpha", ("alpha-1",), failures=[bug, bug])
+async def test_provider_bug_fails_that_call_only_and_falls_back(tmp_path: Path) -> None:
+    """A bug in a provider actor's handler fails that call alone: the router falls back, nothing restarts."""
+    alpha = ScriptedBackend("alpha", ("alpha-1",), failures=[RuntimeError("bug in the backend")])
     beta = ScriptedBackend("beta", ("beta-1",))
     settings, backends = two_providers(tmp_path, alpha, beta)
     async with rhetor.runtime.start(settings, backends=backends) as rt:
         reply = await rt.message("hello", task_type="chat")
         assert reply.provider == "beta"
-        assert "alpha/alpha-1 failed (provider_unavailable)" in reply.routing
-        assert rt.providers_refs["alpha"].stats().restarts == 2
+        assert "alpha/alpha-1 failed (provider_error)" in reply.routing
+        stats = rt.providers_refs["alpha"].stats()
+        assert (stats.restarts, stats.failed, alpha.calls) == (0, 1, 1)
         again = await rt.message("hello again", task_type="chat")
         assert again.provider == "alpha"
 
