@@ -1,17 +1,25 @@
 """
-What every provider backend shares: model lists, stream reading and clean-up, retry hints.
+What every provider backend shares: model lists, stream reading and clean-up, retry
+hints, and the checks on what a 200 reply may contain.
 
 The backends (:mod:`rhetor._anthropic`, :mod:`rhetor._openai`, :mod:`rhetor._ollama`)
 differ in their wire formats and in how they translate their library's errors, which
 each does in its own ``_translate_errors``; what is the same for all of them lives here.
-Nothing here raises a :mod:`rhetor._errors` exception: :class:`StreamedError` is the
-backends' internal signal, translated where it is caught.
+Nothing here raises a :mod:`rhetor._errors` exception: :class:`StreamedError` and
+:class:`MalformedReply` are the backends' internal signals, translated where they are
+caught.
+
+Every reader here takes time linear in what it reads: an upstream's multi-megabyte
+event costs a few copies of its bytes, never a rescan per chunk or per line.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
+import logging
 import math
+import reprlib
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import suppress
@@ -21,16 +29,39 @@ import trio
 
 __all__ = [
     "CLEANUP_TIMEOUT",
+    "MALFORMED",
+    "MAX_TOKEN_COUNT",
+    "LineSplitter",
+    "MalformedReply",
     "ServerSentEvents",
     "StreamedError",
+    "decode_json",
     "finish",
     "merge_models",
+    "model_ids",
     "model_names",
+    "optional_text",
+    "preview",
     "retry_after",
+    "token_count",
+    "usage_anomaly",
 ]
+
+log = logging.getLogger("rhetor.upstream")
 
 # Seconds the shielded clean-up of an abandoned stream may take.
 CLEANUP_TIMEOUT = 1.0
+
+# The largest token count one call may report. No model reads or writes a billion
+# tokens in one call; a count above this is a broken upstream, not usage (and would
+# overflow the ledger's 64-bit integers long before a float-to-int conversion did).
+MAX_TOKEN_COUNT = 1_000_000_000
+
+_PREVIEW = reprlib.Repr()
+_PREVIEW.maxlevel = 3
+_PREVIEW.maxstring = 80
+_PREVIEW.maxother = 80
+_PREVIEW.maxlong = 40
 
 
 def model_names(models: Iterable[str]) -> tuple[str, ...]:
@@ -92,6 +123,113 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
+class MalformedReply(Exception):
+    """
+    A 2xx reply that is not what the provider's wire format promises; the message says how.
+
+    Each backend's ``_translate_errors`` turns it into an ``UpstreamServerError`` for
+    the one call that met it.
+    """
+
+
+# What reading a 2xx reply raises when the reply is not what its format promises:
+# MalformedReply from the checks here, and what a library's parser raises on the
+# same (pydantic's ValidationError is a ValueError; 1e400 through int() is an
+# OverflowError, an ArithmeticError; a deep nesting is a RecursionError).
+MALFORMED: tuple[type[Exception], ...] = (
+    MalformedReply,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    ArithmeticError,
+    RecursionError,
+)
+
+
+def decode_json(data: bytes | str) -> Any:
+    """
+    One JSON document; :class:`MalformedReply` when it is not one.
+
+    A nesting too deep for the decoder (``RecursionError``) is malformed too, not a
+    crash. Python's decoder reads ``1e400`` as ``inf`` and accepts ``NaN``: the
+    callers' checks (:func:`token_count`) refuse those where numbers matter.
+    """
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedReply(f"not JSON: {type(exc).__name__}: {exc}"[:200]) from exc
+
+
+def optional_text(value: object, what: str) -> str | None:
+    """
+    ``value`` when it is a string, None when it is null or missing; else :class:`MalformedReply`.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    raise MalformedReply(f"{what} is {type(value).__name__}, not a string")
+
+
+def token_count(value: object) -> int | None:
+    """
+    A token count an upstream reported, as a non-negative int; None when it is not one.
+
+    A finite non-negative number up to :data:`MAX_TOKEN_COUNT` is a count (a float
+    is rounded: ``12.7`` is 13 tokens, never a fractional count). Anything else is
+    not: a negative number, ``inf`` or ``nan`` (``1e400`` decodes as ``inf``), a
+    string, a bool, null, an object or a list.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value <= MAX_TOKEN_COUNT else None
+    if isinstance(value, float) and math.isfinite(value) and 0 <= value <= MAX_TOKEN_COUNT:
+        return round(value)
+    return None
+
+
+def preview(value: object) -> str:
+    """
+    A short, bounded ``repr`` of an upstream's value, safe for any depth or size.
+    """
+    try:
+        return _PREVIEW.repr(value)
+    except (ValueError, RecursionError):  # an int too long to print, a cycle
+        return f"<{type(value).__name__}>"
+
+
+def usage_anomaly(provider: str, usage: object, why: str) -> None:
+    """
+    Log that ``provider`` reported usage Rhetor cannot bill from, and what it was.
+    """
+    log.warning(
+        "%s sent unusable usage (%s): %s; the call is billed at its reservation's worst case",
+        provider,
+        why,
+        preview(usage),
+    )
+
+
+def model_ids(body: object, key: str, *names: str) -> tuple[str, ...]:
+    """
+    The model names in a models listing: ``body[key]`` is a list of objects, each
+    named by the first of ``names`` that holds a non-empty string.
+
+    Entries that name nothing are skipped; a body of another shape is :class:`MalformedReply`.
+    """
+    entries = body.get(key) if isinstance(body, Mapping) else None
+    if not isinstance(entries, list):
+        raise MalformedReply(f"the models listing has no {key!r} list")
+    found: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        name = next((v for n in names if isinstance(v := entry.get(n), str) and v), None)
+        if name is not None:
+            found.append(name)
+    return tuple(found)
+
+
 class StreamedError(Exception):
     """
     An error object the upstream sent inside a 200 stream; ``body`` is the decoded object.
@@ -105,31 +243,82 @@ class StreamedError(Exception):
         self.body = body
 
 
+class LineSplitter:
+    """
+    Splits a byte stream into lines at ``\\n`` (dropping a ``\\r`` before it).
+
+    Linear in the bytes fed, however they are chunked: a search for the next line end
+    starts where the last one stopped, so each byte is searched once, and consumed
+    lines are cut from the buffer once per chunk, not once per line. Only ``\\n``
+    ends a line, as in NDJSON and server-sent events; a Unicode line separator inside
+    a JSON string does not.
+    """
+
+    def __init__(self) -> None:
+        # Invariant: holds no b"\n" between feeds (the start of an unfinished line).
+        self._buffer = bytearray()
+        # Bytes searched for a line end so far: equal to the bytes fed (never more),
+        # which tests and benchmarks read to show nothing is rescanned.
+        self.scanned = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """
+        Take the next bytes; return the lines they complete, without their line ends.
+        """
+        buffer = self._buffer
+        search = len(buffer)
+        buffer += chunk
+        lines: list[bytes] = []
+        start = 0
+        while (end := buffer.find(b"\n", search)) >= 0:
+            self.scanned += end + 1 - search
+            stop = end - 1 if end > start and buffer[end - 1] == 0x0D else end
+            lines.append(bytes(buffer[start:stop]))
+            start = search = end + 1
+        self.scanned += len(buffer) - search
+        del buffer[:start]
+        return lines
+
+    def rest(self) -> bytes:
+        """
+        What follows the last line end: a last line the stream did not end with ``\\n``.
+        """
+        rest = bytes(self._buffer).removesuffix(b"\r")
+        self._buffer.clear()
+        return rest
+
+
 class ServerSentEvents:
     """
     Splits a server-sent-event byte stream into ``(event, data)`` pairs.
 
     An event without a ``data`` line is dropped, as the standard says, unless
     ``keep_dataless`` is set: then one that names its type arrives with empty data
-    (Anthropic's events are read by their type alone).
+    (Anthropic's events are read by their type alone). Bytes that are not UTF-8 are
+    replaced, as the standard says, so no chunk can make this raise.
     """
 
     def __init__(self, *, keep_dataless: bool = False) -> None:
         self._keep_dataless = keep_dataless
-        self._buffer = b""
+        self._lines = LineSplitter()
         self._event = ""
         self._data: list[str] = []
+
+    @property
+    def scanned(self) -> int:
+        """
+        Bytes searched for line ends so far (equal to the bytes fed).
+        """
+        return self._lines.scanned
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
         """
         Take the next bytes; return the events they complete.
         """
-        self._buffer += chunk
         events: list[tuple[str, str]] = []
-        while (end := self._buffer.find(b"\n")) >= 0:
+        for raw in self._lines.feed(chunk):
             # Lines are decoded whole, so a UTF-8 character split across chunks is safe.
-            line = self._buffer[:end].rstrip(b"\r").decode()
-            self._buffer = self._buffer[end + 1 :]
+            line = raw.decode(errors="replace")
             if not line:
                 if self._data or (self._keep_dataless and self._event):
                     events.append((self._event or "message", "\n".join(self._data)))

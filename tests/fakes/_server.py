@@ -86,7 +86,8 @@ def dumps(value: Any) -> str:
             return [swap(inner) for inner in item]
         return item
 
-    text = json.dumps(swap(value))
+    # Raw UTF-8, as real upstreams write it (Go and Python servers alike).
+    text = json.dumps(swap(value), ensure_ascii=False)
     if not raws:
         return text
     return re.sub(r'"\\u0000(\d+)\\u0000"', lambda m: raws[int(m.group(1))], text)
@@ -407,6 +408,8 @@ class FakeUpstream:
     models: tuple[str, ...] = ()
     # When set, the model listing answers with this error instead.
     models_failure: Fail | None = None
+    # When set, the model listing answers 200 with this body instead (JSON or Raw).
+    models_body: Any = UNSET
     base_url: str = ""
     root_url: str = ""
     requests: list[ReceivedRequest] = attrs.field(factory=list)

@@ -93,6 +93,12 @@ class FakeAnthropic(FakeUpstream):
             await respond.json(
                 failure.status, error_body(failure.kind, failure.message), failure.headers
             )
+        elif (
+            request.method == "GET"
+            and request.path == "/v1/models"
+            and self.models_body is not UNSET
+        ):
+            await respond.json(200, self.models_body)
         elif request.method == "GET" and request.path == "/v1/models":
             await respond.json(200, self._model_list())
         elif request.method == "POST" and request.path == "/v1/messages":

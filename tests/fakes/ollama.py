@@ -78,6 +78,12 @@ class FakeOllama(FakeUpstream):
             await respond.json(
                 failure.status, error_body(failure.kind, failure.message), failure.headers
             )
+        elif (
+            request.method == "GET"
+            and request.path == "/api/tags"
+            and self.models_body is not UNSET
+        ):
+            await respond.json(200, self.models_body)
         elif request.method == "GET" and request.path == "/api/tags":
             await respond.json(200, {"models": [_tag(m) for m in self.models]})
         elif request.method == "POST" and request.path == "/api/chat":
