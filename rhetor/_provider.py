@@ -26,6 +26,7 @@ import attrs
 
 import actors
 from rhetor._errors import ProviderError, ProviderUnavailable, UpstreamServerError
+from rhetor._redact import redact
 from rhetor._types import (
     ProviderBackend,
     ProviderReply,
@@ -151,7 +152,8 @@ class ProviderActor(actors.Actor):
                 status = await self.backend.check()
             except Exception as exc:
                 log.exception("%s health check raised; marked unavailable", name)
-                return ProviderStatus(name, False, known, f"health check failed: {exc!r:.200}")
+                reason = redact(f"health check failed: {exc!r:.200}")
+                return ProviderStatus(name, False, known, reason)
             if not _is_status(status):
                 log.error("%s health check answered %r; marked unavailable", name, type(status))
                 return ProviderStatus(name, False, known, "health check answered no status")
@@ -196,7 +198,9 @@ class ProviderActor(actors.Actor):
         """
         ``reply`` when it is a well-formed reply, its usage checked; else this request's error.
         """
-        if not isinstance(reply, ProviderReply) or not isinstance(reply.text, str):
+        if not isinstance(reply, ProviderReply) or not all(
+            isinstance(field, str) for field in (reply.text, reply.model, reply.finish_reason)
+        ):
             raise self._malformed(reply, request)
         usage = _checked_usage(self.backend.name, reply.usage)
         if usage is None:
@@ -209,7 +213,9 @@ class ProviderActor(actors.Actor):
         """
         if isinstance(item, TextDelta) and isinstance(item.text, str):
             return item
-        if not isinstance(item, StreamEnd):
+        if not isinstance(item, StreamEnd) or not all(
+            isinstance(field, str) for field in (item.model, item.finish_reason)
+        ):
             raise self._malformed(item, request)
         usage = _checked_usage(self.backend.name, item.usage)
         if usage is None:

@@ -107,8 +107,13 @@ async def test_valid_usage_passes_untouched() -> None:
 
 @pytest.mark.parametrize(
     "answer",
-    [None, "text", ProviderReply(b"bytes", "m", Usage(1, 1))],  # type: ignore[arg-type]
-    ids=["none", "string", "bytes-text"],
+    [
+        None,
+        "text",
+        ProviderReply(b"bytes", "m", Usage(1, 1)),  # type: ignore[arg-type]
+        ProviderReply("text", None, Usage(1, 1)),  # type: ignore[arg-type]
+    ],
+    ids=["none", "string", "bytes-text", "no-model"],
 )
 async def test_a_reply_of_the_wrong_shape_is_that_requests_error(answer: Any) -> None:
     """A backend answer that is no reply fails that request with UpstreamServerError; the actor serves on."""
@@ -128,10 +133,14 @@ async def test_a_reply_of_the_wrong_shape_is_that_requests_error(answer: Any) ->
     ("backend", "reason"),
     [
         (Misbehaving(check_raises=KeyError("models")), "health check failed: KeyError"),
+        (
+            Misbehaving(check_raises=OSError("Authorization: Bearer abcdefgh")),
+            "health check failed: OSError('Authorization: [redacted]')",
+        ),
         (Misbehaving(status=["not", "a", "status"]), "health check answered no status"),
         (Misbehaving(status=ProviderStatus("odd", True, ({"id": 1},))), "answered no status"),  # type: ignore[arg-type]
     ],
-    ids=["raises", "not-a-status", "models-not-names"],
+    ids=["raises", "raises-with-key", "not-a-status", "models-not-names"],
 )
 async def test_a_failing_health_check_marks_the_provider_unavailable(
     backend: Misbehaving, reason: str, caplog: pytest.LogCaptureFixture
