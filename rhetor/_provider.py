@@ -171,7 +171,11 @@ class ProviderActor(actors.Actor):
     async def handle(self, message: Any) -> Any:
         if isinstance(message, Complete):
             self._require_available(message.request)
-            reply = await self.backend.complete(message.request)
+            try:
+                reply = await self.backend.complete(message.request)
+            except ProviderError as exc:
+                self._failed(exc)
+                raise
             return self._checked_reply(reply, message.request)
         if isinstance(message, GetStatus):
             return self._status
@@ -187,12 +191,20 @@ class ProviderActor(actors.Actor):
         try:
             async for item in stream:
                 yield self._checked_item(item, message.request)
+        except ProviderError as exc:
+            self._failed(exc)
+            raise
         finally:
             # Close the upstream at once, even when the reader left early.
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                     await aclose()
+
+    def _failed(self, exc: ProviderError) -> None:
+        # The router decides what a failure means; this keeps the upstream's own
+        # words (the cause chain) for whoever debugs it. Log redaction applies.
+        log.debug("%s call failed: %s: %s", self.backend.name, exc.code, exc.message, exc_info=exc)
 
     def _checked_reply(self, reply: object, request: ProviderRequest) -> ProviderReply:
         """

@@ -200,3 +200,9 @@ async def test_an_upstream_echoing_the_key_leaks_it_to_no_reply_and_no_log(
     assert leaked(caplog.text) == []
     for record in caplog.records:
         assert leaked(record.getMessage()) == []
+    # The failure was logged with its cause chain, which held the upstream's words.
+    [failure] = [r for r in caplog.records if r.getMessage().startswith(f"{provider} call failed")][
+        :1
+    ]
+    if provider != "ollama" or where == "in-stream":
+        assert "[redacted]" in (failure.exc_text or "")
