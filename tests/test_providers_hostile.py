@@ -79,6 +79,7 @@ async def ask(rt: Runtime, provider: str, *, streamed: bool) -> str:
 # -- malformed usage -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @PROVIDERS
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
 async def test_malformed_usage_fails_no_request_and_never_restarts_the_provider(
@@ -113,7 +114,11 @@ async def test_malformed_usage_fails_no_request_and_never_restarts_the_provider(
 @PROVIDERS
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
 async def test_malformed_body_is_that_requests_typed_error(
-    tmp_path: Path, upstreams: Upstreams, provider: str, streamed: bool
+    tmp_path: Path,
+    upstreams: Upstreams,
+    provider: str,
+    streamed: bool,
+    patient_autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A 200 body that is not the provider's format fails that request alone, typed; the next succeeds."""
     fake = upstreams.of(provider)
@@ -163,6 +168,7 @@ async def test_an_upstream_echoing_the_key_leaks_it_to_no_reply_and_no_log(
     provider: str,
     where: str,
     caplog: pytest.LogCaptureFixture,
+    patient_autojump_clock: trio.testing.MockClock,
 ) -> None:
     """An upstream that puts the request's credentials in its error: the key is in no error and no log line."""
     caplog.set_level(logging.DEBUG)
