@@ -36,7 +36,7 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
-from rhetor._upstream import token_count
+from rhetor._upstream import preview, token_count
 
 __all__ = ["CheckHealth", "Complete", "GetStatus", "ProviderActor", "StreamCompletion"]
 
@@ -247,6 +247,9 @@ class ProviderActor(actors.Actor):
 def _is_status(status: object) -> bool:
     return (
         isinstance(status, ProviderStatus)
+        and isinstance(status.name, str)
+        and isinstance(status.available, bool)
+        and isinstance(status.reason, str)
         and isinstance(status.models, tuple)
         and all(isinstance(m, str) for m in status.models)
     )
@@ -265,5 +268,5 @@ def _checked_usage(provider: str, usage: object) -> Usage | None:
         isinstance(n, int) and token_count(n) is not None for n in counts
     ):
         return None
-    log.warning("%s backend reported token usage %r; billed as unknown", provider, usage)
+    log.warning("%s backend reported token usage %s; billed as unknown", provider, preview(usage))
     return Usage(*(token_count(n) or 0 for n in counts))
