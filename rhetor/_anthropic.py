@@ -66,6 +66,7 @@ from rhetor._upstream import (
     finish,
     merge_models,
     model_ids,
+    model_name,
     model_names,
     optional_text,
     preview,
@@ -348,15 +349,11 @@ def _message(body: object, request: ProviderRequest, provider: str) -> ProviderR
     usage, valid = usage_of(body.get("usage"), provider)
     return ProviderReply(
         text="".join(text),
-        model=_model_name(body.get("model")) or request.model,
+        model=model_name(body.get("model")) or request.model,
         usage=usage,
         finish_reason=_finish_reason(stop_reason),
         usage_valid=valid,
     )
-
-
-def _model_name(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 @attrs.define
@@ -385,7 +382,7 @@ class _StreamReading:
             message = event.get("message")
             if not isinstance(message, Mapping):
                 raise MalformedReply("message_start has no message object")
-            self.model = _model_name(message.get("model")) or self.model
+            self.model = model_name(message.get("model")) or self.model
             self.usage = merged_usage(self.usage, message.get("usage"))
         elif kind == "content_block_delta":
             delta = event.get("delta")

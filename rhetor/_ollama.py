@@ -56,6 +56,7 @@ from rhetor._upstream import (
     finish,
     merge_models,
     model_ids,
+    model_name,
     model_names,
     optional_text,
     retry_after,
@@ -137,7 +138,7 @@ class OllamaBackend:
             body = _item(decode_json(response.content))
             return ProviderReply(
                 text=_content(body),
-                model=_model_name(body.get("model")) or request.model,
+                model=model_name(body.get("model")) or request.model,
                 usage=(counted := usage_of(body, self.name))[0],
                 finish_reason=_finish_reason(body.get("done_reason")),
                 usage_valid=counted[1],
@@ -261,10 +262,6 @@ def _content(item: Mapping[str, Any]) -> str:
     return optional_text(message.get("content"), "message.content") or ""
 
 
-def _model_name(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _line(line: bytes, model: str, provider: str) -> tuple[str, StreamEnd | None]:
     """
     One NDJSON line of a stream: the text it adds and, on the last (``done``), the end.
@@ -277,7 +274,7 @@ def _line(line: bytes, model: str, provider: str) -> tuple[str, StreamEnd | None
     end = StreamEnd(
         usage=usage,
         finish_reason=_finish_reason(item.get("done_reason")),
-        model=_model_name(item.get("model")) or model,
+        model=model_name(item.get("model")) or model,
         usage_valid=valid,
     )
     return text, end

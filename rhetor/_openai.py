@@ -60,6 +60,7 @@ from rhetor._upstream import (
     finish,
     merge_models,
     model_ids,
+    model_name,
     model_names,
     optional_text,
     retry_after,
@@ -278,15 +279,11 @@ def _completion(body: object, request: ProviderRequest, provider: str) -> Provid
     usage, valid = usage_of(body.get("usage"), provider)
     return ProviderReply(
         text=text,
-        model=_model_name(body.get("model")) or request.model,
+        model=model_name(body.get("model")) or request.model,
         usage=usage,
         finish_reason=finish_reason or "stop",
         usage_valid=valid,
     )
-
-
-def _model_name(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 @attrs.define
@@ -315,7 +312,7 @@ class _StreamReading:
             self.done = True
             return None
         chunk = _chunk(payload)
-        self.model = _model_name(chunk.get("model")) or self.model
+        self.model = model_name(chunk.get("model")) or self.model
         # Only the last chunk carries usage; the others send null.
         if chunk.get("usage") is not None:
             self.usage = chunk["usage"]

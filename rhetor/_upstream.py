@@ -39,6 +39,7 @@ __all__ = [
     "finish",
     "merge_models",
     "model_ids",
+    "model_name",
     "model_names",
     "optional_text",
     "preview",
@@ -168,6 +169,13 @@ def optional_text(value: object, what: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise MalformedReply(f"{what} is {type(value).__name__}, not a string")
+
+
+def model_name(value: object) -> str | None:
+    """
+    ``value`` when it is a non-empty string (a model a reply names), else None.
+    """
+    return value if isinstance(value, str) and value else None
 
 
 def token_count(value: object) -> int | None:
