@@ -4,14 +4,21 @@ The Ollama backend: a local (or remote) Ollama server reached over its native ``
 Replies stream as NDJSON: one JSON object a line, each with a piece of
 ``message.content``; the last has ``done: true`` and the token counts
 (``prompt_eval_count``, ``eval_count``). ``/api/tags`` lists the pulled models.
+The lines are split here (:class:`rhetor._upstream.LineSplitter`), at ``\\n`` only
+and in linear time; httpx's ``aiter_lines`` would also split a JSON string at the
+Unicode line breaks (U+0085, U+2028) that Ollama's encoder leaves unescaped.
 
-httpx's exceptions, HTTP error statuses and Ollama's in-stream ``{"error": ...}``
-lines all become :mod:`rhetor._errors` in :func:`_translate_errors`.
+Every 200 body is checked as it is read: the counts in :func:`usage_of` (malformed
+ones mark the reply ``usage_valid=False``), the rest in :func:`_item`,
+:func:`_content` and :func:`_line`.
+
+httpx's exceptions, HTTP error statuses, Ollama's in-stream ``{"error": ...}``
+lines and malformed replies all become :mod:`rhetor._errors` in
+:func:`_translate_errors`, their messages redacted.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +38,7 @@ from rhetor._errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
+from rhetor._redact import redact_error
 from rhetor._types import (
     ProviderReply,
     ProviderRequest,
@@ -39,9 +47,24 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
-from rhetor._upstream import CLEANUP_TIMEOUT, finish, merge_models, model_names, retry_after
+from rhetor._upstream import (
+    CLEANUP_TIMEOUT,
+    MALFORMED,
+    LineSplitter,
+    MalformedReply,
+    decode_json,
+    finish,
+    merge_models,
+    model_ids,
+    model_name,
+    model_names,
+    optional_text,
+    retry_after,
+    token_count,
+    usage_anomaly,
+)
 
-__all__ = ["OllamaBackend"]
+__all__ = ["OllamaBackend", "usage_of"]
 
 # Seconds check() waits for /api/tags: a local server answers at once or not at all.
 CHECK_TIMEOUT = 2.0
@@ -82,20 +105,16 @@ class OllamaBackend:
         """
         Ask ``/api/tags`` which models are pulled; unreachable means unavailable.
 
-        Error handling: never raises for an upstream failure; the reason says what failed.
+        Error handling: never raises for an upstream failure; the reason says what
+        failed. A listing that is not Ollama's is a failure like any other.
         """
         try:
             with _translate_errors(self.name, None), trio.fail_after(CHECK_TIMEOUT):
                 response = await self._client.get("/api/tags", timeout=CHECK_TIMEOUT)
                 response.raise_for_status()
-                body = response.json()
+                tags = model_ids(decode_json(response.content), "models", "name", "model")
         except ProviderError as exc:
             return ProviderStatus(self.name, False, self.models, reason=exc.message)
-        tags = tuple(
-            str(entry.get("name") or entry.get("model"))
-            for entry in body.get("models", ())
-            if isinstance(entry, dict) and (entry.get("name") or entry.get("model"))
-        )
         return ProviderStatus(self.name, True, merge_models(tags, self.models))
 
     async def complete(self, request: ProviderRequest) -> ProviderReply:
@@ -103,7 +122,9 @@ class OllamaBackend:
         One whole completion (``"stream": false``).
 
         Error handling: raises a :class:`rhetor.ProviderError` subclass; past
-        ``request.timeout`` seconds in all, :class:`rhetor.UpstreamTimeout`.
+        ``request.timeout`` seconds in all, :class:`rhetor.UpstreamTimeout`; a 200
+        body that is not Ollama's, :class:`rhetor.UpstreamServerError`. Malformed
+        counts are no error: the reply says ``usage_valid=False``.
         Cancellation: cancelling closes the upstream connection.
         """
         with (
@@ -114,25 +135,22 @@ class OllamaBackend:
                 "/api/chat", json=_chat_body(request, stream=False), timeout=request.timeout
             )
             response.raise_for_status()
-            body = response.json()
-            if not isinstance(body, dict):
-                raise _UpstreamError(f"unexpected reply: {body!r:.200}")
-            if "error" in body:
-                raise _UpstreamError(str(body["error"]))
-        message = body.get("message") or {}
-        return ProviderReply(
-            text=str(message.get("content") or ""),
-            model=str(body.get("model") or request.model),
-            usage=_usage(body),
-            finish_reason=_finish_reason(body.get("done_reason")),
-        )
+            body = _item(decode_json(response.content))
+            return ProviderReply(
+                text=_content(body),
+                model=model_name(body.get("model")) or request.model,
+                usage=(counted := usage_of(body, self.name))[0],
+                finish_reason=_finish_reason(body.get("done_reason")),
+                usage_valid=counted[1],
+            )
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[TextDelta | StreamEnd, None]:
         """
         Stream the reply as :class:`TextDelta` items, then one :class:`StreamEnd`.
 
         Error handling: raises a :class:`rhetor.ProviderError` subclass, also after
-        some deltas when the connection drops or the NDJSON ends without ``done``.
+        some deltas when the connection drops, a line is not Ollama's JSON, or the
+        NDJSON ends without ``done``.
         Cancellation: closing or cancelling the generator closes the upstream connection.
         """
         deadline = trio.current_time() + request.timeout
@@ -141,7 +159,7 @@ class OllamaBackend:
         )
         with _translate_errors(self.name, request.model), trio.fail_at(deadline):
             response = await self._client.send(outgoing, stream=True)
-        lines = response.aiter_lines()
+        body = response.aiter_bytes()
         reading = False
         try:
             with _translate_errors(self.name, request.model), trio.fail_at(deadline):
@@ -149,41 +167,35 @@ class OllamaBackend:
                     await response.aread()
                     response.raise_for_status()
             reading = True
+            lines = LineSplitter()
             while True:
                 with _translate_errors(self.name, request.model), trio.fail_at(deadline):
-                    try:
-                        line = await anext(lines)
-                    except StopAsyncIteration:
-                        raise _DroppedStream("the reply ended before its last line") from None
+                    data = await anext(body, None)
+                arrived = lines.feed(data) if data is not None else [lines.rest()]
+                for line in arrived:
                     if not line.strip():
                         continue
-                    item = json.loads(line)
-                    if not isinstance(item, dict):
-                        raise _UpstreamError(f"unexpected line: {line:.200}")
-                    if "error" in item:
-                        raise _UpstreamError(str(item["error"]))
-                text = str((item.get("message") or {}).get("content") or "")
-                if text:
-                    yield TextDelta(text)
-                if item.get("done"):
-                    yield StreamEnd(
-                        usage=_usage(item),
-                        finish_reason=_finish_reason(item.get("done_reason")),
-                        model=str(item.get("model") or request.model),
+                    # One line at a time: the text before a bad line still reaches
+                    # the caller (and makes a later failure a broken stream).
+                    with _translate_errors(self.name, request.model):
+                        text, end = _line(line, request.model, self.name)
+                    if text:
+                        yield TextDelta(text)
+                    if end is not None:
+                        yield end
+                        return
+                if data is None:
+                    raise UpstreamConnectionError(
+                        f"{self.name} stream broke off: the reply ended before its last line",
+                        provider=self.name,
+                        model=request.model,
                     )
-                    return
         finally:
             # Shielded: this runs when the consumer is cancelled or closes us early.
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                 if reading:
-                    await finish(lines)
+                    await finish(body)
                 await response.aclose()
-
-
-class _DroppedStream(Exception):
-    """
-    The upstream's body ended before the stream's last item.
-    """
 
 
 def _chat_body(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
@@ -204,11 +216,68 @@ def _chat_body(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
     return body
 
 
-def _usage(body: Mapping[str, Any]) -> Usage:
-    return Usage(
-        input_tokens=int(body.get("prompt_eval_count") or 0),
-        output_tokens=int(body.get("eval_count") or 0),
+def usage_of(usage: object, provider: str = "ollama") -> tuple[Usage, bool]:
+    """
+    The one reading of Ollama's usage: the tokens, and whether they are valid.
+
+    Ollama has no usage object: the counts are fields of the reply's last object
+    (``prompt_eval_count`` in, ``eval_count`` out), so ``usage`` is that object. Both
+    must be counts (:func:`token_count`); when one is missing or is not, the anomaly
+    is logged and the answer is what could be read (never negative) with ``False``,
+    so that the call is billed at its reservation's worst case. Never raises,
+    whatever ``usage`` is.
+    """
+    if not isinstance(usage, Mapping):
+        usage_anomaly(provider, usage, "the last object is not an object")
+        return Usage(), False
+    prompt = token_count(usage.get("prompt_eval_count"))
+    output = token_count(usage.get("eval_count"))
+    if prompt is None or output is None:
+        fields = {k: usage.get(k) for k in ("prompt_eval_count", "eval_count")}
+        usage_anomaly(provider, fields, "prompt_eval_count and eval_count must be counts")
+        return Usage(prompt or 0, output or 0), False
+    return Usage(prompt, output), True
+
+
+def _item(value: object) -> Mapping[str, Any]:
+    """
+    A decoded reply object or NDJSON line; :class:`_UpstreamError` for an error object.
+    """
+    if not isinstance(value, Mapping):
+        raise MalformedReply(f"a reply line is {type(value).__name__}, not an object")
+    if "error" in value:
+        raise _UpstreamError(str(value["error"]))
+    return value
+
+
+def _content(item: Mapping[str, Any]) -> str:
+    """
+    The text of a reply object or line (its ``message.content``; empty when it has none).
+    """
+    message = item.get("message")
+    if message is None:
+        return ""
+    if not isinstance(message, Mapping):
+        raise MalformedReply("message is not an object")
+    return optional_text(message.get("content"), "message.content") or ""
+
+
+def _line(line: bytes, model: str, provider: str) -> tuple[str, StreamEnd | None]:
+    """
+    One NDJSON line of a stream: the text it adds and, on the last (``done``), the end.
+    """
+    item = _item(decode_json(line))
+    text = _content(item)
+    if not item.get("done"):
+        return text, None
+    usage, valid = usage_of(item, provider)
+    end = StreamEnd(
+        usage=usage,
+        finish_reason=_finish_reason(item.get("done_reason")),
+        model=model_name(item.get("model")) or model,
+        usage_valid=valid,
     )
+    return text, end
 
 
 def _finish_reason(done_reason: Any) -> str:
@@ -219,32 +288,42 @@ def _finish_reason(done_reason: Any) -> str:
 def _translate_errors(provider: str, model: str | None) -> Iterator[None]:
     """
     The one place httpx's and Ollama's failures become :mod:`rhetor._errors`.
+
+    Every message is redacted (:func:`rhetor._redact.redact`): an upstream, or a
+    proxy before it, may echo credentials into its error.
     """
     try:
         yield
     except ProviderError:
         raise
-    except (trio.TooSlowError, httpx.TimeoutException) as exc:
-        raise UpstreamTimeout(
-            f"{provider} did not answer in time", provider=provider, model=model
-        ) from exc
-    except httpx.HTTPStatusError as exc:
-        raise _status_error(exc.response, provider, model) from exc
-    except _DroppedStream as exc:
-        raise UpstreamConnectionError(
-            f"{provider} stream broke off: {exc}", provider=provider, model=model
-        ) from exc
-    except httpx.TransportError as exc:
-        raise UpstreamConnectionError(
+    except Exception as exc:
+        error = _translated(exc, provider, model)
+        if error is None:
+            raise
+        raise redact_error(error) from exc
+
+
+def _translated(exc: Exception, provider: str, model: str | None) -> ProviderError | None:
+    """
+    The Rhetor error for one exception from httpx or a reply's reading; None for an
+    exception that is no upstream's doing.
+    """
+    if isinstance(exc, trio.TooSlowError | httpx.TimeoutException):
+        return UpstreamTimeout(f"{provider} did not answer in time", provider=provider, model=model)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return _status_error(exc.response, provider, model)
+    if isinstance(exc, httpx.TransportError):
+        return UpstreamConnectionError(
             f"cannot reach {provider}: {exc or type(exc).__name__}", provider=provider, model=model
-        ) from exc
-    except _UpstreamError as exc:
-        raise _message_error(exc.message, provider, model) from exc
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        )
+    if isinstance(exc, _UpstreamError):
+        return _message_error(exc.message, provider, model)
+    if isinstance(exc, MALFORMED):
         # A 2xx body that is not the JSON Ollama sends.
-        raise UpstreamServerError(
-            f"{provider} sent a malformed reply: {exc}", provider=provider, model=model
-        ) from exc
+        return UpstreamServerError(
+            f"malformed reply from {provider}: {exc}", provider=provider, model=model
+        )
+    return None
 
 
 def _status_error(response: httpx.Response, provider: str, model: str | None) -> ProviderError:

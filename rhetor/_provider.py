@@ -4,6 +4,14 @@ ProviderActor: one supervised actor per upstream provider.
 It owns its backend (and so its HTTP client) and its health state. Requests
 run concurrently inside the actor; a failed upstream call is an answer (a
 :class:`rhetor.ProviderError`), not a crash.
+
+The built-in backends check every upstream reply at their one translation point
+(usage included). The actor still checks what any backend hands it, since
+``runtime.start(backends=...)`` takes backends Rhetor did not write: a reply of the
+wrong shape is that request's :class:`rhetor.UpstreamServerError`, token counts
+that are not non-negative integers are billed as unknown (``usage_valid=False``,
+negative ones counted as zero so that they can never credit the budget), and a
+health check that raises or answers nonsense marks the provider unavailable.
 """
 
 from __future__ import annotations
@@ -17,15 +25,18 @@ import anyio.abc
 import attrs
 
 import actors
-from rhetor._errors import ProviderError, ProviderUnavailable
+from rhetor._errors import ProviderError, ProviderUnavailable, UpstreamServerError
+from rhetor._redact import redact
 from rhetor._types import (
     ProviderBackend,
+    ProviderReply,
     ProviderRequest,
     ProviderStatus,
     StreamEnd,
     TextDelta,
     Usage,
 )
+from rhetor._upstream import preview, token_count
 
 __all__ = ["CheckHealth", "Complete", "GetStatus", "ProviderActor", "StreamCompletion"]
 
@@ -64,8 +75,9 @@ class ProviderActor(actors.Actor):
     backend call, which closes the upstream HTTP request.
 
     Error handling: backend failures are :class:`ProviderError` answers; a
-    failed call marks nothing down by itself (the router decides retries), but
-    connection-level failures refresh the health probe.
+    failed call marks nothing down by itself (the router decides retries). A
+    backend answer of the wrong shape is that request's ``UpstreamServerError``;
+    a health check that fails in any way marks the provider unavailable.
     """
 
     max_concurrency: ClassVar[int] = 4096
@@ -95,10 +107,7 @@ class ProviderActor(actors.Actor):
         # The runtime skips stopping() when an incarnation crashes; this task's
         # cancellation closes the backend (its HTTP client and pooled sockets) anyway.
         await self.task_group.start(self._close_backend_at_exit)
-        with anyio.move_on_after(5.0):
-            self._status = await self._backend.check()
-        if self._status.name == "unknown":
-            self._status = ProviderStatus(self._backend.name, False, (), "health check timed out")
+        self._status = await self._checked_status()
         if self._health_interval > 0:
             self.task_group.start_soon(self._watch_health)
 
@@ -127,13 +136,30 @@ class ProviderActor(actors.Actor):
             await self._probe()
 
     async def _probe(self) -> ProviderStatus:
-        with anyio.move_on_after(5.0):
-            self._status = await self.backend.check()
-            return self._status
-        self._status = ProviderStatus(
-            self.backend.name, False, self._status.models, "health check timed out"
-        )
+        self._status = await self._checked_status()
         return self._status
+
+    async def _checked_status(self) -> ProviderStatus:
+        """
+        The backend's status, probed within 5 s; unavailable when the probe fails in any way.
+
+        Error handling: never raises (cancellation aside). A check() that raises, or
+        answers something other than a status, is logged and means unavailable.
+        """
+        name = self.backend.name
+        known = self._status.models
+        with anyio.move_on_after(5.0):
+            try:
+                status = await self.backend.check()
+            except Exception as exc:
+                log.exception("%s health check raised; marked unavailable", name)
+                reason = redact(f"health check failed: {exc!r:.200}")
+                return ProviderStatus(name, False, known, reason)
+            if not _is_status(status):
+                log.error("%s health check answered %r; marked unavailable", name, type(status))
+                return ProviderStatus(name, False, known, "health check answered no status")
+            return status
+        return ProviderStatus(name, False, known, "health check timed out")
 
     def _require_available(self, request: ProviderRequest) -> None:
         if not self._status.available:
@@ -146,10 +172,12 @@ class ProviderActor(actors.Actor):
     async def handle(self, message: Any) -> Any:
         if isinstance(message, Complete):
             self._require_available(message.request)
-            reply = await self.backend.complete(message.request)
-            if _has_negative(reply.usage):
-                reply = attrs.evolve(reply, usage=_clamped(reply.usage))
-            return reply
+            try:
+                reply = await self.backend.complete(message.request)
+            except ProviderError as exc:
+                self._failed(exc)
+                raise
+            return self._checked_reply(reply, message.request)
         if isinstance(message, GetStatus):
             return self._status
         if isinstance(message, CheckHealth):
@@ -163,9 +191,10 @@ class ProviderActor(actors.Actor):
         stream = self.backend.stream(message.request)
         try:
             async for item in stream:
-                if isinstance(item, StreamEnd) and _has_negative(item.usage):
-                    item = attrs.evolve(item, usage=_clamped(item.usage))
-                yield item
+                yield self._checked_item(item, message.request)
+        except ProviderError as exc:
+            self._failed(exc)
+            raise
         finally:
             # Close the upstream at once, even when the reader left early.
             aclose = getattr(stream, "aclose", None)
@@ -173,17 +202,72 @@ class ProviderActor(actors.Actor):
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                     await aclose()
 
+    def _failed(self, exc: ProviderError) -> None:
+        # The router decides what a failure means; this keeps the upstream's own
+        # words (the cause chain) for whoever debugs it. Log redaction applies.
+        log.debug("%s call failed: %s: %s", self.backend.name, exc.code, exc.message, exc_info=exc)
 
-def _has_negative(usage: Usage) -> bool:
-    return usage.input_tokens < 0 or usage.output_tokens < 0
+    def _checked_reply(self, reply: object, request: ProviderRequest) -> ProviderReply:
+        """
+        ``reply`` when it is a well-formed reply, its usage checked; else this request's error.
+        """
+        if not isinstance(reply, ProviderReply) or not all(
+            isinstance(field, str) for field in (reply.text, reply.model, reply.finish_reason)
+        ):
+            raise self._malformed(reply, request)
+        usage = _checked_usage(self.backend.name, reply.usage)
+        if usage is None:
+            return reply
+        return attrs.evolve(reply, usage=usage, usage_valid=False)
+
+    def _checked_item(self, item: object, request: ProviderRequest) -> TextDelta | StreamEnd:
+        """
+        ``item`` when it is a well-formed stream item, usage checked; else this request's error.
+        """
+        if isinstance(item, TextDelta) and isinstance(item.text, str):
+            return item
+        if not isinstance(item, StreamEnd) or not all(
+            isinstance(field, str) for field in (item.model, item.finish_reason)
+        ):
+            raise self._malformed(item, request)
+        usage = _checked_usage(self.backend.name, item.usage)
+        if usage is None:
+            return item
+        return attrs.evolve(item, usage=usage, usage_valid=False)
+
+    def _malformed(self, answer: object, request: ProviderRequest) -> UpstreamServerError:
+        name = self.backend.name
+        log.error("%s backend answered %r, not a reply; the request fails", name, type(answer))
+        return UpstreamServerError(
+            f"malformed reply from {name}: the backend answered {type(answer).__name__}",
+            provider=name,
+            model=request.model,
+        )
 
 
-def _clamped(usage: Usage) -> Usage:
+def _is_status(status: object) -> bool:
+    return (
+        isinstance(status, ProviderStatus)
+        and isinstance(status.name, str)
+        and isinstance(status.available, bool)
+        and isinstance(status.reason, str)
+        and isinstance(status.models, tuple)
+        and all(isinstance(m, str) for m in status.models)
+    )
+
+
+def _checked_usage(provider: str, usage: object) -> Usage | None:
     """
-    Negative token counts from an upstream, as zero.
+    None when ``usage`` holds two valid token counts; else the usage to bill instead.
 
-    No real provider reports them, but a buggy or hostile upstream that did
-    would otherwise be priced at a negative cost and credit the budget.
+    The replacement keeps what is a count and counts the rest as zero, negative counts
+    included (a hostile upstream must never be priced at a negative cost and credit
+    the budget); the reply then says ``usage_valid=False``.
     """
-    log.warning("upstream reported negative token usage %s; counted as zero", usage)
-    return Usage(max(0, usage.input_tokens), max(0, usage.output_tokens))
+    counts = (getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None))
+    if isinstance(usage, Usage) and all(
+        isinstance(n, int) and token_count(n) is not None for n in counts
+    ):
+        return None
+    log.warning("%s backend reported token usage %s; billed as unknown", provider, preview(usage))
+    return Usage(*(token_count(n) or 0 for n in counts))

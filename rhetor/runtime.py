@@ -28,6 +28,7 @@ from rhetor._errors import NotFound, ValidationError
 from rhetor._pricing import Pricer, load_overrides
 from rhetor._prompts import PromptLibrary
 from rhetor._provider import CheckHealth, ProviderActor
+from rhetor._redact import install_log_redaction
 from rhetor._router import (
     BudgetModeChanged,
     Chunk,
@@ -427,6 +428,7 @@ async def start(
     :class:`ValidationError` before anything starts.
     """
     settings = Settings.from_env() if settings is None else settings
+    install_log_redaction(settings.api_key, settings.anthropic_api_key, settings.openai_api_key)
     config = TaskConfig.load(settings.task_config)
     pricer_overrides = load_overrides(settings.price_overrides) if settings.price_overrides else {}
     data_dir = settings.data_dir

@@ -25,7 +25,7 @@ from rhetor._errors import (
     UpstreamTimeout,
 )
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta, Usage
-from tests.fakes import Cut, Fail, Hang, Reply, Stall, StreamError
+from tests.fakes import Cut, Fail, Garbled, Hang, Raw, Reply, Stall, StreamError
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
 
 
@@ -341,3 +341,72 @@ async def test_check_unreachable_is_unavailable() -> None:
         await backend.aclose()
     assert not status.available
     assert status.reason
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {},
+        {"input_tokens": "abc", "output_tokens": 2},
+        {"input_tokens": 4, "output_tokens": Raw("1e400")},
+        None,
+        True,
+    ],
+    ids=["empty", "string", "1e400", "null", "bool"],
+)
+async def test_malformed_usage_still_replies_with_usage_marked_invalid(
+    fake: FakeAnthropic, backend: AnthropicBackend, usage: object
+) -> None:
+    """A 200 reply whose usage is malformed still replies, whole or streamed, its usage marked invalid."""
+    fake.script(Reply("ok", raw_usage=usage), Reply(chunks=("o", "k"), raw_usage=usage))
+    reply = await backend.complete(ask())
+    items = await collect(backend, ask())
+    assert (reply.text, reply.usage_valid) == ("ok", False)
+    assert items[:2] == [TextDelta("o"), TextDelta("k")]
+    end = items[-1]
+    assert isinstance(end, StreamEnd) and end.usage_valid is False
+    assert end.usage.input_tokens >= 0 and end.usage.output_tokens >= 0
+
+
+@pytest.mark.parametrize(
+    ("body", "event_type", "event"),
+    [
+        (Raw("not json"), "content_block_delta", Raw("not json")),
+        ({"content": "hi"}, "content_block_delta", {"delta": "hi"}),
+        (
+            {"content": [{"type": "text", "text": 5}]},
+            "content_block_delta",
+            {"delta": {"type": "text_delta", "text": 5}},
+        ),
+        ([1], "message_start", {"message": [1]}),
+    ],
+    ids=["not-json", "not-objects", "text-number", "list"],
+)
+async def test_malformed_body_is_an_upstream_server_error(
+    fake: FakeAnthropic, backend: AnthropicBackend, body: object, event_type: str, event: object
+) -> None:
+    """A 200 body or event that is not the Messages API's is UpstreamServerError."""
+    fake.script(Garbled(body=body), Garbled(event=event, event_type=event_type, after=0))
+    with pytest.raises(UpstreamServerError, match="malformed reply from anthropic"):
+        await backend.complete(ask())
+    with pytest.raises(UpstreamServerError, match="malformed reply from anthropic"):
+        await collect(backend, ask())
+
+
+@pytest.mark.parametrize(
+    ("listing", "models"),
+    [
+        (Raw("not json"), ("configured-model",)),
+        ({"data": None}, ("configured-model",)),
+        ({"data": [{"id": ["x"]}, None, {"id": "real"}]}, ("configured-model", "real")),
+    ],
+    ids=["not-json", "data-null", "odd-entries"],
+)
+async def test_check_survives_a_malformed_models_listing(
+    fake: FakeAnthropic, backend: AnthropicBackend, listing: object, models: tuple[str, ...]
+) -> None:
+    """A models listing that is not one leaves the provider available with the names it could read."""
+    fake.models_body = listing
+    status = await backend.check()
+    assert status.available
+    assert status.models == models

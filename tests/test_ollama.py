@@ -24,7 +24,7 @@ from rhetor._errors import (
 )
 from rhetor._ollama import OllamaBackend
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta, Usage
-from tests.fakes import Cut, Fail, Hang, Reply, Stall, StreamError
+from tests.fakes import Cut, Fail, Garbled, Hang, Raw, Reply, Stall, StreamError
 from tests.fakes.ollama import FakeOllama, fake_ollama
 
 
@@ -110,11 +110,13 @@ async def test_stream_yields_deltas_then_end(fake: FakeOllama, backend: OllamaBa
     assert fake.requests[-1].json["stream"] is True
 
 
-async def test_stream_without_counts_reports_zero(fake: FakeOllama, backend: OllamaBackend) -> None:
-    """A final line without token counts ends the stream with what is known (nothing)."""
+async def test_stream_without_counts_ends_with_usage_marked_invalid(
+    fake: FakeOllama, backend: OllamaBackend
+) -> None:
+    """A final line without token counts ends the stream with no estimate, marked invalid."""
     fake.script(Reply(chunks=("a",), usage=False, finish_reason="length"))
     items = await collect(backend, ask())
-    assert items[-1] == StreamEnd(Usage(0, 0), "length", "llama3.2:latest")
+    assert items[-1] == StreamEnd(Usage(0, 0), "length", "llama3.2:latest", usage_valid=False)
 
 
 @pytest.mark.parametrize(
@@ -254,3 +256,85 @@ async def test_complete_unreachable_raises_connection_error() -> None:
             await backend.complete(ask())
     finally:
         await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"prompt_eval_count": "abc"},
+        {"prompt_eval_count": Raw("1e400")},
+        {"eval_count": -3},
+        {"eval_count": {"n": 1}},
+        {"prompt_eval_count": None},
+    ],
+    ids=["string", "1e400", "negative", "object", "null"],
+)
+async def test_malformed_counts_still_reply_with_usage_marked_invalid(
+    fake: FakeOllama, backend: OllamaBackend, counts: object
+) -> None:
+    """A 200 reply whose counts are malformed still replies, whole or streamed, its usage marked invalid."""
+    fake.script(Reply("ok", raw_usage=counts), Reply(chunks=("o", "k"), raw_usage=counts))
+    reply = await backend.complete(ask())
+    items = await collect(backend, ask())
+    assert (reply.text, reply.usage_valid) == ("ok", False)
+    assert items[:2] == [TextDelta("o"), TextDelta("k")]
+    end = items[-1]
+    assert isinstance(end, StreamEnd) and end.usage_valid is False
+    assert end.usage.input_tokens >= 0 and end.usage.output_tokens >= 0
+
+
+@pytest.mark.parametrize(
+    ("body", "event"),
+    [
+        (Raw("not json"), Raw("not json")),
+        ({"message": {"content": 5}, "done": True}, {"message": {"content": 5}}),
+        ([1], [1]),
+        ({"message": "hi", "done": True}, {"message": "hi"}),
+    ],
+    ids=["not-json", "content-number", "list", "message-string"],
+)
+async def test_malformed_body_is_an_upstream_server_error(
+    fake: FakeOllama, backend: OllamaBackend, body: object, event: object
+) -> None:
+    """A 200 body or NDJSON line that is not Ollama's is UpstreamServerError."""
+    fake.script(Garbled(body=body), Garbled(event=event, after=0))
+    with pytest.raises(UpstreamServerError, match="malformed reply from ollama"):
+        await backend.complete(ask())
+    with pytest.raises(UpstreamServerError, match="malformed reply from ollama"):
+        await collect(backend, ask())
+
+
+async def test_a_unicode_line_break_inside_a_line_is_text(
+    fake: FakeOllama, backend: OllamaBackend
+) -> None:
+    """U+0085 and U+2028 inside streamed text stay text: only a newline ends an NDJSON line."""
+    fake.script(Reply(chunks=("a\x85b", "c\u2028d")))
+    items = await collect(backend, ask())
+    assert items[:2] == [TextDelta("a\x85b"), TextDelta("c\u2028d")]
+
+
+@pytest.mark.parametrize(
+    ("listing", "available", "models"),
+    [
+        (Raw("not json"), False, ("configured:1b",)),
+        ([1, 2], False, ("configured:1b",)),
+        (
+            {"models": [{"name": {"x": 1}}, 7, {"model": "only:model"}]},
+            True,
+            ("only:model", "configured:1b"),
+        ),
+    ],
+    ids=["not-json", "list", "odd-entries"],
+)
+async def test_check_survives_a_malformed_tags_listing(
+    fake: FakeOllama,
+    backend: OllamaBackend,
+    listing: object,
+    available: bool,
+    models: tuple[str, ...],
+) -> None:
+    """A tags listing that is not one is a failed check, never an exception; odd entries are skipped."""
+    fake.models_body = listing
+    status = await backend.check()
+    assert status.available is available
+    assert status.models == models

@@ -25,7 +25,7 @@ from rhetor._errors import (
 )
 from rhetor._openai import OpenAIBackend
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta, Usage
-from tests.fakes import Cut, Fail, Hang, Reply, Stall, StreamError
+from tests.fakes import Cut, Fail, Garbled, Hang, Raw, Reply, Stall, StreamError
 from tests.fakes.openai import FakeOpenAI, fake_openai
 
 
@@ -134,11 +134,16 @@ async def test_stream_yields_deltas_then_end(fake: FakeOpenAI, backend: OpenAIBa
     assert body["stream_options"] == {"include_usage": True}
 
 
-async def test_stream_without_usage_reports_zero(fake: FakeOpenAI, backend: OpenAIBackend) -> None:
-    """An upstream that sends no usage chunk ends the stream with zero usage, not an estimate."""
+async def test_stream_without_usage_ends_with_usage_marked_invalid(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    """An upstream that sends no usage chunk ends the stream with no estimate, marked invalid."""
     fake.script(Reply(chunks=("a",), usage=False, finish_reason="length"))
     items = await collect(backend, ask())
-    assert items == [TextDelta("a"), StreamEnd(Usage(0, 0), "length", "gpt-4o-mini")]
+    assert items == [
+        TextDelta("a"),
+        StreamEnd(Usage(0, 0), "length", "gpt-4o-mini", usage_valid=False),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -288,3 +293,95 @@ async def test_check_unreachable_is_unavailable() -> None:
         await backend.aclose()
     assert not status.available
     assert status.reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("bad_request", BadRequest),
+        ("rate_limited", RateLimited),
+        ("context_too_long", ContextTooLong),
+    ],
+)
+async def test_error_object_mid_stream_is_typed_by_its_inner_type(
+    fake: FakeOpenAI, backend: OpenAIBackend, kind: str, error: type[ProviderError]
+) -> None:
+    """An in-stream error object is classified by its error's type and code, not retried blindly."""
+    fake.script(StreamError(after=0, kind=kind))
+    with pytest.raises(error):
+        await collect(backend, ask())
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [{"prompt_tokens": "abc", "completion_tokens": 2}, {}, None, Raw("1e400"), [3]],
+    ids=["string", "empty", "null", "1e400", "list"],
+)
+async def test_malformed_usage_still_replies_with_usage_marked_invalid(
+    fake: FakeOpenAI, backend: OpenAIBackend, usage: object
+) -> None:
+    """A 200 reply whose usage is malformed still replies, whole or streamed, its usage marked invalid."""
+    fake.script(Reply("ok", raw_usage=usage), Reply(chunks=("o", "k"), raw_usage=usage))
+    reply = await backend.complete(ask())
+    items = await collect(backend, ask())
+    assert (reply.text, reply.usage_valid) == ("ok", False)
+    assert items[:2] == [TextDelta("o"), TextDelta("k")]
+    end = items[-1]
+    assert isinstance(end, StreamEnd) and end.usage_valid is False
+    assert end.usage.input_tokens >= 0 and end.usage.output_tokens >= 0
+
+
+async def test_fractional_usage_is_rounded(fake: FakeOpenAI, backend: OpenAIBackend) -> None:
+    """Token counts sent as floats are rounded to integers, never passed through."""
+    fake.script(Reply("ok", raw_usage={"prompt_tokens": 12.7, "completion_tokens": 3.0}))
+    reply = await backend.complete(ask())
+    assert reply.usage == Usage(13, 3) and reply.usage_valid
+    assert type(reply.usage.input_tokens) is int
+
+
+@pytest.mark.parametrize(
+    ("body", "event"),
+    [
+        (Raw("not json"), Raw("not json")),
+        (
+            {"choices": [{"message": {"content": {"x": 1}}}]},
+            {"choices": [{"index": 0, "delta": {"content": {"x": 1}}}]},
+        ),
+        ({"object": "list"}, {"choices": 5}),
+        ({"choices": [{"message": "hi"}]}, {"choices": [{"delta": "hi"}]}),
+    ],
+    ids=["not-json", "content-object", "no-choices", "not-objects"],
+)
+async def test_malformed_body_is_an_upstream_server_error(
+    fake: FakeOpenAI, backend: OpenAIBackend, body: object, event: object
+) -> None:
+    """A 200 body or chunk that is not the chat completion format is UpstreamServerError."""
+    fake.script(Garbled(body=body), Garbled(event=event, after=0))
+    with pytest.raises(UpstreamServerError, match="malformed reply from openai"):
+        await backend.complete(ask())
+    with pytest.raises(UpstreamServerError, match="malformed reply from openai"):
+        await collect(backend, ask())
+
+
+@pytest.mark.parametrize(
+    ("listing", "models"),
+    [
+        (Raw("not json"), ("configured-model",)),
+        (Raw("[" * 100_000), ("configured-model",)),
+        ([1, 2], ("configured-model",)),
+        ({"data": "none"}, ("configured-model",)),
+        (
+            {"data": [{"id": {"a": 1}}, {"id": 5}, "x", {"id": "real"}]},
+            ("configured-model", "real"),
+        ),
+    ],
+    ids=["not-json", "deep", "list", "data-string", "odd-entries"],
+)
+async def test_check_survives_a_malformed_models_listing(
+    fake: FakeOpenAI, backend: OpenAIBackend, listing: object, models: tuple[str, ...]
+) -> None:
+    """A models listing that is not one leaves the provider available with the names it could read."""
+    fake.models_body = listing
+    status = await backend.check()
+    assert status.available
+    assert status.models == models

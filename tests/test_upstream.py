@@ -9,6 +9,7 @@ import trio
 import trio.lowlevel
 
 from rhetor._upstream import (
+    LineSplitter,
     ServerSentEvents,
     StreamedError,
     finish,
@@ -102,3 +103,39 @@ async def test_finish_unwinds_a_half_read_generator_chain() -> None:
     assert await anext(body) == 1
     await finish(body)
     assert closed == ["inner", "outer"]
+
+
+def test_line_splitter_cuts_at_newlines_only() -> None:
+    """Lines end at \\n (a \\r before it dropped); other line breaks and a split \\r\\n are kept right."""
+    lines = LineSplitter()
+    assert lines.feed(b"a\r") == []
+    assert lines.feed(b"\nb\xc2\x85c\xe2\x80\xa8d\n\ne") == [b"a", "b\x85c\u2028d".encode(), b""]
+    assert lines.rest() == b"e"
+    assert lines.rest() == b""
+
+
+MB = 1 << 20
+
+
+@pytest.mark.parametrize("piece", [1, 1024, 64 * 1024], ids=["1B", "1KB", "64KB"])
+def test_a_multi_megabyte_event_is_read_in_linear_work(piece: int) -> None:
+    """A multi-megabyte event, however it is chunked, is searched once and copied a few times."""
+    # Byte by byte, 64 KB is plenty to show the shape (and keeps the test fast).
+    size = 4 * MB if piece > 1 else 64 * 1024
+    body = b"data: " + b"x" * size + b"\n\n"
+    events = ServerSentEvents()
+    seen = [e for i in range(0, len(body), piece) for e in events.feed(body[i : i + piece])]
+    assert seen == [("message", "x" * size)]
+    # A rescan per chunk would search about len(body)**2 / (2 * piece) bytes.
+    assert events.lines.scanned == len(body)
+    assert events.lines.copied <= 3 * len(body)
+
+
+def test_many_events_in_one_chunk_are_read_in_linear_work() -> None:
+    """A 1 MB chunk of 65,536 small events is cut once per chunk, not once per line."""
+    body = b'data: {"n": 1}\n\n' * (MB // 16)
+    events = ServerSentEvents()
+    assert len(events.feed(body)) == MB // 16
+    assert events.lines.scanned == len(body)
+    # Re-slicing the buffer after each line would copy about len(body)**2 / 32 bytes.
+    assert events.lines.copied <= 3 * len(body)

@@ -10,11 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from tests.fakes._server import (
+    UNSET,
     Behaviour,
     Cut,
     Fail,
     FakeUpstream,
+    Garbled,
     Hang,
+    Raw,
     ReceivedRequest,
     Reply,
     Stall,
@@ -45,6 +48,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "UNSET",
     "Behaviour",
     "Cut",
     "Fail",
@@ -52,7 +56,9 @@ __all__ = [
     "FakeOllama",
     "FakeOpenAI",
     "FakeUpstream",
+    "Garbled",
     "Hang",
+    "Raw",
     "ReceivedRequest",
     "Reply",
     "Stall",

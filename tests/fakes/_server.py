@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,19 +33,77 @@ import h11
 import trio
 
 __all__ = [
+    "UNSET",
     "Behaviour",
     "Cut",
     "Fail",
     "FakeUpstream",
+    "Garbled",
     "Hang",
+    "Raw",
     "ReceivedRequest",
     "Reply",
     "Responder",
     "Stall",
     "StreamError",
+    "dumps",
+    "echoed_keys",
     "run_standalone",
     "running",
 ]
+
+
+# ---------------------------------------------------------------------------
+# Hostile JSON
+
+
+@attrs.frozen
+class Raw:
+    """
+    Text sent verbatim where a JSON value goes: ``Raw("1e400")``, ``Raw("not json")``.
+
+    ``json.dumps`` cannot write what a hostile upstream can (``1e400`` is no float
+    Python would print), so the fakes serialise through :func:`dumps`, which splices
+    each ``Raw`` in as it is.
+    """
+
+    text: str
+
+
+def dumps(value: Any) -> str:
+    """
+    ``value`` as JSON, with every :class:`Raw` inside it spliced in verbatim.
+    """
+    raws: list[str] = []
+
+    def swap(item: Any) -> Any:
+        if isinstance(item, Raw):
+            raws.append(item.text)
+            return f"\x00{len(raws) - 1}\x00"
+        if isinstance(item, Mapping):
+            return {key: swap(inner) for key, inner in item.items()}
+        if isinstance(item, list | tuple):
+            return [swap(inner) for inner in item]
+        return item
+
+    # Raw UTF-8, as real upstreams write it (Go and Python servers alike).
+    text = json.dumps(swap(value), ensure_ascii=False)
+    if not raws:
+        return text
+    return re.sub(r'"\\u0000(\d+)\\u0000"', lambda m: raws[int(m.group(1))], text)
+
+
+class _Unset:
+    """
+    The type of :data:`UNSET`.
+    """
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+# Marks a Reply field left to its normal rendering (None is a value a test may send).
+UNSET: Any = _Unset()
 
 
 # ---------------------------------------------------------------------------
@@ -59,6 +118,12 @@ class Reply:
     ``finish_reason`` uses Rhetor's (OpenAI's) words: stop, length, tool_calls.
     ``output_tokens`` defaults to the number of chunks. ``usage=False`` leaves usage
     out of a stream (an upstream that does not report it).
+
+    ``raw_usage``, when set, is sent in place of the usage, whole or streamed, whatever
+    it is (any JSON value, :class:`Raw` text included): OpenAI's ``usage`` object,
+    Anthropic's ``usage`` (in ``message_start`` and ``message_delta`` when streamed);
+    for Ollama, which has no usage object, a mapping whose items replace the counts
+    on the last object.
     """
 
     text: str = "Hello from the fake."
@@ -69,6 +134,7 @@ class Reply:
     usage: bool = True
     # Seconds to wait before each streamed chunk (and before a whole reply).
     delay: float = 0.0
+    raw_usage: Any = UNSET
 
     def pieces(self) -> tuple[str, ...]:
         """
@@ -96,13 +162,15 @@ class Fail:
     ``kind`` names what went wrong in provider-neutral words (``rate_limited``,
     ``overloaded``, ``server_error``, ``unauthorized``, ``forbidden``,
     ``context_too_long``, ``bad_request``, ``not_found``); the fake picks the
-    provider's error type and message for it.
+    provider's error type and message for it. ``echo_key`` appends the credentials
+    the request carried to the message, as a careless upstream or proxy does.
     """
 
     status: int
     kind: str
     message: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    echo_key: bool = False
 
     @classmethod
     def rate_limited(
@@ -176,14 +244,49 @@ class Stall:
 class StreamError:
     """
     Start a streamed reply, send ``after`` text chunks, then an in-stream error event.
+
+    ``message`` replaces the provider's own for ``kind``; ``echo_key`` appends the
+    request's credentials to it.
     """
 
     after: int = 1
     kind: str = "overloaded"
     text: str = "partial reply then error"
+    message: str | None = None
+    echo_key: bool = False
 
 
-Behaviour = Reply | Fail | Hang | Cut | Stall | StreamError
+@attrs.frozen
+class Garbled:
+    """
+    Answer 200 with something that is not the provider's wire format.
+
+    A whole reply's body is ``body`` (JSON, or :class:`Raw` text). A stream sends
+    ``after`` good text chunks, then ``event`` as one more item (an SSE event's data,
+    named ``event_type`` where the format names events; an NDJSON line), then ends
+    as a good stream would.
+    """
+
+    body: Any = Raw("this is not JSON")
+    event: Any = Raw("this is not JSON")
+    after: int = 1
+    event_type: str = "content_block_delta"
+    text: str = "partial reply then garbage"
+
+
+Behaviour = Reply | Fail | Hang | Cut | Stall | StreamError | Garbled
+
+
+def echoed_keys(request: ReceivedRequest) -> str:
+    """
+    The credentials a request carried, as an upstream that echoes them would write them.
+    """
+    sent = [
+        f"{name}: {request.headers[name]}"
+        for name in ("authorization", "x-api-key")
+        if name in request.headers
+    ]
+    return f" (received {'; '.join(sent) or 'no credentials'})"
 
 
 def _number(value: float) -> str:
@@ -271,7 +374,7 @@ class Responder:
         """
         Send a whole JSON response.
         """
-        data = json.dumps(body).encode()
+        data = dumps(body).encode()
         await self.start(status, "application/json", headers, length=len(data))
         await self.send(data)
         await self.end()
@@ -305,6 +408,8 @@ class FakeUpstream:
     models: tuple[str, ...] = ()
     # When set, the model listing answers with this error instead.
     models_failure: Fail | None = None
+    # When set, the model listing answers 200 with this body instead (JSON or Raw).
+    models_body: Any = UNSET
     base_url: str = ""
     root_url: str = ""
     requests: list[ReceivedRequest] = attrs.field(factory=list)

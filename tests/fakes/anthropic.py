@@ -5,7 +5,6 @@ A fake Anthropic Messages API: ``POST /v1/messages`` (JSON or SSE) and ``GET /v1
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,16 +13,20 @@ import attrs
 import trio
 
 from tests.fakes._server import (
+    UNSET,
     Behaviour,
     Cut,
     Fail,
     FakeUpstream,
+    Garbled,
     Hang,
     ReceivedRequest,
     Reply,
     Responder,
     Stall,
     StreamError,
+    dumps,
+    echoed_keys,
     run_standalone,
     running,
     split_text,
@@ -70,8 +73,8 @@ def error_body(kind: str, message: str | None = None) -> dict[str, Any]:
     }
 
 
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {dumps(data)}\n\n".encode()
 
 
 @attrs.define(eq=False)
@@ -90,6 +93,12 @@ class FakeAnthropic(FakeUpstream):
             await respond.json(
                 failure.status, error_body(failure.kind, failure.message), failure.headers
             )
+        elif (
+            request.method == "GET"
+            and request.path == "/v1/models"
+            and self.models_body is not UNSET
+        ):
+            await respond.json(200, self.models_body)
         elif request.method == "GET" and request.path == "/v1/models":
             await respond.json(200, self._model_list())
         elif request.method == "POST" and request.path == "/v1/messages":
@@ -127,7 +136,10 @@ class FakeAnthropic(FakeUpstream):
             case Fail(status=status, kind=kind, message=message, headers=headers):
                 if kind == "overloaded":
                     status = 529
-                await respond.json(status, error_body(kind, message), headers)
+                body = error_body(kind, message)
+                if behaviour.echo_key:
+                    body["error"]["message"] += echoed_keys(request)
+                await respond.json(status, body, headers)
             case Hang():
                 await respond.hold()
             case Reply() as reply if not streaming:
@@ -135,7 +147,10 @@ class FakeAnthropic(FakeUpstream):
                 await respond.json(200, _message(model, reply))
             case Reply() as reply:
                 await respond.start(200, "text/event-stream")
-                await respond.send(_sse("message_start", _message_start(model, reply.input_tokens)))
+                start = _message_start(model, reply.input_tokens)
+                if reply.raw_usage is not UNSET:
+                    start["message"]["usage"] = reply.raw_usage
+                await respond.send(_sse("message_start", start))
                 await respond.send(_sse("content_block_start", _block_start()))
                 await respond.send(_sse("ping", {"type": "ping"}))
                 for piece in reply.pieces():
@@ -151,13 +166,30 @@ class FakeAnthropic(FakeUpstream):
                         "stop_sequence": None,
                     },
                 }
-                if reply.usage:
+                if reply.raw_usage is not UNSET:
+                    delta["usage"] = reply.raw_usage
+                elif reply.usage:
                     delta["usage"] = {"output_tokens": reply.completion_tokens}
                 await respond.send(_sse("message_delta", delta))
                 await respond.send(_sse("message_stop", {"type": "message_stop"}))
                 await respond.end()
+            case Garbled(body=garbage) if not streaming:
+                await respond.json(200, garbage)
+            case Garbled(event=garbage, after=after, text=text, event_type=event_type):
+                await respond.start(200, "text/event-stream")
+                await respond.send(_sse("message_start", _message_start(model, 12)))
+                await respond.send(_sse("content_block_start", _block_start()))
+                for piece in split_text(text, after):
+                    await respond.send(_sse("content_block_delta", _text_delta(piece)))
+                await respond.send(_sse(event_type, garbage))
+                await respond.send(
+                    _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+                )
+                await respond.send(_sse("message_delta", _message_delta(1)))
+                await respond.send(_sse("message_stop", {"type": "message_stop"}))
+                await respond.end()
             case Cut(after=after, text=text) if not streaming:
-                whole = json.dumps(_message(model, Reply(text))).encode()
+                whole = dumps(_message(model, Reply(text))).encode()
                 await respond.start(200, "application/json", length=len(whole))
                 await respond.send(whole[: len(whole) // 2])
                 await respond.drop()
@@ -172,7 +204,10 @@ class FakeAnthropic(FakeUpstream):
                 for piece in split_text(text, after):
                     await respond.send(_sse("content_block_delta", _text_delta(piece)))
                 if isinstance(behaviour, StreamError):
-                    await respond.send(_sse("error", error_body(behaviour.kind)))
+                    error = error_body(behaviour.kind, behaviour.message)
+                    if behaviour.echo_key:
+                        error["error"]["message"] += echoed_keys(request)
+                    await respond.send(_sse("error", error))
                     await respond.end()
                 elif isinstance(behaviour, Stall):
                     await respond.hold()
@@ -189,7 +224,19 @@ def _message(model: str, reply: Reply) -> dict[str, Any]:
         "content": [{"type": "text", "text": reply.joined}],
         "stop_reason": _STOP_REASONS.get(reply.finish_reason, reply.finish_reason),
         "stop_sequence": None,
-        "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.completion_tokens},
+        "usage": (
+            {"input_tokens": reply.input_tokens, "output_tokens": reply.completion_tokens}
+            if reply.raw_usage is UNSET
+            else reply.raw_usage
+        ),
+    }
+
+
+def _message_delta(output_tokens: int) -> dict[str, Any]:
+    return {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": output_tokens},
     }
 
 

@@ -6,7 +6,6 @@ As in Ollama, a chat request streams unless its body says ``"stream": false``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,16 +14,20 @@ import attrs
 import trio
 
 from tests.fakes._server import (
+    UNSET,
     Behaviour,
     Cut,
     Fail,
     FakeUpstream,
+    Garbled,
     Hang,
     ReceivedRequest,
     Reply,
     Responder,
     Stall,
     StreamError,
+    dumps,
+    echoed_keys,
     run_standalone,
     running,
     split_text,
@@ -57,8 +60,8 @@ def error_body(kind: str, message: str | None = None) -> dict[str, Any]:
     return {"error": message or default}
 
 
-def _line(data: dict[str, Any]) -> bytes:
-    return json.dumps(data).encode() + b"\n"
+def _line(data: Any) -> bytes:
+    return dumps(data).encode() + b"\n"
 
 
 @attrs.define(eq=False)
@@ -75,6 +78,12 @@ class FakeOllama(FakeUpstream):
             await respond.json(
                 failure.status, error_body(failure.kind, failure.message), failure.headers
             )
+        elif (
+            request.method == "GET"
+            and request.path == "/api/tags"
+            and self.models_body is not UNSET
+        ):
+            await respond.json(200, self.models_body)
         elif request.method == "GET" and request.path == "/api/tags":
             await respond.json(200, {"models": [_tag(m) for m in self.models]})
         elif request.method == "POST" and request.path == "/api/chat":
@@ -92,7 +101,10 @@ class FakeOllama(FakeUpstream):
             case Fail(status=status, kind=kind, message=message, headers=headers):
                 if kind == "overloaded":
                     status = 503
-                await respond.json(status, error_body(kind, message), headers)
+                body = error_body(kind, message)
+                if behaviour.echo_key:
+                    body["error"] += echoed_keys(request)
+                await respond.json(status, body, headers)
             case Hang():
                 await respond.hold()
             case Reply() as reply if not streaming:
@@ -107,10 +119,19 @@ class FakeOllama(FakeUpstream):
                     await respond.send(_line(_piece(model, piece)))
                 await respond.send(_line(_final(model, reply)))
                 await respond.end()
+            case Garbled(body=garbage) if not streaming:
+                await respond.json(200, garbage)
+            case Garbled(event=garbage, after=after, text=text):
+                await respond.start(200, "application/x-ndjson")
+                for piece in split_text(text, after):
+                    await respond.send(_line(_piece(model, piece)))
+                await respond.send(_line(garbage))
+                await respond.send(_line(_final(model, Reply(text))))
+                await respond.end()
             case Cut(after=after, text=text) if not streaming:
                 final = _final(model, Reply(text))
                 final["message"] = {"role": "assistant", "content": text}
-                whole = json.dumps(final).encode()
+                whole = dumps(final).encode()
                 await respond.start(200, "application/json", length=len(whole))
                 await respond.send(whole[: len(whole) // 2])
                 await respond.drop()
@@ -123,7 +144,10 @@ class FakeOllama(FakeUpstream):
                 for piece in split_text(text, after):
                     await respond.send(_line(_piece(model, piece)))
                 if isinstance(behaviour, StreamError):
-                    await respond.send(_line(error_body(behaviour.kind)))
+                    error = error_body(behaviour.kind, behaviour.message)
+                    if behaviour.echo_key:
+                        error["error"] += echoed_keys(request)
+                    await respond.send(_line(error))
                     await respond.end()
                 elif isinstance(behaviour, Stall):
                     await respond.hold()
@@ -175,6 +199,8 @@ def _final(model: str, reply: Reply) -> dict[str, Any]:
             eval_count=reply.completion_tokens,
             eval_duration=4799921000,
         )
+    if reply.raw_usage is not UNSET:
+        final.update(reply.raw_usage)
     return final
 
 

@@ -9,7 +9,6 @@ the usage. ``fake.base_url`` ends in ``/v1``, as the OpenAI SDK expects.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,16 +17,20 @@ import attrs
 import trio
 
 from tests.fakes._server import (
+    UNSET,
     Behaviour,
     Cut,
     Fail,
     FakeUpstream,
+    Garbled,
     Hang,
     ReceivedRequest,
     Reply,
     Responder,
     Stall,
     StreamError,
+    dumps,
+    echoed_keys,
     run_standalone,
     running,
     split_text,
@@ -94,8 +97,8 @@ def error_body(kind: str, message: str | None = None) -> dict[str, Any]:
     }
 
 
-def _sse(data: dict[str, Any] | str) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data)
+def _sse(data: Any) -> bytes:
+    payload = data if isinstance(data, str) else dumps(data)
     return f"data: {payload}\n\n".encode()
 
 
@@ -114,6 +117,12 @@ class FakeOpenAI(FakeUpstream):
             await respond.json(
                 failure.status, error_body(failure.kind, failure.message), failure.headers
             )
+        elif (
+            request.method == "GET"
+            and request.path == "/v1/models"
+            and self.models_body is not UNSET
+        ):
+            await respond.json(200, self.models_body)
         elif request.method == "GET" and request.path == "/v1/models":
             await respond.json(
                 200,
@@ -142,7 +151,10 @@ class FakeOpenAI(FakeUpstream):
             case Fail(status=status, kind=kind, message=message, headers=headers):
                 if kind == "overloaded":
                     status = 503
-                await respond.json(status, error_body(kind, message), headers)
+                body = error_body(kind, message)
+                if behaviour.echo_key:
+                    body["error"]["message"] += echoed_keys(request)
+                await respond.json(status, body, headers)
             case Hang():
                 await respond.hold()
             case Reply() as reply if not streaming:
@@ -161,8 +173,18 @@ class FakeOpenAI(FakeUpstream):
                     await respond.send(_sse(usage_chunk))
                 await respond.send(_sse("[DONE]"))
                 await respond.end()
+            case Garbled(body=garbage) if not streaming:
+                await respond.json(200, garbage)
+            case Garbled(event=garbage, after=after, text=text):
+                await respond.start(200, "text/event-stream")
+                for piece in split_text(text, after):
+                    await respond.send(_sse(_chunk(ident, model, {"content": piece})))
+                await respond.send(_sse(garbage))
+                await respond.send(_sse(_chunk(ident, model, {}, "stop")))
+                await respond.send(_sse("[DONE]"))
+                await respond.end()
             case Cut(after=after, text=text) if not streaming:
-                whole = json.dumps(_completion(ident, model, Reply(text))).encode()
+                whole = dumps(_completion(ident, model, Reply(text))).encode()
                 await respond.start(200, "application/json", length=len(whole))
                 await respond.send(whole[: len(whole) // 2])
                 await respond.drop()
@@ -176,7 +198,10 @@ class FakeOpenAI(FakeUpstream):
                 for piece in split_text(text, after):
                     await respond.send(_sse(_chunk(ident, model, {"content": piece})))
                 if isinstance(behaviour, StreamError):
-                    await respond.send(_sse(error_body(behaviour.kind)))
+                    error = error_body(behaviour.kind, behaviour.message)
+                    if behaviour.echo_key:
+                        error["error"]["message"] += echoed_keys(request)
+                    await respond.send(_sse(error))
                     await respond.end()
                 elif isinstance(behaviour, Stall):
                     await respond.hold()
@@ -184,7 +209,9 @@ class FakeOpenAI(FakeUpstream):
                     await respond.drop()
 
 
-def _usage(reply: Reply) -> dict[str, int]:
+def _usage(reply: Reply) -> Any:
+    if reply.raw_usage is not UNSET:
+        return reply.raw_usage
     return {
         "prompt_tokens": reply.input_tokens,
         "completion_tokens": reply.completion_tokens,
