@@ -215,6 +215,9 @@ class ProviderActor(actors.Actor):
             isinstance(field, str) for field in (reply.text, reply.model, reply.finish_reason)
         ):
             raise self._malformed(reply, request)
+        text = well_formed(reply.text)
+        if text is not reply.text:
+            reply = attrs.evolve(reply, text=text)
         usage = _checked_usage(self.backend.name, reply.usage)
         if usage is None:
             return reply
@@ -225,7 +228,8 @@ class ProviderActor(actors.Actor):
         ``item`` when it is a well-formed stream item, usage checked; else this request's error.
         """
         if isinstance(item, TextDelta) and isinstance(item.text, str):
-            return item
+            text = well_formed(item.text)
+            return item if text is item.text else TextDelta(text)
         if not isinstance(item, StreamEnd) or not all(
             isinstance(field, str) for field in (item.model, item.finish_reason)
         ):
@@ -243,6 +247,24 @@ class ProviderActor(actors.Actor):
             provider=name,
             model=request.model,
         )
+
+
+def well_formed(text: str) -> str:
+    """
+    ``text`` itself when it is valid Unicode; else a copy with each lone surrogate as U+FFFD.
+
+    JSON lets an upstream send an escaped lone surrogate (``"\\ud800"``). Such a
+    string cannot be encoded as UTF-8, so it could be neither stored in a
+    context nor sent to a client; the reply is billed by then, so it is mended
+    here rather than refused later.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _is_status(status: object) -> bool:

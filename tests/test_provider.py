@@ -105,6 +105,21 @@ async def test_valid_usage_passes_untouched() -> None:
     assert items == [TextDelta("fi"), StreamEnd(Usage(1, 2))]
 
 
+async def test_lone_surrogates_in_reply_text_become_replacement_characters() -> None:
+    """Text an upstream escaped into a lone surrogate reaches the router as U+FFFD, storable and sendable."""
+    backend = Misbehaving(
+        reply=ProviderReply("a\ud800b \U0001f600", "m", Usage(1, 2)),
+        items=[TextDelta("x\udfffy"), TextDelta("ok"), StreamEnd(Usage(1, 2))],
+    )
+    async with actors.open_system() as system:
+        ref = await spawned(system, backend)
+        reply = await ref.ask(Complete(REQUEST))
+        items = await streamed(ref)
+    assert reply.text == "a\ufffdb \U0001f600"
+    assert items[:2] == [TextDelta("x\ufffdy"), TextDelta("ok")]
+    reply.text.encode("utf-8")
+
+
 @pytest.mark.parametrize(
     "answer",
     [
