@@ -295,7 +295,11 @@ async def test_malformed_bodies_are_bad_request_errors(tmp_path: Path) -> None:
             assert caught.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
         async with httpx.AsyncClient(base_url=server.base_url, verify=False) as raw:
             missing = await raw.post("/v1/messages", json={"model": MODEL, "messages": USER})
-            garbled = await raw.post("/v1/messages", content=b"{not json")
+            garbled = await raw.post(
+                "/v1/messages",
+                content=b"{not json",
+                headers={"Content-Type": "application/json"},
+            )
     assert missing.status_code == garbled.status_code == 400
     assert missing.json()["error"]["message"] == "max_tokens: Field required"
     assert garbled.json()["type"] == "error"

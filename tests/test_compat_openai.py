@@ -345,7 +345,11 @@ async def test_invalid_json_is_openai_shaped_400(tmp_path: Path) -> None:
         served(tmp_path) as (_, server, _client),
         httpx.AsyncClient(base_url=server.base_url, verify=False) as raw,
     ):
-        response = await raw.post("/v1/chat/completions", content=b"{not json")
+        response = await raw.post(
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
