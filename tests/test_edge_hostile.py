@@ -417,7 +417,9 @@ async def _close_code(stream: trio.SocketStream) -> int | None:
         (_client_frame(0x83, b"x"), 1002),  # opcode 3 is reserved
         (_client_frame(0x88, (999).to_bytes(2, "big")), 1002),  # close code 999 is invalid
         (_client_frame(0xC1, b"{}"), 1002),  # RSV1 set without an extension
+        (bytes([0x81, 2]) + b"{}", 1002),  # a client frame must be masked
     ],
+    ids=["invalid-utf8", "reserved-opcode", "bad-close-code", "reserved-bit", "unmasked"],
 )
 async def test_a_websocket_protocol_error_ends_with_the_rfc_6455_close_frame(
     tmp_path: Path, frame: bytes, code: int
