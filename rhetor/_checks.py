@@ -169,6 +169,9 @@ class UnreadBody:
     - Quart cancels the sending task when it reads that ``http.disconnect``,
       cancelling the close half-way: the last send of a closing reply is
       shielded (with a deadline).
+
+    ``nursery`` runs the drain; it must outlive the request (the app's
+    background nursery), and the drain ends within ``_CLOSE_TIMEOUT``.
     """
 
     __slots__ = ("_closing", "_nursery", "_receive", "_send", "read")
@@ -209,5 +212,8 @@ class UnreadBody:
         await self._send(event)
 
     async def _drain(self) -> None:
-        while not self.read:
-            await self.receive()
+        # Ends with the body's last part or the disconnect; if the app took the
+        # disconnect itself, nothing more will come, and the deadline ends it.
+        with trio.move_on_after(_CLOSE_TIMEOUT):
+            while not self.read:
+                await self.receive()

@@ -604,10 +604,10 @@ def asgi_app(app: QuartTrio) -> ASGIFramework:
         if scope["type"] == "websocket" and scope["path"] in (WS_PATH, LEGACY_WS_PATH):
             await serve_websocket(state, scope, receive, send)
         elif scope["type"] == "http" and has_body(scope["headers"]):
-            async with trio.open_nursery() as nursery:
-                watch = UnreadBody(receive, send, nursery)
-                await app(scope, watch.receive, watch.send)
-                nursery.cancel_scope.cancel()  # a drain still waiting has nothing left to read
+            # A drain, when one is needed, runs in the app's own background nursery
+            # (opened by the lifespan): a nursery per request would cost every POST.
+            watch = UnreadBody(receive, send, app.nursery)
+            await app(scope, watch.receive, watch.send)
         else:
             await app(scope, receive, send)
 

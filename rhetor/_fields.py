@@ -72,6 +72,10 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+# One decoder for every body: json.loads with a hook would build a new one each call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def _decode(raw: bytes | str, what: str) -> str:
     if isinstance(raw, str):
         return raw
@@ -90,7 +94,7 @@ def load_json(raw: bytes | str, *, what: str = "body") -> Any:
     when it nests too deeply for the parser.
     """
     try:
-        return json.loads(_decode(raw, what), parse_constant=_no_constant)
+        return _DECODER.decode(_decode(raw, what))
     except RecursionError:
         # The C parser recurses once per level; far below that, check_json
         # refuses anything deeper than MAX_DEPTH with the same message.
