@@ -22,7 +22,13 @@ from urllib.parse import urlsplit
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
-from rhetor._errors import Forbidden, Unauthorized, UnsupportedMediaType
+from rhetor._errors import (
+    Forbidden,
+    PayloadTooLarge,
+    RhetorError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from rhetor._settings import Settings, host_name
 
 __all__ = [
@@ -31,11 +37,11 @@ __all__ = [
     "authorized",
     "check_host",
     "check_origin",
-    "check_request",
     "dumps",
     "has_body",
     "origin_allowed",
     "presented_key",
+    "refusal",
 ]
 
 # Paths anyone may read, even with an API key set: discovery and health checks.
@@ -117,29 +123,63 @@ def _is_json_type(content_type: str) -> bool:
     return media == _JSON or (media.startswith("application/") and media.endswith("+json"))
 
 
-def check_request(
-    settings: Settings, method: str, path: str, headers: Any, content_length: int | None
-) -> None:
+def refusal(
+    settings: Settings, allowed_hosts: frozenset[str] | None, scope: Any
+) -> RhetorError | None:
     """
-    Refuse an HTTP request without the right key, origin or content type (see the module docstring).
+    The error an HTTP request must get before its handler runs, or None to let it through.
 
-    ``content_length`` is the declared body size (None when chunked or
-    absent). The caller checks the Host first and the size limit next.
-
-    Error handling: raises :class:`Unauthorized` (401), :class:`Forbidden`
-    (403) or :class:`UnsupportedMediaType` (415).
+    One pass over the ASGI scope's raw headers (this runs for every request),
+    then the checks in order: Host, then (a CORS preflight goes no further)
+    the size limit, the API key, and for a state-changing request its Origin
+    and its body's content type.
     """
-    host = headers.get("Host")
-    key = settings.api_key
-    if key is not None and path not in OPEN_PATHS and not authorized(key, presented_key(headers)):
-        raise Unauthorized("a valid API key is required (X-API-Key or Authorization: Bearer)")
-    if method in _STATE_CHANGING:
-        check_origin(settings, headers.get("Origin"), host)
-        has_content = content_length or "Transfer-Encoding" in headers
-        if has_content and not _is_json_type(headers.get("Content-Type", "")):
-            raise UnsupportedMediaType(
-                "a request body must be JSON, sent with Content-Type: application/json"
+    host = origin = content_type = key = bearer = None
+    length: int | None = None
+    chunked = preflight = False
+    for name, value in scope["headers"]:  # Hypercorn gives header names in lower case
+        if name == b"host":
+            host = value.decode("latin-1")
+        elif name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"content-length":
+            length = int(value) if value.isdigit() else None
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"x-api-key":
+            key = value.decode("latin-1")
+        elif name == b"authorization":
+            bearer = value.decode("latin-1")
+        elif name == b"access-control-request-method":
+            preflight = True
+    method = scope["method"]
+    try:
+        check_host(allowed_hosts, host)
+        if method == "OPTIONS" and origin and preflight:
+            return None  # answered by the app: CORS headers only for allowed origins
+        if length is not None and length > settings.max_body_bytes:
+            return PayloadTooLarge(
+                f"body of {length} bytes is over the {settings.max_body_bytes} byte limit"
             )
+        expected = settings.api_key
+        if expected is not None and scope["path"] not in OPEN_PATHS:
+            if key is None and bearer is not None and bearer[:7].lower() == "bearer ":
+                key = bearer[7:].strip()
+            if not authorized(expected, key):
+                return Unauthorized(
+                    "a valid API key is required (X-API-Key or Authorization: Bearer)"
+                )
+        if method in _STATE_CHANGING:
+            check_origin(settings, origin, host)
+            if (length or chunked) and not _is_json_type(content_type or ""):
+                return UnsupportedMediaType(
+                    "a request body must be JSON, sent with Content-Type: application/json"
+                )
+    except Forbidden as exc:
+        return exc
+    return None
 
 
 def has_body(headers: Any) -> bool:

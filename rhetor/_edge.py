@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import actors
-from rhetor._checks import UnreadBody, check_host, check_request, dumps, has_body, origin_allowed
+from rhetor._checks import UnreadBody, dumps, has_body, origin_allowed, refusal
 from rhetor._errors import (
     InvalidJSON,
     PayloadTooLarge,
@@ -75,6 +75,9 @@ _HTTP_TYPES = {
     415: "unsupported_media_type",
 }
 _JSON = "application/json"
+# The scope key where asgi_app leaves its verdict on a request, for the guard.
+_REFUSAL = "rhetor.refusal"
+_UNCHECKED: Any = object()
 
 
 class _HTTPError(RhetorError):
@@ -278,25 +281,24 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
     @app.before_request
     async def guard() -> Response | None:
         """
-        The checks every request passes before its handler runs (``rhetor._checks``).
+        Refuse what ``rhetor._checks.refusal`` refuses, before the handler runs.
 
-        The Host comes first: a rebinding page learns nothing, not even a
-        preflight. A body over the limit is refused before the key is
-        checked, as it is never read.
+        ``asgi_app`` has already checked the request (its verdict is in the
+        scope), so that a refused request reaches this app only to get its
+        error in the right shape; an app served some other way checks here.
+        A CORS preflight is answered here.
         """
-        headers = request.headers
-        check_host(state.allowed_hosts, headers.get("Host"))
-        method = request.method
-        if method == "OPTIONS":
+        scope: Any = request.scope
+        error: RhetorError | None = scope.get(_REFUSAL, _UNCHECKED)
+        if error is _UNCHECKED:
+            error = refusal(settings, state.allowed_hosts, scope)
+        if error is not None:
+            raise error
+        if request.method == "OPTIONS":
+            headers = request.headers
             origin = headers.get("Origin")
             if origin and "Access-Control-Request-Method" in headers:
                 return _preflight(origin)
-        length = request.content_length
-        if length is not None and length > settings.max_body_bytes:
-            raise PayloadTooLarge(
-                f"body of {length} bytes is over the {settings.max_body_bytes} byte limit"
-            )
-        check_request(settings, method, request.path, headers, length)
         return None
 
     def _preflight(origin: str) -> Response:
@@ -598,17 +600,21 @@ def asgi_app(app: QuartTrio) -> ASGIFramework:
     """
     state = edge_state(app)
 
-    async def serve_asgi(
-        scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] == "websocket" and scope["path"] in (WS_PATH, LEGACY_WS_PATH):
+    async def serve_asgi(scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        kind = scope["type"]
+        if kind == "websocket" and scope["path"] in (WS_PATH, LEGACY_WS_PATH):
             await serve_websocket(state, scope, receive, send)
-        elif scope["type"] == "http" and has_body(scope["headers"]):
-            # A drain, when one is needed, runs in the app's own background nursery
-            # (opened by the lifespan): a nursery per request would cost every POST.
-            watch = UnreadBody(receive, send, app.nursery)
-            await app(scope, watch.receive, watch.send)
-        else:
-            await app(scope, receive, send)
+            return
+        if kind == "http":
+            # Checked once here, on the raw headers; the app's guard raises the
+            # verdict so that its error handlers give it the route's shape.
+            scope = {**scope, _REFUSAL: refusal(state.settings, state.allowed_hosts, scope)}
+            if has_body(scope["headers"]):
+                # A drain, when one is needed, runs in the app's own background
+                # nursery (opened by the lifespan): one per request would cost every POST.
+                watch = UnreadBody(receive, send, app.nursery)
+                await app(scope, watch.receive, watch.send)
+                return
+        await app(scope, receive, send)
 
     return serve_asgi
