@@ -1,15 +1,15 @@
 """
 What every request passes before a handler runs, and how an early reply leaves.
 
-The HTTP guard (``create_app``) and the WebSocket handshake (``_sockets``)
-make the same checks, cheapest first: the Host header is one this server
-answers to (against DNS rebinding), the API key is right when one is set, a
-state-changing request from a browser comes from an allowed origin, and a
-body is declared ``application/json`` (a page on any site may send a form or
-``text/plain`` body without asking, never a JSON one). Each refusal is a
-typed :class:`RhetorError`. :class:`UnreadBody` makes a reply sent before its
-request's body was read close the connection cleanly. No I/O but the ASGI
-messages :class:`UnreadBody` relays.
+HTTP requests (:func:`refusal`, called by ``rhetor._edge.asgi_app``) and
+WebSocket handshakes (``rhetor._sockets``) make the same checks: the Host
+header is one this server answers to (against DNS rebinding), the API key is
+right when one is set, a request from a browser page comes from an allowed
+origin, and an HTTP body is declared ``application/json`` (a page on any site
+may send a form or ``text/plain`` body without asking, never a JSON one).
+Each refusal is a typed :class:`RhetorError`. :class:`UnreadBody` makes a
+reply sent before its request's body was read close the connection cleanly.
+No I/O but the ASGI messages :class:`UnreadBody` relays.
 """
 
 from __future__ import annotations
