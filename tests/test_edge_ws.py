@@ -304,6 +304,7 @@ async def test_bad_frame_is_an_error_frame_and_the_socket_stays_open(
     assert after["id"] == "after" and after["type"] == "RESPONSE"
 
 
+@pytest.mark.slow
 async def test_a_bad_frame_fails_alone_while_other_requests_on_the_socket_complete(
     tmp_path: Path,
 ) -> None:
