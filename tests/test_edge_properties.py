@@ -8,7 +8,8 @@ examples mix plausible requests with hostile values: deep nesting, 400-digit
 and non-finite numbers, lone surrogates, wrong types, garbage bytes.
 
 The property: every answer is a 2xx, or a typed 4xx in the error shape of its
-API family (Rhetor's, OpenAI's or Anthropic's); a WebSocket frame is answered
+API family (Rhetor's, OpenAI's or Anthropic's), or the 504 ``upstream_timeout``
+that a request with a tiny ``timeout`` of its own asked for; a WebSocket frame is answered
 with typed frames; never a 500 or ``internal_error``, never a crashed or
 restarted actor. The example budget is small and fixed (derandomized), so
 the test is quick and deterministic; ``RHETOR_FUZZ_EXAMPLES=3000`` digs
@@ -150,8 +151,10 @@ def assert_typed(family: str, response: httpx.Response) -> None:
     status = response.status_code
     if status < 300:
         return
-    assert 400 <= status < 500, (status, response.text)
     body = response.json()
+    if status == 504 and family == "rhetor" and body["error"]["type"] == "upstream_timeout":
+        return  # the body's own ``timeout`` was too short to finish in: its typed answer
+    assert 400 <= status < 500, (status, response.text)
     if family == "rhetor":
         error = body["error"]
         assert isinstance(error["type"], str) and isinstance(error["message"], str)
