@@ -145,9 +145,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# -- auth and CORS ----------------------------------------------------------
-
-
 # -- bodies -------------------------------------------------------------------
 
 
@@ -594,9 +591,10 @@ def asgi_app(app: QuartTrio) -> ASGIFramework:
 
     The WebSocket path skips Quart's per-connection machinery (its request
     context, tasks and channels cost about 15 KB a socket); the checks, the
-    Session actor and the frame protocol are the same. A request with a body
-    is watched by :class:`rhetor._checks.UnreadBody`, so that a reply sent before its body
-    was read closes the connection instead of stalling it.
+    Session actor and the frame protocol are the same. Every HTTP request is
+    checked here (``rhetor._checks.refusal``), and one with a body is watched
+    by :class:`rhetor._checks.UnreadBody`, so that a reply sent before its
+    body was read closes the connection instead of stalling it.
     """
     state = edge_state(app)
 
