@@ -32,7 +32,6 @@ the one place that mapping lives (the table is in ``docs/compat.md``).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -43,7 +42,7 @@ import attrs
 import trio
 from quart import Blueprint, Response, request
 
-from rhetor._edge import _as_rhetor_error, _body
+from rhetor._edge import _as_rhetor_error, _body, dumps
 from rhetor._errors import (
     BadRequest,
     BudgetExceeded,
@@ -136,7 +135,7 @@ def _text_of(content: Any, field: str, *, allowed: frozenset[str]) -> str:
     texts = []
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in allowed:
+        if not isinstance(kind, str) or kind not in allowed:
             raise ValidationError(
                 f"{field}[{i}]", f"content part type {kind!r} is not supported; only text is"
             )
@@ -175,11 +174,13 @@ def openai_request(
     for i, m in enumerate(raw):
         if not isinstance(m, dict):
             raise ValidationError(f"messages[{i}]", "must be an object")
-        role = _OPENAI_ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        raw_role = m.get("role")
+        # Only a string can be looked up: a list or object role is the client's error.
+        role = _OPENAI_ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             raise ValidationError(
                 f"messages[{i}].role",
-                f"role {m.get('role')!r} is not supported; use system, developer, user or assistant",
+                f"role {raw_role!r} is not supported; use system, developer, user or assistant",
             )
         text = _text_of(m.get("content"), f"messages[{i}].content", allowed=_OPENAI_PARTS)
         messages.append(ChatMessage(cast("Role", role), text))
@@ -230,7 +231,7 @@ def anthropic_request(
         if not isinstance(m, dict):
             raise ValidationError(f"messages[{i}]", "must be an object")
         role = m.get("role")
-        if role not in ("user", "assistant"):
+        if not isinstance(role, str) or role not in ("user", "assistant"):
             raise ValidationError(f"messages[{i}].role", "must be user or assistant")
         text = _text_of(m.get("content"), f"messages[{i}].content", allowed=_ANTHROPIC_PARTS)
         messages.append(ChatMessage(cast("Role", role), text))
@@ -287,6 +288,7 @@ _OPENAI_TYPES = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "rate_limit_exceeded",
 }
 
@@ -347,16 +349,15 @@ def anthropic_error(error: RhetorError) -> ErrorReply:
 def _as_error(exc: BaseException) -> RhetorError:
     error = _as_rhetor_error(exc)
     if error is None:
-        log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.path)
-        log.debug("traceback", exc_info=exc)
+        log.error(
+            "unexpected %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=exc
+        )
         error = RhetorError("internal error; see the server log")
     return error
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body), status=status, content_type=_JSON, headers=dict(headers or {})
-    )
+    return Response(dumps(body), status=status, content_type=_JSON, headers=dict(headers or {}))
 
 
 def _error_response(reply: ErrorReply) -> Response:
@@ -425,12 +426,12 @@ def anthropic_message(reply: Reply) -> dict[str, Any]:
 
 
 def _data(body: Mapping[str, Any] | str) -> bytes:
-    payload = body if isinstance(body, str) else json.dumps(body)
+    payload = body if isinstance(body, str) else dumps(body)
     return f"data: {payload}\n\n".encode()
 
 
 def _event(kind: str, body: Mapping[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps(body)}\n\n".encode()
+    return f"event: {kind}\ndata: {dumps(body)}\n\n".encode()
 
 
 def openai_events(

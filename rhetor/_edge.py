@@ -1,47 +1,48 @@
 """
-The HTTP and WebSocket edge: a Quart-Trio app over a :class:`Runtime`.
+The HTTP edge: a Quart-Trio app over a :class:`Runtime`, and the ASGI app Hypercorn serves.
 
 The edge only translates. A handler reads the JSON body field by field, makes
-one ``Runtime`` call, and turns the result into JSON, Server-Sent Events or
-WebSocket frames. Routing, budget and context logic live in the actors.
+one ``Runtime`` call, and turns the result into JSON or Server-Sent Events.
+Routing, budget and context logic live in the actors; the WebSockets are
+``rhetor._sockets``.
 
 Every error leaves as ``{"error": {"type", "message", "field"?}}`` with the
 status of the :class:`RhetorError` it came from; :func:`_as_rhetor_error` is
 the one place where other exceptions (Werkzeug's HTTP errors, actor errors)
 are translated. Nothing answers with a traceback.
+
+Before any handler runs, every request passes ``rhetor._checks`` (Host
+allow-list, size, API key, Origin, content type); bodies are then parsed by
+:func:`rhetor._fields.parse_json`, which refuses what no field may hold. See
+"Security defaults" in ``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hmac
-import itertools
-import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
-from functools import partial
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 import trio
-from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import actors
+from rhetor._checks import UnreadBody, dumps, has_body, origin_allowed, refusal
 from rhetor._errors import (
+    InvalidJSON,
     PayloadTooLarge,
     RhetorError,
     ServiceUnavailable,
-    Unauthorized,
     ValidationError,
 )
 from rhetor._fields import (
+    parse_json,
+    query_int,
     read_bool,
     read_int,
     read_list,
@@ -51,23 +52,18 @@ from rhetor._fields import (
     read_str,
     read_str_list,
 )
-from rhetor._session import Frame, Inbound, Oversized, Session
 from rhetor._settings import Settings
+from rhetor._sockets import LEGACY_WS_PATH, WS_PATH, EdgeState, serve_websocket
 
 if TYPE_CHECKING:
     from rhetor._router import Chunk, LLMRequest
     from rhetor.runtime import Runtime
 
-__all__ = ["EdgeState", "create_app", "edge_state"]
+__all__ = ["EdgeState", "InvalidJSON", "asgi_app", "create_app", "dumps", "edge_state"]
 
 log = logging.getLogger("rhetor.edge")
 
 DESCRIPTION = "LLM Management System for Tekton"
-# Paths anyone may read, even with an API key set: discovery and health checks.
-_OPEN_PATHS = frozenset({"/", "/health"})
-_WS_PATH = "/ws"
-# The first Rhetor's streaming socket, kept for the clients written against it.
-_LEGACY_WS_PATH = "/ws/rhetor/streaming"
 _HTTP_TYPES = {
     400: "bad_request",
     401: "unauthorized",
@@ -78,18 +74,10 @@ _HTTP_TYPES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
-# Frames waiting for a slow client before the session's requests pause.
-_OUTBOX_FRAMES = 64
-# Seconds a new socket waits for its Session actor to start.
-_SESSION_START_TIMEOUT = 5.0
 _JSON = "application/json"
-
-
-class InvalidJSON(RhetorError):
-    """Raised when a request body is not valid JSON (400)."""
-
-    code = "invalid_json"
-    status = 400
+# The scope key where asgi_app leaves its verdict on a request, for the guard.
+_REFUSAL = "rhetor.refusal"
+_UNCHECKED: Any = object()
 
 
 class _HTTPError(RhetorError):
@@ -99,25 +87,6 @@ class _HTTPError(RhetorError):
         super().__init__(message)
         self.status = status  # type: ignore[misc]  # per instance: mirrors the HTTP error
         self.code = code  # type: ignore[misc]
-
-
-@attrs.define(eq=False)
-class EdgeState:
-    """
-    What the server needs to reach inside the app: open WebSockets, for shutdown.
-    """
-
-    runtime: Runtime
-    settings: Settings
-    # Invariant: one scope per WebSocket handler between accept and close.
-    _sockets: set[trio.CancelScope] = attrs.field(factory=set)
-    closing: bool = False
-
-    def close_websockets(self) -> None:
-        """Close every open WebSocket (going away); new ones are refused from now on."""
-        self.closing = True
-        for scope in list(self._sockets):
-            scope.cancel()
 
 
 def edge_state(app: QuartTrio) -> EdgeState:
@@ -147,7 +116,7 @@ def _as_rhetor_error(exc: BaseException) -> RhetorError | None:
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body), status=status, content_type=_JSON, headers=headers)
+    return Response(dumps(body), status=status, content_type=_JSON, headers=headers)
 
 
 def _error_response(error: RhetorError) -> Response:
@@ -162,7 +131,7 @@ def _error_response(error: RhetorError) -> Response:
 
 
 def _sse(body: Mapping[str, Any]) -> bytes:
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+    return b"data: " + dumps(body).encode() + b"\n\n"
 
 
 def _plain(value: Any) -> Any:
@@ -176,62 +145,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# -- auth and CORS ----------------------------------------------------------
-
-
-def _presented_key(headers: Any, query: Any) -> str | None:
-    key: str | None = headers.get("X-API-Key")
-    if key is None:
-        auth = headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            key = auth[7:].strip()
-    if key is None and query is not None:
-        key = query.get("api_key")
-    return key
-
-
-def _authorized(expected: str | None, presented: str | None) -> bool:
-    if expected is None:
-        return True
-    if presented is None:
-        return False
-    # Constant time, so the comparison leaks nothing about how much of a key matched.
-    return hmac.compare_digest(presented.encode(), expected.encode())
-
-
-def _origin_allowed(settings: Settings, origin: str, host: str | None) -> bool:
-    if "*" in settings.cors_origins or origin in settings.cors_origins:
-        return True
-    return host is not None and urlsplit(origin).netloc == host
-
-
 # -- bodies -------------------------------------------------------------------
 
 
 async def _body() -> dict[str, Any]:
+    """
+    The request's JSON object body (``{}`` when empty), checked by ``parse_json``.
+
+    Error handling: ``InvalidJSON`` (400) or ``ValidationError`` (422).
+    """
     raw = await request.get_data(cache=False)
     if not raw or not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
     return body
 
 
 def _query_int(name: str, default: int | None, minimum: int = 0) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(name, "must be a whole number") from None
-    if value < minimum:
-        raise ValidationError(name, f"must be at least {minimum}")
-    return value
+    return query_int(request.args.get(name), name, default, minimum=minimum)
 
 
 def _only(body: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
@@ -342,33 +275,32 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
+    @app.before_request
     async def guard() -> Response | None:
-        # Runs on every request: each check costs only when its feature is in use.
-        if request.method == "OPTIONS":
-            origin = request.headers.get("Origin")
-            if origin and "Access-Control-Request-Method" in request.headers:
-                return _preflight(origin)
-        length = request.content_length
-        if length is not None and length > settings.max_body_bytes:
-            raise PayloadTooLarge(
-                f"body of {length} bytes is over the {settings.max_body_bytes} byte limit"
-            )
-        if settings.api_key is not None and request.path not in _OPEN_PATHS:
-            presented = _presented_key(request.headers, None)
-            if not _authorized(settings.api_key, presented):
-                raise Unauthorized(
-                    "a valid API key is required (X-API-Key or Authorization: Bearer)"
-                )
-        return None
+        """
+        Refuse what ``rhetor._checks.refusal`` refuses, before the handler runs.
 
-    if settings.api_key is not None or settings.cors_origins:
-        # With neither, Quart's MAX_CONTENT_LENGTH already refuses big bodies
-        # (413, before reading them) and there is nothing else to check.
-        app.before_request(guard)
+        ``asgi_app`` has already checked the request (its verdict is in the
+        scope), so that a refused request reaches this app only to get its
+        error in the right shape; an app served some other way checks here.
+        A CORS preflight is answered here.
+        """
+        scope: Any = request.scope
+        error: RhetorError | None = scope.get(_REFUSAL, _UNCHECKED)
+        if error is _UNCHECKED:
+            error = refusal(settings, state.allowed_hosts, scope)
+        if error is not None:
+            raise error
+        if request.method == "OPTIONS":
+            headers = request.headers
+            origin = headers.get("Origin")
+            if origin and "Access-Control-Request-Method" in headers:
+                return _preflight(origin)
+        return None
 
     def _preflight(origin: str) -> Response:
         response = Response("", status=204)
-        if _origin_allowed(settings, origin, None):
+        if origin_allowed(settings, origin, None):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
             asked = request.headers.get("Access-Control-Request-Headers")
@@ -381,7 +313,7 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
 
     async def cors(response: Response) -> Response:
         origin = request.headers.get("Origin")
-        if origin and _origin_allowed(settings, origin, None):
+        if origin and origin_allowed(settings, origin, None):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
         return response
@@ -648,8 +580,8 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
             continue
         methods = sorted(m for m in (rule.methods or ()) if m not in ("HEAD", "OPTIONS"))
         route_list.append(f"{' '.join(methods) or 'WS'} {rule.rule}")
-    route_list.append(f"WS {_WS_PATH}")
-    route_list.append(f"WS {_LEGACY_WS_PATH}")
+    route_list.append(f"WS {WS_PATH}")
+    route_list.append(f"WS {LEGACY_WS_PATH}")
     return app
 
 
@@ -659,213 +591,28 @@ def asgi_app(app: QuartTrio) -> ASGIFramework:
 
     The WebSocket path skips Quart's per-connection machinery (its request
     context, tasks and channels cost about 15 KB a socket); the checks, the
-    Session actor and the frame protocol are the same.
+    Session actor and the frame protocol are the same. Every HTTP request is
+    checked here (``rhetor._checks.refusal``), and one with a body is watched
+    by :class:`rhetor._checks.UnreadBody`, so that a reply sent before its
+    body was read closes the connection instead of stalling it.
     """
     state = edge_state(app)
 
-    async def serve_asgi(
-        scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] == "websocket" and scope["path"] in (_WS_PATH, _LEGACY_WS_PATH):
-            await _websocket(state, scope, receive, send)
-        else:
-            await app(scope, receive, send)
+    async def serve_asgi(scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        kind = scope["type"]
+        if kind == "websocket" and scope["path"] in (WS_PATH, LEGACY_WS_PATH):
+            await serve_websocket(state, scope, receive, send)
+            return
+        if kind == "http":
+            # Checked once here, on the raw headers; the app's guard raises the
+            # verdict so that its error handlers give it the route's shape.
+            scope = {**scope, _REFUSAL: refusal(state.settings, state.allowed_hosts, scope)}
+            if has_body(scope["headers"]):
+                # A drain, when one is needed, runs in the app's own background
+                # nursery (opened by the lifespan): one per request would cost every POST.
+                watch = UnreadBody(receive, send, app.nursery)
+                await app(scope, watch.receive, watch.send)
+                return
+        await app(scope, receive, send)
 
     return serve_asgi
-
-
-async def _deny(scope: Any, send: Any, error: RhetorError | None, body: Any = None) -> None:
-    """Refuse a WebSocket handshake with a JSON HTTP answer where the server allows it."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        payload = body if body is not None else {"error": error.to_dict() if error else {}}
-        status = 403 if error is None else error.status
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": json.dumps(payload).encode()})
-    else:
-        await send({"type": "websocket.close", "code": 1008})
-
-
-async def _websocket(state: EdgeState, scope: Any, receive: Any, send: Any) -> None:
-    """
-    One WebSocket on ``/ws``: check it, then run it with a Session actor.
-
-    Cancellation: a disconnect (or server shutdown) ends this; the session is
-    then stopped, which cancels its requests down to the provider calls.
-    """
-    # The checks run in their own frame, so that the parsed headers and query
-    # are not kept alive for the life of the socket (about 1.5 KB together).
-    if not await _admit(state, scope, receive, send):
-        return
-    legacy = _Legacy() if scope["path"] == _LEGACY_WS_PATH else None
-    await _serve_socket(state, receive, send, legacy)
-
-
-async def _admit(state: EdgeState, scope: Any, receive: Any, send: Any) -> bool:
-    """Take the handshake; True if the socket may open, else refuse it and answer False."""
-    settings = state.settings
-    headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
-    query = MultiDict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-    if (await receive())["type"] != "websocket.connect":
-        return False
-    origin = headers.get("Origin")
-    if origin and not _origin_allowed(settings, origin, headers.get("Host")):
-        body = {"error": {"type": "forbidden", "message": f"origin {origin!r} is not allowed"}}
-        await _deny(scope, send, None, body)
-        return False
-    if not _authorized(settings.api_key, _presented_key(headers, query)):
-        await _deny(scope, send, Unauthorized("a valid API key is required"))
-        return False
-    if state.closing:
-        await _deny(scope, send, ServiceUnavailable("the server is shutting down"))
-        return False
-    return True
-
-
-class _Legacy:
-    """
-    Translation for the first Rhetor's streaming socket (``/ws/rhetor/streaming``).
-
-    Its clients send ``{"prompt", "temperature", "stream", "model"?}`` and read
-    ``content_chunk`` / ``content_complete`` / ``error`` messages. Each request
-    becomes an ``LLM_REQUEST`` frame for the same Session actor, and the
-    Session's frames are translated back; nothing else differs.
-    """
-
-    _OPTIONS = (
-        "model",
-        "provider",
-        "temperature",
-        "max_tokens",
-        "task_type",
-        "context",
-        "component",
-        "system_prompt",
-    )
-
-    def __init__(self) -> None:
-        self._ids = itertools.count(1)
-
-    def inbound(self, data: str | bytes) -> str | bytes:
-        try:
-            body = json.loads(data)
-        except ValueError:
-            return data  # the Session answers a bad frame with an ERROR
-        if not isinstance(body, dict) or "type" in body:
-            return data
-        payload: dict[str, Any] = {
-            "message": body.get("prompt"),
-            "streaming": body.get("stream", True),
-        }
-        payload.update((k, body[k]) for k in self._OPTIONS if k in body)
-        frame = {
-            "type": "LLM_REQUEST",
-            "id": f"legacy-{next(self._ids)}",
-            "source": "legacy",
-            "payload": payload,
-        }
-        return json.dumps(frame)
-
-    def outbound(self, frame: Frame) -> dict[str, Any] | None:
-        payload = frame.get("payload") or {}
-        if frame["type"] == "UPDATE":
-            return (
-                {"type": "content_chunk", "text": payload["chunk"]} if "chunk" in payload else None
-            )
-        if frame["type"] == "RESPONSE":
-            return {"type": "content_complete", "text": payload.get("message", ""), **payload}
-        if frame["type"] == "ERROR":
-            return {
-                "type": "error",
-                "error": payload.get("message", ""),
-                "error_type": payload.get("type"),
-            }
-        return None
-
-
-async def _serve_socket(
-    state: EdgeState, receive: Any, send: Any, legacy: _Legacy | None = None
-) -> None:
-    """
-    Run one accepted WebSocket: a Session actor, an inbound pump and an outbox pump.
-    """
-    runtime, limit = state.runtime, state.settings.max_body_bytes
-    # trio's channel: less memory per idle socket and half the cost per frame of anyio's.
-    outbox, frames = trio.open_memory_channel[Frame](_OUTBOX_FRAMES)
-    name = f"session:{uuid.uuid4().hex}"
-    spec = actors.ChildSpec(
-        name, partial(Session, runtime, outbox), restart="temporary", shutdown_timeout=5.0
-    )
-    try:
-        with trio.fail_after(_SESSION_START_TIMEOUT):
-            ref = await runtime.sessions.start_child(spec)
-    except (actors.ActorError, TimeoutError) as exc:
-        outbox.close()
-        frames.close()
-        log.error("could not start a session: %s", exc)
-        await send({"type": "websocket.close", "code": 1011, "reason": "session unavailable"})
-        return
-    await send({"type": "websocket.accept"})
-    scope = trio.CancelScope()
-    state._sockets.add(scope)
-    try:
-        with scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump_out, frames, send, nursery.cancel_scope, legacy)
-                await _pump_in(ref, receive, limit, legacy)
-                nursery.cancel_scope.cancel()
-        if scope.cancelled_caught:
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(2.0),
-                contextlib.suppress(Exception),
-            ):
-                await send(
-                    {"type": "websocket.close", "code": 1001, "reason": "server shutting down"}
-                )
-    finally:
-        state._sockets.discard(scope)
-        frames.close()
-        # ActorError: already gone, it crashed or stopped itself.
-        with (
-            trio.CancelScope(shield=True),
-            trio.move_on_after(6.0),
-            contextlib.suppress(actors.ActorError),
-        ):
-            await runtime.sessions.stop_child(name)
-
-
-async def _pump_in(ref: actors.Ref, receive: Any, limit: int, legacy: _Legacy | None) -> None:
-    while True:
-        event = await receive()
-        if event["type"] != "websocket.receive":
-            return  # websocket.disconnect
-        data = event.get("text")
-        if data is None:
-            data = event.get("bytes") or b""
-        if legacy is not None:
-            data = legacy.inbound(data)
-        size = len(data.encode()) if isinstance(data, str) else len(data)
-        message: Inbound | Oversized = Oversized(size, limit) if size > limit else Inbound(data)
-        try:
-            await ref.tell(message)
-        except actors.ActorError:
-            return  # the session is gone; close the socket
-
-
-async def _pump_out(frames: Any, send: Any, done: trio.CancelScope, legacy: _Legacy | None) -> None:
-    with frames:
-        async for frame in frames:
-            if legacy is not None and (frame := legacy.outbound(frame)) is None:
-                continue
-            try:
-                await send({"type": "websocket.send", "text": json.dumps(frame)})
-            except Exception:
-                break  # the client went away; the inbound side sees the disconnect
-    # The session stopped and closed its outbox: close the socket.
-    done.cancel()

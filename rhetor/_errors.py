@@ -6,9 +6,12 @@ stable ``code`` (the ``type`` field of the JSON error body), an HTTP ``status``
 and whether it is ``transient`` (worth retrying against the same provider).
 
     RhetorError
+    ├── InvalidJSON              a body or frame is not JSON (400)
     ├── ValidationError          a request field is missing or wrong (422; names .field)
     ├── NotFound                 an id that names nothing (404)
     ├── Unauthorized             missing or wrong API key (401)
+    ├── Forbidden                a foreign Host or Origin (403; names the header in .field)
+    ├── UnsupportedMediaType     a body that is not declared application/json (415)
     ├── PayloadTooLarge          body or frame over the size limit (413)
     ├── BudgetExceeded           the budget policy refused the request (402)
     ├── ServiceUnavailable       an internal actor is down or the runtime stops (503)
@@ -40,7 +43,9 @@ __all__ = [
     "BadRequest",
     "BudgetExceeded",
     "ContextTooLong",
+    "Forbidden",
     "InternalError",
+    "InvalidJSON",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
@@ -51,6 +56,7 @@ __all__ = [
     "ServiceUnavailable",
     "StreamBroken",
     "Unauthorized",
+    "UnsupportedMediaType",
     "UpstreamConnectionError",
     "UpstreamServerError",
     "UpstreamTimeout",
@@ -80,6 +86,15 @@ class RhetorError(Exception):
         if self.field is not None:
             body["field"] = self.field
         return body
+
+
+class InvalidJSON(RhetorError):
+    """
+    Raised when a request body or WebSocket frame is not JSON (or not UTF-8 text).
+    """
+
+    code = "invalid_json"
+    status = 400
 
 
 class ValidationError(RhetorError):
@@ -115,6 +130,26 @@ class Unauthorized(RhetorError):
 
     code = "unauthorized"
     status = 401
+
+
+class Forbidden(RhetorError):
+    """
+    Raised when a request names a host not allowed, or comes from a foreign origin.
+
+    ``field`` names the header (``Host`` or ``Origin``), as a validation error names a field.
+    """
+
+    code = "forbidden"
+    status = 403
+
+
+class UnsupportedMediaType(RhetorError):
+    """
+    Raised when a request carries a body that is not declared ``application/json``.
+    """
+
+    code = "unsupported_media_type"
+    status = 415
 
 
 class PayloadTooLarge(RhetorError):

@@ -7,6 +7,10 @@ reports the bound port through ``task_status``, registers with Hermes, and
 on SIGINT or SIGTERM shuts down gracefully: stop accepting, close WebSockets,
 give in-flight requests ``settings.shutdown_grace`` seconds, deregister, stop
 the actors (which flushes the ledger) and return normally.
+
+It binds ``127.0.0.1`` unless told otherwise, and warns at start when it
+serves every interface with no API key. This is also the one place Rhetor
+adjusts Hypercorn (:func:`_close_websockets_on_protocol_errors`).
 """
 
 from __future__ import annotations
@@ -14,19 +18,23 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+import hypercorn.protocol.ws_stream
 import hypercorn.trio
 import trio
+import wsproto.connection
 from hypercorn.config import Config
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, Event
 
 import rhetor.runtime
 from rhetor._edge import asgi_app, create_app, edge_state
 from rhetor._hermes import hermes_registration
-from rhetor._settings import Settings
+from rhetor._settings import Settings, serves_every_interface
 
 __all__ = ["hypercorn_config", "serve", "serve_runtime"]
 
@@ -48,6 +56,46 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     return config
+
+
+class _RFC6455Connection(wsproto.connection.Connection):
+    """
+    wsproto's server connection, answering a client's protocol error with a close frame.
+
+    When a client breaks the protocol (invalid UTF-8 in a text frame, an
+    unknown opcode, a bad close code, an unmasked frame), wsproto reports a
+    ``CloseConnection`` with the code RFC 6455 asks for (1007 or 1002) but
+    stays ``OPEN``, and Hypercorn (0.18) answers a close only in
+    ``REMOTE_CLOSING``: it dropped the TCP connection without one. Moving to
+    ``REMOTE_CLOSING`` here makes Hypercorn send the close frame with that
+    code before it closes the connection.
+    """
+
+    def events(self) -> Generator[Event, None, None]:
+        for event in super().events():
+            if isinstance(event, CloseConnection) and self.state is ConnectionState.OPEN:
+                self._state = ConnectionState.REMOTE_CLOSING
+            yield event
+
+
+def _close_websockets_on_protocol_errors() -> None:
+    """Make Hypercorn's WebSocket streams use :class:`_RFC6455Connection` (idempotent)."""
+    # Hypercorn builds each connection from this module-level name (Handshake.accept).
+    setattr(hypercorn.protocol.ws_stream, "Connection", _RFC6455Connection)  # noqa: B010
+
+
+_close_websockets_on_protocol_errors()
+
+
+def _warn_if_exposed(settings: Settings) -> None:
+    if serves_every_interface(settings.host) and settings.api_key is None:
+        log.warning(
+            "SERVING EVERY INTERFACE (%r) WITH NO API KEY: anyone who can reach port %d "
+            "can spend this server's provider budget. Set RHETOR_API_KEY, or bind "
+            "127.0.0.1 (RHETOR_HOST_BIND) if only this machine needs Rhetor.",
+            settings.host,
+            settings.port,
+        )
 
 
 def _public_url(settings: Settings, host: str, port: int) -> str:
@@ -113,6 +161,7 @@ async def serve_runtime(
     ``task_status.started``.
     """
     settings = runtime.settings if settings is None else settings
+    _warn_if_exposed(settings)
     app = create_app(runtime, settings)
     state = edge_state(app)
     config = hypercorn_config(settings)

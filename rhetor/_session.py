@@ -15,7 +15,6 @@ server: ``REGISTER``, ``LLM_REQUEST``, ``CHAT_REQUEST``, ``STATUS``,
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -29,8 +28,8 @@ import trio
 from anyio.streams.memory import MemoryObjectSendStream
 
 import actors
-from rhetor._errors import RhetorError, ValidationError
-from rhetor._fields import read_llm_request
+from rhetor._errors import InternalError, RhetorError, ValidationError
+from rhetor._fields import check_json, check_text, load_json, may_hold_surrogates, read_llm_request
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
@@ -117,9 +116,13 @@ def parse_frame(data: str | bytes) -> ParsedFrame:
     """
     Check one client frame: JSON, an object, a known ``type``, a usable ``id`` and payload.
 
-    A frame without an ``id`` gets a fresh one, which every answer then echoes.
+    Every value in it keeps :func:`rhetor._fields.check_json`'s rules (valid
+    Unicode, finite numbers, bounded nesting), so nothing malformed reaches a
+    request. A frame without an ``id`` gets a fresh one, which every answer
+    then echoes.
 
-    Error handling: raises :class:`FrameError` with the error body to send back.
+    Error handling: raises :class:`FrameError` with the error body to send
+    back, carrying the frame's ``id`` whenever it could be read.
     """
     if isinstance(data, bytes):
         try:
@@ -129,18 +132,22 @@ def parse_frame(data: str | bytes) -> ParsedFrame:
                 None, {"type": "invalid_json", "message": "frame is not UTF-8 text"}
             ) from None
     try:
-        raw = json.loads(data)
-    except ValueError as exc:
-        raise FrameError(
-            None, {"type": "invalid_json", "message": f"frame is not JSON: {exc}"}
-        ) from None
+        raw = load_json(data, what="frame")
+    except RhetorError as exc:
+        raise FrameError(None, exc.to_dict()) from None
     if not isinstance(raw, dict):
         raise FrameError(None, ValidationError("frame", "must be a JSON object").to_dict())
     frame_id = raw.get("id")
     if frame_id is None:
         frame_id = uuid.uuid4().hex
-    elif isinstance(frame_id, bool) or not isinstance(frame_id, str | int):
+    elif (
+        isinstance(frame_id, bool) or not isinstance(frame_id, str | int) or not _echoable(frame_id)
+    ):
         raise FrameError(None, ValidationError("id", "must be a string or a number").to_dict())
+    try:
+        check_json(raw, what="frame", text=may_hold_surrogates(data))
+    except ValidationError as exc:
+        raise FrameError(frame_id, exc.to_dict()) from None
     kind = raw.get("type")
     if not isinstance(kind, str):
         raise FrameError(frame_id, ValidationError("type", "is required").to_dict())
@@ -157,6 +164,21 @@ def parse_frame(data: str | bytes) -> ParsedFrame:
     elif not isinstance(payload, dict):
         raise FrameError(frame_id, ValidationError("payload", "must be an object").to_dict())
     return ParsedFrame(kind, frame_id, source, payload)
+
+
+def _internal() -> InternalError:
+    return InternalError("internal error; see the server log")
+
+
+def _echoable(frame_id: str | int) -> bool:
+    """Whether an id can go back in answers: valid text, or a number that fits in 64 bits."""
+    if isinstance(frame_id, int):
+        return -(2**63) <= frame_id < 2**63
+    try:
+        check_text(frame_id, "id")
+    except ValidationError:
+        return False
+    return True
 
 
 # The outbox is trio's memory channel under the edge, anyio's in some tests; either
@@ -186,7 +208,11 @@ class Session(actors.Actor):
     produced. ``CANCEL`` does the same for one request.
 
     Error handling: a bad frame or a failed request becomes an ``ERROR``
-    frame; nothing a client sends crashes the session.
+    frame for that frame's ``id`` alone; an unexpected exception while
+    handling one frame or running one request (a bug) is logged with its
+    traceback and answered ``ERROR internal_error`` for that ``id``, and the
+    socket's other requests carry on. Nothing a client sends crashes the
+    session.
     """
 
     max_concurrency: ClassVar[int] = 1
@@ -244,6 +270,10 @@ class Session(actors.Actor):
             await self._dispatch(frame)
         except RhetorError as exc:
             await self._emit(error_frame(frame.id, exc, frame.source or self._source))
+        except Exception:
+            # A bug met on this frame: it fails alone, the session keeps serving.
+            log.exception("frame %r (%s) on %s failed", frame.id, frame.type, self.name)
+            await self._emit(error_frame(frame.id, _internal(), frame.source or self._source))
 
     async def _dispatch(self, frame: ParsedFrame) -> None:
         target = frame.source or self._source
@@ -286,12 +316,19 @@ class Session(actors.Actor):
     async def _run(
         self, frame_id: str | int, scope: anyio.CancelScope, fn: Any, args: tuple[Any, ...]
     ) -> None:
+        failed = False
         try:
             with scope:
                 await fn(*args)
+        except Exception:
+            # A bug in this one request must not take the socket's other requests down.
+            log.exception("request %r on %s failed", frame_id, self.name)
+            failed = True
         finally:
             del self._in_flight[frame_id]
-        if scope.cancelled_caught and frame_id in self._cancelled:
+        if failed:
+            await self._emit(error_frame(frame_id, _internal(), self._source))
+        elif scope.cancelled_caught and frame_id in self._cancelled:
             self._cancelled.discard(frame_id)
             error = {"type": "cancelled", "message": f"request {frame_id!r} was cancelled"}
             await self._emit(error_frame(frame_id, error, self._source))
@@ -341,10 +378,9 @@ class Session(actors.Actor):
         except RhetorError as exc:
             await self._emit(error_frame(frame_id, exc, target))
             return
-        except Exception as exc:
+        except Exception:
             # A bug must not take the socket down with it; the client gets an ERROR.
             log.exception("request %s on %s failed", frame_id, self.name)
-            body = {"type": "internal_error", "message": f"internal error ({type(exc).__name__})"}
-            await self._emit(error_frame(frame_id, body, target))
+            await self._emit(error_frame(frame_id, _internal(), target))
             return
         await self._emit(make_frame("RESPONSE", frame_id, reply.to_dict(), target))

@@ -4,19 +4,25 @@ Rhetor's settings: one frozen object, read from the environment by default.
 
 from __future__ import annotations
 
+import math
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import attrs
 
 from rhetor._errors import ValidationError
 
-__all__ = ["POLICIES", "BudgetPolicy", "Settings"]
+__all__ = ["POLICIES", "BudgetPolicy", "Settings", "host_name", "serves_every_interface"]
 
 BudgetPolicy = Literal["ignore", "warn", "enforce"]
 POLICIES: tuple[BudgetPolicy, ...] = ("ignore", "warn", "enforce")
+
+# Bind addresses that mean every interface of the machine.
+_EVERY_INTERFACE = frozenset({"0.0.0.0", "::", ""})
 
 _PACKAGE_TASKS = Path(__file__).parent / "data" / "tasks.json"
 
@@ -28,6 +34,26 @@ def _default_task_config() -> Path:
     return repo if repo.exists() else _PACKAGE_TASKS
 
 
+def host_name(host: str) -> str:
+    """
+    The name in a Host header (or an allow-list entry): lower case, no port, no brackets.
+
+    ``Example.COM:8300`` is ``example.com``, ``[::1]:8300`` is ``::1`` and
+    ``localhost.`` is ``localhost``.
+    """
+    host = host.strip().lower()
+    if host.startswith("["):  # [IPv6] or [IPv6]:port
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:  # name:port (a bare IPv6 address has several colons)
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def serves_every_interface(host: str) -> bool:
+    """Whether binding ``host`` listens on every interface of the machine."""
+    return host in _EVERY_INTERFACE
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -36,6 +62,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ValidationError(name, f"must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ValidationError(name, f"must be a finite number, got {raw!r}")
     if value < 0:
         raise ValidationError(name, f"must not be negative, got {value}")
     return value
@@ -67,7 +95,8 @@ class Settings:
     here but never printed: ``repr`` hides them.
     """
 
-    host: str = "0.0.0.0"
+    # Loopback by default: serving other machines is a choice (RHETOR_HOST_BIND).
+    host: str = "127.0.0.1"
     port: int = 8300
     data_dir: Path = attrs.field(factory=lambda: Path("data"), converter=Path)
     task_config: Path = attrs.field(factory=_default_task_config, converter=Path)
@@ -89,6 +118,9 @@ class Settings:
     simulated: Literal["auto", "always", "never"] = "auto"
     simulated_chunk_delay: float = 0.0
     cors_origins: tuple[str, ...] = ()
+    # Host header names served (against DNS rebinding); empty: the defaults of
+    # allowed_host_names(), ("*",): any host.
+    allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 1024 * 1024
     request_timeout: float = 120.0
     # Seconds one provider call may take (a fallback candidate gets at most half
@@ -129,8 +161,11 @@ class Settings:
         if simulated not in ("auto", "always", "never"):
             raise ValidationError("RHETOR_SIMULATED", "must be auto, always or never")
         overrides = env.get("RHETOR_PRICE_OVERRIDES")
+        hosts = tuple(
+            h.strip() for h in env.get("RHETOR_ALLOWED_HOSTS", "").split(",") if h.strip()
+        )
         return cls(
-            host=env.get("RHETOR_HOST_BIND", "0.0.0.0"),
+            host=env.get("RHETOR_HOST_BIND") or "127.0.0.1",
             port=_int(env, "RHETOR_PORT", 8300),
             data_dir=Path(env.get("RHETOR_DATA_DIR", "data")),
             task_config=Path(env["RHETOR_TASK_CONFIG"])
@@ -152,12 +187,36 @@ class Settings:
             simulated=simulated,  # type: ignore[arg-type]  # checked just above
             simulated_chunk_delay=_float(env, "RHETOR_SIMULATED_CHUNK_DELAY", 0.0),
             cors_origins=origins,
+            allowed_hosts=hosts,
             max_body_bytes=_int(env, "RHETOR_MAX_BODY_BYTES", 1024 * 1024),
             request_timeout=_float(env, "RHETOR_REQUEST_TIMEOUT", 120.0),
             provider_timeout=_float(env, "RHETOR_PROVIDER_TIMEOUT", 60.0),
             shutdown_grace=_float(env, "RHETOR_SHUTDOWN_GRACE", 10.0),
             context_token_budget=_int(env, "RHETOR_CONTEXT_TOKENS", 8000),
         )
+
+    def allowed_host_names(self) -> frozenset[str] | None:
+        """
+        The Host header names this server answers (lower case, no port); None: any.
+
+        ``allowed_hosts`` when set (``*`` allows any). Otherwise the names that
+        can only mean this machine: ``localhost``, ``127.0.0.1``, ``::1``, the
+        machine's own name, the bind address (unless it is every interface)
+        and the host of ``public_url``. A DNS-rebinding page reaches the
+        server under the attacker's domain name, which none of these is.
+        """
+        if "*" in self.allowed_hosts:
+            return None
+        if self.allowed_hosts:
+            return frozenset(host_name(h) for h in self.allowed_hosts)
+        names = {"localhost", "localhost.localdomain", "127.0.0.1", "::1", socket.gethostname()}
+        if self.host not in _EVERY_INTERFACE:
+            names.add(self.host)
+        if self.public_url:
+            public = urlsplit(self.public_url).hostname
+            if public:
+                names.add(public)
+        return frozenset(host_name(h) for h in names)
 
     @property
     def limits(self) -> dict[str, float]:

@@ -137,7 +137,8 @@ def _footer(reply: Reply) -> Text:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option("--host", help="Address to bind (env RHETOR_HOST_BIND).")
+        str | None,
+        typer.Option("--host", help="Address to bind (env RHETOR_HOST_BIND, default 127.0.0.1)."),
     ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (env RHETOR_PORT).")] = None,
     config: Annotated[

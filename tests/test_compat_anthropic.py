@@ -295,10 +295,40 @@ async def test_malformed_bodies_are_bad_request_errors(tmp_path: Path) -> None:
             assert caught.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
         async with httpx.AsyncClient(base_url=server.base_url, verify=False) as raw:
             missing = await raw.post("/v1/messages", json={"model": MODEL, "messages": USER})
-            garbled = await raw.post("/v1/messages", content=b"{not json")
+            garbled = await raw.post(
+                "/v1/messages",
+                content=b"{not json",
+                headers={"Content-Type": "application/json"},
+            )
     assert missing.status_code == garbled.status_code == 400
     assert missing.json()["error"]["message"] == "max_tokens: Field required"
     assert garbled.json()["type"] == "error"
+
+
+async def test_hostile_fields_are_anthropic_shaped_400s(tmp_path: Path) -> None:
+    """A role that is an object, a block type that is a list or a huge number is a 400, never a 500."""
+    bad: list[dict[str, Any]] = [
+        {"max_tokens": 10, "messages": [{"role": {"r": 1}, "content": "x"}]},
+        {"max_tokens": 10, "messages": [{"role": "user", "content": [{"type": ["text"]}]}]},
+        {"max_tokens": 10**400, "messages": USER},
+        {"max_tokens": 10, "messages": USER, "temperature": 1e308 * 10},
+        {"max_tokens": 10, "messages": USER, "system": [{"type": "text", "text": "\udfff"}]},
+    ]
+    async with (
+        served(tmp_path) as (fake, server, _client),
+        httpx.AsyncClient(base_url=server.base_url, verify=False) as raw,
+    ):
+        for body in bad:
+            response = await raw.post(
+                "/v1/messages",
+                content=json.dumps({"model": MODEL, **body}).encode(),
+                headers={"Content-Type": "application/json", "anthropic-version": "2023-06-01"},
+            )
+            assert response.status_code == 400, body
+            assert response.json()["type"] == "error"
+            assert response.json()["error"]["type"] == "invalid_request_error"
+        assert [r for r in fake.requests if r.method == "POST"] == []
+        assert server.runtime.router.stats().restarts == 0
 
 
 async def test_unknown_model_is_not_found_error(tmp_path: Path) -> None:

@@ -339,13 +339,82 @@ async def test_malformed_bodies_are_bad_request_errors(tmp_path: Path) -> None:
             assert caught.value.type == "invalid_request_error"
 
 
+async def test_hostile_fields_are_openai_shaped_400s_naming_the_param(tmp_path: Path) -> None:
+    """
+    A role that is not a string, a content part whose type is a list or a 400-digit
+    temperature is the SDK's ``BadRequestError`` naming the param, never a 500.
+    """
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"messages": [{"role": ["user"], "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": {"r": 1}, "content": "x"}]}, "messages[0].role"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": ["text"]}]}]},
+            "messages[0].content[0]",
+        ),
+        ({"messages": USER, "temperature": 10**400}, "temperature"),
+        ({"messages": USER, "max_tokens": 10**30}, "max_tokens"),
+    ]
+    async with served(tmp_path) as (fake, server, client):
+        for body, param in bad:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await client.chat.completions.create(model="gpt-4o-mini", **body)
+            assert caught.value.param == param
+            assert caught.value.type == "invalid_request_error"
+        assert [r for r in fake.requests if r.method == "POST"] == []
+        assert server.runtime.router.stats().restarts == 0
+
+
+async def test_a_413_leaves_the_sdk_client_able_to_go_on(tmp_path: Path) -> None:
+    """After a 413 for a large body the same SDK client's next request succeeds (it used to time out)."""
+    async with served(tmp_path, max_body_bytes=10_000) as (_, _server, client):
+        for _ in range(3):
+            with pytest.raises(openai.APIStatusError) as caught:
+                await client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "x" * 5_000_000}]
+                )
+            assert caught.value.status_code == 413
+            with trio.fail_after(4):
+                completion = await client.chat.completions.create(
+                    model="gpt-4o-mini", messages=USER
+                )
+            assert completion.choices[0].message.content
+
+
+async def test_a_foreign_host_or_origin_is_a_permission_error(tmp_path: Path) -> None:
+    """The Host allow-list and the Origin check answer 403 in OpenAI's shape."""
+    async with (
+        served(tmp_path) as (fake, server, _client),
+        httpx.AsyncClient(base_url=server.base_url, verify=False) as raw,
+    ):
+        body = {"model": "gpt-4o-mini", "messages": USER}
+        host = await raw.post("/v1/chat/completions", json=body, headers={"Host": "evil.example"})
+        origin = await raw.post(
+            "/v1/chat/completions", json=body, headers={"Origin": "http://evil.example"}
+        )
+        plain = await raw.post(
+            "/v1/chat/completions",
+            content=json.dumps(body).encode(),
+            headers={"Content-Type": "text/plain"},
+        )
+    assert host.status_code == origin.status_code == 403
+    assert host.json()["error"]["type"] == "permission_error"
+    assert host.json()["error"]["param"] == "Host" and origin.json()["error"]["param"] == "Origin"
+    assert plain.status_code == 415
+    assert set(plain.json()["error"]) == {"message", "type", "param", "code"}
+    assert [r for r in fake.requests if r.method == "POST"] == []
+
+
 async def test_invalid_json_is_openai_shaped_400(tmp_path: Path) -> None:
     """A body that is not JSON answers 400 in OpenAI's error shape."""
     async with (
         served(tmp_path) as (_, server, _client),
         httpx.AsyncClient(base_url=server.base_url, verify=False) as raw,
     ):
-        response = await raw.post("/v1/chat/completions", content=b"{not json")
+        response = await raw.post(
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 

@@ -17,6 +17,8 @@ from rhetor._errors import ProviderUnavailable, UpstreamConnectionError
 from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
 from tests.helpers import ServerInfo, running_server, settings_for
 
+JSON = {"Content-Type": "application/json"}
+
 
 @asynccontextmanager
 async def served(
@@ -364,7 +366,7 @@ async def test_evaluate_answers_an_overall_score_and_feedback(tmp_path: Path) ->
 async def test_malformed_json_is_400_invalid_json(tmp_path: Path) -> None:
     """A body that is not JSON is a 400 of type invalid_json."""
     async with served(tmp_path) as (_, client):
-        response = await client.post("/message", content=b"{nope")
+        response = await client.post("/message", content=b"{nope", headers=JSON)
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_json"
 

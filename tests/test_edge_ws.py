@@ -265,6 +265,25 @@ async def test_disconnect_mid_stream_cancels_the_provider_call(tmp_path: Path) -
             "validation_error",
             "max_tokens",
         ),
+        (
+            '{"type": "LLM_REQUEST", "id": "1", "payload": {"message": "x", "temperature": %s}}'
+            % ("9" * 400),
+            "validation_error",
+            "payload.temperature",
+        ),
+        (
+            '{"type": "LLM_REQUEST", "id": "1", "payload": {"message": "x",'
+            ' "routing_parameters": {"required_capabilities": true}}}',
+            "validation_error",
+            "routing_parameters.required_capabilities",
+        ),
+        (
+            '{"type": "LLM_REQUEST", "id": "1", "payload": {"message": "a\\ud800b"}}',
+            "validation_error",
+            "payload.message",
+        ),
+        ('{"type": "LLM_REQUEST", "id": "1", "payload": {"message": NaN}}', "invalid_json", None),
+        ("[" * 100_000 + "]" * 100_000, "validation_error", "frame"),
     ],
 )
 async def test_bad_frame_is_an_error_frame_and_the_socket_stays_open(
@@ -283,6 +302,39 @@ async def test_bad_frame_is_an_error_frame_and_the_socket_stays_open(
     assert error["payload"]["type"] == error_type
     assert error["payload"].get("field") == field
     assert after["id"] == "after" and after["type"] == "RESPONSE"
+
+
+@pytest.mark.slow
+async def test_a_bad_frame_fails_alone_while_other_requests_on_the_socket_complete(
+    tmp_path: Path,
+) -> None:
+    """
+    Frames with a mistyped routing hint or a 400-digit temperature get an ERROR for
+    their own id; a request already streaming on the socket still gets its RESPONSE.
+    """
+    backend = WatchedBackend(chunk_delay=0.01)
+    bad_routing = llm("caps", routing_parameters={"required_capabilities": True})
+    huge = '{"type": "LLM_REQUEST", "id": "temp", "payload": {"message": "x", "temperature": %s}}'
+    async with (
+        running_server(settings_for(tmp_path), **slow(backend)) as server,
+        open_websocket_url(server.ws_url) as ws,
+    ):
+        await send(ws, llm("good", LONG))
+        await send(ws, bad_routing)
+        await send(ws, huge % ("9" * 400))
+        ends: dict[str, dict[str, Any]] = {}
+        while len(ends) < 3:
+            frame = await receive(ws)
+            if frame["type"] in ("RESPONSE", "ERROR"):
+                ends[frame["id"]] = frame
+        await send(ws, {"type": "REGISTER", "id": "after"})
+        after = await receive(ws)
+    assert ends["good"]["type"] == "RESPONSE"
+    assert ends["caps"]["type"] == ends["temp"]["type"] == "ERROR"
+    assert ends["caps"]["payload"]["field"] == "routing_parameters.required_capabilities"
+    assert ends["temp"]["payload"]["field"] == "payload.temperature"
+    assert after["type"] == "RESPONSE" and after["payload"]["status"] == "registered"
+    assert backend.finished and not backend.closed_early
 
 
 async def test_oversized_frame_is_an_error_frame(tmp_path: Path) -> None:

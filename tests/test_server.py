@@ -230,14 +230,36 @@ async def test_absent_hermes_costs_one_log_line(
     assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()
 
 
+@pytest.mark.parametrize(
+    ("host", "api_key", "warned"),
+    [("0.0.0.0", None, True), ("0.0.0.0", "k", False), ("127.0.0.1", None, False)],
+)
+async def test_serving_every_interface_without_an_api_key_warns_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, host: str, api_key: str | None, warned: bool
+) -> None:
+    """Binding 0.0.0.0 with no RHETOR_API_KEY logs a loud warning; loopback or a key does not."""
+    settings = settings_for(tmp_path, host=host, api_key=api_key)
+    stop = trio.Event()
+    with caplog.at_level(logging.WARNING, logger="rhetor.server"):
+        async with trio.open_nursery() as nursery:
+            await start_serving(nursery, settings, stop)
+            stop.set()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "rhetor.server"]
+    assert bool(warnings) is warned
+    if warned:
+        assert "WITH NO API KEY" in warnings[0] and "RHETOR_API_KEY" in warnings[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_python_m_rhetor_exits_0_after_a_signal(tmp_path: Path, signum: int) -> None:
-    """``python -m rhetor serve`` on port 0 prints its URL and exits 0 on SIGTERM or SIGINT."""
+    """
+    ``python -m rhetor serve`` on port 0 binds loopback by default, prints its URL
+    and exits 0 on SIGTERM or SIGINT.
+    """
     env = {
         **os.environ,
         "RHETOR_PORT": "0",
-        "RHETOR_HOST_BIND": "127.0.0.1",
         "RHETOR_DATA_DIR": str(tmp_path / "data"),
         "HERMES_API_URL": "",
         "OLLAMA_BASE_URL": f"http://127.0.0.1:{_free_port()}",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 import trio
 
 import actors
@@ -76,3 +77,73 @@ async def test_a_socket_gone_mid_request_drops_its_requests_without_a_crash(
                     if event.kind == "stopped":
                         break
     assert kinds == ["started", "stopped"]
+
+
+class FaultyRuntime:
+    """The real runtime, except that STATUS and the message "explode" meet a bug."""
+
+    def __init__(self, real: rhetor.runtime.Runtime) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def providers(self) -> dict[str, Any]:
+        raise RuntimeError("a bug while reading the providers")
+
+    def request(self, message: str | None = None, **options: Any) -> Any:
+        if message == "explode":
+            raise RuntimeError("a bug while building the request")
+        return self._real.request(message, **options)
+
+
+async def test_a_bug_in_one_frame_or_request_is_its_internal_error_and_the_rest_go_on(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """
+    An unexpected exception while handling one frame, or inside one request's
+    task, answers ERROR internal_error for that id alone (logged with its
+    traceback); the socket's other requests complete and the session lives on.
+    """
+    settings = Settings(data_dir=tmp_path, hermes_url=None)
+    backends = {"simulated": lambda: SimulatedBackend(chunk_delay=0.1)}
+    async with (
+        rhetor.runtime.start(settings, backends=backends) as rt,
+        rt.system.events() as events,
+    ):
+        outbox, frames = trio.open_memory_channel[dict[str, Any]](64)
+        faulty = FaultyRuntime(rt)
+        spec = actors.ChildSpec("session:t", partial(Session, faulty, outbox), restart="temporary")
+        ref = await rt.sessions.start_child(spec)
+        await ref.tell(frame("LLM_REQUEST", "good", message="one two three"))
+        await ref.tell(frame("STATUS", "status"))
+        await ref.tell(frame("LLM_REQUEST", "bad", message="explode"))
+        ends: dict[str, dict[str, Any]] = {}
+        with trio.fail_after(30):
+            while len(ends) < 3:
+                sent = await frames.receive()
+                if sent["type"] in ("RESPONSE", "ERROR"):
+                    ends[sent["id"]] = sent
+        assert ends["good"]["type"] == "RESPONSE"
+        for bad in ("status", "bad"):
+            assert ends[bad]["type"] == "ERROR"
+            assert ends[bad]["payload"] == {
+                "type": "internal_error",
+                "message": "internal error; see the server log",
+            }
+        assert ref.alive
+        await ref.tell(frame("REGISTER", "after"))
+        with trio.fail_after(5):
+            assert (await frames.receive())["id"] == "after"
+        await rt.sessions.stop_child("session:t")
+        kinds = []
+        with trio.fail_after(1):
+            async for event in events:
+                if event.name == "session:t":
+                    kinds.append(event.kind)
+                    if event.kind == "stopped":
+                        break
+    assert kinds == ["started", "stopped"]
+    logged = [r for r in caplog.records if r.name == "rhetor.session"]
+    assert len(logged) == 2 and all(r.exc_info for r in logged)
+    assert "a bug while" in caplog.text

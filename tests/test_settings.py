@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from rhetor import Settings, ValidationError
+from rhetor._settings import host_name, serves_every_interface
 
 
 def test_defaults_from_an_empty_environment() -> None:
@@ -15,6 +18,52 @@ def test_defaults_from_an_empty_environment() -> None:
     assert settings.limits == {"daily": 0.0, "weekly": 0.0, "monthly": 0.0}
     assert settings.hermes_url == "http://localhost:8100"
     assert settings.task_config.name == "tasks.json"
+
+
+def test_the_default_bind_address_is_loopback() -> None:
+    """Rhetor serves only this machine unless told to bind elsewhere (RHETOR_HOST_BIND)."""
+    assert Settings().host == "127.0.0.1"
+    assert Settings.from_env({}).host == "127.0.0.1"
+    assert Settings.from_env({"RHETOR_HOST_BIND": ""}).host == "127.0.0.1"
+    assert Settings.from_env({"RHETOR_HOST_BIND": "0.0.0.0"}).host == "0.0.0.0"
+    assert serves_every_interface("0.0.0.0") and serves_every_interface("::")
+    assert not serves_every_interface("127.0.0.1")
+
+
+def test_allowed_hosts_default_to_the_names_of_this_machine() -> None:
+    """Without RHETOR_ALLOWED_HOSTS: localhost, loopback, this host's name, the bind and public hosts."""
+    settings = Settings(host="10.1.2.3", public_url="https://Rhetor.Example.org:8443/")
+    names = settings.allowed_host_names()
+    assert names is not None
+    assert {"localhost", "127.0.0.1", "::1", "10.1.2.3", "rhetor.example.org"} <= names
+    assert socket.gethostname().lower() in names
+    assert "evil.example" not in names
+    every = Settings(host="0.0.0.0").allowed_host_names()
+    assert every is not None and "0.0.0.0" not in every
+
+
+def test_allowed_hosts_from_the_environment_replace_the_defaults() -> None:
+    """RHETOR_ALLOWED_HOSTS is a comma-separated list; ``*`` allows any host."""
+    listed = Settings.from_env({"RHETOR_ALLOWED_HOSTS": " rhetor.internal, Other.Example:8300 ,"})
+    assert listed.allowed_hosts == ("rhetor.internal", "Other.Example:8300")
+    assert listed.allowed_host_names() == frozenset({"rhetor.internal", "other.example"})
+    assert Settings.from_env({"RHETOR_ALLOWED_HOSTS": "*"}).allowed_host_names() is None
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("Example.COM:8300", "example.com"),
+        ("localhost.", "localhost"),
+        ("[::1]:8300", "::1"),
+        ("[::1]", "::1"),
+        ("::1", "::1"),
+        ("127.0.0.1:80", "127.0.0.1"),
+    ],
+)
+def test_host_name_drops_port_brackets_case_and_trailing_dot(header: str, name: str) -> None:
+    """A Host header and an allow-list entry compare by bare lower-case name."""
+    assert host_name(header) == name
 
 
 def test_environment_variables_are_read() -> None:
@@ -47,6 +96,8 @@ def test_environment_variables_are_read() -> None:
         ("RHETOR_BUDGET_WEEKLY_LIMIT", "lots"),
         ("RHETOR_BUDGET_POLICY", "panic"),
         ("RHETOR_PORT", "eighty"),
+        ("RHETOR_REQUEST_TIMEOUT", "nan"),
+        ("RHETOR_PROVIDER_TIMEOUT", "inf"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
