@@ -168,6 +168,9 @@ _BY_TYPE: Mapping[str, type[RhetorClientError]] = {
     "payload_too_large": ValidationError,
     "not_found": NotFound,
     "unauthorized": Unauthorized,
+    # A foreign Host or Origin: access refused, as a wrong key is.
+    "forbidden": Unauthorized,
+    "unsupported_media_type": ValidationError,
     "budget_exceeded": BudgetExceeded,
     "provider_unavailable": ProviderUnavailable,
     "all_providers_failed": ProviderUnavailable,
@@ -182,6 +185,7 @@ _BY_STATUS: Mapping[int, type[RhetorClientError]] = {
     403: Unauthorized,
     404: NotFound,
     413: ValidationError,
+    415: ValidationError,
     422: ValidationError,
 }
 
