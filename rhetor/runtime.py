@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -484,6 +485,9 @@ async def _started(
     pricer_overrides: Mapping[str, Any],
 ) -> AsyncIterator[Runtime]:
     data_dir = settings.data_dir
+    # This runtime's id in the ledger's reservations: the same for every
+    # incarnation of the BudgetKeeper, new with every start of the process.
+    owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     async with actors.open_system(name="rhetor") as system:
         storage = actors.SupervisorSpec(
             children=(
@@ -493,6 +497,7 @@ async def _started(
                         data_dir / "ledger.db",
                         policy=settings.budget_policy,
                         limits=settings.limits,
+                        owner=owner,
                     ),
                 ),
                 actors.ChildSpec(
