@@ -102,7 +102,6 @@ async def restart_storage(rt: rhetor.runtime.Runtime) -> None:
         await rt.budget()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("restart", [restart_keeper, restart_storage])
 async def test_a_restart_under_enforce_does_not_reopen_held_headroom(
     tmp_path: Path, restart: Callable[[rhetor.runtime.Runtime], Any]
@@ -211,6 +210,23 @@ async def test_a_stored_active_model_no_longer_served_is_ignored(tmp_path: Path)
     ) as rt:
         info = await rt.providers()
     assert (info["active_provider"], info["active_model"]) == ("simulated", "simulated-echo")
+
+
+async def test_a_reply_goes_out_only_after_its_charge_is_in_the_ledger(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    """With a slow BudgetKeeper the reply waits: the moment it arrives, its charge is already on disk."""
+    settings = Settings(data_dir=tmp_path / "data", hermes_url=None)
+    async with rhetor.runtime.start(
+        settings, backends={"simulated": lambda: SimulatedBackend()}
+    ) as rt:
+        rt.system.faults.slow("budget", 2.0)
+        reply = await rt.message("hello")
+        # Read at once, with no checkpoint in between: nothing can be written meanwhile.
+        with Ledger(settings.data_dir / "ledger.db") as ledger:
+            recorded = [e.request_id for e in ledger.entries()]
+        rt.system.faults.clear("budget")
+    assert recorded == [reply.request_id]
 
 
 # -- kill -9 ---------------------------------------------------------------------------
