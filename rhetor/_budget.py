@@ -60,7 +60,9 @@ __all__ = [
 log = logging.getLogger("rhetor.budget")
 
 _MAX_TOKENS = 2**63 - 1
-_CHECKPOINT_INTERVAL = 1.0
+# Commits between checkpoints: a few pages each, so the log stays near the
+# 1,000 pages at which SQLite would checkpoint by itself.
+_CHECKPOINT_EVERY = 250
 
 
 @attrs.frozen
@@ -271,13 +273,26 @@ class BudgetKeeper(actors.Actor):
     async def started(self) -> None:
         self._ledger, self._reader = await anyio.to_thread.run_sync(self._open_ledger)
         self.task_group.start_soon(self._commit_loop)
-        self.task_group.start_soon(self._checkpoint_loop)
 
     def _open_ledger(self) -> tuple[Ledger, Ledger]:
-        """In a worker thread, before any message: sweep, then load the accounts."""
-        ledger, reader = Ledger(self._path), Ledger(self._path)
+        """In a worker thread, before any message: two connections, the sweep, the accounts."""
+        ledger = Ledger(self._path)
+        try:
+            reader = Ledger(self._path)
+            try:
+                self._load(ledger)
+            except BaseException:
+                reader.close()
+                raise
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger, reader
+
+    def _load(self, ledger: Ledger) -> None:
+        """Settle dead runtimes' reservations, then load limits, settings, spend and our own."""
         # Commits run on the event loop; a checkpoint (which syncs the file)
-        # must not, so the writer never checkpoints by itself (_checkpoint_loop).
+        # must not, so the writer never checkpoints by itself (_checkpoint).
         ledger.disable_autocheckpoint()
         swept, total = ledger.sweep(self._owner)
         if swept:
@@ -296,7 +311,10 @@ class BudgetKeeper(actors.Actor):
             )
         self._next_id = ledger.last_reservation_id() + 1
         for (period, provider), amount in ledger.get_limits().items():
-            self._accounts.set_limit(period, amount, provider)
+            try:
+                self._accounts.set_limit(period, amount, provider)
+            except ValidationError as exc:
+                log.warning("ignoring a stored %s limit for %s: %s", period, provider, exc)
         stored_policy = ledger.get_policy()
         for policy in POLICIES:
             if stored_policy == policy:
@@ -309,7 +327,6 @@ class BudgetKeeper(actors.Actor):
             totals.append((period, None, ledger.spent(since)))
             totals += [(period, row.key, row.cost) for row in ledger.usage(since, "provider")]
         self._accounts.load(starts, totals)
-        return ledger, reader
 
     async def stopping(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
@@ -342,6 +359,11 @@ class BudgetKeeper(actors.Actor):
             await self._wake.wait()
             self._wake = anyio.Event()
             self._commit()
+            if self._commits_since_checkpoint >= _CHECKPOINT_EVERY:
+                self._commits_since_checkpoint = 0
+                # Writes wait meanwhile: a checkpoint that races no writer
+                # copies the whole log, so the next commit starts it over.
+                await self._checkpoint()
 
     def _commit(self) -> None:
         """
@@ -394,16 +416,12 @@ class BudgetKeeper(actors.Actor):
             # They stay in the ledger; the next start settles them as interrupted.
             log.error("could not release reservations %s: %s", releases, exc)
 
-    async def _checkpoint_loop(self) -> None:
-        """Move the write-ahead log into the database file, in a worker thread, every second."""
-        while True:
-            await anyio.sleep(_CHECKPOINT_INTERVAL)
-            if self._commits_since_checkpoint:
-                self._commits_since_checkpoint = 0
-                try:
-                    await self._read(Ledger.checkpoint)
-                except sqlite3.Error as exc:
-                    log.warning("ledger checkpoint failed (the next one retries): %s", exc)
+    async def _checkpoint(self) -> None:
+        """Move the write-ahead log into the database file, in a worker thread."""
+        try:
+            await self._read(Ledger.checkpoint)
+        except sqlite3.Error as exc:
+            log.warning("ledger checkpoint failed (the next one retries): %s", exc)
 
     # -- messages ----------------------------------------------------------
 

@@ -424,7 +424,7 @@ async def start(
     under the data directory.
 
     Cancellation: leaving the block stops every actor in reverse start order;
-    the budget ledger is flushed on the way out.
+    ledger writes still queued are committed on the way out.
 
     Error handling: a bad setting or task config, or a data directory that
     another runtime holds (``data_dir/rhetor.lock``), raises
