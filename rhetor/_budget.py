@@ -55,6 +55,7 @@ __all__ = [
     "SetPolicy",
     "Settle",
     "StoreActiveModel",
+    "token_count",
 ]
 
 log = logging.getLogger("rhetor.budget")
@@ -207,7 +208,7 @@ def _finite_amount(value: Any) -> bool:
     )
 
 
-def _token_count(value: Any) -> int | None:
+def token_count(value: Any) -> int | None:
     """A usable token count: a whole number from 0 (a finite float is rounded), else None."""
     if type(value) is int:
         return value if 0 <= value <= _MAX_TOKENS else None
@@ -512,8 +513,8 @@ class BudgetKeeper(actors.Actor):
             model=message.model,
             component=message.component or "",
             context_id=message.context_id,
-            input_tokens=_token_count(message.input_tokens) or 0,
-            output_tokens=_token_count(message.output_tokens) or 0,
+            input_tokens=token_count(message.input_tokens) or 0,
+            output_tokens=token_count(message.output_tokens) or 0,
             amount=float(message.amount),
         )
         self._next_id += 1
@@ -542,8 +543,8 @@ class BudgetKeeper(actors.Actor):
     def _entry(self, message: Settle) -> LedgerEntry:
         """The ledger row of a settle; bad numbers are logged, counted and billed at the worst case."""
         cost, billed = message.cost, message.billed
-        inputs = _token_count(message.usage.input_tokens)
-        outputs = _token_count(message.usage.output_tokens)
+        inputs = token_count(message.usage.input_tokens)
+        outputs = token_count(message.usage.output_tokens)
         if not _finite_amount(cost) or inputs is None or outputs is None:
             self._invalid_charges += 1
             held = self._accounts.held(message.reservation_id)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import random
 import re
 import uuid
@@ -36,6 +35,7 @@ from rhetor._budget import (
     Reserve,
     Settle,
     StoreActiveModel,
+    token_count,
 )
 from rhetor._errors import (
     AllProvidersFailed,
@@ -125,15 +125,6 @@ def _retried(message: Settle) -> Settle:
 def _padded(input_estimate: int) -> int:
     """The input tokens a reservation prices: the offline estimate, with a margin."""
     return int(input_estimate * _INPUT_MARGIN) + 16
-
-
-def _token_count(value: object) -> int | None:
-    """A usable token count: a whole number from 0 (a finite float is rounded), else None."""
-    if type(value) is int:
-        return value if value >= 0 else None
-    if type(value) is float and math.isfinite(value) and value >= 0:
-        return round(value)
-    return None
 
 
 def _now_iso() -> str:
@@ -615,7 +606,7 @@ class Router(actors.Actor):
         """
         max_tokens = self._max_tokens(request)
         padded = _padded(prepared.input_estimate)
-        inputs, outputs = _token_count(usage.input_tokens), _token_count(usage.output_tokens)
+        inputs, outputs = token_count(usage.input_tokens), token_count(usage.output_tokens)
         if usage_valid and inputs is not None and outputs is not None:
             if (
                 outputs <= _ABSURD_OUTPUT * max_tokens
