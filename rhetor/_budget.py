@@ -521,6 +521,10 @@ class BudgetKeeper(actors.Actor):
         # Held before it is written, with no checkpoint since the check: every
         # concurrent reserve already counts it.
         self._accounts.hold(row, warning)
+        if row.amount == 0:
+            # Holds no headroom (a free model), so losing it reopens nothing:
+            # not worth a commit on the request's path.
+            return Reservation(row.id, row.provider, row.amount, warning)
         write = _Write(reservation=row)
         self._queue(write)
         try:

@@ -369,3 +369,19 @@ async def test_the_write_ahead_log_is_checkpointed_so_it_stops_growing(tmp_path:
     # Reused from its start after each checkpoint, the log stops growing
     # (without checkpoints it grows by about 17 KB a commit).
     assert sizes[-1] < 1.5 * sizes[0], sizes
+
+
+async def test_a_free_reservation_costs_no_ledger_write(tmp_path: Path) -> None:
+    """A $0 reservation (a free local model) holds no headroom, so it is not written; its settle still is."""
+    path = tmp_path / "l.db"
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
+        free = await ref.ask(Reserve("a", "ollama", "llama3", 0.0))
+        paid = await ref.ask(Reserve("b", "openai", "gpt-4o", 0.1))
+        with Ledger(path) as ledger:
+            assert [r.id for r in ledger.reservations()] == [paid.id]
+        await ref.ask(Settle(free.id, "a", "ollama", "llama3", None, None, Usage(5, 5), 0.0))
+        status = await ref.ask(GetBudget())
+    assert status["periods"]["daily"]["reserved"] == 0.1
+    with Ledger(path) as ledger:
+        assert [e.request_id for e in ledger.entries()] == ["a"]
