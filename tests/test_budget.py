@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import actors
 from rhetor._budget import (
@@ -385,3 +389,42 @@ async def test_a_free_reservation_costs_no_ledger_write(tmp_path: Path) -> None:
     assert status["periods"]["daily"]["reserved"] == 0.1
     with Ledger(path) as ledger:
         assert [e.request_id for e in ledger.entries()] == ["a"]
+
+
+_ANY_NUMBER = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None)
+@given(cost=_ANY_NUMBER, input_tokens=_ANY_NUMBER, output_tokens=_ANY_NUMBER)
+def test_any_numbers_in_a_settle_become_a_finite_charge_and_never_crash_the_keeper(
+    tmp_path_factory: pytest.TempPathFactory, cost: Any, input_tokens: Any, output_tokens: Any
+) -> None:
+    """Whatever a settle carries (huge, negative, NaN, text), the keeper answers a finite charge and the ledger stays readable."""
+    path = tmp_path_factory.mktemp("any") / "l.db"
+
+    async def run() -> tuple[float, int]:
+        async with actors.open_system() as system:
+            ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
+            held = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.25))
+            usage = Usage(input_tokens, output_tokens)
+            message = Settle(
+                held.id, "a", "openai", "gpt-4o", None, None, usage, cost, worst_case=0.25
+            )
+            billed = await ref.ask(message)
+            return billed, ref.stats().restarts
+
+    billed, restarts = trio.run(run)
+    assert restarts == 0
+    assert math.isfinite(billed) and billed >= 0
+    with Ledger(path) as ledger:
+        [row] = ledger.entries()
+        assert ledger.reservations() == []
+    assert row.cost == billed
+    assert type(row.input_tokens) is int and type(row.output_tokens) is int
