@@ -3,8 +3,14 @@ What a call costs, and how many tokens a text is, without touching the network.
 
 :class:`Pricer` prices a call in USD from, in order: a per-model override, the
 free-provider list (local models cost nothing), then the price snapshot bundled
-with the genai-prices library. A model none of them knows costs 0.0, and
-:meth:`Pricer.known` says so, so that callers can warn instead of guessing.
+with the genai-prices library. A model none of them knows is priced
+conservatively, never at 0: at the dearest input and output rates the bundled
+table lists for its provider (for a provider the table does not know, the
+dearest of all). :meth:`Pricer.known` says when a price is such a guess; a
+price override gives the model its real price (0 for a free local server).
+
+Costs are computed in :class:`~decimal.Decimal` and converted to float once, so
+a reply's cost carries no float noise (``0.45``, not ``0.44999999999999996``).
 
 :func:`count_tokens` is a deterministic offline estimate shaped like BPE. It is
 for budgeting and context windows, never for billing: providers report the real
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -36,8 +43,11 @@ __all__ = [
     "Pricer",
     "count_message_tokens",
     "count_tokens",
+    "dearest_rates",
     "load_overrides",
 ]
+
+log = logging.getLogger("rhetor.pricing")
 
 # Rhetor provider names that differ from genai-prices' provider ids. Names not
 # listed here are passed through unchanged ("anthropic" and "openai" already match).
@@ -83,11 +93,50 @@ class ModelPrice:
 
     def cost(self, usage: Usage) -> float:
         """
-        The USD cost of ``usage`` at this price.
+        The USD cost of ``usage`` at this price, exact to the price's own digits.
         """
-        return (
-            usage.input_tokens * self.input_per_mtok + usage.output_tokens * self.output_per_mtok
+        # repr() is the shortest decimal that reads back as the float: the
+        # price as the operator wrote it, so Decimal arithmetic adds no noise.
+        total = (
+            usage.input_tokens * Decimal(repr(self.input_per_mtok))
+            + usage.output_tokens * Decimal(repr(self.output_per_mtok))
         ) / 1_000_000
+        return float(total)
+
+
+def _rate(price: object) -> Decimal | None:
+    """A per-Mtok rate as genai-prices gives it; for tiered prices, the dearest tier."""
+    if type(price) is Decimal:
+        return price
+    base = getattr(price, "base", None)
+    if type(base) is Decimal:
+        tiers = [t.price for t in getattr(price, "tiers", ()) if type(t.price) is Decimal]
+        return max([base, *tiers])
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def dearest_rates(provider_id: str | None) -> tuple[Decimal, Decimal]:
+    """
+    The highest input and output rates per Mtok in the bundled table: of one
+    genai-prices provider, or of all of them (None, or a provider it does not know).
+
+    The price of a model nobody knows: a guess that never undercharges a
+    model of that provider that the table lists. Cached for the process; the
+    bundled table does not change while it runs.
+    """
+    snapshot = genai_prices.data_snapshot.get_snapshot()
+    providers = [p for p in snapshot.providers if p.id == provider_id] or snapshot.providers
+    now = datetime.now(UTC)
+    top_in = top_out = Decimal(0)
+    for provider in providers:
+        for model in provider.models:
+            prices = model.get_prices(now)
+            rate_in = _rate(getattr(prices, "input_mtok", None))
+            rate_out = _rate(getattr(prices, "output_mtok", None))
+            top_in = max(top_in, rate_in or top_in)
+            top_out = max(top_out, rate_out or top_out)
+    return top_in, top_out
 
 
 def _as_frozenset(names: Iterable[str]) -> frozenset[str]:
@@ -127,13 +176,17 @@ class Pricer:
 
     def price(self, provider: str, model: str, usage: Usage) -> float:
         """
-        The USD cost of ``usage`` on ``provider``/``model``; 0.0 when unknown.
+        The USD cost of ``usage`` on ``provider``/``model``; conservative when unknown.
         """
         override = self._override(provider, model)
         if override is not None:
             return override.cost(usage)
-        if provider in self._free_providers or not self._library_knows(provider, model):
+        if provider in self._free_providers:
             return 0.0
+        if not self._library_knows(provider, model):
+            rate_in, rate_out = dearest_rates(_PROVIDER_IDS.get(provider, provider))
+            total = (usage.input_tokens * rate_in + usage.output_tokens * rate_out) / 1_000_000
+            return float(total)
         rates = self._flat_rates(provider, model)
         if rates is not None:
             # Exactly genai-prices' sum of count * price / 1M, in Decimal.
@@ -148,7 +201,7 @@ class Pricer:
 
     def known(self, provider: str, model: str) -> bool:
         """
-        Whether :meth:`price` has a real price (or a deliberate zero) for the model.
+        Whether :meth:`price` has a real price (or a deliberate zero), not a conservative guess.
         """
         return (
             self._override(provider, model) is not None
@@ -215,6 +268,16 @@ class Pricer:
                 )
             except LookupError:
                 known = False
+                if provider not in self._free_providers:
+                    rate_in, rate_out = dearest_rates(_PROVIDER_IDS.get(provider, provider))
+                    log.warning(
+                        "no price known for %s/%s: priced at $%s/$%s per million input/output"
+                        " tokens until a price override names it",
+                        provider,
+                        model,
+                        rate_in,
+                        rate_out,
+                    )
             else:
                 known = True
             self._known[key] = known

@@ -16,7 +16,7 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn
@@ -25,8 +25,18 @@ import anyio
 import attrs
 
 import actors
+from rhetor._accounts import usd
 from rhetor._asks import ask
-from rhetor._budget import CheckBudget, GetBudgetMode, Reservation, Reserve, Settle
+from rhetor._budget import (
+    CheckBudget,
+    GetActiveModel,
+    GetBudgetMode,
+    Reservation,
+    Reserve,
+    Settle,
+    StoreActiveModel,
+    token_count,
+)
 from rhetor._errors import (
     AllProvidersFailed,
     BudgetExceeded,
@@ -34,10 +44,12 @@ from rhetor._errors import (
     ProviderError,
     ProviderUnavailable,
     RhetorError,
+    ServiceUnavailable,
     StreamBroken,
     UpstreamTimeout,
     ValidationError,
 )
+from rhetor._ledger import Billed
 from rhetor._pricing import Pricer, count_message_tokens, count_tokens
 from rhetor._provider import Complete, GetStatus, StreamCompletion
 from rhetor._routing import (
@@ -83,6 +95,15 @@ _BACKOFF = 0.25
 _KEEP_RECENT = 4
 # Plans kept between status refreshes; cleared whole when full.
 _PLAN_CACHE_SIZE = 1024
+# Seconds a reserve or a settle may wait for the BudgetKeeper, its restarts included.
+_KEEPER_DEADLINE = 10.0
+# Usage this far beyond the request's own bounds is a broken upstream, not a
+# reply: output over twice max_tokens, or input over four times the padded
+# estimate plus 4,096 tokens (room for a provider's own framing and for text
+# the offline counter undercounts). It is billed at the reserved worst case.
+_ABSURD_OUTPUT = 2
+_ABSURD_INPUT = 4
+_ABSURD_INPUT_SLACK = 4096
 
 
 # Request ids: unique per process start (a random prefix) and cheap (a counter);
@@ -93,6 +114,24 @@ _ID_COUNTER = itertools.count(1)
 
 def _new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
+# Reservation keys and charge ids: unique per process like request ids, but
+# never chosen by a client (a client may reuse its own request_id).
+_KEY_COUNTER = itertools.count(1)
+
+
+def _new_key(kind: str) -> str:
+    return f"{_ID_PREFIX}{kind}{next(_KEY_COUNTER):x}"
+
+
+def _retried(message: Settle) -> Settle:
+    return attrs.evolve(message, retry=True)
+
+
+def _padded(input_estimate: int) -> int:
+    """The input tokens a reservation prices: the offline estimate, with a margin."""
+    return int(input_estimate * _INPUT_MARGIN) + 16
 
 
 def _now_iso() -> str:
@@ -243,6 +282,15 @@ class Summarize:
 
 
 @attrs.frozen
+class _Charge:
+    """What one attempt was billed: cost, the usage recorded, and on what basis."""
+
+    cost: float
+    usage: Usage
+    billed: Billed = "usage"
+
+
+@attrs.frozen
 class _Prepared:
     plan: RoutePlan
     messages: tuple[ChatMessage, ...]
@@ -310,23 +358,18 @@ class Router(actors.Actor):
         # Invariant: the contexts a background summary is being made for.
         self._summarizing: set[str] = set()
 
-    async def stopping(self) -> None:
-        """
-        Make sure the keeper has handled every charge this router told it.
-
-        An ask travels behind the earlier tells in the keeper's mailbox, so its
-        answer means they are all recorded; the keeper stops only after the
-        router, and flushes its ledger then.
-        """
-        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 10.0):
-            try:
-                await self._budget.ask(GetBudgetMode(), timeout=10.0)
-            except actors.ActorError as exc:
-                log.error("budget keeper did not confirm the last charges: %s", exc)
-
     async def started(self) -> None:
         self._reservations_required = await ask(self._budget, GetBudgetMode())
+        stored = await ask(self._budget, GetActiveModel())
         await self._refresh_status()
+        if stored is not None:
+            provider, model = stored
+            if model in self._provider_models().get(provider, []):
+                self._active = (provider, model)
+            else:
+                log.warning(
+                    "the stored active model %s/%s is not served now; routing by task", *stored
+                )
         self.task_group.start_soon(self._watch_status)
 
     # -- provider status ---------------------------------------------------
@@ -385,8 +428,7 @@ class Router(actors.Actor):
         return request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS
 
     def _worst_case(self, provider: str, model: str, input_tokens: int, max_tokens: int) -> float:
-        padded = int(input_tokens * _INPUT_MARGIN) + 16
-        return self._pricer.worst_case(provider, model, padded, max_tokens)
+        return self._pricer.worst_case(provider, model, _padded(input_tokens), max_tokens)
 
     async def _prepare(self, request: LLMRequest) -> _Prepared:
         given = list(request.messages)
@@ -552,23 +594,127 @@ class Router(actors.Actor):
         if not self._reservations_required:
             # Nothing could refuse or warn: skip the round trip (id 0 settles as none).
             return Reservation(0, c.provider, 0.0)
-        amount = self._worst_case(
-            c.provider, c.model, prepared.input_estimate, self._max_tokens(request)
+        max_tokens = self._max_tokens(request)
+        padded = _padded(prepared.input_estimate)
+        amount = self._pricer.worst_case(c.provider, c.model, padded, max_tokens)
+        message = Reserve(
+            request.request_id,
+            c.provider,
+            c.model,
+            amount,
+            padded,
+            max_tokens,
+            request.component,
+            request.context_id,
+            key=_new_key("r"),
         )
-        reservation: Reservation = await ask(
-            self._budget, Reserve(request.request_id, c.provider, c.model, amount)
-        )
+        # The same key again after a keeper restart answers the same reservation.
+        reservation: Reservation = await self._ask_budget(message)
         return reservation
+
+    async def _ask_budget(self, message: Any, again: Callable[[Any], Any] | None = None) -> Any:
+        """
+        Ask the BudgetKeeper; if it died or is restarting, ask its next incarnation.
+
+        ``again(message)`` is what is sent after a death (the message itself by
+        default): the keeper may have recorded the first one before it died,
+        so it must be safe to repeat.
+
+        Error handling: a keeper still down at the deadline is
+        :class:`ServiceUnavailable`; its own answers pass through.
+        """
+        deadline = anyio.current_time() + _KEEPER_DEADLINE
+        while True:
+            try:
+                return await self._budget.ask(
+                    message, timeout=max(0.001, deadline - anyio.current_time())
+                )
+            except (actors.ActorDied, actors.PoisonMessage) as exc:
+                if isinstance(exc, actors.PoisonMessage) or anyio.current_time() >= deadline:
+                    raise ServiceUnavailable(f"budget keeper is unavailable: {exc}") from exc
+                log.warning(
+                    "budget keeper died or is restarting (%s); asking again: %s",
+                    exc,
+                    type(message).__name__,
+                )
+                if again is not None:
+                    message = again(message)
+                if isinstance(exc, actors.ActorStopped):
+                    # Stopped while its supervisor restarts it: give it a moment.
+                    await anyio.sleep(0.05)
+            except actors.AskTimeout as exc:
+                raise ServiceUnavailable(
+                    f"budget keeper did not answer in {_KEEPER_DEADLINE:g}s"
+                ) from exc
+            except actors.ActorError as exc:
+                raise ServiceUnavailable(f"budget keeper is unavailable: {exc}") from exc
+
+    def _bill(
+        self,
+        request: LLMRequest,
+        prepared: _Prepared,
+        c: Candidate,
+        usage: Usage,
+        usage_valid: bool,
+    ) -> _Charge:
+        """
+        What an attempt costs: its usage priced, unless that usage cannot be trusted.
+
+        Usage the upstream marked malformed, or counts that are not whole
+        numbers from 0, are billed at the worst case the request reserved; so
+        is usage absurd for the request (see _ABSURD_OUTPUT), whose counts
+        are recorded capped at the reservation's.
+        """
+        max_tokens = self._max_tokens(request)
+        padded = _padded(prepared.input_estimate)
+        inputs, outputs = token_count(usage.input_tokens), token_count(usage.output_tokens)
+        if usage_valid and inputs is not None and outputs is not None:
+            if (
+                outputs <= _ABSURD_OUTPUT * max_tokens
+                and inputs <= _ABSURD_INPUT * padded + _ABSURD_INPUT_SLACK
+            ):
+                counted = Usage(inputs, outputs)
+                return _Charge(self._pricer.price(c.provider, c.model, counted), counted)
+            billed: Billed = "capped"
+            counted = Usage(min(inputs, padded), min(outputs, max_tokens))
+        else:
+            billed = "worst_case"
+            counted = Usage(padded, max_tokens)
+        cost = self._pricer.worst_case(c.provider, c.model, padded, max_tokens)
+        log.warning(
+            "%s/%s reported usage %r%s for request %s (max_tokens %d, input estimate %d);"
+            " billed at the worst case %s",
+            c.provider,
+            c.model,
+            usage,
+            "" if usage_valid else " marked malformed",
+            request.request_id,
+            max_tokens,
+            prepared.input_estimate,
+            usd(cost),
+        )
+        return _Charge(cost, counted, billed)
 
     async def _settle(
         self,
         request: LLMRequest,
+        prepared: _Prepared,
         reservation: Reservation,
         c: Candidate,
         usage: Usage,
         status: str,
-    ) -> float:
-        cost = self._pricer.price(c.provider, c.model, usage)
+        *,
+        usage_valid: bool = True,
+    ) -> _Charge:
+        """
+        Record what an attempt cost before its reply goes out; answers what was billed.
+
+        An ask, not a tell: the keeper answers once the charge is in the ledger,
+        so an acknowledged reply always has its charge on disk. A keeper that
+        dies is asked again with ``retry`` set; it records a charge id at most
+        once. A cancelled request is still billed: see below.
+        """
+        charge = self._bill(request, prepared, c, usage, usage_valid)
         message = Settle(
             reservation.id,
             request.request_id,
@@ -576,22 +722,41 @@ class Router(actors.Actor):
             c.model,
             request.component,
             request.context_id,
-            usage,
-            cost,
+            charge.usage,
+            charge.cost,
             status,  # type: ignore[arg-type]
+            charge.billed,
+            reservation.amount if reservation.id else None,
+            _new_key("c"),
         )
-        # A tell: it is in the keeper's mailbox before the reply goes out, so
-        # anything asked of the keeper afterwards sees it (mailboxes are FIFO);
-        # stopping() waits until the keeper has handled every one of them.
-        # try_tell never checkpoints, so a cancelled request is still billed;
-        # only a full mailbox needs the (costlier) shielded wait.
+        try:
+            cost = await self._ask_budget(message, _retried)
+        except RhetorError as exc:
+            # Under a limit the reservation stays open, so its worst case stays
+            # counted; the next start bills it as interrupted.
+            log.error(
+                "could not record the charge of %s (%s): %s",
+                request.request_id,
+                usd(charge.cost),
+                exc,
+            )
+            return charge
+        except BaseException:
+            # Cancelled: no reply goes out, but the charge must be recorded.
+            # try_tell never checkpoints, so cancellation cannot interrupt it;
+            # if the ask got there first, the keeper skips this copy (same
+            # charge id). Only a full mailbox needs the shielded wait.
+            await self._tell_budget(_retried(message), request.request_id)
+            raise
+        return attrs.evolve(charge, cost=cost)
+
+    async def _tell_budget(self, message: Settle, request_id: str) -> None:
         try:
             if not self._budget.try_tell(message):
                 with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 5.0):
                     await self._budget.tell(message)
-        except actors.ActorError:
-            log.error("budget keeper unavailable; could not record %s", request.request_id)
-        return cost
+        except actors.ActorError as exc:
+            log.error("budget keeper unavailable; could not record %s: %s", request_id, exc)
 
     async def _store_turns(self, request: LLMRequest, prepared: _Prepared, text: str) -> None:
         if request.context_id is None:
@@ -738,23 +903,31 @@ class Router(actors.Actor):
                     if await self._retry(attempt, exc, deadline):
                         attempt += 1
                         continue
-                    await self._settle(request, reservation, c, Usage(), "failed")
+                    await self._settle(request, prepared, reservation, c, Usage(), "failed")
                     failures.append((c.provider, c.model, exc))
                     break
                 except BaseException:
                     # Cancelled mid-call: the upstream saw the prompt, so bill its input.
                     partial = Usage(prepared.input_estimate, 0)
-                    await self._settle(request, reservation, c, partial, "failed")
+                    await self._settle(request, prepared, reservation, c, partial, "failed")
                     raise
-                cost = await self._settle(request, reservation, c, result.usage, "ok")
+                charge = await self._settle(
+                    request,
+                    prepared,
+                    reservation,
+                    c,
+                    result.usage,
+                    "ok",
+                    usage_valid=result.usage_valid,
+                )
                 await self._store_turns(request, prepared, result.text)
                 return Reply(
                     message=result.text,
                     model=result.model or c.model,
                     provider=c.provider,
                     context=request.context_id,
-                    usage=result.usage,
-                    cost=cost,
+                    usage=charge.usage,
+                    cost=charge.cost,
                     routing=candidates.explain(c, failures),
                     request_id=request.request_id,
                     task_type=prepared.plan.task_type,
@@ -793,7 +966,7 @@ class Router(actors.Actor):
                     exc = _as_provider_error(raw, c, call_timeout)
                     partial = Usage(prepared.input_estimate, count_tokens("".join(produced)))
                     if sent_any:
-                        await self._settle(request, reservation, c, partial, "partial")
+                        await self._settle(request, prepared, reservation, c, partial, "partial")
                         raise StreamBroken(
                             f"stream from {c.provider}/{c.model} broke after it began: {exc.message}",
                             provider=c.provider,
@@ -802,13 +975,13 @@ class Router(actors.Actor):
                     if await self._retry(attempt, exc, deadline):
                         attempt += 1
                         continue
-                    await self._settle(request, reservation, c, Usage(), "failed")
+                    await self._settle(request, prepared, reservation, c, Usage(), "failed")
                     failures.append((c.provider, c.model, exc))
                     break
                 except BaseException:
                     # Cancelled or the reader left: bill what was produced.
                     partial = Usage(prepared.input_estimate, count_tokens("".join(produced)))
-                    await self._settle(request, reservation, c, partial, "partial")
+                    await self._settle(request, prepared, reservation, c, partial, "partial")
                     raise
                 text = "".join(produced)
                 usage = (
@@ -816,15 +989,23 @@ class Router(actors.Actor):
                     if end is not None
                     else Usage(prepared.input_estimate, count_tokens(text))
                 )
-                cost = await self._settle(request, reservation, c, usage, "ok")
+                charge = await self._settle(
+                    request,
+                    prepared,
+                    reservation,
+                    c,
+                    usage,
+                    "ok",
+                    usage_valid=end is None or end.usage_valid,
+                )
                 await self._store_turns(request, prepared, text)
                 reply = Reply(
                     message=text,
                     model=(end.model if end is not None and end.model else c.model),
                     provider=c.provider,
                     context=request.context_id,
-                    usage=usage,
-                    cost=cost,
+                    usage=charge.usage,
+                    cost=charge.cost,
                     routing=candidates.explain(c, failures),
                     request_id=request.request_id,
                     task_type=prepared.plan.task_type,
@@ -1009,6 +1190,8 @@ class Router(actors.Actor):
             model = message.model or (models[0] if models else None)
             if model is None or model not in models:
                 raise NotFound("model", f"{message.model} on {message.provider}", field="model")
+            # Stored first: the choice survives a restart, as limits and policy do.
+            await ask(self._budget, StoreActiveModel(message.provider, model))
             self._active = (message.provider, model)
             self._plans.clear()
             return self._providers_info()

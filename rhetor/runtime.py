@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -421,7 +422,7 @@ async def start(
     under the data directory.
 
     Cancellation: leaving the block stops every actor in reverse start order;
-    the budget ledger is flushed on the way out.
+    ledger writes still queued are committed on the way out.
 
     Error handling: a bad setting or task config, or a data directory that
     another runtime holds (``data_dir/rhetor.lock``), raises
@@ -483,6 +484,9 @@ async def _started(
     pricer_overrides: Mapping[str, Any],
 ) -> AsyncIterator[Runtime]:
     data_dir = settings.data_dir
+    # This runtime's id in the ledger's reservations: the same for every
+    # incarnation of the BudgetKeeper, new with every start of the process.
+    owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     async with actors.open_system(name="rhetor") as system:
         storage = actors.SupervisorSpec(
             children=(
@@ -492,6 +496,7 @@ async def _started(
                         data_dir / "ledger.db",
                         policy=settings.budget_policy,
                         limits=settings.limits,
+                        owner=owner,
                     ),
                 ),
                 actors.ChildSpec(

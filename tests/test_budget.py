@@ -2,33 +2,45 @@
 
 from __future__ import annotations
 
+import math
 import random
+import sqlite3
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import actors
 from rhetor._budget import (
     BudgetKeeper,
     CheckBudget,
+    GetActiveModel,
     GetBudget,
     GetUsage,
     Reserve,
     SetLimit,
     SetPolicy,
     Settle,
+    StoreActiveModel,
 )
-from rhetor._errors import BudgetExceeded, ValidationError
+from rhetor._errors import BudgetExceeded, ServiceUnavailable, ValidationError
 from rhetor._ledger import Ledger
 from rhetor._types import Usage
 
 
-def keeper(path: Path, policy: str = "enforce", daily: float = 0.0) -> BudgetKeeper:
+def keeper(
+    path: Path, policy: str = "enforce", daily: float = 0.0, owner: str = "runtime-1"
+) -> BudgetKeeper:
     return BudgetKeeper(
         path,
         policy=policy,  # type: ignore[arg-type]
         limits={"daily": daily, "weekly": 0.0, "monthly": 0.0},
+        owner=owner,
     )
 
 
@@ -161,3 +173,258 @@ async def test_charge_without_component_reaches_the_ledger(tmp_path: Path) -> No
         rows = await ref.ask(GetUsage("daily", "provider"))
         assert ref.stats().restarts == 0
     assert rows[0]["key"] == "alpha" and rows[0]["output_tokens"] == 6
+
+
+# -- durability: restarts, retries, bad numbers, failing rows ------------------------------
+
+
+async def test_reservations_survive_a_keeper_restart(tmp_path: Path) -> None:
+    """Open reservations are rebuilt from the ledger by a restarted keeper, so its headroom stays spent."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=1.0), name="budget")
+        held = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.6, 100, 1000, key="k-a"))
+        system.faults.crash_next("budget")
+        status = await ref.ask(GetBudget())  # crashes it; answered by the next incarnation
+        assert ref.stats().restarts == 1
+        assert status["periods"]["daily"]["reserved"] == 0.6
+        with pytest.raises(BudgetExceeded):
+            await ref.ask(Reserve("b", "openai", "gpt-4o", 0.6))
+        # The reservation is still the request's: settling it frees the rest.
+        assert await ref.ask(settle(held.id, 0.1)) == 0.1
+        assert await ref.ask(Reserve("c", "openai", "gpt-4o", 0.6))
+
+
+async def test_a_retried_reserve_answers_the_reservation_of_its_first_attempt(
+    tmp_path: Path,
+) -> None:
+    """A reserve repeated with the same key after a restart gets the same reservation, counted once."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=1.0), name="budget")
+        first = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.4, key="k-1"))
+        system.faults.crash_next("budget")
+        await ref.ask(GetBudget())
+        again = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.4, key="k-1"))
+        status = await ref.ask(GetBudget())
+    assert (again.id, again.amount) == (first.id, 0.4)
+    assert status["periods"]["daily"]["reserved"] == 0.4
+
+
+async def test_a_dead_runtimes_reservations_are_settled_as_interrupted(tmp_path: Path) -> None:
+    """A keeper of a new runtime bills the reservations an old runtime left open at their worst case."""
+    path = tmp_path / "l.db"
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, daily=1.0, owner="run-1"), name="budget")
+        await ref.ask(Reserve("lost", "openai", "gpt-4o", 0.4, 100, 1000, "ergon"))
+        settled = await ref.ask(Reserve("kept", "openai", "gpt-4o", 0.3))
+        await ref.ask(settle(settled.id, 0.05))
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, daily=1.0, owner="run-2"), name="budget")
+        status = await ref.ask(GetBudget())
+        with pytest.raises(BudgetExceeded):
+            await ref.ask(Reserve("next", "openai", "gpt-4o", 0.6))
+    assert status["periods"]["daily"]["spent"] == pytest.approx(0.45)
+    assert status["periods"]["daily"]["reserved"] == 0.0
+    with Ledger(path) as ledger:
+        rows = {e.request_id: e for e in ledger.entries()}
+        assert ledger.reservations() == []
+    assert (rows["lost"].status, rows["lost"].billed, rows["lost"].cost) == (
+        "interrupted",
+        "worst_case",
+        0.4,
+    )
+    assert (rows["lost"].input_tokens, rows["lost"].output_tokens) == (100, 1000)
+    assert rows["r"].status == "ok"  # the settled one
+
+
+async def test_a_retried_settle_is_recorded_once(tmp_path: Path) -> None:
+    """A settle sent again with the same charge id (after a keeper death) is not billed twice."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=1.0), name="budget")
+        held = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.5))
+        message = attrs.evolve(settle(held.id, 0.2), charge_id="c-1")
+        await ref.ask(message)
+        system.faults.crash_next("budget")
+        await ref.ask(GetBudget())
+        assert await ref.ask(attrs.evolve(message, retry=True)) == 0.2
+        status = await ref.ask(GetBudget())
+        rows = await ref.ask(GetUsage("daily", "provider"))
+    assert status["periods"]["daily"]["spent"] == 0.2
+    assert rows[0]["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("cost", "usage"),
+    [
+        (1e400, Usage(10, 10)),
+        (float("nan"), Usage(10, 10)),
+        (-5.0, Usage(10, 10)),
+        (0.01, Usage(-3, 10)),
+        (0.01, Usage(10, float("inf"))),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_non_finite_or_negative_charge_is_billed_at_the_worst_case_and_later_ones_land(
+    tmp_path: Path, cost: float, usage: Usage
+) -> None:
+    """An Infinity, NaN or negative never reaches SQL: it is billed at the worst case, counted, and later charges are written."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=10.0), name="budget")
+        held = await ref.ask(Reserve("bad", "openai", "gpt-4o", 0.3))
+        bad = Settle(held.id, "bad", "openai", "gpt-4o", None, None, usage, cost, worst_case=0.3)
+        assert await ref.ask(bad) == 0.3
+        good = await ref.ask(Reserve("good", "openai", "gpt-4o", 0.3))
+        assert await ref.ask(settle(good.id, 0.1)) == 0.1
+        status = await ref.ask(GetBudget())
+        assert ref.stats().restarts == 0
+    assert status["ledger_errors"]["invalid_charges"] == 1
+    assert status["periods"]["daily"]["spent"] == pytest.approx(0.4)
+    with Ledger(tmp_path / "l.db") as ledger:
+        rows = {e.request_id: e for e in ledger.entries()}
+    assert (rows["bad"].cost, rows["bad"].billed) == (0.3, "worst_case")
+    assert rows["bad"].input_tokens >= 0 and rows["bad"].output_tokens >= 0
+    assert rows["r"].billed == "usage"
+
+
+async def test_a_row_the_database_refuses_fails_alone(tmp_path: Path) -> None:
+    """One row SQLite rejects fails only its own settle; the rest of its batch and later rows are written."""
+    path = tmp_path / "l.db"
+    Ledger(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON entries WHEN NEW.request_id = 'poison'"
+        " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    )
+    conn.commit()
+    conn.close()
+    outcomes: dict[str, object] = {}
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path), name="budget")
+
+        async def one(request_id: str) -> None:
+            message = Settle(0, request_id, "openai", "gpt-4o", None, None, Usage(1, 1), 0.01)
+            try:
+                outcomes[request_id] = await ref.ask(message)
+            except ServiceUnavailable as exc:
+                outcomes[request_id] = exc
+
+        # Sent together, so they share one group commit.
+        async with trio.open_nursery() as nursery:
+            for request_id in ("good-1", "poison", "good-2", "good-3"):
+                nursery.start_soon(one, request_id)
+        await one("later")
+        status = await ref.ask(GetBudget())
+        assert ref.stats().restarts == 0
+    assert isinstance(outcomes.pop("poison"), ServiceUnavailable)
+    assert outcomes == {name: 0.01 for name in ("good-1", "good-2", "good-3", "later")}
+    assert status["ledger_errors"]["failed_writes"] == 1
+    assert status["periods"]["daily"]["spent"] == pytest.approx(0.04)
+    with Ledger(path) as ledger:
+        assert sorted(e.request_id for e in ledger.entries()) == [
+            "good-1",
+            "good-2",
+            "good-3",
+            "later",
+        ]
+
+
+async def test_a_nan_or_infinite_limit_is_refused(tmp_path: Path) -> None:
+    """A NaN limit would let every reservation pass; it is a ValidationError and nothing changes."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=1.0), name="budget")
+        for amount in (float("nan"), float("inf")):
+            with pytest.raises(ValidationError):
+                await ref.ask(SetLimit("daily", amount))
+        status = await ref.ask(GetBudget())
+    assert status["periods"]["daily"]["limit"] == 1.0
+
+
+async def test_the_active_model_is_stored_beside_limits_and_policy(tmp_path: Path) -> None:
+    """The active provider and model a keeper stores are answered by the next keeper on the file."""
+    path = tmp_path / "l.db"
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path), name="budget")
+        assert await ref.ask(GetActiveModel()) is None
+        await ref.ask(StoreActiveModel("openai", "gpt-4o-mini"))
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, owner="runtime-2"), name="budget")
+        assert await ref.ask(GetActiveModel()) == ("openai", "gpt-4o-mini")
+
+
+async def test_budget_messages_name_small_limits_with_their_own_precision(tmp_path: Path) -> None:
+    """A refusal against a $0.000123 limit prints $0.000123, not $0.0001."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=0.000123), name="budget")
+        with pytest.raises(BudgetExceeded) as info:
+            await ref.ask(Reserve("a", "openai", "gpt-4o", 0.0002))
+    assert "daily budget $0.000123 would be exceeded (spent and reserved $0.00)" in str(info.value)
+
+
+@pytest.mark.slow
+async def test_the_write_ahead_log_is_checkpointed_so_it_stops_growing(tmp_path: Path) -> None:
+    """Commits never checkpoint on the loop, so the keeper does it in a thread: 2,000 commits leave a bounded log."""
+    path = tmp_path / "l.db"
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path), name="budget")
+        sizes = []
+        for i in range(2000):
+            await ref.ask(Settle(0, f"r{i}", "openai", "gpt-4o", None, None, Usage(1, 1), 0.01))
+            if i % 500 == 499:
+                await trio.testing.wait_all_tasks_blocked()
+                sizes.append((tmp_path / "l.db-wal").stat().st_size)
+    # Reused from its start after each checkpoint, the log stops growing
+    # (without checkpoints it grows by about 17 KB a commit).
+    assert sizes[-1] < 1.5 * sizes[0], sizes
+
+
+async def test_a_free_reservation_costs_no_ledger_write(tmp_path: Path) -> None:
+    """A $0 reservation (a free local model) holds no headroom, so it is not written; its settle still is."""
+    path = tmp_path / "l.db"
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
+        free = await ref.ask(Reserve("a", "ollama", "llama3", 0.0))
+        paid = await ref.ask(Reserve("b", "openai", "gpt-4o", 0.1))
+        with Ledger(path) as ledger:
+            assert [r.id for r in ledger.reservations()] == [paid.id]
+        await ref.ask(Settle(free.id, "a", "ollama", "llama3", None, None, Usage(5, 5), 0.0))
+        status = await ref.ask(GetBudget())
+    assert status["periods"]["daily"]["reserved"] == 0.1
+    with Ledger(path) as ledger:
+        assert [e.request_id for e in ledger.entries()] == ["a"]
+
+
+_ANY_NUMBER = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None)
+@given(cost=_ANY_NUMBER, input_tokens=_ANY_NUMBER, output_tokens=_ANY_NUMBER)
+def test_any_numbers_in_a_settle_become_a_finite_charge_and_never_crash_the_keeper(
+    tmp_path_factory: pytest.TempPathFactory, cost: Any, input_tokens: Any, output_tokens: Any
+) -> None:
+    """Whatever a settle carries (huge, negative, NaN, text), the keeper answers a finite charge and the ledger stays readable."""
+    path = tmp_path_factory.mktemp("any") / "l.db"
+
+    async def run() -> tuple[float, int]:
+        async with actors.open_system() as system:
+            ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
+            held = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.25))
+            usage = Usage(input_tokens, output_tokens)
+            message = Settle(
+                held.id, "a", "openai", "gpt-4o", None, None, usage, cost, worst_case=0.25
+            )
+            billed = await ref.ask(message)
+            return billed, ref.stats().restarts
+
+    billed, restarts = trio.run(run)
+    assert restarts == 0
+    assert math.isfinite(billed) and billed >= 0
+    with Ledger(path) as ledger:
+        [row] = ledger.entries()
+        assert ledger.reservations() == []
+    assert row.cost == billed
+    assert type(row.input_tokens) is int and type(row.output_tokens) is int

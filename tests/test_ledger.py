@@ -3,20 +3,14 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
 from rhetor._errors import ValidationError
-from rhetor._ledger import (
-    Ledger,
-    LedgerEntry,
-    UsageRow,
-    period_end,
-    period_start,
-)
+from rhetor._ledger import Ledger, LedgerEntry, ReservationRow, UsageRow
 
 
 def entry(
@@ -43,6 +37,22 @@ def entry(
     )
 
 
+def reservation(rid: int, owner: str = "alive", amount: float = 0.5) -> ReservationRow:
+    return ReservationRow(
+        id=rid,
+        key=f"k{rid}",
+        owner=owner,
+        request_id=f"req-{rid}",
+        provider="openai",
+        model="gpt-4o",
+        input_tokens=100,
+        output_tokens=1000,
+        amount=amount,
+        component="ergon",
+        ts=500.0 + rid,
+    )
+
+
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
     return Ledger(tmp_path / "ledger.db")
@@ -53,7 +63,7 @@ def test_opens_in_wal_mode_with_schema_version(tmp_path: Path) -> None:
     Ledger(tmp_path / "l.db").close()
     conn = sqlite3.connect(tmp_path / "l.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
 
 
@@ -139,22 +149,41 @@ def test_record_many_round_trips_every_field_exactly(ledger: Ledger) -> None:
     assert [attrs.evolve(e, id=None) for e in stored] == batch
 
 
+class CountingConnection:
+    """A sqlite3 connection that counts the statements Python hands it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.statements: list[str] = []
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self.statements.append(sql)
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
 def test_record_many_sends_a_batch_as_one_insert(ledger: Ledger) -> None:
     """
-    One INSERT per batch, not one per row.
+    One statement per batch, not one per row, and no BEGIN or COMMIT around it.
 
     A row-by-row executemany releases and retakes the GIL per row; from a
     worker thread beside a busy event loop each retake waits for a forced
     switch, so batches crawled. See Ledger.record_many.
     """
-    statements: list[str] = []
-    ledger._conn.set_trace_callback(statements.append)
+    counting = CountingConnection(ledger._conn)
+    ledger._conn = counting  # type: ignore[assignment]
     ledger.record_many([entry(ts=float(i)) for i in range(50)])
     ledger.record_many([])
-    ledger._conn.set_trace_callback(None)
-    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
-    assert len(inserts) == 1
+    ledger.reserve_many([reservation(i) for i in range(1, 51)])
+    ledger._conn = counting.conn
+    assert [s.split()[:3] for s in counting.statements] == [
+        ["INSERT", "INTO", "entries"],
+        ["INSERT", "INTO", "reservations"],
+    ]
     assert len(ledger.entries()) == 50
+    assert len(ledger.reservations()) == 50
 
 
 def test_entry_status_validated() -> None:
@@ -211,58 +240,6 @@ def test_set_policy_rejects_empty(ledger: Ledger) -> None:
         ledger.set_policy(" ")
 
 
-# Wednesday 2024-02-14 15:30 UTC.
-NOW = datetime(2024, 2, 14, 15, 30, 12, 345, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("period", "start", "end"),
-    [
-        ("daily", datetime(2024, 2, 14, tzinfo=UTC), datetime(2024, 2, 15, tzinfo=UTC)),
-        ("weekly", datetime(2024, 2, 12, tzinfo=UTC), datetime(2024, 2, 19, tzinfo=UTC)),
-        ("monthly", datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)),
-    ],
-)
-def test_period_bounds(period: str, start: datetime, end: datetime) -> None:
-    """Days start at UTC midnight, weeks on Monday, months on the 1st."""
-    assert period_start(period, NOW) == start  # type: ignore[arg-type]
-    assert period_end(period, NOW) == end  # type: ignore[arg-type]
-    assert start.weekday() == 0 or period != "weekly"
-
-
-def test_week_starting_on_monday_and_sunday() -> None:
-    """A Monday is its own week's start; a Sunday belongs to the week before."""
-    monday = datetime(2024, 2, 12, 0, 0, tzinfo=UTC)
-    sunday = datetime(2024, 2, 18, 23, 59, tzinfo=UTC)
-    assert period_start("weekly", monday) == monday
-    assert period_start("weekly", sunday) == monday
-    assert period_end("weekly", sunday) == monday + timedelta(weeks=1)
-
-
-def test_month_end_rolls_over_the_year() -> None:
-    """December's period ends on January 1st of the next year."""
-    assert period_end("monthly", datetime(2023, 12, 31, 23, tzinfo=UTC)) == datetime(
-        2024, 1, 1, tzinfo=UTC
-    )
-
-
-def test_periods_are_computed_in_utc() -> None:
-    """A non-UTC time is converted first; a naive time is taken as UTC."""
-    tokyo = timezone(timedelta(hours=9))
-    # 2024-03-01 05:00 in Tokyo is still February 29th in UTC.
-    assert period_start("monthly", datetime(2024, 3, 1, 5, tzinfo=tokyo)) == datetime(
-        2024, 2, 1, tzinfo=UTC
-    )
-    assert period_start("daily", datetime(2024, 3, 1, 5)) == datetime(2024, 3, 1, tzinfo=UTC)
-
-
-def test_period_rejects_unknown() -> None:
-    """An unknown period is a ValidationError on the period field."""
-    with pytest.raises(ValidationError) as info:
-        period_start("yearly", NOW)  # type: ignore[arg-type]
-    assert info.value.field == "period"
-
-
 def test_usable_from_a_worker_thread(tmp_path: Path) -> None:
     """A ledger opened on one thread can be used from another, as to_thread.run_sync does."""
     ledger = Ledger(tmp_path / "l.db")
@@ -281,3 +258,142 @@ def test_usable_from_a_worker_thread(tmp_path: Path) -> None:
     assert ledger.spent(0.0) == 2.5
     ledger.close()
     ledger.close()  # closing twice is harmless
+
+
+def test_a_charge_replaces_its_reservation_in_the_same_statement(ledger: Ledger) -> None:
+    """Recording a charge that names a reservation deletes that reservation; others stay."""
+    ledger.reserve_many([reservation(1), reservation(2)])
+    ledger.record_many([attrs.evolve(entry(cost=0.2), reservation_id=1, charge_id="c1")])
+    assert [r.id for r in ledger.reservations()] == [2]
+    assert ledger.entries()[0].reservation_id == 1
+
+
+def test_a_charge_id_is_recorded_at_most_once(ledger: Ledger) -> None:
+    """A second charge with the same charge_id is skipped, even within one batch."""
+    first = attrs.evolve(entry(cost=1.0), charge_id="c1")
+    ledger.record_many([first, attrs.evolve(first, cost=5.0)])
+    ledger.record_many([first])
+    assert ledger.spent(0.0) == 1.0
+    assert ledger.recorded_charges(["c1", "c2"]) == {"c1"}
+    # Entries without a charge id are never treated as duplicates of each other.
+    ledger.record_many([entry(cost=2.0), entry(cost=2.0)])
+    assert ledger.spent(0.0) == 5.0
+
+
+def test_sweep_bills_other_owners_reservations_as_interrupted_at_their_worst_case(
+    ledger: Ledger,
+) -> None:
+    """Reservations of a dead owner become interrupted charges at the worst case; the live owner's stay."""
+    ledger.reserve_many(
+        [reservation(1, "dead", 0.5), reservation(2, "alive"), reservation(3, "dead", 0.25)]
+    )
+    assert ledger.sweep("alive") == (2, 0.75)
+    assert [r.id for r in ledger.reservations()] == [2]
+    swept = sorted(ledger.entries(), key=lambda e: e.reservation_id or 0)
+    assert [(e.request_id, e.cost, e.status, e.billed) for e in swept] == [
+        ("req-1", 0.5, "interrupted", "worst_case"),
+        ("req-3", 0.25, "interrupted", "worst_case"),
+    ]
+    assert (swept[0].input_tokens, swept[0].output_tokens, swept[0].ts) == (100, 1000, 501.0)
+    assert swept[0].component == "ergon"
+    assert ledger.sweep("alive") == (0, 0.0)
+    assert ledger.spent(0.0) == 0.75
+
+
+def test_reservation_ids_are_never_reused(ledger: Ledger) -> None:
+    """The highest reservation id ever written is remembered after the rows are gone."""
+    assert ledger.last_reservation_id() == 0
+    ledger.reserve_many([reservation(7)])
+    ledger.release([7])
+    assert ledger.reservations() == []
+    assert ledger.last_reservation_id() == 7
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cost", float("inf")),
+        ("cost", float("nan")),
+        ("cost", 1e400),
+        ("cost", -0.01),
+        ("cost", "1"),
+        ("input_tokens", 12.7),
+        ("input_tokens", -1),
+        ("output_tokens", True),
+        ("output_tokens", 2**64),
+    ],
+)
+def test_non_finite_negative_or_fractional_numbers_never_reach_sql(
+    field: str, value: object
+) -> None:
+    """A ledger row refuses an Infinity, a NaN, a negative or a fractional count when built."""
+    fields: dict[str, Any] = {
+        "request_id": "r",
+        "provider": "p",
+        "model": "m",
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "cost": 0.1,
+        field: value,
+    }
+    with pytest.raises(ValidationError) as info:
+        LedgerEntry(**fields)
+    assert info.value.field == field
+
+
+def test_text_with_a_lone_surrogate_is_stored_readably(ledger: Ledger) -> None:
+    """A lone surrogate in a component is stored as U+FFFD, so later reads still work."""
+    ledger.record(entry(component="a\ud800b", context_id="c\udfff"))
+    assert ledger.usage(0.0, "component")[0].key == "a\ufffdb"
+    assert ledger.entries()[0].context_id == "c\ufffd"
+
+
+def test_a_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A ledger written before reservations keeps its rows and limits and gains the new columns."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE entries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, request_id TEXT NOT NULL,
+            provider TEXT NOT NULL, model TEXT NOT NULL, component TEXT NOT NULL DEFAULT '',
+            context_id TEXT, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+            cost REAL NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('ok', 'partial', 'failed')));
+        CREATE INDEX entries_ts ON entries (ts);
+        CREATE INDEX entries_provider_ts ON entries (provider, ts);
+        CREATE TABLE limits (period TEXT NOT NULL, provider TEXT NOT NULL DEFAULT '',
+            amount REAL NOT NULL, PRIMARY KEY (period, provider));
+        CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO entries VALUES (1, 10.0, 'r1', 'openai', 'gpt-4o', 'ergon', NULL, 5, 6, 0.5, 'ok');
+        INSERT INTO limits VALUES ('daily', '', 3.0);
+        INSERT INTO settings VALUES ('policy', 'enforce');
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+    with Ledger(path) as ledger:
+        [old] = ledger.entries()
+        assert (old.id, old.request_id, old.cost, old.billed, old.charge_id) == (
+            1,
+            "r1",
+            0.5,
+            "usage",
+            None,
+        )
+        assert ledger.get_limits() == {("daily", None): 3.0}
+        assert ledger.get_policy() == "enforce"
+        ledger.reserve_many([reservation(1, "dead")])
+        ledger.sweep("alive")
+        assert [e.status for e in ledger.entries()] == ["interrupted", "ok"]  # newest first
+    with Ledger(path) as ledger:  # and opening it again changes nothing
+        assert len(ledger.entries()) == 2
+
+
+def test_the_active_model_round_trips(tmp_path: Path) -> None:
+    """The active provider and model are stored beside the policy and read back after reopening."""
+    with Ledger(tmp_path / "l.db") as ledger:
+        assert ledger.get_active() is None
+        ledger.set_active("openai", "gpt-4o-mini")
+    with Ledger(tmp_path / "l.db") as ledger:
+        assert ledger.get_active() == ("openai", "gpt-4o-mini")

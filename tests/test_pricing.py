@@ -1,6 +1,9 @@
+"""Prices and token counts: genai-prices, overrides, conservative guesses and the offline counter."""
+
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from rhetor._pricing import (
     Pricer,
     count_message_tokens,
     count_tokens,
+    dearest_rates,
     load_overrides,
 )
 from rhetor._types import ChatMessage, Usage
@@ -33,12 +37,45 @@ def test_known_model_priced_per_token(
     assert pricer.known(provider, model)
 
 
-def test_unknown_model_is_free_and_flagged() -> None:
-    """A model nobody knows costs 0.0 and known() says False so the caller can warn."""
+def test_unknown_model_is_priced_at_its_providers_dearest_rates_and_flagged() -> None:
+    """A model nobody knows is never free: it costs its provider's dearest listed rates, and known() says False."""
     pricer = Pricer()
-    assert pricer.price("openai", "no-such-model-xyz", Usage(1000, 1000)) == 0.0
+    top_in, top_out = dearest_rates("openai")
+    assert top_in >= Decimal(150) and top_out >= Decimal(600)  # o1-pro, in the bundled table
+    cost = pricer.price("openai", "no-such-model-xyz", Usage(1000, 1000))
+    assert cost == float((1000 * top_in + 1000 * top_out) / 1_000_000)
+    assert cost > pricer.price("openai", "gpt-4o", Usage(1000, 1000))
     assert not pricer.known("openai", "no-such-model-xyz")
+    # Anthropic's dearest are Anthropic's, not OpenAI's; "claude" is Anthropic's alias.
+    assert dearest_rates("anthropic") < dearest_rates("openai")
+    assert pricer.price("claude", "no-such-claude", Usage(10**6, 0)) == float(
+        dearest_rates("anthropic")[0]
+    )
+
+
+def test_a_provider_the_table_does_not_know_gets_the_dearest_rates_of_all() -> None:
+    """An unknown provider's unknown model costs the dearest rates of any provider, not 0."""
+    pricer = Pricer()
+    assert dearest_rates("no-such-provider") == dearest_rates(None)
+    assert pricer.price("no-such-provider", "gpt-4o", Usage(0, 10**6)) == float(
+        dearest_rates(None)[1]
+    )
     assert not pricer.known("no-such-provider", "gpt-4o")
+    assert pricer.worst_case("no-such-provider", "x", 100, 1000) > 0
+
+
+def test_an_override_prices_an_unknown_model_even_at_zero() -> None:
+    """An override is the way to give an unknown model (say, on a local OpenAI-compatible server) its price."""
+    pricer = Pricer(overrides={"openai/local-llama": ModelPrice(0.0, 0.0)})
+    assert pricer.price("openai", "local-llama", Usage(10**6, 10**6)) == 0.0
+    assert pricer.known("openai", "local-llama")
+
+
+def test_override_costs_carry_no_float_noise() -> None:
+    """An override's cost is exact to the price's own digits: 2.4e-06, not 2.3999999999999995e-06."""
+    assert (3 * 0.7 + 3 * 0.1) / 1_000_000 != 2.4e-06  # what float arithmetic gives
+    assert ModelPrice(0.7, 0.1).cost(Usage(3, 3)) == 2.4e-06
+    assert repr(ModelPrice(1000.0, 1000.0).cost(Usage(7, 3))) == "0.01"
 
 
 def test_unknown_lookup_is_cached() -> None:
@@ -59,7 +96,8 @@ def test_free_providers_cost_nothing() -> None:
     assert pricer.known("ollama", "llama3")
     custom = Pricer(free_providers=frozenset({"lab"}))
     assert custom.price("lab", "gpt-4o", Usage(1000, 0)) == 0.0
-    assert custom.price("ollama", "llama3", Usage(1000, 0)) == 0.0  # unknown model, no price
+    # Not free here: an unknown model, so priced conservatively.
+    assert custom.price("ollama", "llama3", Usage(1000, 0)) > 0.0
     assert not custom.known("ollama", "llama3")
 
 

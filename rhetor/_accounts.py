@@ -1,0 +1,285 @@
+"""
+The budget's arithmetic: limits, spend per period and open reservations, in memory.
+
+:class:`Accounts` is pure and synchronous: no I/O and no checkpoint, so the
+BudgetKeeper that drives it checks a reservation against every limit and holds
+it in one step that no other request can interleave with. It mirrors the
+ledger: the keeper loads it from the ledger at start, and applies a charge to
+it only once the charge is committed.
+
+:func:`period_start` and :func:`period_end` are the calendar arithmetic of
+budget periods, all in UTC; :func:`usd` prints an amount for people.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import attrs
+
+from ._errors import ValidationError
+
+if TYPE_CHECKING:
+    from ._ledger import LedgerEntry, ReservationRow
+
+__all__ = [
+    "PERIODS",
+    "Accounts",
+    "Over",
+    "Period",
+    "check_period",
+    "period_end",
+    "period_start",
+    "usd",
+]
+
+Period = Literal["daily", "weekly", "monthly"]
+PERIODS: tuple[Period, ...] = get_args(Period)
+
+
+def usd(amount: float) -> str:
+    """
+    ``amount`` in dollars with the digits that matter: ``$0.000123``, ``$0.50``, ``$12.3457``.
+
+    Six significant digits and at least two decimals, never an exponent, so a
+    small limit is not printed as ``$0.0001`` or ``$0.0000``.
+    """
+    if not math.isfinite(amount):
+        return f"${amount}"
+    text = f"{amount:.6g}"
+    if "e" in text:
+        text = f"{amount:.12f}".rstrip("0")
+    whole, _, decimals = text.partition(".")
+    return f"${whole}.{decimals.ljust(2, '0')}"
+
+
+@attrs.frozen
+class Over:
+    """The first limit an amount would break, and what is spent and reserved against it."""
+
+    period: Period
+    limit: float
+    spent: float
+    provider: str | None
+
+    def describe(self) -> str:
+        """One line for a refusal or a warning."""
+        scope = f"{self.provider} " if self.provider else ""
+        return (
+            f"{scope}{self.period} budget {usd(self.limit)} would be exceeded"
+            f" (spent and reserved {usd(self.spent)})"
+        )
+
+
+def check_period(period: str) -> None:
+    """Error handling: ValidationError on ``period`` unless it is daily, weekly or monthly."""
+    if period not in PERIODS:
+        raise ValidationError("period", f"must be one of {', '.join(PERIODS)}")
+
+
+def _as_utc(now: datetime) -> datetime:
+    # A naive datetime is taken to be UTC already; an aware one is converted.
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def period_start(period: Period, now: datetime) -> datetime:
+    """
+    The UTC start of the period holding ``now``: midnight, Monday midnight, or the 1st.
+    """
+    check_period(period)
+    day = _as_utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "daily":
+        return day
+    if period == "weekly":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def period_end(period: Period, now: datetime) -> datetime:
+    """
+    The UTC end (exclusive) of the period holding ``now``: the next period's start.
+    """
+    start = period_start(period, now)
+    if period == "daily":
+        return start + timedelta(days=1)
+    if period == "weekly":
+        return start + timedelta(weeks=1)
+    if start.month == 12:
+        return start.replace(year=start.year + 1, month=1)
+    return start.replace(month=start.month + 1)
+
+
+@attrs.define(eq=False)
+class Accounts:
+    """
+    Limits, committed spend and open reservations; checks and grants reservations.
+    """
+
+    _now: Callable[[], datetime] = attrs.field(alias="now")
+    # Invariant: (period, provider or None) -> limit in USD; absent means none.
+    _limits: dict[tuple[str, str | None], float] = attrs.field(init=False, factory=dict)
+    # Invariant: spent[(period, provider or None)] is the total of committed
+    # charges whose time is at or after starts[period].
+    _spent: dict[tuple[str, str | None], float] = attrs.field(init=False, factory=dict)
+    _starts: dict[Period, datetime] = attrs.field(init=False, factory=dict)
+    # Invariant: the epoch second at which the earliest period ends.
+    _next_roll: float = attrs.field(init=False, default=0.0)
+    # Invariant: reservations held and not yet settled, with their sums overall
+    # and per provider, and their keys.
+    _open: dict[int, ReservationRow] = attrs.field(init=False, factory=dict)
+    _warnings: dict[int, str | None] = attrs.field(init=False, factory=dict)
+    _by_key: dict[str, int] = attrs.field(init=False, factory=dict)
+    _reserved_total: float = attrs.field(init=False, default=0.0)
+    _reserved_by: dict[str, float] = attrs.field(init=False, factory=dict)
+
+    # -- periods and spend ---------------------------------------------------
+
+    def period_starts(self) -> dict[Period, datetime]:
+        """The start of the current daily, weekly and monthly period."""
+        now = self._now()
+        return {period: period_start(period, now) for period in PERIODS}
+
+    def load(
+        self, starts: Mapping[Period, datetime], spent: Iterable[tuple[Period, str | None, float]]
+    ) -> None:
+        """Begin from the ledger's totals: ``(period, provider or None, total)`` since each start."""
+        self._starts = dict(starts)
+        self._spent = {(period, provider): total for period, provider, total in spent}
+        self._next_roll = min(period_end(p, self._starts[p]) for p in PERIODS).timestamp()
+
+    def roll(self) -> None:
+        """Start a new period when one has ended; charges then count from its start."""
+        now = self._now()
+        # Fast path: nothing rolls over before the earliest period end.
+        if now.timestamp() < self._next_roll:
+            return
+        for period in PERIODS:
+            if now >= period_end(period, self._starts[period]):
+                self._starts[period] = period_start(period, now)
+                for key in [k for k in self._spent if k[0] == period]:
+                    del self._spent[key]
+        self._next_roll = min(period_end(p, self._starts[p]) for p in PERIODS).timestamp()
+
+    def apply_charge(self, entry: LedgerEntry) -> None:
+        """Count a committed charge, releasing the reservation it replaced."""
+        self.roll()
+        if entry.reservation_id is not None:
+            self.forget(entry.reservation_id)
+        for period in PERIODS:
+            if entry.ts >= self._starts[period].timestamp():
+                for scope in (None, entry.provider):
+                    key = (period, scope)
+                    self._spent[key] = self._spent.get(key, 0.0) + entry.cost
+
+    # -- limits ----------------------------------------------------------------
+
+    def set_limit(self, period: str, amount: float, provider: str | None = None) -> None:
+        """Set a limit; 0 removes it. Error handling: ValidationError for a bad period or amount."""
+        check_period(period)
+        if isinstance(amount, bool) or not isinstance(amount, int | float):
+            raise ValidationError("limit", "must be a number")
+        if not math.isfinite(amount) or amount < 0:
+            raise ValidationError("limit", f"must be finite and not negative, got {amount}")
+        if amount == 0:
+            self._limits.pop((period, provider), None)
+        else:
+            self._limits[(period, provider)] = float(amount)
+
+    def limit(self, period: str, provider: str | None = None) -> float:
+        """The limit set for a period and scope; 0.0 when none."""
+        return self._limits.get((period, provider), 0.0)
+
+    @property
+    def limited(self) -> bool:
+        """True when any limit is set."""
+        return bool(self._limits)
+
+    def over(self, provider: str, amount: float) -> Over | None:
+        """The first limit ``amount`` more on ``provider`` would break, or None."""
+        self.roll()
+        for period in PERIODS:
+            for scope in (None, provider):
+                limit = self._limits.get((period, scope))
+                if not limit:
+                    continue
+                reserved = (
+                    self._reserved_total if scope is None else self._reserved_by.get(scope, 0.0)
+                )
+                used = self._spent.get((period, scope), 0.0) + reserved
+                if amount > limit - used + 1e-12:
+                    return Over(period, limit, used, scope)
+        return None
+
+    # -- reservations ------------------------------------------------------------
+
+    def hold(self, row: ReservationRow, warning: str | None = None) -> None:
+        """Count a reservation against every limit until it is settled or forgotten."""
+        self._open[row.id] = row
+        self._warnings[row.id] = warning
+        if row.key:
+            self._by_key[row.key] = row.id
+        self._reserved_total += row.amount
+        self._reserved_by[row.provider] = self._reserved_by.get(row.provider, 0.0) + row.amount
+
+    def forget(self, reservation_id: int) -> None:
+        """Stop counting a reservation (settled, or its request never ran); safe to repeat."""
+        row = self._open.pop(reservation_id, None)
+        if row is None:
+            return
+        self._warnings.pop(reservation_id, None)
+        if self._by_key.get(row.key) == reservation_id:
+            del self._by_key[row.key]
+        if not self._open:
+            # Exactly zero, not the float residue of many additions and subtractions.
+            self._reserved_total = 0.0
+            self._reserved_by.clear()
+            return
+        self._reserved_total = max(0.0, self._reserved_total - row.amount)
+        self._reserved_by[row.provider] = max(0.0, self._reserved_by[row.provider] - row.amount)
+
+    def held(self, reservation_id: int) -> ReservationRow | None:
+        """The open reservation with this id, or None."""
+        return self._open.get(reservation_id)
+
+    def held_by_key(self, key: str) -> tuple[ReservationRow, str | None] | None:
+        """The open reservation made under ``key``, and its warning, or None."""
+        reservation_id = self._by_key.get(key) if key else None
+        if reservation_id is None:
+            return None
+        return self._open[reservation_id], self._warnings.get(reservation_id)
+
+    @property
+    def open_count(self) -> int:
+        """How many reservations are open."""
+        return len(self._open)
+
+    # -- reporting ---------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Spent, reserved, limit and remaining per period, and per-provider limits."""
+        self.roll()
+        periods: dict[str, Any] = {}
+        for period in PERIODS:
+            limit = self._limits.get((period, None), 0.0)
+            spent = self._spent.get((period, None), 0.0)
+            providers = {}
+            for (p, provider), amount in self._limits.items():
+                if p == period and provider is not None:
+                    used = self._spent.get((period, provider), 0.0)
+                    providers[provider] = {
+                        "limit": amount,
+                        "spent": round(used, 10),
+                        "remaining": max(0.0, round(amount - used, 10)),
+                    }
+            periods[period] = {
+                "spent": round(spent, 10),
+                "reserved": round(self._reserved_total, 10),
+                "limit": limit,
+                "remaining": None if not limit else max(0.0, round(limit - spent, 10)),
+                "start": self._starts[period].isoformat(),
+                "providers": providers,
+            }
+        return periods

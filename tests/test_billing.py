@@ -1,0 +1,242 @@
+"""
+What the Router bills for a reply: usage that cannot be trusted, unknown models, and exact costs.
+
+A provider backend here reports whatever usage the test chooses, as a broken
+or hostile upstream would after its translation point; the router must never
+let it become an absurd, non-integer or non-finite charge.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+import rhetor.runtime
+from rhetor import BudgetExceeded, Settings
+from rhetor._ledger import Ledger, LedgerEntry
+from rhetor._pricing import ModelPrice, Pricer
+from rhetor._simulated import SimulatedBackend
+from rhetor._types import (
+    ProviderReply,
+    ProviderRequest,
+    ProviderStatus,
+    StreamEnd,
+    TextDelta,
+    Usage,
+)
+
+TASKS = {
+    "tasks": {"default": {"primary": "alpha-1", "fallbacks": [], "temperature": 0.5}},
+    "models": {
+        "alpha-1": {"provider": "alpha", "tier": "high", "capabilities": ["general"]},
+        "simulated-echo": {"provider": "simulated", "tier": "local"},
+        "simulated-summary": {"provider": "simulated", "tier": "local"},
+    },
+}
+# $1 and $2 per million tokens: easy numbers to check.
+ALPHA_PRICE = {"alpha-1": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
+
+
+@attrs.define(eq=False)
+class ReportingBackend:
+    """A provider that answers "ok" and reports the usage the test set, valid or not."""
+
+    name: str = "alpha"
+    models: tuple[str, ...] = ("alpha-1",)
+    usage: Usage = attrs.field(factory=lambda: Usage(10, 5))
+    usage_valid: bool = True
+
+    async def check(self) -> ProviderStatus:
+        return ProviderStatus(self.name, True, self.models)
+
+    async def complete(self, request: ProviderRequest) -> ProviderReply:
+        return ProviderReply("ok", request.model, self.usage, usage_valid=self.usage_valid)
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
+        yield TextDelta("ok")
+        yield StreamEnd(self.usage, model=request.model, usage_valid=self.usage_valid)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def settings_with(tmp_path: Path, prices: dict[str, Any] | None = None, **fields: Any) -> Settings:
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps(TASKS))
+    overrides = None
+    if prices is not None:
+        overrides = tmp_path / "prices.json"
+        overrides.write_text(json.dumps(prices))
+    return Settings(
+        data_dir=tmp_path / "data",
+        hermes_url=None,
+        task_config=tasks,
+        price_overrides=overrides,
+        simulated="never",
+        **fields,
+    )
+
+
+def backends(alpha: ReportingBackend) -> dict[str, Any]:
+    return {"alpha": lambda: alpha, "simulated": lambda: SimulatedBackend(available=False)}
+
+
+def entries(tmp_path: Path) -> list[LedgerEntry]:
+    with Ledger(tmp_path / "data" / "ledger.db") as ledger:
+        return list(reversed(ledger.entries()))
+
+
+def worst_case(reply_request_tokens: int, max_tokens: int) -> float:
+    """What the router reserves on alpha-1 at ALPHA_PRICE: the padded input plus all of max_tokens."""
+    padded = int(reply_request_tokens * 1.25) + 16
+    return Pricer(overrides={"alpha-1": ModelPrice(1.0, 2.0)}).worst_case(
+        "alpha", "alpha-1", padded, max_tokens
+    )
+
+
+# count_message_tokens([user "hello"]): 2 for the word, 4 for the message; padded to 23.
+HELLO_TOKENS = 6
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_absurd_usage_is_capped_at_the_reservations_worst_case(
+    tmp_path: Path, stream: bool
+) -> None:
+    """A 5-token reply reported as 10^12 output tokens costs the worst case, not $2,000,000."""
+    alpha = ReportingBackend(usage=Usage(10, 10**12))
+    settings = settings_with(tmp_path, ALPHA_PRICE)
+    async with rhetor.runtime.start(settings, backends=backends(alpha)) as rt:
+        if stream:
+            reply = [c async for c in rt.stream("hello", max_tokens=100)][-1].reply
+        else:
+            reply = await rt.message("hello", max_tokens=100)
+    assert reply is not None
+    assert reply.cost == worst_case(HELLO_TOKENS, 100)
+    assert reply.usage == Usage(10, 100)
+    [row] = entries(tmp_path)
+    assert (row.cost, row.billed, row.output_tokens) == (reply.cost, "capped", 100)
+
+
+async def test_absurd_input_is_capped_too(tmp_path: Path) -> None:
+    """Input far above the estimate (a billion tokens for "hello") is billed at the worst case and marked capped."""
+    alpha = ReportingBackend(usage=Usage(10**9, 3))
+    async with rhetor.runtime.start(
+        settings_with(tmp_path, ALPHA_PRICE), backends=backends(alpha)
+    ) as rt:
+        reply = await rt.message("hello", max_tokens=100)
+    assert reply.cost == worst_case(HELLO_TOKENS, 100)
+    assert reply.usage.input_tokens == int(HELLO_TOKENS * 1.25) + 16
+    assert entries(tmp_path)[0].billed == "capped"
+
+
+async def test_plausible_usage_is_billed_as_reported(tmp_path: Path) -> None:
+    """Usage within the request's bounds is priced as the provider reported it, marked usage."""
+    alpha = ReportingBackend(usage=Usage(1000, 80))
+    async with rhetor.runtime.start(
+        settings_with(tmp_path, ALPHA_PRICE), backends=backends(alpha)
+    ) as rt:
+        reply = await rt.message("hello", max_tokens=100)
+    assert reply.cost == (1000 * 1.0 + 80 * 2.0) / 1_000_000
+    assert reply.usage == Usage(1000, 80)
+    assert entries(tmp_path)[0].billed == "usage"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_usage_marked_malformed_is_billed_at_the_worst_case(
+    tmp_path: Path, stream: bool
+) -> None:
+    """A reply whose usage the backend marked invalid costs the reserved worst case, and the row says so."""
+    alpha = ReportingBackend(usage=Usage(0, 0), usage_valid=False)
+    async with rhetor.runtime.start(
+        settings_with(tmp_path, ALPHA_PRICE), backends=backends(alpha)
+    ) as rt:
+        if stream:
+            reply = [c async for c in rt.stream("hello", max_tokens=100)][-1].reply
+        else:
+            reply = await rt.message("hello", max_tokens=100)
+    assert reply is not None
+    assert reply.cost == worst_case(HELLO_TOKENS, 100) > 0
+    [row] = entries(tmp_path)
+    assert (row.billed, row.status, row.cost) == ("worst_case", "ok", reply.cost)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [Usage(12.7, 3), Usage(float("nan"), 3), Usage(10, float("inf"))],  # type: ignore[arg-type]
+)
+async def test_non_integer_or_negative_counts_never_reach_a_reply_or_the_ledger(
+    tmp_path: Path, usage: Usage
+) -> None:
+    """12.7 is rounded; a NaN or infinite count bills the worst case; replies carry whole numbers only."""
+    alpha = ReportingBackend(usage=usage)
+    async with rhetor.runtime.start(
+        settings_with(tmp_path, ALPHA_PRICE), backends=backends(alpha)
+    ) as rt:
+        reply = await rt.message("hello", max_tokens=100)
+        body = reply.to_dict()
+    assert all(type(body["usage"][k]) is int for k in ("input_tokens", "output_tokens"))
+    [row] = entries(tmp_path)
+    if usage.input_tokens == 12.7:
+        assert reply.usage == Usage(13, 3)
+        assert row.billed == "usage"
+    else:
+        assert reply.cost == worst_case(HELLO_TOKENS, 100)
+        assert row.billed == "worst_case"
+
+
+async def test_reply_costs_carry_no_float_noise(tmp_path: Path) -> None:
+    """At $0.7/$0.1 per Mtok, 3 in and 3 out cost 2.4e-06 in the reply and the ledger, not 2.3999999999999995e-06."""
+    alpha = ReportingBackend(usage=Usage(3, 3))
+    prices = {"alpha-1": {"input_per_mtok": 0.7, "output_per_mtok": 0.1}}
+    async with rhetor.runtime.start(
+        settings_with(tmp_path, prices), backends=backends(alpha)
+    ) as rt:
+        reply = await rt.message("hello")
+    assert repr(reply.cost) == "2.4e-06"
+    assert json.dumps(reply.to_dict()["cost"]) == "2.4e-06"
+    assert entries(tmp_path)[0].cost == 2.4e-06
+
+
+async def test_an_unknown_model_under_enforce_is_priced_conservatively_not_free(
+    tmp_path: Path,
+) -> None:
+    """A model with no known price is never free: under a $0.10 limit it is refused; with an override it answers."""
+    alpha = ReportingBackend(usage=Usage(10, 5))
+    limited = settings_with(tmp_path, None, budget_policy="enforce", daily_limit=0.10)
+    async with rhetor.runtime.start(limited, backends=backends(alpha)) as rt:
+        estimate = await rt.estimate("hello", model="alpha-1")
+        with pytest.raises(BudgetExceeded) as info:
+            await rt.message("hello")
+    assert estimate["price_known"] is False and estimate["estimated_cost"] > 0.10
+    assert "alpha/alpha-1" in str(info.value)
+    (tmp_path / "p").mkdir()
+    priced = settings_with(tmp_path / "p", ALPHA_PRICE, budget_policy="enforce", daily_limit=0.10)
+    async with rhetor.runtime.start(priced, backends=backends(alpha)) as rt:
+        reply = await rt.message("hello")
+    assert reply.cost == (10 * 1.0 + 5 * 2.0) / 1_000_000
+
+
+async def test_an_unknown_model_without_limits_is_billed_at_the_conservative_price(
+    tmp_path: Path,
+) -> None:
+    """With no limit, a reply from an unpriced model still records a (conservative) cost, not 0."""
+    alpha = ReportingBackend(usage=Usage(10, 5))
+    async with rhetor.runtime.start(settings_with(tmp_path), backends=backends(alpha)) as rt:
+        reply = await rt.message("hello")
+    assert reply.cost == Pricer().price("alpha", "alpha-1", Usage(10, 5)) > 0
+
+
+async def test_a_budget_refusal_names_a_small_limit_precisely(tmp_path: Path) -> None:
+    """The 402 for a $0.000123 limit says $0.000123, and the worst case it refused."""
+    alpha = ReportingBackend()
+    settings = settings_with(tmp_path, ALPHA_PRICE, budget_policy="enforce", daily_limit=0.000123)
+    async with rhetor.runtime.start(settings, backends=backends(alpha)) as rt:
+        with pytest.raises(BudgetExceeded) as info:
+            await rt.message("hello", max_tokens=100)
+    assert "daily budget $0.000123 would be exceeded" in info.value.message
+    assert info.value.limit == 0.000123
