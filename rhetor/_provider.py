@@ -9,9 +9,9 @@ The built-in backends check every upstream reply at their one translation point
 (usage included). The actor still checks what any backend hands it, since
 ``runtime.start(backends=...)`` takes backends Rhetor did not write: a reply of the
 wrong shape is that request's :class:`rhetor.UpstreamServerError`, token counts
-that are not non-negative integers are billed as unknown (``usage_valid=False``,
-negative ones counted as zero so that they can never credit the budget), and a
-health check that raises or answers nonsense marks the provider unavailable.
+that are not non-negative numbers are billed as unknown (``usage_valid=False``;
+negative ones count as zero so that they can never credit the budget), fractions
+are rounded, and a health check that raises or answers nonsense marks the provider unavailable.
 """
 
 from __future__ import annotations
@@ -218,10 +218,10 @@ class ProviderActor(actors.Actor):
         text = well_formed(reply.text)
         if text is not reply.text:
             reply = attrs.evolve(reply, text=text)
-        usage = _checked_usage(self.backend.name, reply.usage)
-        if usage is None:
+        usage, valid = _checked_usage(self.backend.name, reply.usage)
+        if usage is reply.usage:
             return reply
-        return attrs.evolve(reply, usage=usage, usage_valid=False)
+        return attrs.evolve(reply, usage=usage, usage_valid=valid and reply.usage_valid)
 
     def _checked_item(self, item: object, request: ProviderRequest) -> TextDelta | StreamEnd:
         """
@@ -234,10 +234,10 @@ class ProviderActor(actors.Actor):
             isinstance(field, str) for field in (item.model, item.finish_reason)
         ):
             raise self._malformed(item, request)
-        usage = _checked_usage(self.backend.name, item.usage)
-        if usage is None:
+        usage, valid = _checked_usage(self.backend.name, item.usage)
+        if usage is item.usage:
             return item
-        return attrs.evolve(item, usage=usage, usage_valid=False)
+        return attrs.evolve(item, usage=usage, usage_valid=valid and item.usage_valid)
 
     def _malformed(self, answer: object, request: ProviderRequest) -> UpstreamServerError:
         name = self.backend.name
@@ -278,18 +278,21 @@ def _is_status(status: object) -> bool:
     )
 
 
-def _checked_usage(provider: str, usage: object) -> Usage | None:
+def _checked_usage(provider: str, usage: object) -> tuple[Usage, bool]:
     """
-    None when ``usage`` holds two valid token counts; else the usage to bill instead.
+    The usage to bill for what a backend reported, and whether it was a valid report.
 
-    The replacement keeps what is a count and counts the rest as zero, negative counts
-    included (a hostile upstream must never be priced at a negative cost and credit
-    the budget); the reply then says ``usage_valid=False``.
+    Two whole counts pass as they are (the same object). Finite non-negative
+    floats are rounded (12.7 is 13 tokens) and still valid. Anything else keeps
+    what is a count and counts the rest as zero, negative counts included (a
+    hostile upstream must never be priced at a negative cost and credit the
+    budget); the reply then says ``usage_valid=False``.
     """
     counts = (getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None))
-    if isinstance(usage, Usage) and all(
-        isinstance(n, int) and token_count(n) is not None for n in counts
-    ):
-        return None
+    whole = tuple(token_count(n) for n in counts)
+    if isinstance(usage, Usage) and None not in whole:
+        if all(type(n) is int for n in counts):
+            return usage, True
+        return Usage(*(n or 0 for n in whole)), True
     log.warning("%s backend reported token usage %s; billed as unknown", provider, preview(usage))
-    return Usage(*(token_count(n) or 0 for n in counts))
+    return Usage(*(n or 0 for n in whole)), False

@@ -74,12 +74,11 @@ async def streamed(ref: actors.Ref) -> list[Any]:
     ("usage", "billed"),
     [
         (Usage(-1_000_000, 5), Usage(0, 5)),
-        (Usage(12.7, 3), Usage(13, 3)),  # type: ignore[arg-type]
         (Usage("abc", 3), Usage(0, 3)),  # type: ignore[arg-type]
         (Usage(True, 3), Usage(0, 3)),  # type: ignore[arg-type]
         (None, Usage(0, 0)),
     ],
-    ids=["negative", "float", "string", "bool", "none"],
+    ids=["negative", "string", "bool", "none"],
 )
 async def test_usage_that_is_not_counts_is_billed_as_unknown(usage: Any, billed: Usage) -> None:
     """A reply or stream end whose counts are not non-negative ints is marked invalid, never credited."""
@@ -93,6 +92,21 @@ async def test_usage_that_is_not_counts_is_billed_as_unknown(usage: Any, billed:
         assert ref.stats().restarts == 0
     assert (reply.text, reply.usage, reply.usage_valid) == ("text", billed, False)
     assert items == [TextDelta("t"), StreamEnd(billed, usage_valid=False)]
+
+
+async def test_fractional_counts_are_rounded_and_stay_valid() -> None:
+    """12.7 tokens bill as 13, never as a fractional count and never as unknown usage."""
+    backend = Misbehaving(
+        reply=ProviderReply("text", "m", Usage(12.7, 3)),  # type: ignore[arg-type]
+        items=[TextDelta("t"), StreamEnd(Usage(12.7, 3))],  # type: ignore[arg-type]
+    )
+    async with actors.open_system() as system:
+        ref = await spawned(system, backend)
+        reply = await ref.ask(Complete(REQUEST))
+        items = await streamed(ref)
+    assert (reply.usage, reply.usage_valid) == (Usage(13, 3), True)
+    assert type(reply.usage.input_tokens) is int
+    assert items[-1] == StreamEnd(Usage(13, 3))
 
 
 async def test_valid_usage_passes_untouched() -> None:

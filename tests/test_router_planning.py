@@ -281,7 +281,7 @@ def _assert_downgrade_named(reply: dict[str, Any]) -> None:
     assert (reply["provider"], reply["model"]) == ("openai", "gpt-4-turbo"), reply
     warning = reply["budget_warning"]
     assert "anthropic/claude-3-opus-20240229 was chosen first" in warning
-    assert "daily budget $0.0500 would be exceeded" in warning
+    assert "daily budget $0.05 would be exceeded" in warning
     assert "answered by openai/gpt-4-turbo" in warning
     routing = reply["routing"]
     assert "chose anthropic/claude-3-opus-20240229" in routing
