@@ -36,7 +36,7 @@ import httpx._decoders
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # The repository root has to be on sys.path before this import.
-from rhetor._upstream import LineSplitter, ServerSentEvents
+from rhetor.providers._wire import LineSplitter, ServerSentEvents
 
 KB = 1024
 REPEATS = 5

@@ -5,7 +5,7 @@ How the layers fit: ``actors`` (a separate package) is the supervised-actor
 runtime; ``rhetor._*`` modules hold one actor each (router, budget, contexts,
 prompts, providers, sessions) plus their pure logic and storage;
 ``rhetor.runtime`` assembles them into one supervision tree and is the
-in-process API; ``rhetor._edge`` and ``rhetor._server`` put HTTP, SSE and
+in-process API; ``rhetor.edge._app`` and ``rhetor.edge._server`` put HTTP, SSE and
 WebSocket in front of it; ``rhetor.client`` is the Python client and does not
 import the server side.
 

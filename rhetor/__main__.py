@@ -14,8 +14,8 @@ import sys
 
 
 def _fallback(argv: list[str]) -> None:
-    from rhetor._server import run
     from rhetor._settings import Settings
+    from rhetor.edge._server import run
 
     parser = argparse.ArgumentParser(prog="python -m rhetor")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve"])

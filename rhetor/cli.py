@@ -168,7 +168,7 @@ def serve(
         if data_dir is not None:
             settings = attrs.evolve(settings, data_dir=data_dir)
         # Imported here: the client commands must not pay for the server stack.
-        from rhetor._server import serve as serve_forever
+        from rhetor.edge._server import serve as serve_forever
 
         trio.run(partial(serve_forever, settings, freeze_heap=True))
     except RhetorError as exc:

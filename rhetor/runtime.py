@@ -23,14 +23,16 @@ import attrs
 
 import actors
 from rhetor._asks import as_rhetor_error, ask
-from rhetor._budget import BudgetKeeper, GetBudget, GetUsage, SetLimit, SetPolicy
-from rhetor._contexts import ContextStore
 from rhetor._errors import NotFound, ValidationError
-from rhetor._pricing import Pricer, load_overrides
-from rhetor._prompts import PromptLibrary
-from rhetor._provider import CheckHealth, ProviderActor
 from rhetor._redact import install_log_redaction
-from rhetor._router import (
+from rhetor._settings import Settings
+from rhetor._types import ChatMessage, ProviderBackend
+from rhetor.budget._keeper import BudgetKeeper, GetBudget, GetUsage, SetLimit, SetPolicy
+from rhetor.budget._pricing import Pricer, load_overrides
+from rhetor.providers._actor import CheckHealth, ProviderActor
+from rhetor.providers._simulated import SimulatedBackend
+from rhetor.routing._plan import RoutingParameters, TaskConfig
+from rhetor.routing._router import (
     BudgetModeChanged,
     Chunk,
     Estimate,
@@ -43,11 +45,9 @@ from rhetor._router import (
     SetActive,
     Summarize,
 )
-from rhetor._routing import RoutingParameters, TaskConfig
-from rhetor._settings import Settings
-from rhetor._simulated import SimulatedBackend
-from rhetor._store import StoreCall
-from rhetor._types import ChatMessage, ProviderBackend
+from rhetor.storage._actor import StoreCall
+from rhetor.storage._contexts import ContextStore
+from rhetor.storage._prompts import PromptLibrary
 
 try:
     import fcntl
@@ -81,21 +81,21 @@ def default_backends(settings: Settings, config: TaskConfig) -> dict[str, Backen
         )
 
     def anthropic() -> ProviderBackend:
-        from rhetor._anthropic import AnthropicBackend
+        from rhetor.providers._anthropic import AnthropicBackend
 
         return AnthropicBackend(
             settings.anthropic_api_key, settings.anthropic_base_url, models=models_of("anthropic")
         )
 
     def openai() -> ProviderBackend:
-        from rhetor._openai import OpenAIBackend
+        from rhetor.providers._openai import OpenAIBackend
 
         return OpenAIBackend(
             settings.openai_api_key, settings.openai_base_url, models=models_of("openai")
         )
 
     def ollama() -> ProviderBackend:
-        from rhetor._ollama import OllamaBackend
+        from rhetor.providers._ollama import OllamaBackend
 
         return OllamaBackend(
             settings.ollama_base_url or "http://localhost:11434", models=models_of("ollama")

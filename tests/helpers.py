@@ -30,9 +30,9 @@ import attrs
 import trio
 
 import rhetor.runtime
-from rhetor._routing import TaskConfig
-from rhetor._server import serve_runtime
 from rhetor._settings import Settings
+from rhetor.edge._server import serve_runtime
+from rhetor.routing._plan import TaskConfig
 
 __all__ = ["ServerInfo", "running_server", "settings_for", "simulated_backends"]
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from rhetor._accounts import Accounts, period_end, period_start, usd
 from rhetor._errors import ValidationError
-from rhetor._ledger import LedgerEntry, ReservationRow
+from rhetor.budget._accounts import Accounts, period_end, period_start, usd
+from rhetor.budget._ledger import LedgerEntry, ReservationRow
 
 
 def reservation(rid: int, amount: float, provider: str = "openai", key: str = "") -> ReservationRow:

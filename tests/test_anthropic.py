@@ -11,7 +11,6 @@ import pytest
 import trio
 import trio.testing
 
-from rhetor._anthropic import DEFAULT_MAX_TOKENS, AnthropicBackend, anthropic_messages
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -25,6 +24,7 @@ from rhetor._errors import (
     UpstreamTimeout,
 )
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta, Usage
+from rhetor.providers._anthropic import DEFAULT_MAX_TOKENS, AnthropicBackend, anthropic_messages
 from tests.fakes import Cut, Fail, Garbled, Hang, Raw, Reply, Stall, StreamError
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
 

@@ -18,9 +18,6 @@ import pytest
 
 import rhetor.runtime
 from rhetor import BudgetExceeded, Settings
-from rhetor._ledger import Ledger, LedgerEntry
-from rhetor._pricing import ModelPrice, Pricer
-from rhetor._simulated import SimulatedBackend
 from rhetor._types import (
     ProviderReply,
     ProviderRequest,
@@ -29,6 +26,9 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
+from rhetor.budget._ledger import Ledger, LedgerEntry
+from rhetor.budget._pricing import ModelPrice, Pricer
+from rhetor.providers._simulated import SimulatedBackend
 
 TASKS = {
     "tasks": {"default": {"primary": "alpha-1", "fallbacks": [], "temperature": 0.5}},

@@ -16,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import actors
-from rhetor._budget import (
+from rhetor._errors import BudgetExceeded, ServiceUnavailable, ValidationError
+from rhetor._types import Usage
+from rhetor.budget._keeper import (
     BudgetKeeper,
     CheckBudget,
     GetActiveModel,
@@ -28,9 +30,7 @@ from rhetor._budget import (
     Settle,
     StoreActiveModel,
 )
-from rhetor._errors import BudgetExceeded, ServiceUnavailable, ValidationError
-from rhetor._ledger import Ledger
-from rhetor._types import Usage
+from rhetor.budget._ledger import Ledger
 
 
 def keeper(

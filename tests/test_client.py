@@ -107,7 +107,7 @@ def test_importing_the_client_does_not_import_the_server_stack() -> None:
     code = (
         "import sys, rhetor.client\n"
         "heavy = ('quart', 'quart_trio', 'hypercorn', 'actors', 'trio_websocket',"
-        " 'anthropic', 'openai', 'rhetor.runtime', 'rhetor._edge')\n"
+        " 'anthropic', 'openai', 'rhetor.runtime', 'rhetor.edge._app')\n"
         "print([m for m in sys.modules if m.split('.')[0] in heavy or m in heavy])\n"
     )
     out = subprocess.run(

@@ -1,5 +1,5 @@
 """
-The Anthropic-compatible endpoints (rhetor/_compat.py), driven by the official ``anthropic`` SDK.
+The Anthropic-compatible endpoints (rhetor/edge/_compat.py), driven by the official ``anthropic`` SDK.
 
 Rhetor runs as a real server on an ephemeral port; its own Anthropic provider
 talks to the fake Anthropic upstream. Models are the fake's current-style
@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 import rhetor.runtime
-from rhetor._routing import TaskConfig
 from rhetor._settings import Settings
+from rhetor.routing._plan import TaskConfig
 from tests.fakes import Cut, Reply
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
 from tests.helpers import ServerInfo, running_server, settings_for

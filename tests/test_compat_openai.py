@@ -1,5 +1,5 @@
 """
-The OpenAI-compatible endpoints (rhetor/_compat.py), driven by the official ``openai`` SDK.
+The OpenAI-compatible endpoints (rhetor/edge/_compat.py), driven by the official ``openai`` SDK.
 
 Rhetor runs as a real server on an ephemeral port; its own OpenAI provider
 talks to the fake OpenAI upstream, so every test crosses both wire formats.
@@ -19,8 +19,8 @@ import pytest
 import trio
 
 import rhetor.runtime
-from rhetor._routing import TaskConfig
 from rhetor._settings import Settings
+from rhetor.routing._plan import TaskConfig
 from tests.fakes import Cut, Fail, Hang, Reply
 from tests.fakes.openai import FakeOpenAI, fake_openai
 from tests.helpers import ServerInfo, running_server, settings_for

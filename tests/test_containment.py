@@ -34,11 +34,11 @@ from rhetor import (
     Settings,
     ValidationError,
 )
-from rhetor._budget import Reserve
-from rhetor._router import Router
-from rhetor._simulated import SimulatedBackend
-from rhetor._store import StoreActor, StoreCall
 from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
+from rhetor.budget._keeper import Reserve
+from rhetor.providers._simulated import SimulatedBackend
+from rhetor.routing._router import Router
+from rhetor.storage._actor import StoreActor, StoreCall
 from tests.helpers import running_server, settings_for
 
 HUGE = 10**24  # 24 digits: past SQLite's 64-bit INTEGER

@@ -1,5 +1,5 @@
 """
-The ContextStore actor's window cache (rhetor/_contexts.py): always the database's answer.
+The ContextStore actor's window cache (rhetor/storage/_contexts.py): always the database's answer.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 import trio
 
 import actors
-from rhetor._contexts import ContextStore
 from rhetor._errors import ValidationError
-from rhetor._history import HistoryStore
-from rhetor._store import StoreCall
 from rhetor._types import ChatMessage
+from rhetor.storage._actor import StoreCall
+from rhetor.storage._contexts import ContextStore
+from rhetor.storage._history import HistoryStore
 
 WORDS = [
     "the",

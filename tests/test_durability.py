@@ -26,9 +26,9 @@ import trio
 
 import rhetor.runtime
 from rhetor import BudgetExceeded, RhetorError, Settings
-from rhetor._ledger import Ledger
-from rhetor._simulated import SimulatedBackend
 from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
+from rhetor.budget._ledger import Ledger
+from rhetor.providers._simulated import SimulatedBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 # A price for the simulated models, so that they cost money and enforce has work to do.

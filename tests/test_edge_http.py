@@ -1,4 +1,4 @@
-"""Tests for the HTTP edge (rhetor/_edge.py): every endpoint, SSE, errors, auth, CORS."""
+"""Tests for the HTTP edge (rhetor/edge/_app.py): every endpoint, SSE, errors, auth, CORS."""
 
 from __future__ import annotations
 
@@ -435,7 +435,7 @@ async def test_wrong_method_is_405_json(tmp_path: Path) -> None:
 
 async def test_unexpected_exception_is_500_json_without_traceback(tmp_path: Path) -> None:
     """A bug in a handler answers internal_error JSON, with no traceback or detail."""
-    from rhetor._edge import create_app
+    from rhetor.edge._app import create_app
 
     async with running_server(settings_for(tmp_path)) as server:
         app = create_app(server.runtime)

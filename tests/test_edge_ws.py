@@ -1,4 +1,4 @@
-"""Tests for the WebSocket edge and the Session actor (rhetor/_edge.py, rhetor/_session.py)."""
+"""Tests for the WebSocket edge and the Session actor (rhetor/edge/_app.py, rhetor/edge/_session.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import trio
 from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
 
 from rhetor._errors import NotFound
-from rhetor._simulated import SimulatedBackend
 from rhetor._types import ProviderRequest, StreamEnd, TextDelta
+from rhetor.providers._simulated import SimulatedBackend
 from tests.helpers import running_server, settings_for
 
 LONG = " ".join(f"w{i}" for i in range(40))

@@ -1,4 +1,4 @@
-"""Reading untrusted JSON (rhetor/_fields.py): whole bodies, then field by field."""
+"""Reading untrusted JSON (rhetor/edge/_fields.py): whole bodies, then field by field."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from rhetor._errors import InvalidJSON, RhetorError, ValidationError
-from rhetor._fields import (
+from rhetor.edge._fields import (
     MAX_DEPTH,
     MAX_INT,
     check_json,

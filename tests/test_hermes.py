@@ -1,4 +1,4 @@
-"""Registration with Hermes (rhetor/_hermes.py): restarts, outages, shutdown races, bounded waits."""
+"""Registration with Hermes (rhetor/edge/_hermes.py): restarts, outages, shutdown races, bounded waits."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from rhetor._hermes import hermes_registration
+from rhetor.edge._hermes import hermes_registration
 
 HERMES = "http://hermes.test:8100"
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor._history import HistoryStore, validate_context_id
-from rhetor._pricing import MESSAGE_OVERHEAD, count_tokens
+from rhetor._tokens import MESSAGE_OVERHEAD, count_tokens
 from rhetor._types import ChatMessage
+from rhetor.storage._history import HistoryStore, validate_context_id
 
 
 def user(text: str) -> ChatMessage:

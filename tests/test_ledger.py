@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 from rhetor._errors import ValidationError
-from rhetor._ledger import Ledger, LedgerEntry, ReservationRow, UsageRow
+from rhetor.budget._ledger import Ledger, LedgerEntry, ReservationRow, UsageRow
 
 
 def entry(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor._library import (
+from rhetor.storage._library import (
     PROMPT_FORMATS,
     LibraryStore,
     generate_prompt,

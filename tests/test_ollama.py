@@ -22,8 +22,8 @@ from rhetor._errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from rhetor._ollama import OllamaBackend
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta, Usage
+from rhetor.providers._ollama import OllamaBackend
 from tests.fakes import Cut, Fail, Garbled, Hang, Raw, Reply, Stall, StreamError
 from tests.fakes.ollama import FakeOllama, fake_ollama
 

@@ -23,8 +23,8 @@ from rhetor._errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from rhetor._openai import OpenAIBackend
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta, Usage
+from rhetor.providers._openai import OpenAIBackend
 from tests.fakes import Cut, Fail, Garbled, Hang, Raw, Reply, Stall, StreamError
 from tests.fakes.openai import FakeOpenAI, fake_openai
 

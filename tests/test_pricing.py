@@ -9,16 +9,9 @@ from pathlib import Path
 import pytest
 
 from rhetor._errors import ValidationError
-from rhetor._pricing import (
-    MESSAGE_OVERHEAD,
-    ModelPrice,
-    Pricer,
-    count_message_tokens,
-    count_tokens,
-    dearest_rates,
-    load_overrides,
-)
+from rhetor._tokens import MESSAGE_OVERHEAD, count_message_tokens, count_tokens
 from rhetor._types import ChatMessage, Usage
+from rhetor.budget._pricing import ModelPrice, Pricer, dearest_rates, load_overrides
 
 # Bundled-snapshot prices (USD per million tokens) these models have had since launch.
 HAIKU_35 = ("anthropic", "claude-3-5-haiku-20241022", 0.8, 4.0)

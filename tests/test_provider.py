@@ -17,7 +17,6 @@ import pytest
 
 import actors
 from rhetor._errors import UpstreamServerError
-from rhetor._provider import CheckHealth, Complete, GetStatus, ProviderActor, StreamCompletion
 from rhetor._types import (
     ChatMessage,
     ProviderReply,
@@ -26,6 +25,13 @@ from rhetor._types import (
     StreamEnd,
     TextDelta,
     Usage,
+)
+from rhetor.providers._actor import (
+    CheckHealth,
+    Complete,
+    GetStatus,
+    ProviderActor,
+    StreamCompletion,
 )
 
 REQUEST = ProviderRequest("m", (ChatMessage("user", "Hi"),))

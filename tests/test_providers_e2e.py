@@ -27,9 +27,9 @@ import trio
 import trio.testing
 
 # Imported here, not on a test's first request: the SDKs take a while to import.
-import rhetor._anthropic
-import rhetor._ollama
-import rhetor._openai
+import rhetor.providers._anthropic
+import rhetor.providers._ollama
+import rhetor.providers._openai
 import rhetor.runtime
 from actors import Subscription
 from rhetor import (
@@ -39,11 +39,11 @@ from rhetor import (
     UpstreamConnectionError,
     UpstreamTimeout,
 )
-from rhetor._ledger import Ledger, LedgerEntry
-from rhetor._pricing import Pricer
-from rhetor._provider import Complete
-from rhetor._router import Chunk
 from rhetor._types import ChatMessage, ProviderRequest, Usage
+from rhetor.budget._ledger import Ledger, LedgerEntry
+from rhetor.budget._pricing import Pricer
+from rhetor.providers._actor import Complete
+from rhetor.routing._router import Chunk
 from rhetor.runtime import Runtime
 from tests.fakes import Cut, Fail, Hang, Reply, Stall
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic

@@ -20,11 +20,11 @@ import trio
 from trio_websocket import open_websocket_url
 
 import rhetor.runtime
-from rhetor._pricing import Pricer
-from rhetor._router import _unstored_turns
-from rhetor._routing import TaskConfig
 from rhetor._types import ChatMessage
+from rhetor.budget._pricing import Pricer
 from rhetor.client import RhetorClient
+from rhetor.routing._plan import TaskConfig
+from rhetor.routing._router import _unstored_turns
 from tests.fakes import Fail, Reply
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
 from tests.fakes.ollama import FakeOllama, fake_ollama

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor._routing import RoutingParameters, TaskConfig, plan, usd
+from rhetor.routing._plan import RoutingParameters, TaskConfig, plan, usd
 
 CONFIG = TaskConfig.load(Path(__file__).parent.parent / "config" / "tasks.json")
 MODELS = {

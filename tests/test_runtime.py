@@ -26,8 +26,8 @@ from rhetor import (
     UpstreamServerError,
     ValidationError,
 )
-from rhetor._simulated import SimulatedBackend
 from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
+from rhetor.providers._simulated import SimulatedBackend
 
 TASKS = {
     "tasks": {

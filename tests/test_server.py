@@ -1,4 +1,4 @@
-"""Tests for serving (rhetor/_server.py): port 0, graceful shutdown, signals, Hermes."""
+"""Tests for serving (rhetor/edge/_server.py): port 0, graceful shutdown, signals, Hermes."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from rhetor._server import serve
 from rhetor._settings import Settings
+from rhetor.edge._server import serve
 from tests.helpers import settings_for, simulated_backends
 
 REPO = Path(__file__).resolve().parent.parent

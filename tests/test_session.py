@@ -14,8 +14,8 @@ import trio
 import actors
 import rhetor.runtime
 from rhetor import Settings
-from rhetor._session import EMIT_TIMEOUT, Inbound, Session
-from rhetor._simulated import SimulatedBackend
+from rhetor.edge._session import EMIT_TIMEOUT, Inbound, Session
+from rhetor.providers._simulated import SimulatedBackend
 
 
 def frame(kind: str, frame_id: str, **payload: Any) -> Inbound:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rhetor._errors import BadRequest
-from rhetor._simulated import SimulatedBackend
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta
+from rhetor.providers._simulated import SimulatedBackend
 
 
 def request(*contents: str, model: str = "simulated-echo", **kw: object) -> ProviderRequest:

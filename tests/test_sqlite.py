@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rhetor._errors import ValidationError
-from rhetor._sqlite import (
+from rhetor.storage._sqlite import (
     SQLITE_INT_MAX,
     SQLITE_INT_MIN,
     SQLiteStore,

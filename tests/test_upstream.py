@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from rhetor._upstream import (
+from rhetor.providers._wire import (
     LineSplitter,
     ServerSentEvents,
     StreamedError,

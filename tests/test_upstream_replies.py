@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rhetor import _anthropic, _ollama, _openai
 from rhetor._errors import ProviderError, UpstreamServerError
 from rhetor._types import ChatMessage, ProviderReply, ProviderRequest, StreamEnd, Usage
-from rhetor._upstream import MAX_TOKEN_COUNT, MalformedReply, StreamedError, token_count
+from rhetor.providers import _anthropic, _ollama, _openai
+from rhetor.providers._wire import MAX_TOKEN_COUNT, MalformedReply, StreamedError, token_count
 
 # Hypothesis explores; the test machine is shared and slow, so no per-example deadline.
 EXPLORE = settings(

@@ -11,7 +11,7 @@ Search is a case-insensitive (ASCII) substring match with ``LIKE``, with
 ``%``, ``_`` and the escape character escaped, so a query means its literal text.
 
 Every value a caller passes is checked before SQLite sees it (see
-:func:`rhetor._sqlite.check_int`): a number SQLite cannot hold or a string that
+:func:`rhetor.storage._sqlite.check_int`): a number SQLite cannot hold or a string that
 is not valid Unicode is a :class:`ValidationError` naming the field.
 """
 
@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ._errors import NotFound, ValidationError
-from ._pricing import MESSAGE_OVERHEAD, count_tokens
-from ._sqlite import SQLiteStore, check_int, check_text, transaction
-from ._types import ChatMessage, Role
+from rhetor._errors import NotFound, ValidationError
+from rhetor._tokens import MESSAGE_OVERHEAD, count_tokens
+from rhetor._types import ChatMessage, Role
+from rhetor.storage._sqlite import SQLiteStore, check_int, check_text, transaction
 
 __all__ = [
     "ContextInfo",

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rhetor._library import LibraryStore, generate_prompt
-from rhetor._sqlite import check_text
-from rhetor._store import StoreActor, StoreCall
+from rhetor.storage._actor import StoreActor, StoreCall
+from rhetor.storage._library import LibraryStore, generate_prompt
+from rhetor.storage._sqlite import check_text
 
 __all__ = ["PromptLibrary"]
 
@@ -21,7 +21,7 @@ _MAX_CACHED_DEFAULTS = 1024
 
 class PromptLibrary(StoreActor):
     """
-    Answers :class:`rhetor._store.StoreCall` for templates and system prompts.
+    Answers :class:`rhetor.storage._actor.StoreCall` for templates and system prompts.
 
     The default system prompt of each component is cached in memory, since
     the router asks for it on every request; prompt writes clear the cache.

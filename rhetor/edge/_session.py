@@ -29,7 +29,13 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 import actors
 from rhetor._errors import InternalError, RhetorError, ValidationError
-from rhetor._fields import check_json, check_text, load_json, may_hold_surrogates, read_llm_request
+from rhetor.edge._fields import (
+    check_json,
+    check_text,
+    load_json,
+    may_hold_surrogates,
+    read_llm_request,
+)
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
@@ -116,7 +122,7 @@ def parse_frame(data: str | bytes) -> ParsedFrame:
     """
     Check one client frame: JSON, an object, a known ``type``, a usable ``id`` and payload.
 
-    Every value in it keeps :func:`rhetor._fields.check_json`'s rules (valid
+    Every value in it keeps :func:`rhetor.edge._fields.check_json`'s rules (valid
     Unicode, finite numbers, bounded nesting), so nothing malformed reaches a
     request. A frame without an ``id`` gets a fresh one, which every answer
     then echoes.

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import attrs
 
-from ._errors import ValidationError
+from rhetor._errors import ValidationError
 
 if TYPE_CHECKING:
-    from ._ledger import LedgerEntry, ReservationRow
+    from rhetor.budget._ledger import LedgerEntry, ReservationRow
 
 __all__ = [
     "PERIODS",

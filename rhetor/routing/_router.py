@@ -25,18 +25,7 @@ import anyio
 import attrs
 
 import actors
-from rhetor._accounts import usd
 from rhetor._asks import ask
-from rhetor._budget import (
-    CheckBudget,
-    GetActiveModel,
-    GetBudgetMode,
-    Reservation,
-    Reserve,
-    Settle,
-    StoreActiveModel,
-    token_count,
-)
 from rhetor._errors import (
     AllProvidersFailed,
     BudgetExceeded,
@@ -49,18 +38,7 @@ from rhetor._errors import (
     UpstreamTimeout,
     ValidationError,
 )
-from rhetor._ledger import Billed
-from rhetor._pricing import Pricer, count_message_tokens, count_tokens
-from rhetor._provider import Complete, GetStatus, StreamCompletion
-from rhetor._routing import (
-    SIMULATED,
-    Candidate,
-    RoutePlan,
-    RoutingParameters,
-    TaskConfig,
-    plan,
-)
-from rhetor._store import StoreCall
+from rhetor._tokens import count_message_tokens, count_tokens
 from rhetor._types import (
     ChatMessage,
     ProviderReply,
@@ -70,6 +48,29 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
+from rhetor.budget._accounts import usd
+from rhetor.budget._keeper import (
+    CheckBudget,
+    GetActiveModel,
+    GetBudgetMode,
+    Reservation,
+    Reserve,
+    Settle,
+    StoreActiveModel,
+    token_count,
+)
+from rhetor.budget._ledger import Billed
+from rhetor.budget._pricing import Pricer
+from rhetor.providers._actor import Complete, GetStatus, StreamCompletion
+from rhetor.routing._plan import (
+    SIMULATED,
+    Candidate,
+    RoutePlan,
+    RoutingParameters,
+    TaskConfig,
+    plan,
+)
+from rhetor.storage._actor import StoreCall
 
 __all__ = [
     "BudgetModeChanged",

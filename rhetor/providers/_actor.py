@@ -36,7 +36,7 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
-from rhetor._upstream import preview, token_count
+from rhetor.providers._wire import preview, token_count
 
 __all__ = ["CheckHealth", "Complete", "GetStatus", "ProviderActor", "StreamCompletion"]
 

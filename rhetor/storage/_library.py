@@ -12,7 +12,7 @@ synchronous (its actor calls it through ``anyio.to_thread.run_sync``).
 task in one of a few formats.
 
 Every value a caller passes is checked before SQLite sees it (see
-:func:`rhetor._sqlite.check_text`): a string that is not valid Unicode or a
+:func:`rhetor.storage._sqlite.check_text`): a string that is not valid Unicode or a
 number SQLite cannot hold is a :class:`ValidationError` naming the field.
 """
 
@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ._errors import NotFound, ValidationError
-from ._sqlite import SQLITE_INT_MIN, SQLiteStore, check_int, check_text, transaction
+from rhetor._errors import NotFound, ValidationError
+from rhetor.storage._sqlite import SQLITE_INT_MIN, SQLiteStore, check_int, check_text, transaction
 
 __all__ = [
     "PROMPT_FORMATS",

@@ -24,7 +24,7 @@ from typing import ClassVar, Self
 
 import attrs
 
-from ._errors import ValidationError
+from rhetor._errors import ValidationError
 
 __all__ = [
     "SQLITE_INT_MAX",

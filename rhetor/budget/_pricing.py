@@ -1,5 +1,5 @@
 """
-What a call costs, and how many tokens a text is, without touching the network.
+What a call costs, without touching the network.
 
 :class:`Pricer` prices a call in USD from, in order: a per-model override, the
 free-provider list (local models cost nothing), then the price snapshot bundled
@@ -12,9 +12,7 @@ price override gives the model its real price (0 for a free local server).
 Costs are computed in :class:`~decimal.Decimal` and converted to float once, so
 a reply's cost carries no float noise (``0.45``, not ``0.44999999999999996``).
 
-:func:`count_tokens` is a deterministic offline estimate shaped like BPE. It is
-for budgeting and context windows, never for billing: providers report the real
-counts, and those are what :class:`~rhetor._types.Usage` carries.
+Token estimates come from :mod:`rhetor._tokens`.
 """
 
 from __future__ import annotations
@@ -24,9 +22,8 @@ import json
 import logging
 import math
 import os
-import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -34,15 +31,12 @@ from typing import Any
 import attrs
 import genai_prices
 
-from ._errors import ValidationError
-from ._types import ChatMessage, Usage
+from rhetor._errors import ValidationError
+from rhetor._types import Usage
 
 __all__ = [
-    "MESSAGE_OVERHEAD",
     "ModelPrice",
     "Pricer",
-    "count_message_tokens",
-    "count_tokens",
     "dearest_rates",
     "load_overrides",
 ]
@@ -318,47 +312,3 @@ def load_overrides(path: str | os.PathLike[str]) -> dict[str, ModelPrice]:
             values.append(float(value))
         prices[model] = ModelPrice(*values)
     return prices
-
-
-# Tokens every chat message costs beyond its text (role markers, separators).
-MESSAGE_OVERHEAD = 4
-
-# Letters (any script), digit runs, whitespace runs, and single other characters:
-# each class is counted with one C-level findall rather than a Python loop per piece.
-_WORDS = re.compile(r"[^\W\d_]+")
-_DIGITS = re.compile(r"\d+")
-_SPACES = re.compile(r"\s+")
-_OTHERS = re.compile(r"[^\w\s]|_")
-
-
-@functools.lru_cache(maxsize=8192)
-def count_tokens(text: str) -> int:
-    """
-    Estimate how many tokens ``text`` is, the same way every time.
-
-    Words count a token per four letters, numbers a token per three digits (as
-    BPE vocabularies split them), punctuation a token per character. A single
-    space is free, since BPE folds it into the next word; other whitespace runs
-    count one token. Results are cached: stored history is counted on every
-    request that sends it.
-    """
-    tokens = 0
-    for word in _WORDS.findall(text):
-        # Vocabularies hold far fewer non-ASCII merges, so such words split finer.
-        tokens += (len(word) + 3) // 4 if word.isascii() else (len(word) + 1) // 2
-    for digits in _DIGITS.findall(text):
-        tokens += (len(digits) + 2) // 3
-    spaces = _SPACES.findall(text)
-    tokens += len(spaces) - spaces.count(" ")
-    tokens += len(_OTHERS.findall(text))
-    return tokens
-
-
-def count_message_tokens(messages: Sequence[ChatMessage], system: str | None = None) -> int:
-    """
-    Estimate the prompt tokens of a chat: every message, plus the system prompt if any.
-    """
-    total = sum(count_tokens(m.content) + MESSAGE_OVERHEAD for m in messages)
-    if system:
-        total += count_tokens(system) + MESSAGE_OVERHEAD
-    return total

@@ -2,7 +2,7 @@
 What every provider backend shares: model lists, stream reading and clean-up, retry
 hints, and the checks on what a 200 reply may contain.
 
-The backends (:mod:`rhetor._anthropic`, :mod:`rhetor._openai`, :mod:`rhetor._ollama`)
+The backends (:mod:`rhetor.providers._anthropic`, :mod:`rhetor.providers._openai`, :mod:`rhetor.providers._ollama`)
 differ in their wire formats and in how they translate their library's errors, which
 each does in its own ``_translate_errors``; what is the same for all of them lives here.
 Nothing here raises a :mod:`rhetor._errors` exception: :class:`StreamedError` and

@@ -1,7 +1,7 @@
 """
 ContextStore: the actor that owns conversation history.
 
-History lives in SQLite (see :mod:`rhetor._history`), so it survives restarts.
+History lives in SQLite (see :mod:`rhetor.storage._history`), so it survives restarts.
 
 Every LLM request with a ``context_id`` asks for the context's window before
 the provider call and appends the new turns after it (then asks whether the
@@ -9,7 +9,7 @@ context needs a summary). Each store call is a round trip to a worker thread,
 and under load such a round trip waits for the busy event loop (and for the
 GIL at every SQLite step) for far longer than the query takes. So the actor
 keeps, for recently used contexts, what the windows and the summary check
-need (:class:`~rhetor._history.WindowState`), and answers those two from
+need (:class:`~rhetor.storage._history.WindowState`), and answers those two from
 memory. Writes still go to SQLite in the worker thread first; the cached state
 is updated only after a write succeeded, and dropped when a write may have
 happened without the actor seeing its result (an error or cancellation).
@@ -24,7 +24,10 @@ from typing import Any, ClassVar
 
 import attrs
 
-from rhetor._history import (
+from rhetor._tokens import MESSAGE_OVERHEAD, count_tokens
+from rhetor._types import ChatMessage
+from rhetor.storage._actor import StoreActor
+from rhetor.storage._history import (
     Entry,
     HistoryStore,
     WindowState,
@@ -32,9 +35,6 @@ from rhetor._history import (
     summary_cost,
     validate_context_id,
 )
-from rhetor._pricing import MESSAGE_OVERHEAD, count_tokens
-from rhetor._store import StoreActor
-from rhetor._types import ChatMessage
 
 __all__ = ["ContextStore"]
 
@@ -75,7 +75,7 @@ class _Cached:
 
 class ContextStore(StoreActor):
     """
-    Answers :class:`rhetor._store.StoreCall` for the history store's operations.
+    Answers :class:`rhetor.storage._actor.StoreCall` for the history store's operations.
 
     ``window`` and ``needs_summary`` are answered from memory for the
     ``cached_contexts`` most recently used contexts, holding up to

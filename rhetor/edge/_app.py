@@ -4,16 +4,16 @@ The HTTP edge: a Quart-Trio app over a :class:`Runtime`, and the ASGI app Hyperc
 The edge only translates. A handler reads the JSON body field by field, makes
 one ``Runtime`` call, and turns the result into JSON or Server-Sent Events.
 Routing, budget and context logic live in the actors; the WebSockets are
-``rhetor._sockets``.
+``rhetor.edge._sockets``.
 
 Every error leaves as ``{"error": {"type", "message", "field"?}}`` with the
 status of the :class:`RhetorError` it came from; :func:`_as_rhetor_error` is
 the one place where other exceptions (Werkzeug's HTTP errors, actor errors)
 are translated. Nothing answers with a traceback.
 
-Before any handler runs, every request passes ``rhetor._checks`` (Host
+Before any handler runs, every request passes ``rhetor.edge._checks`` (Host
 allow-list, size, API key, Origin, content type); bodies are then parsed by
-:func:`rhetor._fields.parse_json`, which refuses what no field may hold. See
+:func:`rhetor.edge._fields.parse_json`, which refuses what no field may hold. See
 "Security defaults" in ``docs/architecture.md``.
 """
 
@@ -32,7 +32,6 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import actors
-from rhetor._checks import UnreadBody, dumps, has_body, origin_allowed, refusal
 from rhetor._errors import (
     InvalidJSON,
     PayloadTooLarge,
@@ -40,7 +39,9 @@ from rhetor._errors import (
     ServiceUnavailable,
     ValidationError,
 )
-from rhetor._fields import (
+from rhetor._settings import Settings
+from rhetor.edge._checks import UnreadBody, dumps, has_body, origin_allowed, refusal
+from rhetor.edge._fields import (
     parse_json,
     query_int,
     read_bool,
@@ -52,11 +53,10 @@ from rhetor._fields import (
     read_str,
     read_str_list,
 )
-from rhetor._settings import Settings
-from rhetor._sockets import LEGACY_WS_PATH, WS_PATH, EdgeState, serve_websocket
+from rhetor.edge._sockets import LEGACY_WS_PATH, WS_PATH, EdgeState, serve_websocket
 
 if TYPE_CHECKING:
-    from rhetor._router import Chunk, LLMRequest
+    from rhetor.routing._router import Chunk, LLMRequest
     from rhetor.runtime import Runtime
 
 __all__ = ["EdgeState", "InvalidJSON", "asgi_app", "create_app", "dumps", "edge_state"]
@@ -278,7 +278,7 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
     @app.before_request
     async def guard() -> Response | None:
         """
-        Refuse what ``rhetor._checks.refusal`` refuses, before the handler runs.
+        Refuse what ``rhetor.edge._checks.refusal`` refuses, before the handler runs.
 
         ``asgi_app`` has already checked the request (its verdict is in the
         scope), so that a refused request reaches this app only to get its
@@ -570,7 +570,7 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
 
     # -- WebSocket -----------------------------------------------------------------
 
-    from rhetor._compat import compat_blueprint  # here: _compat imports this module
+    from rhetor.edge._compat import compat_blueprint  # here: _compat imports this module
 
     app.register_blueprint(compat_blueprint(runtime, settings))  # /v1: OpenAI and Anthropic APIs
 
@@ -592,8 +592,8 @@ def asgi_app(app: QuartTrio) -> ASGIFramework:
     The WebSocket path skips Quart's per-connection machinery (its request
     context, tasks and channels cost about 15 KB a socket); the checks, the
     Session actor and the frame protocol are the same. Every HTTP request is
-    checked here (``rhetor._checks.refusal``), and one with a body is watched
-    by :class:`rhetor._checks.UnreadBody`, so that a reply sent before its
+    checked here (``rhetor.edge._checks.refusal``), and one with a body is watched
+    by :class:`rhetor.edge._checks.UnreadBody`, so that a reply sent before its
     body was read closes the connection instead of stalling it.
     """
     state = edge_state(app)

@@ -4,7 +4,7 @@ The Ollama backend: a local (or remote) Ollama server reached over its native ``
 Replies stream as NDJSON: one JSON object a line, each with a piece of
 ``message.content``; the last has ``done: true`` and the token counts
 (``prompt_eval_count``, ``eval_count``). ``/api/tags`` lists the pulled models.
-The lines are split here (:class:`rhetor._upstream.LineSplitter`), at ``\\n`` only
+The lines are split here (:class:`rhetor.providers._wire.LineSplitter`), at ``\\n`` only
 and in linear time; httpx's ``aiter_lines`` would also split a JSON string at the
 Unicode line breaks (U+0085, U+2028) that Ollama's encoder leaves unescaped.
 
@@ -47,7 +47,7 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
-from rhetor._upstream import (
+from rhetor.providers._wire import (
     CLEANUP_TIMEOUT,
     MALFORMED,
     LineSplitter,

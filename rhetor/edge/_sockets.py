@@ -4,9 +4,9 @@ The WebSocket edge: ``/ws`` and the first Rhetor's ``/ws/rhetor/streaming``.
 These sockets are served straight from ASGI, ahead of the Quart app (Quart's
 per-connection request context, tasks and channels cost about 15 KB a
 socket). A handshake passes the same checks as an HTTP request
-(``rhetor._checks``); each accepted socket is then one :class:`Session`
+(``rhetor.edge._checks``); each accepted socket is then one :class:`Session`
 actor, fed frames by an inbound pump and read by an outbox pump. The
-protocol itself lives in ``rhetor._session``.
+protocol itself lives in ``rhetor.edge._session``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import trio
 from werkzeug.datastructures import Headers, MultiDict
 
 import actors
-from rhetor._checks import authorized, check_host, check_origin, dumps, presented_key
 from rhetor._errors import Forbidden, RhetorError, ServiceUnavailable, Unauthorized
-from rhetor._fields import parse_json
-from rhetor._session import Frame, Inbound, Oversized, Session, error_frame
 from rhetor._settings import Settings
+from rhetor.edge._checks import authorized, check_host, check_origin, dumps, presented_key
+from rhetor.edge._fields import parse_json
+from rhetor.edge._session import Frame, Inbound, Oversized, Session, error_frame
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime

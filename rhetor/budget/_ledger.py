@@ -32,9 +32,9 @@ from typing import Any, ClassVar, Literal, get_args
 
 import attrs
 
-from ._accounts import Period, check_period
-from ._errors import ValidationError
-from ._sqlite import SQLiteStore, transaction
+from rhetor._errors import ValidationError
+from rhetor.budget._accounts import Period, check_period
+from rhetor.storage._sqlite import SQLiteStore, transaction
 
 __all__ = [
     "Billed",

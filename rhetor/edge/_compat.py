@@ -1,7 +1,7 @@
 """
 OpenAI- and Anthropic-compatible endpoints, so the official SDKs work against Rhetor.
 
-A Quart blueprint mounted at ``/v1`` by :func:`rhetor._edge.create_app`:
+A Quart blueprint mounted at ``/v1`` by :func:`rhetor.edge._app.create_app`:
 
 - ``POST /v1/chat/completions``: OpenAI Chat Completions, whole or streamed
   (``chat.completion.chunk`` events ending in ``data: [DONE]``);
@@ -12,8 +12,8 @@ A Quart blueprint mounted at ``/v1`` by :func:`rhetor._edge.create_app`:
   ... ``message_stop`` events).
 
 Like the rest of the edge it only translates: a wire-format body becomes one
-:class:`~rhetor._router.LLMRequest`, and the :class:`~rhetor._router.Reply` or
-its :class:`~rhetor._router.Chunk` stream becomes the wire format again. Auth,
+:class:`~rhetor.routing._router.LLMRequest`, and the :class:`~rhetor.routing._router.Reply` or
+its :class:`~rhetor.routing._router.Chunk` stream becomes the wire format again. Auth,
 body limits and CORS are the app's (``create_app``'s ``guard``), so they apply
 here unchanged; the Anthropic SDK's ``x-api-key`` header is the app's
 ``X-API-Key``.
@@ -42,7 +42,6 @@ import attrs
 import trio
 from quart import Blueprint, Response, request
 
-from rhetor._edge import _as_rhetor_error, _body, dumps
 from rhetor._errors import (
     BadRequest,
     BudgetExceeded,
@@ -52,13 +51,14 @@ from rhetor._errors import (
     RhetorError,
     ValidationError,
 )
-from rhetor._fields import read_bool, read_int, read_number, read_object, read_str
-from rhetor._routing import TASK_TYPES
 from rhetor._settings import Settings
 from rhetor._types import ChatMessage
+from rhetor.edge._app import _as_rhetor_error, _body, dumps
+from rhetor.edge._fields import read_bool, read_int, read_number, read_object, read_str
+from rhetor.routing._plan import TASK_TYPES
 
 if TYPE_CHECKING:
-    from rhetor._router import Chunk, LLMRequest, Reply
+    from rhetor.routing._router import Chunk, LLMRequest, Reply
     from rhetor.runtime import Runtime
 
 __all__ = [

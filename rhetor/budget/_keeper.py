@@ -35,11 +35,11 @@ import anyio
 import attrs
 
 import actors
-from rhetor._accounts import PERIODS, Accounts, Period, period_start, usd
 from rhetor._errors import BudgetExceeded, RhetorError, ServiceUnavailable, ValidationError
-from rhetor._ledger import Billed, GroupBy, Ledger, LedgerEntry, ReservationRow
 from rhetor._settings import POLICIES, BudgetPolicy
 from rhetor._types import Usage
+from rhetor.budget._accounts import PERIODS, Accounts, Period, period_start, usd
+from rhetor.budget._ledger import Billed, GroupBy, Ledger, LedgerEntry, ReservationRow
 
 __all__ = [
     "PERIODS",

@@ -1,8 +1,8 @@
 """
 What every request passes before a handler runs, and how an early reply leaves.
 
-HTTP requests (:func:`refusal`, called by ``rhetor._edge.asgi_app``) and
-WebSocket handshakes (``rhetor._sockets``) make the same checks: the Host
+HTTP requests (:func:`refusal`, called by ``rhetor.edge._app.asgi_app``) and
+WebSocket handshakes (``rhetor.edge._sockets``) make the same checks: the Host
 header is one this server answers to (against DNS rebinding), the API key is
 right when one is set, a request from a browser page comes from an allowed
 origin, and an HTTP body is declared ``application/json`` (a page on any site

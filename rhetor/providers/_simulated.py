@@ -16,7 +16,7 @@ import anyio
 import attrs
 
 from rhetor._errors import BadRequest, ProviderUnavailable
-from rhetor._pricing import count_message_tokens, count_tokens
+from rhetor._tokens import count_message_tokens, count_tokens
 from rhetor._types import (
     ChatMessage,
     ProviderReply,

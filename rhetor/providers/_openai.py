@@ -50,7 +50,7 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
-from rhetor._upstream import (
+from rhetor.providers._wire import (
     CLEANUP_TIMEOUT,
     MALFORMED,
     MalformedReply,

@@ -32,9 +32,9 @@ from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event
 
 import rhetor.runtime
-from rhetor._edge import asgi_app, create_app, edge_state
-from rhetor._hermes import hermes_registration
 from rhetor._settings import Settings, serves_every_interface
+from rhetor.edge._app import asgi_app, create_app, edge_state
+from rhetor.edge._hermes import hermes_registration
 
 __all__ = ["hypercorn_config", "serve", "serve_runtime"]
 

@@ -1,0 +1,3 @@
+"""
+Budgets: the BudgetKeeper actor, pricing, and the ledger of every charge.
+"""

@@ -1,0 +1,3 @@
+"""
+Providers: the ProviderActor and one backend per upstream wire protocol.
+"""

@@ -1,0 +1,3 @@
+"""
+The Router actor: plans, dispatches and accounts for every LLM request.
+"""

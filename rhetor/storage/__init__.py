@@ -1,0 +1,3 @@
+"""
+Stored state: the store interfaces, their SQLite implementations, ContextStore and PromptLibrary.
+"""
