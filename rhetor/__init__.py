@@ -2,15 +2,15 @@
 Rhetor: the LLM management server of the Tekton system.
 
 How the layers fit: ``actors`` (a separate package) is the supervised-actor
-runtime; ``rhetor._*`` modules hold one actor each (router, budget, contexts,
-prompts, providers, sessions) plus their pure logic and storage;
-``rhetor.runtime`` assembles them into one supervision tree and is the
-in-process API; ``rhetor.edge._app`` and ``rhetor.edge._server`` put HTTP, SSE and
-WebSocket in front of it; ``rhetor.client`` is the Python client and does not
-import the server side.
+runtime. ``rhetor.edge`` (HTTP, SSE, WebSocket) calls ``rhetor.runtime``, which
+assembles the actors into one supervision tree and is the in-process API; it
+sends requests to the Router (``rhetor.routing``), which reaches
+``rhetor.budget``, ``rhetor.providers`` and ``rhetor.storage`` by message; all
+of them share the errors, settings and value objects re-exported here.
+``rhetor.client`` is the Python client and does not import the server side.
 
-This module stays light (errors, value types, settings) so that importing
-``rhetor.client`` never pulls in the server stack.
+This module stays light (errors, value objects, settings) so that importing
+``rhetor.client``, or the request and reply types, never pulls in the server stack.
 """
 
 from rhetor._errors import (
@@ -39,7 +39,7 @@ from rhetor._errors import (
     ValidationError,
 )
 from rhetor._settings import Settings
-from rhetor._types import ChatMessage, Usage
+from rhetor._types import ChatMessage, Chunk, LLMRequest, Reply, RoutingParameters, Usage
 
 __version__ = "0.1.0"
 
@@ -49,17 +49,21 @@ __all__ = [
     "BadRequest",
     "BudgetExceeded",
     "ChatMessage",
+    "Chunk",
     "ContextTooLong",
     "Forbidden",
     "InternalError",
     "InvalidJSON",
+    "LLMRequest",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
     "ProviderError",
     "ProviderUnavailable",
     "RateLimited",
+    "Reply",
     "RhetorError",
+    "RoutingParameters",
     "ServiceUnavailable",
     "Settings",
     "StreamBroken",

@@ -1,5 +1,9 @@
 """
 Asking Rhetor's own actors: the one translation from actor errors to Rhetor's.
+
+An internal actor failing is :func:`as_rhetor_error`'s (the caller's request
+fails); a provider actor failing is :func:`as_provider_error`'s (that one
+candidate failed, and the Router falls back).
 """
 
 from __future__ import annotations
@@ -7,9 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 import actors
-from rhetor._errors import InternalError, RhetorError, ServiceUnavailable
+from rhetor._errors import (
+    InternalError,
+    ProviderError,
+    ProviderUnavailable,
+    RhetorError,
+    ServiceUnavailable,
+    UpstreamTimeout,
+)
 
-__all__ = ["as_rhetor_error", "ask"]
+__all__ = ["as_provider_error", "as_rhetor_error", "ask"]
 
 
 def as_rhetor_error(name: str, exc: actors.ActorError, timeout: float) -> RhetorError:
@@ -26,6 +37,33 @@ def as_rhetor_error(name: str, exc: actors.ActorError, timeout: float) -> Rhetor
     if isinstance(exc, actors.AskTimeout):
         return ServiceUnavailable(f"{name} did not answer in {timeout:g}s")
     return ServiceUnavailable(f"{name} is unavailable: {exc}")
+
+
+def as_provider_error(
+    exc: ProviderError | actors.ActorError, provider: str, model: str, timeout: float
+) -> ProviderError:
+    """
+    What a call to a provider actor failing with ``exc`` means for that one candidate.
+
+    The provider's own errors (what its upstream answered) pass as they are;
+    silence past ``timeout`` is :class:`UpstreamTimeout`; a bug the actor met
+    on this call (``HandlerFailed``, logged there with its traceback) is a
+    :class:`ProviderError` naming the exception's type, so that the Router
+    falls back; only a provider actor that is gone is :class:`ProviderUnavailable`.
+    """
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, actors.HandlerFailed):
+        return ProviderError(
+            f"{provider} met an internal error on this call ({exc.boxed_type.__name__})",
+            provider=provider,
+            model=model,
+        )
+    if isinstance(exc, actors.AskTimeout):
+        return UpstreamTimeout(
+            f"{provider} sent nothing for {timeout:g}s", provider=provider, model=model
+        )
+    return ProviderUnavailable(f"{provider} actor is down: {exc}", provider=provider, model=model)
 
 
 async def ask(ref: actors.Ref, message: Any, *, timeout: float = 10.0) -> Any:

@@ -39,11 +39,10 @@ from rhetor import (
     UpstreamConnectionError,
     UpstreamTimeout,
 )
-from rhetor._types import ChatMessage, ProviderRequest, Usage
+from rhetor._types import ChatMessage, Chunk, ProviderRequest, Usage
 from rhetor.budget._ledger import Ledger, LedgerEntry
 from rhetor.budget._pricing import Pricer
 from rhetor.providers._actor import Complete
-from rhetor.routing._router import Chunk
 from rhetor.runtime import Runtime
 from tests.fakes import Cut, Fail, Hang, Reply, Stall
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic

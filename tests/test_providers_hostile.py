@@ -21,7 +21,7 @@ import trio.testing
 
 import rhetor.runtime
 from rhetor import AllProvidersFailed, RhetorError, StreamBroken
-from rhetor.routing._router import Chunk
+from rhetor._types import Chunk
 from rhetor.runtime import Runtime
 from tests.fakes import Fail, Garbled, Raw, Reply, StreamError
 from tests.fakes.anthropic import fake_anthropic

@@ -23,8 +23,8 @@ import rhetor.runtime
 from rhetor._types import ChatMessage
 from rhetor.budget._pricing import Pricer
 from rhetor.client import RhetorClient
+from rhetor.routing._conversations import unstored_turns as _unstored_turns
 from rhetor.routing._plan import TaskConfig
-from rhetor.routing._router import _unstored_turns
 from tests.fakes import Fail, Reply
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
 from tests.fakes.ollama import FakeOllama, fake_ollama

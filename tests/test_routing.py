@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor.routing._plan import RoutingParameters, TaskConfig, plan, usd
+from rhetor._types import RoutingParameters
+from rhetor.routing._plan import TaskConfig, plan, usd
 
 CONFIG = TaskConfig.load(Path(__file__).parent.parent / "config" / "tasks.json")
 MODELS = {

@@ -56,7 +56,7 @@ from rhetor.edge._fields import (
 from rhetor.edge._sockets import LEGACY_WS_PATH, WS_PATH, EdgeState, serve_websocket
 
 if TYPE_CHECKING:
-    from rhetor.routing._router import Chunk, LLMRequest
+    from rhetor._types import Chunk, LLMRequest
     from rhetor.runtime import Runtime
 
 __all__ = ["EdgeState", "InvalidJSON", "asgi_app", "create_app", "dumps", "edge_state"]

@@ -12,8 +12,8 @@ A Quart blueprint mounted at ``/v1`` by :func:`rhetor.edge._app.create_app`:
   ... ``message_stop`` events).
 
 Like the rest of the edge it only translates: a wire-format body becomes one
-:class:`~rhetor.routing._router.LLMRequest`, and the :class:`~rhetor.routing._router.Reply` or
-its :class:`~rhetor.routing._router.Chunk` stream becomes the wire format again. Auth,
+:class:`~rhetor.LLMRequest`, and the :class:`~rhetor.Reply` or
+its :class:`~rhetor.Chunk` stream becomes the wire format again. Auth,
 body limits and CORS are the app's (``create_app``'s ``guard``), so they apply
 here unchanged; the Anthropic SDK's ``x-api-key`` header is the app's
 ``X-API-Key``.
@@ -58,7 +58,7 @@ from rhetor.edge._fields import read_bool, read_int, read_number, read_object, r
 from rhetor.routing._plan import TASK_TYPES
 
 if TYPE_CHECKING:
-    from rhetor.routing._router import Chunk, LLMRequest, Reply
+    from rhetor._types import Chunk, LLMRequest, Reply
     from rhetor.runtime import Runtime
 
 __all__ = [

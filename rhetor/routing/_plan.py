@@ -8,7 +8,6 @@ Pure logic, no I/O beyond reading the config file; the Router actor owns one
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -16,13 +15,13 @@ from typing import Any, Literal
 import attrs
 
 from rhetor._errors import NotFound, ValidationError
+from rhetor._types import RoutingParameters
 
 __all__ = [
     "TASK_TYPES",
     "Candidate",
     "ModelInfo",
     "RoutePlan",
-    "RoutingParameters",
     "TaskConfig",
     "TaskRoute",
     "plan",
@@ -30,7 +29,6 @@ __all__ = [
 
 TASK_TYPES = ("code", "planning", "reasoning", "chat", "default")
 _TIERS = {"local": 0, "low": 1, "medium": 2, "high": 3}
-Complexity = Literal["low", "medium", "high"]
 Pinned = Literal["model", "provider"] | None
 SIMULATED = "simulated"
 
@@ -61,49 +59,6 @@ class TaskRoute:
     @property
     def chain(self) -> tuple[str, ...]:
         return (self.primary, *self.fallbacks)
-
-
-@attrs.frozen
-class RoutingParameters:
-    """
-    Hints a request may carry to steer the choice of model.
-    """
-
-    complexity: Complexity | None = None
-    required_capabilities: frozenset[str] = frozenset()
-    max_cost: float | None = None
-
-    @classmethod
-    def from_dict(cls, raw: Any, field: str = "routing_parameters") -> RoutingParameters:
-        """Validate a JSON object; unknown keys (like the seeds' ``task_type``) are ignored."""
-        if raw is None:
-            return cls()
-        if not isinstance(raw, Mapping):
-            raise ValidationError(field, "must be an object")
-        complexity = raw.get("complexity")
-        if complexity is not None and complexity not in ("low", "medium", "high"):
-            raise ValidationError(f"{field}.complexity", "must be low, medium or high")
-        caps = raw.get("required_capabilities")
-        if caps is None:
-            caps = ()
-        if not isinstance(caps, list | tuple | frozenset | set) or not all(
-            isinstance(c, str) for c in caps
-        ):
-            raise ValidationError(f"{field}.required_capabilities", "must be a list of strings")
-        max_cost = raw.get("max_cost")
-        cost = None
-        if max_cost is not None:
-            if isinstance(max_cost, bool) or not isinstance(max_cost, int | float):
-                raise ValidationError(f"{field}.max_cost", "must be a number")
-            try:
-                cost = float(max_cost)
-            except OverflowError:  # a 400-digit integer
-                cost = math.inf
-            if not math.isfinite(cost):
-                raise ValidationError(f"{field}.max_cost", "must be a finite number")
-            if cost < 0:
-                raise ValidationError(f"{field}.max_cost", "must not be negative")
-        return cls(complexity, frozenset(caps), cost)
 
 
 @attrs.frozen

@@ -1,0 +1,180 @@
+"""
+The Router's side of stored contexts: the window a request sends, the turns it stores, summaries.
+
+A request with a ``context_id`` sends the context's window (its summary and
+newest turns) ahead of the client's new turns, and stores those turns with
+the reply. Which of a client's turns are new is one rule,
+:func:`unstored_turns`, the same for ``/chat``, the WebSocket and the
+OpenAI and Anthropic endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+import actors
+from rhetor._asks import ask
+from rhetor._errors import NotFound
+from rhetor._types import ChatMessage, LLMRequest, Reply
+from rhetor.storage._actor import StoreCall
+
+__all__ = ["Conversations", "split_messages", "unstored_turns"]
+
+
+def split_messages(request: LLMRequest) -> tuple[list[str], list[ChatMessage]]:
+    """
+    A request's system prompt parts and its user and assistant turns, in order.
+
+    The request's own ``system_prompt`` wins over system messages in
+    ``messages``, which are otherwise joined in order.
+    """
+    given = list(request.messages)
+    if request.message is not None:
+        given.append(ChatMessage("user", request.message))
+    system_parts: list[str] = []
+    if request.system_prompt:
+        system_parts.append(request.system_prompt)
+    turns: list[ChatMessage] = []
+    for m in given:
+        if m.role == "system":
+            if not request.system_prompt:
+                system_parts.append(m.content)
+        else:
+            turns.append(m)
+    return system_parts, turns
+
+
+def unstored_turns(
+    stored: Sequence[ChatMessage], turns: Sequence[ChatMessage]
+) -> tuple[ChatMessage, ...]:
+    """
+    Which of a client's turns a context does not hold yet: the ones to send and store.
+
+    A client may resend its whole history with every request (seed 002's
+    ChatSession, every OpenAI or Anthropic SDK client). With a context, the
+    stored turns are the history, so the client's turns up to the latest
+    point where they end with the stored tail (``stored``, the newest stored
+    turns, oldest first) are repeats; only the turns after it are new. Where
+    they overlap, every turn must match (role and content); when nothing
+    lines up (a fresh context, a client sending only the new turn, or a
+    history that differs from what was stored) every turn is new. The last
+    turn, the user's, is always new.
+    """
+    if stored:
+        for held in range(len(turns) - 1, 0, -1):
+            overlap = min(held, len(stored))
+            if turns[held - 1] == stored[-1] and list(turns[held - overlap : held]) == list(
+                stored[-overlap:]
+            ):
+                return tuple(turns[held:])
+    return tuple(turns)
+
+
+@attrs.define(eq=False)
+class Conversations:
+    """
+    Reads and writes contexts for the Router, through the ContextStore actor.
+
+    Error handling: the store's answers (``NotFound``, a ``ValidationError``)
+    pass through; the store being down or meeting a bug becomes Rhetor's
+    error in :func:`rhetor._asks.ask`.
+    """
+
+    _contexts: actors.Ref
+    # Tokens of stored history a request may send (the window's budget), and
+    # the unsummarised size past which a context is summarised.
+    _token_budget: int
+
+    async def window(self, context_id: str) -> tuple[str | None, list[ChatMessage]]:
+        """The context's summary, and its newest unsummarised turns that fit the budget."""
+        summary, window = await ask(
+            self._contexts, StoreCall("window", (context_id, self._token_budget))
+        )
+        return summary, list(window)
+
+    async def stored_tail(
+        self, context_id: str, window: list[ChatMessage], turns: list[ChatMessage]
+    ) -> list[ChatMessage]:
+        """
+        The context's newest stored turns, to match the client's history against.
+
+        The window is them, unless it came back empty (a summary or one turn
+        over the token budget) while the client sent history that may repeat
+        stored turns: then the store is asked for as many as the client sent.
+        """
+        if window or len(turns) < 2:
+            return window
+        try:
+            stored = await ask(
+                self._contexts,
+                StoreCall("history", (context_id,), {"limit": len(turns) - 1}),
+            )
+        except NotFound:
+            return []
+        return [ChatMessage(m.role, m.content) for m in stored]
+
+    async def append(
+        self,
+        context_id: str,
+        turns: Sequence[ChatMessage],
+        metadata: Mapping[str, Any],
+        *,
+        check_summary: bool = True,
+    ) -> bool:
+        """
+        Store ``turns``; answers whether the context's unsummarised history outgrew the budget.
+
+        With ``check_summary`` false (a summary is being made already) the
+        answer is False without asking.
+        """
+        await ask(
+            self._contexts,
+            StoreCall("append", (context_id, tuple(turns)), {"metadata": dict(metadata)}),
+        )
+        if not check_summary:
+            return False
+        due: bool = await ask(
+            self._contexts, StoreCall("needs_summary", (context_id, self._token_budget))
+        )
+        return due
+
+    async def summarize(
+        self,
+        context_id: str,
+        keep_recent: int,
+        generate: Callable[[str], Awaitable[Reply]],
+    ) -> dict[str, Any]:
+        """
+        Summarise a context (all but its ``keep_recent`` newest turns) and store the summary.
+
+        ``generate(prompt)`` asks a model for the summary. Answers the context
+        id, the summary, the last turn it covers and the model that wrote it.
+
+        Error handling: an unknown context, or one deleted between the reads,
+        is :class:`NotFound`.
+        """
+        stored = await ask(self._contexts, StoreCall("history", (context_id,)))
+        if not stored:
+            raise NotFound("context", context_id, field="context_id")
+        info = await ask(self._contexts, StoreCall("get", (context_id,)))
+        if info is None:
+            # Deleted between the two asks: as gone as if it never was.
+            raise NotFound("context", context_id, field="context_id")
+        covered = stored[:-keep_recent] if keep_recent else stored
+        if not covered:
+            return {"context_id": context_id, "summary": info.summary, "upto": None, "model": None}
+        lines = [f"Earlier summary: {info.summary}"] if info.summary else []
+        lines += [f"{m.role}: {m.content}" for m in covered]
+        transcript = "\n".join(lines)
+        reply = await generate(f"Summarise this conversation in a few sentences:\n\n{transcript}")
+        upto = covered[-1].seq
+        await ask(self._contexts, StoreCall("set_summary", (context_id, reply.message, upto)))
+        return {
+            "context_id": context_id,
+            "summary": reply.message,
+            "upto": upto,
+            "model": reply.model,
+        }
