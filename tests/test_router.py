@@ -1,9 +1,10 @@
 """
 The Router actor itself (rhetor/routing/_router.py): its state, its messages, and what it asks of others.
 
-The attempt loop has its own tests (test_attempts.py), planning its own
-(test_routing.py, test_router_planning.py) and billing its own (test_billing.py);
-these run the whole runtime on the simulated provider and speak to the Router's ref.
+The parts beside it have their own tests: the attempt loop test_attempts.py,
+plans test_plan.py and test_planning.py, contexts test_conversations.py, and
+billing test_billing.py. These run the whole runtime on the simulated
+provider and speak to the Router's ref.
 """
 
 from __future__ import annotations

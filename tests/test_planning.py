@@ -20,10 +20,8 @@ import trio
 from trio_websocket import open_websocket_url
 
 import rhetor.runtime
-from rhetor._types import ChatMessage
 from rhetor.budget._pricing import Pricer
 from rhetor.client import RhetorClient
-from rhetor.routing._conversations import unstored_turns as _unstored_turns
 from rhetor.routing._plan import TaskConfig
 from tests.fakes import Fail, Reply
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
@@ -404,42 +402,6 @@ async def test_websocket_chat_and_compat_with_a_context_store_each_turn_once(
     assert ws_sent == expected[:-1] and ws_stored == expected
     expected = [(m["role"], m["content"]) for m in compat]
     assert v1_sent == expected[:-1] and v1_stored == expected
-
-
-# -- which of the client's turns are new ------------------------------------------
-
-
-def _chat(*pairs: str) -> list[ChatMessage]:
-    roles = itertools.cycle(("user", "assistant"))
-    return [ChatMessage(next(roles), text) for text in pairs]  # type: ignore[arg-type]
-
-
-def test_turns_after_the_stored_tail_are_the_new_ones() -> None:
-    """A client resending its whole history adds only what follows the stored turns."""
-    stored = _chat("u1", "a1", "u2", "a2")
-    assert _unstored_turns(stored, _chat("u1", "a1", "u2", "a2", "u3")) == tuple(_chat("u3"))
-    # The store's window may be shorter than the client's history, or longer.
-    assert _unstored_turns(stored[2:], _chat("u1", "a1", "u2", "a2", "u3")) == tuple(_chat("u3"))
-    assert _unstored_turns(stored, _chat("u2", "a2", "u3")) == (ChatMessage("user", "u3"),)
-
-
-def test_turns_that_do_not_line_up_with_the_stored_tail_are_all_new() -> None:
-    """A fresh context, a lone new turn, an edited history or a repeated question are all new."""
-    stored = _chat("u1", "a1")
-    assert _unstored_turns([], _chat("u1", "a1", "u2")) == tuple(_chat("u1", "a1", "u2"))
-    assert _unstored_turns(stored, _chat("u2")) == tuple(_chat("u2"))
-    edited = _chat("u1", "a1 (edited)", "u2")
-    assert _unstored_turns(stored, edited) == tuple(edited)
-    assert _unstored_turns(stored, _chat("u1")) == tuple(_chat("u1"))
-    # The last stored turn matches, but an earlier overlapping one does not.
-    assert _unstored_turns(stored, _chat("x", "a1", "u2")) == tuple(_chat("x", "a1", "u2"))
-
-
-def test_the_latest_place_the_stored_tail_ends_wins() -> None:
-    """In a conversation that repeats itself, only the turns after the last match are new."""
-    stored = _chat("hi", "hello", "hi", "hello")
-    client = _chat("hi", "hello", "hi", "hello", "bye")
-    assert _unstored_turns(stored, client) == tuple(_chat("bye"))
 
 
 @pytest.mark.slow  # the real server with three SDK-backed providers
