@@ -1,9 +1,5 @@
 """
 Asking Rhetor's own actors: the one translation from actor errors to Rhetor's.
-
-An internal actor failing is :func:`as_rhetor_error`'s (the caller's request
-fails); a provider actor failing is :func:`as_provider_error`'s (that one
-candidate failed, and the Router falls back).
 """
 
 from __future__ import annotations
