@@ -10,10 +10,12 @@ provider and speak to the Router's ref.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import attrs
 import pytest
+import trio
 
 import actors
 import rhetor.runtime
@@ -105,3 +107,32 @@ async def test_a_whole_reply_and_a_stream_of_one_prompt_are_billed_alike(tmp_pat
     assert (streamed.usage, streamed.cost) == (whole.usage, whole.cost) and whole.cost > 0
     assert (row["key"], row["requests"]) == ("simulated-echo", 2)
     assert row["cost"] == pytest.approx(2 * whole.cost)
+
+
+async def test_a_context_gets_one_background_summary_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests that find a context too long while its summary runs start no second one."""
+    started: list[str] = []
+    gate = trio.Event()
+
+    async def held_summary(self: Router, context_id: str, keep_recent: int = 0) -> None:
+        started.append(context_id)
+        await gate.wait()
+
+    # The one way to observe the background summaries that no message reaches.
+    monkeypatch.setattr(Router, "_summarize", held_summary)
+    async with rhetor.runtime.start(
+        settings(tmp_path, context_token_budget=40), backends=SIMULATED
+    ) as rt:
+        long_turn = "This turn is long enough on its own to outgrow a forty token window, surely."
+        for _ in range(10):
+            if started:
+                break
+            await rt.message(long_turn, context_id="long")
+        assert started == ["long"]
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(partial(rt.message, f"{long_turn} {i}", context_id="long"))
+        assert started == ["long"]
+        gate.set()
