@@ -6,7 +6,10 @@ from pathlib import Path
 
 import trio
 
+import rhetor.runtime
+from rhetor.edge._app import create_app
 from tests.edge_helpers import served
+from tests.helpers import settings_for, simulated_backends
 
 
 async def test_body_over_the_limit_is_413(tmp_path: Path) -> None:
@@ -83,3 +86,34 @@ async def test_cors_allows_a_configured_origin_and_answers_preflight(tmp_path: P
     assert preflight.headers["access-control-allow-origin"] == origin
     assert "POST" in preflight.headers["access-control-allow-methods"]
     assert preflight.headers["access-control-allow-headers"] == "content-type,x-api-key"
+
+
+async def test_every_request_passes_one_app_wide_hook_and_no_blueprint_adds_one(
+    tmp_path: Path,
+) -> None:
+    """
+    The app runs the guard before every request, CORS after it only when
+    origins are configured, and no blueprint registers a hook of its own.
+    """
+    settings = settings_for(tmp_path)
+    async with rhetor.runtime.start(settings, backends=simulated_backends(settings)) as rt:
+        plain = create_app(rt)
+        with_cors = create_app(rt, settings_for(tmp_path, cors_origins=("http://ui.example",)))
+    for app, after in ((plain, 0), (with_cors, 1)):
+        assert {k: len(v) for k, v in app.before_request_funcs.items() if v} == {None: 1}
+        assert {k: len(v) for k, v in app.after_request_funcs.items() if v} == (
+            {None: after} if after else {}
+        )
+        assert not any(app.url_value_preprocessors.values())
+        assert not any(app.teardown_request_funcs.values())
+    blueprints = set(plain.blueprints)
+    assert {
+        "core",
+        "messages",
+        "templates",
+        "prompts",
+        "contexts",
+        "budget",
+        "evaluate",
+    } <= blueprints
+    assert {"v1", "v1.openai", "v1.anthropic"} <= blueprints
