@@ -5,16 +5,11 @@ The HTTP edge: the Quart-Trio app over a :class:`Runtime`, and the ASGI app Hype
 translates, reading its body field by field, making one ``Runtime`` call and
 turning the result into JSON or Server-Sent Events:
 
-========================  =====================================================
-``rhetor.edge._core``      ``/``, ``/health``, ``/providers``, ``/provider``
-``rhetor.edge._messages``  ``/message``, ``/stream``, ``/chat``
-``rhetor.edge._templates`` ``/templates``
-``rhetor.edge._prompts``   ``/prompts``
-``rhetor.edge._contexts``  ``/contexts``
-``rhetor.edge._budget``    ``/budget``
-``rhetor.edge._evaluate``  ``/evaluate``
-``rhetor.edge._v1``        ``/v1``: the OpenAI and Anthropic APIs
-========================  =====================================================
+- ``_core``: ``/``, ``/health``, ``/providers``, ``/provider``;
+- ``_messages``: ``/message``, ``/stream``, ``/chat``;
+- ``_templates``, ``_prompts``, ``_contexts``, ``_budget``: the routes under
+  their names; ``_evaluate``: ``/evaluate``;
+- ``_compat_v1``: ``/v1``, the OpenAI and Anthropic APIs.
 
 They share ``rhetor.edge._http`` (body, JSON replies, errors) and
 ``rhetor.edge._sse`` (every stream). Routing, budget and context logic live in
@@ -23,6 +18,8 @@ the actors; the WebSockets are ``rhetor.edge._sockets``, served ahead of the app
 What applies to every request is here, once, app-wide: the guard (below),
 the error handler, and CORS when origins are configured. No blueprint adds a
 hook of its own, so a request pays for these and nothing per family.
+Anything else every request needs (a request id, an access log line,
+metrics) belongs here too: one app-wide hook, or a step in :func:`asgi_app`.
 
 Every error leaves as ``{"error": {"type", "message", "field"?}}`` with the
 status of the :class:`RhetorError` it came from (the ``/v1`` blueprint gives
@@ -49,6 +46,7 @@ from rhetor._errors import RhetorError
 from rhetor._settings import Settings
 from rhetor.edge._budget import budget_blueprint
 from rhetor.edge._checks import UnreadBody, has_body, origin_allowed, refusal
+from rhetor.edge._compat_v1 import compat_blueprint
 from rhetor.edge._contexts import contexts_blueprint
 from rhetor.edge._core import core_blueprint
 from rhetor.edge._evaluate import evaluate_blueprint
@@ -57,7 +55,6 @@ from rhetor.edge._messages import messages_blueprint
 from rhetor.edge._prompts import prompts_blueprint
 from rhetor.edge._sockets import LEGACY_WS_PATH, WS_PATH, EdgeState, serve_websocket
 from rhetor.edge._templates import templates_blueprint
-from rhetor.edge._v1 import compat_blueprint
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime

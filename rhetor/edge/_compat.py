@@ -2,7 +2,7 @@
 What the OpenAI- and Anthropic-compatible APIs share: models, headers, text, errors.
 
 The ``/v1`` routes let the official SDKs work against Rhetor
-(``rhetor.edge._v1`` mounts them): OpenAI Chat Completions
+(``rhetor.edge._compat_v1`` mounts them): OpenAI Chat Completions
 (``rhetor.edge._compat_openai``), Anthropic Messages
 (``rhetor.edge._compat_anthropic``) and the model list both read. Like the
 rest of the edge they only translate: a wire-format body becomes one

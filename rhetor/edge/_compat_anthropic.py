@@ -6,7 +6,7 @@ answers a ``message`` object, or with ``stream`` the ``message_start`` ...
 ``message_stop`` events. :func:`anthropic_error` is the one place a
 :class:`RhetorError` becomes Anthropic's error body; :func:`anthropic_model`
 is a model in Anthropic's list format, for ``/v1/models`` when the request
-carries ``anthropic-version`` (``rhetor.edge._v1``).
+carries ``anthropic-version`` (``rhetor.edge._compat_v1``).
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ def anthropic_blueprint(runtime: Runtime) -> Blueprint:
     """
     The ``/messages`` route over ``runtime``, mounted under ``/v1``.
 
-    Its errors are answered by the ``/v1`` blueprint (``rhetor.edge._v1``).
+    Its errors are answered by the ``/v1`` blueprint (``rhetor.edge._compat_v1``).
     """
     bp = Blueprint("anthropic", __name__)
     rt = runtime

@@ -6,7 +6,7 @@ The OpenAI half of ``/v1``: Chat Completions, whole or streamed, in OpenAI's wir
 ``stream`` the ``chat.completion.chunk`` events ending in ``data: [DONE]``.
 :func:`openai_error` is the one place a :class:`RhetorError` becomes OpenAI's
 error body; :func:`openai_model` is a model in OpenAI's list format, for
-``/v1/models`` (``rhetor.edge._v1``).
+``/v1/models`` (``rhetor.edge._compat_v1``).
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def openai_blueprint(runtime: Runtime) -> Blueprint:
     """
     The ``/chat/completions`` route over ``runtime``, mounted under ``/v1``.
 
-    Its errors are answered by the ``/v1`` blueprint (``rhetor.edge._v1``).
+    Its errors are answered by the ``/v1`` blueprint (``rhetor.edge._compat_v1``).
     """
     bp = Blueprint("openai", __name__)
     rt = runtime
