@@ -1,5 +1,5 @@
 """
-The Anthropic-compatible endpoints (rhetor/edge/_compat.py), driven by the official ``anthropic`` SDK.
+The Anthropic-compatible endpoints (rhetor/edge/_compat_anthropic.py), driven by the official ``anthropic`` SDK.
 
 Rhetor runs as a real server on an ephemeral port; its own Anthropic provider
 talks to the fake Anthropic upstream. Models are the fake's current-style

@@ -1,5 +1,5 @@
 """
-The OpenAI-compatible endpoints (rhetor/edge/_compat.py), driven by the official ``openai`` SDK.
+The OpenAI-compatible endpoints (rhetor/edge/_compat_openai.py), driven by the official ``openai`` SDK.
 
 Rhetor runs as a real server on an ephemeral port; its own OpenAI provider
 talks to the fake OpenAI upstream, so every test crosses both wire formats.

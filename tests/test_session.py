@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 import trio
 
@@ -147,3 +148,26 @@ async def test_a_bug_in_one_frame_or_request_is_its_internal_error_and_the_rest_
     logged = [r for r in caplog.records if r.name == "rhetor.session"]
     assert len(logged) == 2 and all(r.exc_info for r in logged)
     assert "a bug while" in caplog.text
+
+
+def test_a_session_keeps_its_state_private_and_each_instance_starts_afresh() -> None:
+    """
+    Session is an attrs actor built from a runtime and an outbox alone: its
+    state is private, compared by identity, and a new instance holds no
+    requests, no cancellations and no registered name.
+    """
+    fields = attrs.fields(Session)
+    assert all(f.name.startswith("_") for f in fields)
+    assert [f.alias for f in fields if f.init] == ["runtime", "outbox"]
+    runtime: Any = object()  # never called: nothing here sends a frame
+    outbox, frames = trio.open_memory_channel[dict[str, Any]](8)
+    with outbox, frames:
+        one, other = Session(runtime, outbox), Session(runtime, outbox)
+        assert one != other
+        assert attrs.asdict(one, recurse=False) == {
+            "_runtime": runtime,
+            "_outbox": outbox,
+            "_source": None,
+            "_in_flight": {},
+            "_cancelled": set(),
+        }

@@ -1,3 +1,13 @@
 """
 The edge: HTTP, SSE and WebSocket in front of the runtime (Quart-Trio on Hypercorn).
+
+How the modules fit: ``_server`` serves ``_app.asgi_app``, which hands
+WebSockets to ``_sockets`` (each one a ``_session.Session`` actor) and HTTP to
+the Quart app ``_app.create_app`` assembles from one blueprint per API family
+(``_core``, ``_messages``, ``_templates``, ``_prompts``, ``_contexts``,
+``_budget``, ``_evaluate``, and ``_compat_v1`` with its OpenAI and Anthropic halves,
+``_compat_openai`` and ``_compat_anthropic``, over their shared ``_compat``).
+Below them sit what they share: ``_checks`` (what every request passes),
+``_fields`` (reading untrusted JSON), ``_http`` (bodies, JSON replies,
+errors) and ``_sse`` (every stream). ``_hermes`` registers with Hermes.
 """

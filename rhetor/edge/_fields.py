@@ -1,7 +1,7 @@
 """
 Reading untrusted JSON: bodies and frames as a whole, then field by field.
 
-Both edges (HTTP in ``_edge.py`` and ``_compat.py``, WebSocket in
+Both edges (HTTP in the blueprints ``_app`` mounts, WebSocket in
 ``_session.py``) receive untyped JSON. :func:`load_json` turns the raw bytes
 into JSON values and :func:`check_json` holds the rules every value must keep,
 whatever field it sits in: strings are valid Unicode (no lone surrogates,

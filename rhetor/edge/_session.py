@@ -201,6 +201,7 @@ _OUTBOX_GONE = (
 EMIT_TIMEOUT = 30.0
 
 
+@attrs.define(eq=False)
 class Session(actors.Actor):
     """
     Runs one WebSocket client's requests and writes their frames to the outbox.
@@ -224,17 +225,15 @@ class Session(actors.Actor):
     max_concurrency: ClassVar[int] = 1
     contained: ClassVar[tuple[type[Exception], ...]] = (Exception,)
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        outbox: MemoryObjectSendStream[Frame] | trio.MemorySendChannel[Frame],
-    ) -> None:
-        self._runtime = runtime
-        self._outbox = outbox
-        self._source: str | None = None
-        # Invariant: one entry per request task still running, keyed by its frame id.
-        self._in_flight: dict[str | int, anyio.CancelScope] = {}
-        self._cancelled: set[str | int] = set()
+    _runtime: Runtime
+    # The edge's end of the socket: a frame put here is sent to the client.
+    _outbox: MemoryObjectSendStream[Frame] | trio.MemorySendChannel[Frame]
+    # The client's name from REGISTER: the target of frames that name none.
+    _source: str | None = attrs.field(default=None, init=False)
+    # Invariant: one entry per request task still running, keyed by its frame id.
+    _in_flight: dict[str | int, anyio.CancelScope] = attrs.field(factory=dict, init=False)
+    # Frame ids of requests a CANCEL stopped, until their task answers "cancelled".
+    _cancelled: set[str | int] = attrs.field(factory=set, init=False)
 
     async def stopping(self) -> None:
         # The edge's outbox pump ends when this closes, and then closes the socket.

@@ -49,13 +49,17 @@ _SESSION_START_TIMEOUT = 5.0
 @attrs.define(eq=False)
 class EdgeState:
     """
-    What the server needs to reach inside the app: open WebSockets, for shutdown.
+    What the app's parts share: the runtime, settings, routes, and open WebSockets.
+
+    The server reaches the WebSockets through it, to close them at shutdown.
     """
 
     runtime: Runtime
     settings: Settings
     # The Host names served (Settings.allowed_host_names); None: any.
     allowed_hosts: frozenset[str] | None = attrs.field(init=False)
+    # Every route, as GET / lists it: set once by create_app, after every blueprint.
+    endpoints: tuple[str, ...] = ()
     # Invariant: one scope per WebSocket handler between accept and close.
     _sockets: set[trio.CancelScope] = attrs.field(factory=set)
     closing: bool = False

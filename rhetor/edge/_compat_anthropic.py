@@ -1,0 +1,254 @@
+"""
+The Anthropic half of ``/v1``: Messages, whole or streamed, in Anthropic's wire format.
+
+``POST /v1/messages`` reads a Messages body (:func:`anthropic_request`) and
+answers a ``message`` object, or with ``stream`` the ``message_start`` ...
+``message_stop`` events. :func:`anthropic_error` is the one place a
+:class:`RhetorError` becomes Anthropic's error body; :func:`anthropic_model`
+is a model in Anthropic's list format, for ``/v1/models`` when the request
+carries ``anthropic-version`` (``rhetor.edge._compat_v1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from quart import Blueprint, Response, request
+
+from rhetor._errors import BadRequest, RhetorError, ValidationError
+from rhetor._types import ChatMessage
+from rhetor.edge._compat import (
+    CompatRequest,
+    ErrorReply,
+    Role,
+    reply_headers,
+    rhetor_headers,
+    route_model,
+    status_and_headers,
+    text_of,
+)
+from rhetor.edge._fields import read_bool, read_int, read_number, read_str
+from rhetor.edge._http import json_response, read_body
+from rhetor.edge._sse import EventsOf, event, sse_response
+
+if TYPE_CHECKING:
+    from rhetor._types import Chunk, Reply
+    from rhetor.runtime import Runtime
+
+__all__ = [
+    "anthropic_blueprint",
+    "anthropic_error",
+    "anthropic_error_event",
+    "anthropic_events",
+    "anthropic_message",
+    "anthropic_model",
+    "anthropic_request",
+]
+
+_PARTS = frozenset({"text"})
+# Rhetor's finish reasons are OpenAI's; Anthropic names them differently.
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+# -- requests ---------------------------------------------------------------------
+
+
+def anthropic_request(
+    body: Mapping[str, Any], *, context_id: str | None = None, component: str | None = None
+) -> CompatRequest:
+    """
+    Read an Anthropic Messages body; the context and component come from headers.
+
+    ``model``, ``messages`` and ``max_tokens`` are required, as in Anthropic's
+    API; ``system`` is a string or an array of text blocks. Unknown parameters
+    (``metadata``, ``top_k``, ...) are ignored.
+
+    Error handling: raises :class:`ValidationError` (or :class:`NotFound` for an
+    unknown alias) naming the first bad field.
+    """
+    model = read_str(body, "model", required=True)
+    if body.get("max_tokens") is None:
+        raise ValidationError("max_tokens", "Field required")
+    max_tokens = read_int(body, "max_tokens", minimum=1)
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise ValidationError("messages", "must be a non-empty array")
+    messages = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise ValidationError(f"messages[{i}]", "must be an object")
+        role = m.get("role")
+        if not isinstance(role, str) or role not in ("user", "assistant"):
+            raise ValidationError(f"messages[{i}].role", "must be user or assistant")
+        text = text_of(m.get("content"), f"messages[{i}].content", allowed=_PARTS)
+        messages.append(ChatMessage(cast("Role", role), text))
+    system = body.get("system")
+    if system is not None:
+        system = text_of(system, "system", allowed=_PARTS) or None
+    temperature = read_number(body, "temperature")
+    if temperature is not None and not 0 <= temperature <= 1:
+        raise ValidationError("temperature", "must be from 0 to 1")
+    kwargs = {
+        "context_id": context_id,
+        "component": component,
+        **route_model(model),
+        "messages": tuple(messages),
+        "system_prompt": system,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    return CompatRequest(kwargs, read_bool(body, "stream", False))
+
+
+# -- errors -----------------------------------------------------------------------
+
+
+def anthropic_error(error: RhetorError) -> ErrorReply:
+    """
+    ``error`` as Anthropic's ``{"type": "error", "error": {type, message}}``.
+
+    A budget refusal keeps Rhetor's 402, Anthropic's ``billing_error``, which
+    the SDK raises as ``PaymentRequiredError`` and does not retry.
+    """
+    status, headers = status_and_headers(error)
+    if status == 422 or isinstance(error, BadRequest):
+        status = 400
+    kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    body = {"type": "error", "error": {"type": kind, "message": error.message}}
+    return ErrorReply(status, body, headers)
+
+
+def anthropic_error_event(error: RhetorError) -> bytes:
+    """The in-stream error event: Anthropic's error body as an ``error`` event."""
+    return event("error", anthropic_error(error).body)
+
+
+# -- replies ----------------------------------------------------------------------
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    return {"input_tokens": reply.usage.input_tokens, "output_tokens": reply.usage.output_tokens}
+
+
+def anthropic_message(reply: Reply) -> dict[str, Any]:
+    """A whole reply as an Anthropic ``message`` object."""
+    return {
+        "id": f"msg_{reply.request_id}",
+        "type": "message",
+        "role": "assistant",
+        "model": reply.model,
+        "content": [{"type": "text", "text": reply.message}],
+        "stop_reason": _STOP_REASONS.get(reply.finish_reason, "end_turn"),
+        "stop_sequence": None,
+        "usage": _usage(reply),
+    }
+
+
+def anthropic_events(request_id: str) -> EventsOf:
+    """
+    The Messages stream: ``message_start``, one text block's start, deltas and
+    stop, then ``message_delta`` (stop reason, usage) and ``message_stop``.
+
+    Input tokens are known only at the end, so ``message_start`` says 0 and
+    ``message_delta`` carries the final counts (the SDK takes them from there).
+    """
+
+    async def events(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncGenerator[bytes, None]:
+        message: dict[str, Any] = {
+            "id": f"msg_{request_id}",
+            "type": "message",
+            "role": "assistant",
+            "model": first.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        yield event("message_start", {"type": "message_start", "message": message})
+        yield event(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        )
+        current: Chunk | None = first
+        while current is not None:
+            if current.done and current.reply is not None:
+                reply = current.reply
+                yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
+                delta = {
+                    "stop_reason": _STOP_REASONS.get(reply.finish_reason, "end_turn"),
+                    "stop_sequence": None,
+                }
+                yield event(
+                    "message_delta",
+                    {"type": "message_delta", "delta": delta, "usage": _usage(reply)},
+                )
+                yield event("message_stop", {"type": "message_stop"})
+                return
+            if current.text:
+                text_delta = {"type": "text_delta", "text": current.text}
+                yield event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": text_delta},
+                )
+            current = await anext(rest, None)
+
+    return events
+
+
+def anthropic_model(model: str) -> dict[str, Any]:
+    """A model in Anthropic's ``/v1/models`` format."""
+    return {
+        "type": "model",
+        "id": model,
+        "display_name": model,
+        "created_at": "1970-01-01T00:00:00Z",
+    }
+
+
+# -- the blueprint ----------------------------------------------------------------
+
+
+def anthropic_blueprint(runtime: Runtime) -> Blueprint:
+    """
+    The ``/messages`` route over ``runtime``, mounted under ``/v1``.
+
+    Its errors are answered by the ``/v1`` blueprint (``rhetor.edge._compat_v1``).
+    """
+    bp = Blueprint("anthropic", __name__)
+    rt = runtime
+
+    @bp.post("/messages")
+    async def messages() -> Response:
+        parsed = anthropic_request(await read_body(), **rhetor_headers(request.headers))
+        llm_request = rt.request(**parsed.kwargs)
+        if parsed.stream:
+            return await sse_response(
+                rt.send_stream(llm_request),
+                anthropic_events(llm_request.request_id),
+                anthropic_error_event,
+                name=llm_request.request_id,
+            )
+        reply = await rt.send(llm_request)
+        return json_response(anthropic_message(reply), headers=reply_headers(reply))
+
+    return bp

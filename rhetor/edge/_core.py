@@ -1,0 +1,57 @@
+"""
+The core blueprint: what Rhetor is, whether it is healthy, and which provider answers.
+
+``GET /`` (name, version and every route), ``GET /health``, ``GET /providers``
+and ``POST /provider``. ``/`` and ``/health`` are open even with an API key
+set (``rhetor.edge._checks.OPEN_PATHS``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quart import Blueprint, Response
+
+from rhetor.edge._fields import read_str
+from rhetor.edge._http import json_response, read_body
+from rhetor.runtime import VERSION
+
+if TYPE_CHECKING:
+    from rhetor.edge._sockets import EdgeState
+
+__all__ = ["DESCRIPTION", "core_blueprint"]
+
+DESCRIPTION = "LLM Management System for Tekton"
+
+
+def core_blueprint(state: EdgeState) -> Blueprint:
+    """The ``/``, ``/health``, ``/providers`` and ``/provider`` routes over ``state.runtime``."""
+    bp = Blueprint("core", __name__)
+    rt = state.runtime
+
+    @bp.get("/")
+    async def root() -> Response:
+        return json_response(
+            {
+                "name": "Rhetor",
+                "version": VERSION,
+                "description": DESCRIPTION,
+                "endpoints": list(state.endpoints),
+            }
+        )
+
+    @bp.get("/health")
+    async def health() -> Response:
+        return json_response(await rt.health())
+
+    @bp.get("/providers")
+    async def providers() -> Response:
+        return json_response(await rt.providers())
+
+    @bp.post("/provider")
+    async def set_provider() -> Response:
+        body = await read_body()
+        provider = read_str(body, "provider", required=True)
+        return json_response(await rt.set_provider(provider, read_str(body, "model")))
+
+    return bp

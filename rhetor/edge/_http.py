@@ -1,0 +1,171 @@
+"""
+What every HTTP blueprint shares: the body, JSON replies, and errors in Rhetor's shape.
+
+A handler reads its body with :func:`read_body`, answers with
+:func:`json_response`, and raises a :class:`RhetorError` for anything wrong.
+:func:`rhetor_error` is the one place where any other exception becomes
+Rhetor's: other libraries' errors (Werkzeug's HTTP errors, actor errors,
+single-error groups) are translated, and anything else is a bug, logged with
+its traceback and answered ``internal_error`` without detail.
+:func:`error_response` is Rhetor's own error shape,
+``{"error": {"type", "message", "field"?}}``; the ``/v1`` blueprints give the
+same errors their APIs' shapes (``rhetor.edge._compat``).
+
+This module imports no blueprint, so ``_app`` and every blueprint may import it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from quart import Response, request
+from werkzeug.exceptions import HTTPException
+
+import actors
+from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable, ValidationError
+from rhetor.edge._checks import dumps
+from rhetor.edge._fields import parse_json, query_int
+
+__all__ = [
+    "JSON_TYPE",
+    "as_rhetor_error",
+    "error_response",
+    "json_response",
+    "only",
+    "plain",
+    "query_number",
+    "read_body",
+    "rhetor_error",
+]
+
+log = logging.getLogger("rhetor.edge")
+
+JSON_TYPE = "application/json"
+_HTTP_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class _HTTPError(RhetorError):
+    """A Werkzeug HTTP error (404, 405, ...) in Rhetor's error shape."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]  # per instance: mirrors the HTTP error
+        self.code = code  # type: ignore[misc]
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+def as_rhetor_error(exc: BaseException) -> RhetorError | None:
+    """The one translation point from other libraries' errors to Rhetor's (None: a bug)."""
+    if isinstance(exc, RhetorError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return as_rhetor_error(exc.exceptions[0])
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        if status == 413:
+            return PayloadTooLarge("request body is over the size limit")
+        message = exc.description or exc.name
+        return _HTTPError(status, _HTTP_TYPES.get(status, "http_error"), message)
+    if isinstance(exc, actors.ActorError):
+        return ServiceUnavailable(f"an internal actor is unavailable: {exc}")
+    return None
+
+
+def rhetor_error(exc: BaseException, where: str | None = None) -> RhetorError:
+    """
+    ``exc`` as the :class:`RhetorError` to answer; a bug is logged and answered without detail.
+
+    ``where`` names the request in the log line; by default the current
+    request's method and path (pass it where no request context is active,
+    as while a streamed body is sent).
+    """
+    error = as_rhetor_error(exc)
+    if error is None:
+        if where is None:
+            where = f"{request.method} {request.path}"
+        log.error("unexpected %s on %s", type(exc).__name__, where, exc_info=exc)
+        error = RhetorError("internal error; see the server log")
+    return error
+
+
+# -- replies -----------------------------------------------------------------------
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """``body`` as a JSON reply (``ValueError`` if it holds NaN or Infinity, a bug)."""
+    return Response(
+        dumps(body),
+        status=status,
+        content_type=JSON_TYPE,
+        headers=None if headers is None else dict(headers),
+    )
+
+
+def error_response(error: RhetorError) -> Response:
+    """``error`` in Rhetor's shape, with the headers its status calls for."""
+    headers: dict[str, str] = {}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="rhetor"'
+    if error.status in (401, 413):
+        # Refused before the body was read: the unread body would desynchronise
+        # a kept-alive connection, so close it after this response.
+        headers["Connection"] = "close"
+    return json_response({"error": error.to_dict()}, error.status, headers or None)
+
+
+def plain(value: Any) -> Any:
+    """A runtime result (attrs objects, tuples, mappings) as plain JSON values."""
+    if attrs.has(type(value)):
+        return plain(attrs.asdict(value, recurse=True))
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+# -- requests ----------------------------------------------------------------------
+
+
+async def read_body() -> dict[str, Any]:
+    """
+    The request's JSON object body (``{}`` when empty), checked by ``parse_json``.
+
+    Error handling: ``InvalidJSON`` (400) or ``ValidationError`` (422).
+    """
+    raw = await request.get_data(cache=False)
+    if not raw or not raw.strip():
+        return {}
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    return body
+
+
+def query_number(name: str, default: int | None, minimum: int = 0) -> int | None:
+    """The whole-number query parameter ``name`` (``default`` when absent)."""
+    return query_int(request.args.get(name), name, default, minimum=minimum)
+
+
+def only(body: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    """``body`` as a dict, refusing the first field (by name) not in ``allowed``."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValidationError(unknown[0], "unknown field")
+    return dict(body)
