@@ -54,6 +54,7 @@ from rhetor.edge._fields import (
     read_str_list,
 )
 from rhetor.edge._sockets import LEGACY_WS_PATH, WS_PATH, EdgeState, serve_websocket
+from rhetor.edge._ui import console_blueprint
 
 if TYPE_CHECKING:
     from rhetor.routing._router import Chunk, LLMRequest
@@ -573,6 +574,7 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
     from rhetor.edge._compat import compat_blueprint  # here: _compat imports this module
 
     app.register_blueprint(compat_blueprint(runtime, settings))  # /v1: OpenAI and Anthropic APIs
+    app.register_blueprint(console_blueprint())  # /ui: the web console (rhetor.edge._ui)
 
     # Every route, for GET / (computed once, after all routes exist).
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
