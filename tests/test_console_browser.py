@@ -348,3 +348,67 @@ def test_providers_show_availability_with_reasons_and_set_the_active_model(
         expect(simulated.locator("li", has_text="simulated-summary")).to_contain_text("active")
         with http(server) as client:
             assert client.get("/providers").json()["active_model"] == "simulated-summary"
+
+
+def test_spend_over_time_splits_the_three_periods_into_disjoint_stretches(
+    page: Page, serve: Callable[..., Any]
+) -> None:
+    """The chart's stretches are the periods' differences, whichever of week and month began first."""
+    with serve() as server:
+        open_console(page, server)
+        buckets = page.evaluate(
+            """async () => {
+              const { spendOverTime } = await import('./chart.js');
+              const row = (key, cost) => ({ key, cost, requests: 1 });
+              const now = new Date('2026-12-03T12:00:00Z');
+              const windows = [
+                { period: 'daily', start: new Date('2026-12-03T00:00:00Z'), rows: [row('a', 1), row('b', 0.5)] },
+                { period: 'weekly', start: new Date('2026-11-30T00:00:00Z'), rows: [row('a', 4), row('b', 0.5)] },
+                { period: 'monthly', start: new Date('2026-12-01T00:00:00Z'), rows: [row('a', 3), row('b', 0.5)] },
+              ];
+              const split = spendOverTime(windows, now);
+              // A week starting with the month leaves nothing between them: no empty stretch.
+              const together = spendOverTime([
+                { period: 'daily', start: new Date('2026-12-01T00:00:00Z'), rows: [row('a', 2)] },
+                { period: 'weekly', start: new Date('2026-12-01T00:00:00Z'), rows: [row('a', 2)] },
+                { period: 'monthly', start: new Date('2026-12-01T00:00:00Z'), rows: [row('a', 2)] },
+              ], now);
+              const plain = (result) => result.buckets.map((b) => [b.from.toISOString(), Object.fromEntries(b.costs)]);
+              return { split: plain(split), keys: split.keys, together: plain(together) };
+            }"""
+        )
+    assert buckets["split"] == [
+        ["2026-11-30T00:00:00.000Z", {"a": 1, "b": 0}],
+        ["2026-12-01T00:00:00.000Z", {"a": 2, "b": 0}],
+        ["2026-12-03T00:00:00.000Z", {"a": 1, "b": 0.5}],
+    ]
+    assert buckets["keys"] == ["a", "b"]
+    assert buckets["together"] == [["2026-12-01T00:00:00.000Z", {"a": 2}]]
+
+
+def test_a_system_prompt_is_created_edited_and_deleted(
+    page: Page, serve: Callable[..., Any]
+) -> None:
+    """A component's default system prompt is made, changed and removed from the console."""
+    with serve() as server:
+        open_console(page, server, "library")
+        page.click('[data-tab="prompts"]')
+        page.click("#prompt-new")
+        page.fill("#prompt-name", "terse")
+        page.fill("#prompt-component", "ergon")
+        page.fill("#prompt-content", "You are terse.")
+        page.check("#prompt-default")
+        page.click("#prompt-save")
+        expect(page.locator(".notice")).to_have_text("Created.")
+        expect(page.locator("#prompt-list")).to_contain_text("ergon · default")
+        page.fill("#prompt-content", "You are very terse.")
+        page.click("#prompt-save")
+        expect(page.locator(".notice")).to_have_text("Saved.")
+        with http(server) as client:
+            (stored,) = client.get("/prompts", params={"component": "ergon"}).json()["prompts"]
+        assert stored["content"] == "You are very terse." and stored["is_default"] is True
+        delete = page.locator("#prompt-editor button", has_text="Delete prompt")
+        delete.click()
+        delete.click()
+        expect(page.locator("#prompt-editor")).to_contain_text("Deleted terse.")
+        expect(page.locator("#prompt-list")).to_contain_text("No system prompts yet.")

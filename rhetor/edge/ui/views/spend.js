@@ -127,7 +127,7 @@ export function spendView(app) {
       const series = spendOverTime(windows);
       fill(chart, series.keys.length
         ? stackedBars(series, { title: `Spend by ${group} over time` })
-        : h('p', { class: 'muted' }, 'Nothing spent this month.'));
+        : h('p', { class: 'muted' }, 'Nothing spent in these periods.'));
       // The totals of the widest window: everything the chart shows.
       const earliest = windows.reduce((a, b) => (b.start < a.start ? b : a), windows[0]);
       const rows = earliest ? usage[PERIODS.indexOf(earliest.period)].usage : [];
