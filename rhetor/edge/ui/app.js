@@ -251,7 +251,4 @@ class Console {
   }
 }
 
-const app = new Console();
-// For the browser tests and the curious: the console's state, never the key's value.
-window.rhetorConsole = { get view() { return app.current; }, get requests() { return app.requests.length; } };
-app.start();
+new Console().start();
