@@ -2,7 +2,8 @@
 # Rhetor's one entry point for a fresh machine.
 #   ./run_rhetor.sh            install what is missing, then serve on port 8300 (embedded defaults)
 #   ./run_rhetor.sh test       install what is missing, then lint, type-check and run the whole test suite
-#                              (the JavaScript client's tests in clients/js, then pytest)
+#                              (the JavaScript client's tests in clients/js, then pytest, which
+#                              includes the web console's tests in Debian's Chromium)
 #   ./run_rhetor.sh serve ...  serve, passing flags to `rhetor serve` (--host, --port, --config)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,6 +41,16 @@ js_tests() {
     (cd "$js" && RHETOR_PYTHON="$python" npm test --silent)
 }
 
+# The web console's browser tests drive Debian's Chromium (never a downloaded browser);
+# .ci/run installs it. Without it they fail, saying so; the rest of the suite still runs.
+check_chromium() {
+    local chromium="${RHETOR_TEST_CHROMIUM:-/usr/bin/chromium}"
+    if [ ! -x "$chromium" ]; then
+        echo "warning: $chromium is missing, so the console's browser tests will fail;" \
+            "install it with: apt-get install -y chromium" >&2
+    fi
+}
+
 cmd="${1:-serve}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -48,6 +59,7 @@ case "$cmd" in
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/mypy"
         js_tests
+        check_chromium
         exec "$VENV/bin/pytest" -q "$@"
         ;;
     serve)

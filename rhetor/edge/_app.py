@@ -55,6 +55,7 @@ from rhetor.edge._messages import messages_blueprint
 from rhetor.edge._prompts import prompts_blueprint
 from rhetor.edge._sockets import LEGACY_WS_PATH, WS_PATH, EdgeState, serve_websocket
 from rhetor.edge._templates import templates_blueprint
+from rhetor.edge._ui import console_blueprint
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
@@ -105,6 +106,7 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
     app.register_blueprint(budget_blueprint(runtime))
     app.register_blueprint(evaluate_blueprint(runtime))
     app.register_blueprint(compat_blueprint(runtime))  # /v1: OpenAI and Anthropic APIs
+    app.register_blueprint(console_blueprint())  # /ui: the web console (rhetor.edge._ui)
 
     state.endpoints = (*_endpoints(app), f"WS {WS_PATH}", f"WS {LEGACY_WS_PATH}")
     return app

@@ -33,6 +33,7 @@ from rhetor._settings import Settings, host_name
 
 __all__ = [
     "OPEN_PATHS",
+    "OPEN_PREFIXES",
     "UnreadBody",
     "authorized",
     "check_host",
@@ -45,7 +46,10 @@ __all__ = [
 ]
 
 # Paths anyone may read, even with an API key set: discovery and health checks.
-OPEN_PATHS = frozenset({"/", "/health"})
+OPEN_PATHS = frozenset({"/", "/health", "/ui"})
+# Likewise every path under these: the web console's static files (rhetor.edge._ui) hold
+# no data, and the page must load before it can ask for the key its calls then send.
+OPEN_PREFIXES = ("/ui/",)
 _JSON = "application/json"
 # Methods that change state: a browser page on another site must not send them.
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -164,7 +168,8 @@ def refusal(
                 f"body of {length} bytes is over the {settings.max_body_bytes} byte limit"
             )
         expected = settings.api_key
-        if expected is not None and scope["path"] not in OPEN_PATHS:
+        path = scope["path"]
+        if expected is not None and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
             if key is None and bearer is not None and bearer[:7].lower() == "bearer ":
                 key = bearer[7:].strip()
             if not authorized(expected, key):
