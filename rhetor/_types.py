@@ -1,19 +1,17 @@
 """
-Value objects shared by Rhetor's actors, and the provider backend protocol.
+Value objects shared by Rhetor's actors.
 
 Everything here is frozen: actors exchange these, never mutable state.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Literal, Protocol
+from typing import Literal
 
 import attrs
 
 __all__ = [
     "ChatMessage",
-    "ProviderBackend",
     "ProviderReply",
     "ProviderRequest",
     "ProviderStatus",
@@ -123,30 +121,3 @@ class ProviderStatus:
     available: bool
     models: tuple[str, ...] = ()
     reason: str = ""
-
-
-class ProviderBackend(Protocol):
-    """
-    One upstream, reached over its own wire protocol.
-
-    A backend translates its library's exceptions into :mod:`rhetor._errors`
-    in exactly one place. Cancelling a call closes the upstream request.
-    """
-
-    name: str
-
-    async def check(self) -> ProviderStatus:
-        """Probe availability and list models; never raises for an unreachable upstream."""
-        ...
-
-    async def complete(self, request: ProviderRequest) -> ProviderReply:
-        """One whole completion; raises a :class:`rhetor.ProviderError` subclass on failure."""
-        ...
-
-    def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
-        """Stream deltas, ending with exactly one :class:`StreamEnd` (an async generator)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        ...

@@ -26,10 +26,11 @@ from rhetor._asks import as_rhetor_error, ask
 from rhetor._errors import NotFound, ValidationError
 from rhetor._redact import install_log_redaction
 from rhetor._settings import Settings
-from rhetor._types import ChatMessage, ProviderBackend
+from rhetor._types import ChatMessage
 from rhetor.budget._keeper import BudgetKeeper, GetBudget, GetUsage, SetLimit, SetPolicy
 from rhetor.budget._pricing import Pricer, load_overrides
 from rhetor.providers._actor import CheckHealth, ProviderActor
+from rhetor.providers._backend import ProviderBackend
 from rhetor.providers._simulated import SimulatedBackend
 from rhetor.routing._plan import RoutingParameters, TaskConfig
 from rhetor.routing._router import (

@@ -24,7 +24,8 @@ from rhetor._errors import (
     UpstreamTimeout,
 )
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta, Usage
-from rhetor.providers._anthropic import DEFAULT_MAX_TOKENS, AnthropicBackend, anthropic_messages
+from rhetor.providers._anthropic import AnthropicBackend
+from rhetor.providers._anthropic_wire import DEFAULT_MAX_TOKENS, anthropic_messages
 from tests.fakes import Cut, Fail, Garbled, Hang, Raw, Reply, Stall, StreamError
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
 

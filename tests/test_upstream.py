@@ -2,17 +2,13 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncGenerator
 
 import pytest
-import trio
-import trio.lowlevel
 
 from rhetor.providers._wire import (
     LineSplitter,
     ServerSentEvents,
     StreamedError,
-    finish,
     merge_models,
     model_names,
     retry_after,
@@ -76,33 +72,6 @@ def test_streamed_error_keeps_message_and_body() -> None:
     exc = StreamedError("busy", body)
     assert str(exc) == "busy"
     assert exc.body is body
-
-
-async def test_finish_unwinds_a_half_read_generator_chain() -> None:
-    """finish() runs the inner generators' clean-up, even when one raises on the way out."""
-    closed: list[str] = []
-
-    async def inner() -> AsyncGenerator[int, None]:
-        try:
-            while True:
-                yield 1
-                await trio.lowlevel.checkpoint()
-        finally:
-            closed.append("inner")
-
-    async def outer() -> AsyncGenerator[int, None]:
-        chunks = inner()
-        try:
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            closed.append("outer")
-            raise OSError("transport broke while closing")
-
-    body = outer()
-    assert await anext(body) == 1
-    await finish(body)
-    assert closed == ["inner", "outer"]
 
 
 def test_line_splitter_cuts_at_newlines_only() -> None:

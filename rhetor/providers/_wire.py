@@ -21,22 +21,23 @@ import logging
 import math
 import reprlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import trio
+import msgspec
 
 __all__ = [
-    "CLEANUP_TIMEOUT",
     "MALFORMED",
     "MAX_TOKEN_COUNT",
     "LineSplitter",
     "MalformedReply",
     "ServerSentEvents",
+    "StreamIncomplete",
     "StreamedError",
+    "UpstreamStatus",
     "decode_json",
-    "finish",
+    "encode_json",
+    "error_detail_text",
     "merge_models",
     "model_ids",
     "model_name",
@@ -49,9 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("rhetor.upstream")
-
-# Seconds the shielded clean-up of an abandoned stream may take.
-CLEANUP_TIMEOUT = 1.0
 
 # The largest token count one call may report. No model reads or writes a billion
 # tokens in one call; a count above this is a broken upstream, not usage (and would
@@ -77,25 +75,6 @@ def merge_models(first: Sequence[str], second: Sequence[str]) -> tuple[str, ...]
     Both lists of models, each name once, in order of first appearance.
     """
     return tuple(dict.fromkeys([*first, *second]))
-
-
-async def finish(iterator: AsyncIterator[Any]) -> None:
-    """
-    Run a half-read async iterator chain to its end by cancelling it at its next await.
-
-    httpx, httpx2 and the SDKs over them nest async generators without closing the
-    inner ones (encode/httpx#3686); abandoned half-way they are garbage collected
-    unfinished, which trio reports as a ResourceWarning. A cancellation raised at the
-    innermost await unwinds them all. Callers run this under a shielded scope bounded
-    by :data:`CLEANUP_TIMEOUT`.
-    """
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        # The iterator is being discarded: how it ends (StopAsyncIteration, a transport
-        # error, or the Cancelled this scope absorbs) does not matter.
-        with suppress(Exception):
-            for _ in range(10_000):
-                await anext(iterator)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -148,18 +127,40 @@ MALFORMED: tuple[type[Exception], ...] = (
 )
 
 
+_DECODER = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
+
+
 def decode_json(data: bytes | str) -> Any:
     """
     One JSON document; :class:`MalformedReply` when it is not one.
 
-    A nesting too deep for the decoder (``RecursionError``) is malformed too, not a
-    crash. Python's decoder reads ``1e400`` as ``inf`` and accepts ``NaN``: the
-    callers' checks (:func:`token_count`) refuse those where numbers matter.
+    msgspec reads it; what msgspec refuses, the standard library reads as it always
+    did (``1e400`` as ``inf``, ``NaN``, a lone surrogate), so the callers' checks
+    (:func:`token_count`) decide what such values mean. A nesting too deep for either
+    decoder (``RecursionError``) is malformed too, not a crash.
     """
+    try:
+        return _DECODER.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        pass
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise MalformedReply(f"not JSON: {type(exc).__name__}: {exc}"[:200]) from exc
+
+
+def encode_json(value: Any) -> bytes:
+    """
+    ``value`` as compact JSON bytes (a request body).
+
+    A string that is not valid Unicode (a lone surrogate, which UTF-8 cannot carry)
+    is written as the standard library writes it, escaped as ``\\ud800``.
+    """
+    try:
+        return _ENCODER.encode(value)
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def optional_text(value: object, what: str) -> str | None:
@@ -236,6 +237,48 @@ def model_ids(body: object, key: str, *names: str) -> tuple[str, ...]:
         if name is not None:
             found.append(name)
     return tuple(found)
+
+
+class UpstreamStatus(Exception):
+    """
+    An error status: the upstream's HTTP status, its headers, and its body as sent.
+
+    Each provider's ``translated`` reads the body in its own error format.
+    """
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> object:
+        """
+        The body decoded, or None when it is not JSON.
+        """
+        try:
+            return decode_json(self.body)
+        except MalformedReply:
+            return None
+
+    def text(self) -> str:
+        """
+        The body as text, at most 500 characters of it.
+        """
+        return self.body[:2000].decode("utf-8", "replace")[:500]
+
+
+def error_detail_text(status: UpstreamStatus, detail: str) -> str:
+    """
+    ``detail`` when the body said something, else its text, else ``HTTP <status>``.
+    """
+    return detail or status.text() or f"HTTP {status.status}"
+
+
+class StreamIncomplete(Exception):
+    """
+    A stream whose body ended before the format's own end (``[DONE]``, ``message_stop``, ``done``).
+    """
 
 
 class StreamedError(Exception):
