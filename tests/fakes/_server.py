@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import re
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -334,7 +335,7 @@ class Responder:
     """
 
     _conn: h11.Connection
-    _stream: trio.SocketStream
+    _stream: trio.abc.Stream
 
     async def _send(self, event: h11.Event) -> None:
         data = self._conn.send(event)
@@ -448,7 +449,7 @@ class FakeUpstream:
 
     # -- connection handling ------------------------------------------------
 
-    async def serve_connection(self, stream: trio.SocketStream) -> None:
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
         """
         Serve keep-alive requests on one connection until the client closes it.
         """
@@ -468,11 +469,11 @@ class FakeUpstream:
                     return
                 conn.start_next_cycle()
         finally:
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            # At once, TLS or not: the client may be gone, and a fake says no goodbyes.
+            await trio.aclose_forcefully(stream)
 
     async def _respond(
-        self, conn: h11.Connection, stream: trio.SocketStream, request: ReceivedRequest
+        self, conn: h11.Connection, stream: trio.abc.Stream, request: ReceivedRequest
     ) -> bool:
         """
         Run the handler while watching for the client leaving; False to close the connection.
@@ -513,7 +514,7 @@ class FakeUpstream:
         self.disconnected.set()
 
 
-async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> ReceivedRequest | None:
+async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> ReceivedRequest | None:
     head: h11.Request | None = None
     body = bytearray()
     while True:
@@ -546,19 +547,38 @@ async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> Rece
 
 @asynccontextmanager
 async def running(
-    upstream: _Upstream, *, host: str = "127.0.0.1", port: int = 0
+    upstream: _Upstream,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[_Upstream]:
     """
     Serve ``upstream`` on a loopback port for the body of the ``async with``.
 
+    With ``tls`` (a server context) it speaks HTTPS and its URLs say ``https``.
     Cancellation: leaving the block cancels the server and every open connection.
     """
     async with trio.open_nursery() as nursery:
-        listeners: list[trio.SocketListener] = await nursery.start(
-            partial(trio.serve_tcp, upstream.serve_connection, port, host=host)
-        )
-        bound = listeners[0].socket.getsockname()[1]
-        upstream.root_url = f"http://{host}:{bound}"
+        if tls is None:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, upstream.serve_connection, port, host=host)
+            )
+            bound = listeners[0].socket.getsockname()[1]
+        else:
+            secured = await nursery.start(
+                partial(
+                    trio.serve_ssl_over_tcp,
+                    upstream.serve_connection,
+                    port,
+                    tls,
+                    host=host,
+                    https_compatible=True,
+                )
+            )
+            bound = secured[0].transport_listener.socket.getsockname()[1]
+        scheme = "http" if tls is None else "https"
+        upstream.root_url = f"{scheme}://{host}:{bound}"
         upstream.base_url = upstream.root_url + upstream.base_path
         try:
             yield upstream
