@@ -414,6 +414,8 @@ class FakeUpstream:
     base_url: str = ""
     root_url: str = ""
     requests: list[ReceivedRequest] = attrs.field(factory=list)
+    # Connections accepted so far (keep-alive reuses one for many requests).
+    connections: int = 0
     disconnects: int = 0
     disconnected: trio.Event = attrs.field(factory=trio.Event)
     # Invariant: consumed from the left, one per completion request.
@@ -454,6 +456,7 @@ class FakeUpstream:
         Serve keep-alive requests on one connection until the client closes it.
         """
         conn = h11.Connection(h11.SERVER)
+        self.connections += 1
         try:
             while True:
                 try:
