@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import base64
 import ssl
+from collections.abc import Callable
 from contextlib import aclosing
 from pathlib import Path
 
 import pytest
 import trustme
 
-from rhetor._errors import UpstreamConnectionError
+from rhetor._errors import ProviderUnavailable, UpstreamConnectionError
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta, Usage
 from rhetor.providers._anthropic import AnthropicBackend
 from rhetor.providers._connect import Origin, proxy_for, trust_store
 from rhetor.providers._http import ConnectFailed, HttpClient
+from rhetor.providers._ollama import OllamaBackend
 from rhetor.providers._openai import OpenAIBackend
 from tests.fakes import Reply
 from tests.fakes.anthropic import fake_anthropic
@@ -198,3 +200,27 @@ async def test_a_proxy_refusing_the_tunnel_is_a_connection_error(
                 await backend.complete(ask())
         finally:
             await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("make", "variable"),
+    [
+        (lambda: OpenAIBackend("sk-test", "localhost:8000/v1"), "OPENAI_BASE_URL"),
+        (lambda: AnthropicBackend("sk-ant-test", "ftp://example.com"), "ANTHROPIC_BASE_URL"),
+        (lambda: OllamaBackend("11434"), "OLLAMA_BASE_URL"),
+    ],
+    ids=["openai", "anthropic", "ollama"],
+)
+async def test_a_base_url_that_is_not_http_leaves_the_provider_unavailable_saying_why(
+    make: Callable[[], OpenAIBackend | AnthropicBackend | OllamaBackend], variable: str
+) -> None:
+    """A base URL without http(s):// is no crash: the provider reports itself unavailable, naming it."""
+    backend = make()
+    status = await backend.check()
+    assert not status.available and status.reason.startswith(f"{variable} is not usable")
+    with pytest.raises(ProviderUnavailable, match=variable):
+        await backend.complete(ask())
+    with pytest.raises(ProviderUnavailable, match=variable):
+        async with aclosing(backend.stream(ask())) as items:
+            await anext(items)
+    await backend.aclose()

@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 
+from rhetor.providers import _http
 from rhetor.providers._http import (
     ConnectFailed,
     ConnectionBroken,
@@ -423,3 +424,26 @@ async def test_an_answer_that_is_not_http_is_connection_broken() -> None:
         with pytest.raises(ConnectionBroken, match=r"not HTTP/1\.1"):
             await client.request("GET", "/", ())
         await client.aclose()
+
+
+async def test_a_whole_reply_read_with_its_head_has_the_same_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reply read whole with its head (whole=True) past the size limit is ReplyTooLarge, its connection closed."""
+    monkeypatch.setattr(_http, "MAX_REPLY_BYTES", 10)
+
+    async def handler(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.answer(b"x" * 100)
+
+    async with serving(handler) as server:
+        client = HttpClient(server.url, max_connections=1, timeouts=Timeouts(pool=1.0))
+        with pytest.raises(ReplyTooLarge):
+            await client.request("GET", "/", (), whole=True)
+        assert client.idle == 0
+        monkeypatch.setattr(_http, "MAX_REPLY_BYTES", 1000)
+        response = await client.request("GET", "/", (), whole=True)
+        assert client.idle == 1
+        assert await response.read() == b"x" * 100
+        await client.aclose()
+    assert server.connections == 2

@@ -170,9 +170,14 @@ async def fetch(
     deadline = trio.current_time() + timeout
     try:
         response = await client.request(
-            outgoing.method, outgoing.path, outgoing.headers, outgoing.body, deadline=deadline
+            outgoing.method,
+            outgoing.path,
+            outgoing.headers,
+            outgoing.body,
+            deadline=deadline,
+            whole=True,
         )
-        data = await response.read(deadline=deadline)
+        data = await response.read()
         if response.status >= 300:
             raise UpstreamStatus(response.status, response.headers, data)
         return read(decode_json(data))

@@ -255,6 +255,7 @@ class HttpClient:
         body: bytes = b"",
         *,
         deadline: float = math.inf,
+        whole: bool = False,
     ) -> Response:
         """
         Send one request to ``base path + path``; answer the response, its body unread.
@@ -263,7 +264,10 @@ class HttpClient:
         :meth:`Response.receive` to the end, or :meth:`Response.close`): until then it
         holds a connection. Headers are sent as given, after ``host`` (and
         ``content-length`` for a body); names are lower case. ``deadline`` (trio
-        time) bounds the whole call on top of each phase's bound.
+        time) bounds the whole call on top of each phase's bound. ``whole`` reads
+        the body too (at most :data:`MAX_REPLY_BYTES`, :class:`ReplyTooLarge`
+        past that), under the same bounds, for :meth:`Response.read` to answer
+        at once; the connection is then free when this returns.
 
         Error handling: :class:`TransportError` subclasses only. A reused connection
         that fails before the reply's first byte (the upstream closed it while it was
@@ -278,7 +282,7 @@ class HttpClient:
             for attempt in (1, 2):
                 connection = self._pooled()
                 try:
-                    return await self._exchange(connection, head, body, deadline)
+                    return await self._exchange(connection, head, body, deadline, whole)
                 except _Unheard:
                     if connection is None or attempt == 2:
                         raise
@@ -329,11 +333,16 @@ class HttpClient:
         return None
 
     async def _exchange(
-        self, connection: _Connection | None, head: h11.Request, body: bytes, deadline: float
+        self,
+        connection: _Connection | None,
+        head: h11.Request,
+        body: bytes,
+        deadline: float,
+        whole: bool,
     ) -> Response:
         """
-        Connect if need be, send the request, read the reply's head: one cancel scope,
-        whose deadline moves with each phase.
+        Connect if need be, send the request, read the reply's head (and its body when
+        ``whole``): one cancel scope, whose deadline moves with each phase.
         """
         timeouts = self.timeouts
         phase: type[TransportTimeout] = ConnectTimeout
@@ -365,6 +374,8 @@ class HttpClient:
                         f"the upstream answered {type(event).__name__}, not a response"
                     )
                 response._start(event)
+                if whole:
+                    await response._read_whole(scope, deadline)
                 return response
             except BaseException:
                 if connection is not None:
@@ -442,6 +453,24 @@ class Response:
     _ended: bool = False
     # True once any byte of the reply arrived (a reused connection is then not retried).
     _heard: bool = False
+    # The body, when it was read with the head (HttpClient.request's whole=True).
+    _body: bytes | None = None
+
+    async def _read_whole(self, scope: trio.CancelScope, deadline: float) -> None:
+        """
+        Read the body into ``_body``; ``scope`` bounds the silence between its pieces.
+        """
+        parts: list[bytes] = []
+        size = 0
+        read = self._client.timeouts.read
+        while (data := await self._body_event()) is not None:
+            size += len(data)
+            if size > MAX_REPLY_BYTES:
+                raise ReplyTooLarge(f"the reply ran past {MAX_REPLY_BYTES} bytes")
+            parts.append(data)
+            # The bound is on silence, not on the whole body.
+            scope.deadline = min(deadline, trio.current_time() + read)
+        self._body = parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _start(self, event: h11.Response) -> None:
         self.status = event.status_code
@@ -521,6 +550,11 @@ class Response:
 
         Error handling and cancellation as :meth:`receive`'s.
         """
+        if self._body is not None:
+            body, self._body = self._body, None
+            if len(body) > limit:
+                raise ReplyTooLarge(f"the reply ran past {limit} bytes")
+            return body
         parts: list[bytes] = []
         size = 0
         read = self._client.timeouts.read

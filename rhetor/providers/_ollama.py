@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator
 
 import attrs
 
-from rhetor._errors import ProviderError
+from rhetor._errors import ProviderError, ProviderUnavailable
 from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
 from rhetor.providers import _calls
 from rhetor.providers._calls import Outgoing
@@ -45,18 +45,27 @@ class OllamaBackend:
     name: str = "ollama"
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     max_connections: int = 64
-    _client: HttpClient = attrs.field(init=False)
+    # Invariant: None exactly when the base URL is not usable, and then _unusable says why.
+    _client: HttpClient | None = attrs.field(init=False, default=None)
+    _unusable: str = attrs.field(init=False, default="")
 
     def __attrs_post_init__(self) -> None:
-        self._client = HttpClient(
-            self.base_url, timeouts=self.timeouts, max_connections=self.max_connections
-        )
+        try:
+            self._client = HttpClient(
+                self.base_url, timeouts=self.timeouts, max_connections=self.max_connections
+            )
+        except ValueError as exc:
+            self._unusable = f"OLLAMA_BASE_URL is not usable: {exc}"
 
     async def aclose(self) -> None:
         """
         Close the HTTP client's pooled connections.
         """
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+
+    def _unavailable(self, model: str | None) -> ProviderUnavailable:
+        return ProviderUnavailable(self._unusable, provider=self.name, model=model)
 
     async def check(self) -> ProviderStatus:
         """
@@ -65,6 +74,8 @@ class OllamaBackend:
         Error handling: never raises for an upstream failure; the reason says what
         failed. A listing that is not Ollama's is a failure like any other.
         """
+        if self._client is None:
+            return ProviderStatus(self.name, False, self.models, reason=self._unusable)
         try:
             tags: tuple[str, ...] = await _calls.fetch(
                 self._client,
@@ -89,6 +100,8 @@ class OllamaBackend:
         counts are no error: the reply says ``usage_valid=False``.
         Cancellation: cancelling closes the upstream connection.
         """
+        if self._client is None:
+            raise self._unavailable(request.model)
         answer: ProviderReply = await _calls.fetch(
             self._client,
             self._post(chat_body(request, stream=False)),
@@ -109,6 +122,8 @@ class OllamaBackend:
         NDJSON ends without ``done``.
         Cancellation: closing or cancelling the generator closes the upstream connection.
         """
+        if self._client is None:
+            return _calls.failing(self._unavailable(request.model))
         return _calls.stream(
             self._client,
             self._post(chat_body(request, stream=True)),

@@ -71,8 +71,9 @@ class OpenAIBackend:
     project: str | None = attrs.field(factory=lambda: _environ("OPENAI_PROJECT_ID"))
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     max_connections: int = 64
-    # Invariant: None exactly when there is no API key.
+    # Invariant: None exactly when calls cannot be made, and then _unusable says why.
     _client: HttpClient | None = attrs.field(init=False, default=None)
+    _unusable: str = attrs.field(init=False, default="OPENAI_API_KEY not set")
     _headers: tuple[tuple[str, str], ...] = attrs.field(init=False, default=())
     _json_headers: tuple[tuple[str, str], ...] = attrs.field(init=False, default=())
 
@@ -80,11 +81,15 @@ class OpenAIBackend:
         register_secret(self.api_key)
         if not self.api_key:
             return
-        self._client = HttpClient(
-            self.base_url or DEFAULT_BASE_URL,
-            timeouts=self.timeouts,
-            max_connections=self.max_connections,
-        )
+        try:
+            self._client = HttpClient(
+                self.base_url or DEFAULT_BASE_URL,
+                timeouts=self.timeouts,
+                max_connections=self.max_connections,
+            )
+        except ValueError as exc:
+            self._unusable = f"OPENAI_BASE_URL is not usable: {exc}"
+            return
         headers = [
             ("authorization", f"Bearer {self.api_key}"),
             ("accept", "application/json"),
@@ -105,7 +110,7 @@ class OpenAIBackend:
             await self._client.aclose()
 
     def _unavailable(self, model: str | None) -> ProviderUnavailable:
-        return ProviderUnavailable("OPENAI_API_KEY not set", provider=self.name, model=model)
+        return ProviderUnavailable(self._unusable, provider=self.name, model=model)
 
     async def check(self) -> ProviderStatus:
         """
@@ -117,7 +122,7 @@ class OpenAIBackend:
         none), leaves the configured models available.
         """
         if self._client is None:
-            return ProviderStatus(self.name, False, self.models, reason="OPENAI_API_KEY not set")
+            return ProviderStatus(self.name, False, self.models, reason=self._unusable)
         try:
             listed: tuple[str, ...] = await _calls.fetch(
                 self._client,
