@@ -1,9 +1,25 @@
 """
-Opening connections to an upstream: TCP, TLS with the system or certifi trust store,
-and HTTP proxies from the environment.
+Connections to an upstream: opening them (TCP, TLS with the system or certifi trust
+store, HTTP proxies from the environment), what the pool keeps of each, and the
+transport's signals.
 
 :mod:`rhetor.providers._http` pools what :func:`open_stream` opens. Nothing here reads
 or writes HTTP messages but a proxy's ``CONNECT``.
+
+The transport's signals, which :func:`rhetor.providers._calls.transport_error`
+translates (they never reach a Rhetor caller as they are)::
+
+    TransportError
+    ├── ConnectFailed              no connection: DNS, refused, TLS, proxy
+    ├── ConnectionBroken           dropped, or not HTTP/1.1, mid-exchange
+    │   └── Unheard                ... before a byte of the reply
+    ├── ReplyTooLarge              a whole reply over its size limit
+    └── TransportTimeout           one phase took longer than its bound
+        ├── DeadlineExceeded       the call's own deadline, whatever the phase
+        ├── ConnectTimeout
+        ├── WriteTimeout
+        ├── ReadTimeout
+        └── PoolTimeout
 
 TLS uses the standard :mod:`ssl` module: ``SSL_CERT_FILE`` and/or ``SSL_CERT_DIR``,
 when set, are the trust store (as OpenSSL's own tools read them); otherwise the
@@ -18,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import os
+import select
 import ssl
 import urllib.parse
 import urllib.request
@@ -29,22 +46,33 @@ import trio
 
 __all__ = [
     "ConnectFailed",
+    "ConnectTimeout",
+    "Connection",
+    "ConnectionBroken",
+    "DeadlineExceeded",
     "Origin",
+    "PoolTimeout",
     "Proxy",
+    "ReadTimeout",
+    "ReplyTooLarge",
+    "Stream",
     "TransportError",
+    "TransportTimeout",
+    "Unheard",
+    "WriteTimeout",
     "open_stream",
     "proxy_for",
     "trust_store",
 ]
+
+Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
 
 
 class TransportError(Exception):
     """
     A failure of the connection under an HTTP exchange (the base of the transport's signals).
 
-    The transport's signals are the backends' to translate, in each one's
-    ``_translate_errors``; they never reach a Rhetor caller as they are. The tree
-    is drawn in :mod:`rhetor.providers._http`.
+    The tree is drawn in this module's docstring.
     """
 
 
@@ -52,6 +80,98 @@ class ConnectFailed(TransportError):
     """
     No connection could be opened: DNS, refused, TLS handshake, or the proxy said no.
     """
+
+
+class ConnectionBroken(TransportError):
+    """
+    The connection dropped, or the upstream broke HTTP/1.1, in the middle of an exchange.
+    """
+
+
+class Unheard(ConnectionBroken):
+    """
+    The connection failed before any byte of the reply: the upstream may not have the request.
+    """
+
+
+class ReplyTooLarge(TransportError):
+    """
+    A whole reply ran past the size it was allowed.
+    """
+
+
+class TransportTimeout(TransportError):
+    """
+    One phase of an exchange took longer than its bound (the subclass says which).
+    """
+
+
+class DeadlineExceeded(TransportTimeout):
+    """The call's own deadline passed (whatever phase it was in)."""
+
+
+class ConnectTimeout(TransportTimeout):
+    """Opening the connection (TCP, proxy tunnel, TLS handshake) took too long."""
+
+
+class WriteTimeout(TransportTimeout):
+    """Sending the request took too long."""
+
+
+class ReadTimeout(TransportTimeout):
+    """The upstream sent nothing for longer than the read bound."""
+
+
+class PoolTimeout(TransportTimeout):
+    """Every pooled connection stayed busy for longer than the pool bound."""
+
+
+@attrs.define(eq=False)
+class Connection:
+    """
+    One open connection and its h11 state; ``idle_since`` is when it was last put back.
+    """
+
+    stream: Stream
+    h11: h11.Connection = attrs.field(factory=lambda: h11.Connection(h11.CLIENT))
+    idle_since: float = 0.0
+    reused: bool = False
+
+    def fileno(self) -> int:
+        stream = self.stream
+        socket = (
+            stream.socket
+            if isinstance(stream, trio.SocketStream)
+            else stream.transport_stream.socket
+        )
+        return socket.fileno()
+
+    def stale(self) -> bool:
+        """
+        True when the upstream closed this idle connection or wrote to it since.
+
+        An idle HTTP/1.1 connection has nothing to say; readable means EOF, or bytes
+        that belong to no request (a ``408`` before closing). Either way it is not
+        safe to reuse.
+        """
+        try:
+            poll = select.poll()
+            poll.register(self.fileno(), select.POLLIN)
+            return bool(poll.poll(0))
+        except (OSError, ValueError):
+            return True
+
+    def close(self) -> None:
+        """
+        Close the socket now (no TLS close_notify: a half-read exchange has nothing to say).
+        """
+        stream = self.stream
+        socket = (
+            stream.socket
+            if isinstance(stream, trio.SocketStream)
+            else stream.transport_stream.socket
+        )
+        socket.close()
 
 
 @attrs.frozen
@@ -178,9 +298,7 @@ def _system_store_exists() -> bool:
     return bool(paths.capath and os.path.isdir(paths.capath) and os.listdir(paths.capath))
 
 
-async def open_stream(
-    origin: Origin, proxy: Proxy | None, tls: ssl.SSLContext | None
-) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+async def open_stream(origin: Origin, proxy: Proxy | None, tls: ssl.SSLContext | None) -> Stream:
     """
     A connected stream to ``origin`` (through ``proxy``'s tunnel when it is TLS), handshake done.
 

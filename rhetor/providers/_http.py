@@ -16,27 +16,16 @@ h11 was chosen over httpcore after measuring both under the same load
 (``benchmarks/transport.py``): one keep-alive call cost about 240 µs with h11 on a
 trio stream and about 600 µs through ``httpcore.AsyncConnectionPool``, and 16
 concurrent callers got about five times the calls per second; the pool, timeouts and
-TLS here add little to bare h11.
+checks here cost a fraction of bare h11's own time.
 
-The transport's own signals, which each backend's ``_translate_errors`` translates
-(they never reach a Rhetor caller as they are)::
-
-    TransportError                 (rhetor.providers._connect)
-    ├── ConnectFailed              no connection: DNS, refused, TLS, proxy
-    ├── ConnectionBroken           dropped, or not HTTP/1.1, mid-exchange
-    ├── ReplyTooLarge              a whole reply over its size limit
-    └── TransportTimeout           one phase took longer than its bound
-        ├── DeadlineExceeded       the call's own deadline, whatever the phase
-        ├── ConnectTimeout
-        ├── WriteTimeout
-        ├── ReadTimeout
-        └── PoolTimeout
+Every failure is one of the transport's signals, drawn in
+:mod:`rhetor.providers._connect` and translated in
+:func:`rhetor.providers._calls.transport_error`.
 """
 
 from __future__ import annotations
 
 import math
-import select
 import ssl
 from collections.abc import Sequence
 
@@ -46,9 +35,19 @@ import trio
 
 from rhetor.providers._connect import (
     ConnectFailed,
+    Connection,
+    ConnectionBroken,
+    ConnectTimeout,
+    DeadlineExceeded,
     Origin,
+    PoolTimeout,
     Proxy,
+    ReadTimeout,
+    ReplyTooLarge,
     TransportError,
+    TransportTimeout,
+    Unheard,
+    WriteTimeout,
     open_stream,
     proxy_for,
     trust_store,
@@ -81,51 +80,6 @@ MAX_REPLY_BYTES = 32 * 1024 * 1024
 _RECEIVE = 65536
 
 Headers = Sequence[tuple[str, str]]
-Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
-
-
-class ConnectionBroken(TransportError):
-    """
-    The connection dropped, or the upstream broke HTTP/1.1, in the middle of an exchange.
-    """
-
-
-class _Unheard(ConnectionBroken):
-    """
-    The connection failed before any byte of the reply: the upstream may not have the request.
-    """
-
-
-class ReplyTooLarge(TransportError):
-    """
-    A whole reply ran past the size it was allowed.
-    """
-
-
-class TransportTimeout(TransportError):
-    """
-    One phase of an exchange took longer than its bound (the subclass says which).
-    """
-
-
-class DeadlineExceeded(TransportTimeout):
-    """The call's own deadline passed (whatever phase it was in)."""
-
-
-class ConnectTimeout(TransportTimeout):
-    """Opening the connection (TCP, proxy tunnel, TLS handshake) took too long."""
-
-
-class WriteTimeout(TransportTimeout):
-    """Sending the request took too long."""
-
-
-class ReadTimeout(TransportTimeout):
-    """The upstream sent nothing for longer than the read bound."""
-
-
-class PoolTimeout(TransportTimeout):
-    """Every pooled connection stayed busy for longer than the pool bound."""
 
 
 @attrs.frozen
@@ -142,54 +96,6 @@ class Timeouts:
     write: float = 30.0
     read: float = 600.0
     pool: float = 30.0
-
-
-@attrs.define(eq=False)
-class _Connection:
-    """
-    One open connection and its h11 state; ``idle_since`` is when it was last put back.
-    """
-
-    stream: Stream
-    h11: h11.Connection = attrs.field(factory=lambda: h11.Connection(h11.CLIENT))
-    idle_since: float = 0.0
-    reused: bool = False
-
-    def fileno(self) -> int:
-        stream = self.stream
-        socket = (
-            stream.socket
-            if isinstance(stream, trio.SocketStream)
-            else stream.transport_stream.socket
-        )
-        return socket.fileno()
-
-    def stale(self) -> bool:
-        """
-        True when the upstream closed this idle connection or wrote to it since.
-
-        An idle HTTP/1.1 connection has nothing to say; readable means EOF, or bytes
-        that belong to no request (a ``408`` before closing). Either way it is not
-        safe to reuse.
-        """
-        try:
-            poll = select.poll()
-            poll.register(self.fileno(), select.POLLIN)
-            return bool(poll.poll(0))
-        except (OSError, ValueError):
-            return True
-
-    def close(self) -> None:
-        """
-        Close the socket now (no TLS close_notify: a half-read exchange has nothing to say).
-        """
-        stream = self.stream
-        socket = (
-            stream.socket
-            if isinstance(stream, trio.SocketStream)
-            else stream.transport_stream.socket
-        )
-        socket.close()
 
 
 @attrs.define(eq=False)
@@ -217,7 +123,7 @@ class HttpClient:
     _proxy: Proxy | None = attrs.field(init=False, default=None)
     _proxy_error: str | None = attrs.field(init=False, default=None)
     # Invariant: the connections open and not in use, the last put back at the end.
-    _idle: list[_Connection] = attrs.field(init=False, factory=list)
+    _idle: list[Connection] = attrs.field(init=False, factory=list)
     # Invariant: one token per connection in use; busy + idle <= max_connections.
     _slots: trio.Semaphore = attrs.field(init=False)
     _closed: bool = attrs.field(init=False, default=False)
@@ -283,7 +189,7 @@ class HttpClient:
                 connection = self._pooled()
                 try:
                     return await self._exchange(connection, head, body, deadline, whole)
-                except _Unheard:
+                except Unheard:
                     if connection is None or attempt == 2:
                         raise
             raise AssertionError("unreachable")  # pragma: no cover
@@ -320,7 +226,7 @@ class HttpClient:
                     f" {self.timeouts.pool:g} s"
                 ) from None
 
-    def _pooled(self) -> _Connection | None:
+    def _pooled(self) -> Connection | None:
         """
         The most recently used idle connection that is still good, if any.
         """
@@ -334,7 +240,7 @@ class HttpClient:
 
     async def _exchange(
         self,
-        connection: _Connection | None,
+        connection: Connection | None,
         head: h11.Request,
         body: bytes,
         deadline: float,
@@ -353,7 +259,7 @@ class HttpClient:
                     if self._proxy_error is not None:
                         raise ConnectFailed(self._proxy_error)
                     scope.deadline = min(deadline, trio.current_time() + timeouts.connect)
-                    connection = _Connection(await open_stream(self._origin, self._proxy, self.tls))
+                    connection = Connection(await open_stream(self._origin, self._proxy, self.tls))
                 conn = connection.h11
                 data = conn.send(head)
                 if body:
@@ -364,7 +270,7 @@ class HttpClient:
                 try:
                     await connection.stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    raise _Unheard(f"sending the request failed: {_reason(exc)}") from exc
+                    raise Unheard(f"sending the request failed: {_reason(exc)}") from exc
                 phase = ReadTimeout
                 scope.deadline = min(deadline, trio.current_time() + timeouts.read)
                 response = Response(self, connection)
@@ -394,7 +300,7 @@ class HttpClient:
             return f"sending the request took over {self.timeouts.write:g} s"
         return f"the upstream sent nothing for {self.timeouts.read:g} s"
 
-    def _put_back(self, connection: _Connection) -> None:
+    def _put_back(self, connection: Connection) -> None:
         """
         End one exchange: the connection back in the pool if it may be reused, else closed.
         """
@@ -415,7 +321,7 @@ class HttpClient:
         finally:
             self._slots.release()
 
-    def _discard(self, connection: _Connection) -> None:
+    def _discard(self, connection: Connection) -> None:
         """
         End one exchange that did not finish: close its connection now.
         """
@@ -445,7 +351,7 @@ class Response:
     """
 
     _client: HttpClient
-    _connection: _Connection
+    _connection: Connection
     status: int = 0
     reason: str = ""
     headers: dict[str, str] = attrs.field(factory=dict)
@@ -497,12 +403,12 @@ class Response:
                 data = bytes(await self._connection.stream.receive_some(_RECEIVE))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 if not self._heard:
-                    raise _Unheard(f"the connection dropped: {_reason(exc)}") from exc
+                    raise Unheard(f"the connection dropped: {_reason(exc)}") from exc
                 raise ConnectionBroken(f"the connection dropped: {_reason(exc)}") from exc
             if data:
                 self._heard = True
             elif not self._heard:
-                raise _Unheard("the connection closed before the reply began")
+                raise Unheard("the connection closed before the reply began")
             conn.receive_data(data)
 
     async def _body_event(self) -> bytes | None:
