@@ -126,6 +126,25 @@ def test_streamed_error_keeps_message_and_body() -> None:
     assert exc.body is body
 
 
+def test_a_line_past_its_limit_is_malformed_however_it_arrives() -> None:
+    """A line longer than the limit is MalformedReply, whole in one chunk or growing across many."""
+    with pytest.raises(MalformedReply, match="a line ran past 10 bytes"):
+        LineSplitter(10).feed(b"x" * 11 + b"\n")
+    lines = LineSplitter(10)
+    assert lines.feed(b"x" * 6) == []
+    with pytest.raises(MalformedReply):
+        lines.feed(b"x" * 6)
+    assert LineSplitter(10).feed(b"x" * 10 + b"\n") == [b"x" * 10]
+
+
+def test_an_event_past_its_limit_is_malformed() -> None:
+    """An event whose data lines add up past the limit is MalformedReply, each line short."""
+    events = ServerSentEvents(limit=20)
+    assert events.feed(b"data: 0123456789\n") == []
+    with pytest.raises(MalformedReply, match="an event ran past 20 bytes"):
+        events.feed(b"data: 0123456789\n")
+
+
 def test_line_splitter_cuts_at_newlines_only() -> None:
     """Lines end at \\n (a \\r before it dropped); other line breaks and a split \\r\\n are kept right."""
     lines = LineSplitter()

@@ -221,18 +221,18 @@ async def stream(
                 error_body = await response.read(deadline=deadline)
                 raise UpstreamStatus(response.status, response.headers, error_body)
         except Exception as exc:
-            raise _translated(exc, provider, model, translated) from exc
+            raise _as_provider_error(exc, provider, model, translated) from exc
         while not reading.finished:
             try:
                 data = await response.receive(deadline=deadline)
                 events = reading.feed(data) if data is not None else reading.flush()
             except Exception as exc:
-                raise _translated(exc, provider, model, translated) from exc
+                raise _as_provider_error(exc, provider, model, translated) from exc
             for event in events:
                 try:
                     items = reading.take(event)
                 except Exception as exc:
-                    raise _translated(exc, provider, model, translated) from exc
+                    raise _as_provider_error(exc, provider, model, translated) from exc
                 for item in items:
                     yield item
                 if reading.finished:
@@ -242,7 +242,7 @@ async def stream(
         try:
             end = reading.end()
         except Exception as exc:
-            raise _translated(exc, provider, model, translated) from exc
+            raise _as_provider_error(exc, provider, model, translated) from exc
         # Read the body's own end (normally already here) so the connection is reused.
         await response.drain(min(DRAIN_TIMEOUT, max(0.0, deadline - trio.current_time())))
         yield end
@@ -259,7 +259,12 @@ async def failing(error: ProviderError) -> AsyncGenerator[TextDelta | StreamEnd,
     yield  # pragma: no cover  (makes this an async generator)
 
 
-def _translated(exc: Exception, provider: str, model: str, translated: Translation) -> Exception:
+def _as_provider_error(
+    exc: Exception, provider: str, model: str, translated: Translation
+) -> Exception:
+    """
+    The Rhetor error to raise for ``exc``; re-raises ``exc`` when it is no upstream's doing.
+    """
     error = translate(exc, provider, model, translated)
     if error is exc:
         raise exc

@@ -28,6 +28,7 @@ import msgspec
 
 __all__ = [
     "MALFORMED",
+    "MAX_EVENT_BYTES",
     "MAX_TOKEN_COUNT",
     "LineSplitter",
     "MalformedReply",
@@ -50,6 +51,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("rhetor.upstream")
+
+# The longest line (NDJSON) or event (SSE) a stream may send, in bytes: no token
+# delta comes near it, and a hostile upstream cannot make Rhetor buffer more.
+MAX_EVENT_BYTES = 32 * 1024 * 1024
 
 # The largest token count one call may report. No model reads or writes a billion
 # tokens in one call; a count above this is a broken upstream, not usage (and would
@@ -302,10 +307,11 @@ class LineSplitter:
     (in C, once), and only the unfinished line is kept between chunks, so no byte is
     searched twice and nothing already read is re-sliced per line. Only ``\\n`` ends
     a line, as in NDJSON and server-sent events; a Unicode line separator inside a
-    JSON string does not.
+    JSON string does not. A line longer than ``limit`` bytes is :class:`MalformedReply`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+        self._limit = limit
         # Invariant: the unfinished line: what followed the last b"\n" fed.
         self._buffer = bytearray()
         # The work done so far, which tests and benchmarks read to show it is linear:
@@ -334,6 +340,8 @@ class LineSplitter:
                 buffer.clear()
         buffer += rest
         self.copied += len(rest)
+        if len(buffer) > self._limit or (lines and max(map(len, lines)) > self._limit):
+            raise MalformedReply(f"a line ran past {self._limit} bytes")
         return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
     def rest(self) -> bytes:
@@ -352,14 +360,18 @@ class ServerSentEvents:
     An event without a ``data`` line is dropped, as the standard says, unless
     ``keep_dataless`` is set: then one that names its type arrives with empty data
     (Anthropic's events are read by their type alone). Bytes that are not UTF-8 are
-    replaced, as the standard says, so no chunk can make this raise.
+    replaced, as the standard says. An event (or one line) longer than ``limit``
+    bytes is :class:`MalformedReply`; nothing else makes this raise.
     """
 
-    def __init__(self, *, keep_dataless: bool = False) -> None:
+    def __init__(self, *, keep_dataless: bool = False, limit: int = MAX_EVENT_BYTES) -> None:
         self._keep_dataless = keep_dataless
-        self._lines = LineSplitter()
+        self._limit = limit
+        self._lines = LineSplitter(limit)
         self._event = ""
         self._data: list[str] = []
+        # Invariant: the characters in _data (what the event under way holds).
+        self._size = 0
 
     @property
     def lines(self) -> LineSplitter:
@@ -379,7 +391,7 @@ class ServerSentEvents:
             if not line:
                 if self._data or (self._keep_dataless and self._event):
                     events.append((self._event or "message", "\n".join(self._data)))
-                self._event, self._data = "", []
+                self._event, self._data, self._size = "", [], 0
             elif not line.startswith(":"):
                 field, _, value = line.partition(":")
                 value = value.removeprefix(" ")
@@ -387,4 +399,7 @@ class ServerSentEvents:
                     self._event = value
                 elif field == "data":
                     self._data.append(value)
+                    self._size += len(value) + 1
+                    if self._size > self._limit:
+                        raise MalformedReply(f"an event ran past {self._limit} bytes")
         return events
