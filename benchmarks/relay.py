@@ -1,23 +1,31 @@
 """
-Benchmark the OpenAI relay: Rhetor's /v1/chat/completions vs a minimal Quart-Trio relay.
+Benchmark the OpenAI relay: Rhetor's /v1/chat/completions against three baselines.
 
-Run: ``python benchmarks/relay.py`` (about 70 s). Three subprocesses:
+Run: ``python benchmarks/relay.py`` (about two minutes). Subprocesses:
 
-- the fake OpenAI upstream (``tests/fakes/openai.py``), answering at once;
-- Rhetor (``python -m rhetor serve``) with only its OpenAI provider available,
-  relaying ``POST /v1/chat/completions`` through the router, budget keeper,
-  pricer and provider actor to the fake;
-- a minimal Quart-Trio app on Hypercorn that relays the same request through
-  the same ``openai`` SDK: no actors, routing, budget or storage.
+- the lean upstream (``benchmarks/_upstream.py``), answering a canned chat completion
+  at once (the issue measured with an nginx answering a fixed file; this one costs
+  a few tens of microseconds a request);
+- Rhetor (``python -m rhetor serve``) with its OpenAI provider pointed at the
+  upstream and the simulated provider on. It serves both measured routes:
+  ``POST /v1/chat/completions`` (the relay: edge, router, budget keeper, ledger,
+  provider actor, Rhetor's HTTP client, the upstream) and ``POST /message`` on the
+  simulated provider (the same path with no upstream call);
+- a minimal Quart-Trio relay through the ``openai`` SDK: no actors, routing, budget
+  or storage;
+- a bare h11 relay on trio: requests forwarded byte for byte over one upstream
+  connection per client connection, no JSON, no framework (the floor of this stack).
 
-The load generator is ``wrk`` in its own process (``apt-get install wrk``), or,
-without it, a multiprocess httpx client. It measures requests per second at 32
-connections and p50/p99 latency at 1 connection, alternating between the two
-relays over three rounds and reporting each one's median.
+The load generator is ``wrk`` (``apt-get install wrk``; without it, a multiprocess
+httpx client): requests per second at 32 connections and p50/p99 latency at 1
+connection, the four targets alternating over three rounds, each result the median
+of its rounds. The machine is shared; the runs' spread is printed.
 
-The last line is JSON: rhetor_rps, minimal_rps, rps_ratio, rhetor_p50_ms,
-minimal_p50_ms (plus the p99s). Targets: rps_ratio >= 0.85 and Rhetor's p50
-within 1 ms of the minimal relay's.
+The last line is JSON: relay_rps, simulated_rps, sdk_relay_rps, floor_rps,
+relay_vs_simulated, relay_vs_sdk_relay, relay_vs_floor, p50_ms (the relay's),
+simulated_p50_ms, sdk_relay_p50_ms, floor_p50_ms, and the p99s. Targets:
+relay_vs_simulated >= 0.6, relay_vs_sdk_relay >= 3, p50_ms within 0.5 ms of
+simulated_p50_ms.
 """
 
 from __future__ import annotations
@@ -38,19 +46,22 @@ from typing import Any
 import _load  # benchmarks/_load.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
 MODEL = "gpt-4o-mini"
-BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hello, relay!"}]}
+RELAY_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hello, relay!"}]}
+SIMULATED_BODY = {"message": "Hello, relay!", "model": "simulated-echo"}
+HEADERS = {"Authorization": "Bearer sk-bench"}
 DURATION = 4
 WARMUP = 2
-# Runs alternate between the relays and each result is the median of its rounds,
+# Runs alternate between the targets and each result is the median of its rounds,
 # so a noisy neighbour on a small machine skews one round, not the comparison.
 ROUNDS = 3
 
 
-# -- the minimal relay -------------------------------------------------------------------
+# -- the minimal SDK relay ---------------------------------------------------------------
 
 
-def minimal_server(upstream: str) -> None:
+def sdk_relay_server(upstream: str) -> None:
     """Quart-Trio on Hypercorn relaying /v1/chat/completions through the openai SDK."""
     import openai
     import trio
@@ -84,6 +95,80 @@ def minimal_server(upstream: str) -> None:
     trio.run(main)
 
 
+# -- the bare h11 relay (the floor) ------------------------------------------------------
+
+
+def floor_server(upstream: str) -> None:
+    """h11 on trio: each client connection relayed over its own upstream connection."""
+    import urllib.parse
+    from functools import partial
+
+    import h11
+    import trio
+
+    target = urllib.parse.urlsplit(upstream)
+    assert target.hostname is not None and target.port is not None
+
+    async def next_event(conn: h11.Connection, stream: trio.SocketStream) -> Any:
+        while (event := conn.next_event()) is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        return event
+
+    async def relay(client: trio.SocketStream) -> None:
+        inbound = h11.Connection(h11.SERVER)
+        upstream_stream = await trio.open_tcp_stream(target.hostname, target.port)
+        try:
+            while True:
+                outbound = h11.Connection(h11.CLIENT)
+                head = await next_event(inbound, client)
+                if not isinstance(head, h11.Request):
+                    return
+                body = bytearray()
+                while isinstance(event := await next_event(inbound, client), h11.Data):
+                    body += event.data
+                headers = [(k, v) for k, v in head.headers if k not in (b"host", b"content-length")]
+                headers += [
+                    (b"host", target.netloc.encode()),
+                    (b"content-length", b"%d" % len(body)),
+                ]
+                data = outbound.send(
+                    h11.Request(method=head.method, target=head.target, headers=headers)
+                )
+                data += outbound.send(h11.Data(data=bytes(body))) + outbound.send(
+                    h11.EndOfMessage()
+                )
+                await upstream_stream.send_all(data)
+                reply = await next_event(outbound, upstream_stream)
+                chunks = bytearray()
+                while isinstance(event := await next_event(outbound, upstream_stream), h11.Data):
+                    chunks += event.data
+                out = inbound.send(
+                    h11.Response(
+                        status_code=reply.status_code,
+                        headers=[
+                            (b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(chunks)),
+                        ],
+                    )
+                )
+                out += inbound.send(h11.Data(data=bytes(chunks))) + inbound.send(h11.EndOfMessage())
+                await client.send_all(out)
+                inbound.start_next_cycle()
+        except (trio.BrokenResourceError, h11.ProtocolError):
+            return
+        finally:
+            await trio.aclose_forcefully(upstream_stream)
+            await trio.aclose_forcefully(client)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, relay, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            print(f"serving on http://127.0.0.1:{port}", flush=True)
+
+    trio.run(main)
+
+
 # -- subprocesses ------------------------------------------------------------------------
 
 
@@ -109,12 +194,12 @@ def _started(args: list[str], env: dict[str, str], cwd: str | None = None) -> tu
     if "serving" not in line:
         proc.kill()
         raise SystemExit(f"{args} did not start: {line!r}")
-    return proc, line.split()[-1]
+    return proc, line.split()[-1].removesuffix("/v1")
 
 
-def start_fake() -> tuple[Any, str]:
-    """The fake OpenAI upstream; its URL ends in /v1."""
-    return _started([sys.executable, "-m", "tests.fakes.openai"], dict(os.environ), str(REPO))
+def start_upstream() -> tuple[Any, str]:
+    """The lean upstream; its URL without /v1."""
+    return _started([sys.executable, str(HERE / "_upstream.py")], dict(os.environ))
 
 
 def start_rhetor(data_dir: str, upstream: str) -> tuple[Any, str]:
@@ -123,9 +208,9 @@ def start_rhetor(data_dir: str, upstream: str) -> tuple[Any, str]:
         "RHETOR_PORT": "0",
         "RHETOR_HOST_BIND": "127.0.0.1",
         "RHETOR_DATA_DIR": data_dir,
-        "RHETOR_SIMULATED": "never",
+        "RHETOR_SIMULATED": "always",
         "OPENAI_API_KEY": "sk-bench",
-        "OPENAI_BASE_URL": upstream,
+        "OPENAI_BASE_URL": f"{upstream}/v1",
         "HERMES_API_URL": "",
         "OLLAMA_BASE_URL": f"http://127.0.0.1:{_free_port()}",
     }
@@ -134,8 +219,14 @@ def start_rhetor(data_dir: str, upstream: str) -> tuple[Any, str]:
     return _started([sys.executable, "-m", "rhetor", "serve"], env, data_dir)
 
 
-def start_minimal(upstream: str) -> tuple[Any, str]:
-    return _started([sys.executable, __file__, "--minimal-server", upstream], dict(os.environ))
+def start_sdk_relay(upstream: str) -> tuple[Any, str]:
+    return _started(
+        [sys.executable, __file__, "--sdk-relay-server", f"{upstream}/v1"], dict(os.environ)
+    )
+
+
+def start_floor(upstream: str) -> tuple[Any, str]:
+    return _started([sys.executable, __file__, "--floor-server", upstream], dict(os.environ))
 
 
 def stop(proc: Any) -> None:
@@ -148,88 +239,98 @@ def stop(proc: Any) -> None:
     proc.stdout.close()
 
 
-# -- load ----------------------------------------------------------------------------------
-
-
-def load(url: str, connections: int, duration: int = DURATION) -> dict[str, float]:
-    return _load.load(
-        url, BODY, connections, duration, headers={"Authorization": "Bearer sk-bench"}
-    )
-
-
 # -- main ----------------------------------------------------------------------------------
 
 
-def check_reply(url: str) -> None:
-    """One request first: both relays must answer a real chat completion."""
+def check_reply(url: str, body: dict[str, Any]) -> None:
+    """One request first: every target must answer with a real reply."""
     import httpx
 
-    r = httpx.post(url, json=BODY, headers={"Authorization": "Bearer sk-bench"}, timeout=10)
+    r = httpx.post(url, json=body, headers=HEADERS, timeout=10)
     r.raise_for_status()
-    body = r.json()
-    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"], body
+    answer = r.json()
+    if "messages" in body:
+        assert answer["object"] == "chat.completion", answer
+        assert answer["choices"][0]["message"]["content"], answer
+    else:
+        assert answer["model"] == "simulated-echo" and answer["message"], answer
 
 
 def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as data_dir:
-        fake, upstream = start_fake()
-        rhetor, rhetor_url = start_rhetor(data_dir, upstream)
-        minimal, minimal_url = start_minimal(upstream)
-        urls = {
-            "rhetor": f"{rhetor_url}/v1/chat/completions",
-            "minimal": f"{minimal_url}/v1/chat/completions",
+        upstream, upstream_url = start_upstream()
+        rhetor, rhetor_url = start_rhetor(data_dir, upstream_url)
+        sdk_relay, sdk_url = start_sdk_relay(upstream_url)
+        floor, floor_url = start_floor(upstream_url)
+        targets = {
+            "relay": (f"{rhetor_url}/v1/chat/completions", RELAY_BODY),
+            "simulated": (f"{rhetor_url}/message", SIMULATED_BODY),
+            "sdk_relay": (f"{sdk_url}/v1/chat/completions", RELAY_BODY),
+            "floor": (f"{floor_url}/v1/chat/completions", RELAY_BODY),
         }
         try:
-            for url in urls.values():
-                check_reply(url)
-                load(url, 32, WARMUP)
+            for url, body in targets.values():
+                check_reply(url, body)
+                _load.load(url, body, 32, WARMUP, headers=HEADERS)
             runs: dict[tuple[str, int], list[dict[str, float]]] = {}
             for i in range(ROUNDS):
-                order = list(urls.items()) if i % 2 == 0 else list(urls.items())[::-1]
+                order = list(targets.items())
+                order = order if i % 2 == 0 else order[::-1]
                 for connections in (32, 1):
-                    for name, url in order:
-                        runs.setdefault((name, connections), []).append(load(url, connections))
-            results = {
-                name: {
-                    "rps": median(r["rps"] for r in runs[(name, 32)]),
-                    "p50_ms": median(r["p50_ms"] for r in runs[(name, 1)]),
-                    "p99_ms": median(r["p99_ms"] for r in runs[(name, 1)]),
-                    "rps_runs": [round(r["rps"]) for r in runs[(name, 32)]],
-                }
-                for name in urls
-            }
+                    for name, (url, body) in order:
+                        result = _load.load(url, body, connections, DURATION, headers=HEADERS)
+                        runs.setdefault((name, connections), []).append(result)
         finally:
-            stop(minimal)
-            stop(rhetor)
-            stop(fake)
+            for proc in (floor, sdk_relay, rhetor, upstream):
+                stop(proc)
+    results = {
+        name: {
+            "rps": median(r["rps"] for r in runs[(name, 32)]),
+            "p50_ms": median(r["p50_ms"] for r in runs[(name, 1)]),
+            "p99_ms": median(r["p99_ms"] for r in runs[(name, 1)]),
+            "rps_runs": [round(r["rps"]) for r in runs[(name, 32)]],
+            "p50_runs": [round(r["p50_ms"], 2) for r in runs[(name, 1)]],
+        }
+        for name in targets
+    }
     tool = "wrk" if shutil.which("wrk") else "httpx (wrk not found)"
     print(f"load generator: {tool}; {ROUNDS} rounds of {DURATION}s runs; {os.cpu_count()} CPUs")
-    for name in urls:
+    for name in targets:
         r = results[name]
         print(
-            f"{name:8} 32 connections {r['rps']:6.0f} req/s (runs {r['rps_runs']});"
-            f" 1 connection p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
+            f"{name:10} 32 connections {r['rps']:6.0f} req/s (runs {r['rps_runs']});"
+            f" 1 connection p50 {r['p50_ms']:.2f} ms (runs {r['p50_runs']}), p99 {r['p99_ms']:.2f} ms"
         )
     print(f"total {time.perf_counter() - started:.1f}s")
-    rh, mi = results["rhetor"], results["minimal"]
+    relay, simulated = results["relay"], results["simulated"]
+    sdk, floor_ = results["sdk_relay"], results["floor"]
     summary = {
-        "rhetor_rps": round(rh["rps"], 1),
-        "minimal_rps": round(mi["rps"], 1),
-        "rps_ratio": round(rh["rps"] / mi["rps"], 3),
-        "rhetor_p50_ms": round(rh["p50_ms"], 3),
-        "minimal_p50_ms": round(mi["p50_ms"], 3),
-        "rhetor_p99_ms": round(rh["p99_ms"], 3),
-        "minimal_p99_ms": round(mi["p99_ms"], 3),
+        "relay_rps": round(relay["rps"], 1),
+        "simulated_rps": round(simulated["rps"], 1),
+        "sdk_relay_rps": round(sdk["rps"], 1),
+        "floor_rps": round(floor_["rps"], 1),
+        "relay_vs_simulated": round(relay["rps"] / simulated["rps"], 3),
+        "relay_vs_sdk_relay": round(relay["rps"] / sdk["rps"], 3),
+        "relay_vs_floor": round(relay["rps"] / floor_["rps"], 3),
+        "p50_ms": round(relay["p50_ms"], 3),
+        "simulated_p50_ms": round(simulated["p50_ms"], 3),
+        "sdk_relay_p50_ms": round(sdk["p50_ms"], 3),
+        "floor_p50_ms": round(floor_["p50_ms"], 3),
+        "p99_ms": round(relay["p99_ms"], 3),
+        "simulated_p99_ms": round(simulated["p99_ms"], 3),
     }
     print(json.dumps(summary))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--minimal-server", metavar="UPSTREAM", help=argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
+    parser.add_argument("--sdk-relay-server", metavar="UPSTREAM", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-server", metavar="UPSTREAM", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.minimal_server:
-        minimal_server(args.minimal_server)
+    if args.sdk_relay_server:
+        sdk_relay_server(args.sdk_relay_server)
+    elif args.floor_server:
+        floor_server(args.floor_server)
     else:
         main()

@@ -1,5 +1,5 @@
 """
-Value objects shared by Rhetor's actors, and the provider backend protocol.
+Value objects shared by Rhetor's actors.
 
 Everything here is frozen: actors exchange these, never mutable state. The
 request and reply types (:class:`LLMRequest`, :class:`Reply`, :class:`Chunk`,
@@ -13,9 +13,9 @@ from __future__ import annotations
 import itertools
 import math
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import attrs
 
@@ -25,7 +25,6 @@ __all__ = [
     "ChatMessage",
     "Chunk",
     "LLMRequest",
-    "ProviderBackend",
     "ProviderReply",
     "ProviderRequest",
     "ProviderStatus",
@@ -153,33 +152,6 @@ class ProviderStatus:
     available: bool
     models: tuple[str, ...] = ()
     reason: str = ""
-
-
-class ProviderBackend(Protocol):
-    """
-    One upstream, reached over its own wire protocol.
-
-    A backend translates its library's exceptions into :mod:`rhetor._errors`
-    in exactly one place. Cancelling a call closes the upstream request.
-    """
-
-    name: str
-
-    async def check(self) -> ProviderStatus:
-        """Probe availability and list models; never raises for an unreachable upstream."""
-        ...
-
-    async def complete(self, request: ProviderRequest) -> ProviderReply:
-        """One whole completion; raises a :class:`rhetor.ProviderError` subclass on failure."""
-        ...
-
-    def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
-        """Stream deltas, ending with exactly one :class:`StreamEnd` (an async generator)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        ...
 
 
 @attrs.frozen

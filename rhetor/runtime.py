@@ -30,13 +30,13 @@ from rhetor._types import (
     ChatMessage,
     Chunk,
     LLMRequest,
-    ProviderBackend,
     Reply,
     RoutingParameters,
 )
 from rhetor.budget._keeper import BudgetKeeper, GetBudget, GetUsage, SetLimit, SetPolicy
 from rhetor.budget._pricing import Pricer, load_overrides
 from rhetor.providers._actor import CheckHealth, ProviderActor
+from rhetor.providers._backend import ProviderBackend
 from rhetor.providers._simulated import SimulatedBackend
 from rhetor.routing._plan import TaskConfig
 from rhetor.routing._router import (

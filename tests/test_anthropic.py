@@ -1,5 +1,5 @@
 """
-AnthropicBackend (the real anthropic SDK) against the fake Messages API over loopback.
+AnthropicBackend (the Messages API over Rhetor's own HTTP client) against the fake Messages API over loopback.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from rhetor._errors import (
     UpstreamTimeout,
 )
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta, Usage
-from rhetor.providers._anthropic import DEFAULT_MAX_TOKENS, AnthropicBackend, anthropic_messages
+from rhetor.providers._anthropic import AnthropicBackend
+from rhetor.providers._anthropic_wire import DEFAULT_MAX_TOKENS, anthropic_messages
 from tests.fakes import Cut, Fail, Garbled, Hang, Raw, Reply, Stall, StreamError
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
 
@@ -40,17 +41,6 @@ async def backend(fake: FakeAnthropic) -> AsyncIterator[AnthropicBackend]:
     backend = AnthropicBackend("sk-ant-test", fake.base_url, models=("configured-model",))
     yield backend
     await backend.aclose()
-
-
-@pytest.fixture
-def patient_autojump_clock() -> trio.testing.MockClock:
-    """
-    Simulated time that jumps once every task has been blocked for 50 ms of real time.
-
-    The SDK computes its platform headers in a worker thread on a client's first
-    request; a zero-threshold autojump clock would leap past deadlines meanwhile.
-    """
-    return trio.testing.MockClock(autojump_threshold=0.05)
 
 
 def ask(text: str = "Hi", **kwargs: object) -> ProviderRequest:
@@ -212,7 +202,7 @@ async def test_rate_limited_keeps_retry_after(
     with pytest.raises(RateLimited) as caught:
         await collect(backend, ask())
     assert caught.value.retry_after == 1.5
-    # max_retries=0: the router, not the SDK, retries.
+    # Nothing is retried here: the router owns retries.
     assert len(fake.completions) == 2
 
 
@@ -228,7 +218,7 @@ async def test_overloaded_event_mid_stream(fake: FakeAnthropic, backend: Anthrop
 async def test_hang_times_out(
     fake: FakeAnthropic,
     backend: AnthropicBackend,
-    patient_autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """An upstream that never answers raises UpstreamTimeout after request.timeout."""
     fake.script(Hang(), Hang())
@@ -241,7 +231,7 @@ async def test_hang_times_out(
 async def test_stall_mid_stream_times_out(
     fake: FakeAnthropic,
     backend: AnthropicBackend,
-    patient_autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A stream that stalls after its first delta times out on the whole-call deadline."""
     fake.script(Stall(after=1))
@@ -279,14 +269,27 @@ async def test_closing_early_closes_upstream(
         assert await anext(items) == TextDelta("partial ")
     with trio.fail_after(1):
         await fake.disconnected.wait()
-    # The client is still usable afterwards.
+    # The client is still usable afterwards, on a new connection: the half-read one
+    # was closed, never put back in the pool.
     assert (await backend.complete(ask())).text == Reply().joined
+    assert fake.connections == 2
+
+
+async def test_calls_keep_one_connection_alive(
+    fake: FakeAnthropic, backend: AnthropicBackend
+) -> None:
+    """Whole and streamed calls that end well reuse one pooled connection."""
+    await backend.complete(ask())
+    await collect(backend, ask())
+    await collect(backend, ask())
+    await backend.complete(ask())
+    assert (len(fake.completions), fake.connections) == (4, 1)
 
 
 async def test_cancelling_closes_upstream(
     fake: FakeAnthropic,
     backend: AnthropicBackend,
-    patient_autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Cancelling a consumer that waits on a stalled stream closes the upstream connection."""
     fake.script(Stall(after=1))

@@ -205,8 +205,19 @@ async def test_closing_early_closes_upstream(fake: FakeOllama, backend: OllamaBa
         assert await anext(items) == TextDelta("partial ")
     with trio.fail_after(1):
         await fake.disconnected.wait()
-    # The pool is still usable afterwards.
+    # The client is still usable afterwards, on a new connection: the half-read one
+    # was closed, never put back in the pool.
     assert (await backend.complete(ask())).text == Reply().joined
+    assert fake.connections == 2
+
+
+async def test_calls_keep_one_connection_alive(fake: FakeOllama, backend: OllamaBackend) -> None:
+    """Whole and streamed calls that end well reuse one pooled connection."""
+    await backend.complete(ask())
+    await collect(backend, ask())
+    await collect(backend, ask())
+    await backend.complete(ask())
+    assert (len(fake.completions), fake.connections) == (4, 1)
 
 
 async def test_cancelling_closes_upstream(

@@ -1,5 +1,5 @@
 """
-OpenAIBackend (the real openai SDK) against the fake OpenAI server over loopback.
+OpenAIBackend (Chat Completions over Rhetor's own HTTP client) against the fake OpenAI server over loopback.
 """
 
 from __future__ import annotations
@@ -40,17 +40,6 @@ async def backend(fake: FakeOpenAI) -> AsyncIterator[OpenAIBackend]:
     backend = OpenAIBackend("sk-test", fake.base_url, models=("configured-model",))
     yield backend
     await backend.aclose()
-
-
-@pytest.fixture
-def patient_autojump_clock() -> trio.testing.MockClock:
-    """
-    Simulated time that jumps once every task has been blocked for 50 ms of real time.
-
-    The SDK computes its platform headers in a worker thread on a client's first
-    request; a zero-threshold autojump clock would leap past deadlines meanwhile.
-    """
-    return trio.testing.MockClock(autojump_threshold=0.05)
 
 
 def ask(text: str = "Hi", **kwargs: object) -> ProviderRequest:
@@ -184,12 +173,12 @@ async def test_rate_limited_keeps_retry_after(fake: FakeOpenAI, backend: OpenAIB
     with pytest.raises(RateLimited) as caught:
         await collect(backend, ask())
     assert caught.value.retry_after == 1.5
-    # max_retries=0: the router, not the SDK, retries.
+    # Nothing is retried here: the router owns retries.
     assert len(fake.completions) == 2
 
 
 async def test_hang_times_out(
-    fake: FakeOpenAI, backend: OpenAIBackend, patient_autojump_clock: trio.testing.MockClock
+    fake: FakeOpenAI, backend: OpenAIBackend, autojump_clock: trio.testing.MockClock
 ) -> None:
     """An upstream that never answers raises UpstreamTimeout after request.timeout."""
     fake.script(Hang(), Hang())
@@ -200,7 +189,7 @@ async def test_hang_times_out(
 
 
 async def test_stall_mid_stream_times_out(
-    fake: FakeOpenAI, backend: OpenAIBackend, patient_autojump_clock: trio.testing.MockClock
+    fake: FakeOpenAI, backend: OpenAIBackend, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A stream that stalls after its first delta times out on the whole-call deadline."""
     fake.script(Stall(after=1))
@@ -243,12 +232,23 @@ async def test_closing_early_closes_upstream(fake: FakeOpenAI, backend: OpenAIBa
         assert await anext(items) == TextDelta("partial ")
     with trio.fail_after(1):
         await fake.disconnected.wait()
-    # The client is still usable afterwards.
+    # The client is still usable afterwards, on a new connection: the half-read one
+    # was closed, never put back in the pool.
     assert (await backend.complete(ask())).text == Reply().joined
+    assert fake.connections == 2
+
+
+async def test_calls_keep_one_connection_alive(fake: FakeOpenAI, backend: OpenAIBackend) -> None:
+    """Whole and streamed calls that end well reuse one pooled connection."""
+    await backend.complete(ask())
+    await collect(backend, ask())
+    await collect(backend, ask())
+    await backend.complete(ask())
+    assert (len(fake.completions), fake.connections) == (4, 1)
 
 
 async def test_cancelling_closes_upstream(
-    fake: FakeOpenAI, backend: OpenAIBackend, patient_autojump_clock: trio.testing.MockClock
+    fake: FakeOpenAI, backend: OpenAIBackend, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Cancelling a consumer that waits on a stalled stream closes the upstream connection."""
     fake.script(Stall(after=1))

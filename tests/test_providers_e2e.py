@@ -1,15 +1,14 @@
 """
-The whole runtime with the real provider backends and SDKs, against fake upstreams over loopback.
+The whole runtime with the real provider backends, against fake upstreams over loopback.
 
 Nothing here is mocked: ``rhetor.runtime.start()`` builds the default Anthropic,
-OpenAI and Ollama provider actors from :class:`Settings`, and the official SDKs
-(and httpx for Ollama) talk to the fakes in :mod:`tests.fakes` through their base
-URLs. The routing table sends the default and chat tasks to Anthropic first, then
+OpenAI and Ollama provider actors from :class:`Settings`, and their backends speak
+each wire format over Rhetor's HTTP client to the fakes in :mod:`tests.fakes`
+through their base URLs. The routing table sends the default and chat tasks to Anthropic first, then
 OpenAI, then Ollama.
 
-Tests that wait on backoff, Retry-After or a hang use a patient autojump clock: real
-sockets need real time, and the SDKs compute their platform headers in a worker
-thread on a client's first request, which a zero-threshold clock would jump past.
+Tests that wait on backoff, Retry-After or a hang use a patient autojump clock: the
+runtime's stores work in worker threads, which a zero-threshold clock would jump past.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import pytest
 import trio
 import trio.testing
 
-# Imported here, not on a test's first request: the SDKs take a while to import.
+# Imported here, not on a test's first request.
 import rhetor.providers._anthropic
 import rhetor.providers._ollama
 import rhetor.providers._openai

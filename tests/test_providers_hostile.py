@@ -1,7 +1,7 @@
 """
 Hostile upstreams, end to end: malformed usage and bodies, and upstreams that echo keys.
 
-The whole runtime runs with its real backends and SDKs against the fakes of
+The whole runtime runs with its real backends against the fakes of
 :mod:`tests.fakes` over loopback, as in :mod:`tests.test_providers_e2e`; here the
 fakes answer 200 with what a broken or careless upstream sends. One request's bad
 reply must stay that request's problem: the provider actor keeps serving every other

@@ -12,16 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rhetor._errors import ProviderError, UpstreamServerError
-from rhetor._types import ChatMessage, ProviderReply, ProviderRequest, StreamEnd, Usage
-from rhetor.providers import _anthropic, _ollama, _openai
+from rhetor._types import ChatMessage, ProviderReply, ProviderRequest, StreamEnd, TextDelta, Usage
+from rhetor.providers import _anthropic_wire, _ollama_wire, _openai_wire
+from rhetor.providers._calls import Translation, translate
 from rhetor.providers._wire import MAX_TOKEN_COUNT, MalformedReply, StreamedError, token_count
 
 # Hypothesis explores; the test machine is shared and slow, so no per-example deadline.
@@ -59,10 +62,29 @@ FIELDS = {
     "ollama": ("prompt_eval_count", "eval_count", "done"),
 }
 READERS: dict[str, Callable[[object, str], tuple[Usage, bool]]] = {
-    "openai": _openai.usage_of,
-    "anthropic": _anthropic.usage_of,
-    "ollama": _ollama.usage_of,
+    "openai": _openai_wire.usage_of,
+    "anthropic": _anthropic_wire.usage_of,
+    "ollama": _ollama_wire.usage_of,
 }
+TRANSLATIONS: dict[str, Translation] = {
+    "openai": _openai_wire.translated,
+    "anthropic": _anthropic_wire.translated,
+    "ollama": _ollama_wire.translated,
+}
+
+
+@contextmanager
+def translating(provider: str) -> Iterator[None]:
+    """
+    Failures inside become Rhetor's errors as the backend's call driver makes them.
+    """
+    try:
+        yield
+    except Exception as exc:
+        error = translate(exc, provider, "m", TRANSLATIONS[provider])
+        if error is exc:
+            raise
+        raise error from exc
 
 
 def usage_like(provider: str) -> st.SearchStrategy[Any]:
@@ -154,7 +176,7 @@ def test_a_decoded_1e400_is_no_count() -> None:
 
 def test_malformed_usage_is_logged_with_the_provider(caplog: pytest.LogCaptureFixture) -> None:
     """A malformed usage is logged as unusable, naming the provider and what it sent."""
-    _openai.usage_of({"prompt_tokens": "abc"}, "openai")
+    _openai_wire.usage_of({"prompt_tokens": "abc"}, "openai")
     [entry] = caplog.records
     assert entry.levelno == logging.WARNING
     assert "openai sent unusable usage" in entry.getMessage() and "'abc'" in entry.getMessage()
@@ -170,23 +192,12 @@ def whole(provider: str, body: object) -> ProviderReply:
     A decoded 200 body read as the provider's reply, errors translated as the backend does.
     """
     parse = {
-        "openai": lambda: _openai._completion(body, REQUEST, provider),
-        "anthropic": lambda: _anthropic._message(body, REQUEST, provider),
-        "ollama": lambda: _ollama_reply(body),
+        "openai": _openai_wire.completion,
+        "anthropic": _anthropic_wire.message,
+        "ollama": _ollama_wire.reply,
     }[provider]
-    translate = {
-        "openai": _openai._translate_errors,
-        "anthropic": _anthropic._translate_errors,
-        "ollama": _ollama._translate_errors,
-    }[provider]
-    with translate(provider, "m"):
-        return parse()
-
-
-def _ollama_reply(body: object) -> ProviderReply:
-    item = _ollama._item(body)
-    usage, valid = _ollama.usage_of(item, "ollama")
-    return ProviderReply(_ollama._content(item), "m", usage, usage_valid=valid)
+    with translating(provider):
+        return parse(body, REQUEST, provider)
 
 
 def body_like(provider: str) -> st.SearchStrategy[Any]:
@@ -243,7 +254,7 @@ def test_any_stream_event_is_text_or_a_typed_error(provider: str) -> None:
         reading = _stream_reading(provider)
         try:
             for event in events:
-                with _translate(provider)(provider, "m"):
+                with translating(provider):
                     text = reading(kind, json.dumps(event))
                 assert text is None or isinstance(text, str)
         except ProviderError:
@@ -259,46 +270,31 @@ def test_any_stream_event_is_text_or_a_typed_error(provider: str) -> None:
 EVENT_KINDS = ["message_start", "content_block_delta", "message_delta", "message_stop", "ping"]
 
 
-def _translate(provider: str) -> Any:
-    return {
-        "openai": _openai._translate_errors,
-        "anthropic": _anthropic._translate_errors,
-        "ollama": _ollama._translate_errors,
-    }[provider]
-
-
 def _stream_reading(provider: str) -> Callable[[str, str], str | None]:
     """
     A fresh stream reader for ``provider``: (event kind, data) to the text it adds.
 
-    Each reader's end (the StreamEnd) is checked too, whenever it comes.
+    Each reader's end (the StreamEnd) is checked too after each event: well-formed,
+    or a typed error when the stream could not end there.
     """
-    if provider == "openai":
-        openai_reading = _openai._StreamReading("m")
+    reading: Any = {
+        "openai": _openai_wire.ChunkReading("m", provider),
+        "anthropic": _anthropic_wire.EventReading("m", provider),
+        "ollama": _ollama_wire.LineReading("m", provider),
+    }[provider]
 
-        def take_openai(kind: str, payload: str) -> str | None:
-            text = openai_reading.take(payload)
-            assert_end(openai_reading.end(provider))
-            return text
+    def take(kind: str, payload: str) -> str | None:
+        event = payload.encode() if provider == "ollama" else (kind, payload)
+        items = reading.take(event)
+        try:
+            with translating(provider):
+                assert_end(reading.end())
+        except ProviderError:
+            pass
+        assert all(isinstance(item, TextDelta) for item in items)
+        return "".join(item.text for item in items) or None
 
-        return take_openai
-    if provider == "anthropic":
-        anthropic_reading = _anthropic._StreamReading("m")
-
-        def take_anthropic(kind: str, payload: str) -> str | None:
-            text = anthropic_reading.take(kind, payload)
-            assert_end(anthropic_reading.end(provider))
-            return text
-
-        return take_anthropic
-
-    def take_ollama(kind: str, payload: str) -> str | None:
-        text, end = _ollama._line(payload.encode(), "m", provider)
-        if end is not None:
-            assert_end(end)
-        return text
-
-    return take_ollama
+    return take
 
 
 def assert_end(end: StreamEnd) -> None:
@@ -332,33 +328,37 @@ def test_malformed_body_is_an_upstream_server_error_saying_why(
 @pytest.mark.parametrize("payload", ["not json", "[" * 100_000, "1e400", '"text"', "[]"])
 def test_stream_data_that_is_no_event_is_malformed(payload: str) -> None:
     """Stream data that is not JSON, nested past the decoder, or not an object, is malformed."""
-    with pytest.raises(UpstreamServerError), _openai._translate_errors("openai", "m"):
-        _openai._StreamReading("m").take(payload)
-    with pytest.raises(UpstreamServerError), _anthropic._translate_errors("anthropic", "m"):
-        _anthropic._StreamReading("m").take("content_block_delta", payload)
-    with pytest.raises(UpstreamServerError), _ollama._translate_errors("ollama", "m"):
-        _ollama._line(payload.encode(), "m", "ollama")
+    with pytest.raises(UpstreamServerError), translating("openai"):
+        _openai_wire.ChunkReading("m").take(("message", payload))
+    with pytest.raises(UpstreamServerError), translating("anthropic"):
+        _anthropic_wire.EventReading("m").take(("content_block_delta", payload))
+    with pytest.raises(UpstreamServerError), translating("ollama"):
+        _ollama_wire.LineReading("m").take(payload.encode())
 
 
 def test_anthropic_stream_usage_merges_its_events() -> None:
     """message_start's input counts and message_delta's output count make one usage; nulls keep."""
-    reading = _anthropic._StreamReading("m")
+    reading = _anthropic_wire.EventReading("m")
     start = {"message": {"model": "claude", "usage": {"input_tokens": 9, "output_tokens": 1}}}
-    reading.take("message_start", json.dumps(start))
+    reading.take(("message_start", json.dumps(start)))
     delta = {
         "delta": {"stop_reason": "end_turn"},
         "usage": {"output_tokens": 4, "input_tokens": None},
     }
-    reading.take("message_delta", json.dumps(delta))
-    assert reading.end("anthropic") == StreamEnd(Usage(9, 4), "stop", "claude")
-    reading.take("message_delta", json.dumps({"usage": "lots"}))
-    reading.take("message_delta", json.dumps({"usage": {"output_tokens": 5}}))
-    assert reading.end("anthropic").usage_valid is False
+    reading.take(("message_delta", json.dumps(delta)))
+    ended = attrs.evolve(reading, finished=True)
+    assert ended.end() == StreamEnd(Usage(9, 4), "stop", "claude")
+    reading.take(("message_delta", json.dumps({"usage": "lots"})))
+    reading.take(("message_delta", json.dumps({"usage": {"output_tokens": 5}})))
+    reading.take(("message_stop", ""))
+    assert reading.end().usage_valid is False
 
 
 def test_streamed_error_objects_are_raised_as_such() -> None:
     """An error object in a stream is the upstream's error, not a malformed reply."""
     with pytest.raises(StreamedError):
-        _openai._StreamReading("m").take('{"error": {"message": "busy"}}')
+        _openai_wire.ChunkReading("m").take(("message", '{"error": {"message": "busy"}}'))
     with pytest.raises(StreamedError):
-        _anthropic._StreamReading("m").take("error", '{"error": {"message": "busy"}}')
+        _anthropic_wire.EventReading("m").take(("error", '{"error": {"message": "busy"}}'))
+    with pytest.raises(StreamedError):
+        _ollama_wire.LineReading("m").take(b'{"error": "busy"}')

@@ -28,7 +28,6 @@ import actors
 from rhetor._errors import ProviderError, ProviderUnavailable, UpstreamServerError
 from rhetor._redact import redact
 from rhetor._types import (
-    ProviderBackend,
     ProviderReply,
     ProviderRequest,
     ProviderStatus,
@@ -36,6 +35,7 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
+from rhetor.providers._backend import ProviderBackend
 from rhetor.providers._wire import preview, token_count
 
 __all__ = ["CheckHealth", "Complete", "GetStatus", "ProviderActor", "StreamCompletion"]
@@ -67,9 +67,14 @@ class CheckHealth:
     """Probe the upstream now; answers the fresh :class:`ProviderStatus`."""
 
 
+@attrs.define(eq=False)
 class ProviderActor(actors.Actor):
     """
     Serves completions from one backend and tracks whether it is up.
+
+    ``backend_factory`` makes the backend (and so its HTTP client) afresh for each
+    incarnation; ``health_interval`` is the seconds between probes (0: none after
+    the first).
 
     Cancellation: cancelling an ask or leaving a stream early cancels the
     backend call, which closes the upstream HTTP request.
@@ -84,25 +89,28 @@ class ProviderActor(actors.Actor):
     errors: ClassVar[tuple[type[BaseException], ...]] = (ProviderError,)
     contained: ClassVar[tuple[type[Exception], ...]] = (Exception,)
 
-    def __init__(
-        self,
-        backend_factory: Callable[[], ProviderBackend],
-        *,
-        health_interval: float = 30.0,
-    ) -> None:
-        self._factory = backend_factory
-        self._health_interval = health_interval
-        self._backend: ProviderBackend | None = None
-        self._backend_closed = False
-        # Invariant: reflects the latest probe; unavailable until the first one.
-        self._status = ProviderStatus("unknown", False, (), "not checked yet")
+    _factory: Callable[[], ProviderBackend] = attrs.field(alias="backend_factory")
+    _health_interval: float = attrs.field(default=30.0, kw_only=True, alias="health_interval")
+    # Invariant: None until started(), then this incarnation's backend.
+    _backend: ProviderBackend | None = attrs.field(init=False, default=None)
+    _backend_closed: bool = attrs.field(init=False, default=False)
+    # Invariant: reflects the latest probe; unavailable until the first one.
+    _status: ProviderStatus = attrs.field(
+        init=False, factory=lambda: ProviderStatus("unknown", False, (), "not checked yet")
+    )
 
     @property
     def backend(self) -> ProviderBackend:
+        """
+        This incarnation's backend (made in :meth:`started`).
+        """
         assert self._backend is not None, "used before started()"
         return self._backend
 
     async def started(self) -> None:
+        """
+        Make the backend, arrange for it to close at exit, and probe it once.
+        """
         self._backend = self._factory()
         # The runtime skips stopping() when an incarnation crashes; this task's
         # cancellation closes the backend (its HTTP client and pooled sockets) anyway.
@@ -112,6 +120,9 @@ class ProviderActor(actors.Actor):
             self.task_group.start_soon(self._watch_health)
 
     async def stopping(self) -> None:
+        """
+        Close the backend and its pooled connections.
+        """
         await self._close_backend()
 
     async def _close_backend(self) -> None:
@@ -150,12 +161,12 @@ class ProviderActor(actors.Actor):
         known = self._status.models
         with anyio.move_on_after(5.0):
             try:
-                status = await self.backend.check()
+                status: object = await self.backend.check()
             except Exception as exc:
                 log.exception("%s health check raised; marked unavailable", name)
                 reason = redact(f"health check failed: {exc!r:.200}")
                 return ProviderStatus(name, False, known, reason)
-            if not _is_status(status):
+            if not isinstance(status, ProviderStatus) or not _is_status(status):
                 log.error("%s health check answered %r; marked unavailable", name, type(status))
                 return ProviderStatus(name, False, known, "health check answered no status")
             return status

@@ -21,22 +21,24 @@ import logging
 import math
 import reprlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import trio
+import msgspec
 
 __all__ = [
-    "CLEANUP_TIMEOUT",
     "MALFORMED",
+    "MAX_EVENT_BYTES",
     "MAX_TOKEN_COUNT",
     "LineSplitter",
     "MalformedReply",
     "ServerSentEvents",
+    "StreamIncomplete",
     "StreamedError",
+    "UpstreamStatus",
     "decode_json",
-    "finish",
+    "encode_json",
+    "error_detail_text",
     "merge_models",
     "model_ids",
     "model_name",
@@ -50,8 +52,9 @@ __all__ = [
 
 log = logging.getLogger("rhetor.upstream")
 
-# Seconds the shielded clean-up of an abandoned stream may take.
-CLEANUP_TIMEOUT = 1.0
+# The longest line (NDJSON) or event (SSE) a stream may send, in bytes: no token
+# delta comes near it, and a hostile upstream cannot make Rhetor buffer more.
+MAX_EVENT_BYTES = 32 * 1024 * 1024
 
 # The largest token count one call may report. No model reads or writes a billion
 # tokens in one call; a count above this is a broken upstream, not usage (and would
@@ -77,25 +80,6 @@ def merge_models(first: Sequence[str], second: Sequence[str]) -> tuple[str, ...]
     Both lists of models, each name once, in order of first appearance.
     """
     return tuple(dict.fromkeys([*first, *second]))
-
-
-async def finish(iterator: AsyncIterator[Any]) -> None:
-    """
-    Run a half-read async iterator chain to its end by cancelling it at its next await.
-
-    httpx, httpx2 and the SDKs over them nest async generators without closing the
-    inner ones (encode/httpx#3686); abandoned half-way they are garbage collected
-    unfinished, which trio reports as a ResourceWarning. A cancellation raised at the
-    innermost await unwinds them all. Callers run this under a shielded scope bounded
-    by :data:`CLEANUP_TIMEOUT`.
-    """
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        # The iterator is being discarded: how it ends (StopAsyncIteration, a transport
-        # error, or the Cancelled this scope absorbs) does not matter.
-        with suppress(Exception):
-            for _ in range(10_000):
-                await anext(iterator)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -148,18 +132,40 @@ MALFORMED: tuple[type[Exception], ...] = (
 )
 
 
+_DECODER = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
+
+
 def decode_json(data: bytes | str) -> Any:
     """
     One JSON document; :class:`MalformedReply` when it is not one.
 
-    A nesting too deep for the decoder (``RecursionError``) is malformed too, not a
-    crash. Python's decoder reads ``1e400`` as ``inf`` and accepts ``NaN``: the
-    callers' checks (:func:`token_count`) refuse those where numbers matter.
+    msgspec reads it; what msgspec refuses, the standard library reads as it always
+    did (``1e400`` as ``inf``, ``NaN``, a lone surrogate), so the callers' checks
+    (:func:`token_count`) decide what such values mean. A nesting too deep for either
+    decoder (``RecursionError``) is malformed too, not a crash.
     """
+    try:
+        return _DECODER.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        pass
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise MalformedReply(f"not JSON: {type(exc).__name__}: {exc}"[:200]) from exc
+
+
+def encode_json(value: Any) -> bytes:
+    """
+    ``value`` as compact JSON bytes (a request body).
+
+    A string that is not valid Unicode (a lone surrogate, which UTF-8 cannot carry)
+    is written as the standard library writes it, escaped as ``\\ud800``.
+    """
+    try:
+        return _ENCODER.encode(value)
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def optional_text(value: object, what: str) -> str | None:
@@ -238,6 +244,48 @@ def model_ids(body: object, key: str, *names: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+class UpstreamStatus(Exception):
+    """
+    An error status: the upstream's HTTP status, its headers, and its body as sent.
+
+    Each provider's ``translated`` reads the body in its own error format.
+    """
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> object:
+        """
+        The body decoded, or None when it is not JSON.
+        """
+        try:
+            return decode_json(self.body)
+        except MalformedReply:
+            return None
+
+    def text(self) -> str:
+        """
+        The body as text, at most 500 characters of it.
+        """
+        return self.body[:2000].decode("utf-8", "replace")[:500]
+
+
+def error_detail_text(status: UpstreamStatus, detail: str) -> str:
+    """
+    ``detail`` when the body said something, else its text, else ``HTTP <status>``.
+    """
+    return detail or status.text() or f"HTTP {status.status}"
+
+
+class StreamIncomplete(Exception):
+    """
+    A stream whose body ended before the format's own end (``[DONE]``, ``message_stop``, ``done``).
+    """
+
+
 class StreamedError(Exception):
     """
     An error object the upstream sent inside a 200 stream; ``body`` is the decoded object.
@@ -259,10 +307,11 @@ class LineSplitter:
     (in C, once), and only the unfinished line is kept between chunks, so no byte is
     searched twice and nothing already read is re-sliced per line. Only ``\\n`` ends
     a line, as in NDJSON and server-sent events; a Unicode line separator inside a
-    JSON string does not.
+    JSON string does not. A line longer than ``limit`` bytes is :class:`MalformedReply`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+        self._limit = limit
         # Invariant: the unfinished line: what followed the last b"\n" fed.
         self._buffer = bytearray()
         # The work done so far, which tests and benchmarks read to show it is linear:
@@ -291,6 +340,8 @@ class LineSplitter:
                 buffer.clear()
         buffer += rest
         self.copied += len(rest)
+        if len(buffer) > self._limit or (lines and max(map(len, lines)) > self._limit):
+            raise MalformedReply(f"a line ran past {self._limit} bytes")
         return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
     def rest(self) -> bytes:
@@ -309,14 +360,18 @@ class ServerSentEvents:
     An event without a ``data`` line is dropped, as the standard says, unless
     ``keep_dataless`` is set: then one that names its type arrives with empty data
     (Anthropic's events are read by their type alone). Bytes that are not UTF-8 are
-    replaced, as the standard says, so no chunk can make this raise.
+    replaced, as the standard says. An event (or one line) longer than ``limit``
+    bytes is :class:`MalformedReply`; nothing else makes this raise.
     """
 
-    def __init__(self, *, keep_dataless: bool = False) -> None:
+    def __init__(self, *, keep_dataless: bool = False, limit: int = MAX_EVENT_BYTES) -> None:
         self._keep_dataless = keep_dataless
-        self._lines = LineSplitter()
+        self._limit = limit
+        self._lines = LineSplitter(limit)
         self._event = ""
         self._data: list[str] = []
+        # Invariant: the characters in _data (what the event under way holds).
+        self._size = 0
 
     @property
     def lines(self) -> LineSplitter:
@@ -336,7 +391,7 @@ class ServerSentEvents:
             if not line:
                 if self._data or (self._keep_dataless and self._event):
                     events.append((self._event or "message", "\n".join(self._data)))
-                self._event, self._data = "", []
+                self._event, self._data, self._size = "", [], 0
             elif not line.startswith(":"):
                 field, _, value = line.partition(":")
                 value = value.removeprefix(" ")
@@ -344,4 +399,7 @@ class ServerSentEvents:
                     self._event = value
                 elif field == "data":
                     self._data.append(value)
+                    self._size += len(value) + 1
+                    if self._size > self._limit:
+                        raise MalformedReply(f"an event ran past {self._limit} bytes")
         return events

@@ -1,13 +1,13 @@
 """
-The loopback HTTP/1.1 server under every fake upstream, and the behaviours tests script.
+The loopback HTTP/1.1 server under every fake upstream.
 
 A fake is a :class:`FakeUpstream` subclass that routes a :class:`ReceivedRequest` and
 answers through a :class:`Responder`. The server is raw trio + h11 so that a fake can do
 what a well-behaved framework would not: drop the connection half-way through a chunked
 body, or never answer at all.
 
-Behaviours are provider-neutral frozen values; each fake renders them in its own wire
-format, so one script drives any provider::
+Behaviours (:mod:`tests.fakes._behaviours`) are provider-neutral frozen values; each
+fake renders them in its own wire format, so one script drives any provider::
 
     async with fake_openai() as fake:
         fake.script(Fail.rate_limited(retry_after=2), Reply("hello"))
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -31,6 +31,21 @@ from typing import Any, TypeVar
 import attrs
 import h11
 import trio
+
+from tests.fakes._behaviours import (
+    UNSET,
+    Behaviour,
+    Cut,
+    Fail,
+    Garbled,
+    Hang,
+    Raw,
+    Reply,
+    Stall,
+    StreamError,
+    dumps,
+    split_text,
+)
 
 __all__ = [
     "UNSET",
@@ -50,254 +65,8 @@ __all__ = [
     "echoed_keys",
     "run_standalone",
     "running",
+    "split_text",
 ]
-
-
-# ---------------------------------------------------------------------------
-# Hostile JSON
-
-
-@attrs.frozen
-class Raw:
-    """
-    Text sent verbatim where a JSON value goes: ``Raw("1e400")``, ``Raw("not json")``.
-
-    ``json.dumps`` cannot write what a hostile upstream can (``1e400`` is no float
-    Python would print), so the fakes serialise through :func:`dumps`, which splices
-    each ``Raw`` in as it is.
-    """
-
-    text: str
-
-
-def dumps(value: Any) -> str:
-    """
-    ``value`` as JSON, with every :class:`Raw` inside it spliced in verbatim.
-    """
-    raws: list[str] = []
-
-    def swap(item: Any) -> Any:
-        if isinstance(item, Raw):
-            raws.append(item.text)
-            return f"\x00{len(raws) - 1}\x00"
-        if isinstance(item, Mapping):
-            return {key: swap(inner) for key, inner in item.items()}
-        if isinstance(item, list | tuple):
-            return [swap(inner) for inner in item]
-        return item
-
-    # Raw UTF-8, as real upstreams write it (Go and Python servers alike).
-    text = json.dumps(swap(value), ensure_ascii=False)
-    if not raws:
-        return text
-    return re.sub(r'"\\u0000(\d+)\\u0000"', lambda m: raws[int(m.group(1))], text)
-
-
-class _Unset:
-    """
-    The type of :data:`UNSET`.
-    """
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-# Marks a Reply field left to its normal rendering (None is a value a test may send).
-UNSET: Any = _Unset()
-
-
-# ---------------------------------------------------------------------------
-# Behaviours
-
-
-@attrs.frozen
-class Reply:
-    """
-    Answer normally with ``text``, streamed as ``chunks`` when the client asks to stream.
-
-    ``finish_reason`` uses Rhetor's (OpenAI's) words: stop, length, tool_calls.
-    ``output_tokens`` defaults to the number of chunks. ``usage=False`` leaves usage
-    out of a stream (an upstream that does not report it).
-
-    ``raw_usage``, when set, is sent in place of the usage, whole or streamed, whatever
-    it is (any JSON value, :class:`Raw` text included): OpenAI's ``usage`` object,
-    Anthropic's ``usage`` (in ``message_start`` and ``message_delta`` when streamed);
-    for Ollama, which has no usage object, a mapping whose items replace the counts
-    on the last object.
-    """
-
-    text: str = "Hello from the fake."
-    chunks: tuple[str, ...] | None = None
-    input_tokens: int = 12
-    output_tokens: int | None = None
-    finish_reason: str = "stop"
-    usage: bool = True
-    # Seconds to wait before each streamed chunk (and before a whole reply).
-    delay: float = 0.0
-    raw_usage: Any = UNSET
-
-    def pieces(self) -> tuple[str, ...]:
-        """
-        The chunks a stream sends: the given ones, or the text split after each space.
-        """
-        if self.chunks is not None:
-            return self.chunks
-        words = self.text.split(" ")
-        return (*(w + " " for w in words[:-1]), words[-1]) if self.text else ()
-
-    @property
-    def joined(self) -> str:
-        return "".join(self.pieces())
-
-    @property
-    def completion_tokens(self) -> int:
-        return self.output_tokens if self.output_tokens is not None else len(self.pieces())
-
-
-@attrs.frozen
-class Fail:
-    """
-    Answer with an HTTP error in the provider's own error format.
-
-    ``kind`` names what went wrong in provider-neutral words (``rate_limited``,
-    ``overloaded``, ``server_error``, ``unauthorized``, ``forbidden``,
-    ``context_too_long``, ``bad_request``, ``not_found``); the fake picks the
-    provider's error type and message for it. ``echo_key`` appends the credentials
-    the request carried to the message, as a careless upstream or proxy does.
-    """
-
-    status: int
-    kind: str
-    message: str | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-    echo_key: bool = False
-
-    @classmethod
-    def rate_limited(
-        cls, retry_after: float | None = 1.0, *, retry_after_ms: float | None = None
-    ) -> Fail:
-        headers: dict[str, str] = {}
-        if retry_after is not None:
-            headers["retry-after"] = _number(retry_after)
-        if retry_after_ms is not None:
-            headers["retry-after-ms"] = _number(retry_after_ms)
-        return cls(429, "rate_limited", headers=headers)
-
-    @classmethod
-    def overloaded(cls) -> Fail:
-        # The status is the provider's choice; each fake overrides it when rendering.
-        return cls(529, "overloaded")
-
-    @classmethod
-    def server_error(cls, status: int = 500) -> Fail:
-        return cls(status, "server_error")
-
-    @classmethod
-    def unauthorized(cls) -> Fail:
-        return cls(401, "unauthorized")
-
-    @classmethod
-    def forbidden(cls) -> Fail:
-        return cls(403, "forbidden")
-
-    @classmethod
-    def context_too_long(cls) -> Fail:
-        return cls(400, "context_too_long")
-
-    @classmethod
-    def bad_request(cls, message: str = "bad request") -> Fail:
-        return cls(400, "bad_request", message)
-
-    @classmethod
-    def not_found(cls) -> Fail:
-        return cls(404, "not_found")
-
-
-@attrs.frozen
-class Hang:
-    """
-    Read the request and never answer, until the client gives up.
-    """
-
-
-@attrs.frozen
-class Cut:
-    """
-    Start the reply, send ``after`` text chunks, then drop the connection mid-body.
-    """
-
-    after: int = 1
-    text: str = "partial reply that never ends"
-
-
-@attrs.frozen
-class Stall:
-    """
-    Start a streamed reply, send ``after`` text chunks, then wait until the client leaves.
-    """
-
-    after: int = 1
-    text: str = "partial reply that waits"
-
-
-@attrs.frozen
-class StreamError:
-    """
-    Start a streamed reply, send ``after`` text chunks, then an in-stream error event.
-
-    ``message`` replaces the provider's own for ``kind``; ``echo_key`` appends the
-    request's credentials to it.
-    """
-
-    after: int = 1
-    kind: str = "overloaded"
-    text: str = "partial reply then error"
-    message: str | None = None
-    echo_key: bool = False
-
-
-@attrs.frozen
-class Garbled:
-    """
-    Answer 200 with something that is not the provider's wire format.
-
-    A whole reply's body is ``body`` (JSON, or :class:`Raw` text). A stream sends
-    ``after`` good text chunks, then ``event`` as one more item (an SSE event's data,
-    named ``event_type`` where the format names events; an NDJSON line), then ends
-    as a good stream would.
-    """
-
-    body: Any = Raw("this is not JSON")
-    event: Any = Raw("this is not JSON")
-    after: int = 1
-    event_type: str = "content_block_delta"
-    text: str = "partial reply then garbage"
-
-
-Behaviour = Reply | Fail | Hang | Cut | Stall | StreamError | Garbled
-
-
-def echoed_keys(request: ReceivedRequest) -> str:
-    """
-    The credentials a request carried, as an upstream that echoes them would write them.
-    """
-    sent = [
-        f"{name}: {request.headers[name]}"
-        for name in ("authorization", "x-api-key")
-        if name in request.headers
-    ]
-    return f" (received {'; '.join(sent) or 'no credentials'})"
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def split_text(text: str, count: int) -> tuple[str, ...]:
-    """
-    The first ``count`` word-chunks of ``text`` (for Cut, Stall and StreamError).
-    """
-    return Reply(text).pieces()[:count]
 
 
 # ---------------------------------------------------------------------------
@@ -321,6 +90,18 @@ class ReceivedRequest:
         return json.loads(self.body) if self.body else None
 
 
+def echoed_keys(request: ReceivedRequest) -> str:
+    """
+    The credentials a request carried, as an upstream that echoes them would write them.
+    """
+    sent = [
+        f"{name}: {request.headers[name]}"
+        for name in ("authorization", "x-api-key")
+        if name in request.headers
+    ]
+    return f" (received {'; '.join(sent) or 'no credentials'})"
+
+
 class _DropConnection(Exception):
     """
     Raised by a handler to close the socket without finishing the response.
@@ -334,7 +115,7 @@ class Responder:
     """
 
     _conn: h11.Connection
-    _stream: trio.SocketStream
+    _stream: trio.abc.Stream
 
     async def _send(self, event: h11.Event) -> None:
         data = self._conn.send(event)
@@ -413,6 +194,8 @@ class FakeUpstream:
     base_url: str = ""
     root_url: str = ""
     requests: list[ReceivedRequest] = attrs.field(factory=list)
+    # Connections accepted so far (keep-alive reuses one for many requests).
+    connections: int = 0
     disconnects: int = 0
     disconnected: trio.Event = attrs.field(factory=trio.Event)
     # Invariant: consumed from the left, one per completion request.
@@ -448,11 +231,12 @@ class FakeUpstream:
 
     # -- connection handling ------------------------------------------------
 
-    async def serve_connection(self, stream: trio.SocketStream) -> None:
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
         """
         Serve keep-alive requests on one connection until the client closes it.
         """
         conn = h11.Connection(h11.SERVER)
+        self.connections += 1
         try:
             while True:
                 try:
@@ -468,11 +252,11 @@ class FakeUpstream:
                     return
                 conn.start_next_cycle()
         finally:
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            # At once, TLS or not: the client may be gone, and a fake says no goodbyes.
+            await trio.aclose_forcefully(stream)
 
     async def _respond(
-        self, conn: h11.Connection, stream: trio.SocketStream, request: ReceivedRequest
+        self, conn: h11.Connection, stream: trio.abc.Stream, request: ReceivedRequest
     ) -> bool:
         """
         Run the handler while watching for the client leaving; False to close the connection.
@@ -513,7 +297,7 @@ class FakeUpstream:
         self.disconnected.set()
 
 
-async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> ReceivedRequest | None:
+async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> ReceivedRequest | None:
     head: h11.Request | None = None
     body = bytearray()
     while True:
@@ -546,19 +330,38 @@ async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> Rece
 
 @asynccontextmanager
 async def running(
-    upstream: _Upstream, *, host: str = "127.0.0.1", port: int = 0
+    upstream: _Upstream,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[_Upstream]:
     """
     Serve ``upstream`` on a loopback port for the body of the ``async with``.
 
+    With ``tls`` (a server context) it speaks HTTPS and its URLs say ``https``.
     Cancellation: leaving the block cancels the server and every open connection.
     """
     async with trio.open_nursery() as nursery:
-        listeners: list[trio.SocketListener] = await nursery.start(
-            partial(trio.serve_tcp, upstream.serve_connection, port, host=host)
-        )
-        bound = listeners[0].socket.getsockname()[1]
-        upstream.root_url = f"http://{host}:{bound}"
+        if tls is None:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, upstream.serve_connection, port, host=host)
+            )
+            bound = listeners[0].socket.getsockname()[1]
+        else:
+            secured = await nursery.start(
+                partial(
+                    trio.serve_ssl_over_tcp,
+                    upstream.serve_connection,
+                    port,
+                    tls,
+                    host=host,
+                    https_compatible=True,
+                )
+            )
+            bound = secured[0].transport_listener.socket.getsockname()[1]
+        scheme = "http" if tls is None else "https"
+        upstream.root_url = f"{scheme}://{host}:{bound}"
         upstream.base_url = upstream.root_url + upstream.base_path
         try:
             yield upstream

@@ -5,6 +5,7 @@ A fake Anthropic Messages API: ``POST /v1/messages`` (JSON or SSE) and ``GET /v1
 from __future__ import annotations
 
 import itertools
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -273,11 +274,13 @@ def _text_delta(text: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def fake_anthropic(**kwargs: Any) -> AsyncIterator[FakeAnthropic]:
+async def fake_anthropic(
+    *, tls: ssl.SSLContext | None = None, **kwargs: Any
+) -> AsyncIterator[FakeAnthropic]:
     """
     Serve a :class:`FakeAnthropic` on loopback; ``fake.base_url`` is the SDK's base URL.
     """
-    async with running(FakeAnthropic(**kwargs)) as fake:
+    async with running(FakeAnthropic(**kwargs), tls=tls) as fake:
         yield fake
 
 

@@ -6,6 +6,7 @@ As in Ollama, a chat request streams unless its body says ``"stream": false``.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -205,11 +206,13 @@ def _final(model: str, reply: Reply) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def fake_ollama(**kwargs: Any) -> AsyncIterator[FakeOllama]:
+async def fake_ollama(
+    *, tls: ssl.SSLContext | None = None, **kwargs: Any
+) -> AsyncIterator[FakeOllama]:
     """
     Serve a :class:`FakeOllama` on loopback; ``fake.base_url`` is the Ollama root URL.
     """
-    async with running(FakeOllama(**kwargs)) as fake:
+    async with running(FakeOllama(**kwargs), tls=tls) as fake:
         yield fake
 
 

@@ -9,6 +9,7 @@ the usage. ``fake.base_url`` ends in ``/v1``, as the OpenAI SDK expects.
 from __future__ import annotations
 
 import itertools
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -261,11 +262,13 @@ def _chunk(
 
 
 @asynccontextmanager
-async def fake_openai(**kwargs: Any) -> AsyncIterator[FakeOpenAI]:
+async def fake_openai(
+    *, tls: ssl.SSLContext | None = None, **kwargs: Any
+) -> AsyncIterator[FakeOpenAI]:
     """
     Serve a :class:`FakeOpenAI` on loopback; ``fake.base_url`` ends in ``/v1``.
     """
-    async with running(FakeOpenAI(**kwargs)) as fake:
+    async with running(FakeOpenAI(**kwargs), tls=tls) as fake:
         yield fake
 
 

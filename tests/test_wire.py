@@ -1,22 +1,70 @@
+"""
+What every provider's wire format shares: JSON, retry hints, model lists, stream framing.
+"""
+
 from __future__ import annotations
 
 import email.utils
+import math
 import time
-from collections.abc import AsyncGenerator
 
 import pytest
-import trio
-import trio.lowlevel
 
 from rhetor.providers._wire import (
     LineSplitter,
+    MalformedReply,
     ServerSentEvents,
     StreamedError,
-    finish,
+    UpstreamStatus,
+    decode_json,
+    encode_json,
     merge_models,
     model_names,
     retry_after,
 )
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'{"a": [1, 2.5, null, true, "\\u00e9"]}', {"a": [1, 2.5, None, True, "\u00e9"]}),
+        (b"123456789012345678901234567890", 123456789012345678901234567890),
+        (b"1e400", math.inf),
+        (b'"a\\ud800b"', "a\ud800b"),
+    ],
+    ids=["document", "big-int", "1e400", "lone-surrogate"],
+)
+def test_decode_json_reads_what_upstreams_write(data: bytes, expected: object) -> None:
+    """JSON decodes as the standard library reads it, big integers exact, 1e400 and lone surrogates included."""
+    assert decode_json(data) == expected
+
+
+def test_decode_json_keeps_nan_for_the_checks_to_refuse() -> None:
+    """NaN (no JSON, but upstreams write it) decodes as a float nan; token_count refuses it later."""
+    value = decode_json(b'{"n": NaN}')["n"]
+    assert isinstance(value, float) and math.isnan(value)
+
+
+@pytest.mark.parametrize("data", [b"not json", b"[" * 100_000, b"\xff", b"{"])
+def test_decode_json_refuses_what_is_no_document(data: bytes) -> None:
+    """Bytes that are no JSON document, or nest past the decoder, are MalformedReply, never a crash."""
+    with pytest.raises(MalformedReply, match="not JSON"):
+        decode_json(data)
+
+
+def test_encode_json_is_compact_utf8_and_escapes_lone_surrogates() -> None:
+    """Request bodies are compact UTF-8 JSON; a lone surrogate (no UTF-8) is escaped, not an error."""
+    assert encode_json({"a": ["\u00e9", 1, None]}) == '{"a":["\u00e9",1,null]}'.encode()
+    assert encode_json({"text": "a\ud800b"}) == b'{"text":"a\\ud800b"}'
+
+
+def test_an_error_status_reads_its_body_as_json_or_text() -> None:
+    """An error status keeps its body: decoded when it is JSON, else as (bounded) text."""
+    status = UpstreamStatus(503, {}, b'{"error": "busy"}')
+    assert status.json() == {"error": "busy"}
+    text = UpstreamStatus(502, {}, b"<html>bad gateway</html>" + b"x" * 5000)
+    assert text.json() is None
+    assert text.text().startswith("<html>bad gateway") and len(text.text()) == 500
 
 
 def test_model_names_and_merge_keep_first_order_once() -> None:
@@ -78,31 +126,23 @@ def test_streamed_error_keeps_message_and_body() -> None:
     assert exc.body is body
 
 
-async def test_finish_unwinds_a_half_read_generator_chain() -> None:
-    """finish() runs the inner generators' clean-up, even when one raises on the way out."""
-    closed: list[str] = []
+def test_a_line_past_its_limit_is_malformed_however_it_arrives() -> None:
+    """A line longer than the limit is MalformedReply, whole in one chunk or growing across many."""
+    with pytest.raises(MalformedReply, match="a line ran past 10 bytes"):
+        LineSplitter(10).feed(b"x" * 11 + b"\n")
+    lines = LineSplitter(10)
+    assert lines.feed(b"x" * 6) == []
+    with pytest.raises(MalformedReply):
+        lines.feed(b"x" * 6)
+    assert LineSplitter(10).feed(b"x" * 10 + b"\n") == [b"x" * 10]
 
-    async def inner() -> AsyncGenerator[int, None]:
-        try:
-            while True:
-                yield 1
-                await trio.lowlevel.checkpoint()
-        finally:
-            closed.append("inner")
 
-    async def outer() -> AsyncGenerator[int, None]:
-        chunks = inner()
-        try:
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            closed.append("outer")
-            raise OSError("transport broke while closing")
-
-    body = outer()
-    assert await anext(body) == 1
-    await finish(body)
-    assert closed == ["inner", "outer"]
+def test_an_event_past_its_limit_is_malformed() -> None:
+    """An event whose data lines add up past the limit is MalformedReply, each line short."""
+    events = ServerSentEvents(limit=20)
+    assert events.feed(b"data: 0123456789\n") == []
+    with pytest.raises(MalformedReply, match="an event ran past 20 bytes"):
+        events.feed(b"data: 0123456789\n")
 
 
 def test_line_splitter_cuts_at_newlines_only() -> None:

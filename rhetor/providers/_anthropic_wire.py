@@ -1,0 +1,390 @@
+"""
+The Anthropic Messages wire format: request bodies, messages, stream events and error
+bodies, with no I/O (:mod:`rhetor.providers._anthropic` sends and receives).
+
+The system prompt travels in the ``system`` field; the history is reshaped the way
+the Messages API wants it (user first, roles strictly alternating). ``max_tokens`` is
+required upstream, so it defaults to :data:`DEFAULT_MAX_TOKENS`. ``temperature`` is
+not sent: API version 2026-10-21 (the one the SDK 2.x speaks, and Rhetor with it)
+removed the sampling parameters and answers 400 to any of them.
+
+A request is built in :func:`messages_body` (top-level fields),
+:func:`anthropic_messages` (the conversation) and :func:`message_content` (one
+turn's content: a string today, a list of content blocks once turns carry images or
+tool calls). A stream is read event by event in :class:`EventReading`:
+``message_start`` carries the input usage, ``content_block_delta`` the text,
+``message_delta`` the output usage and stop reason, ``message_stop`` the end; an
+``error`` event fails the stream. Usage is read in :func:`usage_of` alone, and
+failures become :mod:`rhetor._errors` in :func:`translated`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from rhetor._errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ContextTooLong,
+    Overloaded,
+    ProviderError,
+    RateLimited,
+    UpstreamServerError,
+    UpstreamTimeout,
+)
+from rhetor._types import ChatMessage, ProviderReply, ProviderRequest, StreamEnd, TextDelta, Usage
+from rhetor.providers._wire import (
+    MalformedReply,
+    ServerSentEvents,
+    StreamedError,
+    StreamIncomplete,
+    UpstreamStatus,
+    decode_json,
+    error_detail_text,
+    model_name,
+    optional_text,
+    preview,
+    retry_after,
+    token_count,
+    usage_anomaly,
+)
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_MAX_TOKENS",
+    "EventReading",
+    "anthropic_messages",
+    "merged_usage",
+    "message",
+    "message_content",
+    "messages_body",
+    "translated",
+    "usage_of",
+]
+
+# The Messages API version Rhetor speaks (the anthropic SDK 2.x's).
+API_VERSION = "2026-10-21"
+# The Messages API requires max_tokens; used when the request leaves it open.
+DEFAULT_MAX_TOKENS = 1024
+
+# Anthropic stop reasons in Rhetor's (OpenAI's) words.
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def messages_body(
+    request: ProviderRequest, *, stream: bool, provider: str = "anthropic"
+) -> dict[str, Any]:
+    """
+    The JSON body of ``POST /v1/messages``; :class:`rhetor.BadRequest` with no user turn.
+    """
+    messages = anthropic_messages(request.messages)
+    if not messages:
+        raise BadRequest(
+            "the conversation has no user message", provider=provider, model=request.model
+        )
+    body: dict[str, Any] = {
+        "max_tokens": request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
+        "messages": messages,
+        "model": request.model,
+    }
+    if request.system:
+        body["system"] = request.system
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def anthropic_messages(history: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """
+    The history in the shape the Messages API accepts.
+
+    System turns are dropped (the system prompt travels apart), as are empty turns
+    and assistant turns before the first user turn; consecutive turns of one role
+    are merged with a blank line, so roles strictly alternate starting with user.
+    """
+    merged: list[tuple[str, list[ChatMessage]]] = []
+    for turn in history:
+        if turn.role == "system" or not turn.content.strip():
+            continue
+        if not merged and turn.role != "user":
+            continue
+        if merged and merged[-1][0] == turn.role:
+            merged[-1][1].append(turn)
+        else:
+            merged.append((turn.role, [turn]))
+    return [{"role": role, "content": message_content(turns)} for role, turns in merged]
+
+
+def message_content(turns: Sequence[ChatMessage]) -> str:
+    """
+    The content of one message made of consecutive turns of one role.
+    """
+    return "\n\n".join(turn.content for turn in turns)
+
+
+def _finish_reason(stop_reason: str | None) -> str:
+    if stop_reason is None:
+        return "stop"
+    return _FINISH_REASONS.get(stop_reason, stop_reason)
+
+
+# The usage fields whose sum is the input: fresh, cache-written and cache-read tokens.
+_INPUT_PARTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def usage_of(usage: object, provider: str = "anthropic") -> tuple[Usage, bool]:
+    """
+    The one reading of an Anthropic ``usage`` object: the tokens, and whether they are valid.
+
+    Cached prompt tokens (written or read) count as input. ``input_tokens`` and
+    ``output_tokens`` must be counts (:func:`token_count`), the cache counts counts or
+    null; when the usage is missing or is not so, the anomaly is logged and the answer
+    is what could be read (never negative) with ``False``, so that the call is billed
+    at its reservation's worst case. Never raises, whatever ``usage`` is.
+    """
+    if not isinstance(usage, Mapping):
+        usage_anomaly(provider, usage, "no usage object" if usage is None else "not an object")
+        return Usage(), False
+    fresh, written, read = (usage.get(part) for part in _INPUT_PARTS)
+    counts = [token_count(fresh), token_count(usage.get("output_tokens"))]
+    # The cache counts may be absent or null (no cache used); not so the others.
+    cached = [0 if n is None else token_count(n) for n in (written, read)]
+    if None in counts or None in cached:
+        usage_anomaly(provider, usage, "input_tokens and output_tokens must be counts")
+        return Usage(sum(n or 0 for n in (counts[0], *cached)), counts[1] or 0), False
+    return Usage(sum(n or 0 for n in (counts[0], *cached)), counts[1] or 0), True
+
+
+def merged_usage(earlier: object, update: object) -> object:
+    """
+    A stream's usage so far, after an event's ``usage``: its non-null fields replace.
+
+    ``message_start`` carries the input counts, ``message_delta`` the cumulative output
+    count (and, in newer API versions, the input counts again). Something that is not
+    an object, once seen, stays: the usage is then malformed, whatever follows.
+    """
+    if update is None:
+        return earlier
+    if not isinstance(update, Mapping):
+        return update
+    if earlier is not None and not isinstance(earlier, Mapping):
+        return earlier
+    return {**(earlier or {}), **{k: v for k, v in update.items() if v is not None}}
+
+
+def message(body: object, request: ProviderRequest, provider: str) -> ProviderReply:
+    """
+    A decoded Messages API message as a reply; :class:`MalformedReply` when it is not one.
+    """
+    if not isinstance(body, Mapping):
+        raise MalformedReply(f"the reply is {type(body).__name__}, not a message")
+    content = body.get("content")
+    if not isinstance(content, list):
+        raise MalformedReply("the message's content is not a list")
+    text: list[str] = []
+    for block in content:
+        if not isinstance(block, Mapping):
+            raise MalformedReply("a content block is not an object")
+        if block.get("type") == "text":
+            text.append(optional_text(block.get("text"), "a text block's text") or "")
+    stop_reason = optional_text(body.get("stop_reason"), "stop_reason")
+    usage, valid = usage_of(body.get("usage"), provider)
+    return ProviderReply(
+        text="".join(text),
+        model=model_name(body.get("model")) or request.model,
+        usage=usage,
+        finish_reason=_finish_reason(stop_reason),
+        usage_valid=valid,
+    )
+
+
+@attrs.define
+class EventReading:
+    """
+    One stream's server-sent events, read as they come (a StreamReading).
+
+    Events arrive through :meth:`take` as ``(type, data)``; one that is not what the
+    Messages API sends raises :class:`MalformedReply`, an ``error`` event
+    :class:`StreamedError`. Each event type is read by its own method, where the
+    blocks of other types (tool use, thinking) will be read too.
+    """
+
+    model: str
+    provider: str = "anthropic"
+    usage: object = None
+    stop_reason: str | None = None
+    # Set by message_stop: nothing after it is read.
+    finished: bool = False
+    _events: ServerSentEvents = attrs.field(factory=lambda: ServerSentEvents(keep_dataless=True))
+
+    def feed(self, data: bytes) -> list[tuple[str, str]]:
+        """
+        The server-sent events these bytes complete, dataless ones kept by their type.
+        """
+        return self._events.feed(data)
+
+    def flush(self) -> Sequence[tuple[str, str]]:
+        """
+        Nothing: an event is complete only at its blank line.
+        """
+        return ()
+
+    def take(self, event: tuple[str, str]) -> Sequence[TextDelta]:
+        """
+        Read one event; the text it adds, if any.
+        """
+        if self.finished:
+            return ()
+        kind, payload = event
+        decoded = _event(kind, payload)
+        read = _READERS.get(kind)
+        return read(self, decoded) if read is not None else ()
+
+    def _message_start(self, event: Mapping[str, Any]) -> Sequence[TextDelta]:
+        started = event.get("message")
+        if not isinstance(started, Mapping):
+            raise MalformedReply("message_start has no message object")
+        self.model = model_name(started.get("model")) or self.model
+        self.usage = merged_usage(self.usage, started.get("usage"))
+        return ()
+
+    def _content_block_delta(self, event: Mapping[str, Any]) -> Sequence[TextDelta]:
+        delta = event.get("delta")
+        if not isinstance(delta, Mapping):
+            raise MalformedReply("content_block_delta has no delta object")
+        if delta.get("type") == "text_delta":
+            text = optional_text(delta.get("text"), "a text delta's text")
+            return (TextDelta(text),) if text else ()
+        return ()
+
+    def _message_delta(self, event: Mapping[str, Any]) -> Sequence[TextDelta]:
+        delta = event.get("delta")
+        if delta is not None and not isinstance(delta, Mapping):
+            raise MalformedReply("message_delta's delta is not an object")
+        stop_reason = optional_text((delta or {}).get("stop_reason"), "stop_reason")
+        self.stop_reason = stop_reason or self.stop_reason
+        self.usage = merged_usage(self.usage, event.get("usage"))
+        return ()
+
+    def _message_stop(self, event: Mapping[str, Any]) -> Sequence[TextDelta]:
+        self.finished = True
+        return ()
+
+    def end(self) -> StreamEnd:
+        """
+        The stream's last item, from what the events said; :class:`StreamIncomplete`
+        before ``message_stop``.
+        """
+        if not self.finished:
+            raise StreamIncomplete("ended before message_stop")
+        usage, valid = usage_of(self.usage, self.provider)
+        return StreamEnd(
+            usage=usage,
+            finish_reason=_finish_reason(self.stop_reason),
+            model=self.model,
+            usage_valid=valid,
+        )
+
+
+# How each event type is read; the others (ping, content_block_start and _stop) add nothing.
+_READERS: dict[str, Callable[[EventReading, Mapping[str, Any]], Sequence[TextDelta]]] = {
+    "message_start": EventReading._message_start,
+    "content_block_delta": EventReading._content_block_delta,
+    "message_delta": EventReading._message_delta,
+    "message_stop": EventReading._message_stop,
+}
+
+
+def _event(kind: str, payload: str) -> Mapping[str, Any]:
+    """
+    One decoded event; raises :class:`StreamedError` for an ``error`` event.
+    """
+    event = decode_json(payload) if payload else {}
+    if not isinstance(event, Mapping):
+        raise MalformedReply(f"a {kind} event is {type(event).__name__}, not an object")
+    if kind == "error" or event.get("type") == "error":
+        error = event.get("error")
+        detail = error.get("message") if isinstance(error, Mapping) else None
+        raise StreamedError(str(detail or preview(event)), event)
+    return event
+
+
+def translated(exc: Exception, provider: str, model: str | None) -> ProviderError | None:
+    """
+    The one reading of Anthropic's failures: an error status or an ``error`` event as a
+    Rhetor error; None for what is not one (the transport's are read elsewhere).
+    """
+    if isinstance(exc, UpstreamStatus):
+        body = exc.json()
+        error = body.get("error") if isinstance(body, Mapping) else None
+        detail = str(error.get("message") or "") if isinstance(error, Mapping) else ""
+        return _classify(
+            exc.status,
+            _error_type(body),
+            error_detail_text(exc, detail),
+            exc.headers,
+            provider,
+            model,
+        )
+    if isinstance(exc, StreamedError):
+        return _classify(None, _error_type(exc.body), str(exc), None, provider, model)
+    return None
+
+
+def _error_type(body: object) -> str:
+    """
+    The ``error.type`` of an Anthropic error body (``""`` when it has no error object).
+    """
+    error = body.get("error") if isinstance(body, Mapping) else None
+    return str(error.get("type") or "") if isinstance(error, Mapping) else ""
+
+
+def _classify(
+    status: int | None,
+    error_type: str,
+    detail: str,
+    headers: Mapping[str, str] | None,
+    provider: str,
+    model: str | None,
+) -> ProviderError:
+    """
+    The Rhetor error for an HTTP status and/or Anthropic error type.
+    """
+    message = f"{provider} answered {status}: {detail}" if status else f"{provider}: {detail}"
+    if status == 529 or error_type == "overloaded_error":
+        return Overloaded(message, provider=provider, model=model)
+    if status in (401, 403) or error_type in ("authentication_error", "permission_error"):
+        return AuthenticationFailed(message, provider=provider, model=model)
+    if status == 429 or error_type == "rate_limit_error":
+        wait = retry_after(headers) if headers is not None else None
+        return RateLimited(message, provider=provider, model=model, retry_after=wait)
+    if status == 408 or error_type == "timeout_error":
+        return UpstreamTimeout(message, provider=provider, model=model)
+    if (status or 0) >= 500 or error_type == "api_error" or (status or 400) < 400:
+        # A 3xx is a redirect (not followed): no message answers one.
+        return UpstreamServerError(message, provider=provider, model=model)
+    if status == 413 or error_type == "request_too_large" or _is_context_overflow(detail):
+        return ContextTooLong(message, provider=provider, model=model)
+    if status is None and not error_type.endswith("request_error"):
+        return UpstreamServerError(message, provider=provider, model=model)
+    return BadRequest(message, provider=provider, model=model)
+
+
+def _is_context_overflow(detail: str) -> bool:
+    lowered = detail.lower()
+    return (
+        "prompt is too long" in lowered
+        or "exceed context limit" in lowered
+        or "context window" in lowered
+    )
