@@ -31,6 +31,7 @@ __all__ = [
     "SQLITE_INT_MIN",
     "SQLiteStore",
     "check_int",
+    "check_optional_text",
     "check_text",
     "open_database",
     "transaction",
@@ -75,6 +76,14 @@ def check_text(field: str, value: object) -> str:
                 field, f"must be valid Unicode (a lone surrogate at index {exc.start})"
             ) from None
     return value
+
+
+def check_optional_text(field: str, value: object) -> None:
+    """
+    Check ``value`` with :func:`check_text` unless it is None (a field left as it is).
+    """
+    if value is not None:
+        check_text(field, value)
 
 
 def open_database(path: str | os.PathLike[str], schema: str, version: int) -> sqlite3.Connection:
