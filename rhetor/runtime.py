@@ -572,7 +572,8 @@ async def _started(
                 actors.ChildSpec(
                     "contexts",
                     lambda: ContextStore(
-                        lambda: SQLiteHistory(data_dir / "contexts.db"),
+                        # Appends commit on the loop; the actor checkpoints off it.
+                        lambda: SQLiteHistory(data_dir / "contexts.db", autocheckpoint=False),
                         window_tokens=settings.context_token_budget,
                     ),
                 ),

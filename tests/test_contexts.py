@@ -5,14 +5,17 @@ The ContextStore actor (rhetor/storage/_contexts.py): its messages, and a window
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import actors
+import rhetor.storage._contexts
 from rhetor._errors import NotFound, ValidationError
 from rhetor._tokens import count_message_tokens
 from rhetor._types import ChatMessage
@@ -58,7 +61,7 @@ def pair(window: ContextWindow) -> tuple[str | None, list[ChatMessage]]:
 
 
 def context_store(path: Path, **options: Any) -> ContextStore:
-    return ContextStore(lambda: SQLiteHistory(path), **options)
+    return ContextStore(lambda: SQLiteHistory(path, autocheckpoint=False), **options)
 
 
 def random_message(rng: random.Random) -> ChatMessage:
@@ -134,15 +137,20 @@ async def test_a_cached_window_is_answered_without_reading_the_database(
 async def test_an_uncached_append_answers_its_summary_check_in_the_same_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An append to a context the cache does not hold checks the summary with the store, in one worker call."""
+    """An append to a context the cache does not hold checks the summary in the same store call, on the loop."""
     calls: list[str] = []
-    original = StoreActor.run
+    run, run_inline = StoreActor.run, StoreActor.run_inline
 
     async def counted(self: Any, operation: Any, what: str) -> Any:
-        calls.append(what)
-        return await original(self, operation, what)
+        calls.append(f"thread:{what}")
+        return await run(self, operation, what)
+
+    def counted_inline(self: Any, operation: Any, what: str) -> Any:
+        calls.append(f"loop:{what}")
+        return run_inline(self, operation, what)
 
     monkeypatch.setattr(StoreActor, "run", counted)
+    monkeypatch.setattr(StoreActor, "run_inline", counted_inline)
     turns = (ChatMessage("user", "word " * 50),)
     async with actors.open_system() as system:
         ref = await system.spawn(
@@ -151,7 +159,32 @@ async def test_an_uncached_append_answers_its_summary_check_in_the_same_call(
         assert await ref.ask(AppendTurns("c", turns, None, 10)) == Appended(1, True)
         assert await ref.ask(AppendTurns("c", turns, None, 10_000)) == Appended(2, False)
         assert await ref.ask(AppendTurns("c", turns)) == Appended(3, False)
-    assert calls == ["AppendTurns"] * 3
+    assert calls == ["loop:AppendTurns"] * 3
+
+
+async def test_the_log_is_checkpointed_off_the_loop_every_so_many_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SQLite's own checkpoints off, the actor checkpoints every CHECKPOINT_EVERY appends, in a worker thread."""
+    monkeypatch.setattr(rhetor.storage._contexts, "CHECKPOINT_EVERY", 10)
+    threads: list[str] = []
+    original = SQLiteHistory.checkpoint
+
+    def checkpoint(self: SQLiteHistory) -> None:
+        threads.append(threading.current_thread().name)
+        original(self)
+
+    monkeypatch.setattr(SQLiteHistory, "checkpoint", checkpoint)
+    turn = (ChatMessage("user", "hello " * 100),)
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: context_store(tmp_path / "c.db"), name="contexts")
+        for _ in range(35):
+            await ref.ask(AppendTurns("c", turn))
+        assert await ref.ask(GetHistory("c", limit=1))  # behind the last checkpoint
+    assert len(threads) == 3
+    assert threading.main_thread().name not in threads
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # per connection
 
 
 async def test_a_window_carries_the_token_cost_the_request_would_count(tmp_path: Path) -> None:
@@ -211,34 +244,25 @@ async def test_store_calls_still_answer_in_their_old_shapes(tmp_path: Path) -> N
             await ref.ask(StoreCall("window_state", ("c", 10)))  # never an operation
 
 
-async def test_an_append_cancelled_mid_write_leaves_no_stale_window(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_append_whose_asker_leaves_leaves_no_stale_window(tmp_path: Path) -> None:
     """
-    An append whose asker gives up while the worker thread is writing still commits;
-    the actor then forgets its cached window, so the next window shows the turn.
+    An append whose asker gives up once it is sent is still written in one step
+    on the loop, and the cached window shows the turn, as the database does.
     """
-    entered, gate = threading.Event(), threading.Event()
-    original = SQLiteHistory.append
-
-    def slow_append(self: SQLiteHistory, *args: Any, **kwargs: Any) -> int:
-        entered.set()
-        gate.wait(10)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SQLiteHistory, "append", slow_append)
+    path = tmp_path / "c.db"
     turn = ChatMessage("user", "written while nobody waited")
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: context_store(tmp_path / "c.db"), name="contexts")
+        ref = await system.spawn(lambda: context_store(path), name="contexts")
         assert pair(await ref.ask(GetWindow("c", 8000))) == (None, [])  # now cached
         with trio.move_on_after(10) as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(ref.ask, AppendTurns("c", (turn,)))
-                await trio.to_thread.run_sync(entered.wait, 10)
-                nursery.cancel_scope.cancel()  # the asker leaves mid-write
-            gate.set()
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()  # the asker leaves
             assert pair(await ref.ask(GetWindow("c", 8000))) == (None, [turn])
         assert not scope.cancelled_caught
+    with SQLiteHistory(path) as db:
+        assert pair(db.window("c", 8000)) == (None, [turn])
 
 
 async def test_a_bad_context_id_is_refused_by_the_cached_reads_too(tmp_path: Path) -> None:

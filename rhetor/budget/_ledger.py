@@ -125,31 +125,25 @@ class SQLiteLedger(SQLiteStore):
     """
     The budget ledger in one SQLite file (a :class:`~rhetor.budget._interfaces.BudgetLedger`).
 
-    Not safe for concurrent use: one owner calls it, one call at a time. With
-    ``autocheckpoint=False`` a commit never copies the write-ahead log into
-    the file (which syncs it); the owner calls :meth:`checkpoint` instead,
-    elsewhere. Files written by older versions are migrated when opened.
+    Not safe for concurrent use: one owner calls it, one call at a time. The
+    keeper opens its writer with ``autocheckpoint=False`` (see
+    :class:`~rhetor.storage._sqlite.SQLiteStore`). Files written by older
+    versions are migrated when opened.
     """
 
     SCHEMA: ClassVar[str] = SCHEMA
     SCHEMA_VERSION: ClassVar[int] = SCHEMA_VERSION
 
-    autocheckpoint: bool = True
-
     def __attrs_post_init__(self) -> None:
         upgrade(self.path)
         super().__attrs_post_init__()
-        if not self.autocheckpoint:
-            self._conn.execute("PRAGMA wal_autocheckpoint=0")
 
     @_unavailable("written")
     def checkpoint(self) -> None:
         """
-        Copy committed pages from the write-ahead log into the database file.
-
-        PASSIVE: it never waits for, or blocks, a writer on another connection.
+        Copy committed pages from the write-ahead log into the database file (PASSIVE).
         """
-        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        super().checkpoint()
 
     # -- charges -------------------------------------------------------------
 

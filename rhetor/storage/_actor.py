@@ -86,19 +86,44 @@ class StoreActor(actors.Actor, Generic[S]):
         Error handling: what the operation raises, unless the failure broke the
         store's connection: then ``actors.InvariantBroken`` (a crash) from it.
         """
-        store = self._store
-        assert store is not None, "used before started()"
+        store = self.store
         try:
             return await anyio.to_thread.run_sync(operation, store)
         except RhetorError:
             raise
         except Exception as exc:
-            why = store.broken()
-            if why is not None:
-                raise actors.InvariantBroken(
-                    f"store broken by a failed {what}: {why}", name=self.name
-                ) from exc
+            self._crash_if_broken(store, exc, what)
             raise
+
+    def run_inline(self, operation: Callable[[S], T], what: str) -> T:
+        """
+        Run ``operation(store)`` on the event loop's own thread, as :meth:`run` does in a worker.
+
+        Only for short writes of a store opened with ``autocheckpoint=False``,
+        whose thread hop would cost more than the write: no checkpoint comes
+        between its start and its end, so nothing can interrupt it.
+        """
+        store = self.store
+        try:
+            return operation(store)
+        except RhetorError:
+            raise
+        except Exception as exc:
+            self._crash_if_broken(store, exc, what)
+            raise
+
+    @property
+    def store(self) -> S:
+        """The open store. Invariant: only used between started() and stopping()."""
+        assert self._store is not None, "used before started()"
+        return self._store
+
+    def _crash_if_broken(self, store: S, exc: Exception, what: str) -> None:
+        why = store.broken()
+        if why is not None:
+            raise actors.InvariantBroken(
+                f"store broken by a failed {what}: {why}", name=self.name
+            ) from exc
 
     async def handle(self, message: Any) -> Any:
         """

@@ -185,7 +185,21 @@ class ContextHistory(Store, Protocol):
     consecutive ``seq`` numbers even when another process appends to the same
     context at once; a window, a window state or a record is read from one
     consistent snapshot.
+
+    The ContextStore calls :meth:`append` on the event loop's own thread (a
+    SQLite commit there costs less than a thread hop) and everything else
+    from a worker thread; a store whose writes wait on a network must say so
+    and be called from worker threads only.
     """
+
+    def checkpoint(self) -> None:
+        """
+        Housekeeping the owner runs in a worker thread every few hundred appends.
+
+        SQLite copies its write-ahead log into the database file; a store with
+        nothing to do does nothing.
+        """
+        ...
 
     def append(
         self,
