@@ -2,7 +2,9 @@
 StoreActor: the base of an actor that owns one synchronous store.
 
 The store's methods run in a worker thread, one at a time, so the event loop
-never blocks on disk and the connection is never shared. Each subclass
+never waits on a read and the connection is never shared; a short write on a
+request's path may run on the loop itself (:meth:`StoreActor.run_inline`),
+where it costs less than the thread hop. Each subclass
 answers one frozen message class per store operation (an
 :class:`~rhetor._asks.Ask` with its reply type), defined beside it, and runs
 the operation with :meth:`StoreActor.run`.

@@ -21,9 +21,9 @@ worker thread instead, as a message of its own, so no reply waits for it.
 What is cached in memory, and why it is right: the window state of the
 ``cached_contexts`` most recently used contexts, each up to
 ``window_tokens`` of its newest messages. Writes go to the store first; the
-cached state is updated only after a write succeeded, and dropped when a
-write may have happened without the actor seeing its result (an error or
-cancellation). That is right only while this actor is the only writer of the
+cached state is updated only after an append succeeded, and dropped when an
+append failed and before a summary or a delete (which then read the context
+afresh). That is right only while this actor is the only writer of the
 contexts it caches: the runtime holds the data directory's lock for it. A
 store shared by several processes must either turn the cache off
 (``cached_contexts=0``: every window is read from the store) or invalidate it
