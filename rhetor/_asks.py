@@ -1,10 +1,16 @@
 """
-Asking Rhetor's own actors: the one translation from actor errors to Rhetor's.
+Asking Rhetor's own actors: typed messages, and the one translation from actor errors to Rhetor's.
+
+A message that an actor answers with a value of type ``R`` subclasses
+:class:`Ask` ``[R]`` (``class GetWindow(Ask[ContextWindow])``); :func:`ask`
+then returns an ``R`` to the type checker, so no caller casts or dispatches
+by name. The actor's ``handle`` is what keeps that promise: each store actor
+matches every message class it declares and answers exactly its reply type.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 import actors
 from rhetor._errors import (
@@ -16,7 +22,20 @@ from rhetor._errors import (
     UpstreamTimeout,
 )
 
-__all__ = ["as_provider_error", "as_rhetor_error", "ask"]
+__all__ = ["Ask", "as_provider_error", "as_rhetor_error", "ask"]
+
+R = TypeVar("R", covariant=True)
+T = TypeVar("T")
+
+
+class Ask(Generic[R]):
+    """
+    Base of a message answered with an ``R``; subclasses are ``@attrs.frozen`` values.
+
+    It adds no fields and no behaviour: the type parameter is the contract.
+    """
+
+    __slots__ = ()
 
 
 def as_rhetor_error(name: str, exc: actors.ActorError, timeout: float) -> RhetorError:
@@ -62,12 +81,21 @@ def as_provider_error(
     return ProviderUnavailable(f"{provider} actor is down: {exc}", provider=provider, model=model)
 
 
-async def ask(ref: actors.Ref, message: Any, *, timeout: float = 10.0) -> Any:
+@overload
+async def ask(ref: actors.Ref, message: Ask[T], *, timeout: float = 10.0) -> T: ...
+
+
+@overload
+async def ask(ref: actors.Ref, message: object, *, timeout: float = 10.0) -> Any: ...
+
+
+async def ask(ref: actors.Ref, message: object, *, timeout: float = 10.0) -> Any:
     """
     Ask an internal actor; its failures become Rhetor's (see :func:`as_rhetor_error`).
 
-    Errors the actor answers with (its ``errors``, e.g. any RhetorError) pass
-    through with their own type.
+    An :class:`Ask` ``[R]`` message is answered with an ``R``. Errors the actor
+    answers with (its ``errors``, e.g. any RhetorError) pass through with their
+    own type.
     """
     try:
         return await ref.ask(message, timeout=timeout)

@@ -13,10 +13,18 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import anyio
 import attrs
@@ -33,7 +41,16 @@ from rhetor._types import (
     Reply,
     RoutingParameters,
 )
-from rhetor.budget._keeper import BudgetKeeper, GetBudget, GetUsage, SetLimit, SetPolicy
+from rhetor.budget._keeper import BudgetKeeper
+from rhetor.budget._ledger import SQLiteLedger
+from rhetor.budget._messages import (
+    BudgetStatus,
+    GetBudget,
+    GetUsage,
+    SetLimit,
+    SetPolicy,
+    UsageTotals,
+)
 from rhetor.budget._pricing import Pricer, load_overrides
 from rhetor.providers._actor import CheckHealth, ProviderActor
 from rhetor.providers._backend import ProviderBackend
@@ -49,16 +66,46 @@ from rhetor.routing._router import (
     SetActive,
     Summarize,
 )
-from rhetor.storage._actor import StoreCall
-from rhetor.storage._contexts import ContextStore
-from rhetor.storage._prompts import PromptLibrary
+from rhetor.storage._contexts import (
+    ContextStore,
+    DeleteContext,
+    ListContexts,
+    ReadContext,
+    SearchContexts,
+)
+from rhetor.storage._history import SQLiteHistory
+from rhetor.storage._interfaces import (
+    ContextInfo,
+    Prompt,
+    SearchHit,
+    StoredMessage,
+    Template,
+    TemplateVersion,
+)
+from rhetor.storage._library import SQLiteLibrary
+from rhetor.storage._prompts import (
+    CreatePrompt,
+    CreateTemplate,
+    DeletePrompt,
+    DeleteTemplate,
+    GeneratePrompt,
+    GetPrompt,
+    GetTemplate,
+    GetTemplateVersions,
+    ListPrompts,
+    ListTemplates,
+    PromptLibrary,
+    RenderTemplate,
+    UpdatePrompt,
+    UpdateTemplate,
+)
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Runtime", "default_backends", "start"]
+__all__ = ["ContextDetail", "Runtime", "default_backends", "start"]
 
 log = logging.getLogger("rhetor.runtime")
 
@@ -125,6 +172,28 @@ def _messages(raw: Iterable[Any], field: str = "messages") -> tuple[ChatMessage,
     if not out:
         raise ValidationError(field, "must not be empty")
     return tuple(out)
+
+
+def _refuse_unknown(fields: Mapping[str, Any], message: type[Any], *positional: str) -> None:
+    """
+    Check that each of ``fields`` names a field of ``message`` given by keyword.
+
+    Error handling: ``ValidationError(<name>, "unknown field")`` for the first
+    one that does not (a stray field of a request body is the client's mistake).
+    """
+    allowed: Collection[str] = attrs.fields_dict(message).keys() - set(positional)
+    for name in fields:
+        if name not in allowed:
+            raise ValidationError(name, "unknown field")
+
+
+class ContextDetail(TypedDict):
+    """
+    A context's description and its messages (oldest first): what ``GET /contexts/<id>`` sends.
+    """
+
+    info: ContextInfo
+    messages: list[StoredMessage]
 
 
 @attrs.define(eq=False)
@@ -271,80 +340,74 @@ class Runtime:
 
     # -- templates and prompts ----------------------------------------------
 
-    async def _store(self, ref: actors.Ref, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await ask(ref, StoreCall(method, args, kwargs))
+    async def create_template(self, name: str, content: str, **fields: Any) -> Template:
+        _refuse_unknown(fields, CreateTemplate, "name", "content")
+        return await ask(self.prompts, CreateTemplate(name, content, **fields))
 
-    async def create_template(self, name: str, content: str, **fields: Any) -> Any:
-        return await self._store(self.prompts, "create_template", name, content, **fields)
+    async def update_template(self, template: str, **fields: Any) -> Template:
+        _refuse_unknown(fields, UpdateTemplate, "template")
+        return await ask(self.prompts, UpdateTemplate(template, **fields))
 
-    async def update_template(self, template: str, **fields: Any) -> Any:
-        return await self._store(self.prompts, "update_template", template, **fields)
+    async def get_template(self, template: str, version: int | None = None) -> Template:
+        return await ask(self.prompts, GetTemplate(template, version))
 
-    async def get_template(self, template: str, version: int | None = None) -> Any:
-        return await self._store(self.prompts, "get_template", template, version)
+    async def list_templates(self, category: str | None = None) -> list[Template]:
+        return await ask(self.prompts, ListTemplates(category))
 
-    async def list_templates(self, category: str | None = None) -> Any:
-        return await self._store(self.prompts, "list_templates", category)
-
-    async def template_versions(self, template: str) -> Any:
-        return await self._store(self.prompts, "versions", template)
+    async def template_versions(self, template: str) -> list[TemplateVersion]:
+        return await ask(self.prompts, GetTemplateVersions(template))
 
     async def delete_template(self, template: str) -> bool:
-        deleted: bool = await self._store(self.prompts, "delete_template", template)
-        if not deleted:
+        if not await ask(self.prompts, DeleteTemplate(template)):
             raise NotFound("template", template)
-        return deleted
+        return True
 
     async def render_template(self, template: str, variables: Mapping[str, Any]) -> str:
-        rendered: str = await self._store(self.prompts, "render_template", template, variables)
-        return rendered
+        return await ask(self.prompts, RenderTemplate(template, variables))
 
-    async def create_prompt(self, name: str, component: str, content: str, **fields: Any) -> Any:
-        return await self._store(self.prompts, "create_prompt", name, component, content, **fields)
+    async def create_prompt(self, name: str, component: str, content: str, **fields: Any) -> Prompt:
+        _refuse_unknown(fields, CreatePrompt, "name", "component", "content")
+        return await ask(self.prompts, CreatePrompt(name, component, content, **fields))
 
-    async def update_prompt(self, prompt_id: str, **fields: Any) -> Any:
-        return await self._store(self.prompts, "update_prompt", prompt_id, **fields)
+    async def update_prompt(self, prompt_id: str, **fields: Any) -> Prompt:
+        _refuse_unknown(fields, UpdatePrompt, "prompt_id")
+        return await ask(self.prompts, UpdatePrompt(prompt_id, **fields))
 
-    async def get_prompt(self, prompt_id: str) -> Any:
-        return await self._store(self.prompts, "get_prompt", prompt_id)
+    async def get_prompt(self, prompt_id: str) -> Prompt:
+        return await ask(self.prompts, GetPrompt(prompt_id))
 
-    async def list_prompts(self, component: str | None = None) -> Any:
-        return await self._store(self.prompts, "list_prompts", component)
+    async def list_prompts(self, component: str | None = None) -> list[Prompt]:
+        return await ask(self.prompts, ListPrompts(component))
 
     async def delete_prompt(self, prompt_id: str) -> bool:
-        deleted: bool = await self._store(self.prompts, "delete_prompt", prompt_id)
-        if not deleted:
+        if not await ask(self.prompts, DeletePrompt(prompt_id)):
             raise NotFound("prompt", prompt_id)
-        return deleted
+        return True
 
     async def generate_prompt(
         self, task: str, context: Any = None, format: str = "instruction"
     ) -> str:
-        prompt: str = await self._store(self.prompts, "generate_prompt", task, context, format)
-        return prompt
+        return await ask(self.prompts, GeneratePrompt(task, context, format))
 
     # -- contexts -----------------------------------------------------------
 
-    async def list_contexts(self, limit: int = 100, offset: int = 0) -> Any:
-        return await self._store(self.contexts, "list", limit, offset)
+    async def list_contexts(self, limit: int = 100, offset: int = 0) -> list[ContextInfo]:
+        return await ask(self.contexts, ListContexts(limit, offset))
 
-    async def get_context(self, context_id: str, limit: int | None = None) -> dict[str, Any]:
-        info = await self._store(self.contexts, "get", context_id)
-        if info is None:
-            raise NotFound("context", context_id)
-        history = await self._store(self.contexts, "history", context_id, limit=limit)
-        return {"info": info, "messages": history}
+    async def get_context(self, context_id: str, limit: int | None = None) -> ContextDetail:
+        """A context's description and messages (the newest ``limit``); NotFound if unknown."""
+        record = await ask(self.contexts, ReadContext(context_id, limit))
+        return {"info": record.info, "messages": record.messages}
 
     async def delete_context(self, context_id: str) -> bool:
-        deleted: bool = await self._store(self.contexts, "delete", context_id)
-        if not deleted:
+        if not await ask(self.contexts, DeleteContext(context_id)):
             raise NotFound("context", context_id)
-        return deleted
+        return True
 
-    async def search_contexts(self, query: str, limit: int = 20) -> Any:
+    async def search_contexts(self, query: str, limit: int = 20) -> list[SearchHit]:
         if not query:
             raise ValidationError("q", "must not be empty")
-        return await self._store(self.contexts, "search", query, limit)
+        return await ask(self.contexts, SearchContexts(query, limit))
 
     async def summarize_context(self, context_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await ask(
@@ -354,25 +417,28 @@ class Runtime:
 
     # -- budget -------------------------------------------------------------
 
-    async def budget(self) -> dict[str, Any]:
-        status: dict[str, Any] = await ask(self.budget_keeper, GetBudget())
-        return status
+    async def budget(self) -> BudgetStatus:
+        return await ask(self.budget_keeper, GetBudget())
 
-    async def budget_usage(self, period: str = "daily", group_by: str = "provider") -> Any:
+    async def budget_usage(
+        self, period: str = "daily", group_by: str = "provider"
+    ) -> list[UsageTotals]:
         if period not in ("daily", "weekly", "monthly"):
             raise ValidationError("period", "must be daily, weekly or monthly")
         if group_by not in ("provider", "model", "component", "context"):
             raise ValidationError("group_by", "must be provider, model, component or context")
         return await ask(self.budget_keeper, GetUsage(period, group_by))  # type: ignore[arg-type]
 
-    async def set_limit(self, period: str, amount: float, provider: str | None = None) -> Any:
+    async def set_limit(
+        self, period: str, amount: float, provider: str | None = None
+    ) -> BudgetStatus:
         if provider is not None and provider not in self.providers_refs:
             raise NotFound("provider", provider, field="provider")
         status = await ask(self.budget_keeper, SetLimit(period, amount, provider))  # type: ignore[arg-type]
         await ask(self.router, BudgetModeChanged(status["reservations_required"]))
         return status
 
-    async def set_policy(self, policy: str) -> Any:
+    async def set_policy(self, policy: str) -> BudgetStatus:
         status = await ask(self.budget_keeper, SetPolicy(policy))  # type: ignore[arg-type]
         await ask(self.router, BudgetModeChanged(status["reservations_required"]))
         return status
@@ -451,9 +517,12 @@ def _lock_data_dir(data_dir: Path) -> int | None:
     """
     Take ``data_dir/rhetor.lock`` for this runtime; the stores assume one owner.
 
-    The ContextStore and BudgetKeeper keep in-memory state that is only right
-    while they are the only writers of their files, so a second runtime on
-    the same data directory (in this process or another) is refused.
+    The BudgetKeeper, ContextStore and PromptLibrary keep in-memory state
+    (budget totals and reservations, windows, default prompts) that is only
+    right while they are the only writers of their files, and the ledger
+    settles every other owner's reservations as interrupted when it starts,
+    so a second runtime on the same data directory (in this process or
+    another) is refused.
 
     Error handling: :class:`ValidationError` on ``data_dir`` when it is taken.
     """
@@ -497,7 +566,8 @@ async def _started(
                 actors.ChildSpec(
                     "budget",
                     lambda: BudgetKeeper(
-                        data_dir / "ledger.db",
+                        # The keeper checkpoints the file itself, off the loop.
+                        lambda: SQLiteLedger(data_dir / "ledger.db", autocheckpoint=False),
                         policy=settings.budget_policy,
                         limits=settings.limits,
                         owner=owner,
@@ -506,10 +576,15 @@ async def _started(
                 actors.ChildSpec(
                     "contexts",
                     lambda: ContextStore(
-                        data_dir / "contexts.db", window_tokens=settings.context_token_budget
+                        # Appends commit on the loop; the actor checkpoints off it.
+                        lambda: SQLiteHistory(data_dir / "contexts.db", autocheckpoint=False),
+                        window_tokens=settings.context_token_budget,
                     ),
                 ),
-                actors.ChildSpec("prompts", lambda: PromptLibrary(data_dir / "prompts.db")),
+                actors.ChildSpec(
+                    "prompts",
+                    lambda: PromptLibrary(lambda: SQLiteLibrary(data_dir / "prompts.db")),
+                ),
             ),
             strategy="one_for_one",
             intensity=5,

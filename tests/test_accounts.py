@@ -8,7 +8,7 @@ import pytest
 
 from rhetor._errors import ValidationError
 from rhetor.budget._accounts import Accounts, period_end, period_start, usd
-from rhetor.budget._ledger import LedgerEntry, ReservationRow
+from rhetor.budget._interfaces import LedgerEntry, ReservationRow
 
 
 def reservation(rid: int, amount: float, provider: str = "openai", key: str = "") -> ReservationRow:

@@ -26,7 +26,8 @@ from rhetor._types import (
     TextDelta,
     Usage,
 )
-from rhetor.budget._ledger import Ledger, LedgerEntry
+from rhetor.budget._interfaces import LedgerEntry
+from rhetor.budget._ledger import SQLiteLedger
 from rhetor.budget._pricing import ModelPrice, Pricer
 from rhetor.providers._simulated import SimulatedBackend
 
@@ -87,7 +88,7 @@ def backends(alpha: ReportingBackend) -> dict[str, Any]:
 
 
 def entries(tmp_path: Path) -> list[LedgerEntry]:
-    with Ledger(tmp_path / "data" / "ledger.db") as ledger:
+    with SQLiteLedger(tmp_path / "data" / "ledger.db") as ledger:
         return list(reversed(ledger.entries()))
 
 

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 import httpx
@@ -38,7 +38,8 @@ from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, Stream
 from rhetor.budget._keeper import Reserve
 from rhetor.providers._simulated import SimulatedBackend
 from rhetor.routing._router import Router
-from rhetor.storage._actor import StoreActor, StoreCall
+from rhetor.storage._actor import StoreActor
+from rhetor.storage._contexts import DeleteContext, ListContexts
 from tests.helpers import running_server, settings_for
 
 HUGE = 10**24  # 24 digits: past SQLite's 64-bit INTEGER
@@ -264,18 +265,39 @@ async def test_a_store_left_broken_by_a_failed_call_is_restarted(tmp_path: Path)
         def close(self) -> None:
             self.conn.close()
 
-    class Breakable(StoreActor):
-        allowed: ClassVar[frozenset[str]] = frozenset({"strand", "fail", "ping"})
+    @attrs.frozen
+    class Strand:
+        """Leave a transaction open, then fail."""
+
+    @attrs.frozen
+    class Fail:
+        """Fail with the connection left usable."""
+
+    @attrs.frozen
+    class Ping:
+        """Answer "pong"."""
+
+    @attrs.define(eq=False)
+    class Breakable(StoreActor[BreakableStore]):
+        async def handle(self, message: Any) -> Any:
+            match message:
+                case Strand():
+                    return await self.run(lambda s: s.strand(), "Strand")
+                case Fail():
+                    return await self.run(lambda s: s.fail(), "Fail")
+                case Ping():
+                    return await self.run(lambda s: s.ping(), "Ping")
+            return await super().handle(message)
 
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: Breakable(BreakableStore), name="store")
         with pytest.raises(actors.HandlerFailed):
-            await ref.ask(StoreCall("fail"))
+            await ref.ask(Fail())
         assert (ref.stats().restarts, len(opened)) == (0, 1)
         with pytest.raises(actors.PoisonMessage) as info:
-            await ref.ask(StoreCall("strand"))
+            await ref.ask(Strand())
         assert isinstance(info.value.__cause__, actors.InvariantBroken)
-        assert await ref.ask(StoreCall("ping")) == "pong"
+        assert await ref.ask(Ping()) == "pong"
         assert (ref.stats().restarts, len(opened)) == (2, 3)
 
 
@@ -360,14 +382,14 @@ async def test_summarize_of_a_context_deleted_midway_is_not_found(tmp_path: Path
 
             async def hold() -> None:
                 with holder:
-                    await rt.contexts.ask(StoreCall("list"), timeout=math.inf)
+                    await rt.contexts.ask(ListContexts(), timeout=math.inf)
 
             nursery.start_soon(hold)
             await trio.testing.wait_all_tasks_blocked()
             assert rt.contexts.stats().mailbox_depth == 0  # the store took it and hangs
             nursery.start_soon(summarize)
             await until(lambda: rt.contexts.stats().mailbox_depth == 1)
-            await rt.contexts.tell(StoreCall("delete", ("doomed",)))
+            await rt.contexts.tell(DeleteContext("doomed"))
             rt.system.faults.clear("contexts")
             holder.cancel()
         [error] = outcome

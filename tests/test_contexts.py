@@ -1,23 +1,41 @@
 """
-The ContextStore actor's window cache (rhetor/storage/_contexts.py): always the database's answer.
+The ContextStore actor (rhetor/storage/_contexts.py): its messages, and a window cache that is always the database's answer.
 """
 
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import actors
-from rhetor._errors import ValidationError
+import rhetor.storage._contexts
+from rhetor._errors import NotFound, ValidationError
+from rhetor._tokens import count_message_tokens
 from rhetor._types import ChatMessage
-from rhetor.storage._actor import StoreCall
-from rhetor.storage._contexts import ContextStore
-from rhetor.storage._history import HistoryStore
+from rhetor.storage._actor import StoreActor, StoreCall
+from rhetor.storage._contexts import (
+    Appended,
+    AppendTurns,
+    ContextStore,
+    DeleteContext,
+    GetContextInfo,
+    GetHistory,
+    GetWindow,
+    ListContexts,
+    NeedsSummary,
+    ReadContext,
+    SearchContexts,
+    SetSummary,
+)
+from rhetor.storage._history import SQLiteHistory
+from rhetor.storage._interfaces import ContextWindow
 
 WORDS = [
     "the",
@@ -37,46 +55,57 @@ WORDS = [
 ]
 
 
+def pair(window: ContextWindow) -> tuple[str | None, list[ChatMessage]]:
+    """A window as ``(summary, messages)``, the shape the store's windows were first compared in."""
+    return window.summary, list(window.messages)
+
+
+def context_store(path: Path, **options: Any) -> ContextStore:
+    return ContextStore(lambda: SQLiteHistory(path, autocheckpoint=False), **options)
+
+
 def random_message(rng: random.Random) -> ChatMessage:
     role = rng.choice(["user", "assistant"])
     return ChatMessage(role, " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 30))))
 
 
-async def test_cached_windows_always_match_the_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cached", [2, 0])
+async def test_cached_windows_always_match_the_database(tmp_path: Path, cached: int) -> None:
     """
-    Through appends, summaries, deletes and LRU eviction, every window and summary
-    check the actor answers equals what the database itself answers.
+    Through appends, summaries, deletes and LRU eviction (or with no cache), every
+    window and summary check the actor answers equals what the database itself answers.
     """
     rng = random.Random(1234)
+    thresholds = random.Random(99)  # apart, so rng draws what it always drew
     path = tmp_path / "contexts.db"
     contexts = ["a", "b", "c", "d"]
     async with actors.open_system() as system:
         ref = await system.spawn(
-            ContextStore,
-            name="contexts",
-            args=(path,),
-            kwargs={"window_tokens": 120, "cached_contexts": 2},
+            lambda: context_store(path, window_tokens=120, cached_contexts=cached), name="contexts"
         )
-        with HistoryStore(path) as db:
+        with SQLiteHistory(path) as db:
             for step in range(600):
                 cid = rng.choice(contexts)
                 op = rng.random()
                 if op < 0.45:
                     turns = [random_message(rng) for _ in range(rng.randint(1, 3))]
-                    await ref.ask(StoreCall("append", (cid, turns), {"metadata": {"n": step}}))
+                    threshold = thresholds.choice([-1, 0, 50, 200, 1000])
+                    appended = await ref.ask(AppendTurns(cid, tuple(turns), {"n": step}, threshold))
+                    assert appended.count == len(db.history(cid))
+                    assert appended.needs_summary == db.needs_summary(cid, threshold)
                 elif op < 0.52:
                     last = len(db.history(cid)) if db.get(cid) else 0
                     if last:
                         upto = rng.randint(0, last)
-                        await ref.ask(StoreCall("set_summary", (cid, f"summary {step}", upto)))
+                        await ref.ask(SetSummary(cid, f"summary {step}", upto))
                 elif op < 0.55:
-                    await ref.ask(StoreCall("delete", (cid,)))
+                    await ref.ask(DeleteContext(cid))
                 budget = rng.choice([0, 5, 40, 119, 120, 121, 300, 10_000])
                 threshold = rng.choice([-1, 0, 50, 200, 1000])
-                assert await ref.ask(StoreCall("window", (cid, budget))) == db.window(cid, budget)
-                assert await ref.ask(
-                    StoreCall("needs_summary", (cid, threshold))
-                ) == db.needs_summary(cid, threshold)
+                assert await ref.ask(GetWindow(cid, budget)) == db.window(cid, budget)
+                assert await ref.ask(NeedsSummary(cid, threshold)) == db.needs_summary(
+                    cid, threshold
+                )
 
 
 async def test_a_cached_window_is_answered_without_reading_the_database(
@@ -85,60 +114,167 @@ async def test_a_cached_window_is_answered_without_reading_the_database(
     """After the first read, windows and summary checks of a context need no database reads."""
     reads: list[str] = []
     for name in ("window", "window_state", "needs_summary"):
-        original = getattr(HistoryStore, name)
+        original = getattr(SQLiteHistory, name)
 
-        def counted(self: HistoryStore, *args: Any, _name: str = name, _f: Any = original) -> Any:
+        def counted(self: SQLiteHistory, *args: Any, _name: str = name, _f: Any = original) -> Any:
             reads.append(_name)
             return _f(self, *args)
 
-        monkeypatch.setattr(HistoryStore, name, counted)
+        monkeypatch.setattr(SQLiteHistory, name, counted)
     async with actors.open_system() as system:
-        ref = await system.spawn(ContextStore, name="contexts", args=(tmp_path / "c.db",))
-        assert await ref.ask(StoreCall("window", ("c", 8000))) == (None, [])
+        ref = await system.spawn(lambda: context_store(tmp_path / "c.db"), name="contexts")
+        assert pair(await ref.ask(GetWindow("c", 8000))) == (None, [])
         assert reads == ["window_state"]
         hello = [ChatMessage("user", "hello"), ChatMessage("assistant", "hi there")]
-        await ref.ask(StoreCall("append", ("c", hello)))
-        assert await ref.ask(StoreCall("window", ("c", 8000))) == (None, hello)
-        assert not await ref.ask(StoreCall("needs_summary", ("c", 8000)))
-        assert await ref.ask(StoreCall("needs_summary", ("c", 1)))
+        assert await ref.ask(AppendTurns("c", tuple(hello), None, 8000)) == Appended(2, False)
+        assert pair(await ref.ask(GetWindow("c", 8000))) == (None, hello)
+        assert not await ref.ask(NeedsSummary("c", 8000))
+        assert await ref.ask(NeedsSummary("c", 1))
+        assert (await ref.ask(AppendTurns("c", (hello[0],), None, 1))).needs_summary
         assert reads == ["window_state"]
 
 
-async def test_an_append_cancelled_mid_write_leaves_no_stale_window(
+async def test_an_uncached_append_answers_its_summary_check_in_the_same_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """
-    An append whose asker gives up while the worker thread is writing still commits;
-    the actor then forgets its cached window, so the next window shows the turn.
-    """
-    entered, gate = threading.Event(), threading.Event()
-    original = HistoryStore.append
+    """An append to a context the cache does not hold checks the summary in the same store call, on the loop."""
+    calls: list[str] = []
+    run, run_inline = StoreActor.run, StoreActor.run_inline
 
-    def slow_append(self: HistoryStore, *args: Any, **kwargs: Any) -> int:
-        entered.set()
-        gate.wait(10)
-        return original(self, *args, **kwargs)
+    async def counted(self: Any, operation: Any, what: str) -> Any:
+        calls.append(f"thread:{what}")
+        return await run(self, operation, what)
 
-    monkeypatch.setattr(HistoryStore, "append", slow_append)
+    def counted_inline(self: Any, operation: Any, what: str) -> Any:
+        calls.append(f"loop:{what}")
+        return run_inline(self, operation, what)
+
+    monkeypatch.setattr(StoreActor, "run", counted)
+    monkeypatch.setattr(StoreActor, "run_inline", counted_inline)
+    turns = (ChatMessage("user", "word " * 50),)
+    async with actors.open_system() as system:
+        ref = await system.spawn(
+            lambda: context_store(tmp_path / "c.db", cached_contexts=0), name="contexts"
+        )
+        assert await ref.ask(AppendTurns("c", turns, None, 10)) == Appended(1, True)
+        assert await ref.ask(AppendTurns("c", turns, None, 10_000)) == Appended(2, False)
+        assert await ref.ask(AppendTurns("c", turns)) == Appended(3, False)
+    assert calls == ["loop:AppendTurns"] * 3
+
+
+async def test_the_log_is_checkpointed_off_the_loop_every_so_many_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SQLite's own checkpoints off, the actor checkpoints every CHECKPOINT_EVERY appends, in a worker thread."""
+    monkeypatch.setattr(rhetor.storage._contexts, "CHECKPOINT_EVERY", 10)
+    threads: list[str] = []
+    original = SQLiteHistory.checkpoint
+
+    def checkpoint(self: SQLiteHistory) -> None:
+        threads.append(threading.current_thread().name)
+        original(self)
+
+    monkeypatch.setattr(SQLiteHistory, "checkpoint", checkpoint)
+    turn = (ChatMessage("user", "hello " * 100),)
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: context_store(tmp_path / "c.db"), name="contexts")
+        for _ in range(35):
+            await ref.ask(AppendTurns("c", turn))
+        assert await ref.ask(GetHistory("c", limit=1))  # behind the last checkpoint
+    assert len(threads) == 3
+    assert threading.main_thread().name not in threads
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # per connection
+
+
+async def test_a_window_carries_the_token_cost_the_request_would_count(tmp_path: Path) -> None:
+    """The window's tokens equal a recount of its messages, from the cache and from the store alike."""
+    path = tmp_path / "c.db"
+    turns = tuple(ChatMessage("user", f"turn number {i} " * (i + 1)) for i in range(30))
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: context_store(path, window_tokens=100), name="contexts")
+        await ref.ask(AppendTurns("c", turns))
+        for budget in (0, 50, 100, 10_000):  # the last is past the cache: read from the store
+            window = await ref.ask(GetWindow("c", budget))
+            assert window.tokens == count_message_tokens(window.messages) <= budget
+            assert window.summary_tokens == 0
+    with SQLiteHistory(path) as db:
+        assert db.window("c", 10_000).messages == turns
+
+
+async def test_the_read_messages_answer_what_the_store_holds(tmp_path: Path) -> None:
+    """History, record, description, list and search answer the store's values; an unknown context is NotFound."""
+    path = tmp_path / "c.db"
+    turns = (ChatMessage("user", "find the fox"), ChatMessage("assistant", "here it is"))
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: context_store(path), name="contexts")
+        await ref.ask(AppendTurns("c", turns, {"k": "v"}))
+        history = await ref.ask(GetHistory("c"))
+        record = await ref.ask(ReadContext("c", limit=1))
+        info = await ref.ask(GetContextInfo("c"))
+        listed = await ref.ask(ListContexts())
+        hits = await ref.ask(SearchContexts("fox"))
+        assert await ref.ask(GetContextInfo("nope")) is None
+        with pytest.raises(NotFound):
+            await ref.ask(ReadContext("nope"))
+        assert await ref.ask(DeleteContext("c"))
+        assert not await ref.ask(DeleteContext("c"))
+    assert [m.message for m in history] == list(turns)
+    assert record.info == info and record.messages == history[-1:]
+    assert info is not None and info.metadata == {"k": "v"} and listed == [info]
+    assert [(h.context_id, h.seq) for h in hits] == [("c", 1)]
+
+
+async def test_store_calls_still_answer_in_their_old_shapes(tmp_path: Path) -> None:
+    """TEMPORARY (issue 12): a StoreCall becomes its typed message and answers as the store method did."""
+    hello = [ChatMessage("user", "hello")]
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: context_store(tmp_path / "c.db"), name="contexts")
+        assert await ref.ask(StoreCall("window", ("c", 8000))) == (None, [])
+        assert await ref.ask(StoreCall("append", ("c", hello), {"metadata": {"n": 1}})) == 1
+        assert await ref.ask(StoreCall("window", ("c", 8000))) == (None, hello)
+        assert await ref.ask(StoreCall("needs_summary", ("c", 1)))
+        assert [m.content for m in await ref.ask(StoreCall("history", ("c",), {"limit": 1}))] == [
+            "hello"
+        ]
+        assert (await ref.ask(StoreCall("get", ("c",)))).metadata == {"n": 1}
+        await ref.ask(StoreCall("set_summary", ("c", "greeting", 1)))
+        assert await ref.ask(StoreCall("window", ("c", 8000))) == ("greeting", [])
+        with pytest.raises(actors.HandlerFailed):
+            await ref.ask(StoreCall("window_state", ("c", 10)))  # never an operation
+
+
+async def test_an_append_whose_asker_leaves_leaves_no_stale_window(tmp_path: Path) -> None:
+    """
+    An append whose asker gives up once it is sent is still written in one step
+    on the loop, and the cached window shows the turn, as the database does.
+    """
+    path = tmp_path / "c.db"
     turn = ChatMessage("user", "written while nobody waited")
     async with actors.open_system() as system:
-        ref = await system.spawn(ContextStore, name="contexts", args=(tmp_path / "c.db",))
-        assert await ref.ask(StoreCall("window", ("c", 8000))) == (None, [])  # now cached
+        ref = await system.spawn(lambda: context_store(path), name="contexts")
+        assert pair(await ref.ask(GetWindow("c", 8000))) == (None, [])  # now cached
         with trio.move_on_after(10) as scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(ref.ask, StoreCall("append", ("c", [turn])))
-                await trio.to_thread.run_sync(entered.wait, 10)
-                nursery.cancel_scope.cancel()  # the asker leaves mid-write
-            gate.set()
-            assert await ref.ask(StoreCall("window", ("c", 8000))) == (None, [turn])
+                nursery.start_soon(ref.ask, AppendTurns("c", (turn,)))
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()  # the asker leaves
+            assert pair(await ref.ask(GetWindow("c", 8000))) == (None, [turn])
         assert not scope.cancelled_caught
+    with SQLiteHistory(path) as db:
+        assert pair(db.window("c", 8000)) == (None, [turn])
 
 
 async def test_a_bad_context_id_is_refused_by_the_cached_reads_too(tmp_path: Path) -> None:
-    """window and needs_summary validate the id before looking in the cache."""
+    """GetWindow, NeedsSummary and AppendTurns validate the id before looking in the cache."""
     async with actors.open_system() as system:
-        ref = await system.spawn(ContextStore, name="contexts", args=(tmp_path / "c.db",))
-        for call in (StoreCall("window", ("../x", 10)), StoreCall("needs_summary", ("", 10))):
+        ref = await system.spawn(lambda: context_store(tmp_path / "c.db"), name="contexts")
+        calls = (
+            GetWindow("../x", 10),
+            NeedsSummary("", 10),
+            AppendTurns("a/b", (ChatMessage("user", "x"),), None, 10),
+        )
+        for call in calls:
             with pytest.raises(ValidationError) as info:
                 await ref.ask(call)
             assert info.value.field == "context_id"

@@ -27,7 +27,7 @@ import trio
 import rhetor.runtime
 from rhetor import BudgetExceeded, RhetorError, Settings
 from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
-from rhetor.budget._ledger import Ledger
+from rhetor.budget._ledger import SQLiteLedger
 from rhetor.providers._simulated import SimulatedBackend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +136,7 @@ async def test_a_restart_under_enforce_does_not_reopen_held_headroom(
     assert outcomes == ["ok"] * 4
     assert status["periods"]["daily"]["reserved"] == 0.0
     assert 0 < status["periods"]["daily"]["spent"] <= 0.3
-    with Ledger(settings.data_dir / "ledger.db") as ledger:
+    with SQLiteLedger(settings.data_dir / "ledger.db") as ledger:
         assert [e.status for e in ledger.entries()] == ["ok"] * 4
         assert ledger.reservations() == []
 
@@ -170,7 +170,7 @@ async def test_keeper_crashes_under_load_never_overspend_or_lose_an_acknowledged
         assert rt.budget_keeper.stats().restarts >= 1
     assert acknowledged
     assert status["periods"]["daily"]["reserved"] == 0.0
-    with Ledger(settings.data_dir / "ledger.db") as ledger:
+    with SQLiteLedger(settings.data_dir / "ledger.db") as ledger:
         entries = ledger.entries()
         assert ledger.reservations() == []
     charged = {e.request_id for e in entries if e.status == "ok"}
@@ -203,7 +203,7 @@ async def test_a_stored_active_model_no_longer_served_is_ignored(tmp_path: Path)
     """An active model whose provider is gone at the next start is not restored; routing goes by task."""
     settings = Settings(data_dir=tmp_path / "data", hermes_url=None)
     settings.data_dir.mkdir(parents=True)
-    with Ledger(settings.data_dir / "ledger.db") as ledger:
+    with SQLiteLedger(settings.data_dir / "ledger.db") as ledger:
         ledger.set_active("gone", "gone-1")
     async with rhetor.runtime.start(
         settings, backends={"simulated": lambda: SimulatedBackend()}
@@ -223,7 +223,7 @@ async def test_a_reply_goes_out_only_after_its_charge_is_in_the_ledger(
         rt.system.faults.slow("budget", 2.0)
         reply = await rt.message("hello")
         # Read at once, with no checkpoint in between: nothing can be written meanwhile.
-        with Ledger(settings.data_dir / "ledger.db") as ledger:
+        with SQLiteLedger(settings.data_dir / "ledger.db") as ledger:
             recorded = [e.request_id for e in ledger.entries()]
         rt.system.faults.clear("budget")
     assert recorded == [reply.request_id]
@@ -304,7 +304,7 @@ async def test_kill_9_mid_load_loses_no_acknowledged_charge_and_bills_open_reser
         process.kill()
         process.communicate()
     assert len(acknowledged) >= 60
-    with Ledger(data_dir / "ledger.db") as ledger:
+    with SQLiteLedger(data_dir / "ledger.db") as ledger:
         left_open = len(ledger.reservations())
     assert left_open > 0, f"the kill should find requests in flight ({len(acknowledged)} done)"
     # Restart on the same data directory: the sweeper bills what the dead process held.
@@ -313,7 +313,7 @@ async def test_kill_9_mid_load_loses_no_acknowledged_charge_and_bills_open_reser
         backends={"simulated": lambda: SimulatedBackend()},
     ) as rt:
         status = await rt.budget()
-    with Ledger(data_dir / "ledger.db") as ledger:
+    with SQLiteLedger(data_dir / "ledger.db") as ledger:
         entries = ledger.entries()
         assert ledger.reservations() == []
     charged = {e.request_id for e in entries if e.status == "ok"}

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor._tokens import MESSAGE_OVERHEAD, count_tokens
+from rhetor._tokens import MESSAGE_OVERHEAD, count_message_tokens, count_tokens
 from rhetor._types import ChatMessage
-from rhetor.storage._history import HistoryStore, validate_context_id
+from rhetor.storage._history import SQLiteHistory, validate_context_id
+from rhetor.storage._interfaces import ContextRecord, ContextWindow
 
 
 def user(text: str) -> ChatMessage:
@@ -24,10 +25,15 @@ def assistant(text: str) -> ChatMessage:
     return ChatMessage("assistant", text)
 
 
+def pair(window: ContextWindow) -> tuple[str | None, list[ChatMessage]]:
+    """A window as ``(summary, messages)``, the shape these assertions were first written in."""
+    return window.summary, list(window.messages)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[HistoryStore]:
+def store(tmp_path: Path) -> Iterator[SQLiteHistory]:
     ticks = itertools.count(1000)
-    with HistoryStore(tmp_path / "history.db", clock=lambda: float(next(ticks))) as s:
+    with SQLiteHistory(tmp_path / "history.db", clock=lambda: float(next(ticks))) as s:
         yield s
 
 
@@ -65,17 +71,17 @@ def test_invalid_context_ids(cid: str) -> None:
     assert info.value.field == "context_id"
 
 
-def test_store_methods_validate_ids(store: HistoryStore) -> None:
+def test_store_methods_validate_ids(store: SQLiteHistory) -> None:
     """Every store method rejects a bad context id before touching the database."""
     with pytest.raises(ValidationError):
         store.append("../x", [user("hi")])
     with pytest.raises(ValidationError):
-        store.window("a/b", 100)
+        pair(store.window("a/b", 100))
     with pytest.raises(ValidationError):
         store.get("..")
 
 
-def test_append_and_history(store: HistoryStore) -> None:
+def test_append_and_history(store: SQLiteHistory) -> None:
     """append() returns the running count and history() returns messages oldest first."""
     assert store.append("c", [user("one"), assistant("two")]) == 2
     assert store.append("c", [user("three")]) == 3
@@ -90,13 +96,13 @@ def test_append_and_history(store: HistoryStore) -> None:
     assert [m.content for m in store.history("c", limit=2)] == ["two", "three"]
 
 
-def test_history_of_unknown_context(store: HistoryStore) -> None:
+def test_history_of_unknown_context(store: SQLiteHistory) -> None:
     """history() of a context that does not exist raises NotFound."""
     with pytest.raises(NotFound):
         store.history("nope")
 
 
-def test_append_rejects_bad_role(store: HistoryStore) -> None:
+def test_append_rejects_bad_role(store: SQLiteHistory) -> None:
     """A message with an unknown role is refused and nothing is stored."""
     with pytest.raises(ValidationError) as info:
         store.append("c", [user("ok"), ChatMessage("tool", "x")])  # type: ignore[arg-type]
@@ -104,7 +110,7 @@ def test_append_rejects_bad_role(store: HistoryStore) -> None:
     assert store.get("c") is None
 
 
-def test_metadata_merges_and_must_be_json(store: HistoryStore) -> None:
+def test_metadata_merges_and_must_be_json(store: SQLiteHistory) -> None:
     """Metadata is merged on each append, and must be JSON-serialisable."""
     store.append("c", [user("a")], metadata={"component": "ergon", "x": 1})
     store.append("c", [user("b")], metadata={"x": 2})
@@ -117,36 +123,36 @@ def test_metadata_merges_and_must_be_json(store: HistoryStore) -> None:
     assert store.get("c").message_count == 2  # type: ignore[union-attr]
 
 
-def test_window_keeps_newest_within_budget(store: HistoryStore) -> None:
+def test_window_keeps_newest_within_budget(store: SQLiteHistory) -> None:
     """window() keeps the newest messages, in order, whose tokens fit the budget."""
     texts = [f"message number {i}" for i in range(10)]
     store.append("c", [user(t) for t in texts])
     per_message = count_tokens(texts[0]) + MESSAGE_OVERHEAD
-    summary, window = store.window("c", per_message * 3 + per_message // 2)
+    summary, window = pair(store.window("c", per_message * 3 + per_message // 2))
     assert summary is None
     assert [m.content for m in window] == texts[-3:]
-    assert store.window("c", per_message * 3)[1] == [user(t) for t in texts[-3:]]
-    assert store.window("c", 0) == (None, [])
-    assert store.window("c", 10**9)[1] == [user(t) for t in texts]
+    assert pair(store.window("c", per_message * 3))[1] == [user(t) for t in texts[-3:]]
+    assert pair(store.window("c", 0)) == (None, [])
+    assert pair(store.window("c", 10**9))[1] == [user(t) for t in texts]
 
 
-def test_window_stops_at_first_message_over_budget(store: HistoryStore) -> None:
+def test_window_stops_at_first_message_over_budget(store: SQLiteHistory) -> None:
     """A big message ends the window even if older small ones would fit: no gaps."""
     store.append("c", [user("small"), user("word " * 200), user("tiny")])
-    _, window = store.window("c", 50)
+    _, window = pair(store.window("c", 50))
     assert window == [user("tiny")]
 
 
-def test_window_of_unknown_context_is_empty(store: HistoryStore) -> None:
+def test_window_of_unknown_context_is_empty(store: SQLiteHistory) -> None:
     """A window of a context that does not exist yet is empty, not an error."""
-    assert store.window("new", 1000) == (None, [])
+    assert pair(store.window("new", 1000)) == (None, [])
 
 
-def test_summary_replaces_covered_messages(store: HistoryStore) -> None:
+def test_summary_replaces_covered_messages(store: SQLiteHistory) -> None:
     """After set_summary, the window holds the summary and only later messages."""
     store.append("c", [user("one"), assistant("two"), user("three")])
     store.set_summary("c", "they counted", upto_seq=2)
-    summary, window = store.window("c", 1000)
+    summary, window = pair(store.window("c", 1000))
     assert summary == "they counted"
     assert window == [user("three")]
     assert len(store.history("c")) == 3
@@ -157,15 +163,41 @@ def test_summary_replaces_covered_messages(store: HistoryStore) -> None:
         store.set_summary("nope", "x", upto_seq=0)
 
 
-def test_summary_counts_against_budget(store: HistoryStore) -> None:
+def test_summary_counts_against_budget(store: SQLiteHistory) -> None:
     """The summary's tokens come out of the budget before any message's."""
     store.append("c", [user("alpha"), user("beta")])
     store.set_summary("c", "s", upto_seq=0)
     budget = (count_tokens("s") + MESSAGE_OVERHEAD) + (count_tokens("beta") + MESSAGE_OVERHEAD)
-    assert store.window("c", budget) == ("s", [user("beta")])
+    assert pair(store.window("c", budget)) == ("s", [user("beta")])
 
 
-def test_needs_summary(store: HistoryStore) -> None:
+def test_a_window_carries_its_token_cost(store: SQLiteHistory) -> None:
+    """A window's tokens are what its messages cost as a request counts them; the summary's apart."""
+    store.append("c", [user("one two three"), assistant("four"), user("five six")])
+    store.set_summary("c", "they counted", upto_seq=1)
+    window = store.window("c", 1000)
+    assert window.messages == (assistant("four"), user("five six"))
+    assert window.tokens == count_message_tokens(window.messages)
+    assert window.summary_tokens == count_tokens("they counted") + MESSAGE_OVERHEAD
+    assert store.window("new", 1000) == ContextWindow(None, (), 0, 0)
+    squeezed = store.window("c", window.summary_tokens)  # room for the summary alone
+    assert (squeezed.messages, squeezed.tokens) == ((), 0)
+
+
+def test_a_record_is_the_description_and_the_messages(store: SQLiteHistory) -> None:
+    """record() answers get() and history() together, with the same limit; NotFound if unknown."""
+    store.append("c", [user("one"), assistant("two"), user("three")], metadata={"k": 1})
+    assert store.record("c") == ContextRecord(store.get("c"), store.history("c"))  # type: ignore[arg-type]
+    assert store.record("c", limit=2).messages == store.history("c", limit=2)
+    with pytest.raises(NotFound) as info:
+        store.record("nope")
+    assert info.value.field is None
+    with pytest.raises(ValidationError) as error:
+        store.record("c", limit=-1)
+    assert error.value.field == "limit"
+
+
+def test_needs_summary(store: SQLiteHistory) -> None:
     """needs_summary() compares the unsummarised tokens with the threshold."""
     assert not store.needs_summary("nope", 0)
     assert not store.needs_summary("nope", -1)  # unknown, whatever the threshold
@@ -177,7 +209,7 @@ def test_needs_summary(store: HistoryStore) -> None:
     assert not store.needs_summary("c", total - 1)
 
 
-def test_get_list_and_delete(store: HistoryStore) -> None:
+def test_get_list_and_delete(store: SQLiteHistory) -> None:
     """Contexts list most recently updated first, and delete removes one with its messages."""
     store.append("a", [user("1")])
     store.append("b", [user("2"), user("3")])
@@ -194,7 +226,7 @@ def test_get_list_and_delete(store: HistoryStore) -> None:
     assert [c.id for c in store.list()] == ["b"]
 
 
-def test_search_finds_substrings(store: HistoryStore) -> None:
+def test_search_finds_substrings(store: SQLiteHistory) -> None:
     """search() finds a literal substring, case-insensitively, with a snippet."""
     store.append("c", [user("The Quick brown fox"), assistant("lazy dog")])
     store.append("d", [user("x" * 100 + "quick" + "y" * 100)])
@@ -212,14 +244,14 @@ def test_search_finds_substrings(store: HistoryStore) -> None:
     ("query", "matching"),
     [("100%", "done 100%"), ("a_b", "a_b"), ("\\", "back\\slash"), ("%", "done 100%")],
 )
-def test_search_escapes_wildcards(store: HistoryStore, query: str, matching: str) -> None:
+def test_search_escapes_wildcards(store: SQLiteHistory, query: str, matching: str) -> None:
     """LIKE wildcards and the escape character in a query match only themselves."""
     store.append("c", [user("done 100%"), user("a_b"), user("axb"), user("100 x"), user("plain")])
     store.append("c", [user("back\\slash")])
     assert [h.snippet for h in store.search(query)] == [matching]
 
 
-def test_search_rejects_empty_query(store: HistoryStore) -> None:
+def test_search_rejects_empty_query(store: SQLiteHistory) -> None:
     """An empty query is refused rather than matching everything."""
     with pytest.raises(ValidationError):
         store.search("")
@@ -227,14 +259,14 @@ def test_search_rejects_empty_query(store: HistoryStore) -> None:
 
 def test_history_persists(tmp_path: Path) -> None:
     """Contexts, messages and summaries survive closing and reopening the store."""
-    with HistoryStore(tmp_path / "h.db") as store:
+    with SQLiteHistory(tmp_path / "h.db") as store:
         store.append("c", [user("hello"), assistant("hi")], metadata={"k": "v"})
         store.set_summary("c", "greeting", upto_seq=1)
-    with HistoryStore(tmp_path / "h.db") as store:
+    with SQLiteHistory(tmp_path / "h.db") as store:
         info = store.get("c")
         assert info is not None
         assert (info.message_count, info.summary, info.metadata) == (2, "greeting", {"k": "v"})
-        assert store.window("c", 100) == ("greeting", [assistant("hi")])
+        assert pair(store.window("c", 100)) == ("greeting", [assistant("hi")])
         assert store.append("c", [user("again")]) == 3
 
 
@@ -276,7 +308,7 @@ LONE = "a\ud800b"
     ],
 )
 def test_values_sqlite_cannot_store_are_refused_naming_the_field(
-    store: HistoryStore, call: Any, field: str
+    store: SQLiteHistory, call: Any, field: str
 ) -> None:
     """A 24-digit number, a lone surrogate or a non-finite metadata value is a ValidationError; nothing changes."""
     store.append("c", [user("hello")])
@@ -298,7 +330,7 @@ def test_hostile_listing_and_search_arguments_answer_or_refuse(
     limit: Any, offset: int, query: str
 ) -> None:
     """Property: list and search with any int or string answer or raise ValidationError, never anything else."""
-    with HistoryStore(":memory:") as store:
+    with SQLiteHistory(":memory:") as store:
         store.append("c", [user("a% an_b é")])
         for call in (
             lambda: store.list(limit, offset),

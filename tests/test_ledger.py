@@ -9,8 +9,9 @@ from typing import Any
 import attrs
 import pytest
 
-from rhetor._errors import ValidationError
-from rhetor.budget._ledger import Ledger, LedgerEntry, ReservationRow, UsageRow
+from rhetor._errors import ServiceUnavailable, ValidationError
+from rhetor.budget._interfaces import LedgerEntry, ReservationRow, UsageRow
+from rhetor.budget._ledger import SQLiteLedger
 
 
 def entry(
@@ -54,20 +55,11 @@ def reservation(rid: int, owner: str = "alive", amount: float = 0.5) -> Reservat
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(tmp_path / "ledger.db")
+def ledger(tmp_path: Path) -> SQLiteLedger:
+    return SQLiteLedger(tmp_path / "ledger.db")
 
 
-def test_opens_in_wal_mode_with_schema_version(tmp_path: Path) -> None:
-    """The ledger file is in WAL mode and records its schema version."""
-    Ledger(tmp_path / "l.db").close()
-    conn = sqlite3.connect(tmp_path / "l.db")
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
-    conn.close()
-
-
-def test_spent_sums_since_and_per_provider(ledger: Ledger) -> None:
+def test_spent_sums_since_and_per_provider(ledger: SQLiteLedger) -> None:
     """spent() sums costs at or after `since`, overall or for one provider."""
     ledger.record_many(
         [
@@ -93,7 +85,7 @@ def test_spent_sums_since_and_per_provider(ledger: Ledger) -> None:
         ("context", [UsageRow(None, 2, 20, 10, 6.0), UsageRow("c1", 1, 10, 5, 1.0)]),
     ],
 )
-def test_usage_groups(ledger: Ledger, group_by: str, expected: list[UsageRow]) -> None:
+def test_usage_groups(ledger: SQLiteLedger, group_by: str, expected: list[UsageRow]) -> None:
     """usage() sums requests, tokens and cost per group, costliest first."""
     ledger.record_many(
         [
@@ -106,27 +98,28 @@ def test_usage_groups(ledger: Ledger, group_by: str, expected: list[UsageRow]) -
     assert ledger.usage(5.0, group_by) == expected  # type: ignore[arg-type]
 
 
-def test_usage_rejects_unknown_grouping(ledger: Ledger) -> None:
+def test_usage_rejects_unknown_grouping(ledger: SQLiteLedger) -> None:
     """An unknown group_by is a ValidationError, never spliced into SQL."""
     with pytest.raises(ValidationError) as info:
         ledger.usage(0.0, "provider; DROP TABLE entries")  # type: ignore[arg-type]
     assert info.value.field == "group_by"
 
 
-def test_record_many_is_atomic(ledger: Ledger) -> None:
+def test_record_many_is_atomic(ledger: SQLiteLedger) -> None:
     """A batch with one bad row stores nothing."""
     good = entry(cost=1.0)
     # Only the database CHECK constraint can catch a row that skipped the validator.
     with attrs.validators.disabled():
         bad = attrs.evolve(good, status="bogus")  # type: ignore[arg-type]
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ServiceUnavailable) as info:  # the ledger's translation of SQLite's error
         ledger.record_many([good, bad])
+    assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
     assert ledger.spent(0.0) == 0.0
     ledger.record(good)
     assert ledger.spent(0.0) == 1.0
 
 
-def test_record_many_round_trips_every_field_exactly(ledger: Ledger) -> None:
+def test_record_many_round_trips_every_field_exactly(ledger: SQLiteLedger) -> None:
     """Floats, big integers, NULL and awkward text come back exactly as they went in."""
     rng = random.Random(7)
     batch = [
@@ -164,13 +157,13 @@ class CountingConnection:
         return getattr(self.conn, name)
 
 
-def test_record_many_sends_a_batch_as_one_insert(ledger: Ledger) -> None:
+def test_record_many_sends_a_batch_as_one_insert(ledger: SQLiteLedger) -> None:
     """
     One statement per batch, not one per row, and no BEGIN or COMMIT around it.
 
     A row-by-row executemany releases and retakes the GIL per row; from a
     worker thread beside a busy event loop each retake waits for a forced
-    switch, so batches crawled. See Ledger.record_many.
+    switch, so batches crawled. See SQLiteLedger.record_many.
     """
     counting = CountingConnection(ledger._conn)
     ledger._conn = counting  # type: ignore[assignment]
@@ -192,7 +185,7 @@ def test_entry_status_validated() -> None:
         entry(status="great")
 
 
-def test_entries_newest_first(ledger: Ledger) -> None:
+def test_entries_newest_first(ledger: SQLiteLedger) -> None:
     """entries() returns stored entries with ids, newest first."""
     ledger.record(entry(cost=1.0, ts=1.0))
     ledger.record(entry(cost=2.0, ts=2.0, status="partial"))
@@ -206,7 +199,7 @@ def test_entries_newest_first(ledger: Ledger) -> None:
 
 def test_limits_and_policy_persist(tmp_path: Path) -> None:
     """Limits, policy and entries survive closing and reopening the ledger."""
-    with Ledger(tmp_path / "l.db") as ledger:
+    with SQLiteLedger(tmp_path / "l.db") as ledger:
         assert ledger.get_limits() == {}
         assert ledger.get_policy() is None
         ledger.set_limit("daily", 5.0)
@@ -214,7 +207,7 @@ def test_limits_and_policy_persist(tmp_path: Path) -> None:
         ledger.set_limit("monthly", 100.0, provider="openai")
         ledger.set_policy("enforce")
         ledger.record(entry(cost=3.0))
-    with Ledger(tmp_path / "l.db") as ledger:
+    with SQLiteLedger(tmp_path / "l.db") as ledger:
         assert ledger.get_limits() == {("daily", None): 10.0, ("monthly", "openai"): 100.0}
         assert ledger.get_policy() == "enforce"
         assert ledger.spent(0.0) == 3.0
@@ -227,14 +220,14 @@ def test_limits_and_policy_persist(tmp_path: Path) -> None:
     ("period", "amount", "field"),
     [("hourly", 1.0, "period"), ("daily", -1.0, "amount"), ("daily", True, "amount")],
 )
-def test_set_limit_validates(ledger: Ledger, period: str, amount: float, field: str) -> None:
+def test_set_limit_validates(ledger: SQLiteLedger, period: str, amount: float, field: str) -> None:
     """A limit needs a known period and a non-negative amount."""
     with pytest.raises(ValidationError) as info:
         ledger.set_limit(period, amount)  # type: ignore[arg-type]
     assert info.value.field == field
 
 
-def test_set_policy_rejects_empty(ledger: Ledger) -> None:
+def test_set_policy_rejects_empty(ledger: SQLiteLedger) -> None:
     """An empty policy name is refused."""
     with pytest.raises(ValidationError):
         ledger.set_policy(" ")
@@ -242,7 +235,7 @@ def test_set_policy_rejects_empty(ledger: Ledger) -> None:
 
 def test_usable_from_a_worker_thread(tmp_path: Path) -> None:
     """A ledger opened on one thread can be used from another, as to_thread.run_sync does."""
-    ledger = Ledger(tmp_path / "l.db")
+    ledger = SQLiteLedger(tmp_path / "l.db")
     errors: list[BaseException] = []
 
     def work() -> None:
@@ -260,7 +253,7 @@ def test_usable_from_a_worker_thread(tmp_path: Path) -> None:
     ledger.close()  # closing twice is harmless
 
 
-def test_a_charge_replaces_its_reservation_in_the_same_statement(ledger: Ledger) -> None:
+def test_a_charge_replaces_its_reservation_in_the_same_statement(ledger: SQLiteLedger) -> None:
     """Recording a charge that names a reservation deletes that reservation; others stay."""
     ledger.reserve_many([reservation(1), reservation(2)])
     ledger.record_many([attrs.evolve(entry(cost=0.2), reservation_id=1, charge_id="c1")])
@@ -268,7 +261,7 @@ def test_a_charge_replaces_its_reservation_in_the_same_statement(ledger: Ledger)
     assert ledger.entries()[0].reservation_id == 1
 
 
-def test_a_charge_id_is_recorded_at_most_once(ledger: Ledger) -> None:
+def test_a_charge_id_is_recorded_at_most_once(ledger: SQLiteLedger) -> None:
     """A second charge with the same charge_id is skipped, even within one batch."""
     first = attrs.evolve(entry(cost=1.0), charge_id="c1")
     ledger.record_many([first, attrs.evolve(first, cost=5.0)])
@@ -281,7 +274,7 @@ def test_a_charge_id_is_recorded_at_most_once(ledger: Ledger) -> None:
 
 
 def test_sweep_bills_other_owners_reservations_as_interrupted_at_their_worst_case(
-    ledger: Ledger,
+    ledger: SQLiteLedger,
 ) -> None:
     """Reservations of a dead owner become interrupted charges at the worst case; the live owner's stay."""
     ledger.reserve_many(
@@ -300,13 +293,58 @@ def test_sweep_bills_other_owners_reservations_as_interrupted_at_their_worst_cas
     assert ledger.spent(0.0) == 0.75
 
 
-def test_reservation_ids_are_never_reused(ledger: Ledger) -> None:
-    """The highest reservation id ever written is remembered after the rows are gone."""
-    assert ledger.last_reservation_id() == 0
+def test_reservation_ids_are_never_reused(ledger: SQLiteLedger) -> None:
+    """The highest reservation id ever claimed or written is remembered after the rows are gone."""
+    assert ledger.claim_reservation_ids(3) == range(1, 4)
     ledger.reserve_many([reservation(7)])
     ledger.release([7])
     assert ledger.reservations() == []
-    assert ledger.last_reservation_id() == 7
+    assert ledger.claim_reservation_ids(2) == range(8, 10)
+
+
+def test_claims_on_two_connections_never_overlap(tmp_path: Path) -> None:
+    """Two owners claiming blocks from one file, in turn, never get the same id."""
+    path = tmp_path / "l.db"
+    with SQLiteLedger(path) as first, SQLiteLedger(path) as second:
+        claimed = [first.claim_reservation_ids(5), second.claim_reservation_ids(5)]
+        claimed += [first.claim_reservation_ids(1), second.claim_reservation_ids(1)]
+    ids = [i for block in claimed for i in block]
+    assert ids == list(range(1, 13))
+
+
+def test_a_claim_of_no_ids_is_refused(ledger: SQLiteLedger) -> None:
+    """A claim must ask for at least one id."""
+    with pytest.raises(ValidationError) as info:
+        ledger.claim_reservation_ids(0)
+    assert info.value.field == "count"
+
+
+def test_sqlite_errors_become_service_unavailable_with_the_cause(tmp_path: Path) -> None:
+    """A write the database refuses is ServiceUnavailable naming what failed, the SQLite error its cause."""
+    path = tmp_path / "l.db"
+    SQLiteLedger(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON entries"
+        " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    )
+    conn.commit()
+    conn.close()
+    with SQLiteLedger(path) as ledger:
+        with pytest.raises(ServiceUnavailable) as info:
+            ledger.record(entry())
+        assert info.value.message == "the budget ledger cannot be written: refused by the test"
+        assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
+        assert ledger.entries() == []
+        assert ledger.broken() is None
+
+
+def test_without_autocheckpoint_a_commit_never_checkpoints(tmp_path: Path) -> None:
+    """autocheckpoint=False turns SQLite's own checkpoints off on that connection only."""
+    with SQLiteLedger(tmp_path / "l.db", autocheckpoint=False) as quiet:
+        assert quiet._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    with SQLiteLedger(tmp_path / "l.db") as default:
+        assert default._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
 
 
 @pytest.mark.parametrize(
@@ -341,59 +379,17 @@ def test_non_finite_negative_or_fractional_numbers_never_reach_sql(
     assert info.value.field == field
 
 
-def test_text_with_a_lone_surrogate_is_stored_readably(ledger: Ledger) -> None:
+def test_text_with_a_lone_surrogate_is_stored_readably(ledger: SQLiteLedger) -> None:
     """A lone surrogate in a component is stored as U+FFFD, so later reads still work."""
     ledger.record(entry(component="a\ud800b", context_id="c\udfff"))
     assert ledger.usage(0.0, "component")[0].key == "a\ufffdb"
     assert ledger.entries()[0].context_id == "c\ufffd"
 
 
-def test_a_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
-    """A ledger written before reservations keeps its rows and limits and gains the new columns."""
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(
-        """
-        CREATE TABLE entries (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, request_id TEXT NOT NULL,
-            provider TEXT NOT NULL, model TEXT NOT NULL, component TEXT NOT NULL DEFAULT '',
-            context_id TEXT, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
-            cost REAL NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('ok', 'partial', 'failed')));
-        CREATE INDEX entries_ts ON entries (ts);
-        CREATE INDEX entries_provider_ts ON entries (provider, ts);
-        CREATE TABLE limits (period TEXT NOT NULL, provider TEXT NOT NULL DEFAULT '',
-            amount REAL NOT NULL, PRIMARY KEY (period, provider));
-        CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        INSERT INTO entries VALUES (1, 10.0, 'r1', 'openai', 'gpt-4o', 'ergon', NULL, 5, 6, 0.5, 'ok');
-        INSERT INTO limits VALUES ('daily', '', 3.0);
-        INSERT INTO settings VALUES ('policy', 'enforce');
-        PRAGMA user_version = 1;
-        """
-    )
-    conn.close()
-    with Ledger(path) as ledger:
-        [old] = ledger.entries()
-        assert (old.id, old.request_id, old.cost, old.billed, old.charge_id) == (
-            1,
-            "r1",
-            0.5,
-            "usage",
-            None,
-        )
-        assert ledger.get_limits() == {("daily", None): 3.0}
-        assert ledger.get_policy() == "enforce"
-        ledger.reserve_many([reservation(1, "dead")])
-        ledger.sweep("alive")
-        assert [e.status for e in ledger.entries()] == ["interrupted", "ok"]  # newest first
-    with Ledger(path) as ledger:  # and opening it again changes nothing
-        assert len(ledger.entries()) == 2
-
-
 def test_the_active_model_round_trips(tmp_path: Path) -> None:
     """The active provider and model are stored beside the policy and read back after reopening."""
-    with Ledger(tmp_path / "l.db") as ledger:
+    with SQLiteLedger(tmp_path / "l.db") as ledger:
         assert ledger.get_active() is None
         ledger.set_active("openai", "gpt-4o-mini")
-    with Ledger(tmp_path / "l.db") as ledger:
+    with SQLiteLedger(tmp_path / "l.db") as ledger:
         assert ledger.get_active() == ("openai", "gpt-4o-mini")

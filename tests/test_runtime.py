@@ -278,6 +278,25 @@ async def test_template_validation(tmp_path: Path) -> None:
         assert len(await rt.template_versions("bug")) == 2
 
 
+async def test_unknown_fields_are_refused_naming_them(tmp_path: Path) -> None:
+    """An unknown keyword to a create or update of a template or prompt is a ValidationError naming it."""
+    async with rhetor.runtime.start(plain(tmp_path), backends=simulated_only()) as rt:
+        t = await rt.create_template("t", "x")
+        p = await rt.create_prompt("p", "c", "x")
+        calls = [
+            lambda: rt.create_template("u", "x", colour="red"),
+            lambda: rt.update_template(t.id, colour="red"),
+            lambda: rt.create_prompt("q", "c", "x", colour="red"),
+            lambda: rt.update_prompt(p.id, colour="red"),
+        ]
+        for call in calls:
+            with pytest.raises(ValidationError) as info:
+                await call()
+            assert info.value.field == "colour"
+        assert [x.name for x in await rt.list_templates()] == ["t"]
+        assert [x.name for x in await rt.list_prompts()] == ["p"]
+
+
 async def test_provider_error_falls_back_along_the_chain(tmp_path: Path) -> None:
     """A failing primary (a bad request, not retried) falls back to the next model, and the reply says why."""
     from rhetor import BadRequest

@@ -1,3 +1,57 @@
 """
-Budgets: the BudgetKeeper actor, pricing, and the ledger of every charge.
+Budgets: the BudgetKeeper actor, its messages, pricing, and the ledger of every charge.
+
+How the parts fit: ``_accounts`` is the budget's arithmetic (pure, in memory);
+``_interfaces`` holds the ledger's rows and :class:`BudgetLedger`, the
+interface a ledger store implements; ``_ledger`` (with ``_ledger_schema``) is
+the SQLite ledger; ``_commits`` writes a group commit to a ledger;
+``_messages`` are what the keeper answers; ``_keeper`` is the actor;
+``_pricing`` prices requests. budget imports storage's SQLite helpers, never
+routing, providers or the edge.
 """
+
+from rhetor.budget._interfaces import (
+    BudgetLedger,
+    LedgerEntry,
+    ReservationRow,
+    UsageRow,
+)
+from rhetor.budget._keeper import BudgetKeeper
+from rhetor.budget._ledger import SQLiteLedger
+from rhetor.budget._messages import (
+    BudgetStatus,
+    CheckBudget,
+    GetActiveModel,
+    GetBudget,
+    GetBudgetMode,
+    GetUsage,
+    Reservation,
+    Reserve,
+    SetLimit,
+    SetPolicy,
+    Settle,
+    StoreActiveModel,
+    UsageTotals,
+)
+
+__all__ = [
+    "BudgetKeeper",
+    "BudgetLedger",
+    "BudgetStatus",
+    "CheckBudget",
+    "GetActiveModel",
+    "GetBudget",
+    "GetBudgetMode",
+    "GetUsage",
+    "LedgerEntry",
+    "Reservation",
+    "ReservationRow",
+    "Reserve",
+    "SQLiteLedger",
+    "SetLimit",
+    "SetPolicy",
+    "Settle",
+    "StoreActiveModel",
+    "UsageRow",
+    "UsageTotals",
+]

@@ -16,20 +16,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Literal, TypedDict, get_args
 
 import attrs
 
 from rhetor._errors import ValidationError
 
 if TYPE_CHECKING:
-    from rhetor.budget._ledger import LedgerEntry, ReservationRow
+    from rhetor.budget._interfaces import LedgerEntry, ReservationRow
 
 __all__ = [
     "PERIODS",
     "Accounts",
     "Over",
     "Period",
+    "PeriodStatus",
+    "ProviderSpend",
     "check_period",
     "period_end",
     "period_start",
@@ -54,6 +56,25 @@ def usd(amount: float) -> str:
         text = f"{amount:.12f}".rstrip("0")
     whole, _, decimals = text.partition(".")
     return f"${whole}.{decimals.ljust(2, '0')}"
+
+
+class ProviderSpend(TypedDict):
+    """One provider's limit in a period, what it spent and what remains."""
+
+    limit: float
+    spent: float
+    remaining: float
+
+
+class PeriodStatus(TypedDict):
+    """A period's spend, open reservations, limit and what remains, and its per-provider limits."""
+
+    spent: float
+    reserved: float
+    limit: float
+    remaining: float | None
+    start: str
+    providers: dict[str, ProviderSpend]
 
 
 @attrs.frozen
@@ -258,14 +279,14 @@ class Accounts:
 
     # -- reporting ---------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[Period, PeriodStatus]:
         """Spent, reserved, limit and remaining per period, and per-provider limits."""
         self.roll()
-        periods: dict[str, Any] = {}
+        periods: dict[Period, PeriodStatus] = {}
         for period in PERIODS:
             limit = self._limits.get((period, None), 0.0)
             spent = self._spent.get((period, None), 0.0)
-            providers = {}
+            providers: dict[str, ProviderSpend] = {}
             for (p, provider), amount in self._limits.items():
                 if p == period and provider is not None:
                     used = self._spent.get((period, provider), 0.0)

@@ -14,22 +14,29 @@ statement). Writes are group-committed: every reservation and charge that
 arrives while one commit runs goes into the next, so the keeper handles its
 messages concurrently (``max_concurrency``), each waiting for its commit.
 
-In-memory totals mirror the ledger: they change only after a commit, and a
-restarted keeper rebuilds them from it, with the reservations its runtime
-(``owner``) still holds. Reservations of any other owner belong to a process
-that died; :meth:`Ledger.sweep` settles them at their worst case as
-``interrupted`` when the keeper starts.
+What is cached in memory (:class:`~rhetor.budget._accounts.Accounts`): the
+limits, the spend of each period overall and per provider, and every open
+reservation, with the policy and the active model. They mirror the ledger:
+they change only after a commit, and a restarted keeper rebuilds them from it,
+with the reservations its runtime (``owner``) still holds. Reservations of
+any other owner belong to a process that died; the ledger's ``sweep``
+settles them at their worst case as ``interrupted`` when the keeper starts.
+The check against them is right only while this keeper is the only one
+spending against the ledger (the runtime holds the data directory's lock): a
+ledger shared by several processes must check and reserve in the database,
+in one step, and may keep these totals only as a report (issue 13).
+
+The ledger is a :class:`~rhetor.budget._interfaces.BudgetLedger`, opened by
+the ``ledger`` factory (twice: a writer and a reader for long reads).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import anyio
 import attrs
@@ -37,11 +44,27 @@ import attrs
 import actors
 from rhetor._errors import BudgetExceeded, RhetorError, ServiceUnavailable, ValidationError
 from rhetor._settings import POLICIES, BudgetPolicy
-from rhetor._types import Usage
 from rhetor.budget._accounts import PERIODS, Accounts, Period, period_start, usd
-from rhetor.budget._ledger import Billed, GroupBy, Ledger, LedgerEntry, ReservationRow
+from rhetor.budget._commits import Write, write_batch
+from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow
+from rhetor.budget._messages import (
+    BudgetStatus,
+    CheckBudget,
+    GetActiveModel,
+    GetBudget,
+    GetBudgetMode,
+    GetUsage,
+    Reservation,
+    Reserve,
+    SetLimit,
+    SetPolicy,
+    Settle,
+    StoreActiveModel,
+    UsageTotals,
+)
 
 __all__ = [
+    # The messages are re-exported: callers import them from here too.
     "PERIODS",
     "BudgetKeeper",
     "CheckBudget",
@@ -64,135 +87,8 @@ _MAX_TOKENS = 2**63 - 1
 # Commits between checkpoints: a few pages each, so the log stays near the
 # 1,000 pages at which SQLite would checkpoint by itself.
 _CHECKPOINT_EVERY = 250
-
-
-@attrs.frozen
-class Reserve:
-    """
-    Reserve ``amount`` USD for one request; answers a :class:`Reservation` once it is durable.
-
-    ``input_tokens`` and ``output_tokens`` are the worst case the amount
-    prices; they become the charge if the request's process dies. A retried
-    reserve with the same non-empty ``key`` answers the reservation the first
-    attempt made (the keeper may have restarted between the two).
-    """
-
-    request_id: str
-    provider: str
-    model: str
-    amount: float
-    input_tokens: int = 0
-    output_tokens: int = 0
-    component: str | None = None
-    context_id: str | None = None
-    key: str = ""
-
-
-@attrs.frozen
-class Reservation:
-    """A granted reservation, and the warning to pass on under the ``warn`` policy."""
-
-    id: int
-    provider: str
-    amount: float
-    warning: str | None = None
-
-
-@attrs.frozen
-class Settle:
-    """
-    Replace a reservation with what the request actually cost; answers the cost once durable.
-
-    ``worst_case`` is billed instead of ``cost`` when the cost or the usage is
-    not a finite, non-negative number. A non-empty ``charge_id`` is recorded at
-    most once, so a settle retried after a keeper restart is never billed twice.
-    """
-
-    reservation_id: int
-    request_id: str
-    provider: str
-    model: str
-    component: str | None
-    context_id: str | None
-    usage: Usage
-    cost: float
-    status: Literal["ok", "partial", "failed"] = "ok"
-    billed: Billed = "usage"
-    worst_case: float | None = None
-    charge_id: str = ""
-    retry: bool = False
-
-
-@attrs.frozen
-class CheckBudget:
-    """Would ``amount`` on ``provider`` fit? Answers ``(under_budget, warning)``."""
-
-    provider: str
-    amount: float
-
-
-@attrs.frozen
-class GetBudget:
-    """Answers the status of every period (spent, reserved, limit, remaining, policy)."""
-
-
-@attrs.frozen
-class GetUsage:
-    """Answers usage rows for a period, grouped by provider, model, component or context."""
-
-    period: Period
-    group_by: GroupBy
-
-
-@attrs.frozen
-class SetLimit:
-    """Set a period's limit, globally or for one provider; 0 removes it."""
-
-    period: Period
-    amount: float
-    provider: str | None = None
-
-
-@attrs.frozen
-class SetPolicy:
-    """Set the policy: ignore, warn or enforce."""
-
-    policy: BudgetPolicy
-
-
-@attrs.frozen
-class GetBudgetMode:
-    """
-    Answers whether reservations are needed: only when a limit exists and the
-    policy is not ``ignore`` can a reservation be refused or carry a warning.
-    """
-
-
-@attrs.frozen
-class GetActiveModel:
-    """Answers the stored active ``(provider, model)``, or None."""
-
-
-@attrs.frozen
-class StoreActiveModel:
-    """Store the active provider and model, so that a restart keeps them; answers None."""
-
-    provider: str
-    model: str
-
-
-@attrs.define(eq=False)
-class _Write:
-    """One change waiting for a group commit, and the event its handler waits on."""
-
-    reservation: ReservationRow | None = None
-    charge: LedgerEntry | None = None
-    release: int | None = None
-    retry: bool = False
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-    error: sqlite3.Error | None = None
-    # False for a charge that was already recorded (a retried settle).
-    written: bool = True
+# Reservation ids claimed from the ledger at a time (see BudgetLedger.claim_reservation_ids).
+_ID_BLOCK = 1024
 
 
 def _utcnow() -> datetime:
@@ -217,6 +113,7 @@ def token_count(value: Any) -> int | None:
     return None
 
 
+@attrs.define(eq=False)
 class BudgetKeeper(actors.Actor):
     """
     Grants, settles and reports spending against daily, weekly and monthly limits.
@@ -239,48 +136,44 @@ class BudgetKeeper(actors.Actor):
     # Handlers wait for group commits; the bookkeeping itself never checkpoints.
     max_concurrency: ClassVar[int] = 100_000
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        policy: BudgetPolicy,
-        limits: dict[str, float],
-        owner: str,
-        now: Callable[[], datetime] = _utcnow,
-    ) -> None:
-        self._path = path
-        # The runtime this keeper serves: one id per process start, the same
-        # for every incarnation, so a restarted keeper knows its reservations.
-        self._owner = owner
-        self._now = now
-        self._policy: BudgetPolicy = policy
-        self._accounts = Accounts(now=now)
-        for period, amount in limits.items():
+    # Opens the ledger; called twice per incarnation, for the writer and the reader.
+    _open_ledger: Callable[[], BudgetLedger] = attrs.field(alias="ledger")
+    _policy: BudgetPolicy = attrs.field(alias="policy", kw_only=True)
+    _limits: Mapping[str, float] = attrs.field(alias="limits", kw_only=True)
+    # The runtime this keeper serves: one id per process start, the same for
+    # every incarnation, so a restarted keeper knows its reservations.
+    _owner: str = attrs.field(alias="owner", kw_only=True)
+    _now: Callable[[], datetime] = attrs.field(default=_utcnow, alias="now", kw_only=True)
+    _accounts: Accounts = attrs.field(init=False)
+    _ledger: BudgetLedger | None = attrs.field(init=False, default=None)
+    # Reads that may be long (usage reports, checkpoints) use a second
+    # connection in a worker thread, one at a time.
+    _reader: BudgetLedger | None = attrs.field(init=False, default=None)
+    _reading: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
+    # Invariant: ids claimed from the ledger and not yet given to a reservation.
+    _ids: Iterator[int] = attrs.field(init=False, factory=lambda: iter(()))
+    _active: tuple[str, str] | None = attrs.field(init=False, default=None)
+    # Invariant: writes not yet taken by a commit; _wake is set while any wait.
+    _writes: list[Write] = attrs.field(init=False, factory=list)
+    _wake: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _commits_since_checkpoint: int = attrs.field(init=False, default=0)
+    _invalid_charges: int = attrs.field(init=False, default=0)
+    _failed_writes: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        self._accounts = Accounts(now=self._now)
+        for period, amount in self._limits.items():
             self._accounts.set_limit(period, amount)
-        self._ledger: Ledger | None = None
-        # Invariant: above every reservation id ever written to the ledger.
-        self._next_id = 1
-        self._active: tuple[str, str] | None = None
-        # Invariant: writes not yet taken by a commit; _wake is set while any wait.
-        self._writes: list[_Write] = []
-        self._wake = anyio.Event()
-        # Reads that may be long (usage reports, checkpoints) use a second
-        # connection in a worker thread, one at a time.
-        self._reader: Ledger | None = None
-        self._reading = anyio.Lock()
-        self._commits_since_checkpoint = 0
-        self._invalid_charges = 0
-        self._failed_writes = 0
 
     async def started(self) -> None:
-        self._ledger, self._reader = await anyio.to_thread.run_sync(self._open_ledger)
+        self._ledger, self._reader = await anyio.to_thread.run_sync(self._open_ledgers)
         self.task_group.start_soon(self._commit_loop)
 
-    def _open_ledger(self) -> tuple[Ledger, Ledger]:
+    def _open_ledgers(self) -> tuple[BudgetLedger, BudgetLedger]:
         """In a worker thread, before any message: two connections, the sweep, the accounts."""
-        ledger = Ledger(self._path)
+        ledger = self._open_ledger()
         try:
-            reader = Ledger(self._path)
+            reader = self._open_ledger()
             try:
                 self._load(ledger)
             except BaseException:
@@ -291,11 +184,8 @@ class BudgetKeeper(actors.Actor):
             raise
         return ledger, reader
 
-    def _load(self, ledger: Ledger) -> None:
+    def _load(self, ledger: BudgetLedger) -> None:
         """Settle dead runtimes' reservations, then load limits, settings, spend and our own."""
-        # Commits run on the event loop; a checkpoint (which syncs the file)
-        # must not, so the writer never checkpoints by itself (_checkpoint).
-        ledger.disable_autocheckpoint()
         swept, total = ledger.sweep(self._owner)
         if swept:
             log.warning(
@@ -311,7 +201,7 @@ class BudgetKeeper(actors.Actor):
                 "budget keeper restarted; %d reservations of in-flight requests stay open",
                 self._accounts.open_count,
             )
-        self._next_id = ledger.last_reservation_id() + 1
+        self._ids = iter(ledger.claim_reservation_ids(_ID_BLOCK))
         for (period, provider), amount in ledger.get_limits().items():
             try:
                 self._accounts.set_limit(period, amount, provider)
@@ -339,11 +229,11 @@ class BudgetKeeper(actors.Actor):
                         await anyio.to_thread.run_sync(ledger.close)
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> BudgetLedger:
         assert self._ledger is not None, "used before started()"
         return self._ledger
 
-    async def _read(self, fn: Callable[[Ledger], Any]) -> Any:
+    async def _read(self, fn: Callable[[BudgetLedger], Any]) -> Any:
         """Run a read on the reader connection in a worker thread."""
         assert self._reader is not None, "used before started()"
         reader = self._reader
@@ -352,7 +242,7 @@ class BudgetKeeper(actors.Actor):
 
     # -- group commit ------------------------------------------------------
 
-    def _queue(self, write: _Write) -> None:
+    def _queue(self, write: Write) -> None:
         self._writes.append(write)
         self._wake.set()
 
@@ -371,16 +261,17 @@ class BudgetKeeper(actors.Actor):
         """
         Write every queued change, then apply and answer them.
 
-        On the event loop's own thread, on purpose: a WAL commit with
+        On the event loop's own thread, on purpose: a SQLite WAL commit with
         synchronous=NORMAL only appends to the log (no fsync), which costs
         less than handing the work to a worker thread and waiting for the
         busy loop to notice it finished. Writes that arrive while the loop is
-        busy elsewhere all go into the next commit.
+        busy elsewhere all go into the next commit. (A ledger whose commits
+        wait on a network would need them in a worker thread instead.)
         """
         batch, self._writes = self._writes, []
         if not batch:
             return
-        self._write_batch(batch)
+        write_batch(self.ledger, batch)
         self._commits_since_checkpoint += 1
         for write in batch:
             if write.error is not None:
@@ -389,40 +280,11 @@ class BudgetKeeper(actors.Actor):
                 self._accounts.apply_charge(write.charge)
             write.done.set()
 
-    def _write_batch(self, batch: list[_Write]) -> None:
-        """At most one statement for each kind of change."""
-        ledger = self.ledger
-        _isolated(ledger.reserve_many, [w for w in batch if w.reservation], lambda w: w.reservation)
-        retried = [w.charge.charge_id for w in batch if w.charge and w.retry and w.charge.charge_id]
-        seen: set[str | None] = set()
-        if retried:
-            try:
-                seen.update(ledger.recorded_charges(c for c in retried if c))
-            except sqlite3.Error as exc:
-                log.error("could not look up retried charges: %s", exc)
-        charges: list[_Write] = []
-        for write in batch:
-            if write.charge is None:
-                continue
-            charge_id = write.charge.charge_id
-            if charge_id is not None and charge_id in seen:
-                write.written = False
-                continue
-            seen.add(charge_id)
-            charges.append(write)
-        _isolated(ledger.record_many, charges, lambda w: w.charge)
-        releases = [w.release for w in batch if w.release is not None]
-        try:
-            ledger.release(releases)
-        except sqlite3.Error as exc:
-            # They stay in the ledger; the next start settles them as interrupted.
-            log.error("could not release reservations %s: %s", releases, exc)
-
     async def _checkpoint(self) -> None:
-        """Move the write-ahead log into the database file, in a worker thread."""
+        """The ledger's housekeeping (SQLite: copy its log into the file), in a worker thread."""
         try:
-            await self._read(Ledger.checkpoint)
-        except sqlite3.Error as exc:
+            await self._read(lambda reader: reader.checkpoint())
+        except ServiceUnavailable as exc:
             log.warning("ledger checkpoint failed (the next one retries): %s", exc)
 
     # -- messages ----------------------------------------------------------
@@ -441,7 +303,16 @@ class BudgetKeeper(actors.Actor):
             since = period_start(message.period, self._now()).timestamp()
             group_by = message.group_by
             rows = await self._read(lambda reader: reader.usage(since, group_by))
-            return [attrs.asdict(r) for r in rows]
+            return [
+                UsageTotals(
+                    key=r.key,
+                    requests=r.requests,
+                    input_tokens=r.input_tokens,
+                    output_tokens=r.output_tokens,
+                    cost=r.cost,
+                )
+                for r in rows
+            ]
         if isinstance(message, SetLimit):
             before = self._accounts.limit(message.period, message.provider)
             self._accounts.set_limit(message.period, message.amount, message.provider)
@@ -475,10 +346,29 @@ class BudgetKeeper(actors.Actor):
         """
         try:
             write(*args)
-        except sqlite3.Error as exc:
+        except ServiceUnavailable as exc:
             self._failed_writes += 1
             log.error("could not store a budget setting: %s", exc)
-            raise ServiceUnavailable(f"the budget ledger cannot be written: {exc}") from exc
+            raise
+
+    def _next_reservation_id(self) -> int:
+        """
+        The next id of the block claimed from the ledger; a new block when it is used up.
+
+        The claim is one small write on the loop, like a commit: no checkpoint
+        comes between a reserve's check and its hold. Error handling: a
+        failed claim is :class:`ServiceUnavailable`, logged and counted.
+        """
+        reservation_id = next(self._ids, None)
+        if reservation_id is not None:
+            return reservation_id
+        try:
+            self._ids = iter(self.ledger.claim_reservation_ids(_ID_BLOCK))
+        except ServiceUnavailable as exc:
+            self._failed_writes += 1
+            log.error("could not claim reservation ids: %s", exc)
+            raise
+        return next(self._ids)
 
     def _reservations_required(self) -> bool:
         return self._policy != "ignore" and self._accounts.limited
@@ -505,7 +395,7 @@ class BudgetKeeper(actors.Actor):
                     )
                 warning = over.describe()
         row = ReservationRow(
-            id=self._next_id,
+            id=self._next_reservation_id(),
             key=message.key,
             owner=self._owner,
             ts=self._now().timestamp(),
@@ -518,7 +408,6 @@ class BudgetKeeper(actors.Actor):
             output_tokens=token_count(message.output_tokens) or 0,
             amount=float(message.amount),
         )
-        self._next_id += 1
         # Held before it is written, with no checkpoint since the check: every
         # concurrent reserve already counts it.
         self._accounts.hold(row, warning)
@@ -526,7 +415,7 @@ class BudgetKeeper(actors.Actor):
             # Holds no headroom (a free model), so losing it reopens nothing:
             # not worth a commit on the request's path.
             return Reservation(row.id, row.provider, row.amount, warning)
-        write = _Write(reservation=row)
+        write = Write(reservation=row)
         self._queue(write)
         try:
             await write.done.wait()
@@ -536,13 +425,13 @@ class BudgetKeeper(actors.Actor):
             if write in self._writes:
                 self._writes.remove(write)
             else:
-                self._queue(_Write(release=row.id))
+                self._queue(Write(release=row.id))
             raise
         if write.error is not None:
             log.error("could not record reservation %s: %s", row.id, write.error)
             if self._policy == "enforce":
                 self._accounts.forget(row.id)
-                raise ServiceUnavailable(f"the budget ledger cannot be written: {write.error}")
+                raise ServiceUnavailable(write.error.message)
         return Reservation(row.id, row.provider, row.amount, warning)
 
     def _entry(self, message: Settle) -> LedgerEntry:
@@ -583,16 +472,16 @@ class BudgetKeeper(actors.Actor):
 
     async def _settle(self, message: Settle) -> float:
         entry = self._entry(message)
-        write = _Write(charge=entry, retry=message.retry)
+        write = Write(charge=entry, retry=message.retry)
         # Once queued the charge is recorded and counted even if the asker leaves.
         self._queue(write)
         await write.done.wait()
         if write.error is not None:
             log.error("could not record the charge of %s: %s", message.request_id, write.error)
-            raise ServiceUnavailable(f"the budget ledger cannot be written: {write.error}")
+            raise ServiceUnavailable(write.error.message)
         return entry.cost
 
-    def _status(self) -> dict[str, Any]:
+    def _status(self) -> BudgetStatus:
         return {
             "policy": self._policy,
             "periods": self._accounts.status(),
@@ -602,31 +491,3 @@ class BudgetKeeper(actors.Actor):
                 "failed_writes": self._failed_writes,
             },
         }
-
-
-def _isolated(
-    store_many: Callable[[list[Any]], None], writes: list[_Write], row: Callable[[_Write], Any]
-) -> None:
-    """
-    Store the rows of ``writes`` in one call; if that fails, each alone.
-
-    One bad row must never keep the others out, so a failed batch is retried
-    row by row and only the rows that fail again carry the error.
-    """
-    if not writes:
-        return
-    try:
-        store_many([row(w) for w in writes])
-        return
-    except sqlite3.Error as exc:
-        if len(writes) == 1:
-            writes[0].error = exc
-            return
-        log.error(
-            "a ledger batch of %d rows failed (%s); writing them one by one", len(writes), exc
-        )
-    for write in writes:
-        try:
-            store_many([row(write)])
-        except sqlite3.Error as exc:
-            write.error = exc

@@ -1,8 +1,13 @@
 """
-StoreActor: an actor that owns one synchronous SQLite-backed store.
+StoreActor: the base of an actor that owns one synchronous store.
 
 The store's methods run in a worker thread, one at a time, so the event loop
-never blocks on disk and the connection is never shared.
+never waits on a read and the connection is never shared; a short write on a
+request's path may run on the loop itself (:meth:`StoreActor.run_inline`),
+where it costs less than the thread hop. Each subclass
+answers one frozen message class per store operation (an
+:class:`~rhetor._asks.Ask` with its reply type), defined beside it, and runs
+the operation with :meth:`StoreActor.run`.
 
 Containment: one call's failure is that call's alone. A :class:`RhetorError`
 (a refusal such as a ValidationError) is the caller's answer; any other
@@ -14,29 +19,31 @@ supervisor reopens the store.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
 import attrs
 
 import actors
 from rhetor._errors import RhetorError
+from rhetor.storage._interfaces import Store
 
-__all__ = ["Closeable", "StoreActor", "StoreCall"]
+__all__ = ["StoreActor", "StoreCall"]
 
-
-class Closeable(Protocol):
-    """What a store is: something the actor closes when it stops."""
-
-    def close(self) -> None: ...
+S = TypeVar("S", bound=Store)
+T = TypeVar("T")
 
 
 @attrs.frozen
 class StoreCall:
     """
-    Call one of the store's allowed methods; answers what the method returns.
+    TEMPORARY (issue 12): a store method called by name; answers what the method returns.
+
+    Superseded by the typed messages of each store actor. Kept only until the
+    Router sends those; each actor's ``store_calls`` says which message each
+    name became. Remove it with ``StoreActor.store_calls`` and the branch in
+    :meth:`StoreActor.handle`.
     """
 
     method: str
@@ -44,9 +51,10 @@ class StoreCall:
     kwargs: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-class StoreActor(actors.Actor):
+@attrs.define(eq=False)
+class StoreActor(actors.Actor, Generic[S]):
     """
-    Runs :class:`StoreCall` messages against a store opened in ``started()``.
+    Runs operations against a store that ``open_store`` opens in ``started()``.
 
     Error handling: a :class:`RhetorError` from the store is an answer; any
     other exception (a bug, a disk error) fails only that call (contained). A
@@ -57,12 +65,13 @@ class StoreActor(actors.Actor):
 
     errors: ClassVar[tuple[type[BaseException], ...]] = (RhetorError,)
     contained: ClassVar[tuple[type[Exception], ...]] = (Exception,)
-    # The store methods callers may reach; anything else is refused.
-    allowed: ClassVar[frozenset[str]] = frozenset()
+    # TEMPORARY (issue 12): for each StoreCall method name, the typed message it
+    # becomes and how that message's reply is given back in the old shape.
+    store_calls: ClassVar[Mapping[str, tuple[Callable[..., Any], Callable[[Any], Any]]]] = {}
 
-    def __init__(self, open_store: Any) -> None:
-        self._open_store = open_store
-        self._store: Any = None
+    _open_store: Callable[[], S] = attrs.field(alias="open_store")
+    # Invariant: open from started() until stopping(), used by one call at a time.
+    _store: S | None = attrs.field(init=False, default=None)
 
     async def started(self) -> None:
         self._store = await anyio.to_thread.run_sync(self._open_store)
@@ -72,33 +81,60 @@ class StoreActor(actors.Actor):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._store.close)
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def run(self, operation: Callable[[S], T], what: str) -> T:
         """
-        Run one store method in a worker thread.
+        Run ``operation(store)`` in a worker thread; ``what`` names it in a crash.
 
-        Error handling: what the method raises, unless the failure broke the
+        Error handling: what the operation raises, unless the failure broke the
         store's connection: then ``actors.InvariantBroken`` (a crash) from it.
         """
-        fn = functools.partial(getattr(self._store, method), *args, **kwargs)
+        store = self.store
         try:
-            return await anyio.to_thread.run_sync(fn)
+            return await anyio.to_thread.run_sync(operation, store)
         except RhetorError:
             raise
         except Exception as exc:
-            broken = getattr(self._store, "broken", None)
-            why = broken() if broken is not None else None
-            if why is not None:
-                raise actors.InvariantBroken(
-                    f"store broken by a failed {method}: {why}", name=self.name
-                ) from exc
+            self._crash_if_broken(store, exc, what)
             raise
 
-    async def handle(self, message: Any) -> Any:
-        if isinstance(message, StoreCall):
-            if message.method not in self.allowed:
-                raise TypeError(f"{type(self).__name__} has no operation {message.method!r}")
-            return await self.call(message.method, *message.args, **message.kwargs)
-        return await self.handle_other(message)
+    def run_inline(self, operation: Callable[[S], T], what: str) -> T:
+        """
+        Run ``operation(store)`` on the event loop's own thread, as :meth:`run` does in a worker.
 
-    async def handle_other(self, message: Any) -> Any:
+        Only for short writes of a store opened with ``autocheckpoint=False``,
+        whose thread hop would cost more than the write: no checkpoint comes
+        between its start and its end, so nothing can interrupt it.
+        """
+        store = self.store
+        try:
+            return operation(store)
+        except RhetorError:
+            raise
+        except Exception as exc:
+            self._crash_if_broken(store, exc, what)
+            raise
+
+    @property
+    def store(self) -> S:
+        """The open store. Invariant: only used between started() and stopping()."""
+        assert self._store is not None, "used before started()"
+        return self._store
+
+    def _crash_if_broken(self, store: S, exc: Exception, what: str) -> None:
+        why = store.broken()
+        if why is not None:
+            raise actors.InvariantBroken(
+                f"store broken by a failed {what}: {why}", name=self.name
+            ) from exc
+
+    async def handle(self, message: Any) -> Any:
+        """
+        What subclasses fall back to for a message they do not know: a TypeError (contained).
+        """
+        if isinstance(message, StoreCall):  # TEMPORARY (issue 12)
+            entry = self.store_calls.get(message.method)
+            if entry is None:
+                raise TypeError(f"{type(self).__name__} has no operation {message.method!r}")
+            typed, old_shape = entry
+            return old_shape(await self.handle(typed(*message.args, **message.kwargs)))
         raise TypeError(f"{type(self).__name__} cannot handle {type(message).__name__}")

@@ -1,42 +1,211 @@
 """
-ContextStore: the actor that owns conversation history.
+ContextStore: the actor that owns conversation history, and the messages it answers.
 
-History lives in SQLite (see :mod:`rhetor.storage._history`), so it survives restarts.
+History lives in a :class:`~rhetor.storage._interfaces.ContextHistory` (SQLite
+today, see :mod:`rhetor.storage._history`), so it survives restarts.
 
-Every LLM request with a ``context_id`` asks for the context's window before
-the provider call and appends the new turns after it (then asks whether the
-context needs a summary). Each store call is a round trip to a worker thread,
-and under load such a round trip waits for the busy event loop (and for the
-GIL at every SQLite step) for far longer than the query takes. So the actor
-keeps, for recently used contexts, what the windows and the summary check
-need (:class:`~rhetor.storage._history.WindowState`), and answers those two from
-memory. Writes still go to SQLite in the worker thread first; the cached state
-is updated only after a write succeeded, and dropped when a write may have
-happened without the actor seeing its result (an error or cancellation).
+Every LLM request with a ``context_id`` makes two asks: :class:`GetWindow`
+before the provider call (the window arrives with its token cost) and
+:class:`AppendTurns` after it (which also answers whether a summary is due).
+A store call in a worker thread is a round trip that, under load, waits for
+the busy event loop (and for the GIL at every SQLite step) far longer than
+the query takes. So the actor keeps, for recently used contexts, what windows
+and the summary check need (:class:`~rhetor.storage._interfaces.WindowState`),
+and answers both from memory. The append is written on the loop's own thread
+(:meth:`StoreActor.run_inline`): a SQLite commit in WAL mode at
+``synchronous=NORMAL`` only appends to the log, which costs about half what
+the thread hop did. The store is opened with ``autocheckpoint=False`` so that
+no commit syncs the file; every 250 appends the actor checkpoints it in a
+worker thread instead, as a message of its own, so no reply waits for it.
+
+What is cached in memory, and why it is right: the window state of the
+``cached_contexts`` most recently used contexts, each up to
+``window_tokens`` of its newest messages. Writes go to the store first; the
+cached state is updated only after an append succeeded, and dropped when an
+append failed and before a summary or a delete (which then read the context
+afresh). That is right only while this actor is the only writer of the
+contexts it caches: the runtime holds the data directory's lock for it. A
+store shared by several processes must either turn the cache off
+(``cached_contexts=0``: every window is read from the store) or invalidate it
+when another process writes (issue 13).
 """
 
 from __future__ import annotations
 
+import builtins
+import logging
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import attrs
 
+import actors
+from rhetor._asks import Ask
 from rhetor._tokens import MESSAGE_OVERHEAD, count_tokens
 from rhetor._types import ChatMessage
 from rhetor.storage._actor import StoreActor
-from rhetor.storage._history import (
+from rhetor.storage._history import summary_cost, validate_context_id, window_of
+from rhetor.storage._interfaces import (
+    ContextHistory,
+    ContextInfo,
+    ContextRecord,
+    ContextWindow,
     Entry,
-    HistoryStore,
+    SearchHit,
+    StoredMessage,
     WindowState,
-    newest_within,
-    summary_cost,
-    validate_context_id,
 )
 
-__all__ = ["ContextStore"]
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "AppendTurns",
+    "Appended",
+    "ContextStore",
+    "DeleteContext",
+    "GetContextInfo",
+    "GetHistory",
+    "GetWindow",
+    "ListContexts",
+    "NeedsSummary",
+    "ReadContext",
+    "SearchContexts",
+    "SetSummary",
+]
+
+log = logging.getLogger("rhetor.contexts")
+
+# Appends between checkpoints of the store's write-ahead log: a few pages each,
+# so the log stays near the 1,000 pages at which SQLite would checkpoint by itself.
+CHECKPOINT_EVERY = 250
+
+# -- messages ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class GetWindow(Ask[ContextWindow]):
+    """
+    The context's summary and newest messages within ``token_budget``, with their token cost.
+
+    A context not yet written to has an empty window (no error), so a request
+    can ask before its first append.
+    """
+
+    context_id: str
+    token_budget: int
+
+
+@attrs.frozen
+class Appended:
+    """
+    What :class:`AppendTurns` did: the context's message count now, and whether it needs a summary.
+    """
+
+    count: int
+    needs_summary: bool
+
+
+@attrs.frozen
+class AppendTurns(Ask[Appended]):
+    """
+    Add turns to a context (created if new), merging ``metadata`` into its own.
+
+    Answered once the turns are durable. ``needs_summary`` in the answer says
+    whether the unsummarised messages now cost more than ``summary_threshold``
+    tokens (always False without a threshold).
+    """
+
+    context_id: str
+    messages: tuple[ChatMessage, ...]
+    metadata: Mapping[str, Any] | None = None
+    summary_threshold: int | None = None
+
+
+@attrs.frozen
+class NeedsSummary(Ask[bool]):
+    """
+    Whether the context's unsummarised messages cost more than ``threshold_tokens``.
+    """
+
+    context_id: str
+    threshold_tokens: int
+
+
+@attrs.frozen
+class GetHistory(Ask[builtins.list[StoredMessage]]):
+    """
+    The context's messages, oldest first (only the newest ``limit``); NotFound if unknown.
+    """
+
+    context_id: str
+    limit: int | None = None
+
+
+@attrs.frozen
+class ReadContext(Ask[ContextRecord]):
+    """
+    The context's description and messages (the newest ``limit``) in one read; NotFound if unknown.
+    """
+
+    context_id: str
+    limit: int | None = None
+
+
+@attrs.frozen
+class GetContextInfo(Ask[ContextInfo | None]):
+    """
+    The context's description, or None if there is no such context.
+    """
+
+    context_id: str
+
+
+@attrs.frozen
+class ListContexts(Ask[builtins.list[ContextInfo]]):
+    """
+    Contexts, most recently updated first.
+    """
+
+    limit: int = 100
+    offset: int = 0
+
+
+@attrs.frozen
+class DeleteContext(Ask[bool]):
+    """
+    Delete a context and its messages; answers whether it existed.
+    """
+
+    context_id: str
+
+
+@attrs.frozen
+class SearchContexts(Ask[builtins.list[SearchHit]]):
+    """
+    Messages whose content contains ``query`` literally, newest first.
+    """
+
+    query: str
+    limit: int = 20
+
+
+@attrs.frozen
+class SetSummary(Ask[None]):
+    """
+    Record that ``summary`` stands for the messages up to ``upto_seq``.
+    """
+
+    context_id: str
+    summary: str
+    upto_seq: int
+
+
+# -- the actor ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Checkpoint:
+    """The actor's note to itself: checkpoint the store's log now."""
 
 
 @attrs.define(eq=False)
@@ -72,109 +241,172 @@ class _Cached:
             state.complete,
         )
 
+    def needs_summary(self, threshold: int) -> bool:
+        """Whether the unsummarised messages cost more than ``threshold``."""
+        return self.exists and self.unsummarised > threshold
 
-class ContextStore(StoreActor):
+    def add(self, count: int, messages: tuple[ChatMessage, ...], cap: int) -> None:
+        """Count ``messages``, just appended and bringing the context to ``count``, in."""
+        self.exists = True
+        first = count - len(messages) + 1
+        for seq, m in enumerate(messages, start=first):
+            cost = count_tokens(m.content) + MESSAGE_OVERHEAD
+            self.recent.append((seq, ChatMessage(m.role, m.content), cost))
+            self.recent_cost += cost
+            self.unsummarised += cost
+        while self.recent_cost > cap:
+            _, _, cost = self.recent.popleft()
+            self.recent_cost -= cost
+            self.complete = False
+
+
+def _same(reply: Any) -> Any:
+    return reply
+
+
+def _append_call(
+    context_id: str,
+    messages: Any,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> AppendTurns:
+    return AppendTurns(context_id, tuple(messages), metadata)
+
+
+@attrs.define(eq=False)
+class ContextStore(StoreActor[ContextHistory]):
     """
-    Answers :class:`rhetor.storage._actor.StoreCall` for the history store's operations.
+    Answers the messages above from a :class:`ContextHistory`, windows from memory.
 
-    ``window`` and ``needs_summary`` are answered from memory for the
+    Windows and summary checks are answered from memory for the
     ``cached_contexts`` most recently used contexts, holding up to
     ``window_tokens`` of each one's newest messages (windows asked with a
-    larger budget read the database).
+    larger budget read the store). ``cached_contexts=0`` turns the cache off.
     """
 
-    allowed: ClassVar[frozenset[str]] = frozenset(
-        {
-            "append",
-            "history",
-            "window",
-            "get",
-            "list",
-            "delete",
-            "search",
-            "set_summary",
-            "needs_summary",
-        }
-    )
+    # TEMPORARY (issue 12): what each StoreCall the Router still sends becomes.
+    store_calls: ClassVar[Mapping[str, tuple[Any, Any]]] = {
+        "window": (GetWindow, lambda w: (w.summary, list(w.messages))),
+        "append": (_append_call, lambda appended: appended.count),
+        "needs_summary": (NeedsSummary, _same),
+        "history": (GetHistory, _same),
+        "get": (GetContextInfo, _same),
+        "list": (ListContexts, _same),
+        "delete": (DeleteContext, _same),
+        "search": (SearchContexts, _same),
+        "set_summary": (SetSummary, _same),
+    }
 
-    def __init__(
-        self, path: Path, *, window_tokens: int = 8000, cached_contexts: int = 256
-    ) -> None:
-        super().__init__(lambda: HistoryStore(path))
-        self._cap = window_tokens
-        self._max_cached = cached_contexts
-        # Least recently used first.
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+    _cap: int = attrs.field(default=8000, alias="window_tokens", kw_only=True)
+    _max_cached: int = attrs.field(default=256, alias="cached_contexts", kw_only=True)
+    # Invariant: at most _max_cached contexts, least recently used first; each
+    # entry is what the store holds (see _Cached).
+    _cache: OrderedDict[str, _Cached] = attrs.field(init=False, factory=OrderedDict)
+    # Invariant: appends since the last checkpoint (or since a _Checkpoint was sent).
+    _appends: int = attrs.field(init=False, default=0)
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if method == "window":
-            return await self._window(*args, **kwargs)
-        if method == "needs_summary":
-            return await self._needs_summary(*args, **kwargs)
-        if method == "append":
-            return await self._append(*args, **kwargs)
-        if method in ("delete", "set_summary"):
-            return await self._forget_then(method, *args, **kwargs)
-        return await super().call(method, *args, **kwargs)
+    async def handle(self, message: Any) -> Any:
+        match message:
+            case GetWindow():
+                return await self._window(message.context_id, message.token_budget)
+            case AppendTurns():
+                return await self._append(message)
+            case NeedsSummary():
+                validate_context_id(message.context_id)
+                cached = await self._cached(message.context_id)
+                return cached.needs_summary(message.threshold_tokens)
+            case GetHistory():
+                return await self.run(
+                    lambda s: s.history(message.context_id, limit=message.limit), "GetHistory"
+                )
+            case ReadContext():
+                return await self.run(
+                    lambda s: s.record(message.context_id, limit=message.limit), "ReadContext"
+                )
+            case GetContextInfo():
+                return await self.run(lambda s: s.get(message.context_id), "GetContextInfo")
+            case ListContexts():
+                return await self.run(
+                    lambda s: s.list(message.limit, message.offset), "ListContexts"
+                )
+            case SearchContexts():
+                return await self.run(
+                    lambda s: s.search(message.query, message.limit), "SearchContexts"
+                )
+            case DeleteContext():
+                # Rare writes: forget the context, and read it afresh next time.
+                self._cache.pop(message.context_id, None)
+                return await self.run(lambda s: s.delete(message.context_id), "DeleteContext")
+            case SetSummary():
+                self._cache.pop(message.context_id, None)
+                await self.run(
+                    lambda s: s.set_summary(message.context_id, message.summary, message.upto_seq),
+                    "SetSummary",
+                )
+                return None
+            case _Checkpoint():
+                await self._checkpoint()
+                return None
+        return await super().handle(message)
 
-    async def _forget_then(self, method: str, context_id: str, *args: Any, **kwargs: Any) -> Any:
-        # Rare writes: forget the context, and read it afresh next time.
-        self._cache.pop(context_id, None)
-        return await super().call(method, context_id, *args, **kwargs)
+    async def _checkpoint(self) -> None:
+        """The store's housekeeping, in a worker thread; a failure is logged, and retried later."""
+        try:
+            await self.run(lambda s: s.checkpoint(), "checkpoint")
+        except actors.InvariantBroken:
+            raise
+        except Exception as exc:
+            log.warning("context store checkpoint failed (the next one retries): %s", exc)
 
     async def _cached(self, context_id: str) -> _Cached:
         cached = self._cache.get(context_id)
         if cached is not None:
             self._cache.move_to_end(context_id)
             return cached
-        state = await super().call("window_state", context_id, self._cap)
+        cap = self._cap
+        state = await self.run(lambda s: s.window_state(context_id, cap), "GetWindow")
         cached = self._cache[context_id] = _Cached.of(state)
         if len(self._cache) > self._max_cached:
             self._cache.popitem(last=False)
         return cached
 
-    async def _window(
-        self, context_id: str, token_budget: int
-    ) -> tuple[str | None, list[ChatMessage]]:
-        # HistoryStore.window's walk (newest_within), over the cached messages.
+    async def _window(self, context_id: str, token_budget: int) -> ContextWindow:
+        # SQLiteHistory.window's walk (window_of), over the cached messages.
         validate_context_id(context_id)
         cached = await self._cached(context_id)
-        remaining = token_budget - cached.summary_cost
-        if not cached.complete and remaining > self._cap:
-            return await super().call("window", context_id, token_budget)  # type: ignore[no-any-return]
-        kept, _ = newest_within(reversed(cached.recent), remaining)
-        return cached.summary, [m for _, m, _ in reversed(kept)]
+        if not cached.complete and token_budget - cached.summary_cost > self._cap:
+            return await self.run(lambda s: s.window(context_id, token_budget), "GetWindow")
+        return window_of(cached.summary, reversed(cached.recent), token_budget)
 
-    async def _needs_summary(self, context_id: str, threshold_tokens: int) -> bool:
-        validate_context_id(context_id)
-        cached = await self._cached(context_id)
-        return cached.exists and cached.unsummarised > threshold_tokens
+    async def _append(self, message: AppendTurns) -> Appended:
+        context_id, messages, threshold = (
+            message.context_id,
+            message.messages,
+            message.summary_threshold,
+        )
+        cached = self._cache.get(context_id)
+        # An uncached context answers its summary check in the same worker call.
+        check = threshold is not None and cached is None
 
-    async def _append(
-        self,
-        context_id: str,
-        messages: Sequence[ChatMessage],
-        *,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> int:
+        def append(store: ContextHistory) -> tuple[int, bool]:
+            count = store.append(context_id, messages, metadata=message.metadata)
+            return count, check and store.needs_summary(context_id, threshold or 0)
+
         try:
-            count: int = await super().call("append", context_id, messages, metadata=metadata)
-        except BaseException:
-            # The store refused it (nothing was written) or the wait was
-            # interrupted: forget the context rather than guess what it holds.
+            # On the loop's thread: nothing can interrupt it between the write
+            # and the cache's update below.
+            count, needs_summary = self.run_inline(append, "AppendTurns")
+        except Exception:
+            # The store refused it, so nothing was written; forget the context
+            # anyway rather than guess what it holds.
             self._cache.pop(context_id, None)
             raise
+        self._appends += 1
+        if self._appends >= CHECKPOINT_EVERY and self.ref.try_tell(_Checkpoint()):
+            self._appends = 0
         cached = self._cache.get(context_id)
         if cached is not None:
-            cached.exists = True
-            first = count - len(messages) + 1
-            for seq, m in enumerate(messages, start=first):
-                cost = count_tokens(m.content) + MESSAGE_OVERHEAD
-                cached.recent.append((seq, ChatMessage(m.role, m.content), cost))
-                cached.recent_cost += cost
-                cached.unsummarised += cost
-            while cached.recent_cost > self._cap:
-                _, _, cost = cached.recent.popleft()
-                cached.recent_cost -= cost
-                cached.complete = False
-        return count
+            cached.add(count, messages, self._cap)
+            if threshold is not None:
+                needs_summary = cached.needs_summary(threshold)
+        return Appended(count, needs_summary)

@@ -1,8 +1,10 @@
 """
-Conversation contexts: their messages, summaries and metadata, in one SQLite file.
+Conversation contexts in one SQLite file: the SQLite :class:`~rhetor.storage._interfaces.ContextHistory`.
 
-A :class:`HistoryStore` owns one connection and is synchronous: the context
-actor calls it through ``anyio.to_thread.run_sync``, one call at a time.
+A :class:`SQLiteHistory` owns one connection and is synchronous: the context
+actor calls it through ``anyio.to_thread.run_sync``, one call at a time. Only
+one process opens the file (the runtime locks its data directory), but every
+multi-statement call is still one transaction, as the interface asks.
 
 Context ids come from clients. :func:`validate_context_id` bounds them to a
 safe alphabet; they are only ever SQL parameters, never file paths.
@@ -31,17 +33,23 @@ import attrs
 from rhetor._errors import NotFound, ValidationError
 from rhetor._tokens import MESSAGE_OVERHEAD, count_tokens
 from rhetor._types import ChatMessage, Role
+from rhetor.storage._interfaces import (
+    ContextInfo,
+    ContextRecord,
+    ContextWindow,
+    Entry,
+    SearchHit,
+    StoredMessage,
+    WindowState,
+)
 from rhetor.storage._sqlite import SQLiteStore, check_int, check_text, transaction
 
 __all__ = [
-    "ContextInfo",
-    "HistoryStore",
-    "SearchHit",
-    "StoredMessage",
-    "WindowState",
+    "SQLiteHistory",
     "newest_within",
     "summary_cost",
     "validate_context_id",
+    "window_of",
 ]
 
 _CONTEXT_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
@@ -61,72 +69,6 @@ def validate_context_id(cid: str) -> str:
     if cid.startswith(".") or ".." in cid:
         raise ValidationError("context_id", "must not start with '.' or contain '..'")
     return cid
-
-
-@attrs.frozen
-class StoredMessage:
-    """
-    One stored message of a context; ``seq`` counts from 1 within the context.
-    """
-
-    context_id: str
-    seq: int
-    role: Role
-    content: str
-    ts: float
-    tokens: int
-
-    @property
-    def message(self) -> ChatMessage:
-        """
-        The message as a provider would take it.
-        """
-        return ChatMessage(self.role, self.content)
-
-
-@attrs.frozen
-class ContextInfo:
-    """
-    A context's description, without its messages.
-    """
-
-    id: str
-    created: float
-    updated: float
-    message_count: int
-    summary: str | None
-    metadata: Mapping[str, Any]
-
-
-@attrs.frozen
-class WindowState:
-    """
-    What a cache needs to answer windows of one context without the database.
-
-    ``recent`` is the newest unsummarised messages, oldest first, as
-    ``(seq, message, cost)`` with cost = tokens + per-message overhead, as many
-    as fit in the ``cap`` it was loaded with; ``complete`` says whether that
-    is all of them. ``unsummarised`` is the exact cost of every unsummarised
-    message.
-    """
-
-    summary: str | None
-    summary_upto: int
-    unsummarised: int
-    recent: tuple[tuple[int, ChatMessage, int], ...]
-    complete: bool
-
-
-@attrs.frozen
-class SearchHit:
-    """
-    A message whose content matched a search, with the text around the match.
-    """
-
-    context_id: str
-    seq: int
-    role: Role
-    snippet: str
 
 
 _SCHEMA_VERSION = 1
@@ -180,10 +122,6 @@ def _metadata_json(metadata: Mapping[str, Any]) -> str:
         raise ValidationError("metadata", f"must be JSON-serialisable: {exc}") from exc
 
 
-Entry = tuple[int, ChatMessage, int]
-"""One message for windowing: ``(seq, message, cost)``, cost = tokens + overhead."""
-
-
 def summary_cost(summary: str | None) -> int:
     """What a stored summary costs a window (nothing without one)."""
     return count_tokens(summary) + MESSAGE_OVERHEAD if summary else 0
@@ -208,17 +146,35 @@ def newest_within(newest_first: Iterable[Entry], budget: int) -> tuple[builtins.
     return kept, True
 
 
+def window_of(
+    summary: str | None, newest_first: Iterable[Entry], token_budget: int
+) -> ContextWindow:
+    """
+    The window of a context with ``summary`` whose unsummarised messages, newest
+    first, are ``newest_first``; see :meth:`SQLiteHistory.window`.
+    """
+    summary_tokens = summary_cost(summary)
+    kept, _ = newest_within(newest_first, token_budget - summary_tokens)
+    kept.reverse()
+    return ContextWindow(
+        summary, tuple(m for _, m, _ in kept), sum(cost for _, _, cost in kept), summary_tokens
+    )
+
+
 def _entries(rows: Iterable[tuple[int, Role, str, int]]) -> Iterator[Entry]:
     for seq, role, content, tokens in rows:
         yield seq, ChatMessage(role, content), tokens + MESSAGE_OVERHEAD
 
 
 @attrs.define(eq=False)
-class HistoryStore(SQLiteStore):
+class SQLiteHistory(SQLiteStore):
     """
-    Every conversation context, in one SQLite file.
+    Every conversation context, in one SQLite file (a :class:`ContextHistory`).
 
-    Not safe for concurrent use: one owner calls it, one call at a time.
+    Not safe for concurrent use: one owner calls it, one call at a time. A
+    read of several statements needs no transaction to be consistent: no
+    write can come between them, since this connection is the file's only
+    one. Writes of several statements are one transaction each.
     """
 
     SCHEMA: ClassVar[str] = _SCHEMA
@@ -294,27 +250,36 @@ class HistoryStore(SQLiteStore):
         ).fetchall()
         return [StoredMessage(*row) for row in reversed(rows)]
 
-    def window(
-        self, context_id: str, token_budget: int
-    ) -> tuple[str | None, builtins.list[ChatMessage]]:
+    def record(self, context_id: str, *, limit: int | None = None) -> ContextRecord:
+        """
+        A context's description and messages (as :meth:`history`) in one call.
+
+        Error handling: an unknown context raises :class:`NotFound`.
+        """
+        info = self.get(context_id)
+        if info is None:
+            # The id is a path's, not a field's: GET /contexts/<id> names no field.
+            raise NotFound("context", context_id)
+        return ContextRecord(info, self.history(context_id, limit=limit))
+
+    def window(self, context_id: str, token_budget: int) -> ContextWindow:
         """
         The summary and the newest unsummarised messages that fit in ``token_budget``.
 
         Messages stay in order and are contiguous: the oldest are dropped first.
         The summary's tokens count against the budget first, but the summary is
-        returned even if it alone is over. An unknown context gives
-        ``(None, [])``, so callers can build a window before the first append.
+        returned even if it alone is over. An unknown context has an empty
+        window, so callers can build one before the first append.
         """
         validate_context_id(context_id)
         row = self._conn.execute(
             "SELECT summary, summary_upto FROM contexts WHERE id = ?", (context_id,)
         ).fetchone()
         if row is None:
-            return None, []
+            return ContextWindow(None, (), 0)
         summary, upto = row
         with contextlib.closing(self._unsummarised_newest_first(context_id, upto)) as rows:
-            kept, _ = newest_within(_entries(rows), token_budget - summary_cost(summary))
-        return summary, [m for _, m, _ in reversed(kept)]
+            return window_of(summary, _entries(rows), token_budget)
 
     def _unsummarised_newest_first(self, context_id: str, upto: int) -> sqlite3.Cursor:
         return self._conn.execute(
@@ -401,13 +366,15 @@ class HistoryStore(SQLiteStore):
         """
         check_text("summary", summary)
         check_int("upto_seq", upto_seq)
-        self._require(context_id)
-        (last,) = self._conn.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE context_id = ?", (context_id,)
-        ).fetchone()
-        if not 0 <= upto_seq <= last:
-            raise ValidationError("upto_seq", f"must be between 0 and {last}")
+        validate_context_id(context_id)
         with transaction(self._conn) as conn:
+            # Checked in the write's own transaction: no append can come between.
+            self._require(context_id)
+            (last,) = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE context_id = ?", (context_id,)
+            ).fetchone()
+            if not 0 <= upto_seq <= last:
+                raise ValidationError("upto_seq", f"must be between 0 and {last}")
             conn.execute(
                 "UPDATE contexts SET summary = ?, summary_upto = ? WHERE id = ?",
                 (summary, upto_seq, context_id),

@@ -1,67 +1,351 @@
 """
 PromptLibrary: the actor that owns prompt templates and per-component system prompts.
+
+It keeps them in a :class:`~rhetor.storage._interfaces.Library` (SQLite today,
+see :mod:`rhetor.storage._library`) and answers one message per operation,
+defined here.
+
+What is cached in memory: the default system prompt of each component the
+Router has asked for (it asks on every request that names a component and
+brings no system prompt), up to 1,024 components. This actor's own prompt
+writes clear it. That is right only while this actor is the only writer of
+the prompts: a store shared by several processes must invalidate it when
+another process writes (issue 13).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import builtins
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from rhetor.storage._actor import StoreActor, StoreCall
-from rhetor.storage._library import LibraryStore, generate_prompt
+import attrs
+
+from rhetor._asks import Ask
+from rhetor.storage._actor import StoreActor
+from rhetor.storage._interfaces import Library, Prompt, Template, TemplateVersion
+from rhetor.storage._rendering import generate_prompt
 from rhetor.storage._sqlite import check_text
 
-__all__ = ["PromptLibrary"]
+__all__ = [
+    "CreatePrompt",
+    "CreateTemplate",
+    "DeletePrompt",
+    "DeleteTemplate",
+    "GeneratePrompt",
+    "GetDefaultPrompt",
+    "GetPrompt",
+    "GetTemplate",
+    "GetTemplateVersions",
+    "ListPrompts",
+    "ListTemplates",
+    "PromptLibrary",
+    "RenderTemplate",
+    "UpdatePrompt",
+    "UpdateTemplate",
+]
 
-_PROMPT_WRITES = frozenset({"create_prompt", "update_prompt", "delete_prompt"})
 # Components named in requests are the cache's keys; past this many it starts afresh,
 # so requests naming ever new components cannot grow it without bound.
 _MAX_CACHED_DEFAULTS = 1024
 
 
-class PromptLibrary(StoreActor):
+# -- templates -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class CreateTemplate(Ask[Template]):
     """
-    Answers :class:`rhetor.storage._actor.StoreCall` for templates and system prompts.
-
-    The default system prompt of each component is cached in memory, since
-    the router asks for it on every request; prompt writes clear the cache.
+    Store a new template at version 1; ValidationError on ``name`` if it is taken.
     """
 
-    allowed: ClassVar[frozenset[str]] = frozenset(
-        {
-            "create_template",
-            "update_template",
-            "get_template",
-            "list_templates",
-            "versions",
-            "delete_template",
-            "render_template",
-            "create_prompt",
-            "update_prompt",
-            "get_prompt",
-            "list_prompts",
-            "delete_prompt",
-            "default_prompt",
-            "generate_prompt",
-        }
-    )
+    name: str
+    content: str
+    description: str = ""
+    category: str = "general"
+    required: Sequence[str] | None = None
+    optional: Sequence[str] | None = None
+    defaults: Mapping[str, str] | None = None
+    metadata: Mapping[str, Any] | None = None
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(lambda: LibraryStore(path))
-        # Invariant: holds exactly what default_prompt(component) returns now.
-        self._defaults: dict[str, Any] = {}
+
+@attrs.frozen
+class UpdateTemplate(Ask[Template]):
+    """
+    Change the template named by id or name (None leaves a field as it is).
+
+    A change to content, required, optional, defaults or metadata makes a new version.
+    """
+
+    template: str
+    content: str | None = None
+    name: str | None = None
+    description: str | None = None
+    category: str | None = None
+    required: Sequence[str] | None = None
+    optional: Sequence[str] | None = None
+    defaults: Mapping[str, str] | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@attrs.frozen
+class GetTemplate(Ask[Template]):
+    """
+    A template by id or name, at its current version or ``version``; NotFound if none.
+    """
+
+    template: str
+    version: int | None = None
+
+
+@attrs.frozen
+class ListTemplates(Ask[builtins.list[Template]]):
+    """
+    Every template at its current version, by name; optionally of one category.
+    """
+
+    category: str | None = None
+
+
+@attrs.frozen
+class GetTemplateVersions(Ask[builtins.list[TemplateVersion]]):
+    """
+    Every version of a template, oldest first; NotFound for an unknown template.
+    """
+
+    template: str
+
+
+@attrs.frozen
+class DeleteTemplate(Ask[bool]):
+    """
+    Delete a template and its versions; answers whether it existed.
+    """
+
+    template: str
+
+
+@attrs.frozen
+class RenderTemplate(Ask[str]):
+    """
+    A template's current version filled with ``variables``.
+    """
+
+    template: str
+    variables: Mapping[str, object]
+
+
+# -- system prompts --------------------------------------------------------------------
+
+
+@attrs.frozen
+class CreatePrompt(Ask[Prompt]):
+    """
+    Store a system prompt; as the default, it displaces the component's old default.
+    """
+
+    name: str
+    component: str
+    content: str
+    description: str = ""
+    tags: Sequence[str] = ()
+    is_default: bool = False
+
+
+@attrs.frozen
+class UpdatePrompt(Ask[Prompt]):
+    """
+    Change a prompt's fields (None leaves one as it is); NotFound for an unknown id.
+    """
+
+    prompt_id: str
+    name: str | None = None
+    component: str | None = None
+    content: str | None = None
+    description: str | None = None
+    tags: Sequence[str] | None = None
+    is_default: bool | None = None
+
+
+@attrs.frozen
+class GetPrompt(Ask[Prompt]):
+    """
+    A prompt by id; NotFound for an unknown id.
+    """
+
+    prompt_id: str
+
+
+@attrs.frozen
+class ListPrompts(Ask[builtins.list[Prompt]]):
+    """
+    Every prompt by component then name; optionally of one component.
+    """
+
+    component: str | None = None
+
+
+@attrs.frozen
+class DeletePrompt(Ask[bool]):
+    """
+    Delete a prompt; answers whether it existed.
+    """
+
+    prompt_id: str
+
+
+@attrs.frozen
+class GetDefaultPrompt(Ask[Prompt | None]):
+    """
+    The component's default system prompt, or None; answered from memory after the first ask.
+    """
+
+    component: str
+
+
+@attrs.frozen
+class GeneratePrompt(Ask[str]):
+    """
+    A drafted prompt for ``task`` in ``format`` (see :func:`rhetor.storage._rendering.generate_prompt`).
+    """
+
+    task: str
+    context: Mapping[str, object] | str | None = None
+    format: str = "instruction"
+
+
+# -- the actor -------------------------------------------------------------------------
+
+
+def _same(reply: Any) -> Any:
+    return reply
+
+
+@attrs.define(eq=False)
+class PromptLibrary(StoreActor[Library]):
+    """
+    Answers the messages above from a :class:`Library`; default prompts from memory.
+    """
+
+    # TEMPORARY (issue 12): what each StoreCall the Router still sends becomes.
+    store_calls: ClassVar[Mapping[str, tuple[Any, Any]]] = {
+        "create_template": (CreateTemplate, _same),
+        "update_template": (UpdateTemplate, _same),
+        "get_template": (GetTemplate, _same),
+        "list_templates": (ListTemplates, _same),
+        "versions": (GetTemplateVersions, _same),
+        "delete_template": (DeleteTemplate, _same),
+        "render_template": (RenderTemplate, _same),
+        "create_prompt": (CreatePrompt, _same),
+        "update_prompt": (UpdatePrompt, _same),
+        "get_prompt": (GetPrompt, _same),
+        "list_prompts": (ListPrompts, _same),
+        "delete_prompt": (DeletePrompt, _same),
+        "default_prompt": (GetDefaultPrompt, _same),
+        "generate_prompt": (GeneratePrompt, _same),
+    }
+
+    # Invariant: holds exactly what the store's default_prompt(component) answers now.
+    _defaults: dict[str, Prompt | None] = attrs.field(init=False, factory=dict)
 
     async def handle(self, message: Any) -> Any:
-        if isinstance(message, StoreCall):
-            if message.method == "generate_prompt":
-                return generate_prompt(*message.args, **message.kwargs)
-            if message.method == "default_prompt":
-                component = check_text("component", message.args[0])
-                if component not in self._defaults:
-                    if len(self._defaults) >= _MAX_CACHED_DEFAULTS:
-                        self._defaults.clear()
-                    self._defaults[component] = await self.call("default_prompt", component)
-                return self._defaults[component]
-            if message.method in _PROMPT_WRITES:
-                self._defaults.clear()
+        match message:
+            case GetDefaultPrompt():
+                return await self._default_prompt(message.component)
+            case GeneratePrompt():
+                # Pure text work: no store, no thread.
+                return generate_prompt(message.task, message.context, message.format)
+            case CreateTemplate():
+                return await self.run(
+                    lambda s: s.create_template(
+                        message.name,
+                        message.content,
+                        description=message.description,
+                        category=message.category,
+                        required=message.required,
+                        optional=message.optional,
+                        defaults=message.defaults,
+                        metadata=message.metadata,
+                    ),
+                    "CreateTemplate",
+                )
+            case UpdateTemplate():
+                return await self.run(
+                    lambda s: s.update_template(
+                        message.template,
+                        message.content,
+                        name=message.name,
+                        description=message.description,
+                        category=message.category,
+                        required=message.required,
+                        optional=message.optional,
+                        defaults=message.defaults,
+                        metadata=message.metadata,
+                    ),
+                    "UpdateTemplate",
+                )
+            case GetTemplate():
+                return await self.run(
+                    lambda s: s.get_template(message.template, message.version), "GetTemplate"
+                )
+            case ListTemplates():
+                return await self.run(lambda s: s.list_templates(message.category), "ListTemplates")
+            case GetTemplateVersions():
+                return await self.run(lambda s: s.versions(message.template), "GetTemplateVersions")
+            case DeleteTemplate():
+                return await self.run(
+                    lambda s: s.delete_template(message.template), "DeleteTemplate"
+                )
+            case RenderTemplate():
+                return await self.run(
+                    lambda s: s.render_template(message.template, message.variables),
+                    "RenderTemplate",
+                )
+            case GetPrompt():
+                return await self.run(lambda s: s.get_prompt(message.prompt_id), "GetPrompt")
+            case ListPrompts():
+                return await self.run(lambda s: s.list_prompts(message.component), "ListPrompts")
+            case CreatePrompt() | UpdatePrompt() | DeletePrompt():
+                return await self._write_prompt(message)
         return await super().handle(message)
+
+    async def _default_prompt(self, component: str) -> Prompt | None:
+        check_text("component", component)
+        if component not in self._defaults:
+            prompt = await self.run(lambda s: s.default_prompt(component), "GetDefaultPrompt")
+            if len(self._defaults) >= _MAX_CACHED_DEFAULTS:
+                self._defaults.clear()
+            self._defaults[component] = prompt
+        return self._defaults[component]
+
+    async def _write_prompt(self, message: CreatePrompt | UpdatePrompt | DeletePrompt) -> Any:
+        # Any prompt write may change a default. Cleared before the write: one
+        # message at a time, so nothing refills it before the write is done.
+        self._defaults.clear()
+        match message:
+            case CreatePrompt():
+                return await self.run(
+                    lambda s: s.create_prompt(
+                        message.name,
+                        message.component,
+                        message.content,
+                        description=message.description,
+                        tags=message.tags,
+                        is_default=message.is_default,
+                    ),
+                    "CreatePrompt",
+                )
+            case UpdatePrompt():
+                return await self.run(
+                    lambda s: s.update_prompt(
+                        message.prompt_id,
+                        name=message.name,
+                        component=message.component,
+                        content=message.content,
+                        description=message.description,
+                        tags=message.tags,
+                        is_default=message.is_default,
+                    ),
+                    "UpdatePrompt",
+                )
+        return await self.run(lambda s: s.delete_prompt(message.prompt_id), "DeletePrompt")

@@ -31,6 +31,7 @@ __all__ = [
     "SQLITE_INT_MIN",
     "SQLiteStore",
     "check_int",
+    "check_optional_text",
     "check_text",
     "open_database",
     "transaction",
@@ -75,6 +76,14 @@ def check_text(field: str, value: object) -> str:
                 field, f"must be valid Unicode (a lone surrogate at index {exc.start})"
             ) from None
     return value
+
+
+def check_optional_text(field: str, value: object) -> None:
+    """
+    Check ``value`` with :func:`check_text` unless it is None (a field left as it is).
+    """
+    if value is not None:
+        check_text(field, value)
 
 
 def open_database(path: str | os.PathLike[str], schema: str, version: int) -> sqlite3.Connection:
@@ -129,16 +138,33 @@ class SQLiteStore:
 
     Subclasses name their ``SCHEMA`` and ``SCHEMA_VERSION`` (see :func:`open_database`).
     A store is also a context manager that closes it on exit.
+
+    With ``autocheckpoint=False`` a commit never copies the write-ahead log
+    into the file (which syncs it, milliseconds on a busy disk), so commits
+    may run on the event loop's own thread; the owner calls
+    :meth:`checkpoint` instead, from a worker thread, every few hundred
+    commits.
     """
 
     SCHEMA: ClassVar[str]
     SCHEMA_VERSION: ClassVar[int]
 
     path: str | os.PathLike[str]
+    autocheckpoint: bool = attrs.field(default=True, kw_only=True)
     _conn: sqlite3.Connection = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._conn = open_database(self.path, self.SCHEMA, self.SCHEMA_VERSION)
+        if not self.autocheckpoint:
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """
+        Copy committed pages from the write-ahead log into the database file.
+
+        PASSIVE: it never waits for, or blocks, a writer on another connection.
+        """
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def close(self) -> None:
         """

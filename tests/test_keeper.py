@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import actors
+import rhetor.budget._keeper
 from rhetor._errors import BudgetExceeded, ServiceUnavailable, ValidationError
 from rhetor._types import Usage
 from rhetor.budget._keeper import (
@@ -30,14 +31,14 @@ from rhetor.budget._keeper import (
     Settle,
     StoreActiveModel,
 )
-from rhetor.budget._ledger import Ledger
+from rhetor.budget._ledger import SQLiteLedger
 
 
 def keeper(
     path: Path, policy: str = "enforce", daily: float = 0.0, owner: str = "runtime-1"
 ) -> BudgetKeeper:
     return BudgetKeeper(
-        path,
+        lambda: SQLiteLedger(path, autocheckpoint=False),
         policy=policy,  # type: ignore[arg-type]
         limits={"daily": daily, "weekly": 0.0, "monthly": 0.0},
         owner=owner,
@@ -100,7 +101,7 @@ async def test_concurrent_reservations_never_overspend(tmp_path: Path) -> None:
         status = await ref.ask(GetBudget())
     assert 0 < len(granted) < 200
     assert status["periods"]["daily"]["spent"] <= limit
-    ledger = Ledger(tmp_path / "l.db")
+    ledger = SQLiteLedger(tmp_path / "l.db")
     try:
         assert ledger.spent(0.0) <= limit
     finally:
@@ -224,7 +225,7 @@ async def test_a_dead_runtimes_reservations_are_settled_as_interrupted(tmp_path:
             await ref.ask(Reserve("next", "openai", "gpt-4o", 0.6))
     assert status["periods"]["daily"]["spent"] == pytest.approx(0.45)
     assert status["periods"]["daily"]["reserved"] == 0.0
-    with Ledger(path) as ledger:
+    with SQLiteLedger(path) as ledger:
         rows = {e.request_id: e for e in ledger.entries()}
         assert ledger.reservations() == []
     assert (rows["lost"].status, rows["lost"].billed, rows["lost"].cost) == (
@@ -277,7 +278,7 @@ async def test_a_non_finite_or_negative_charge_is_billed_at_the_worst_case_and_l
         assert ref.stats().restarts == 0
     assert status["ledger_errors"]["invalid_charges"] == 1
     assert status["periods"]["daily"]["spent"] == pytest.approx(0.4)
-    with Ledger(tmp_path / "l.db") as ledger:
+    with SQLiteLedger(tmp_path / "l.db") as ledger:
         rows = {e.request_id: e for e in ledger.entries()}
     assert (rows["bad"].cost, rows["bad"].billed) == (0.3, "worst_case")
     assert rows["bad"].input_tokens >= 0 and rows["bad"].output_tokens >= 0
@@ -287,7 +288,7 @@ async def test_a_non_finite_or_negative_charge_is_billed_at_the_worst_case_and_l
 async def test_a_row_the_database_refuses_fails_alone(tmp_path: Path) -> None:
     """One row SQLite rejects fails only its own settle; the rest of its batch and later rows are written."""
     path = tmp_path / "l.db"
-    Ledger(path).close()
+    SQLiteLedger(path).close()
     conn = sqlite3.connect(path)
     conn.execute(
         "CREATE TRIGGER refuse BEFORE INSERT ON entries WHEN NEW.request_id = 'poison'"
@@ -317,7 +318,7 @@ async def test_a_row_the_database_refuses_fails_alone(tmp_path: Path) -> None:
     assert outcomes == {name: 0.01 for name in ("good-1", "good-2", "good-3", "later")}
     assert status["ledger_errors"]["failed_writes"] == 1
     assert status["periods"]["daily"]["spent"] == pytest.approx(0.04)
-    with Ledger(path) as ledger:
+    with SQLiteLedger(path) as ledger:
         assert sorted(e.request_id for e in ledger.entries()) == [
             "good-1",
             "good-2",
@@ -382,12 +383,12 @@ async def test_a_free_reservation_costs_no_ledger_write(tmp_path: Path) -> None:
         ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
         free = await ref.ask(Reserve("a", "ollama", "llama3", 0.0))
         paid = await ref.ask(Reserve("b", "openai", "gpt-4o", 0.1))
-        with Ledger(path) as ledger:
+        with SQLiteLedger(path) as ledger:
             assert [r.id for r in ledger.reservations()] == [paid.id]
         await ref.ask(Settle(free.id, "a", "ollama", "llama3", None, None, Usage(5, 5), 0.0))
         status = await ref.ask(GetBudget())
     assert status["periods"]["daily"]["reserved"] == 0.1
-    with Ledger(path) as ledger:
+    with SQLiteLedger(path) as ledger:
         assert [e.request_id for e in ledger.entries()] == ["a"]
 
 
@@ -423,8 +424,63 @@ def test_any_numbers_in_a_settle_become_a_finite_charge_and_never_crash_the_keep
     billed, restarts = trio.run(run)
     assert restarts == 0
     assert math.isfinite(billed) and billed >= 0
-    with Ledger(path) as ledger:
+    with SQLiteLedger(path) as ledger:
         [row] = ledger.entries()
         assert ledger.reservations() == []
     assert row.cost == billed
     assert type(row.input_tokens) is int and type(row.output_tokens) is int
+
+
+async def test_reservation_ids_come_in_claimed_blocks_never_given_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids come in blocks claimed from the ledger: distinct across blocks, two owners and a restart."""
+    monkeypatch.setattr(rhetor.budget._keeper, "_ID_BLOCK", 2)
+    path = tmp_path / "l.db"
+    ids: list[int] = []
+
+    async def reserve(ref: actors.Ref, name: str) -> None:
+        ids.append((await ref.ask(Reserve(name, "openai", "gpt-4o", 0.01))).id)
+
+    async with actors.open_system() as system:
+        first = await system.spawn(lambda: keeper(path, daily=10.0), name="budget")
+        for name in ("a", "b", "c"):
+            await reserve(first, name)
+        second = await system.spawn(lambda: keeper(path, daily=10.0, owner="runtime-2"), name="b2")
+        for ref, name in ((first, "d"), (second, "e"), (first, "f"), (second, "g")):
+            await reserve(ref, name)
+    async with actors.open_system() as system:
+        again = await system.spawn(lambda: keeper(path, daily=10.0), name="budget")
+        await reserve(again, "h")
+    assert len(set(ids)) == len(ids) == 8
+    assert ids[-1] > max(ids[:-1])
+
+
+async def test_a_failed_id_claim_refuses_that_reserve_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the ledger cannot give out ids, the reserve that needed them is ServiceUnavailable and holds nothing."""
+    monkeypatch.setattr(rhetor.budget._keeper, "_ID_BLOCK", 1)
+    original = SQLiteLedger.claim_reservation_ids
+    failing = False
+
+    def claim(self: SQLiteLedger, count: int) -> range:
+        if failing:
+            raise ServiceUnavailable("the budget ledger cannot be written: disk I/O error")
+        return original(self, count)
+
+    monkeypatch.setattr(SQLiteLedger, "claim_reservation_ids", claim)
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", "warn", 1.0), name="budget")
+        granted = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.25))
+        failing = True
+        with pytest.raises(ServiceUnavailable) as info:
+            await ref.ask(Reserve("b", "openai", "gpt-4o", 0.25))
+        status = await ref.ask(GetBudget())
+        failing = False
+        later = await ref.ask(Reserve("c", "openai", "gpt-4o", 0.25))
+        assert ref.stats().restarts == 0
+    assert info.value.message == "the budget ledger cannot be written: disk I/O error"
+    assert status["periods"]["daily"]["reserved"] == pytest.approx(0.25)
+    assert status["ledger_errors"]["failed_writes"] == 1
+    assert later.id > granted.id

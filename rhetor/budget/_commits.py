@@ -1,0 +1,102 @@
+"""
+Group commits: how the BudgetKeeper writes a batch of changes to its ledger.
+
+Every reservation, charge and release that arrives while one commit runs goes
+into the next, as at most one statement of each kind. One row the database
+refuses must never keep the others out, so a failed batch is retried row by
+row, and only the rows that fail again carry the error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import attrs
+
+from rhetor._errors import ServiceUnavailable
+from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow
+
+__all__ = ["Write", "write_batch"]
+
+log = logging.getLogger("rhetor.budget")
+
+
+@attrs.define(eq=False)
+class Write:
+    """
+    One change waiting for a group commit, and the event its handler waits on.
+
+    Exactly one of ``reservation``, ``charge`` and ``release`` is set.
+    """
+
+    reservation: ReservationRow | None = None
+    charge: LedgerEntry | None = None
+    release: int | None = None
+    retry: bool = False
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    error: ServiceUnavailable | None = None
+    # False for a charge that was already recorded (a retried settle).
+    written: bool = True
+
+
+def write_batch(ledger: BudgetLedger, batch: list[Write]) -> None:
+    """
+    Write ``batch`` with at most one statement for each kind of change.
+
+    Error handling: a row that cannot be written gets the error on its own
+    :class:`Write`; nothing is raised. A retried charge already in the ledger
+    is marked not ``written``.
+    """
+    _isolated(ledger.reserve_many, [w for w in batch if w.reservation], lambda w: w.reservation)
+    retried = [w.charge.charge_id for w in batch if w.charge and w.retry and w.charge.charge_id]
+    seen: set[str | None] = set()
+    if retried:
+        try:
+            seen.update(ledger.recorded_charges(c for c in retried if c))
+        except ServiceUnavailable as exc:
+            log.error("could not look up retried charges: %s", exc)
+    charges: list[Write] = []
+    for write in batch:
+        if write.charge is None:
+            continue
+        charge_id = write.charge.charge_id
+        if charge_id is not None and charge_id in seen:
+            write.written = False
+            continue
+        seen.add(charge_id)
+        charges.append(write)
+    _isolated(ledger.record_many, charges, lambda w: w.charge)
+    releases = [w.release for w in batch if w.release is not None]
+    try:
+        ledger.release(releases)
+    except ServiceUnavailable as exc:
+        # They stay in the ledger; the next start settles them as interrupted.
+        log.error("could not release reservations %s: %s", releases, exc)
+
+
+def _isolated(
+    store_many: Callable[[list[Any]], None], writes: list[Write], row: Callable[[Write], Any]
+) -> None:
+    """
+    Store the rows of ``writes`` in one call; if that fails, each alone.
+    """
+    if not writes:
+        return
+    try:
+        store_many([row(w) for w in writes])
+        return
+    except ServiceUnavailable as exc:
+        if len(writes) == 1:
+            writes[0].error = exc
+            return
+        log.error(
+            "a ledger batch of %d rows failed (%s); writing them one by one", len(writes), exc
+        )
+    for write in writes:
+        try:
+            store_many([row(write)])
+        except ServiceUnavailable as exc:
+            write.error = exc

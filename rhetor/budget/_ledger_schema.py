@@ -1,0 +1,151 @@
+"""
+The SQLite ledger's schema, and the migration of files written by older versions.
+
+Two tables carry the money. ``reservations`` holds one row per request that
+may still spend: written before the provider is called, owned by the runtime
+that wrote it. ``entries`` holds one row per charge. Settling inserts the
+charge, and the insert itself deletes the reservation it names (a trigger), so
+a reservation is replaced by its charge in one statement: a crash can leave
+one or the other, never both and never neither. On PostgreSQL the same step
+is one ``WITH ... DELETE ... RETURNING`` feeding the ``INSERT``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+__all__ = ["ENTRY_FIELDS", "RESERVATION_FIELDS", "SCHEMA", "SCHEMA_VERSION", "upgrade"]
+
+SCHEMA_VERSION = 2
+# Columns written from LedgerEntry and ReservationRow, in the order of their JSON rows.
+ENTRY_FIELDS = tuple(
+    [
+        "ts",
+        "request_id",
+        "provider",
+        "model",
+        "component",
+        "context_id",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+        "status",
+        "billed",
+        "charge_id",
+        "reservation_id",
+    ]
+)
+RESERVATION_FIELDS = tuple(
+    [
+        "id",
+        "key",
+        "owner",
+        "ts",
+        "request_id",
+        "provider",
+        "model",
+        "component",
+        "context_id",
+        "input_tokens",
+        "output_tokens",
+        "amount",
+    ]
+)
+
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS entries (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts             REAL    NOT NULL,
+    request_id     TEXT    NOT NULL,
+    provider       TEXT    NOT NULL,
+    model          TEXT    NOT NULL,
+    component      TEXT    NOT NULL DEFAULT '',
+    context_id     TEXT,
+    input_tokens   INTEGER NOT NULL CHECK (input_tokens >= 0),
+    output_tokens  INTEGER NOT NULL CHECK (output_tokens >= 0),
+    cost           REAL    NOT NULL CHECK (cost >= 0),
+    status         TEXT    NOT NULL
+                   CHECK (status IN ('ok', 'partial', 'failed', 'interrupted')),
+    billed         TEXT    NOT NULL DEFAULT 'usage'
+                   CHECK (billed IN ('usage', 'capped', 'worst_case')),
+    charge_id      TEXT    UNIQUE,
+    reservation_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS entries_ts ON entries (ts);
+"""
+SCHEMA = (
+    _TABLES
+    + """
+CREATE TABLE IF NOT EXISTS reservations (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    key           TEXT    NOT NULL,
+    owner         TEXT    NOT NULL,
+    ts            REAL    NOT NULL,
+    request_id    TEXT    NOT NULL,
+    provider      TEXT    NOT NULL,
+    model         TEXT    NOT NULL,
+    component     TEXT    NOT NULL DEFAULT '',
+    context_id    TEXT,
+    input_tokens  INTEGER NOT NULL CHECK (input_tokens >= 0),
+    output_tokens INTEGER NOT NULL CHECK (output_tokens >= 0),
+    amount        REAL    NOT NULL CHECK (amount >= 0)
+);
+-- Settling is one INSERT: the charge replaces its reservation in the same statement.
+CREATE TRIGGER IF NOT EXISTS entries_settle AFTER INSERT ON entries
+WHEN NEW.reservation_id IS NOT NULL
+BEGIN
+    DELETE FROM reservations WHERE id = NEW.reservation_id;
+END;
+-- provider '' stands for "all providers": NULL would not be unique in the key.
+CREATE TABLE IF NOT EXISTS limits (
+    period   TEXT NOT NULL CHECK (period IN ('daily', 'weekly', 'monthly')),
+    provider TEXT NOT NULL DEFAULT '',
+    amount   REAL NOT NULL,
+    PRIMARY KEY (period, provider)
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+)
+# Version 1 had no reservations, and its entries no billed, charge_id or
+# reservation_id, and a status check without 'interrupted': rebuild entries.
+_UPGRADE_FROM_1 = f"""
+BEGIN IMMEDIATE;
+ALTER TABLE entries RENAME TO entries_v1;
+DROP INDEX IF EXISTS entries_ts;
+DROP INDEX IF EXISTS entries_provider_ts;
+{_TABLES}
+INSERT INTO entries (id, ts, request_id, provider, model, component, context_id,
+                     input_tokens, output_tokens, cost, status)
+    SELECT id, ts, request_id, provider, model, component, context_id,
+           input_tokens, output_tokens, cost, status FROM entries_v1;
+DROP TABLE entries_v1;
+{SCHEMA}
+PRAGMA user_version = 2;
+COMMIT;
+"""
+
+
+def upgrade(path: str | os.PathLike[str]) -> None:
+    """
+    Bring a ledger file written by an older Rhetor to this schema, in one transaction.
+    """
+    if not os.path.exists(path):
+        return
+    conn = sqlite3.connect(os.fspath(path), isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == 1:
+            try:
+                conn.executescript(_UPGRADE_FROM_1)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+    finally:
+        conn.close()

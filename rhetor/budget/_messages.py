@@ -1,0 +1,176 @@
+"""
+The messages the BudgetKeeper answers, and their replies.
+
+Each message is an :class:`~rhetor._asks.Ask` of its reply type. The status
+replies are ``TypedDict`` s, since the edge sends them as JSON as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+import attrs
+
+from rhetor._asks import Ask
+from rhetor._settings import BudgetPolicy
+from rhetor._types import Usage
+from rhetor.budget._accounts import Period, PeriodStatus
+from rhetor.budget._interfaces import Billed, GroupBy
+
+__all__ = [
+    "BudgetStatus",
+    "CheckBudget",
+    "GetActiveModel",
+    "GetBudget",
+    "GetBudgetMode",
+    "GetUsage",
+    "LedgerErrors",
+    "Reservation",
+    "Reserve",
+    "SetLimit",
+    "SetPolicy",
+    "Settle",
+    "StoreActiveModel",
+    "UsageTotals",
+]
+
+
+class LedgerErrors(TypedDict):
+    """What went wrong with the ledger since the keeper started: bad charges billed at their worst case, failed writes."""
+
+    invalid_charges: int
+    failed_writes: int
+
+
+class BudgetStatus(TypedDict):
+    """The budget now: the policy, each period's spend and limits, and the ledger's errors."""
+
+    policy: BudgetPolicy
+    periods: dict[Period, PeriodStatus]
+    reservations_required: bool
+    ledger_errors: LedgerErrors
+
+
+class UsageTotals(TypedDict):
+    """Requests, tokens and cost of one group (``key``: a provider, model, component or context)."""
+
+    key: str | None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+
+@attrs.frozen
+class Reservation:
+    """A granted reservation, and the warning to pass on under the ``warn`` policy."""
+
+    id: int
+    provider: str
+    amount: float
+    warning: str | None = None
+
+
+@attrs.frozen
+class Reserve(Ask[Reservation]):
+    """
+    Reserve ``amount`` USD for one request; answers a :class:`Reservation` once it is durable.
+
+    ``input_tokens`` and ``output_tokens`` are the worst case the amount
+    prices; they become the charge if the request's process dies. A retried
+    reserve with the same non-empty ``key`` answers the reservation the first
+    attempt made (the keeper may have restarted between the two).
+    """
+
+    request_id: str
+    provider: str
+    model: str
+    amount: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    component: str | None = None
+    context_id: str | None = None
+    key: str = ""
+
+
+@attrs.frozen
+class Settle(Ask[float]):
+    """
+    Replace a reservation with what the request actually cost; answers the cost once durable.
+
+    ``worst_case`` is billed instead of ``cost`` when the cost or the usage is
+    not a finite, non-negative number. A non-empty ``charge_id`` is recorded at
+    most once, so a settle retried after a keeper restart is never billed twice.
+    """
+
+    reservation_id: int
+    request_id: str
+    provider: str
+    model: str
+    component: str | None
+    context_id: str | None
+    usage: Usage
+    cost: float
+    status: Literal["ok", "partial", "failed"] = "ok"
+    billed: Billed = "usage"
+    worst_case: float | None = None
+    charge_id: str = ""
+    retry: bool = False
+
+
+@attrs.frozen
+class CheckBudget(Ask[tuple[bool, str | None]]):
+    """Would ``amount`` on ``provider`` fit? Answers ``(under_budget, warning)``."""
+
+    provider: str
+    amount: float
+
+
+@attrs.frozen
+class GetBudget(Ask[BudgetStatus]):
+    """Answers the status of every period (spent, reserved, limit, remaining, policy)."""
+
+
+@attrs.frozen
+class GetUsage(Ask[list[UsageTotals]]):
+    """Answers usage rows for a period, grouped by provider, model, component or context."""
+
+    period: Period
+    group_by: GroupBy
+
+
+@attrs.frozen
+class SetLimit(Ask[BudgetStatus]):
+    """Set a period's limit, globally or for one provider; 0 removes it."""
+
+    period: Period
+    amount: float
+    provider: str | None = None
+
+
+@attrs.frozen
+class SetPolicy(Ask[BudgetStatus]):
+    """Set the policy: ignore, warn or enforce."""
+
+    policy: BudgetPolicy
+
+
+@attrs.frozen
+class GetBudgetMode(Ask[bool]):
+    """
+    Answers whether reservations are needed: only when a limit exists and the
+    policy is not ``ignore`` can a reservation be refused or carry a warning.
+    """
+
+
+@attrs.frozen
+class GetActiveModel(Ask[tuple[str, str] | None]):
+    """Answers the stored active ``(provider, model)``, or None."""
+
+
+@attrs.frozen
+class StoreActiveModel(Ask[None]):
+    """Store the active provider and model, so that a restart keeps them; answers None."""
+
+    provider: str
+    model: str

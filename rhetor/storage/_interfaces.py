@@ -1,0 +1,504 @@
+"""
+What Rhetor stores about conversations and prompts, and the interfaces of the stores that keep it.
+
+The stores are ``typing.Protocol`` classes named for what they hold:
+
+- :class:`ContextHistory`: conversation contexts (their messages, summary and metadata);
+- :class:`TemplateLibrary`: versioned prompt templates;
+- :class:`SystemPrompts`: per-component system prompts, at most one default each;
+- :class:`Library`: both of the last two, as the PromptLibrary actor keeps them.
+
+(The budget ledger's interface, :class:`rhetor.budget.BudgetLedger`, lives
+beside the ledger in ``rhetor.budget``, since its rows are the budget's.)
+
+SQLite is the one implementation today (:class:`~rhetor.storage._history.SQLiteHistory`,
+:class:`~rhetor.storage._library.SQLiteLibrary`). A store is synchronous and
+used by one actor, one call at a time, from a worker thread; each call is one
+transaction. The contracts below hold for a database that several processes
+share: no method relies on its caller being the only writer. What a caller
+may cache in memory is its own decision, and each actor says which it makes
+(see ``docs/architecture.md``, "What is cached in memory").
+
+Error handling, for every store: a value the store cannot hold or an unknown
+id is the caller's :class:`~rhetor.ValidationError` or
+:class:`~rhetor.NotFound`, raised before anything is written. Any other
+exception is a failure of the database, and the store's :meth:`Store.broken`
+then says whether its connection can serve another call.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from rhetor._types import ChatMessage, Role
+from rhetor.storage._rendering import render
+
+__all__ = [
+    "ContextHistory",
+    "ContextInfo",
+    "ContextRecord",
+    "ContextWindow",
+    "Entry",
+    "Library",
+    "Prompt",
+    "SearchHit",
+    "Store",
+    "StoredMessage",
+    "SystemPrompts",
+    "Template",
+    "TemplateLibrary",
+    "TemplateVersion",
+    "WindowState",
+]
+
+# -- conversation contexts -------------------------------------------------------------
+
+
+@attrs.frozen
+class StoredMessage:
+    """
+    One stored message of a context; ``seq`` counts from 1 within the context.
+    """
+
+    context_id: str
+    seq: int
+    role: Role
+    content: str
+    ts: float
+    tokens: int
+
+    @property
+    def message(self) -> ChatMessage:
+        """
+        The message as a provider would take it.
+        """
+        return ChatMessage(self.role, self.content)
+
+
+@attrs.frozen
+class ContextInfo:
+    """
+    A context's description, without its messages.
+    """
+
+    id: str
+    created: float
+    updated: float
+    message_count: int
+    summary: str | None
+    metadata: Mapping[str, Any]
+
+
+@attrs.frozen
+class ContextRecord:
+    """
+    A context's description and its messages (oldest first), read together.
+    """
+
+    info: ContextInfo
+    messages: builtins.list[StoredMessage]
+
+
+@attrs.frozen
+class ContextWindow:
+    """
+    What a request sends of a context: its summary and newest messages, with their token cost.
+
+    ``messages`` are the newest unsummarised messages, oldest first, that fit
+    the budget the window was asked with after the summary's share.
+    ``tokens`` is what the messages cost (each one's estimate plus the
+    per-message overhead, as :func:`rhetor._tokens.count_message_tokens`
+    counts them); ``summary_tokens`` what the summary cost the budget (0
+    without one). So nobody counts a window's tokens twice.
+    """
+
+    summary: str | None
+    messages: tuple[ChatMessage, ...]
+    tokens: int
+    summary_tokens: int = 0
+
+
+Entry = tuple[int, ChatMessage, int]
+"""One message for windowing: ``(seq, message, cost)``, cost = tokens + overhead."""
+
+
+@attrs.frozen
+class WindowState:
+    """
+    What a cache needs to answer windows of one context without the database.
+
+    ``recent`` is the newest unsummarised messages, oldest first, as
+    ``(seq, message, cost)`` with cost = tokens + per-message overhead, as many
+    as fit in the ``cap`` it was loaded with; ``complete`` says whether that
+    is all of them. ``unsummarised`` is the exact cost of every unsummarised
+    message.
+    """
+
+    summary: str | None
+    summary_upto: int
+    unsummarised: int
+    recent: tuple[Entry, ...]
+    complete: bool
+
+
+@attrs.frozen
+class SearchHit:
+    """
+    A message whose content matched a search, with the text around the match.
+    """
+
+    context_id: str
+    seq: int
+    role: Role
+    snippet: str
+
+
+class Store(Protocol):
+    """
+    What every store is to the actor that owns it: something to check and to close.
+    """
+
+    def broken(self) -> str | None:
+        """
+        Why the store cannot serve another call (its owner should reopen it), or None.
+        """
+        ...
+
+    def close(self) -> None:
+        """
+        Release the connection; safe to call twice.
+        """
+        ...
+
+
+class ContextHistory(Store, Protocol):
+    """
+    Every conversation context: messages, summaries and metadata.
+
+    Context ids are checked by :func:`rhetor.storage._history.validate_context_id`
+    (ValidationError on ``context_id``). Shared by several processes, a store
+    keeps these promises: an append is atomic and its messages get the next
+    consecutive ``seq`` numbers even when another process appends to the same
+    context at once; a window, a window state or a record is read from one
+    consistent snapshot.
+
+    The ContextStore calls :meth:`append` on the event loop's own thread (a
+    SQLite commit there costs less than a thread hop) and everything else
+    from a worker thread; a store whose writes wait on a network must say so
+    and be called from worker threads only.
+    """
+
+    def checkpoint(self) -> None:
+        """
+        Housekeeping the owner runs in a worker thread every few hundred appends.
+
+        SQLite copies its write-ahead log into the database file; a store with
+        nothing to do does nothing.
+        """
+        ...
+
+    def append(
+        self,
+        context_id: str,
+        messages: Sequence[ChatMessage],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> int:
+        """
+        Add messages to a context (created if new), merge ``metadata`` into its
+        own (new keys win), and answer the context's message count after them.
+        """
+        ...
+
+    def history(self, context_id: str, *, limit: int | None = None) -> builtins.list[StoredMessage]:
+        """
+        A context's messages, oldest first; with ``limit``, only the newest that many.
+
+        Error handling: NotFound for an unknown context.
+        """
+        ...
+
+    def record(self, context_id: str, *, limit: int | None = None) -> ContextRecord:
+        """
+        A context's description and messages (as :meth:`history`) in one read.
+
+        Error handling: NotFound for an unknown context.
+        """
+        ...
+
+    def window(self, context_id: str, token_budget: int) -> ContextWindow:
+        """
+        The summary and the newest unsummarised messages within ``token_budget``.
+
+        Messages are contiguous: the oldest are dropped first, and the first
+        that does not fit ends the window. The summary counts first, but is
+        returned even if it alone is over. An unknown context has an empty window.
+        """
+        ...
+
+    def window_state(self, context_id: str, cap: int) -> WindowState | None:
+        """
+        The state behind :meth:`window` for a cache holding up to ``cap`` of the newest messages.
+
+        None for an unknown context.
+        """
+        ...
+
+    def get(self, context_id: str) -> ContextInfo | None:
+        """
+        A context's description, or None if there is no such context.
+        """
+        ...
+
+    def list(self, limit: int = 100, offset: int = 0) -> builtins.list[ContextInfo]:
+        """
+        Contexts, most recently updated first.
+        """
+        ...
+
+    def delete(self, context_id: str) -> bool:
+        """
+        Delete a context and its messages; True if it existed.
+        """
+        ...
+
+    def search(self, query: str, limit: int = 20) -> builtins.list[SearchHit]:
+        """
+        Messages whose content contains ``query`` literally (ASCII case folded), newest first.
+        """
+        ...
+
+    def set_summary(self, context_id: str, summary: str, upto_seq: int) -> None:
+        """
+        Record that ``summary`` stands for the messages up to ``upto_seq``.
+
+        Those messages stay stored but leave the window. Error handling:
+        NotFound for an unknown context, ValidationError on ``upto_seq`` past
+        the context's last message.
+        """
+        ...
+
+    def needs_summary(self, context_id: str, threshold_tokens: int) -> bool:
+        """
+        Whether the unsummarised messages cost more than ``threshold_tokens``; False if unknown.
+        """
+        ...
+
+
+# -- templates and system prompts ------------------------------------------------------
+
+
+@attrs.frozen
+class TemplateVersion:
+    """
+    One immutable version of a template's content and parameters.
+    """
+
+    template_id: str
+    version: int
+    content: str
+    variables: tuple[str, ...]
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    defaults: Mapping[str, str]
+    metadata: Mapping[str, Any]
+    created: float
+
+
+@attrs.frozen
+class Template:
+    """
+    A named template at one version (its current one unless asked otherwise).
+    """
+
+    id: str
+    name: str
+    description: str
+    category: str
+    current_version: int
+    version: int
+    content: str
+    variables: tuple[str, ...]
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    defaults: Mapping[str, str]
+    metadata: Mapping[str, Any]
+    created: float
+    updated: float
+
+    def render(self, variables: Mapping[str, object]) -> str:
+        """
+        This version filled with ``variables``; see :func:`rhetor.storage._rendering.render`.
+        """
+        return render(self.content, variables, self.required, self.optional, self.defaults)
+
+
+@attrs.frozen
+class Prompt:
+    """
+    A system prompt for one component; at most one per component is the default.
+    """
+
+    id: str
+    name: str
+    component: str
+    content: str
+    description: str
+    tags: tuple[str, ...]
+    is_default: bool
+    created: float
+    updated: float
+
+
+class TemplateLibrary(Store, Protocol):
+    """
+    Versioned prompt templates, found by id or by (unique) name.
+
+    Shared by several processes, a store keeps these promises: names stay
+    unique and version numbers consecutive under concurrent writers (a write
+    that would break either is refused or retried, never half applied).
+    """
+
+    def create_template(
+        self,
+        name: str,
+        content: str,
+        *,
+        description: str = "",
+        category: str = "general",
+        required: Sequence[str] | None = None,
+        optional: Sequence[str] | None = None,
+        defaults: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Template:
+        """
+        Store a new template at version 1.
+
+        Error handling: ValidationError on ``name`` when the name is taken.
+        """
+        ...
+
+    def update_template(
+        self,
+        id_or_name: str,
+        content: str | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        category: str | None = None,
+        required: Sequence[str] | None = None,
+        optional: Sequence[str] | None = None,
+        defaults: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Template:
+        """
+        Change a template: content, required, optional, defaults or metadata
+        make a new version (the rest carries over); name, description or
+        category alone do not. None leaves a field as it is.
+        """
+        ...
+
+    def get_template(self, id_or_name: str, version: int | None = None) -> Template:
+        """
+        A template at its current version or the one asked for; NotFound if there is none.
+        """
+        ...
+
+    def list_templates(self, category: str | None = None) -> builtins.list[Template]:
+        """
+        Every template at its current version, by name; optionally of one category.
+        """
+        ...
+
+    def versions(self, id_or_name: str) -> builtins.list[TemplateVersion]:
+        """
+        Every version of a template, oldest first; NotFound for an unknown template.
+        """
+        ...
+
+    def delete_template(self, id_or_name: str) -> bool:
+        """
+        Delete a template and all its versions; True if it existed.
+        """
+        ...
+
+    def render_template(self, id_or_name: str, variables: Mapping[str, object]) -> str:
+        """
+        A template's current version filled with ``variables``.
+        """
+        ...
+
+
+class SystemPrompts(Store, Protocol):
+    """
+    System prompts per component; at most one per component is the default.
+
+    Shared by several processes, a store keeps the one-default rule itself
+    (SQLite with a unique partial index), so two writers making different
+    prompts the default leave exactly one.
+    """
+
+    def create_prompt(
+        self,
+        name: str,
+        component: str,
+        content: str,
+        *,
+        description: str = "",
+        tags: Sequence[str] = (),
+        is_default: bool = False,
+    ) -> Prompt:
+        """
+        Store a system prompt; as the default, it displaces the component's old default.
+        """
+        ...
+
+    def update_prompt(
+        self,
+        prompt_id: str,
+        *,
+        name: str | None = None,
+        component: str | None = None,
+        content: str | None = None,
+        description: str | None = None,
+        tags: Sequence[str] | None = None,
+        is_default: bool | None = None,
+    ) -> Prompt:
+        """
+        Change a prompt's fields (None leaves one as it is); NotFound for an unknown id.
+        """
+        ...
+
+    def get_prompt(self, prompt_id: str) -> Prompt:
+        """
+        A prompt by id; NotFound for an unknown id.
+        """
+        ...
+
+    def list_prompts(self, component: str | None = None) -> builtins.list[Prompt]:
+        """
+        Every prompt by component then name; optionally of one component.
+        """
+        ...
+
+    def delete_prompt(self, prompt_id: str) -> bool:
+        """
+        Delete a prompt; True if it existed.
+        """
+        ...
+
+    def default_prompt(self, component: str) -> Prompt | None:
+        """
+        The component's default prompt, or None if it has none.
+        """
+        ...
+
+
+class Library(TemplateLibrary, SystemPrompts, Protocol):
+    """
+    Templates and system prompts together: what the PromptLibrary actor keeps.
+    """
