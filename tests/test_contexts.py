@@ -19,7 +19,7 @@ import rhetor.storage._contexts
 from rhetor._errors import NotFound, ValidationError
 from rhetor._tokens import count_message_tokens
 from rhetor._types import ChatMessage
-from rhetor.storage._actor import StoreActor, StoreCall
+from rhetor.storage._actor import StoreActor
 from rhetor.storage._contexts import (
     Appended,
     AppendTurns,
@@ -223,25 +223,6 @@ async def test_the_read_messages_answer_what_the_store_holds(tmp_path: Path) -> 
     assert record.info == info and record.messages == history[-1:]
     assert info is not None and info.metadata == {"k": "v"} and listed == [info]
     assert [(h.context_id, h.seq) for h in hits] == [("c", 1)]
-
-
-async def test_store_calls_still_answer_in_their_old_shapes(tmp_path: Path) -> None:
-    """TEMPORARY (issue 12): a StoreCall becomes its typed message and answers as the store method did."""
-    hello = [ChatMessage("user", "hello")]
-    async with actors.open_system() as system:
-        ref = await system.spawn(lambda: context_store(tmp_path / "c.db"), name="contexts")
-        assert await ref.ask(StoreCall("window", ("c", 8000))) == (None, [])
-        assert await ref.ask(StoreCall("append", ("c", hello), {"metadata": {"n": 1}})) == 1
-        assert await ref.ask(StoreCall("window", ("c", 8000))) == (None, hello)
-        assert await ref.ask(StoreCall("needs_summary", ("c", 1)))
-        assert [m.content for m in await ref.ask(StoreCall("history", ("c",), {"limit": 1}))] == [
-            "hello"
-        ]
-        assert (await ref.ask(StoreCall("get", ("c",)))).metadata == {"n": 1}
-        await ref.ask(StoreCall("set_summary", ("c", "greeting", 1)))
-        assert await ref.ask(StoreCall("window", ("c", 8000))) == ("greeting", [])
-        with pytest.raises(actors.HandlerFailed):
-            await ref.ask(StoreCall("window_state", ("c", 10)))  # never an operation
 
 
 async def test_an_append_whose_asker_leaves_leaves_no_stale_window(tmp_path: Path) -> None:

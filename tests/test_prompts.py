@@ -12,7 +12,7 @@ import pytest
 import actors
 import rhetor.storage._prompts
 from rhetor._errors import NotFound, ValidationError
-from rhetor.storage._actor import StoreActor, StoreCall
+from rhetor.storage._actor import StoreActor
 from rhetor.storage._interfaces import Prompt, Template
 from rhetor.storage._library import SQLiteLibrary
 from rhetor.storage._prompts import (
@@ -129,14 +129,3 @@ async def test_each_message_answers_its_reply_type(tmp_path: Path, store_calls: 
         drafted = await ref.ask(GeneratePrompt("sort a list", {"language": "Python"}, "chat"))
         assert "sort a list" in drafted and "language: Python" in drafted
     assert store_calls == []
-
-
-async def test_store_calls_still_answer_as_the_store_methods_did(tmp_path: Path) -> None:
-    """TEMPORARY (issue 12): a StoreCall becomes its typed message, as the Router still sends them."""
-    async with actors.open_system() as system:
-        ref = await system.spawn(lambda: library(tmp_path / "p.db"), name="prompts")
-        made = await ref.ask(StoreCall("create_prompt", ("p", "c", "x"), {"is_default": True}))
-        assert await ref.ask(StoreCall("default_prompt", ("c",))) == made
-        assert await ref.ask(StoreCall("generate_prompt", ("a task",))) == await ref.ask(
-            GeneratePrompt("a task")
-        )

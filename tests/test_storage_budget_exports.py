@@ -47,7 +47,6 @@ STORAGE = {
     "SetSummary",
     "Store",
     "StoreActor",
-    "StoreCall",
     "StoredMessage",
     "SystemPrompts",
     "Template",

@@ -19,7 +19,8 @@ import actors
 from rhetor._asks import ask
 from rhetor._errors import NotFound
 from rhetor._types import ChatMessage, LLMRequest, Reply
-from rhetor.storage._actor import StoreCall
+from rhetor.storage._contexts import AppendTurns, GetHistory, GetWindow, ReadContext, SetSummary
+from rhetor.storage._interfaces import ContextWindow
 
 __all__ = ["Conversations", "split_messages", "unstored_turns"]
 
@@ -88,12 +89,9 @@ class Conversations:
     # the unsummarised size past which a context is summarised.
     _token_budget: int
 
-    async def window(self, context_id: str) -> tuple[str | None, list[ChatMessage]]:
-        """The context's summary, and its newest unsummarised turns that fit the budget."""
-        summary, window = await ask(
-            self._contexts, StoreCall("window", (context_id, self._token_budget))
-        )
-        return summary, list(window)
+    async def window(self, context_id: str) -> ContextWindow:
+        """The context's summary and newest unsummarised turns that fit the budget, with their tokens."""
+        return await ask(self._contexts, GetWindow(context_id, self._token_budget))
 
     async def stored_tail(
         self, context_id: str, window: list[ChatMessage], turns: list[ChatMessage]
@@ -108,10 +106,7 @@ class Conversations:
         if window or len(turns) < 2:
             return window
         try:
-            stored = await ask(
-                self._contexts,
-                StoreCall("history", (context_id,), {"limit": len(turns) - 1}),
-            )
+            stored = await ask(self._contexts, GetHistory(context_id, limit=len(turns) - 1))
         except NotFound:
             return []
         return [ChatMessage(m.role, m.content) for m in stored]
@@ -127,19 +122,20 @@ class Conversations:
         """
         Store ``turns``; answers whether the context's unsummarised history outgrew the budget.
 
-        With ``check_summary`` false (a summary is being made already) the
-        answer is False without asking.
+        One round trip: the store answers whether a summary is due with the
+        append. With ``check_summary`` false (a summary is being made already)
+        it is not asked, and the answer is False.
         """
-        await ask(
+        appended = await ask(
             self._contexts,
-            StoreCall("append", (context_id, tuple(turns)), {"metadata": dict(metadata)}),
+            AppendTurns(
+                context_id,
+                tuple(turns),
+                dict(metadata),
+                self._token_budget if check_summary else None,
+            ),
         )
-        if not check_summary:
-            return False
-        due: bool = await ask(
-            self._contexts, StoreCall("needs_summary", (context_id, self._token_budget))
-        )
-        return due
+        return appended.needs_summary
 
     async def summarize(
         self,
@@ -156,12 +152,12 @@ class Conversations:
         Error handling: an unknown context, or one deleted between the reads,
         is :class:`NotFound`.
         """
-        stored = await ask(self._contexts, StoreCall("history", (context_id,)))
+        try:
+            record = await ask(self._contexts, ReadContext(context_id))
+        except NotFound:
+            raise NotFound("context", context_id, field="context_id") from None
+        stored, info = record.messages, record.info
         if not stored:
-            raise NotFound("context", context_id, field="context_id")
-        info = await ask(self._contexts, StoreCall("get", (context_id,)))
-        if info is None:
-            # Deleted between the two asks: as gone as if it never was.
             raise NotFound("context", context_id, field="context_id")
         covered = stored[:-keep_recent] if keep_recent else stored
         if not covered:
@@ -171,7 +167,7 @@ class Conversations:
         transcript = "\n".join(lines)
         reply = await generate(f"Summarise this conversation in a few sentences:\n\n{transcript}")
         upto = covered[-1].seq
-        await ask(self._contexts, StoreCall("set_summary", (context_id, reply.message, upto)))
+        await ask(self._contexts, SetSummary(context_id, reply.message, upto))
         return {
             "context_id": context_id,
             "summary": reply.message,

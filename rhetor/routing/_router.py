@@ -42,7 +42,7 @@ from rhetor.routing._conversations import Conversations, split_messages, unstore
 from rhetor.routing._evaluate import DEFAULT_CRITERIA, evaluation, evaluation_request
 from rhetor.routing._plan import SIMULATED, TaskConfig, plan
 from rhetor.routing._planning import DEFAULT_MAX_TOKENS, Planner, Prepared, max_tokens_of
-from rhetor.storage._actor import StoreCall
+from rhetor.storage._prompts import GetDefaultPrompt
 
 __all__ = [
     "BudgetModeChanged",
@@ -253,19 +253,22 @@ class Router(actors.Actor):
         if not turns or turns[-1].role != "user":
             raise ValidationError("messages", "the last message must be from the user")
         if not system_parts and request.component:
-            prompt = await ask(self._prompts, StoreCall("default_prompt", (request.component,)))
+            prompt = await ask(self._prompts, GetDefaultPrompt(request.component))
             if prompt is not None:
                 system_parts.append(prompt.content)
         history: list[ChatMessage] = []
+        history_tokens = 0
         if request.context_id is not None:
-            summary, history = await self._conversations.window(request.context_id)
-            if summary:
-                system_parts.append(f"Summary of the earlier conversation: {summary}")
+            window = await self._conversations.window(request.context_id)
+            history, history_tokens = list(window.messages), window.tokens
+            if window.summary:
+                system_parts.append(f"Summary of the earlier conversation: {window.summary}")
             tail = await self._conversations.stored_tail(request.context_id, history, turns)
             turns = list(unstored_turns(tail, turns))
         system = "\n\n".join(system_parts) or None
         messages = tuple(history + turns)
-        input_estimate = count_message_tokens(messages, system)
+        # The window's tokens arrive with it: only the new turns and the system prompt are counted.
+        input_estimate = history_tokens + count_message_tokens(turns, system)
         route = self._planner.plan(request, input_estimate)
         return Prepared(
             route, messages, system, tuple(turns), input_estimate, max_tokens_of(request)

@@ -10,7 +10,7 @@ base of the two actors, ``_contexts`` (ContextStore) and ``_prompts``
 routing, budget, providers or the edge.
 """
 
-from rhetor.storage._actor import StoreActor, StoreCall
+from rhetor.storage._actor import StoreActor
 from rhetor.storage._contexts import (
     Appended,
     AppendTurns,
@@ -98,7 +98,6 @@ __all__ = [
     "SetSummary",
     "Store",
     "StoreActor",
-    "StoreCall",
     "StoredMessage",
     "SystemPrompts",
     "Template",

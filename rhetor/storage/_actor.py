@@ -19,7 +19,7 @@ supervisor reopens the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
@@ -29,26 +29,10 @@ import actors
 from rhetor._errors import RhetorError
 from rhetor.storage._interfaces import Store
 
-__all__ = ["StoreActor", "StoreCall"]
+__all__ = ["StoreActor"]
 
 S = TypeVar("S", bound=Store)
 T = TypeVar("T")
-
-
-@attrs.frozen
-class StoreCall:
-    """
-    TEMPORARY (issue 12): a store method called by name; answers what the method returns.
-
-    Superseded by the typed messages of each store actor. Kept only until the
-    Router sends those; each actor's ``store_calls`` says which message each
-    name became. Remove it with ``StoreActor.store_calls`` and the branch in
-    :meth:`StoreActor.handle`.
-    """
-
-    method: str
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)
@@ -65,9 +49,6 @@ class StoreActor(actors.Actor, Generic[S]):
 
     errors: ClassVar[tuple[type[BaseException], ...]] = (RhetorError,)
     contained: ClassVar[tuple[type[Exception], ...]] = (Exception,)
-    # TEMPORARY (issue 12): for each StoreCall method name, the typed message it
-    # becomes and how that message's reply is given back in the old shape.
-    store_calls: ClassVar[Mapping[str, tuple[Callable[..., Any], Callable[[Any], Any]]]] = {}
 
     _open_store: Callable[[], S] = attrs.field(alias="open_store")
     # Invariant: open from started() until stopping(), used by one call at a time.
@@ -131,10 +112,4 @@ class StoreActor(actors.Actor, Generic[S]):
         """
         What subclasses fall back to for a message they do not know: a TypeError (contained).
         """
-        if isinstance(message, StoreCall):  # TEMPORARY (issue 12)
-            entry = self.store_calls.get(message.method)
-            if entry is None:
-                raise TypeError(f"{type(self).__name__} has no operation {message.method!r}")
-            typed, old_shape = entry
-            return old_shape(await self.handle(typed(*message.args, **message.kwargs)))
         raise TypeError(f"{type(self).__name__} cannot handle {type(message).__name__}")

@@ -36,7 +36,7 @@ import builtins
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 
@@ -260,19 +260,6 @@ class _Cached:
             self.complete = False
 
 
-def _same(reply: Any) -> Any:
-    return reply
-
-
-def _append_call(
-    context_id: str,
-    messages: Any,
-    *,
-    metadata: Mapping[str, Any] | None = None,
-) -> AppendTurns:
-    return AppendTurns(context_id, tuple(messages), metadata)
-
-
 @attrs.define(eq=False)
 class ContextStore(StoreActor[ContextHistory]):
     """
@@ -283,19 +270,6 @@ class ContextStore(StoreActor[ContextHistory]):
     ``window_tokens`` of each one's newest messages (windows asked with a
     larger budget read the store). ``cached_contexts=0`` turns the cache off.
     """
-
-    # TEMPORARY (issue 12): what each StoreCall the Router still sends becomes.
-    store_calls: ClassVar[Mapping[str, tuple[Any, Any]]] = {
-        "window": (GetWindow, lambda w: (w.summary, list(w.messages))),
-        "append": (_append_call, lambda appended: appended.count),
-        "needs_summary": (NeedsSummary, _same),
-        "history": (GetHistory, _same),
-        "get": (GetContextInfo, _same),
-        "list": (ListContexts, _same),
-        "delete": (DeleteContext, _same),
-        "search": (SearchContexts, _same),
-        "set_summary": (SetSummary, _same),
-    }
 
     _cap: int = attrs.field(default=8000, alias="window_tokens", kw_only=True)
     _max_cached: int = attrs.field(default=256, alias="cached_contexts", kw_only=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 
@@ -217,33 +217,11 @@ class GeneratePrompt(Ask[str]):
 # -- the actor -------------------------------------------------------------------------
 
 
-def _same(reply: Any) -> Any:
-    return reply
-
-
 @attrs.define(eq=False)
 class PromptLibrary(StoreActor[Library]):
     """
     Answers the messages above from a :class:`Library`; default prompts from memory.
     """
-
-    # TEMPORARY (issue 12): what each StoreCall the Router still sends becomes.
-    store_calls: ClassVar[Mapping[str, tuple[Any, Any]]] = {
-        "create_template": (CreateTemplate, _same),
-        "update_template": (UpdateTemplate, _same),
-        "get_template": (GetTemplate, _same),
-        "list_templates": (ListTemplates, _same),
-        "versions": (GetTemplateVersions, _same),
-        "delete_template": (DeleteTemplate, _same),
-        "render_template": (RenderTemplate, _same),
-        "create_prompt": (CreatePrompt, _same),
-        "update_prompt": (UpdatePrompt, _same),
-        "get_prompt": (GetPrompt, _same),
-        "list_prompts": (ListPrompts, _same),
-        "delete_prompt": (DeletePrompt, _same),
-        "default_prompt": (GetDefaultPrompt, _same),
-        "generate_prompt": (GeneratePrompt, _same),
-    }
 
     # Invariant: holds exactly what the store's default_prompt(component) answers now.
     _defaults: dict[str, Prompt | None] = attrs.field(init=False, factory=dict)
