@@ -39,7 +39,7 @@ from rhetor import (
     UpstreamTimeout,
 )
 from rhetor._types import ChatMessage, Chunk, ProviderRequest, Usage
-from rhetor.budget._ledger import Ledger, LedgerEntry
+from rhetor.budget._ledger import LedgerEntry, SQLiteLedger
 from rhetor.budget._pricing import Pricer
 from rhetor.providers._actor import Complete
 from rhetor.runtime import Runtime
@@ -137,7 +137,7 @@ def ledger_entries(tmp_path: Path) -> list[LedgerEntry]:
     """
     Every ledger row, oldest first (read after the runtime stopped and flushed).
     """
-    ledger = Ledger(tmp_path / "data" / "ledger.db")
+    ledger = SQLiteLedger(tmp_path / "data" / "ledger.db")
     try:
         return list(reversed(ledger.entries()))
     finally:

@@ -48,7 +48,6 @@ __all__ = [
     # Re-exported for the modules that import them from here.
     "Billed",
     "GroupBy",
-    "Ledger",
     "LedgerEntry",
     "ReservationRow",
     "SQLiteLedger",
@@ -412,7 +411,3 @@ class SQLiteLedger(SQLiteStore):
         if not isinstance(provider, str) or not isinstance(model, str):
             return None
         return provider, model
-
-
-Ledger = SQLiteLedger
-"""TEMPORARY (issue 12): the SQLite ledger's former name, until tests/test_providers_e2e.py uses ``SQLiteLedger``."""
