@@ -46,9 +46,11 @@ from rhetor.budget._ledger import SQLiteLedger
 from rhetor.budget._messages import (
     BudgetStatus,
     GetBudget,
+    GetEntries,
     GetUsage,
     SetLimit,
     SetPolicy,
+    SpendEntry,
     UsageTotals,
 )
 from rhetor.budget._pricing import Pricer, load_overrides
@@ -428,6 +430,10 @@ class Runtime:
         if group_by not in ("provider", "model", "component", "context"):
             raise ValidationError("group_by", "must be provider, model, component or context")
         return await ask(self.budget_keeper, GetUsage(period, group_by))  # type: ignore[arg-type]
+
+    async def budget_entries(self, limit: int = 50, since: float = 0.0) -> list[SpendEntry]:
+        """The latest ledger charges at or after ``since`` (epoch seconds), newest first."""
+        return await ask(self.budget_keeper, GetEntries(since, limit))
 
     async def set_limit(
         self, period: str, amount: float, provider: str | None = None

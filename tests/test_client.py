@@ -593,6 +593,27 @@ def test_budget_reports_each_period(server: ServerInfo, run: Run[dict[str, Any]]
     assert set(status["periods"]) == {"daily", "weekly", "monthly"}
 
 
+def test_budget_entries_list_this_clients_requests_newest_first(
+    server: ServerInfo, run: Run[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]
+) -> None:
+    """get_budget_entries() lists requests' charges, newest first, bounded by limit and since."""
+
+    async def main() -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+        component = f"entries-{'trio' if _in_trio() else 'asyncio'}"
+        async with _client(server) as client:
+            await client.generate("first", component=component)
+            await client.generate("second", component=f"{component}-2")
+            newest = await client.get_budget_entries(limit=2)
+            later = await client.get_budget_entries(since=newest[0]["ts"])
+            return component, newest, later
+
+    component, newest, later = run(main)
+    assert [e["component"] for e in newest] == [f"{component}-2", component]
+    assert newest[0]["status"] == "ok" and newest[0]["provider"] == "simulated"
+    assert later and later[-1]["component"] == f"{component}-2"
+    assert all(e["ts"] >= newest[0]["ts"] for e in later)
+
+
 def test_contexts_are_listed_shown_and_deleted(
     server: ServerInfo, run: Run[tuple[list[str], dict[str, Any]]]
 ) -> None:

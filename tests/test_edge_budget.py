@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.edge_helpers import served
 
 
@@ -46,3 +48,57 @@ async def test_budget_estimate_answers_tokens_cost_and_under_budget(tmp_path: Pa
     assert body["estimated_tokens"]["output_tokens"] == 10
     assert body["estimated_cost"] >= 0.0
     assert body["under_budget"] is True
+
+
+async def test_budget_entries_list_requests_newest_first_without_secrets(tmp_path: Path) -> None:
+    """GET /budget/entries answers each request's time, component, model, tokens, cost and status, newest first."""
+    async with served(tmp_path, api_key="sekrit-key") as (_, client):
+        client.headers["X-API-Key"] = "sekrit-key"
+        for component in ("hermes", "ergon", "engram"):
+            reply = await client.post("/message", json={"message": "hi", "component": component})
+            assert reply.status_code == 200
+        response = await client.get("/budget/entries")
+        two = (await client.get("/budget/entries?limit=2")).json()
+        since = response.json()["entries"][1]["ts"]
+        later = (await client.get(f"/budget/entries?since={since}")).json()
+        future = (await client.get("/budget/entries?since=4102444800")).json()
+    body = response.json()
+    assert (body["limit"], body["since"]) == (50, 0.0)
+    assert [e["component"] for e in body["entries"]] == ["engram", "ergon", "hermes"]
+    newest = body["entries"][0]
+    assert (newest["provider"], newest["model"], newest["status"]) == (
+        "simulated",
+        "simulated-echo",
+        "ok",
+    )
+    assert newest["total_tokens"] == newest["input_tokens"] + newest["output_tokens"] > 0
+    assert newest["time"].endswith("Z") and newest["cost"] == 0.0
+    assert [e["component"] for e in two["entries"]] == ["engram", "ergon"]
+    assert [e["component"] for e in later["entries"]] == ["engram", "ergon"]
+    assert future["entries"] == []
+    assert "sekrit" not in response.text and "charge_id" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("limit=2.5", "limit"),
+        ("since=yesterday", "since"),
+        ("since=-1", "since"),
+        ("since=nan", "since"),
+        ("since=1e400", "since"),
+    ],
+)
+async def test_budget_entries_with_a_bad_bound_is_422_naming_it(
+    tmp_path: Path, query: str, field: str
+) -> None:
+    """GET /budget/entries refuses a limit outside 1..500 or a since that is not a finite timestamp."""
+    async with served(tmp_path) as (_, client):
+        response = await client.get(f"/budget/entries?{query}")
+        healthy = await client.get("/budget/entries?limit=500&since=1.5")
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == field
+    assert healthy.status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from rhetor.budget._keeper import (
     CheckBudget,
     GetActiveModel,
     GetBudget,
+    GetEntries,
     GetUsage,
     Reserve,
     SetLimit,
@@ -235,6 +237,64 @@ async def test_a_dead_runtimes_reservations_are_settled_as_interrupted(tmp_path:
     )
     assert (rows["lost"].input_tokens, rows["lost"].output_tokens) == (100, 1000)
     assert rows["r"].status == "ok"  # the settled one
+
+
+async def test_entries_list_the_newest_charges_first_with_their_status_and_no_ids(
+    tmp_path: Path,
+) -> None:
+    """GetEntries answers charges newest first, bounded by limit and since, interrupted ones too, without ledger ids."""
+    path = tmp_path / "l.db"
+    # Whole seconds from a minute ahead, so the three charges come after the sweep's.
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+    clock = (start + timedelta(seconds=tick) for tick in range(1000))
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, daily=5.0, owner="run-1"), name="budget")
+        await ref.ask(Reserve("lost", "openai", "gpt-4o", 0.4, 100, 1000, "ergon"))
+    async with actors.open_system() as system:
+
+        def ticking() -> BudgetKeeper:
+            return attrs.evolve(keeper(path, daily=5.0, owner="run-2"), now=lambda: next(clock))
+
+        ref = await system.spawn(ticking, name="budget")
+        for name in ("first", "second", "third"):
+            held = await ref.ask(Reserve(name, "openai", "gpt-4o", 0.3))
+            await ref.ask(
+                Settle(held.id, name, "openai", "gpt-4o", "hermes", "c-1", Usage(7, 3), 0.01)
+            )
+        every = await ref.ask(GetEntries())
+        newest = await ref.ask(GetEntries(limit=2))
+        later = await ref.ask(GetEntries(since=every[1]["ts"]))
+        with pytest.raises(ValidationError) as too_many:
+            await ref.ask(GetEntries(limit=501))
+        with pytest.raises(ValidationError) as no_time:
+            await ref.ask(GetEntries(since=float("nan")))
+        assert ref.stats().restarts == 0
+    assert [e["request_id"] for e in every] == ["third", "second", "first", "lost"]
+    assert [e["request_id"] for e in newest] == ["third", "second"]
+    assert [e["request_id"] for e in later] == ["third", "second"]
+    third = datetime.fromtimestamp(every[0]["ts"], UTC)
+    assert third > start and third.microsecond == 0
+    assert every[0] == {
+        "time": third.isoformat().replace("+00:00", "Z"),
+        "ts": third.timestamp(),
+        "request_id": "third",
+        "component": "hermes",
+        "context_id": "c-1",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": 7,
+        "output_tokens": 3,
+        "total_tokens": 10,
+        "cost": 0.01,
+        "status": "ok",
+        "billed": "usage",
+    }
+    assert (every[3]["status"], every[3]["billed"], every[3]["component"]) == (
+        "interrupted",
+        "worst_case",
+        "ergon",
+    )
+    assert too_many.value.field == "limit" and no_time.value.field == "since"
 
 
 async def test_a_retried_settle_is_recorded_once(tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ BUDGET = {
     "GetActiveModel",
     "GetBudget",
     "GetBudgetMode",
+    "GetEntries",
     "GetUsage",
     "LedgerEntry",
     "Reservation",
@@ -74,6 +75,7 @@ BUDGET = {
     "SetLimit",
     "SetPolicy",
     "Settle",
+    "SpendEntry",
     "StoreActiveModel",
     "UsageRow",
     "UsageTotals",
@@ -100,7 +102,7 @@ def test_every_store_message_is_a_frozen_ask() -> None:
         for name in names
         if isinstance(getattr(package, name), type) and issubclass(getattr(package, name), Ask)
     ]
-    assert len(messages) == 24 + 10
+    assert len(messages) == 24 + 11
     for message in messages:
         assert attrs.has(message) and message.__setattr__ is not object.__setattr__, message
         assert message.__orig_bases__[0].__args__, message  # Ask[R] names its R

@@ -48,17 +48,20 @@ from rhetor.budget._accounts import PERIODS, Accounts, Period, period_start, usd
 from rhetor.budget._commits import Write, write_batch
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow
 from rhetor.budget._messages import (
+    ENTRIES_LIMIT,
     BudgetStatus,
     CheckBudget,
     GetActiveModel,
     GetBudget,
     GetBudgetMode,
+    GetEntries,
     GetUsage,
     Reservation,
     Reserve,
     SetLimit,
     SetPolicy,
     Settle,
+    SpendEntry,
     StoreActiveModel,
     UsageTotals,
 )
@@ -71,6 +74,7 @@ __all__ = [
     "GetActiveModel",
     "GetBudget",
     "GetBudgetMode",
+    "GetEntries",
     "GetUsage",
     "Reservation",
     "Reserve",
@@ -102,6 +106,26 @@ def _finite_amount(value: Any) -> bool:
         and math.isfinite(value)
         and value >= 0
     )
+
+
+def spend_entry(entry: LedgerEntry) -> SpendEntry:
+    """A ledger row as a report shows it (no charge, reservation or row ids)."""
+    time = datetime.fromtimestamp(entry.ts, UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "time": time,
+        "ts": entry.ts,
+        "request_id": entry.request_id,
+        "component": entry.component,
+        "context_id": entry.context_id,
+        "provider": entry.provider,
+        "model": entry.model,
+        "input_tokens": entry.input_tokens,
+        "output_tokens": entry.output_tokens,
+        "total_tokens": entry.input_tokens + entry.output_tokens,
+        "cost": entry.cost,
+        "status": entry.status,
+        "billed": entry.billed,
+    }
 
 
 def token_count(value: Any) -> int | None:
@@ -313,6 +337,8 @@ class BudgetKeeper(actors.Actor):
                 )
                 for r in rows
             ]
+        if isinstance(message, GetEntries):
+            return await self._entries(message)
         if isinstance(message, SetLimit):
             before = self._accounts.limit(message.period, message.provider)
             self._accounts.set_limit(message.period, message.amount, message.provider)
@@ -337,6 +363,16 @@ class BudgetKeeper(actors.Actor):
             self._active = (message.provider, message.model)
             return None
         raise TypeError(f"BudgetKeeper cannot handle {type(message).__name__}")
+
+    async def _entries(self, message: GetEntries) -> list[SpendEntry]:
+        """The newest charges, read on the reader connection; a bad bound is a ValidationError."""
+        since, limit = message.since, message.limit
+        if not _finite_amount(since):
+            raise ValidationError("since", "must be a finite number of seconds from 0")
+        if type(limit) is not int or not 1 <= limit <= ENTRIES_LIMIT:
+            raise ValidationError("limit", f"must be a whole number from 1 to {ENTRIES_LIMIT}")
+        rows = await self._read(lambda reader: reader.entries(float(since), limit=limit))
+        return [spend_entry(row) for row in rows]
 
     def _store(self, write: Callable[..., None], *args: Any) -> None:
         """

@@ -15,14 +15,16 @@ from rhetor._asks import Ask
 from rhetor._settings import BudgetPolicy
 from rhetor._types import Usage
 from rhetor.budget._accounts import Period, PeriodStatus
-from rhetor.budget._interfaces import Billed, GroupBy
+from rhetor.budget._interfaces import Billed, GroupBy, Status
 
 __all__ = [
+    "ENTRIES_LIMIT",
     "BudgetStatus",
     "CheckBudget",
     "GetActiveModel",
     "GetBudget",
     "GetBudgetMode",
+    "GetEntries",
     "GetUsage",
     "LedgerErrors",
     "Reservation",
@@ -30,9 +32,13 @@ __all__ = [
     "SetLimit",
     "SetPolicy",
     "Settle",
+    "SpendEntry",
     "StoreActiveModel",
     "UsageTotals",
 ]
+
+# The most ledger entries one GetEntries answers.
+ENTRIES_LIMIT = 500
 
 
 class LedgerErrors(TypedDict):
@@ -59,6 +65,32 @@ class UsageTotals(TypedDict):
     input_tokens: int
     output_tokens: int
     cost: float
+
+
+class SpendEntry(TypedDict):
+    """
+    One charge of the ledger as a report shows it: what a request cost, and how it ended.
+
+    ``ts`` is UTC epoch seconds and ``time`` the same instant in ISO 8601;
+    ``status`` is ``ok``, ``partial`` (cut off mid-stream), ``failed`` or
+    ``interrupted`` (its process died); ``billed`` says what the cost was
+    computed from (``usage``, ``capped`` or ``worst_case``). Nothing of the
+    request's text, and no internal ids, appear.
+    """
+
+    time: str
+    ts: float
+    request_id: str
+    component: str
+    context_id: str | None
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost: float
+    status: Status
+    billed: Billed
 
 
 @attrs.frozen
@@ -137,6 +169,18 @@ class GetUsage(Ask[list[UsageTotals]]):
 
     period: Period
     group_by: GroupBy
+
+
+@attrs.frozen
+class GetEntries(Ask[list[SpendEntry]]):
+    """
+    Answers the ledger's charges at or after ``since`` (epoch seconds), newest first.
+
+    At most ``limit`` of them, from 1 to :data:`ENTRIES_LIMIT`.
+    """
+
+    since: float = 0.0
+    limit: int = 50
 
 
 @attrs.frozen

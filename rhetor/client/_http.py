@@ -602,6 +602,26 @@ class RhetorClient:
             "GET", "/budget/usage", params={"period": period, "group_by": group_by}
         )
 
+    async def get_budget_entries(
+        self, limit: int = 50, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """
+        The latest requests' charges, newest first (``GET /budget/entries``).
+
+        Each has ``time``, ``component``, ``provider``, ``model``, the tokens,
+        ``cost`` and ``status`` (``ok``, ``partial``, ``failed`` or
+        ``interrupted``). At most ``limit`` (1 to 500) of them, at or after the
+        unix timestamp ``since`` when given.
+        """
+        params: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            params["since"] = since
+        answer = _object(await self.request("GET", "/budget/entries", params=params), "entries")
+        entries = answer.get("entries")
+        if not isinstance(entries, list):
+            raise ServerError("Rhetor's entries answer holds no list of entries")
+        return entries
+
     # -- providers, contexts, health ----------------------------------------
 
     async def get_providers(self) -> dict[str, Any]:
