@@ -263,6 +263,27 @@ export interface UsageReport {
   usage: UsageRow[];
 }
 
+/** One request's charge in the ledger: what getBudgetEntries lists. */
+export interface BudgetEntry {
+  /** ISO 8601, UTC. */
+  time: string;
+  /** The same instant in unix seconds: what `since` compares against. */
+  ts: number;
+  request_id: string;
+  component: string;
+  context_id: string | null;
+  provider: string;
+  model: string;
+  input_tokens: number;
+  output_tokens: number;
+  total_tokens: number;
+  cost: number;
+  /** `partial`: cut off mid-stream; `interrupted`: its server process died. */
+  status: 'ok' | 'partial' | 'failed' | 'interrupted';
+  /** What the cost was computed from. */
+  billed: 'usage' | 'capped' | 'worst_case';
+}
+
 export interface Estimate {
   model: string;
   provider: string;
@@ -435,6 +456,9 @@ export class RhetorClient {
   getUsage(
     options?: CallOptions & { period?: Period; groupBy?: UsageReport['group_by'] },
   ): Promise<UsageReport>;
+  getBudgetEntries(
+    options?: CallOptions & { limit?: number; since?: number },
+  ): Promise<BudgetEntry[]>;
   setBudgetLimit(
     limit: { period: Period; limit: number; provider?: string },
     options?: CallOptions,

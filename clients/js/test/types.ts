@@ -45,6 +45,9 @@ export async function documentedUses(): Promise<void> {
   await client.setBudgetPolicy('enforce');
   await client.setBudgetLimit({ period: 'daily', limit: 1 });
   const usage = await client.getUsage({ period: 'weekly', groupBy: 'model' });
+  const entries = await client.getBudgetEntries({ limit: 10, since: 0 });
+  const entryStatus: 'ok' | 'partial' | 'failed' | 'interrupted' = entries[0]!.status;
+  const entryTokens: number = entries[0]!.total_tokens;
   const estimate = await client.estimateCost({ prompt: 'p', maxTokens: 10 });
   const evaluation = await client.evaluate('p', 'r', ['accuracy']);
   const status = await client.status();
@@ -68,7 +71,8 @@ export async function documentedUses(): Promise<void> {
   const wasRunning: boolean = tekton.cancelRequest(id);
   const defaults = await older.getProviders();
   void [text, tokens, cancelled, final, chat, available, version, rendered, versions, prompt];
-  void [detail, daily, usage, estimate, evaluation, status, anything, completion, wasRunning];
+  void [detail, daily, usage, entryStatus, entryTokens, estimate, evaluation, status, anything];
+  void [completion, wasRunning];
   void defaults.default_model;
 }
 
@@ -79,6 +83,8 @@ export async function misuses(client: RhetorClient): Promise<void> {
   client.streamMessage({ message: 'm', onChunk: (chunk: number) => void chunk });
   // @ts-expect-error: not a policy
   await client.setBudgetPolicy('sometimes');
+  // @ts-expect-error: since is a unix timestamp in seconds, not a Date
+  await client.getBudgetEntries({ since: new Date() });
   // @ts-expect-error: a template needs content
   await client.createTemplate({ name: 'n' });
   // @ts-expect-error: replies are not writable strings

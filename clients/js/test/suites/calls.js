@@ -211,6 +211,24 @@ export default function calls(server) {
       assert.deepEqual(Object.keys(evaluation.evaluation.scores).sort(), ['accuracy', 'clarity']);
     });
 
+    it('getBudgetEntries lists requests newest first, bounded by limit and since', async () => {
+      await client.sendMessage({ message: 'entry one', component: 'js-entries-1' });
+      await client.sendMessage({ message: 'entry two', component: 'js-entries-2' });
+      const newest = await client.getBudgetEntries({ limit: 2 });
+      assert.deepEqual(newest.map((e) => e.component), ['js-entries-2', 'js-entries-1']);
+      const [entry] = newest;
+      assert.equal(entry.status, 'ok');
+      assert.equal(entry.provider, 'simulated');
+      assert.equal(entry.total_tokens, entry.input_tokens + entry.output_tokens);
+      assert.ok(entry.cost > 0, 'priced, so it cost something');
+      assert.ok(!Number.isNaN(Date.parse(entry.time)));
+      const later = await client.getBudgetEntries({ since: entry.ts });
+      assert.ok(later.length >= 1 && later.every((e) => e.ts >= entry.ts));
+      const error = await client.getBudgetEntries({ limit: 501 }).catch((e) => e);
+      assert.ok(error instanceof ValidationError, String(error));
+      assert.equal(error.field, 'limit');
+    });
+
     it('request reaches any route, and an unknown one rejects with NotFound', async () => {
       const root = await client.request('GET', '/');
       assert.equal(root.name, 'Rhetor');

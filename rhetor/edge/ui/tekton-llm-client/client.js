@@ -434,6 +434,19 @@ export class RhetorClient {
     );
   }
 
+  /**
+   * The latest requests' charges, newest first: `time`, `component`, `provider`,
+   * `model`, tokens, `cost` and `status` (`ok`, `partial`, `failed`, `interrupted`).
+   * At most `limit` (1 to 500, default 50), at or after the unix timestamp `since`.
+   */
+  async getBudgetEntries(options = {}) {
+    const answer = await this.#http.request('GET', '/budget/entries', {
+      query: { limit: options.limit, since: options.since },
+      ...callOptions(options),
+    });
+    return listOf(answer, 'entries', 'budget entries');
+  }
+
   /** Set a period's limit in USD (0 removes it), for all providers or one. */
   async setBudgetLimit({ period, limit, provider } = {}, options) {
     return objectOf(
