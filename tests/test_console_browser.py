@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,6 +183,38 @@ def test_after_a_request_the_spend_view_shows_its_cost(
 
         page.select_option("#spend-group", "component")
         expect(page.locator(".legend")).to_contain_text("rhetor-console")
+
+
+def test_the_spend_view_lists_requests_other_clients_made(
+    page: Page, serve: Callable[..., Any]
+) -> None:
+    """Another client's requests are listed newest first with their cost and status; Refresh brings new ones."""
+    with serve() as server, http(server) as client:
+        client.post("/message", json={"message": "from hermes", "component": "hermes"})
+        open_console(page, server, "spend")
+        rows = page.locator(".requests tbody tr")
+        expect(rows).to_have_count(1)
+        [entry] = client.get("/budget/entries").json()["entries"]
+        expect(rows.first.locator(".component")).to_have_text("hermes")
+        expect(rows.first).to_contain_text("simulated-echo")
+        expect(rows.first.locator(".cost")).to_have_text(f"${entry['cost']:g}")
+        expect(rows.first.locator(".status")).to_have_text("ok")
+
+        # A stream another client leaves after its first chunk: billed as partial.
+        body = {"message": " ".join(["word"] * 60), "component": "ergon"}
+        with client.stream("POST", "/stream", json=body) as stream:
+            next(line for line in stream.iter_lines() if line.startswith("data: "))
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while len(client.get("/budget/entries").json()["entries"]) < 2:
+            assert time.monotonic() < deadline, "the left stream was never billed"
+            time.sleep(0.05)
+        expect(rows).to_have_count(1)  # the console is not told of other clients' requests
+        page.click("#spend-refresh")
+        expect(rows).to_have_count(2)
+        expect(rows.first.locator(".component")).to_have_text("ergon")
+        expect(rows.first).to_have_attribute("data-status", "partial")
+        expect(rows.first.locator(".status")).to_have_text("partial: cut off mid-stream")
+        expect(rows.nth(1).locator(".component")).to_have_text("hermes")
 
 
 def test_a_template_is_created_edited_and_rendered(page: Page, serve: Callable[..., Any]) -> None:

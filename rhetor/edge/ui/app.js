@@ -31,8 +31,6 @@ const VIEWS = [
   ['contexts', contextsView],
   ['library', libraryView],
 ];
-// How many of this console's replies the Spend view lists.
-const KEPT_REQUESTS = 50;
 
 function storedKey() {
   try {
@@ -59,8 +57,6 @@ export function isKeyRefusal(error) {
 class Console {
   constructor() {
     this.component = COMPONENT;
-    /** This console's latest replies, newest first: the Spend view's request list. */
-    this.requests = [];
     this.client = null;
     this.key = null;
     this.views = new Map();
@@ -184,13 +180,6 @@ class Console {
       this.askForKey(this.key ? error : null, error.message);
     }
     return errorBox(error);
-  }
-
-  /** Note one of this console's replies for the Spend view. */
-  recordReply(reply, request) {
-    this.requests.unshift({ at: new Date(), reply, request });
-    this.requests.length = Math.min(this.requests.length, KEPT_REQUESTS);
-    this.emit('spend-changed');
   }
 
   on(name, listener) {

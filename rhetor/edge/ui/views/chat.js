@@ -119,7 +119,7 @@ export function chatView(app) {
         if (answer.routing) {
           reply.append(h('details', { class: 'routing' }, h('summary', {}, 'Routing'), answer.routing));
         }
-        app.recordReply(answer, request);
+        app.emit('spend-changed');
         app.emit('contexts-changed');
         scroll();
       },

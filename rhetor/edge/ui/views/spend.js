@@ -1,11 +1,11 @@
 /**
  * The Spend view: each period's budget, spend over time by provider, model
- * or component, and this console's latest requests with their cost.
+ * or component, and the latest requests of every client with their cost.
  *
- * Everything but the request list is read from Rhetor (`GET /budget`,
- * `GET /budget/usage`). Rhetor has no endpoint listing individual requests
- * yet, so the list holds the replies this console received, from this tab
- * (docs/console.md says so, and what endpoint would lift it).
+ * All of it is read from Rhetor: `GET /budget`, `GET /budget/usage` for each
+ * period, and `GET /budget/entries` for the ledger's newest charges. It is read
+ * again when the view is shown, when this console's own reply arrives, and on
+ * **Refresh** (requests other clients make do not tell the console).
  */
 
 import { spendOverTime, stackedBars } from '../chart.js';
@@ -13,6 +13,15 @@ import { count, field, fill, h, money, when } from '../dom.js';
 
 const PERIODS = ['daily', 'weekly', 'monthly'];
 const GROUPS = ['provider', 'model', 'component'];
+// The latest requests listed (the server allows up to 500).
+const LATEST = 50;
+// How each ledger status reads, and the badge class that colours it.
+const STATUSES = {
+  ok: ['ok', 'ok'],
+  partial: ['partial: cut off mid-stream', 'warn'],
+  failed: ['failed', 'down'],
+  interrupted: ['interrupted: the server stopped mid-request', 'down'],
+};
 
 function periodCard(name, period) {
   const limit = period.limit > 0 ? period.limit : null;
@@ -45,16 +54,18 @@ function headRow(columns, firstNumber) {
   return h('thead', {}, h('tr', {}, columns.map((c, i) => h('th', { class: i >= firstNumber ? 'num' : null }, c))));
 }
 
-function requestRow({ at, reply, request }) {
-  const usage = reply.usage ?? {};
-  return h('tr', {},
-    h('td', {}, at.toLocaleTimeString()),
-    h('td', {}, reply.provider),
-    h('td', {}, reply.model),
-    h('td', {}, request.component ?? ''),
-    h('td', {}, reply.context ?? ''),
-    h('td', { class: 'num' }, count(usage.total_tokens)),
-    h('td', { class: 'num cost' }, money(reply.cost)));
+/** One ledger entry (`GET /budget/entries`): a request's time, who and what served it, and its cost. */
+function entryRow(entry) {
+  const [label, tone] = STATUSES[entry.status] ?? [String(entry.status), 'down'];
+  return h('tr', { 'data-status': entry.status },
+    h('td', {}, when(entry.time)),
+    h('td', { class: 'component' }, entry.component || '–'),
+    h('td', {}, entry.provider),
+    h('td', {}, entry.model),
+    h('td', {}, h('span', { class: `badge ${tone} status`, title: `billed from ${entry.billed}` }, label)),
+    h('td', { class: 'num', title: `${count(entry.input_tokens)} in, ${count(entry.output_tokens)} out` },
+      count(entry.total_tokens)),
+    h('td', { class: 'num cost' }, money(entry.cost)));
 }
 
 export function spendView(app) {
@@ -69,6 +80,7 @@ export function spendView(app) {
   const chart = h('div', { class: 'chart-box' });
   const totals = h('div');
   const requests = h('div', { class: 'requests' });
+  const refreshButton = h('button', { type: 'button', id: 'spend-refresh', onclick: () => refresh() }, 'Refresh');
 
   const act = async (action) => {
     fill(problem);
@@ -95,24 +107,27 @@ export function spendView(app) {
   h('button', { type: 'submit', id: 'limit-set' }, 'Set limit'));
   groupBy.addEventListener('change', () => refresh());
 
-  function renderRequests() {
-    if (app.requests.length === 0) {
-      fill(requests, h('p', { class: 'muted' }, 'No requests from this console yet.'));
+  function renderRequests(entries) {
+    if (entries.length === 0) {
+      fill(requests, h('p', { class: 'muted' }, 'No requests yet.'));
       return;
     }
     fill(requests, h('table', { class: 'table' },
-      headRow(['Time', 'Provider', 'Model', 'Component', 'Context', 'Tokens', 'Cost'], 5),
-      h('tbody', {}, app.requests.map(requestRow))));
+      headRow(['Time', 'Component', 'Provider', 'Model', 'Status', 'Tokens', 'Cost'], 5),
+      h('tbody', {}, entries.map(entryRow))));
   }
 
   async function refresh() {
     const group = groupBy.value;
     try {
-      const [budget, providers, ...usage] = await Promise.all([
+      const [budget, providers, entries, ...usage] = await Promise.all([
         app.client.getBudget(),
         app.client.getProviders(),
+        app.client.getBudgetEntries({ limit: LATEST }),
         ...PERIODS.map((period) => app.client.getUsage({ period, groupBy: group })),
       ]);
+      fill(problem);
+      renderRequests(entries);
       policy.value = budget.policy;
       const chosen = limitProvider.value;
       fill(limitProvider, h('option', { value: '' }, 'all providers'),
@@ -145,7 +160,6 @@ export function spendView(app) {
     } catch (error) {
       fill(problem, app.failed(error));
     }
-    renderRequests();
   }
 
   const element = h(
@@ -161,8 +175,9 @@ export function spendView(app) {
       chart,
       totals),
     h('div', { class: 'panel' },
-      h('h2', {}, 'Latest requests from this console'),
-      h('p', { class: 'muted small' }, 'Replies this browser tab received, newest first.'),
+      h('div', { class: 'panel-head' }, h('h2', {}, 'Latest requests'), refreshButton),
+      h('p', { class: 'muted small' },
+        `Every client's requests, newest first (the latest ${LATEST}), as the budget ledger bills them.`),
       requests),
   );
 
