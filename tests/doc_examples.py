@@ -39,7 +39,7 @@ ADDRESS = "localhost:8300"
 
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$")
 _MARKER = re.compile(r"^\s*<!--\s*not-run:(?P<reason>.*?)-->\s*$")
-_ANY_MARKER = re.compile(r"<!--\s*not-run\b")
+_ANY_MARKER = re.compile(r"^\s*<!--\s*not-run\b")
 
 
 @attrs.frozen
@@ -110,7 +110,7 @@ def _scan(path: Path) -> tuple[list[Example], list[Marker]]:
             marker = _MARKER.match(line)
             if marker:
                 pending = Marker(path, i + 1, marker["reason"].strip(), before_block=False)
-            elif _ANY_MARKER.search(line):
+            elif _ANY_MARKER.match(line):
                 marks.append(Marker(path, i + 1, "", before_block=False))
         i += 1
     if pending is not None:
