@@ -37,8 +37,6 @@ from tests.doc_examples import ADDRESS, PYTHON, SHELL, Example, examples, marker
 from tests.helpers import ServerInfo, settings_for
 from tests.server_thread import ServerThread
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Secrets and addresses of real providers that must not leak into an example's run.
@@ -140,6 +138,7 @@ def test_not_run_markers_sit_right_before_a_runnable_block_and_say_why() -> None
                 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", PYTHON_DOCS, ids=[d.name for d in PYTHON_DOCS])
 def test_python_examples_run_as_written(server: ServerInfo, doc: Path, tmp_path: Path) -> None:
     """Every Python block of the document runs, in order, without an error."""
@@ -158,6 +157,7 @@ def test_python_examples_run_as_written(server: ServerInfo, doc: Path, tmp_path:
     assert f"{expected} python examples ran" in done.stdout, report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("example", SHELL_EXAMPLES, ids=[e.where for e in SHELL_EXAMPLES])
 def test_shell_examples_run_as_written(
     server: ServerInfo, example: Example, tmp_path: Path
