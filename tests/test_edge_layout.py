@@ -15,7 +15,7 @@ import pytest
 
 EDGE = Path(__file__).resolve().parent.parent / "rhetor" / "edge"
 # What every blueprint may use; none of them may reach a blueprint or the app.
-SHARED = {"_checks", "_fields", "_http", "_sse", "_compat"}
+SHARED = {"_checks", "_fields", "_json", "_http", "_sse", "_compat"}
 BLUEPRINTS = {
     "_core",
     "_messages",

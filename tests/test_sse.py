@@ -105,9 +105,9 @@ def events_of(body: str) -> list[dict[str, object]]:
 
 def test_events_are_framed_as_data_lines_or_named_events() -> None:
     """``data`` frames JSON or a bare string; ``event`` adds the event's name."""
-    assert data({"a": 1}) == b'data: {"a": 1}\n\n'
+    assert data({"a": 1}) == b'data: {"a":1}\n\n'
     assert data("[DONE]") == b"data: [DONE]\n\n"
-    assert event("ping", {"b": [2]}) == b'event: ping\ndata: {"b": [2]}\n\n'
+    assert event("ping", {"b": [2]}) == b'event: ping\ndata: {"b":[2]}\n\n'
 
 
 def test_a_value_json_cannot_hold_is_refused_not_framed() -> None:
@@ -190,5 +190,5 @@ async def test_a_client_that_leaves_mid_stream_closes_the_source() -> None:
                     received += await stream.receive_some()
         with trio.fail_after(2):
             await script.closed.wait()
-    assert b'"chunk": "first "' in received
+    assert b'"chunk":"first "' in received
     assert not script.finished

@@ -15,7 +15,6 @@ No I/O but the ASGI messages :class:`UnreadBody` relays.
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from rhetor._errors import (
     UnsupportedMediaType,
 )
 from rhetor._settings import Settings, host_name
+from rhetor.edge._json import dumps  # re-exported: what the edge's replies are written with
 
 __all__ = [
     "OPEN_PATHS",
@@ -53,17 +53,8 @@ OPEN_PREFIXES = ("/ui/",)
 _JSON = "application/json"
 # Methods that change state: a browser page on another site must not send them.
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# NaN and Infinity are not JSON: a value holding one is a bug, answered as such.
-_ENCODER = json.JSONEncoder(allow_nan=False)
 # Seconds the last send of a reply that closes its connection may take.
 _CLOSE_TIMEOUT = 5.0
-
-
-def dumps(body: Any) -> str:
-    """
-    ``body`` as JSON text; NaN or Infinity in it raises ``ValueError`` (they are not JSON).
-    """
-    return _ENCODER.encode(body)
 
 
 def presented_key(headers: Any, query: Any = None) -> str | None:

@@ -26,8 +26,8 @@ from werkzeug.exceptions import HTTPException
 
 import actors
 from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable, ValidationError
-from rhetor.edge._checks import dumps
 from rhetor.edge._fields import parse_json, query_int
+from rhetor.edge._json import encode
 
 __all__ = [
     "JSON_TYPE",
@@ -110,7 +110,7 @@ def json_response(
 ) -> Response:
     """``body`` as a JSON reply (``ValueError`` if it holds NaN or Infinity, a bug)."""
     return Response(
-        dumps(body),
+        encode(body),
         status=status,
         content_type=JSON_TYPE,
         headers=None if headers is None else dict(headers),

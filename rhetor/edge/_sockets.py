@@ -26,8 +26,9 @@ from werkzeug.datastructures import Headers, MultiDict
 import actors
 from rhetor._errors import Forbidden, RhetorError, ServiceUnavailable, Unauthorized
 from rhetor._settings import Settings
-from rhetor.edge._checks import authorized, check_host, check_origin, dumps, presented_key
+from rhetor.edge._checks import authorized, check_host, check_origin, presented_key
 from rhetor.edge._fields import parse_json
+from rhetor.edge._json import dumps, encode
 from rhetor.edge._session import Frame, Inbound, Oversized, Session, error_frame
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ async def _deny(scope: Any, send: Any, error: RhetorError) -> None:
                 "headers": [(b"content-type", b"application/json")],
             }
         )
-        body = dumps({"error": error.to_dict()}).encode()
+        body = encode({"error": error.to_dict()})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008})

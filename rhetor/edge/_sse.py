@@ -19,8 +19,8 @@ import trio
 from quart import Response
 
 from rhetor._errors import RhetorError
-from rhetor.edge._checks import dumps
 from rhetor.edge._http import rhetor_error
+from rhetor.edge._json import encode
 
 if TYPE_CHECKING:
     from rhetor._types import Chunk
@@ -39,13 +39,13 @@ _CLOSE_TIMEOUT = 5.0
 
 def data(body: Mapping[str, Any] | str) -> bytes:
     """One ``data:`` event: ``body`` as JSON, or a string (``[DONE]``) as it is."""
-    payload = body if isinstance(body, str) else dumps(body)
-    return f"data: {payload}\n\n".encode()
+    payload = body.encode() if isinstance(body, str) else encode(body)
+    return b"data: " + payload + b"\n\n"
 
 
 def event(kind: str, body: Mapping[str, Any]) -> bytes:
     """One named event: ``event: kind`` and ``body`` as its JSON data."""
-    return f"event: {kind}\ndata: {dumps(body)}\n\n".encode()
+    return b"event: " + kind.encode() + b"\ndata: " + encode(body) + b"\n\n"
 
 
 async def sse_response(
