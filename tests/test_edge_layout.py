@@ -15,7 +15,19 @@ import pytest
 
 EDGE = Path(__file__).resolve().parent.parent / "rhetor" / "edge"
 # What every blueprint may use; none of them may reach a blueprint or the app.
-SHARED = {"_checks", "_fields", "_http", "_sse", "_compat"}
+SHARED = {
+    "_checks",
+    "_fields",
+    "_http",
+    "_sse",
+    "_compat",
+    "_schema",
+    "_schemas_native",
+    "_schemas_admin",
+    "_schemas_openai",
+    "_schemas_anthropic",
+    "_schemas_ws",
+}
 BLUEPRINTS = {
     "_core",
     "_messages",

@@ -2,8 +2,9 @@
 The HTTP edge: the Quart-Trio app over a :class:`Runtime`, and the ASGI app Hypercorn serves.
 
 :func:`create_app` assembles one blueprint per API family; each handler only
-translates, reading its body field by field, making one ``Runtime`` call and
-turning the result into JSON or Server-Sent Events:
+translates, taking its body already checked against its typed schema
+(``rhetor.edge._schema.operation``), making one ``Runtime`` call and turning
+the result into JSON or Server-Sent Events:
 
 - ``_core``: ``/``, ``/health``, ``/providers``, ``/provider``;
 - ``_messages``: ``/message``, ``/stream``, ``/chat``;
@@ -28,7 +29,8 @@ place where other exceptions are translated. Nothing answers with a traceback.
 
 Before any handler runs, every request passes ``rhetor.edge._checks`` (Host
 allow-list, size, API key, Origin, content type); bodies are then parsed by
-:func:`rhetor.edge._fields.parse_json`, which refuses what no field may hold.
+:func:`rhetor.edge._fields.parse_json`, which refuses what no field may hold,
+and checked against their schema (``rhetor.edge._schema``).
 See "Security defaults" in ``docs/architecture.md``.
 """
 
