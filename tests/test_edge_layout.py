@@ -39,6 +39,7 @@ BLUEPRINTS = {
     "_compat_openai",
     "_compat_anthropic",
     "_compat_v1",
+    "_openapi",
 }
 
 

@@ -54,6 +54,7 @@ from rhetor.edge._core import core_blueprint
 from rhetor.edge._evaluate import evaluate_blueprint
 from rhetor.edge._http import error_response, rhetor_error
 from rhetor.edge._messages import messages_blueprint
+from rhetor.edge._openapi import docs_blueprint
 from rhetor.edge._prompts import prompts_blueprint
 from rhetor.edge._sockets import LEGACY_WS_PATH, WS_PATH, EdgeState, serve_websocket
 from rhetor.edge._templates import templates_blueprint
@@ -109,6 +110,7 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
     app.register_blueprint(evaluate_blueprint(runtime))
     app.register_blueprint(compat_blueprint(runtime))  # /v1: OpenAI and Anthropic APIs
     app.register_blueprint(console_blueprint())  # /ui: the web console (rhetor.edge._ui)
+    app.register_blueprint(docs_blueprint())  # /openapi.json and /docs (rhetor.edge._openapi)
 
     state.endpoints = (*_endpoints(app), f"WS {WS_PATH}", f"WS {LEGACY_WS_PATH}")
     return app
