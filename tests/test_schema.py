@@ -106,11 +106,14 @@ def test_routing_keeps_only_the_known_hints() -> None:
     assert "required_capabilities" in RoutingHints.__struct_fields__
 
 
-def test_the_timeout_is_a_positive_number_of_seconds_at_most_a_day() -> None:
-    """A timeout is a finite number of seconds, more than 0 and at most a day."""
+def test_the_timeout_is_from_a_second_to_a_day() -> None:
+    """A timeout is a finite number of seconds, at least 1 (a shorter one fails every request) and at most a day."""
     assert read({"message": "x", "timeout": 30}, MessageBody).request_kwargs()["timeout"] == 30
     assert error_of({"message": "x", "timeout": 1e9}, MessageBody).field == "timeout"
-    assert error_of({"message": "x", "timeout": 0}, MessageBody).field == "timeout"
+    for short in (0, 5e-324, 0.5):
+        assert error_of({"message": "x", "timeout": short}, MessageBody).message == (
+            "timeout: must be at least 1"
+        )
 
 
 def test_the_context_is_context_id_over_http_and_context_over_websocket() -> None:

@@ -19,8 +19,10 @@ from rhetor.edge._schema import operation
 from rhetor.edge._schemas_admin import (
     BudgetLimitBody,
     BudgetPolicyBody,
+    BudgetReply,
     EstimateBody,
     UsageQuery,
+    UsageReply,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ def budget_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.get("")
+    @operation(reply=BudgetReply)
     async def budget() -> Response:
         """
         Spend, reservations and limits for the day, ISO week and month (UTC), and the policy.
@@ -42,7 +45,7 @@ def budget_blueprint(runtime: Runtime) -> Blueprint:
         return json_response(await rt.budget())
 
     @bp.get("/usage")
-    @operation(query=UsageQuery)
+    @operation(query=UsageQuery, reply=UsageReply)
     async def budget_usage(query: UsageQuery) -> Response:
         """
         Spend in the current period, grouped: ``{"period", "group_by", "usage": [...]}``.
@@ -53,7 +56,7 @@ def budget_blueprint(runtime: Runtime) -> Blueprint:
         )
 
     @bp.post("/limit")
-    @operation(body=BudgetLimitBody)
+    @operation(body=BudgetLimitBody, reply=BudgetReply)
     async def budget_limit(body: BudgetLimitBody) -> Response:
         """
         Set a limit (0 removes it); stored, and from then on overriding the environment.
@@ -61,7 +64,7 @@ def budget_blueprint(runtime: Runtime) -> Blueprint:
         return json_response(await rt.set_limit(body.period, body.limit, body.provider))
 
     @bp.post("/policy")
-    @operation(body=BudgetPolicyBody)
+    @operation(body=BudgetPolicyBody, reply=BudgetReply)
     async def budget_policy(body: BudgetPolicyBody) -> Response:
         """
         Set the policy: ``ignore``, ``warn`` (the default) or ``enforce``.

@@ -14,7 +14,15 @@ from quart import Blueprint, Response
 
 from rhetor.edge._http import json_response, plain
 from rhetor.edge._schema import operation
-from rhetor.edge._schemas_admin import ContextQuery, ContextsQuery, DeletedReply, SearchQuery
+from rhetor.edge._schemas_admin import (
+    ContextList,
+    ContextQuery,
+    ContextReply,
+    ContextsQuery,
+    DeletedReply,
+    SearchQuery,
+    SearchReply,
+)
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
@@ -28,7 +36,7 @@ def contexts_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.get("")
-    @operation(query=ContextsQuery)
+    @operation(query=ContextsQuery, reply=ContextList)
     async def list_contexts(query: ContextsQuery) -> Response:
         """
         One page of contexts: ``{"contexts": [{id, created, updated, message_count, summary, metadata}]}``.
@@ -37,7 +45,7 @@ def contexts_blueprint(runtime: Runtime) -> Blueprint:
         return json_response({"contexts": plain(contexts)})
 
     @bp.get("/search")
-    @operation(query=SearchQuery)
+    @operation(query=SearchQuery, reply=SearchReply)
     async def search_contexts(query: SearchQuery) -> Response:
         """
         Messages that mention ``q``: ``{"query", "results": [{context_id, seq, role, snippet}]}``.
@@ -46,7 +54,7 @@ def contexts_blueprint(runtime: Runtime) -> Blueprint:
         return json_response({"query": query.q, "results": plain(hits)})
 
     @bp.get("/<context_id>")
-    @operation(query=ContextQuery)
+    @operation(query=ContextQuery, reply=ContextReply)
     async def get_context(context_id: str, query: ContextQuery) -> Response:
         """
         A context and its messages: ``{"info", "messages": [{context_id, seq, role, content, ts, tokens}]}``.

@@ -189,10 +189,12 @@ class _Builder:
         if spec.content_type == "application/json":
             schema = self._reply_schema(spec.reply)
             content["application/json"] = {"schema": schema}
+        elif spec.content_type == "text/event-stream":
+            content[spec.content_type] = {"schema": _EVENT}
         elif spec.content_type:
             content[spec.content_type] = {"schema": {"type": "string"}}
         if spec.streams and "text/event-stream" not in content:
-            content["text/event-stream"] = {"schema": {"type": "string"}}
+            content["text/event-stream"] = {"schema": _EVENT}
         success: dict[str, Any] = {"description": _STATUS_TEXT.get(spec.status, "Success")}
         if content:
             success["content"] = content
@@ -265,6 +267,18 @@ class _Builder:
 
 
 _STATUS_TEXT = {200: "Success", 201: "Created", 308: "Moved"}
+# One Server-Sent Event, as OpenAPI 3.1 tools read a text/event-stream schema (per event);
+# what its data holds is the route's (see its description).
+_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
 
 
 def _describe_payload(name: str, schema: dict[str, Any]) -> None:
@@ -309,6 +323,8 @@ def _query_parameters(query: type[Any]) -> list[dict[str, Any]]:
             "in": "query",
             "required": name in required,
             "schema": prop,
+            # An empty value counts as absent (rhetor.edge._schema.read_query).
+            "allowEmptyValue": True,
         }
         if "description" in prop:
             parameter["description"] = prop["description"]

@@ -17,12 +17,15 @@ from rhetor.edge._http import json_response, plain
 from rhetor.edge._schema import operation
 from rhetor.edge._schemas_admin import (
     DeletedReply,
+    GeneratedPrompt,
     GeneratePromptBody,
     PromptBody,
+    PromptList,
     PromptsQuery,
     PromptUpdateBody,
     given,
 )
+from rhetor.storage import Prompt
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
@@ -36,7 +39,7 @@ def prompts_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.get("")
-    @operation(query=PromptsQuery)
+    @operation(query=PromptsQuery, reply=PromptList)
     async def list_prompts(query: PromptsQuery) -> Response:
         """
         Every system prompt (``{"prompts": [...]}``), or those of a component.
@@ -44,7 +47,7 @@ def prompts_blueprint(runtime: Runtime) -> Blueprint:
         return json_response({"prompts": plain(await rt.list_prompts(query.component))})
 
     @bp.post("")
-    @operation(body=PromptBody, status=201)
+    @operation(body=PromptBody, reply=Prompt, status=201)
     async def create_prompt(body: PromptBody) -> Response:
         """
         Create a system prompt; a default one displaces its component's old default.
@@ -58,7 +61,7 @@ def prompts_blueprint(runtime: Runtime) -> Blueprint:
         return json_response(plain(await rt.create_prompt(name, component, content, **fields)), 201)
 
     @bp.post("/generate")
-    @operation(body=GeneratePromptBody)
+    @operation(body=GeneratePromptBody, reply=GeneratedPrompt)
     async def generate_prompt(body: GeneratePromptBody) -> Response:
         """
         Draft a system prompt for a task: ``{"prompt", "task", "format"}``.
@@ -67,6 +70,7 @@ def prompts_blueprint(runtime: Runtime) -> Blueprint:
         return json_response({"prompt": prompt, "task": body.task, "format": body.format})
 
     @bp.get("/<prompt_id>")
+    @operation(reply=Prompt)
     async def get_prompt(prompt_id: str) -> Response:
         """
         A system prompt by id.
@@ -74,7 +78,7 @@ def prompts_blueprint(runtime: Runtime) -> Blueprint:
         return json_response(plain(await rt.get_prompt(prompt_id)))
 
     @bp.put("/<prompt_id>")
-    @operation(body=PromptUpdateBody)
+    @operation(body=PromptUpdateBody, reply=Prompt)
     async def update_prompt(prompt_id: str, body: PromptUpdateBody) -> Response:
         """
         Change a system prompt.

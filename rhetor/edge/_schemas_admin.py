@@ -15,32 +15,44 @@ import msgspec
 from msgspec import Meta
 
 from rhetor._settings import BudgetPolicy
+from rhetor.budget import BudgetStatus, UsageTotals
 from rhetor.budget._accounts import Period
 from rhetor.edge._fields import MAX_INT
 from rhetor.edge._schema import Body, Closed, NonEmpty, PositiveInt, Query, QueryCount
 from rhetor.edge._schemas_native import ChatTurn
+from rhetor.storage import ContextInfo, Prompt, SearchHit, StoredMessage, Template, TemplateVersion
 
 __all__ = [
     "BudgetLimitBody",
     "BudgetPolicyBody",
+    "BudgetReply",
+    "ContextList",
     "ContextQuery",
+    "ContextReply",
     "ContextsQuery",
     "DeletedReply",
     "EstimateBody",
     "EvaluateBody",
     "GeneratePromptBody",
+    "GeneratedPrompt",
     "GroupBy",
     "PromptBody",
     "PromptFormat",
+    "PromptList",
     "PromptUpdateBody",
     "PromptsQuery",
     "RenderBody",
+    "RenderReply",
     "SearchQuery",
+    "SearchReply",
     "TemplateBody",
+    "TemplateList",
     "TemplateQuery",
     "TemplateUpdateBody",
+    "TemplateVersionsReply",
     "TemplatesQuery",
     "UsageQuery",
+    "UsageReply",
     "given",
 ]
 
@@ -263,6 +275,9 @@ class EvaluateBody(Body, frozen=True, kw_only=True):
 
 # -- replies ---------------------------------------------------------------------------
 
+# The stores' own values (attrs classes and TypedDicts: Template, Prompt, ContextInfo,
+# BudgetStatus, ...) are what the routes answer, so they document themselves.
+
 
 class DeletedReply(msgspec.Struct, frozen=True, kw_only=True):
     """
@@ -271,3 +286,87 @@ class DeletedReply(msgspec.Struct, frozen=True, kw_only=True):
 
     deleted: bool
     id: str
+
+
+class TemplateList(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    Templates, each at its current version.
+    """
+
+    templates: list[Template]
+
+
+class RenderReply(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    A rendered template.
+    """
+
+    template: str
+    rendered: str
+
+
+class TemplateVersionsReply(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    Every version of a template, oldest first.
+    """
+
+    template: str
+    versions: list[TemplateVersion]
+
+
+class PromptList(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    System prompts.
+    """
+
+    prompts: list[Prompt]
+
+
+class GeneratedPrompt(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    A drafted system prompt.
+    """
+
+    prompt: str
+    task: str
+    format: PromptFormat
+
+
+class ContextList(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    One page of contexts.
+    """
+
+    contexts: list[ContextInfo]
+
+
+class ContextReply(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    A context and its messages, oldest first.
+    """
+
+    info: ContextInfo
+    messages: list[StoredMessage]
+
+
+class SearchReply(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    The messages that mention the query, with the text around each match.
+    """
+
+    query: str
+    results: list[SearchHit]
+
+
+class UsageReply(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    Spend in the current period, one row per group.
+    """
+
+    period: Period
+    group_by: GroupBy
+    usage: list[UsageTotals]
+
+
+# What GET /budget, POST /budget/limit and POST /budget/policy answer.
+BudgetReply = BudgetStatus

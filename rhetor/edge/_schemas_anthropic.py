@@ -17,7 +17,7 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from msgspec import Meta
 
-from rhetor.edge._schema import Body, NonEmpty, PositiveInt
+from rhetor.edge._schema import Body, PositiveInt
 
 __all__ = [
     "AnthropicBlock",
@@ -77,9 +77,12 @@ class MessagesBody(Body, frozen=True, kw_only=True):
 
     required_message: ClassVar[str] = "Field required"
 
-    model: NonEmpty
-    max_tokens: PositiveInt
-    messages: Annotated[list[AnthropicMessage], Meta(min_length=1)]
+    model: Annotated[str, Meta(min_length=1, examples=["rhetor/chat"])]
+    max_tokens: Annotated[PositiveInt, Meta(examples=[256])]
+    messages: Annotated[
+        list[AnthropicMessage],
+        Meta(min_length=1, examples=[[{"role": "user", "content": "Hello"}]]),
+    ]
     system: str | list[AnthropicBlock] | None = None
     temperature: Annotated[float, Meta(ge=0, le=1)] | None = None
     stream: bool | None = None

@@ -23,6 +23,7 @@ from rhetor.edge._fields import MAX_TIMEOUT
 from rhetor.edge._schema import Body, NonEmpty, PositiveInt
 
 __all__ = [
+    "MIN_TIMEOUT",
     "ChatBody",
     "ChatTurn",
     "ErrorBody",
@@ -41,12 +42,15 @@ __all__ = [
 
 # Sampling temperature, as every provider Rhetor speaks to takes it.
 Temperature = Annotated[float, Meta(ge=0, le=2, description="Sampling temperature, 0 to 2.")]
+# A deadline under a second is never long enough for a model, and one of 1e-300 s was
+# answered 504 before any provider was tried: the edge refuses it instead.
+MIN_TIMEOUT = 1.0
 Timeout = Annotated[
     float,
     Meta(
-        gt=0,
+        ge=MIN_TIMEOUT,
         le=MAX_TIMEOUT,
-        description="Seconds the whole request may take (at most a day); "
+        description="Seconds the whole request may take, from 1 to 86400; "
         "default RHETOR_REQUEST_TIMEOUT.",
     ),
 ]
@@ -158,7 +162,7 @@ class MessageBody(LLMOptions, frozen=True, kw_only=True):
     One message to a model (``POST /message``, ``POST /stream``).
     """
 
-    message: NonEmpty
+    message: Annotated[str, Meta(min_length=1, examples=["Hello"])]
 
 
 class ChatBody(LLMOptions, frozen=True, kw_only=True):
@@ -166,7 +170,9 @@ class ChatBody(LLMOptions, frozen=True, kw_only=True):
     A conversation (``POST /chat``); the last message must be the user's.
     """
 
-    messages: Annotated[list[ChatTurn], Meta(min_length=1)]
+    messages: Annotated[
+        list[ChatTurn], Meta(min_length=1, examples=[[{"role": "user", "content": "Hello"}]])
+    ]
 
     def chat_messages(self) -> tuple[ChatMessage, ...]:
         """The messages as the runtime takes them."""

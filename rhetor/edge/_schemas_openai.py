@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from rhetor.edge._schema import Body, NonEmpty, PositiveInt
+from rhetor.edge._schema import Body, PositiveInt
 from rhetor.edge._schemas_native import Temperature
 
 __all__ = [
@@ -92,8 +92,11 @@ class ChatCompletionBody(Body, frozen=True, kw_only=True):
     context and component.
     """
 
-    model: NonEmpty
-    messages: Annotated[list[OpenAIMessage], Meta(min_length=1)]
+    model: Annotated[str, Meta(min_length=1, examples=["rhetor/chat"])]
+    messages: Annotated[
+        list[OpenAIMessage],
+        Meta(min_length=1, examples=[[{"role": "user", "content": "Hello"}]]),
+    ]
     n: Annotated[int, Meta(ge=1, le=1, description="Only one choice is supported.")] | None = None
     max_completion_tokens: PositiveInt | None = None
     max_tokens: (

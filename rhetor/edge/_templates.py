@@ -18,12 +18,16 @@ from rhetor.edge._schema import operation
 from rhetor.edge._schemas_admin import (
     DeletedReply,
     RenderBody,
+    RenderReply,
     TemplateBody,
+    TemplateList,
     TemplateQuery,
     TemplatesQuery,
     TemplateUpdateBody,
+    TemplateVersionsReply,
     given,
 )
+from rhetor.storage import Template
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
@@ -37,7 +41,7 @@ def templates_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.get("")
-    @operation(query=TemplatesQuery)
+    @operation(query=TemplatesQuery, reply=TemplateList)
     async def list_templates(query: TemplatesQuery) -> Response:
         """
         Every template (``{"templates": [...]}``), or those of a category.
@@ -45,7 +49,7 @@ def templates_blueprint(runtime: Runtime) -> Blueprint:
         return json_response({"templates": plain(await rt.list_templates(query.category))})
 
     @bp.post("")
-    @operation(body=TemplateBody, status=201)
+    @operation(body=TemplateBody, reply=Template, status=201)
     async def create_template(body: TemplateBody) -> Response:
         """
         Create a template; ``{name}`` placeholders in its content are its variables.
@@ -55,7 +59,7 @@ def templates_blueprint(runtime: Runtime) -> Blueprint:
         return json_response(plain(await rt.create_template(name, content, **fields)), 201)
 
     @bp.get("/<template_id>")
-    @operation(query=TemplateQuery)
+    @operation(query=TemplateQuery, reply=Template)
     async def get_template(template_id: str, query: TemplateQuery) -> Response:
         """
         A template by id or name, at its current or a given version.
@@ -63,7 +67,7 @@ def templates_blueprint(runtime: Runtime) -> Blueprint:
         return json_response(plain(await rt.get_template(template_id, query.version)))
 
     @bp.put("/<template_id>")
-    @operation(body=TemplateUpdateBody)
+    @operation(body=TemplateUpdateBody, reply=Template)
     async def update_template(template_id: str, body: TemplateUpdateBody) -> Response:
         """
         Change a template; a new content or parameter makes a new version.
@@ -80,7 +84,7 @@ def templates_blueprint(runtime: Runtime) -> Blueprint:
         return json_response({"deleted": True, "id": template_id})
 
     @bp.post("/<template_id>/render")
-    @operation(body=RenderBody)
+    @operation(body=RenderBody, reply=RenderReply)
     async def render_template(template_id: str, body: RenderBody) -> Response:
         """
         Render a template with ``variables``: ``{"template", "rendered"}``.
@@ -89,6 +93,7 @@ def templates_blueprint(runtime: Runtime) -> Blueprint:
         return json_response({"template": template_id, "rendered": rendered})
 
     @bp.get("/<template_id>/versions")
+    @operation(reply=TemplateVersionsReply)
     async def template_versions(template_id: str) -> Response:
         """
         Every version of a template: ``{"template", "versions": [...]}``.
