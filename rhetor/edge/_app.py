@@ -48,7 +48,7 @@ from rhetor._errors import RhetorError
 from rhetor._settings import Settings
 from rhetor.edge._budget import budget_blueprint
 from rhetor.edge._checks import UnreadBody, has_body, origin_allowed, refusal
-from rhetor.edge._compat_v1 import compat_blueprint, is_v1, v1_error_response
+from rhetor.edge._compat_v1 import compat_blueprint
 from rhetor.edge._contexts import contexts_blueprint
 from rhetor.edge._core import core_blueprint
 from rhetor.edge._evaluate import evaluate_blueprint
@@ -131,13 +131,8 @@ def _endpoints(app: QuartTrio) -> list[str]:
 
 
 async def _on_error(exc: Exception) -> Response:
-    """
-    Any error in Rhetor's shape (with ``Allow`` on a 405); under ``/v1``, in its API's.
-
-    The ``/v1`` blueprint answers its own routes' errors; a path under it that
-    matched no route, or not with its method, reaches this handler instead.
-    """
-    response = v1_error_response(exc) if is_v1(request.path) else error_response(rhetor_error(exc))
+    """Any error outside ``/v1`` in Rhetor's shape (with ``Allow`` on a 405)."""
+    response = error_response(rhetor_error(exc))
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response

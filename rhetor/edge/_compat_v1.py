@@ -30,33 +30,12 @@ from rhetor.edge._schemas_openai import OpenAIModel, OpenAIModelList
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
 
-__all__ = ["V1_PREFIX", "compat_blueprint", "is_v1", "v1_error_response", "wants_anthropic"]
-
-V1_PREFIX = "/v1"
+__all__ = ["compat_blueprint", "wants_anthropic"]
 
 
 def wants_anthropic() -> bool:
     """Whether the current request speaks Anthropic's API rather than OpenAI's."""
     return request.path.startswith("/v1/messages") or "anthropic-version" in request.headers
-
-
-def is_v1(path: str) -> bool:
-    """Whether ``path`` is under ``/v1``, where errors take the OpenAI or Anthropic shape."""
-    return path == V1_PREFIX or path.startswith(f"{V1_PREFIX}/")
-
-
-def v1_error_response(exc: BaseException) -> Response:
-    """
-    ``exc`` in the shape of the API the current request speaks.
-
-    The ``/v1`` blueprint's handler answers the errors of its routes; the
-    app's answers, through this, those of a path under ``/v1`` that matched
-    no route (404) or not with its method (405), so an SDK always reads
-    its own API's error.
-    """
-    error = rhetor_error(exc)
-    reply = anthropic_error(error) if wants_anthropic() else openai_error(error)
-    return error_reply_response(reply)
 
 
 def compat_blueprint(runtime: Runtime) -> Blueprint:
@@ -66,13 +45,15 @@ def compat_blueprint(runtime: Runtime) -> Blueprint:
     Error handling: every error, including auth and size refusals from the
     app's guard, answers in the format of the API the request speaks.
     """
-    bp = Blueprint("v1", __name__, url_prefix=V1_PREFIX)
+    bp = Blueprint("v1", __name__, url_prefix="/v1")
     bp.register_blueprint(openai_blueprint(runtime))
     bp.register_blueprint(anthropic_blueprint(runtime))
 
     @bp.errorhandler(Exception)
     async def on_error(exc: Exception) -> Response:
-        return v1_error_response(exc)
+        error = rhetor_error(exc)
+        reply = anthropic_error(error) if wants_anthropic() else openai_error(error)
+        return error_reply_response(reply)
 
     @bp.get("/models")
     @operation(reply=OpenAIModelList | AnthropicModelList)

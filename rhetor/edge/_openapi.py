@@ -199,8 +199,18 @@ class _Builder:
         if content:
             success["content"] = content
         error = self._error_schema(path)
+        responses: dict[str, Any] = {str(spec.status): success}
+        if path.startswith("/v1/") and "{" in path:
+            # An id no route can take (a newline, a leading slash) matches no /v1 route,
+            # and a path no /v1 route serves gets Rhetor's own 404 (docs/compat.md).
+            responses["404"] = {
+                "description": "Not found; an id that matches no route gets Rhetor's own 404",
+                "content": {
+                    "application/json": {"schema": {"anyOf": [error, self._schema(ErrorBody)]}}
+                },
+            }
         return {
-            str(spec.status): success,
+            **responses,
             "4XX": {
                 "description": "The request cannot be answered as sent",
                 "content": {"application/json": {"schema": error}},
