@@ -1,7 +1,8 @@
 """
 What every HTTP blueprint shares: the body, JSON replies, and errors in Rhetor's shape.
 
-A handler reads its body with :func:`read_body`, answers with
+A handler's body is read with :func:`read_body` (then checked against its
+schema by ``rhetor.edge._schema.operation``); it answers with
 :func:`json_response`, and raises a :class:`RhetorError` for anything wrong.
 :func:`rhetor_error` is the one place where any other exception becomes
 Rhetor's: other libraries' errors (Werkzeug's HTTP errors, actor errors,
@@ -25,8 +26,8 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 import actors
-from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable, ValidationError
-from rhetor.edge._fields import parse_json, query_int
+from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable
+from rhetor.edge._fields import parse_json
 from rhetor.edge._json import encode
 
 __all__ = [
@@ -34,9 +35,7 @@ __all__ = [
     "as_rhetor_error",
     "error_response",
     "json_response",
-    "only",
     "plain",
-    "query_number",
     "read_body",
     "rhetor_error",
 ]
@@ -143,29 +142,16 @@ def plain(value: Any) -> Any:
 # -- requests ----------------------------------------------------------------------
 
 
-async def read_body() -> dict[str, Any]:
+async def read_body() -> Any:
     """
-    The request's JSON object body (``{}`` when empty), checked by ``parse_json``.
+    The request's JSON body (``{}`` when empty), checked by ``parse_json``.
+
+    Its shape (an object, and its fields) is its schema's to check
+    (``rhetor.edge._schema.operation``).
 
     Error handling: ``InvalidJSON`` (400) or ``ValidationError`` (422).
     """
     raw = await request.get_data(cache=False)
     if not raw or not raw.strip():
         return {}
-    body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object")
-    return body
-
-
-def query_number(name: str, default: int | None, minimum: int = 0) -> int | None:
-    """The whole-number query parameter ``name`` (``default`` when absent)."""
-    return query_int(request.args.get(name), name, default, minimum=minimum)
-
-
-def only(body: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
-    """``body`` as a dict, refusing the first field (by name) not in ``allowed``."""
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ValidationError(unknown[0], "unknown field")
-    return dict(body)
+    return parse_json(raw)
