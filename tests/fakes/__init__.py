@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from tests.fakes._server import (
     UNSET,
     Behaviour,
+    Call,
     Cut,
     Fail,
     FakeUpstream,
@@ -50,6 +51,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "UNSET",
     "Behaviour",
+    "Call",
     "Cut",
     "Fail",
     "FakeAnthropic",

@@ -35,6 +35,7 @@ import trio
 from tests.fakes._behaviours import (
     UNSET,
     Behaviour,
+    Call,
     Cut,
     Fail,
     Garbled,
@@ -50,6 +51,7 @@ from tests.fakes._behaviours import (
 __all__ = [
     "UNSET",
     "Behaviour",
+    "Call",
     "Cut",
     "Fail",
     "FakeUpstream",
