@@ -158,7 +158,7 @@ class Planner:
         """
         ``route`` without the candidates whose context window (where the catalogue
         states one) is smaller than the prompt's estimate; the explanation says
-        which were dropped.
+        which were dropped. The simulated provider has no window to overflow.
 
         Error handling: when every candidate is dropped, a :class:`ValidationError`
         on ``messages`` naming each one's window.
@@ -167,7 +167,8 @@ class Planner:
         small = [
             c
             for c in route.candidates
-            if c.model in windows
+            if c.provider != SIMULATED
+            and c.model in windows
             and (window := windows[c.model].context_window) is not None
             and window < input_estimate
         ]

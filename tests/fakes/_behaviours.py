@@ -23,6 +23,7 @@ __all__ = [
     "Garbled",
     "Hang",
     "Raw",
+    "Recorded",
     "Reply",
     "Stall",
     "StreamError",
@@ -296,7 +297,27 @@ class Garbled:
     text: str = "partial reply then garbage"
 
 
-Behaviour = Reply | Fail | Hang | Cut | Stall | StreamError | Garbled
+@attrs.frozen
+class Recorded:
+    """
+    Answer 200 with ``body`` byte for byte (a recorded stream or reply, such as the
+    golden fixtures in ``tests/golden``), in pieces of ``piece`` bytes (0: at once).
+    """
+
+    body: bytes
+    content_type: str = "text/event-stream"
+    piece: int = 0
+
+    async def send(self, respond: Any) -> None:
+        """Send the body through a fake's responder."""
+        await respond.start(200, self.content_type)
+        size = self.piece or len(self.body) or 1
+        for start in range(0, len(self.body), size):
+            await respond.send(self.body[start : start + size])
+        await respond.end()
+
+
+Behaviour = Reply | Fail | Hang | Cut | Stall | StreamError | Garbled | Recorded
 
 
 def _number(value: float) -> str:

@@ -32,6 +32,7 @@ from tests.fakes._server import (
     Garbled,
     Hang,
     ReceivedRequest,
+    Recorded,
     Reply,
     Responder,
     Stall,
@@ -162,6 +163,8 @@ class FakeAnthropic(FakeUpstream):
                 await respond.json(status, body, headers)
             case Hang():
                 await respond.hold()
+            case Recorded() as recorded:
+                await recorded.send(respond)
             case Reply() as reply if not streaming:
                 await trio.sleep(reply.delay)
                 await respond.json(200, _message(model, reply))

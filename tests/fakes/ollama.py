@@ -29,6 +29,7 @@ from tests.fakes._server import (
     Garbled,
     Hang,
     ReceivedRequest,
+    Recorded,
     Reply,
     Responder,
     Stall,
@@ -114,6 +115,8 @@ class FakeOllama(FakeUpstream):
                 await respond.json(status, body, headers)
             case Hang():
                 await respond.hold()
+            case Recorded() as recorded:
+                await recorded.send(respond)
             case Reply() as reply if not streaming:
                 await trio.sleep(reply.delay)
                 final = _final(model, reply)

@@ -33,6 +33,7 @@ from tests.fakes._server import (
     Garbled,
     Hang,
     ReceivedRequest,
+    Recorded,
     Reply,
     Responder,
     Stall,
@@ -165,6 +166,8 @@ class FakeOpenAI(FakeUpstream):
                 await respond.json(status, body, headers)
             case Hang():
                 await respond.hold()
+            case Recorded() as recorded:
+                await recorded.send(respond)
             case Reply() as reply if not streaming:
                 await trio.sleep(reply.delay)
                 await respond.json(200, _completion(ident, model, reply))
