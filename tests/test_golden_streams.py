@@ -181,13 +181,13 @@ async def test_the_anthropic_sdk_reads_the_golden_streams_alike(name: str) -> No
     data, expected = golden(name)
     async with fake_anthropic() as fake:
         fake.script(Recorded(data))
-        async with anthropic.AsyncAnthropic(
-            api_key=KEY, base_url=fake.base_url, max_retries=0
-        ) as sdk:
-            async with sdk.messages.stream(
+        async with (
+            anthropic.AsyncAnthropic(api_key=KEY, base_url=fake.base_url, max_retries=0) as sdk,
+            sdk.messages.stream(
                 model="requested", max_tokens=100, messages=[{"role": "user", "content": "x"}]
-            ) as stream:
-                message = await stream.get_final_message()
+            ) as stream,
+        ):
+            message = await stream.get_final_message()
     text = "".join(b.text for b in message.content if b.type == "text")
     uses = [b for b in message.content if b.type == "tool_use"]
     assert text == expected["text"]

@@ -15,6 +15,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from rhetor._content import ToolChoice
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -24,7 +25,6 @@ from rhetor._errors import (
     RateLimited,
     UpstreamServerError,
 )
-from rhetor._content import ToolChoice
 from rhetor._types import ProviderRequest, StreamEnd, TextDelta, ToolCallDelta
 from rhetor.providers._anthropic import AnthropicBackend
 from tests.fakes import Fail, Reply

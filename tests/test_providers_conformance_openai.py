@@ -14,6 +14,7 @@ from typing import Any
 import openai
 import pytest
 
+from rhetor._content import ToolCallAssembly, ToolChoice
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -23,7 +24,6 @@ from rhetor._errors import (
     RateLimited,
     UpstreamServerError,
 )
-from rhetor._content import ToolCallAssembly, ToolChoice
 from rhetor._types import ProviderRequest, StreamEnd, TextDelta, ToolCallDelta
 from rhetor.providers._openai import OpenAIBackend
 from tests.fakes import Fail, Reply
