@@ -323,7 +323,8 @@ class ToolCallAssembly:
     def produced(self) -> str:
         """Everything the calls' deltas carried, as text (what a partial bill counts)."""
         return "".join(
-            "".join(name) + "".join(fragments) for _, name, fragments in self._calls.values()
+            "".join(name) + "".join(fragments)
+            for _, (_, name, fragments) in sorted(self._calls.items())
         )
 
 

@@ -54,7 +54,12 @@ TASKS = {
     "models": {
         HAIKU: {"provider": "anthropic", "tier": "low", "capabilities": CAPABLE},
         GPT_MINI: {"provider": "openai", "tier": "low", "capabilities": CAPABLE},
-        GPT_OLD: {"provider": "openai", "tier": "low", "capabilities": ["general", "tools"]},
+        GPT_OLD: {
+            "provider": "openai",
+            "tier": "low",
+            "context_window": 400,
+            "capabilities": ["general", "tools"],
+        },
         LLAMA: {"provider": "ollama", "tier": "local", "capabilities": CAPABLE},
     },
 }
@@ -455,6 +460,20 @@ async def test_tools_no_candidate_can_use_are_a_400_naming_the_field_and_models(
     for model in (f"anthropic/{HAIKU}", f"openai/{GPT_MINI}", f"ollama/{LLAMA}"):
         assert model in caught.value.message
     assert [up.completions for up in (upstreams.anthropic, upstreams.openai)] == [[], []]
+
+
+async def test_a_prompt_longer_than_a_models_window_skips_it_or_is_refused(
+    rt: Runtime, upstreams: Upstreams
+) -> None:
+    """A prompt over gpt-3.5's stated window (400 here) goes to the next model; named, it is refused."""
+    long = " ".join(["word"] * 600)
+    reply = await rt.message(long, task_type="chat", timeout=5)
+    assert reply.provider == "ollama"
+    assert f"skipped openai/{GPT_OLD} (400 tokens)" in reply.routing
+    with pytest.raises(ValidationError) as caught:
+        await rt.message(long, model=GPT_OLD, timeout=5)
+    assert caught.value.field == "messages" and "context window" in caught.value.message
+    assert upstreams.openai.completions == []
 
 
 # -- structured output ---------------------------------------------------------------
