@@ -460,15 +460,23 @@ def test_malformed_tool_call_events_are_upstream_server_errors(
         "anthropic": _anthropic_wire.EventReading("m"),
         "ollama": _ollama_wire.LineReading("m"),
     }[provider]
-    with pytest.raises(UpstreamServerError) as caught, translating(provider):
-        for event in events:
-            if provider == "anthropic":
-                kind, data = event
-                reading.take((kind, json.dumps({"type": kind, **data})))
-            elif provider == "openai":
-                reading.take(("message", json.dumps(event)))
-            else:
-                reading.take(json.dumps(event).encode())
+    wire = []
+    for event in events:
+        if provider == "anthropic":
+            kind, data = event
+            wire.append((kind, json.dumps({"type": kind, **data})))
+        elif provider == "openai":
+            wire.append(("message", json.dumps(event)))
+        else:
+            wire.append(json.dumps(event).encode())
+
+    def take_all() -> None:
+        with translating(provider):
+            for item in wire:
+                reading.take(item)
+
+    with pytest.raises(UpstreamServerError) as caught:
+        take_all()
     assert why in caught.value.message
 
 
