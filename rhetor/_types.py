@@ -81,10 +81,6 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _block_tuple(blocks: Iterable[ContentBlock]) -> tuple[ContentBlock, ...]:
-    return tuple(blocks)
-
-
 def _tool_tuple(tools: Iterable[Tool]) -> tuple[Tool, ...]:
     return tuple(tools)
 
@@ -110,7 +106,8 @@ class ChatMessage:
 
     role: Role
     content: str = ""
-    blocks: tuple[ContentBlock, ...] = attrs.field(default=(), converter=_block_tuple)
+    # Any iterable of blocks is taken (made a tuple in __attrs_post_init__, off the plain path).
+    blocks: tuple[ContentBlock, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.blocks:
