@@ -116,6 +116,8 @@ class ChatMessage:
                 raise ValidationError("content", "give the text as blocks or as content, not both")
             object.__setattr__(self, "content", text)
             object.__setattr__(self, "blocks", normalised_blocks(self.role, self.blocks))
+        elif self.blocks != ():
+            object.__setattr__(self, "blocks", ())
 
     @property
     def parts(self) -> tuple[ContentBlock, ...]:
