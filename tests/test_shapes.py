@@ -31,10 +31,9 @@ from rhetor._content import (
     ToolResult,
 )
 from rhetor._types import ChatMessage, Chunk, LLMRequest, Reply, Usage
+from rhetor.providers._anthropic_replies import AnthropicEvents, message_to_anthropic
 from rhetor.providers._anthropic_shapes import (
-    AnthropicEvents,
     fields_from_anthropic,
-    message_to_anthropic,
     messages_from_anthropic,
     messages_to_anthropic,
     response_format_from_anthropic,
@@ -45,9 +44,8 @@ from rhetor.providers._anthropic_shapes import (
     tools_from_anthropic,
     tools_to_anthropic,
 )
+from rhetor.providers._openai_replies import OpenAIChunks, completion_to_openai
 from rhetor.providers._openai_shapes import (
-    OpenAIChunks,
-    completion_to_openai,
     fields_from_openai,
     messages_from_openai,
     messages_to_openai,
