@@ -622,3 +622,33 @@ def test_bad_body_fields_name_themselves(read: Any, body: dict[str, Any], field:
     with pytest.raises(ValidationError) as caught:
         read(body)
     assert caught.value.field == field
+
+
+def test_replies_with_nothing_or_odd_arguments_are_still_valid_for_anthropic_clients() -> None:
+    """An empty reply streams one empty text block; arguments that are no object are kept under arguments."""
+    empty = Reply("", "m", "p", None, Usage(1, 0), 0.0, "r", "req", "default")
+    writer = AnthropicEvents("msg_2")
+    events = [name for name, _ in (*writer.first("m"), *writer.last(empty))]
+    assert events == [
+        "message_start",
+        "content_block_start",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    odd = Reply(
+        "",
+        "m",
+        "p",
+        None,
+        Usage(1, 1),
+        0.0,
+        "r",
+        "req",
+        "default",
+        finish_reason="tool_calls",
+        tool_calls=(ToolCall("c", "f", "[1, 2]"),),
+    )
+    message = anthropic.types.Message.model_validate(message_to_anthropic(odd))
+    [use] = message.content
+    assert use.type == "tool_use" and use.input == {"arguments": "[1, 2]"}
