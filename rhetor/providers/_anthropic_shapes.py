@@ -1,0 +1,427 @@
+"""
+Anthropic Messages shapes <-> the internal model, both ways, with no I/O.
+
+Anthropic's content blocks are the internal model's (:mod:`rhetor._content`) almost
+one for one: ``text``, ``image`` (a ``base64`` or ``url`` source), ``tool_use``
+(whose ``input`` object is a :class:`~rhetor._content.ToolCall`'s arguments, as
+JSON text) and ``tool_result`` (its ``content`` a string or text and image blocks).
+Reading (a client's request at the edge, an upstream's reply here) and writing (a
+request upstream, a reply to an Anthropic client) go through the functions below;
+replies written for Anthropic clients are in :mod:`rhetor.providers._anthropic_replies`.
+
+Two translations are not one for one (``docs/compat.md``):
+
+- the history is reshaped as the Messages API wants it: user first, roles strictly
+  alternating (consecutive turns of one role merged, their text with a blank line
+  between plain-text turns), a user turn's tool results first;
+- a JSON schema response format is ``output_config.format`` (structured outputs,
+  which always hold to the schema), and a ``json_object`` format, which has no
+  equivalent, is an instruction appended to the system prompt
+  (:data:`JSON_OBJECT_INSTRUCTION`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rhetor._content import (
+    Image,
+    Passthrough,
+    ResponseFormat,
+    Text,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolResult,
+)
+from rhetor._errors import ValidationError
+from rhetor._types import ChatMessage
+from rhetor.providers._families import ANTHROPIC
+from rhetor.providers._shapes import (
+    Untranslatable,
+    as_list,
+    as_object,
+    compact_json,
+    optional_bool,
+    optional_str,
+    required_str,
+    sampling_fields,
+)
+
+__all__ = [
+    "JSON_OBJECT_INSTRUCTION",
+    "TRANSLATED",
+    "content_from_anthropic",
+    "fields_from_anthropic",
+    "messages_from_anthropic",
+    "messages_to_anthropic",
+    "response_format_from_anthropic",
+    "response_format_to_anthropic",
+    "system_from_anthropic",
+    "tool_choice_from_anthropic",
+    "tool_choice_to_anthropic",
+    "tools_from_anthropic",
+    "tools_to_anthropic",
+]
+
+# What a json_object response format adds to the system prompt (Anthropic has no JSON mode).
+JSON_OBJECT_INSTRUCTION = (
+    "Reply with a single JSON object and nothing else: no prose, no code fences."
+)
+
+# The Messages API parameters Rhetor reads itself; any other is relayed (see fields_from_anthropic).
+TRANSLATED = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "stream",
+        "temperature",
+        "tools",
+        "tool_choice",
+        "stop_sequences",
+        "metadata",
+        "output_config",
+        "top_p",
+    }
+)
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+def fields_from_anthropic(body: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    A Messages API body's conversation and its fields beyond the edge's own, as
+    keyword arguments of ``Runtime.request``: ``messages``, ``system_prompt``,
+    ``tools``, ``tool_choice``, ``response_format`` (from ``output_config.format``),
+    ``stop`` (``stop_sequences``), ``top_p``, ``user`` (``metadata.user_id``), and
+    every parameter not in :data:`TRANSLATED` as an Anthropic ``passthrough``, with
+    whatever ``output_config`` holds besides its format.
+
+    ``model``, ``max_tokens``, ``stream`` and ``temperature`` are left to the edge.
+
+    Error handling: a :class:`ValidationError` naming the first bad field.
+    """
+    metadata = body.get("metadata")
+    user = None
+    if metadata is not None:
+        user = optional_str(as_object(metadata, "metadata"), "user_id", "metadata")
+    stops = body.get("stop_sequences")
+    if stops is not None and not all(isinstance(s, str) for s in as_list(stops, "stop_sequences")):
+        raise ValidationError("stop_sequences", "must be an array of strings")
+    fields: dict[str, Any] = {
+        "messages": messages_from_anthropic(body.get("messages")),
+        "system_prompt": system_from_anthropic(body.get("system")),
+        "tools": tools_from_anthropic(body.get("tools")),
+        "tool_choice": tool_choice_from_anthropic(body.get("tool_choice")),
+        "response_format": response_format_from_anthropic(body.get("output_config")),
+        "stop": tuple(stops or ()),
+        "user": user,
+        **sampling_fields(body),
+    }
+    fields.pop("seed", None)
+    extra = {k: v for k, v in body.items() if k not in TRANSLATED}
+    config = body.get("output_config")
+    if isinstance(config, Mapping) and (rest := {k: v for k, v in config.items() if k != "format"}):
+        extra["output_config"] = rest
+    if extra:
+        fields["passthrough"] = Passthrough(ANTHROPIC, extra)
+    return fields
+
+
+def messages_from_anthropic(raw: object, field: str = "messages") -> tuple[ChatMessage, ...]:
+    """
+    A Messages API ``messages`` array as turns.
+
+    Error handling: a :class:`ValidationError` naming the first bad field.
+    """
+    turns = []
+    for i, item in enumerate(as_list(raw, field)):
+        where = f"{field}[{i}]"
+        message = as_object(item, where)
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise ValidationError(f"{where}.role", "must be user or assistant")
+        blocks = _blocks(message.get("content"), f"{where}.content", role)
+        turns.append(ChatMessage(role, blocks=blocks))
+    return tuple(turns)
+
+
+_ROLE_BLOCKS = {"user": ("text", "image", "tool_result"), "assistant": ("text", "tool_use")}
+
+
+def _blocks(
+    content: object, field: str, role: str
+) -> tuple[Text | Image | ToolCall | ToolResult, ...]:
+    if isinstance(content, str):
+        return (Text(content),)
+    blocks: list[Text | Image | ToolCall | ToolResult] = []
+    for j, item in enumerate(as_list(content, field)):
+        where = f"{field}[{j}]"
+        block = as_object(item, where)
+        kind = block.get("type")
+        if kind not in _ROLE_BLOCKS[role]:
+            raise ValidationError(
+                f"{where}.type",
+                f"content block type {kind!r} is not supported in a {role} message; "
+                f"only {', '.join(_ROLE_BLOCKS[role])}",
+            )
+        if kind == "text":
+            blocks.append(Text(required_str(block, "text", where)))
+        elif kind == "image":
+            blocks.append(_image(block, where))
+        elif kind == "tool_use":
+            blocks.append(_tool_use(block, where))
+        else:
+            blocks.append(_tool_result(block, where))
+    return tuple(blocks)
+
+
+def _image(block: Mapping[str, Any], where: str) -> Image:
+    source = as_object(block.get("source"), f"{where}.source")
+    kind = source.get("type")
+    try:
+        if kind == "base64":
+            return Image(
+                data=required_str(source, "data", f"{where}.source"),
+                media_type=required_str(source, "media_type", f"{where}.source"),
+            )
+        if kind == "url":
+            return Image(url=required_str(source, "url", f"{where}.source"))
+    except ValidationError as exc:
+        if exc.field is not None and exc.field.startswith(where):
+            raise
+        raise ValidationError(f"{where}.source", exc.message) from None
+    raise ValidationError(f"{where}.source.type", "must be base64 or url")
+
+
+def _tool_use(block: Mapping[str, Any], where: str) -> ToolCall:
+    arguments = block.get("input", {})
+    if not isinstance(arguments, Mapping):
+        raise ValidationError(f"{where}.input", "must be an object")
+    return ToolCall(
+        required_str(block, "id", where),
+        required_str(block, "name", where),
+        compact_json(arguments),
+    )
+
+
+def _tool_result(block: Mapping[str, Any], where: str) -> ToolResult:
+    content = block.get("content", "")
+    parts: list[Text | Image] = []
+    if isinstance(content, str):
+        parts.append(Text(content))
+    else:
+        for k, item in enumerate(as_list(content, f"{where}.content")):
+            inner = f"{where}.content[{k}]"
+            part = as_object(item, inner)
+            if part.get("type") == "text":
+                parts.append(Text(required_str(part, "text", inner)))
+            elif part.get("type") == "image":
+                parts.append(_image(part, inner))
+            else:
+                raise ValidationError(f"{inner}.type", "a tool result holds text and images only")
+    return ToolResult(
+        required_str(block, "tool_use_id", where),
+        parts,
+        bool(optional_bool(block, "is_error", where)),
+    )
+
+
+def system_from_anthropic(raw: object, field: str = "system") -> str | None:
+    """``system``: a string or an array of text blocks, as one text; None when absent."""
+    if raw is None or isinstance(raw, str):
+        return raw
+    texts = []
+    for i, item in enumerate(as_list(raw, field)):
+        block = as_object(item, f"{field}[{i}]")
+        if block.get("type") != "text":
+            raise ValidationError(f"{field}[{i}].type", "must be text")
+        texts.append(required_str(block, "text", f"{field}[{i}]"))
+    return "".join(texts)
+
+
+def content_from_anthropic(
+    content: object, field: str = "content"
+) -> tuple[str, tuple[ToolCall, ...]]:
+    """
+    A reply's content blocks: its text (text blocks joined) and its tool calls.
+
+    Blocks of other types (thinking, server tool results) are read past.
+    """
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for j, item in enumerate(as_list(content, field)):
+        block = as_object(item, f"{field}[{j}]")
+        if block.get("type") == "text":
+            texts.append(required_str(block, "text", f"{field}[{j}]"))
+        elif block.get("type") == "tool_use":
+            calls.append(_tool_use(block, f"{field}[{j}]"))
+    return "".join(texts), tuple(calls)
+
+
+def tools_from_anthropic(raw: object, field: str = "tools") -> tuple[Tool, ...]:
+    """A ``tools`` array of client (custom) tools."""
+    if raw is None:
+        return ()
+    tools = []
+    for i, item in enumerate(as_list(raw, field)):
+        where = f"{field}[{i}]"
+        tool = as_object(item, where)
+        if tool.get("type", "custom") not in ("custom", None):
+            raise ValidationError(f"{where}.type", "only client (custom) tools are supported")
+        name = required_str(tool, "name", where)
+        description = optional_str(tool, "description", where)
+        schema = as_object(tool.get("input_schema"), f"{where}.input_schema")
+        strict = optional_bool(tool, "strict", where)
+        try:
+            tools.append(Tool(name, description, schema, strict))
+        except ValidationError as exc:
+            raise ValidationError(f"{where}.name", exc.message) from None
+    return tuple(tools)
+
+
+def tool_choice_from_anthropic(raw: object, field: str = "tool_choice") -> ToolChoice | None:
+    """A ``tool_choice`` object (auto, any, tool with its name, none)."""
+    if raw is None:
+        return None
+    choice = as_object(raw, field)
+    disable = optional_bool(choice, "disable_parallel_tool_use", field)
+    parallel = None if disable is None else not disable
+    kind = choice.get("type")
+    if kind == "auto":
+        return ToolChoice("auto", parallel=parallel)
+    if kind == "any":
+        return ToolChoice("required", parallel=parallel)
+    if kind == "none":
+        return ToolChoice("none")
+    if kind == "tool":
+        return ToolChoice("tool", required_str(choice, "name", field), parallel=parallel)
+    raise ValidationError(f"{field}.type", "must be auto, any, tool or none")
+
+
+def response_format_from_anthropic(
+    output_config: object, field: str = "output_config"
+) -> ResponseFormat | None:
+    """``output_config.format`` as a JSON schema response format; None without one."""
+    if output_config is None:
+        return None
+    config = as_object(output_config, field)
+    fmt = config.get("format")
+    if fmt is None:
+        return None
+    body = as_object(fmt, f"{field}.format")
+    if body.get("type") != "json_schema":
+        raise ValidationError(f"{field}.format.type", "must be json_schema")
+    schema = as_object(body.get("schema"), f"{field}.format.schema")
+    return ResponseFormat("json_schema", schema, strict=True)
+
+
+# -- writing ------------------------------------------------------------------------
+
+
+def messages_to_anthropic(history: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """
+    The history in the shape the Messages API accepts.
+
+    System turns are dropped (the system prompt travels apart), as are empty turns
+    and assistant turns before the first user turn; consecutive turns of one role
+    are merged, so roles strictly alternate starting with user. Merged plain-text
+    turns are one text with a blank line between them; with blocks, the merged
+    turn holds each turn's blocks in order, tool results first.
+
+    Error handling: content Anthropic cannot carry raises :class:`Untranslatable`.
+    """
+    merged: list[tuple[str, list[tuple[int, ChatMessage]]]] = []
+    for i, turn in enumerate(history):
+        if turn.role == "system" or (not turn.blocks and not turn.content.strip()):
+            continue
+        if not merged and turn.role != "user":
+            continue
+        if merged and merged[-1][0] == turn.role:
+            merged[-1][1].append((i, turn))
+        else:
+            merged.append((turn.role, [(i, turn)]))
+    return [{"role": role, "content": _content(turns)} for role, turns in merged]
+
+
+def _content(turns: Sequence[tuple[int, ChatMessage]]) -> str | list[dict[str, Any]]:
+    if all(not turn.blocks for _, turn in turns):
+        return "\n\n".join(turn.content for _, turn in turns)
+    results: list[dict[str, Any]] = []
+    rest: list[dict[str, Any]] = []
+    for i, turn in turns:
+        for j, block in enumerate(turn.parts):
+            where = f"messages[{i}].content[{j}]"
+            (results if isinstance(block, ToolResult) else rest).append(_block(block, where))
+    return results + rest
+
+
+def _block(block: Text | Image | ToolCall | ToolResult, where: str) -> dict[str, Any]:
+    if isinstance(block, Text):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, Image):
+        return {"type": "image", "source": _source(block)}
+    if isinstance(block, ToolCall):
+        try:
+            arguments = block.input()
+        except ValueError:
+            raise Untranslatable(
+                where, f"tool call {block.id}'s arguments are not a JSON object"
+            ) from None
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": arguments}
+    written: dict[str, Any] = {"type": "tool_result", "tool_use_id": block.call_id}
+    if all(isinstance(b, Text) for b in block.content):
+        written["content"] = block.text
+    else:
+        written["content"] = [_block(b, where) for b in block.content]
+    if block.is_error:
+        written["is_error"] = True
+    return written
+
+
+def _source(image: Image) -> dict[str, Any]:
+    if image.url is not None:
+        return {"type": "url", "url": image.url}
+    return {"type": "base64", "media_type": image.media_type, "data": image.data}
+
+
+def tools_to_anthropic(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    """Tools as Messages API client tools (``strict`` is left out: structured outputs hold anyway)."""
+    written = []
+    for tool in tools:
+        out: dict[str, Any] = {"name": tool.name}
+        if tool.description is not None:
+            out["description"] = tool.description
+        out["input_schema"] = dict(tool.parameters)
+        written.append(out)
+    return written
+
+
+def tool_choice_to_anthropic(choice: ToolChoice) -> dict[str, Any]:
+    """A tool choice as the Messages API's ``tool_choice`` object."""
+    kinds = {"auto": "auto", "required": "any", "tool": "tool", "none": "none"}
+    written: dict[str, Any] = {"type": kinds[choice.mode]}
+    if choice.name is not None:
+        written["name"] = choice.name
+    if choice.parallel is not None and choice.mode != "none":
+        written["disable_parallel_tool_use"] = not choice.parallel
+    return written
+
+
+def response_format_to_anthropic(fmt: ResponseFormat) -> tuple[dict[str, Any], str | None]:
+    """
+    A response format as body fields and a system instruction (see the module docstring).
+
+    ``json_schema`` is ``output_config.format`` with the schema as given;
+    ``json_object`` is :data:`JSON_OBJECT_INSTRUCTION`; ``text`` is nothing.
+    """
+    if fmt.type == "json_schema":
+        schema = dict(fmt.schema or {})
+        return {"output_config": {"format": {"type": "json_schema", "schema": schema}}}, None
+    if fmt.type == "json_object":
+        return {}, JSON_OBJECT_INSTRUCTION
+    return {}, None
