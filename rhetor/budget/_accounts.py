@@ -413,6 +413,10 @@ class Accounts:
         else:
             self._limits[(period, provider)] = float(amount)
 
+    def replace_limits(self, limits: Mapping[tuple[str, str | None], float]) -> None:
+        """Take ``limits`` (as :attr:`limits` gives them) instead of every limit set."""
+        self._limits = {key: float(amount) for key, amount in limits.items() if amount}
+
     def limit(self, period: str, provider: str | None = None) -> float:
         """The limit set for a period and scope; 0.0 when none."""
         return self._limits.get((period, provider), 0.0)
