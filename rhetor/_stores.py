@@ -53,8 +53,10 @@ __all__ = [
     "lock_data_dir",
     "open_database",
     "open_stores",
+    "sqlite_status",
     "unlock_data_dir",
     "upgrade_database",
+    "upgrade_sqlite",
 ]
 
 log = logging.getLogger("rhetor.runtime")
@@ -169,6 +171,66 @@ def database_status(settings: Settings) -> list[MigrationState]:
     """``rhetor db status``: every migration and when it was applied (None: pending)."""
     with open_database(settings) as db:
         return migration_status(db, MIGRATIONS)
+
+
+# The SQLite files, each with the schema version this Rhetor writes.
+def _sqlite_files() -> dict[str, tuple[type[Any], int]]:
+    return {
+        "ledger.db": (SQLiteLedger, SQLiteLedger.SCHEMA_VERSION),
+        "contexts.db": (SQLiteHistory, SQLiteHistory.SCHEMA_VERSION),
+        "prompts.db": (SQLiteLibrary, SQLiteLibrary.SCHEMA_VERSION),
+    }
+
+
+def sqlite_status(data_dir: Path) -> list[dict[str, Any]]:
+    """
+    ``rhetor db status`` on SQLite: each file's schema version against this Rhetor's.
+
+    A file that does not exist yet is pending; one below the version is
+    migrated when Rhetor (or ``rhetor db upgrade``) opens it.
+    """
+    import sqlite3
+
+    rows = []
+    for name, (_, version) in _sqlite_files().items():
+        path = data_dir / name
+        current = None
+        if path.exists():
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                (current,) = conn.execute("PRAGMA user_version").fetchone()
+            finally:
+                conn.close()
+        rows.append(
+            {
+                "part": name,
+                "version": version,
+                "name": "schema" if current is None else f"schema (file at {current})",
+                "applied": None if current is None or current < version else "in file",
+            }
+        )
+    return rows
+
+
+def upgrade_sqlite(data_dir: Path) -> list[str]:
+    """
+    ``rhetor db upgrade`` on SQLite: open (create or migrate) each file, under the data directory's lock.
+
+    Error handling: a data directory a running Rhetor holds is a ValidationError on ``data_dir``.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_data_dir(data_dir)
+    try:
+        before = {row["part"]: row["applied"] for row in sqlite_status(data_dir)}
+        for name, (store, _) in _sqlite_files().items():
+            store(data_dir / name).close()
+    finally:
+        unlock_data_dir(lock)
+    return [
+        f"{name}: schema {version}"
+        for name, (_, version) in _sqlite_files().items()
+        if before[name] is None
+    ]
 
 
 def lock_data_dir(data_dir: Path) -> int | None:
