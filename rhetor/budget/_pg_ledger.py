@@ -256,6 +256,11 @@ class OwnerLease:
         """Whether the lock's connection is open (as far as this process knows)."""
         return self._conn is not None and not self._conn.closed
 
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process of the lock's connection (None when not held)."""
+        return self._conn.info.backend_pid if self.held and self._conn is not None else None
+
     def hold(self) -> None:
         """Register the owner (once) and take its lock on a new connection."""
         conn = self.db.connect()
@@ -298,9 +303,21 @@ class OwnerLease:
         return True
 
     def close(self) -> None:
-        """Release the lock (by closing its connection); safe to call twice."""
+        """
+        Release the lock, then close its connection; safe to call twice.
+
+        The unlock is explicit so that the lease is gone when this returns
+        (a closed connection's backend releases it a moment later).
+        """
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        try:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock_all()")
+        except psycopg.Error:
+            pass  # the connection is gone, and the lock with it
+        finally:
             conn.close()
 
 
@@ -437,12 +454,15 @@ class PostgresLedger:
 
     @staticmethod
     def _insert_reservations(conn: psycopg.Connection[Any], rows: Sequence[ReservationRow]) -> None:
+        """Insert ``rows``; the high-water mark of ids rises past theirs in the same statement."""
         for first in range(0, len(rows), _ROWS_PER_STATEMENT):
             chunk = rows[first : first + _ROWS_PER_STATEMENT]
             values = [v for row in chunk for v in _text_fields(row, RESERVATION_FIELDS)]
             conn.execute(
-                f"INSERT INTO reservations ({', '.join(RESERVATION_FIELDS)})"
-                f" VALUES {_values(len(RESERVATION_FIELDS), len(chunk))}",
+                f"WITH held AS (INSERT INTO reservations ({', '.join(RESERVATION_FIELDS)})"
+                f" VALUES {_values(len(RESERVATION_FIELDS), len(chunk))} RETURNING id)"
+                " UPDATE reservation_ids SET last = (SELECT max(id) FROM held)"
+                " WHERE last < (SELECT max(id) FROM held)",
                 values,
             )
 
