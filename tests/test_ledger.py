@@ -15,7 +15,7 @@ import attrs
 import psycopg
 import pytest
 
-from rhetor._errors import ServiceUnavailable, StorageUnavailable, ValidationError
+from rhetor._errors import ServiceUnavailable, ValidationError
 from rhetor.budget._accounts import Claim
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow, UsageRow
 from rhetor.budget._ledger import SQLiteLedger
@@ -577,7 +577,9 @@ def test_checked_reservations_from_many_connections_never_pass_a_limit(
                 starts=STARTS,
             )
             with lock:
-                granted.extend(row.amount for row, d in zip(batch, decisions) if not d.refused)
+                granted.extend(
+                    row.amount for row, d in zip(batch, decisions, strict=True) if not d.refused
+                )
 
     threads = [
         threading.Thread(target=reserve, args=(ledger, n)) for n, ledger in enumerate(ledgers)
