@@ -200,9 +200,13 @@ class PostgresLibrary:
             template_id = _find_id(conn, id_or_name)
             if template_id is None:
                 raise NotFound("template", id_or_name)
-            row = conn.execute(
-                _TEMPLATE_QUERY
-                + " WHERE t.id = %s AND v.version = t.current_version FOR UPDATE OF t",
+            # Lock first, then read in a statement of its own: its snapshot then
+            # holds what the writer before us committed, its new version included.
+            locked = conn.execute(
+                "SELECT 1 FROM templates WHERE id = %s FOR UPDATE", (template_id,)
+            ).fetchone()
+            row = locked and conn.execute(
+                _TEMPLATE_QUERY + " WHERE t.id = %s AND v.version = t.current_version",
                 (template_id,),
             ).fetchone()
             if row is None:
