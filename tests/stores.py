@@ -25,7 +25,7 @@ from rhetor.storage._pg import PgDatabase
 from rhetor.storage._pg_history import PostgresHistory
 from rhetor.storage._pg_library import PostgresLibrary
 
-__all__ = ["history_opener", "ledger_opener", "library_opener"]
+__all__ = ["backend_settings", "history_opener", "ledger_of", "ledger_opener", "library_opener"]
 
 
 def _pg(request: pytest.FixtureRequest) -> PgDatabase:
@@ -63,3 +63,24 @@ def library_opener(
     db = _pg(request)
     clock = options.get("clock")
     return lambda: PostgresLibrary(db) if clock is None else PostgresLibrary(db, clock=clock)
+
+
+def backend_settings(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The Settings fields that put a runtime's stores on ``backend`` (none for SQLite)."""
+    if backend == "sqlite":
+        return {}
+    return {"database_url": _pg(request).url}
+
+
+def ledger_of(settings: Any) -> BudgetLedger:
+    """The ledger a runtime with ``settings`` writes, opened to inspect it (close it after)."""
+    if settings.database_url is None:
+        return SQLiteLedger(settings.data_dir / "ledger.db")
+    return _Inspected(PgDatabase(settings.database_url).open())
+
+
+class _Inspected(PostgresLedger):
+    """A PostgreSQL ledger on a pool of its own, closed with it."""
+
+    def close(self) -> None:
+        self.db.close()

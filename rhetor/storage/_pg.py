@@ -178,6 +178,9 @@ class PgDatabase:
         """
         if self._pool is not None:
             return self
+        # One connection first: a server that refuses or a bad URL fails now,
+        # with libpq's own reason, instead of after the pool's retries.
+        self.connect().close()
         pool: psycopg_pool.ConnectionPool = psycopg_pool.ConnectionPool(
             self.url,
             kwargs=self.conninfo_kwargs(),

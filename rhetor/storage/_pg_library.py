@@ -205,10 +205,13 @@ class PostgresLibrary:
             locked = conn.execute(
                 "SELECT 1 FROM templates WHERE id = %s FOR UPDATE", (template_id,)
             ).fetchone()
-            row = locked and conn.execute(
-                _TEMPLATE_QUERY + " WHERE t.id = %s AND v.version = t.current_version",
-                (template_id,),
-            ).fetchone()
+            row = (
+                locked
+                and conn.execute(
+                    _TEMPLATE_QUERY + " WHERE t.id = %s AND v.version = t.current_version",
+                    (template_id,),
+                ).fetchone()
+            )
             if row is None:
                 raise NotFound("template", id_or_name)
             current = _template(row)
