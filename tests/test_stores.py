@@ -128,7 +128,7 @@ async def test_with_postgresql_two_runtimes_share_the_stores_and_no_data_directo
         await one.create_prompt("p", "ergon", "You write code.", is_default=True)
         prompts = await two.list_prompts("ergon")
         status = await one.budget()
-    assert [m.content for m in detail["messages"]][0] == "hello"
+    assert detail["messages"][0].content == "hello"
     assert not settings.data_dir.exists()
     assert [p.name for p in prompts] == ["p"]
     assert status["periods"]["daily"]["limit"] == 0.000001
