@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -42,6 +42,7 @@ __all__ = [
     "ListTemplates",
     "PromptLibrary",
     "RenderTemplate",
+    "SharedPromptLibrary",
     "UpdatePrompt",
     "UpdateTemplate",
 ]
@@ -333,3 +334,19 @@ class PromptLibrary(StoreActor[Library]):
                     "UpdatePrompt",
                 )
         return await self.run(lambda s: s.delete_prompt(message.prompt_id), "DeletePrompt")
+
+
+@attrs.define(eq=False)
+class SharedPromptLibrary(PromptLibrary):
+    """
+    A PromptLibrary over a store other processes write too (PostgreSQL): no cache, calls at once.
+
+    Default prompts are read from the store every time (another process may
+    have changed them), and with no state to race on the actor answers up to
+    ``max_concurrency`` messages at once, each in a worker thread.
+    """
+
+    max_concurrency: ClassVar[int] = 64
+
+    def __attrs_post_init__(self) -> None:
+        self._cache_defaults = False
