@@ -593,3 +593,30 @@ def test_checked_reservations_from_many_connections_never_pass_a_limit(
         ledger.close()
     assert len(granted) == 100 == len(held)
     assert round(sum(r.amount for r in held), 9) == 1.0
+
+
+@pytest.mark.parametrize("settle_first", [True, False])
+def test_a_settle_and_a_sweep_of_one_reservation_bill_it_exactly_once(
+    ledger: BudgetLedger, settle_first: bool
+) -> None:
+    """Whichever of a late settle and a sweep comes first, the reservation has one charge: the real one."""
+    ledger.reserve_many([reservation(1, "cut-off", 0.5)])
+    actual = attrs.evolve(entry(cost=0.01), reservation_id=1, charge_id="c1")
+    if settle_first:
+        ledger.record_many([actual])
+        assert ledger.sweep("me") == (0, 0.0)
+    else:
+        assert ledger.sweep("me") == (1, 0.5)
+        ledger.record_many([actual])
+    [charge] = ledger.entries()
+    assert (charge.charge_id, charge.cost, charge.status, charge.reservation_id) == (
+        "c1",
+        0.01,
+        "ok",
+        1,
+    )
+    # A retry of the same charge and a stray second charge for the reservation are both skipped.
+    ledger.record_many([actual, attrs.evolve(actual, charge_id="c2", cost=3.0)])
+    assert ledger.spent(0.0) == 0.01
+    assert ledger.reservations() == []
+    assert ledger.sweep("me") == (0, 0.0)

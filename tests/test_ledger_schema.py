@@ -7,6 +7,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from rhetor.budget._interfaces import ReservationRow
 from rhetor.budget._ledger import SQLiteLedger
 
@@ -32,7 +34,7 @@ def test_opens_in_wal_mode_with_schema_version(tmp_path: Path) -> None:
     SQLiteLedger(tmp_path / "l.db").close()
     conn = sqlite3.connect(tmp_path / "l.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
@@ -76,3 +78,36 @@ def test_a_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
         assert [e.status for e in ledger.entries()] == ["interrupted", "ok"]  # newest first
     with SQLiteLedger(path) as ledger:  # and opening it again changes nothing
         assert len(ledger.entries()) == 2
+
+
+def test_a_version_2_ledger_keeps_one_charge_per_reservation(tmp_path: Path) -> None:
+    """A reservation billed twice by an old race keeps its real charge only, and stays unique."""
+    path = tmp_path / "v2.db"
+    SQLiteLedger(path).close()
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        DROP INDEX entries_reservation;
+        INSERT INTO entries (ts, request_id, provider, model, input_tokens, output_tokens, cost,
+                             status, billed, charge_id, reservation_id)
+        VALUES (1.0, 'r1', 'openai', 'gpt-4o', 100, 1000, 0.5, 'interrupted', 'worst_case',
+                'interrupted:dead:1', 1),
+               (2.0, 'r1', 'openai', 'gpt-4o', 100, 20, 0.01, 'ok', 'usage', 'c1', 1),
+               (3.0, 'r2', 'openai', 'gpt-4o', 100, 20, 0.02, 'ok', 'usage', 'c2', 2),
+               (4.0, 'r2', 'openai', 'gpt-4o', 100, 20, 0.03, 'ok', 'usage', 'c3', 2);
+        PRAGMA user_version = 2;
+        """
+    )
+    conn.close()
+    with SQLiteLedger(path) as ledger:
+        kept = sorted((e.charge_id, e.reservation_id) for e in ledger.entries())
+        assert kept == [("c1", 1), ("c2", 2), ("c3", None)]
+        assert ledger.spent(0.0) == 0.06
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "INSERT INTO entries (ts, request_id, provider, model, input_tokens, output_tokens,"
+            " cost, status, reservation_id) VALUES (5.0, 'r', 'p', 'm', 1, 1, 0.1, 'ok', 1)"
+        )
+    conn.close()

@@ -4,10 +4,23 @@ What only the shared ledger does: owners with leases, and a sweep that takes onl
 
 from __future__ import annotations
 
+import functools
+import random
+import threading
+from collections.abc import Callable
+
 import pytest
 
 from rhetor.budget._interfaces import LedgerEntry, ReservationRow
-from rhetor.budget._pg_ledger import OwnerLease, PostgresLedger
+from rhetor.budget._ledger_schema import ENTRY_FIELDS
+from rhetor.budget._pg_ledger import (
+    _SWEEP,
+    _TAKE_RESERVATIONS,
+    BUDGET_LOCK,
+    OwnerLease,
+    PostgresLedger,
+    _settle_sql,
+)
 from rhetor.storage._pg import PgDatabase
 
 
@@ -84,3 +97,107 @@ def test_a_settle_after_a_sweep_replaces_the_interrupted_charge(
     (charge,) = ledger.entries()
     assert (charge.charge_id, charge.cost, charge.status) == ("c1", 0.01, "ok")
     assert ledger.spent(0.0) == 0.01
+
+
+def _wait_until_someone_waits_for_a_lock(pg: PgDatabase) -> None:
+    """Polls (at most 10 s) until a session of the database waits for a row or lock."""
+    for _ in range(1000):
+        with pg.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN"
+                " (SELECT pid FROM pg_stat_activity WHERE datname = current_database())"
+            ).fetchone()
+        if row and row[0]:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("nobody waited for the lock")
+
+
+def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as exc:  # handed to the test
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.parametrize("sweep_holds", [True, False])
+def test_a_sweep_and_a_settle_racing_on_two_connections_bill_once(
+    pg: PgDatabase, ledger: PostgresLedger, sweep_holds: bool
+) -> None:
+    """One connection's uncommitted sweep (or settle) makes the other wait; exactly one charge results."""
+    ledger.reserve_many([reservation(1, "cut-off", 0.5)])
+    actual = LedgerEntry(
+        "req-1", "openai", "gpt-4o", 10, 20, 0.01, charge_id="c1", reservation_id=1, ts=600.0
+    )
+    conn = pg.connect()
+    try:
+        with conn.transaction():
+            if sweep_holds:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUDGET_LOCK,))
+                conn.execute(_SWEEP, {"owner": "me"})
+                thread, out = _in_thread(lambda: ledger.record_many([actual]))
+            else:
+                conn.execute(_TAKE_RESERVATIONS, ([1],))
+                values = [v for v in (getattr(actual, f) for f in ENTRY_FIELDS)]
+                conn.execute(_settle_sql(1, reserved=True), values)
+                thread, out = _in_thread(lambda: ledger.sweep("me"))
+            _wait_until_someone_waits_for_a_lock(pg)
+        thread.join(10)
+    finally:
+        conn.close()
+    assert not thread.is_alive()
+    assert out == [None] if sweep_holds else out == [(0, 0.0)]
+    [charge] = ledger.entries()
+    assert (charge.charge_id, charge.cost, charge.status) == ("c1", 0.01, "ok")
+    assert ledger.reservations() == []
+
+
+def test_many_settles_and_sweeps_at_once_bill_each_reservation_once(
+    pg: PgDatabase, ledger: PostgresLedger
+) -> None:
+    """Settle batches and sweeps from six connections at once: one charge per reservation, no deadlock."""
+    ids = list(range(1, 121))
+    ledger.reserve_many([reservation(rid, "cut-off") for rid in ids])
+    rng = random.Random(13)
+    batches = [rng.sample(ids, 30) for _ in range(4)]
+
+    def settle(batch: list[int]) -> None:
+        ledger.record_many(
+            [
+                LedgerEntry(
+                    f"req-{rid}",
+                    "openai",
+                    "gpt-4o",
+                    1,
+                    1,
+                    0.01,
+                    charge_id=f"c{rid}",
+                    reservation_id=rid,
+                    ts=600.0,
+                )
+                for rid in batch
+            ]
+        )
+
+    calls: list[Callable[[], object]] = [functools.partial(settle, b) for b in batches]
+    calls += [functools.partial(ledger.sweep, "me") for _ in range(2)]
+    started = [_in_thread(call) for call in calls]
+    for thread, _ in started:
+        thread.join(30)
+    for thread, out in started:
+        assert not thread.is_alive()
+        assert not any(isinstance(o, BaseException) for o in out), out
+    charges = ledger.entries()
+    assert sorted(e.reservation_id or 0 for e in charges) == ids
+    settled = {rid for batch in batches for rid in batch}
+    for charge in charges:
+        # A settled request's real charge always wins over the sweeper's worst case.
+        assert charge.status == ("ok" if charge.reservation_id in settled else "interrupted")
+    assert ledger.reservations() == []

@@ -90,9 +90,16 @@ _SWEEP = (
     " SELECT ts, request_id, provider, model, component, context_id, input_tokens,"
     " output_tokens, amount, 'interrupted', 'worst_case', 'interrupted:' || owner || ':' || id, id"
     " FROM reservations WHERE owner != ? ORDER BY id"
-    " ON CONFLICT (charge_id) DO NOTHING"
+    " ON CONFLICT DO NOTHING"
 )
-_ON_CHARGE_CONFLICT = " ON CONFLICT (charge_id) DO NOTHING"
+# One charge per reservation and per charge id: a real charge replaces the
+# sweeper's interrupted one for its reservation; any other second charge is skipped.
+_ON_CHARGE_CONFLICT = (
+    " ON CONFLICT (reservation_id) DO UPDATE SET "
+    + ", ".join(f"{f} = excluded.{f}" for f in ENTRY_FIELDS)
+    + " WHERE entries.status = 'interrupted' AND entries.charge_id LIKE 'interrupted:%'"
+    " ON CONFLICT DO NOTHING"
+)
 _ENTRY_COLUMNS = ", ".join(("id", *ENTRY_FIELDS))
 _LAST_RESERVATION_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'reservations'"
 

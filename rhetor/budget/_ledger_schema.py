@@ -17,7 +17,7 @@ import sqlite3
 
 __all__ = ["ENTRY_FIELDS", "RESERVATION_FIELDS", "SCHEMA", "SCHEMA_VERSION", "upgrade"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Columns written from LedgerEntry and ReservationRow, in the order of their JSON rows.
 ENTRY_FIELDS = tuple(
     [
@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS entries (
     reservation_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS entries_ts ON entries (ts);
+-- One charge per reservation: a settle and a sweep of the same one never both bill it.
+CREATE UNIQUE INDEX IF NOT EXISTS entries_reservation ON entries (reservation_id);
 """
 SCHEMA = (
     _TABLES
@@ -125,7 +127,20 @@ INSERT INTO entries (id, ts, request_id, provider, model, component, context_id,
            input_tokens, output_tokens, cost, status FROM entries_v1;
 DROP TABLE entries_v1;
 {SCHEMA}
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
+COMMIT;
+"""
+# Version 2 allowed two charges for one reservation (a sweep and a late
+# settle): keep the real one, then make the reservation's charge unique.
+_UPGRADE_FROM_2 = f"""
+BEGIN IMMEDIATE;
+DELETE FROM entries WHERE status = 'interrupted' AND charge_id LIKE 'interrupted:%'
+    AND EXISTS (SELECT 1 FROM entries o WHERE o.reservation_id = entries.reservation_id
+                AND o.id <> entries.id);
+UPDATE entries SET reservation_id = NULL WHERE EXISTS (
+    SELECT 1 FROM entries o WHERE o.reservation_id = entries.reservation_id AND o.id < entries.id);
+{SCHEMA}
+PRAGMA user_version = 3;
 COMMIT;
 """
 
@@ -140,9 +155,10 @@ def upgrade(path: str | os.PathLike[str]) -> None:
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version == 1:
+        script = {1: _UPGRADE_FROM_1, 2: _UPGRADE_FROM_2}.get(version)
+        if script is not None:
             try:
-                conn.executescript(_UPGRADE_FROM_1)
+                conn.executescript(script)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

@@ -14,8 +14,10 @@ inserts those granted, all in one transaction. Reservations therefore
 serialise on that lock, a batch at a time; nothing checks in one
 transaction and inserts in another.
 
-Settling is one statement: the charge's ``INSERT`` feeds a ``DELETE`` of its
-reservation (a data-modifying ``WITH``), so a crash leaves one or the other.
+Settling is one transaction (one round trip in pipeline mode): the
+reservations are deleted, locked in id order, then the charges inserted, so
+a crash leaves one or the other. A reservation has at most one charge (a
+unique index on ``entries.reservation_id``).
 
 Owners and the sweeper: every runtime registers its owner id in ``owners``
 with a lock key, and holds ``pg_advisory_lock(OWNER_LOCKS, key)`` on a
@@ -24,8 +26,9 @@ ends with the connection, so a process killed with -9 (or cut off from the
 database) loses it at once, and :meth:`PostgresLedger.sweep` takes exactly
 the reservations whose owner holds no lock: each becomes an ``interrupted``
 charge at its worst case. A process that was only cut off and settles one of
-them later replaces that interrupted charge with the real one (the settle
-deletes it), so nothing is billed twice.
+them later replaces that interrupted charge with the real one in place
+(``ON CONFLICT (reservation_id) DO UPDATE``); a settle and a sweep racing for
+one reservation wait for each other's row lock, so it is billed exactly once.
 """
 
 from __future__ import annotations
@@ -156,6 +159,27 @@ LEDGER_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE SEQUENCE owner_lock_keys AS INTEGER CYCLE",
         ),
     ),
+    Migration(
+        "ledger",
+        2,
+        "one charge per reservation",
+        (
+            # A sweep racing a late settle could leave both charges: keep the real one.
+            """
+            DELETE FROM entries e WHERE e.status = 'interrupted'
+            AND e.charge_id LIKE 'interrupted:%' AND EXISTS (
+                SELECT 1 FROM entries o WHERE o.reservation_id = e.reservation_id AND o.id <> e.id
+            )
+            """,
+            """
+            UPDATE entries e SET reservation_id = NULL WHERE EXISTS (
+                SELECT 1 FROM entries o WHERE o.reservation_id = e.reservation_id AND o.id < e.id
+            )
+            """,
+            "DROP INDEX entries_reservation",
+            "CREATE UNIQUE INDEX entries_reservation ON entries (reservation_id)",
+        ),
+    ),
 )
 
 # Rows per INSERT: PostgreSQL allows 65,535 bound values in one statement.
@@ -190,24 +214,35 @@ def _text_fields(row: Any, fields: Sequence[str]) -> list[Any]:
     return values
 
 
-def _settle_sql(rows: int) -> str:
-    """
-    Insert ``rows`` charges; each deletes its reservation (and an interrupted charge for it).
+_SETTLE_COLUMNS = ", ".join(f"{f} = excluded.{f}" for f in ENTRY_FIELDS)
+# A settle's reservations go first, locked in id order (as the sweep locks
+# them), so a settle and a sweep of the same reservation wait for each other
+# instead of deadlocking.
+_TAKE_RESERVATIONS = (
+    "DELETE FROM reservations WHERE id IN"
+    " (SELECT id FROM reservations WHERE id = ANY(%s) ORDER BY id FOR UPDATE)"
+)
 
-    One statement: the charges, the reservations they replace and any
-    interrupted charge the sweeper wrote for one of them (its owner was only
-    cut off, not dead) change together or not at all.
+
+@functools.lru_cache(maxsize=64)
+def _settle_sql(rows: int, *, reserved: bool) -> str:
     """
+    Insert ``rows`` charges: at most one per reservation, at most one per charge id.
+
+    A reservation has one charge (the unique index ``entries_reservation``):
+    a charge for a reservation the sweeper already billed as interrupted (its
+    owner was only cut off, not dead) replaces that interrupted charge in
+    place; any other second charge for it is skipped. Whichever of a settle
+    and a sweep commits first, the other one finds its row and gives way.
+    """
+    head = (
+        f"INSERT INTO entries ({', '.join(ENTRY_FIELDS)}) VALUES {_values(len(ENTRY_FIELDS), rows)}"
+    )
+    if not reserved:
+        return head + " ON CONFLICT (charge_id) DO NOTHING"
     return (
-        f"WITH charged AS (INSERT INTO entries ({', '.join(ENTRY_FIELDS)})"
-        f" VALUES {_values(len(ENTRY_FIELDS), rows)}"
-        " ON CONFLICT (charge_id) DO NOTHING RETURNING reservation_id),"
-        " settled AS (DELETE FROM reservations WHERE id IN"
-        " (SELECT reservation_id FROM charged WHERE reservation_id IS NOT NULL)),"
-        " replaced AS (DELETE FROM entries WHERE status = 'interrupted'"
-        " AND charge_id LIKE 'interrupted:%%' AND reservation_id IN"
-        " (SELECT reservation_id FROM charged WHERE reservation_id IS NOT NULL))"
-        " SELECT count(*) FROM charged"
+        head + f" ON CONFLICT (reservation_id) DO UPDATE SET {_SETTLE_COLUMNS}"
+        " WHERE entries.status = 'interrupted' AND entries.charge_id LIKE 'interrupted:%%'"
     )
 
 
@@ -224,18 +259,22 @@ _SPEND = (
 )
 _SWEEP = f"""
 WITH gone AS (
-    DELETE FROM reservations r
-    WHERE r.owner <> %(owner)s AND NOT {_ALIVE.format(owner="r.owner")}
-    RETURNING r.*
+    DELETE FROM reservations WHERE id IN (
+        SELECT r.id FROM reservations r
+        WHERE r.owner <> %(owner)s AND NOT {_ALIVE.format(owner="r.owner")}
+        ORDER BY r.id FOR UPDATE
+    )
+    RETURNING *
 ), billed AS (
     INSERT INTO entries ({", ".join(ENTRY_FIELDS)})
     SELECT ts, request_id, provider, model, component, context_id, input_tokens,
            output_tokens, amount, 'interrupted', 'worst_case',
            'interrupted:' || owner || ':' || id, id
     FROM gone ORDER BY id
-    ON CONFLICT (charge_id) DO NOTHING
+    ON CONFLICT DO NOTHING
+    RETURNING cost
 )
-SELECT count(*), COALESCE(sum(amount), 0) FROM gone
+SELECT count(*), COALESCE(sum(cost), 0) FROM billed
 """
 _FORGET_DEAD_OWNERS = f"""
 DELETE FROM owners d WHERE d.owner <> %(owner)s AND NOT {_ALIVE.format(owner="d.owner")}
@@ -371,23 +410,30 @@ class PostgresLedger:
         """
         Store a batch of charges in one transaction: all of them, or none.
 
-        Each statement inserts up to 1,000 charges, deletes the reservations
-        they name and any interrupted charge standing in for one of them.
+        The reservations they name are deleted first (locked in id order),
+        then the charges are inserted, up to 1,000 a statement: one charge
+        per reservation (a second is skipped, except that a real charge
+        replaces the sweeper's interrupted one) and one per charge id. In
+        pipeline mode the whole batch is one round trip.
         """
-        rows = list(entries)
-        if not rows:
+        reserved: dict[int, LedgerEntry] = {}
+        unreserved: list[LedgerEntry] = []
+        for row in entries:
+            if row.reservation_id is None:
+                unreserved.append(row)
+            else:
+                # One statement may not update a row twice: the first charge of a reservation wins.
+                reserved.setdefault(row.reservation_id, row)
+        if not reserved and not unreserved:
             return
-        if len(rows) <= _ROWS_PER_STATEMENT:
-            # One statement is its own transaction: one round trip, no BEGIN or COMMIT.
-            values = [v for row in rows for v in _text_fields(row, ENTRY_FIELDS)]
-            with self.db.connection("written") as conn:
-                conn.execute(_settle_sql(len(rows)), values)
-            return
-        with self.db.transaction("written") as conn:
-            for first in range(0, len(rows), _ROWS_PER_STATEMENT):
-                chunk = rows[first : first + _ROWS_PER_STATEMENT]
-                values = [v for row in chunk for v in _text_fields(row, ENTRY_FIELDS)]
-                conn.execute(_settle_sql(len(chunk)), values)
+        with self.db.transaction("written", pipeline=True) as conn:
+            if reserved:
+                conn.execute(_TAKE_RESERVATIONS, (sorted(reserved),))
+            for rows, with_reservation in ((list(reserved.values()), True), (unreserved, False)):
+                for first in range(0, len(rows), _ROWS_PER_STATEMENT):
+                    chunk = rows[first : first + _ROWS_PER_STATEMENT]
+                    values = [v for row in chunk for v in _text_fields(row, ENTRY_FIELDS)]
+                    conn.execute(_settle_sql(len(chunk), reserved=with_reservation), values)
 
     def recorded_charges(self, charge_ids: Iterable[str]) -> set[str]:
         """Which of ``charge_ids`` are already stored."""
