@@ -342,3 +342,48 @@ async def test_kill_9_mid_load_loses_no_acknowledged_charge_and_bills_open_reser
     assert not {e.request_id for e in interrupted} & charged
     assert status["periods"]["daily"]["spent"] == pytest.approx(sum(e.cost for e in entries))
     assert status["periods"]["daily"]["spent"] <= limit
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_stream_bills_the_streams_progress_not_the_worst_case(
+    tmp_path: Path,
+) -> None:
+    """A server killed with SIGKILL mid-stream: on restart the stream is billed its input and output so far, as interrupted."""
+    data_dir = tmp_path / "data"
+    limit = 50.0
+    process, url = _serve(data_dir, priced(tmp_path), limit)
+    words = " ".join(f"word{i}" for i in range(200))
+
+    def stream_then_kill() -> None:
+        # A blocking client in a thread, as the load test's workers are.
+        with (
+            httpx.Client(base_url=url, timeout=30) as client,
+            client.stream("POST", "/stream", json={"message": words, "max_tokens": 2000}) as reply,
+        ):
+            assert reply.status_code == 200
+            pieces = 0
+            for line in reply.iter_lines():
+                pieces += line.startswith("data:")
+                if pieces == 15:  # three seconds in: noted on the first piece and after 2 s
+                    break
+            process.send_signal(signal.SIGKILL)
+
+    try:
+        await trio.to_thread.run_sync(stream_then_kill)
+    finally:
+        process.kill()
+        process.communicate()
+    with SQLiteLedger(data_dir / "ledger.db") as ledger:
+        [held] = ledger.reservations()
+    async with rhetor.runtime.start(
+        Settings(data_dir=data_dir, hermes_url=None, budget_policy="enforce", daily_limit=limit),
+        backends={"simulated": lambda: SimulatedBackend()},
+    ) as rt:
+        await rt.budget()
+    with SQLiteLedger(data_dir / "ledger.db") as ledger:
+        [charge] = ledger.entries()
+    assert (charge.status, charge.billed) == ("interrupted", "usage")
+    assert charge.input_tokens == held.input_tokens
+    # At least what was streamed by the 2 s note, never the whole reply's max_tokens.
+    assert 8 <= charge.output_tokens < held.output_tokens
+    assert 0 < charge.cost < held.amount

@@ -31,6 +31,7 @@ from rhetor.budget._keeper import (
     GetBudgetMode,
     GetEntries,
     GetUsage,
+    Progress,
     Reserve,
     SetLimit,
     SetPolicy,
@@ -256,6 +257,31 @@ async def test_a_dead_runtimes_reservations_are_settled_as_interrupted(path: Ope
     )
     assert (rows["lost"].input_tokens, rows["lost"].output_tokens) == (100, 1000)
     assert rows["r"].status == "ok"  # the settled one
+
+
+async def test_a_streams_noted_progress_is_what_the_sweeper_bills_after_a_crash(
+    path: Opener,
+) -> None:
+    """Progress told to the keeper is durable with its next commit; a new runtime bills it, not the worst case."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, daily=1.0, owner="run-1"), name="budget")
+        streaming = await ref.ask(Reserve("streaming", "openai", "gpt-4o", 0.4, 100, 1000))
+        await ref.tell(Progress(streaming.id, 12, 0.01))
+        await ref.tell(Progress(streaming.id, 30, 0.02))
+        await ref.tell(Progress(streaming.id, -1, 0.5))  # bad numbers: dropped
+        # An ask behind the tells: once it is answered, their commit is done.
+        other = await ref.ask(Reserve("other", "openai", "gpt-4o", 0.1))
+        await ref.ask(settle(other.id, 0.05))
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, daily=1.0, owner="run-2"), name="budget")
+        status = await ref.ask(GetBudget())
+    assert status["periods"]["daily"]["spent"] == pytest.approx(0.07)
+    ledger = path()
+    rows = {e.request_id: e for e in ledger.entries()}
+    ledger.close()
+    lost = rows["streaming"]
+    assert (lost.status, lost.billed, lost.cost) == ("interrupted", "usage", 0.02)
+    assert (lost.input_tokens, lost.output_tokens) == (100, 30)
 
 
 async def test_entries_list_the_newest_charges_first_with_their_status_and_no_ids(

@@ -620,3 +620,26 @@ def test_a_settle_and_a_sweep_of_one_reservation_bill_it_exactly_once(
     assert ledger.spent(0.0) == 0.01
     assert ledger.reservations() == []
     assert ledger.sweep("me") == (0, 0.0)
+
+
+def test_the_sweep_bills_a_streams_recorded_progress_never_above_the_worst_case(
+    ledger: BudgetLedger,
+) -> None:
+    """Progress on a reservation is billed as usage (capped at the worst case); without it, the worst case."""
+    ledger.reserve_many(
+        [reservation(1, "dead", 0.5), reservation(2, "dead", 0.5), reservation(3, "dead", 0.5)]
+    )
+    ledger.record_progress({1: (40, 0.02), 2: (900, 0.9), 99: (5, 0.01)})  # 99: nobody's
+    ledger.record_progress({1: (10, 0.005)})  # an older note never lowers the count
+    assert ledger.sweep("alive") == (3, pytest.approx(0.02 + 0.5 + 0.5))
+    swept = {e.reservation_id: e for e in ledger.entries()}
+    assert [(swept[i].status, swept[i].billed) for i in (1, 2, 3)] == [
+        ("interrupted", "usage"),
+        ("interrupted", "capped"),
+        ("interrupted", "worst_case"),
+    ]
+    assert [(swept[i].input_tokens, swept[i].output_tokens, swept[i].cost) for i in (1, 2, 3)] == [
+        (100, 40, 0.02),
+        (100, 900, 0.5),
+        (100, 1000, 0.5),
+    ]

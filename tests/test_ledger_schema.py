@@ -34,7 +34,7 @@ def test_opens_in_wal_mode_with_schema_version(tmp_path: Path) -> None:
     SQLiteLedger(tmp_path / "l.db").close()
     conn = sqlite3.connect(tmp_path / "l.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
 
 
@@ -88,6 +88,8 @@ def test_a_version_2_ledger_keeps_one_charge_per_reservation(tmp_path: Path) -> 
     conn.executescript(
         """
         DROP INDEX entries_reservation;
+        ALTER TABLE reservations DROP COLUMN used_cost;
+        ALTER TABLE reservations DROP COLUMN used_output;
         INSERT INTO entries (ts, request_id, provider, model, input_tokens, output_tokens, cost,
                              status, billed, charge_id, reservation_id)
         VALUES (1.0, 'r1', 'openai', 'gpt-4o', 100, 1000, 0.5, 'interrupted', 'worst_case',
@@ -104,7 +106,7 @@ def test_a_version_2_ledger_keeps_one_charge_per_reservation(tmp_path: Path) -> 
         assert kept == [("c1", 1), ("c2", 2), ("c3", None)]
         assert ledger.spent(0.0) == 0.06
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute(
             "INSERT INTO entries (ts, request_id, provider, model, input_tokens, output_tokens,"

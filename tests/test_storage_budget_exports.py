@@ -74,6 +74,7 @@ BUDGET = {
     "GetUsage",
     "LedgerEntry",
     "PostgresLedger",
+    "Progress",
     "Reservation",
     "ReservationRow",
     "Reserve",

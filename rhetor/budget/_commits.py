@@ -30,7 +30,7 @@ class Write:
     """
     One change waiting for a group commit, and the event its handler waits on.
 
-    Exactly one of ``reservation``, ``charge`` and ``release`` is set. A
+    Exactly one of ``reservation``, ``charge``, ``release`` and ``progress`` is set. A
     reservation with a ``claim`` is checked by the ledger as it is written
     (a shared ledger's ``reserve_checked``), and gets its ``decision``.
     """
@@ -40,6 +40,8 @@ class Write:
     decision: Decision | None = None
     charge: LedgerEntry | None = None
     release: int | None = None
+    # A streamed request's progress: (reservation id, output tokens so far, their cost).
+    progress: tuple[int, int, float] | None = None
     retry: bool = False
     done: anyio.Event = attrs.field(factory=anyio.Event)
     error: ServiceUnavailable | None = None
@@ -82,6 +84,19 @@ def write_batch(ledger: BudgetLedger, batch: list[Write], rules: Rules | None = 
         lambda w: w.reservation,
         per_row,
     )
+    progress: dict[int, tuple[int, float]] = {}
+    for write in batch:
+        if write.progress is not None:
+            rid, tokens, cost = write.progress
+            # Notes may arrive out of order: the furthest one counts.
+            if tokens >= progress.get(rid, (-1, 0.0))[0]:
+                progress[rid] = (tokens, cost)
+    if progress:
+        try:
+            ledger.record_progress(progress)
+        except ServiceUnavailable as exc:
+            # Only the sweeper reads it: it then bills the worst case instead.
+            log.error("could not record the progress of %d streams: %s", len(progress), exc)
     retried = [w.charge.charge_id for w in batch if w.charge and w.retry and w.charge.charge_id]
     seen: set[str | None] = set()
     if retried:

@@ -172,7 +172,9 @@ class BudgetLedger(Store, Protocol):
       gives an id twice, to any process;
     - :meth:`record_many` replaces each charge's reservation in the same
       transaction, and records a ``charge_id`` at most once, whoever retries it;
-    - :meth:`sweep` settles only reservations whose owner is gone;
+    - :meth:`sweep` settles only reservations whose owner is gone, at the
+      progress :meth:`record_progress` noted (never above the worst case),
+      else at the worst case; a reservation has at most one charge;
     - :meth:`reserve_checked` checks every limit against the spend and open
       reservations of every process and records the reservations that fit,
       in one transaction that no other reservation can interleave with.
@@ -211,6 +213,15 @@ class BudgetLedger(Store, Protocol):
     def record(self, entry: LedgerEntry) -> None:
         """
         Store one charge (see :meth:`record_many`).
+        """
+        ...
+
+    def record_progress(self, progress: Mapping[int, tuple[int, float]]) -> None:
+        """
+        Note on open reservations how far their streams got: ``{id: (output tokens, cost)}``.
+
+        What :meth:`sweep` bills if the request never settles. A count never
+        goes down; a reservation already settled or released is skipped.
         """
         ...
 

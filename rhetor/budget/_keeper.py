@@ -68,6 +68,7 @@ from rhetor.budget._messages import (
     GetBudgetMode,
     GetEntries,
     GetUsage,
+    Progress,
     Reservation,
     Reserve,
     SetLimit,
@@ -88,6 +89,7 @@ __all__ = [
     "GetBudgetMode",
     "GetEntries",
     "GetUsage",
+    "Progress",
     "Reservation",
     "Reserve",
     "SetLimit",
@@ -418,6 +420,9 @@ class BudgetKeeper(actors.Actor):
             return await self._reserve(message)
         if isinstance(message, Settle):
             return await self._settle(message)
+        if isinstance(message, Progress):
+            self._progress(message)
+            return None
         if isinstance(message, CheckBudget):
             accounts = await self._shared_report() if self._shared else self._accounts
             over = accounts.over(message.provider, message.amount)
@@ -668,6 +673,14 @@ class BudgetKeeper(actors.Actor):
             charge_id=message.charge_id or None,
             reservation_id=message.reservation_id or None,
         )
+
+    def _progress(self, message: Progress) -> None:
+        """Queue a stream's progress for the next group commit; bad numbers are dropped."""
+        rid, tokens = message.reservation_id, token_count(message.output_tokens)
+        if type(rid) is not int or rid < 1 or tokens is None or not _finite_amount(message.cost):
+            log.warning("dropped a stream's progress with bad numbers: %r", message)
+            return
+        self._queue(Write(progress=(rid, tokens, float(message.cost))))
 
     async def _settle(self, message: Settle) -> float:
         entry = self._entry(message)

@@ -84,11 +84,17 @@ def _insert_sql(table: str, fields: tuple[str, ...], rows: int, tail: str = "") 
 
 
 # The sweeper: every reservation of another owner becomes an interrupted charge
-# at its worst case, in one statement (the trigger deletes the reservations).
+# at its stream's recorded progress, else at its worst case, in one statement
+# (the trigger deletes the reservations).
+_SWEPT_COST = "CASE WHEN used_cost IS NULL THEN amount ELSE MIN(used_cost, amount) END"
 _SWEEP = (
     f"INSERT INTO entries ({', '.join(ENTRY_FIELDS)})"
     " SELECT ts, request_id, provider, model, component, context_id, input_tokens,"
-    " output_tokens, amount, 'interrupted', 'worst_case', 'interrupted:' || owner || ':' || id, id"
+    " CASE WHEN used_cost IS NULL THEN output_tokens ELSE MIN(used_output, output_tokens) END,"
+    f" {_SWEPT_COST}, 'interrupted',"
+    " CASE WHEN used_cost IS NULL THEN 'worst_case'"
+    " WHEN used_cost > amount THEN 'capped' ELSE 'usage' END,"
+    " 'interrupted:' || owner || ':' || id, id"
     " FROM reservations WHERE owner != ? ORDER BY id"
     " ON CONFLICT DO NOTHING"
 )
@@ -188,6 +194,19 @@ class SQLiteLedger(SQLiteStore):
         is another parse of the row's JSON.)
         """
         _insert(self._conn, "entries", ENTRY_FIELDS, list(entries), _ON_CHARGE_CONFLICT)
+
+    @_unavailable("written")
+    def record_progress(self, progress: Mapping[int, tuple[int, float]]) -> None:
+        """
+        Note how far streams got on their open reservations, in one statement.
+        """
+        if progress:
+            self._conn.execute(
+                "UPDATE reservations SET used_output = p.value ->> 1, used_cost = p.value ->> 2"
+                " FROM json_each(?) AS p WHERE reservations.id = p.value ->> 0"
+                " AND p.value ->> 1 >= reservations.used_output",
+                (json.dumps([[rid, t, c] for rid, (t, c) in progress.items()]),),
+            )
 
     @_unavailable("written")
     def recorded_charges(self, charge_ids: Iterable[str]) -> set[str]:
@@ -362,7 +381,10 @@ class SQLiteLedger(SQLiteStore):
     @_unavailable("written")
     def sweep(self, owner: str) -> tuple[int, float]:
         """
-        Settle every reservation whose owner is gone, at its worst case, as interrupted.
+        Settle every reservation whose owner is gone, as interrupted.
+
+        Each is billed at its stream's recorded progress (input and output so
+        far, never more than the worst case), else at its worst case.
 
         Only the runtime that holds the data directory opens this file, so
         every owner but the caller's own (``owner``) is gone: its requests
@@ -370,7 +392,8 @@ class SQLiteLedger(SQLiteStore):
         """
         with transaction(self._conn) as conn:
             count, total = conn.execute(
-                "SELECT COUNT(*), TOTAL(amount) FROM reservations WHERE owner != ?", (owner,)
+                f"SELECT COUNT(*), TOTAL({_SWEPT_COST}) FROM reservations WHERE owner != ?",
+                (owner,),
             ).fetchone()
             conn.execute(_SWEEP, (owner,))
             # A reservation whose charge was already recorded has nothing left to bill.

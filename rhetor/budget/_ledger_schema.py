@@ -17,7 +17,7 @@ import sqlite3
 
 __all__ = ["ENTRY_FIELDS", "RESERVATION_FIELDS", "SCHEMA", "SCHEMA_VERSION", "upgrade"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Columns written from LedgerEntry and ReservationRow, in the order of their JSON rows.
 ENTRY_FIELDS = tuple(
     [
@@ -80,6 +80,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS entries_reservation ON entries (reservation_id
 SCHEMA = (
     _TABLES
     + """
+-- used_output and used_cost: how far a stream got, what the sweeper bills
+-- (used_cost NULL: nothing known, so the worst case).
 CREATE TABLE IF NOT EXISTS reservations (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     key           TEXT    NOT NULL,
@@ -92,7 +94,9 @@ CREATE TABLE IF NOT EXISTS reservations (
     context_id    TEXT,
     input_tokens  INTEGER NOT NULL CHECK (input_tokens >= 0),
     output_tokens INTEGER NOT NULL CHECK (output_tokens >= 0),
-    amount        REAL    NOT NULL CHECK (amount >= 0)
+    amount        REAL    NOT NULL CHECK (amount >= 0),
+    used_output   INTEGER NOT NULL DEFAULT 0 CHECK (used_output >= 0),
+    used_cost     REAL    CHECK (used_cost >= 0)
 );
 -- Settling is one INSERT: the charge replaces its reservation in the same statement.
 CREATE TRIGGER IF NOT EXISTS entries_settle AFTER INSERT ON entries
@@ -127,8 +131,13 @@ INSERT INTO entries (id, ts, request_id, provider, model, component, context_id,
            input_tokens, output_tokens, cost, status FROM entries_v1;
 DROP TABLE entries_v1;
 {SCHEMA}
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 COMMIT;
+"""
+_PROGRESS_COLUMNS = """
+ALTER TABLE reservations
+    ADD COLUMN used_output INTEGER NOT NULL DEFAULT 0 CHECK (used_output >= 0);
+ALTER TABLE reservations ADD COLUMN used_cost REAL CHECK (used_cost >= 0);
 """
 # Version 2 allowed two charges for one reservation (a sweep and a late
 # settle): keep the real one, then make the reservation's charge unique.
@@ -139,8 +148,16 @@ DELETE FROM entries WHERE status = 'interrupted' AND charge_id LIKE 'interrupted
                 AND o.id <> entries.id);
 UPDATE entries SET reservation_id = NULL WHERE EXISTS (
     SELECT 1 FROM entries o WHERE o.reservation_id = entries.reservation_id AND o.id < entries.id);
+{_PROGRESS_COLUMNS}
 {SCHEMA}
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
+COMMIT;
+"""
+# Version 3 had no progress on reservations.
+_UPGRADE_FROM_3 = f"""
+BEGIN IMMEDIATE;
+{_PROGRESS_COLUMNS}
+PRAGMA user_version = 4;
 COMMIT;
 """
 
@@ -155,7 +172,7 @@ def upgrade(path: str | os.PathLike[str]) -> None:
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-        script = {1: _UPGRADE_FROM_1, 2: _UPGRADE_FROM_2}.get(version)
+        script = {1: _UPGRADE_FROM_1, 2: _UPGRADE_FROM_2, 3: _UPGRADE_FROM_3}.get(version)
         if script is not None:
             try:
                 conn.executescript(script)

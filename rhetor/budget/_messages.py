@@ -27,6 +27,7 @@ __all__ = [
     "GetEntries",
     "GetUsage",
     "LedgerErrors",
+    "Progress",
     "Reservation",
     "Reserve",
     "SetLimit",
@@ -136,6 +137,23 @@ class Reserve(Ask[Reservation]):
     key: str = ""
     output_price: float = 0.0
     min_output_tokens: int | None = None
+
+
+@attrs.frozen
+class Progress:
+    """
+    A told (never asked) note of how far a streamed request got: recorded on its reservation.
+
+    ``output_tokens`` is what the stream produced so far and ``cost`` what
+    the input and those tokens cost. If the runtime dies before the request
+    settles, the sweeper bills this instead of the worst case (never more than
+    the worst case). The keeper writes it with its next group commit; a
+    note it cannot write is logged and dropped.
+    """
+
+    reservation_id: int
+    output_tokens: int
+    cost: float
 
 
 @attrs.frozen

@@ -180,6 +180,17 @@ LEDGER_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX entries_reservation ON entries (reservation_id)",
         ),
     ),
+    Migration(
+        "ledger",
+        3,
+        "a stream's progress on its reservation",
+        (
+            # NULL: nothing known, so a sweep bills the worst case.
+            "ALTER TABLE reservations"
+            " ADD COLUMN used_output BIGINT NOT NULL DEFAULT 0 CHECK (used_output >= 0),"
+            " ADD COLUMN used_cost DOUBLE PRECISION CHECK (used_cost >= 0)",
+        ),
+    ),
 )
 
 # Rows per INSERT: PostgreSQL allows 65,535 bound values in one statement.
@@ -268,7 +279,12 @@ WITH gone AS (
 ), billed AS (
     INSERT INTO entries ({", ".join(ENTRY_FIELDS)})
     SELECT ts, request_id, provider, model, component, context_id, input_tokens,
-           output_tokens, amount, 'interrupted', 'worst_case',
+           CASE WHEN used_cost IS NULL THEN output_tokens
+                ELSE LEAST(used_output, output_tokens) END,
+           CASE WHEN used_cost IS NULL THEN amount ELSE LEAST(used_cost, amount) END,
+           'interrupted',
+           CASE WHEN used_cost IS NULL THEN 'worst_case'
+                WHEN used_cost > amount THEN 'capped' ELSE 'usage' END,
            'interrupted:' || owner || ':' || id, id
     FROM gone ORDER BY id
     ON CONFLICT DO NOTHING
@@ -435,6 +451,21 @@ class PostgresLedger:
                     values = [v for row in chunk for v in _text_fields(row, ENTRY_FIELDS)]
                     conn.execute(_settle_sql(len(chunk), reserved=with_reservation), values)
 
+    def record_progress(self, progress: Mapping[int, tuple[int, float]]) -> None:
+        """Note how far streams got on their open reservations, in one statement."""
+        if not progress:
+            return
+        values = [
+            v for rid, (tokens, cost) in sorted(progress.items()) for v in (rid, tokens, cost)
+        ]
+        with self.db.connection("written") as conn:
+            conn.execute(
+                "UPDATE reservations r SET used_output = v.tokens, used_cost = v.cost FROM"
+                f" (VALUES {_values(3, len(progress))}) AS v (id, tokens, cost)"
+                " WHERE r.id = v.id::bigint AND v.tokens::bigint >= r.used_output",
+                values,
+            )
+
     def recorded_charges(self, charge_ids: Iterable[str]) -> set[str]:
         """Which of ``charge_ids`` are already stored."""
         ids = [pg_text(c) for c in charge_ids]
@@ -600,7 +631,10 @@ class PostgresLedger:
 
     def sweep(self, owner: str) -> tuple[int, float]:
         """
-        Settle every reservation whose owner holds no lease, at its worst case, as interrupted.
+        Settle every reservation whose owner holds no lease, as interrupted.
+
+        Each is billed at its stream's recorded progress (input and output so
+        far, never more than the worst case), else at its worst case.
 
         The caller's own lease is renewed first (so it is never taken for
         dead), then one statement moves every dead owner's reservations into

@@ -64,6 +64,9 @@ _RETRIES = 2
 _BACKOFF = 0.25
 # The smallest per-item deadline a stream is given (a deadline already past is not 0).
 _MIN_ITEM_TIMEOUT = 0.001
+# Seconds between two notes of a stream's progress to the budget (the first
+# piece is always noted): each costs the keeper one row in a group commit.
+PROGRESS_EVERY = 2.0
 
 # What failed, in order: (provider, model, error).
 Failures = list[tuple[str, str, RhetorError]]
@@ -125,9 +128,17 @@ class Attempts:
                 produced: list[str] = []
                 calls = ToolCallAssembly()
                 end: StreamEnd | ProviderReply | None = None
+                noted: float | None = None
                 try:
                     async with self._open(c, call, timeout, streamed) as items:
                         async for item in items:
+                            if isinstance(item, TextDelta | ToolCallDelta) and (
+                                noted is None or anyio.current_time() - noted >= PROGRESS_EVERY
+                            ):
+                                # The first piece, then every few seconds: what a
+                                # sweep bills if this process dies mid-stream.
+                                noted = anyio.current_time()
+                                self._note(prepared, reservation, c, produced, calls, item)
                             if isinstance(item, TextDelta):
                                 produced.append(item.text)
                                 yield Chunk(item.text, c.model, c.provider, request.context_id)
@@ -186,6 +197,23 @@ class Attempts:
             # A stream's timeout bounds the wait for each item, not the whole.
             return ref.stream(StreamCompletion(call), timeout=max(timeout, _MIN_ITEM_TIMEOUT))
         return _WholeReply(ref, Complete(call), timeout)
+
+    def _note(
+        self,
+        prepared: Prepared,
+        reservation: Reservation,
+        c: Candidate,
+        produced: list[str],
+        calls: ToolCallAssembly,
+        item: TextDelta | ToolCallDelta,
+    ) -> None:
+        """Tell the budget how many tokens the stream has produced, ``item`` included."""
+        text = "".join(produced) + calls.produced()
+        if isinstance(item, TextDelta):
+            text += item.text
+        else:
+            text += item.arguments
+        self._billing.progress(prepared, reservation, c, count_tokens(text))
 
     async def _settle_partial(
         self,

@@ -24,7 +24,7 @@ from rhetor._asks import as_rhetor_error
 from rhetor._errors import RhetorError
 from rhetor._types import LLMRequest, Usage
 from rhetor.budget._accounts import usd
-from rhetor.budget._keeper import Reservation, Reserve, Settle, token_count
+from rhetor.budget._keeper import Progress, Reservation, Reserve, Settle, token_count
 from rhetor.budget._ledger import Billed
 from rhetor.budget._pricing import Pricer
 from rhetor.routing._plan import Candidate
@@ -188,6 +188,24 @@ class Billing:
             await self._tell(_retried(message), request.request_id)
             raise
         return attrs.evolve(charge, cost=cost)
+
+    def progress(
+        self, prepared: Prepared, reservation: Reservation, c: Candidate, output_tokens: int
+    ) -> None:
+        """
+        Tell the keeper how far a stream got, so a sweep after a crash bills that, not the worst case.
+
+        Never waits: a full mailbox or a keeper that is down drops the note
+        (the sweep then bills the worst case, as without it).
+        """
+        if not reservation.id:
+            return
+        usage = Usage(prepared.input_estimate, output_tokens)
+        cost = self._pricer.price(c.provider, c.model, usage)
+        try:
+            self._budget.try_tell(Progress(reservation.id, output_tokens, cost))
+        except actors.ActorError as exc:
+            log.debug("could not note a stream's progress: %s", exc)
 
     def bill(
         self,
