@@ -179,18 +179,23 @@ class BudgetExceeded(RhetorError):
         limit: float,
         spent: float,
         provider: str | None = None,
+        component: str | None = None,
     ) -> None:
         super().__init__(message)
         self.period = period
         self.limit = limit
         self.spent = spent
         self.provider = provider
+        # The component whose own limit refused (None: an overall or provider limit).
+        self.component = component
 
     def to_dict(self) -> dict[str, Any]:
         body = super().to_dict()
         body.update(period=self.period, limit=self.limit, spent=self.spent)
         if self.provider is not None:
             body["provider"] = self.provider
+        if self.component is not None:
+            body["component"] = self.component
         return body
 
 

@@ -408,11 +408,20 @@ class Runtime:
         return await ask(self.budget_keeper, GetEntries(since, limit))
 
     async def set_limit(
-        self, period: str, amount: float, provider: str | None = None
+        self,
+        period: str,
+        amount: float,
+        provider: str | None = None,
+        *,
+        component: str | None = None,
     ) -> BudgetStatus:
+        """Set (0: remove) a limit overall, for one provider or for one component."""
+        if provider is not None and component is not None:
+            raise ValidationError("component", "a limit is for a provider or a component, not both")
         if provider is not None and provider not in self.providers_refs:
             raise NotFound("provider", provider, field="provider")
-        status = await ask(self.budget_keeper, SetLimit(period, amount, provider))  # type: ignore[arg-type]
+        message = SetLimit(period, amount, provider, component)  # type: ignore[arg-type]
+        status = await ask(self.budget_keeper, message)
         await ask(self.router, BudgetModeChanged(status["reservations_required"]))
         return status
 

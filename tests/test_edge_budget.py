@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,43 @@ async def test_budget_entries_with_a_bad_bound_is_422_naming_it(
     assert response.status_code == 422
     assert response.json()["error"]["field"] == field
     assert healthy.status_code == 200
+
+
+async def test_a_component_limit_refuses_that_component_while_another_proceeds(
+    tmp_path: Path,
+) -> None:
+    """POST /budget/limit with a component: under enforce that component is refused (402), another is served, GET /budget shows it."""
+    prices = tmp_path / "prices.json"
+    price = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}
+    prices.write_text(json.dumps({"simulated-echo": price, "simulated-summary": price}))
+    async with served(tmp_path, price_overrides=prices, budget_policy="enforce") as (_, client):
+        limited = await client.post(
+            "/budget/limit", json={"period": "daily", "limit": 0.0001, "component": "ui"}
+        )
+        assert limited.status_code == 200, limited.text
+        daily = limited.json()["periods"]["daily"]
+        assert daily["components"] == {"ui": {"limit": 0.0001, "spent": 0.0, "remaining": 0.0001}}
+        assert daily["limit"] == 0 and daily["providers"] == {}
+        refused = await client.post(
+            "/message", json={"message": "hi", "component": "ui", "max_tokens": 500}
+        )
+        assert refused.status_code == 402, refused.text
+        assert "component ui daily budget" in refused.json()["error"]["message"]
+        assert refused.json()["error"]["component"] == "ui"
+        other = await client.post(
+            "/message", json={"message": "hi", "component": "ergon", "max_tokens": 500}
+        )
+        assert other.status_code == 200, other.text
+        both = await client.post(
+            "/budget/limit",
+            json={"period": "daily", "limit": 1, "component": "ui", "provider": "simulated"},
+        )
+        empty = await client.post(
+            "/budget/limit", json={"period": "daily", "limit": 1, "component": ""}
+        )
+        removed = await client.post(
+            "/budget/limit", json={"period": "daily", "limit": 0, "component": "ui"}
+        )
+    assert both.status_code == 422 and both.json()["error"]["field"] == "component"
+    assert empty.status_code == 422 and empty.json()["error"]["field"] == "component"
+    assert removed.json()["periods"]["daily"]["components"] == {}

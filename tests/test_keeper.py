@@ -142,6 +142,37 @@ async def test_provider_limit_applies_to_that_provider_only(path: Opener) -> Non
         assert await ref.ask(Reserve("b", "anthropic", "claude", 0.2))
 
 
+async def test_a_component_limit_refuses_that_component_while_another_proceeds(
+    path: Opener,
+) -> None:
+    """A per-component limit refuses that component's requests under enforce; others go on; it survives a restart."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path), name="budget")
+        status = await ref.ask(SetLimit("daily", 0.3, component="ui"))
+        assert status["periods"]["daily"]["components"]["ui"]["limit"] == 0.3
+        held = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.2, component="ui"))
+        with pytest.raises(BudgetExceeded) as info:
+            await ref.ask(Reserve("b", "anthropic", "claude", 0.2, component="ui"))
+        assert "component ui daily budget" in info.value.message
+        assert (info.value.component, info.value.provider) == ("ui", None)
+        assert await ref.ask(Reserve("c", "openai", "gpt-4o", 0.2, component="ergon"))
+        assert await ref.ask(Reserve("d", "openai", "gpt-4o", 0.2))  # no component: no such limit
+        await ref.ask(Settle(held.id, "a", "openai", "gpt-4o", "ui", None, Usage(10, 10), 0.25))
+        with pytest.raises(ValidationError):
+            await ref.ask(SetLimit("daily", 1.0, "openai", component="ui"))
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path), name="budget")
+        status = await ref.ask(GetBudget())
+        assert status["periods"]["daily"]["components"]["ui"] == {
+            "limit": 0.3,
+            "spent": 0.25,
+            "remaining": 0.05,
+        }
+        with pytest.raises(BudgetExceeded):
+            await ref.ask(Reserve("e", "openai", "gpt-4o", 0.1, component="ui"))
+        assert await ref.ask(Reserve("f", "openai", "gpt-4o", 0.05, component="ui"))
+
+
 async def test_negative_limit_and_unknown_policy_are_rejected(path: Opener) -> None:
     """Bad limits and policies are typed errors naming the field, and the keeper keeps serving."""
     async with actors.open_system() as system:
@@ -691,3 +722,51 @@ async def test_a_limit_set_through_one_keeper_binds_the_other_at_once(pg: Any) -
         status = await first.ask(GetBudget())
     assert info.value.limit == 0.6
     assert status["periods"]["daily"]["reserved"] == pytest.approx(0.5)  # the other's reservation
+
+
+async def test_two_keepers_on_one_shared_ledger_never_overspend_a_component_limit(pg: Any) -> None:
+    """Two runtimes reserving at once for one component stay within its limit together, while another component spends freely."""
+    limit = 0.05
+    granted: list[tuple[str, float]] = []
+
+    def opener() -> BudgetLedger:
+        return PostgresLedger(pg)
+
+    async with actors.open_system() as system:
+        refs = [
+            await system.spawn(lambda owner=owner: keeper(opener, owner=owner), name=owner)
+            for owner in ("runtime-1", "runtime-2")
+        ]
+        await refs[0].ask(SetLimit("daily", limit, component="ui"))
+
+        async def one(i: int) -> None:
+            ref, component = refs[i % 2], ("ui", "ergon")[i % 3 == 0]
+            amount = 0.001 + (i % 7) * 0.0005
+            try:
+                reservation = await ref.ask(
+                    Reserve(str(i), "openai", "gpt-4o", amount, component=component)
+                )
+            except BudgetExceeded:
+                return
+            granted.append((component, amount))
+            await trio.sleep(random.random() / 100)
+            cost = amount * random.uniform(0.3, 1.0)
+            await ref.ask(
+                Settle(
+                    reservation.id, str(i), "openai", "gpt-4o", component, None, Usage(1, 1), cost
+                )
+            )
+
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(one, i)
+    ui = [a for c, a in granted if c == "ui"]
+    assert 0 < len(ui) < len([i for i in range(200) if i % 3 != 0])
+    assert len([c for c, _ in granted if c == "ergon"]) == len(
+        [i for i in range(200) if i % 3 == 0]
+    )
+    ledger = opener()
+    spent = {row.key: row.cost for row in ledger.usage(0.0, "component")}
+    assert spent["ui"] <= limit
+    assert ledger.reservations() == []
+    ledger.close()

@@ -514,6 +514,43 @@ def test_a_provider_limit_binds_only_that_provider(ledger: BudgetLedger) -> None
     assert not other.refused
 
 
+def test_a_stored_component_limit_binds_that_components_spend_and_reservations(
+    ledger: BudgetLedger,
+) -> None:
+    """A component's limit counts its charges and open reservations only, across providers, and refuses it alone."""
+    ledger.set_limit("daily", 1.0, component="ergon")
+    ledger.set_limit("daily", 5.0, "openai")
+    assert ledger.get_limits() == {("daily", "component:ergon"): 1.0, ("daily", "openai"): 5.0}
+    ledger.record_many(
+        [
+            entry("anthropic", cost=0.5, ts=1500.0, component="ergon"),
+            entry("openai", cost=0.5, ts=900.0, component="ergon"),  # yesterday
+            entry("openai", cost=2.0, ts=1500.0, component="hermes"),
+        ]
+    )
+    ledger.reserve_many([reservation(1, amount=0.3)])  # an ergon reservation
+    fits, refused, other = ledger.reserve_checked(
+        [
+            (reservation(2), claim(0.2, "anthropic", component="ergon")),
+            (reservation(3), claim(0.01, "openai", component="ergon")),
+            (reservation(4), claim(2.0, "openai", component="hermes")),
+        ],
+        policy="enforce",
+        limits={},
+        starts=STARTS,
+    )
+    assert not fits.refused
+    assert refused.refused and refused.over is not None
+    assert refused.over.provider == "component:ergon"
+    assert "component ergon daily budget" in refused.over.describe()
+    assert not other.refused
+    assert ledger.clear_limit("daily", component="ergon") is True
+    assert ledger.clear_limit("daily", component="ergon") is False
+    assert ledger.get_limits() == {("daily", "openai"): 5.0}
+    with pytest.raises(ValidationError):
+        ledger.set_limit("daily", 1.0, "openai", component="ergon")
+
+
 def test_stored_limits_and_policy_replace_the_defaults(ledger: BudgetLedger) -> None:
     """A limit or policy set through the API wins over the environment's; a stored 0 removes a limit."""
     ledger.set_policy("enforce")

@@ -34,7 +34,7 @@ def test_opens_in_wal_mode_with_schema_version(tmp_path: Path) -> None:
     SQLiteLedger(tmp_path / "l.db").close()
     conn = sqlite3.connect(tmp_path / "l.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
     conn.close()
 
 
@@ -106,7 +106,7 @@ def test_a_version_2_ledger_keeps_one_charge_per_reservation(tmp_path: Path) -> 
         assert kept == [("c1", 1), ("c2", 2), ("c3", None)]
         assert ledger.spent(0.0) == 0.06
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute(
             "INSERT INTO entries (ts, request_id, provider, model, input_tokens, output_tokens,"

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from rhetor.budget._interfaces import LedgerEntry, ReservationRow
 
 __all__ = [
+    "COMPONENT_SCOPE",
     "PERIODS",
     "Accounts",
     "Claim",
@@ -38,6 +39,8 @@ __all__ = [
     "PeriodStatus",
     "ProviderSpend",
     "check_period",
+    "component_of",
+    "component_scope",
     "decide",
     "decide_batch",
     "effective_limits",
@@ -52,6 +55,27 @@ Period = Literal["daily", "weekly", "monthly"]
 PERIODS: tuple[Period, ...] = get_args(Period)
 # Float noise an amount may exceed a limit by and still fit.
 _SLACK = 1e-12
+# A limit's scope is None (everything), a provider's name, or this prefix and a
+# component's name: limits, spend and reservations are keyed by (period, scope).
+COMPONENT_SCOPE = "component:"
+
+
+def component_scope(component: str | None) -> str | None:
+    """The scope of a component's limit (None for no component)."""
+    return f"{COMPONENT_SCOPE}{component}" if component else None
+
+
+def component_of(scope: str | None) -> str | None:
+    """The component a scope names, or None for the overall or a provider's scope."""
+    if scope is not None and scope.startswith(COMPONENT_SCOPE):
+        return scope[len(COMPONENT_SCOPE) :]
+    return None
+
+
+def _scopes(provider: str, component: str | None) -> tuple[str | None, ...]:
+    """Every scope a request on ``provider`` for ``component`` is counted in, overall first."""
+    scope = component_scope(component)
+    return (None, provider) if scope is None else (None, provider, scope)
 
 
 def usd(amount: float) -> str:
@@ -79,7 +103,7 @@ class ProviderSpend(TypedDict):
 
 
 class PeriodStatus(TypedDict):
-    """A period's spend, open reservations, limit and what remains, and its per-provider limits."""
+    """A period's spend, open reservations, limit and what remains, and its per-provider and per-component limits."""
 
     spent: float
     reserved: float
@@ -87,6 +111,7 @@ class PeriodStatus(TypedDict):
     remaining: float | None
     start: str
     providers: dict[str, ProviderSpend]
+    components: dict[str, ProviderSpend]
 
 
 @attrs.frozen
@@ -100,7 +125,11 @@ class Over:
 
     def describe(self) -> str:
         """One line for a refusal or a warning."""
-        scope = f"{self.provider} " if self.provider else ""
+        component = component_of(self.provider)
+        if component is not None:
+            scope = f"component {component} "
+        else:
+            scope = f"{self.provider} " if self.provider else ""
         return (
             f"{scope}{self.period} budget {usd(self.limit)} would be exceeded"
             f" (spent and reserved {usd(self.spent)})"
@@ -168,16 +197,17 @@ def first_over(
     used: Callable[[str, str | None], float],
     provider: str,
     amount: float,
+    component: str | None = None,
 ) -> Over | None:
     """
-    The first limit ``amount`` more on ``provider`` would break, or None.
+    The first limit ``amount`` more on ``provider`` (for ``component``) would break, or None.
 
-    ``limits`` maps (period, provider or None) to USD; ``used(period, scope)``
-    is what is spent and reserved against that limit. Periods are checked
-    daily first, and in each the overall limit before the provider's.
+    ``limits`` maps (period, scope) to USD; ``used(period, scope)`` is what is
+    spent and reserved against that limit. Periods are checked daily first,
+    and in each the overall limit, then the provider's, then the component's.
     """
     for period in PERIODS:
-        for scope in (None, provider):
+        for scope in _scopes(provider, component):
             limit = limits.get((period, scope))
             if not limit:
                 continue
@@ -191,11 +221,12 @@ def headroom(
     limits: Mapping[tuple[str, str | None], float],
     used: Callable[[str, str | None], float],
     provider: str,
+    component: str | None = None,
 ) -> float:
-    """The least that remains under any limit that applies to ``provider`` (infinite without one)."""
+    """The least that remains under any limit that applies (infinite without one)."""
     room = math.inf
     for period in PERIODS:
-        for scope in (None, provider):
+        for scope in _scopes(provider, component):
             limit = limits.get((period, scope))
             if limit:
                 room = min(room, limit - used(period, scope))
@@ -218,6 +249,8 @@ class Claim:
     output_tokens: int = 0
     output_price: float = 0.0
     min_output_tokens: int | None = None
+    # The component the request is for: its limits apply too.
+    component: str | None = None
 
     @property
     def clampable(self) -> bool:
@@ -268,19 +301,19 @@ def decide(
     full = Decision(False, claim.output_tokens, claim.amount)
     if policy == "ignore":
         return full
-    over = first_over(limits, used, claim.provider, claim.amount)
+    over = first_over(limits, used, claim.provider, claim.amount, claim.component)
     if over is None:
         return full
     if policy != "enforce":
         return attrs.evolve(full, over=over)
     if claim.clampable:
         input_cost = max(0.0, claim.amount - claim.output_tokens * claim.output_price)
-        room = headroom(limits, used, claim.provider)
+        room = headroom(limits, used, claim.provider, claim.component)
         tokens = math.floor((room - input_cost + _SLACK) / claim.output_price)
         tokens = min(tokens, claim.output_tokens - 1)
         if tokens >= (claim.min_output_tokens or 0) and tokens >= 1:
             amount = input_cost + tokens * claim.output_price
-            if first_over(limits, used, claim.provider, amount) is None:
+            if first_over(limits, used, claim.provider, amount, claim.component) is None:
                 return Decision(False, tokens, amount)
     return Decision(True, claim.output_tokens, claim.amount, over)
 
@@ -312,13 +345,15 @@ def decide_batch(
     """
     :func:`decide` for each claim in order, each one's grant counted against the next.
 
-    ``used`` is what is spent and reserved per (period, provider); the
-    overall totals are their sums.
+    ``used`` is what is spent and reserved per (period, provider), and per
+    (period, component scope) where component limits apply; the overall
+    totals are the sums of the providers'.
     """
     per: dict[tuple[str, str], float] = {key: amount for key, amount in used.items()}
     overall: dict[str, float] = {period: 0.0 for period in PERIODS}
-    for (period, _), amount in per.items():
-        overall[period] += amount
+    for (period, scope), amount in per.items():
+        if component_of(scope) is None:
+            overall[period] += amount
 
     def total(period: str, scope: str | None) -> float:
         return overall[period] if scope is None else per.get((period, scope), 0.0)
@@ -328,9 +363,9 @@ def decide_batch(
         decision = decide(policy, limits, total, claim)
         if not decision.refused:
             for period in PERIODS:
-                per[(period, claim.provider)] = (
-                    per.get((period, claim.provider), 0.0) + decision.amount
-                )
+                for counted in _scopes(claim.provider, claim.component)[1:]:
+                    assert counted is not None
+                    per[(period, counted)] = per.get((period, counted), 0.0) + decision.amount
                 overall[period] += decision.amount
         decisions.append(decision)
     return decisions
@@ -395,15 +430,28 @@ class Accounts:
             self.forget(entry.reservation_id)
         for period in PERIODS:
             if entry.ts >= self._starts[period].timestamp():
-                for scope in (None, entry.provider):
+                for scope in _scopes(entry.provider, entry.component):
                     key = (period, scope)
                     self._spent[key] = self._spent.get(key, 0.0) + entry.cost
 
     # -- limits ----------------------------------------------------------------
 
-    def set_limit(self, period: str, amount: float, provider: str | None = None) -> None:
-        """Set a limit; 0 removes it. Error handling: ValidationError for a bad period or amount."""
+    def set_limit(
+        self,
+        period: str,
+        amount: float,
+        provider: str | None = None,
+        *,
+        component: str | None = None,
+    ) -> None:
+        """
+        Set a limit, overall, for a provider or for a component; 0 removes it.
+
+        Error handling: ValidationError for a bad period or amount.
+        """
         check_period(period)
+        if component:
+            provider = component_scope(component)
         if isinstance(amount, bool) or not isinstance(amount, int | float):
             raise ValidationError("limit", "must be a number")
         if not math.isfinite(amount) or amount < 0:
@@ -417,19 +465,22 @@ class Accounts:
         """Take ``limits`` (as :attr:`limits` gives them) instead of every limit set."""
         self._limits = {key: float(amount) for key, amount in limits.items() if amount}
 
-    def limit(self, period: str, provider: str | None = None) -> float:
+    def limit(
+        self, period: str, provider: str | None = None, *, component: str | None = None
+    ) -> float:
         """The limit set for a period and scope; 0.0 when none."""
-        return self._limits.get((period, provider), 0.0)
+        scope = component_scope(component) if component else provider
+        return self._limits.get((period, scope), 0.0)
 
     @property
     def limited(self) -> bool:
         """True when any limit is set."""
         return bool(self._limits)
 
-    def over(self, provider: str, amount: float) -> Over | None:
+    def over(self, provider: str, amount: float, component: str | None = None) -> Over | None:
         """The first limit ``amount`` more on ``provider`` would break, or None."""
         self.roll()
-        return first_over(self._limits, self._used, provider, amount)
+        return first_over(self._limits, self._used, provider, amount, component)
 
     def decide(self, policy: str, claim: Claim) -> Decision:
         """What :func:`decide` says to ``claim`` against these totals (see there)."""
@@ -454,7 +505,9 @@ class Accounts:
         if row.key:
             self._by_key[row.key] = row.id
         self._reserved_total += row.amount
-        self._reserved_by[row.provider] = self._reserved_by.get(row.provider, 0.0) + row.amount
+        for scope in _scopes(row.provider, row.component)[1:]:
+            assert scope is not None
+            self._reserved_by[scope] = self._reserved_by.get(scope, 0.0) + row.amount
 
     def forget(self, reservation_id: int) -> None:
         """Stop counting a reservation (settled, or its request never ran); safe to repeat."""
@@ -470,7 +523,9 @@ class Accounts:
             self._reserved_by.clear()
             return
         self._reserved_total = max(0.0, self._reserved_total - row.amount)
-        self._reserved_by[row.provider] = max(0.0, self._reserved_by[row.provider] - row.amount)
+        for scope in _scopes(row.provider, row.component)[1:]:
+            assert scope is not None
+            self._reserved_by[scope] = max(0.0, self._reserved_by.get(scope, 0.0) - row.amount)
 
     def held(self, reservation_id: int) -> ReservationRow | None:
         """The open reservation with this id, or None."""
@@ -498,10 +553,13 @@ class Accounts:
             limit = self._limits.get((period, None), 0.0)
             spent = self._spent.get((period, None), 0.0)
             providers: dict[str, ProviderSpend] = {}
-            for (p, provider), amount in self._limits.items():
-                if p == period and provider is not None:
-                    used = self._spent.get((period, provider), 0.0)
-                    providers[provider] = {
+            components: dict[str, ProviderSpend] = {}
+            for (p, scope), amount in self._limits.items():
+                if p == period and scope is not None:
+                    used = self._spent.get((period, scope), 0.0)
+                    component = component_of(scope)
+                    into = providers if component is None else components
+                    into[scope if component is None else component] = {
                         "limit": amount,
                         "spent": round(used, 10),
                         "remaining": max(0.0, round(amount - used, 10)),
@@ -513,5 +571,6 @@ class Accounts:
                 "remaining": None if not limit else max(0.0, round(limit - spent, 10)),
                 "start": self._starts[period].isoformat(),
                 "providers": providers,
+                "components": components,
             }
         return periods

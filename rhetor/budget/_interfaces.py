@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, Protocol, get_args
 import attrs
 
 from rhetor._errors import ValidationError
-from rhetor.budget._accounts import Claim, Decision, Period
+from rhetor.budget._accounts import COMPONENT_SCOPE, Claim, Decision, Period, component_scope
 from rhetor.storage._interfaces import Store
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "Status",
     "UsageRow",
     "clean_text",
+    "limit_key",
+    "limit_scope",
 ]
 
 # interrupted: the reservation of a request whose process died before it settled.
@@ -158,6 +160,26 @@ class UsageRow:
     input_tokens: int
     output_tokens: int
     cost: float
+
+
+def limit_key(provider: str | None, component: str | None) -> tuple[str, str]:
+    """
+    The stored key of a limit: (provider, component), '' where it applies to all.
+
+    Error handling: ValidationError for both a provider and a component, or a
+    provider named like a component's scope.
+    """
+    provider, component = clean_text(provider or ""), clean_text(component or "")
+    if provider and component:
+        raise ValidationError("component", "a limit is for a provider or a component, not both")
+    if provider.startswith(COMPONENT_SCOPE):
+        raise ValidationError("provider", f"must not start with {COMPONENT_SCOPE!r}")
+    return provider, component
+
+
+def limit_scope(provider: str, component: str) -> str | None:
+    """The scope of a stored limit's key, as :meth:`BudgetLedger.get_limits` names it."""
+    return component_scope(component) if component else (provider or None)
 
 
 class BudgetLedger(Store, Protocol):
@@ -327,13 +349,24 @@ class BudgetLedger(Store, Protocol):
 
     # -- limits and settings ---------------------------------------------------
 
-    def set_limit(self, period: Period, amount: float, provider: str | None = None) -> None:
+    def set_limit(
+        self,
+        period: Period,
+        amount: float,
+        provider: str | None = None,
+        *,
+        component: str | None = None,
+    ) -> None:
         """
-        Set the USD limit for a period, overall or for one provider.
+        Set the USD limit for a period, overall, for one provider or for one component.
+
+        Error handling: ValidationError for both a provider and a component.
         """
         ...
 
-    def clear_limit(self, period: Period, provider: str | None = None) -> bool:
+    def clear_limit(
+        self, period: Period, provider: str | None = None, *, component: str | None = None
+    ) -> bool:
         """
         Remove a limit; True if there was one.
         """
@@ -341,7 +374,9 @@ class BudgetLedger(Store, Protocol):
 
     def get_limits(self) -> dict[tuple[Period, str | None], float]:
         """
-        Every limit, keyed by (period, provider); provider None means all providers.
+        Every limit, keyed by (period, scope): None for all providers, a
+        provider's name, or ``component:NAME`` for a component's
+        (:func:`~rhetor.budget._accounts.component_scope`).
         """
         ...
 

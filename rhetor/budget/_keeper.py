@@ -44,6 +44,7 @@ the ``ledger`` factory (twice: a writer and a reader for long reads).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -56,7 +57,17 @@ import attrs
 import actors
 from rhetor._errors import BudgetExceeded, RhetorError, ServiceUnavailable, ValidationError
 from rhetor._settings import POLICIES, BudgetPolicy
-from rhetor.budget._accounts import PERIODS, Accounts, Claim, Decision, Period, period_start, usd
+from rhetor.budget._accounts import (
+    PERIODS,
+    Accounts,
+    Claim,
+    Decision,
+    Period,
+    component_of,
+    component_scope,
+    period_start,
+    usd,
+)
 from rhetor.budget._commits import Rules, Write, write_batch
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow
 from rhetor.budget._messages import (
@@ -279,6 +290,11 @@ class BudgetKeeper(actors.Actor):
             since = start.timestamp()
             totals.append((period, None, ledger.spent(since)))
             totals += [(period, row.key, row.cost) for row in ledger.usage(since, "provider")]
+            totals += [
+                (period, component_scope(row.key), row.cost)
+                for row in ledger.usage(since, "component")
+                if row.key
+            ]
         accounts.load(starts, totals)
 
     def _report(self, ledger: BudgetLedger) -> tuple[Accounts, BudgetPolicy | None]:
@@ -448,16 +464,7 @@ class BudgetKeeper(actors.Actor):
         if isinstance(message, GetEntries):
             return await self._entries(message)
         if isinstance(message, SetLimit):
-            before = self._accounts.limit(message.period, message.provider)
-            self._accounts.set_limit(message.period, message.amount, message.provider)
-            try:
-                await self._store(
-                    self.ledger.set_limit, message.period, message.amount, message.provider
-                )
-            except ServiceUnavailable:
-                self._accounts.set_limit(message.period, before, message.provider)
-                raise
-            return await self._current_status()
+            return await self._set_limit(message)
         if isinstance(message, GetBudgetMode):
             return self._reservations_required()
         if isinstance(message, SetPolicy):
@@ -473,6 +480,32 @@ class BudgetKeeper(actors.Actor):
             self._active = (message.provider, message.model)
             return None
         raise TypeError(f"BudgetKeeper cannot handle {type(message).__name__}")
+
+    async def _set_limit(self, message: SetLimit) -> BudgetStatus:
+        """Set (0: remove) a limit overall, for a provider or for a component; stored first."""
+        period, amount, provider, component = (
+            message.period,
+            message.amount,
+            message.provider,
+            message.component,
+        )
+        if provider is not None and component is not None:
+            raise ValidationError("component", "a limit is for a provider or a component, not both")
+        if component is not None and (not isinstance(component, str) or not component):
+            raise ValidationError("component", "must be a non-empty name")
+        before = self._accounts.limit(period, provider, component=component)
+        self._accounts.set_limit(period, amount, provider, component=component)
+        try:
+            await self._store(
+                functools.partial(self.ledger.set_limit, component=component),
+                period,
+                amount,
+                provider,
+            )
+        except ServiceUnavailable:
+            self._accounts.set_limit(period, before, provider, component=component)
+            raise
+        return await self._current_status()
 
     async def _entries(self, message: GetEntries) -> list[SpendEntry]:
         """The newest charges, read on the reader connection; a bad bound is a ValidationError."""
@@ -555,6 +588,7 @@ class BudgetKeeper(actors.Actor):
             output_tokens,
             message.output_price if _finite_amount(message.output_price) else 0.0,
             token_count(message.min_output_tokens),
+            message.component or None,
         )
         if self._shared:
             # Free claims too: under enforce a budget already spent refuses even those.
@@ -720,5 +754,6 @@ def _exceeded(decision: Decision, message: Reserve) -> BudgetExceeded:
         period=over.period,
         limit=over.limit,
         spent=over.spent,
-        provider=over.provider,
+        provider=over.provider if component_of(over.provider) is None else None,
+        component=component_of(over.provider),
     )

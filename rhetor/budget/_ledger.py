@@ -27,11 +27,13 @@ import attrs
 from rhetor._errors import StorageUnavailable, ValidationError
 from rhetor._settings import POLICIES
 from rhetor.budget._accounts import (
+    COMPONENT_SCOPE,
     PERIODS,
     Claim,
     Decision,
     Period,
     check_period,
+    component_of,
     decide_batch,
     effective_limits,
 )
@@ -43,6 +45,8 @@ from rhetor.budget._interfaces import (
     Status,
     UsageRow,
     clean_text,
+    limit_key,
+    limit_scope,
 )
 from rhetor.budget._ledger_schema import (
     ENTRY_FIELDS,
@@ -316,6 +320,19 @@ class SQLiteLedger(SQLiteStore):
                 ):
                     for period in PERIODS:
                         used[(period, provider)] = used.get((period, provider), 0.0) + amount
+                if any(component_of(scope) for _, scope in in_force):
+                    cursor = conn.execute(
+                        "SELECT component, TOTAL(CASE WHEN ts >= ? THEN cost END),"
+                        " TOTAL(CASE WHEN ts >= ? THEN cost END),"
+                        " TOTAL(CASE WHEN ts >= ? THEN cost END) FROM"
+                        " (SELECT ts, component, cost FROM entries WHERE ts >= ? AND component != ''"
+                        "  UNION ALL SELECT 1e999, component, amount FROM reservations"
+                        "  WHERE component != '') GROUP BY component",
+                        (*periods, min(periods)),
+                    )
+                    for component, *totals in cursor:
+                        for period, total in zip(PERIODS, totals, strict=True):
+                            used[(period, f"{COMPONENT_SCOPE}{component}")] = float(total)
             decisions = decide_batch(policy, in_force, used, (claim for _, claim in pairs))
             granted = [
                 attrs.evolve(row, output_tokens=d.output_tokens, amount=d.amount)
@@ -403,11 +420,19 @@ class SQLiteLedger(SQLiteStore):
     # -- limits and settings -----------------------------------------------------
 
     @_unavailable("written")
-    def set_limit(self, period: Period, amount: float, provider: str | None = None) -> None:
+    def set_limit(
+        self,
+        period: Period,
+        amount: float,
+        provider: str | None = None,
+        *,
+        component: str | None = None,
+    ) -> None:
         """
-        Set the USD limit for a period, overall or for one provider.
+        Set the USD limit for a period, overall, for one provider or for one component.
         """
         check_period(period)
+        key = limit_key(provider, component)
         if (
             isinstance(amount, bool)
             or not isinstance(amount, int | float)
@@ -417,32 +442,38 @@ class SQLiteLedger(SQLiteStore):
             raise ValidationError("amount", "must be a finite, non-negative number")
         with transaction(self._conn) as conn:
             conn.execute(
-                "INSERT INTO limits (period, provider, amount) VALUES (?, ?, ?)"
-                " ON CONFLICT (period, provider) DO UPDATE SET amount = excluded.amount",
-                (period, clean_text(provider or ""), float(amount)),
+                "INSERT INTO limits (period, provider, component, amount) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (period, provider, component) DO UPDATE SET amount = excluded.amount",
+                (period, *key, float(amount)),
             )
 
     @_unavailable("written")
-    def clear_limit(self, period: Period, provider: str | None = None) -> bool:
+    def clear_limit(
+        self, period: Period, provider: str | None = None, *, component: str | None = None
+    ) -> bool:
         """
         Remove a limit; True if there was one.
         """
         check_period(period)
+        key = limit_key(provider, component)
         with transaction(self._conn) as conn:
             cursor = conn.execute(
-                "DELETE FROM limits WHERE period = ? AND provider = ?", (period, provider or "")
+                "DELETE FROM limits WHERE period = ? AND provider = ? AND component = ?",
+                (period, *key),
             )
         return cursor.rowcount > 0
 
     @_unavailable("read")
     def get_limits(self) -> dict[tuple[Period, str | None], float]:
         """
-        Every limit, keyed by (period, provider); provider None means all providers.
+        Every limit, keyed by (period, scope): None for all providers, a
+        provider's name, or ``component:NAME``.
         """
         return {
-            (period, provider or None): amount
-            for period, provider, amount in self._conn.execute(
-                "SELECT period, provider, amount FROM limits ORDER BY period, provider"
+            (period, limit_scope(provider, component)): amount
+            for period, provider, component, amount in self._conn.execute(
+                "SELECT period, provider, component, amount FROM limits"
+                " ORDER BY period, provider, component"
             )
         }
 

@@ -17,7 +17,7 @@ import sqlite3
 
 __all__ = ["ENTRY_FIELDS", "RESERVATION_FIELDS", "SCHEMA", "SCHEMA_VERSION", "upgrade"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Columns written from LedgerEntry and ReservationRow, in the order of their JSON rows.
 ENTRY_FIELDS = tuple(
     [
@@ -104,12 +104,15 @@ WHEN NEW.reservation_id IS NOT NULL
 BEGIN
     DELETE FROM reservations WHERE id = NEW.reservation_id;
 END;
--- provider '' stands for "all providers": NULL would not be unique in the key.
+-- provider and component '' stand for "all": NULL would not be unique in the key.
+-- A limit is overall, for one provider or for one component.
 CREATE TABLE IF NOT EXISTS limits (
-    period   TEXT NOT NULL CHECK (period IN ('daily', 'weekly', 'monthly')),
-    provider TEXT NOT NULL DEFAULT '',
-    amount   REAL NOT NULL,
-    PRIMARY KEY (period, provider)
+    period    TEXT NOT NULL CHECK (period IN ('daily', 'weekly', 'monthly')),
+    provider  TEXT NOT NULL DEFAULT '',
+    component TEXT NOT NULL DEFAULT '',
+    amount    REAL NOT NULL,
+    PRIMARY KEY (period, provider, component),
+    CHECK (provider = '' OR component = '')
 );
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
@@ -153,6 +156,24 @@ UPDATE entries SET reservation_id = NULL WHERE EXISTS (
 PRAGMA user_version = 4;
 COMMIT;
 """
+# Version 4 had limits overall and per provider only: rebuild the table with
+# a component in its key.
+_UPGRADE_FROM_4 = """
+BEGIN IMMEDIATE;
+CREATE TABLE limits_v5 (
+    period    TEXT NOT NULL CHECK (period IN ('daily', 'weekly', 'monthly')),
+    provider  TEXT NOT NULL DEFAULT '',
+    component TEXT NOT NULL DEFAULT '',
+    amount    REAL NOT NULL,
+    PRIMARY KEY (period, provider, component),
+    CHECK (provider = '' OR component = '')
+);
+INSERT INTO limits_v5 (period, provider, amount) SELECT period, provider, amount FROM limits;
+DROP TABLE limits;
+ALTER TABLE limits_v5 RENAME TO limits;
+PRAGMA user_version = 5;
+COMMIT;
+"""
 # Version 3 had no progress on reservations.
 _UPGRADE_FROM_3 = f"""
 BEGIN IMMEDIATE;
@@ -164,7 +185,7 @@ COMMIT;
 
 def upgrade(path: str | os.PathLike[str]) -> None:
     """
-    Bring a ledger file written by an older Rhetor to this schema, in one transaction.
+    Bring a ledger file written by an older Rhetor to this schema, one transaction a step.
     """
     if not os.path.exists(path):
         return
@@ -172,13 +193,15 @@ def upgrade(path: str | os.PathLike[str]) -> None:
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-        script = {1: _UPGRADE_FROM_1, 2: _UPGRADE_FROM_2, 3: _UPGRADE_FROM_3}.get(version)
-        if script is not None:
+        # Each script brings a file to a later version; the last to this one.
+        scripts = {1: _UPGRADE_FROM_1, 2: _UPGRADE_FROM_2, 3: _UPGRADE_FROM_3, 4: _UPGRADE_FROM_4}
+        while (script := scripts.get(version)) is not None:
             try:
                 conn.executescript(script)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
     finally:
         conn.close()

@@ -221,6 +221,8 @@ class SetLimit(Ask[BudgetStatus]):
     period: Period
     amount: float
     provider: str | None = None
+    # A component's limit instead (at most one of provider and component).
+    component: str | None = None
 
 
 @attrs.frozen

@@ -48,11 +48,13 @@ import psycopg
 from rhetor._errors import ValidationError
 from rhetor._settings import POLICIES
 from rhetor.budget._accounts import (
+    COMPONENT_SCOPE,
     PERIODS,
     Claim,
     Decision,
     Period,
     check_period,
+    component_of,
     decide_batch,
     effective_limits,
 )
@@ -62,6 +64,8 @@ from rhetor.budget._interfaces import (
     ReservationRow,
     UsageRow,
     clean_text,
+    limit_key,
+    limit_scope,
 )
 from rhetor.budget._ledger_schema import ENTRY_FIELDS, RESERVATION_FIELDS
 from rhetor.storage._pg import Migration, PgDatabase, pg_text, unavailable
@@ -191,6 +195,18 @@ LEDGER_MIGRATIONS: tuple[Migration, ...] = (
             " ADD COLUMN used_cost DOUBLE PRECISION CHECK (used_cost >= 0)",
         ),
     ),
+    Migration(
+        "ledger",
+        4,
+        "limits per component",
+        (
+            # component '' stands for "all", as provider '' does.
+            "ALTER TABLE limits ADD COLUMN component TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE limits DROP CONSTRAINT limits_pkey",
+            "ALTER TABLE limits ADD PRIMARY KEY (period, provider, component)",
+            "ALTER TABLE limits ADD CHECK (provider = '' OR component = '')",
+        ),
+    ),
 )
 
 # Rows per INSERT: PostgreSQL allows 65,535 bound values in one statement.
@@ -267,6 +283,18 @@ _SPEND = (
     " FROM (SELECT ts, provider, cost FROM entries WHERE ts >= %s"
     "       UNION ALL SELECT 'Infinity'::float8, provider, amount FROM reservations)"
     " AS spend GROUP BY provider"
+)
+# The same per component, for the components that have a limit: read only
+# when one is in force (one more round trip then). One statement, so one
+# snapshot for every component's totals.
+_SPEND_BY_COMPONENT = (
+    "SELECT component, COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0),"
+    " COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0),"
+    " COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0)"
+    " FROM (SELECT ts, component, cost FROM entries WHERE ts >= %s AND component = ANY(%s)"
+    "       UNION ALL SELECT 'Infinity'::float8, component, amount FROM reservations"
+    "       WHERE component = ANY(%s))"
+    " AS spend GROUP BY component"
 )
 _SWEEP = f"""
 WITH gone AS (
@@ -586,7 +614,7 @@ class PostgresLedger:
         with self.db.transaction("written", pipeline=True) as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUDGET_LOCK,))
             policy_row = conn.execute("SELECT value FROM settings WHERE key = 'policy'")
-            limit_rows = conn.execute("SELECT period, provider, amount FROM limits")
+            limit_rows = conn.execute("SELECT period, provider, component, amount FROM limits")
             # Summed even when no limit turns out to apply: the rules are not known yet.
             spend = conn.execute(_SPEND, (*periods, min(periods)))
             stored_policy = policy_row.fetchone()
@@ -594,12 +622,20 @@ class PostgresLedger:
                 policy = str(stored_policy[0])
             in_force = effective_limits(
                 limits,
-                {(p, provider or None): float(a) for p, provider, a in limit_rows.fetchall()},
+                {(p, limit_scope(pr, co)): float(a) for p, pr, co, a in limit_rows.fetchall()},
             )
             used: dict[tuple[Period, str], float] = {}
             for provider, *totals in spend.fetchall():
                 for period, total in zip(PERIODS, totals, strict=True):
                     used[(period, provider)] = float(total)
+            components = sorted({c for _, s in in_force if (c := component_of(s)) is not None})
+            if components and policy != "ignore":
+                rows = conn.execute(
+                    _SPEND_BY_COMPONENT, (*periods, min(periods), components, components)
+                ).fetchall()
+                for component, *totals in rows:
+                    for period, total in zip(PERIODS, totals, strict=True):
+                        used[(period, f"{COMPONENT_SCOPE}{component}")] = float(total)
             decisions = decide_batch(policy, in_force, used, (claim for _, claim in pairs))
             granted = [
                 attrs.evolve(row, output_tokens=d.output_tokens, amount=d.amount)
@@ -653,9 +689,17 @@ class PostgresLedger:
 
     # -- limits and settings ---------------------------------------------------
 
-    def set_limit(self, period: Period, amount: float, provider: str | None = None) -> None:
-        """Set the USD limit for a period, overall or for one provider."""
+    def set_limit(
+        self,
+        period: Period,
+        amount: float,
+        provider: str | None = None,
+        *,
+        component: str | None = None,
+    ) -> None:
+        """Set the USD limit for a period, overall, for one provider or for one component."""
         check_period(period)
+        provider, component = (pg_text(k) for k in limit_key(provider, component))
         if (
             isinstance(amount, bool)
             or not isinstance(amount, int | float)
@@ -665,28 +709,32 @@ class PostgresLedger:
             raise ValidationError("amount", "must be a finite, non-negative number")
         with self.db.connection("written") as conn:
             conn.execute(
-                "INSERT INTO limits (period, provider, amount) VALUES (%s, %s, %s)"
-                " ON CONFLICT (period, provider) DO UPDATE SET amount = excluded.amount",
-                (period, pg_text(clean_text(provider or "")), float(amount)),
+                "INSERT INTO limits (period, provider, component, amount) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (period, provider, component) DO UPDATE SET amount = excluded.amount",
+                (period, provider, component, float(amount)),
             )
 
-    def clear_limit(self, period: Period, provider: str | None = None) -> bool:
+    def clear_limit(
+        self, period: Period, provider: str | None = None, *, component: str | None = None
+    ) -> bool:
         """Remove a limit; True if there was one."""
         check_period(period)
+        provider, component = (pg_text(k) for k in limit_key(provider, component))
         with self.db.connection("written") as conn:
             cursor = conn.execute(
-                "DELETE FROM limits WHERE period = %s AND provider = %s",
-                (period, pg_text(clean_text(provider or ""))),
+                "DELETE FROM limits WHERE period = %s AND provider = %s AND component = %s",
+                (period, provider, component),
             )
             return cursor.rowcount > 0
 
     def get_limits(self) -> dict[tuple[Period, str | None], float]:
-        """Every limit, keyed by (period, provider); provider None means all providers."""
+        """Every limit, keyed by (period, scope): None for all, a provider, or ``component:NAME``."""
         with self.db.connection("read") as conn:
             return {
-                (period, provider or None): float(amount)
-                for period, provider, amount in conn.execute(
-                    "SELECT period, provider, amount FROM limits ORDER BY period, provider"
+                (period, limit_scope(provider, component)): float(amount)
+                for period, provider, component, amount in conn.execute(
+                    "SELECT period, provider, component, amount FROM limits"
+                    " ORDER BY period, provider, component"
                 ).fetchall()
             }
 

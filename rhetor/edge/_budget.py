@@ -72,7 +72,9 @@ def budget_blueprint(runtime: Runtime) -> Blueprint:
         """
         Set a limit (0 removes it); stored, and from then on overriding the environment.
         """
-        return json_response(await rt.set_limit(body.period, body.limit, body.provider))
+        return json_response(
+            await rt.set_limit(body.period, body.limit, body.provider, component=body.component)
+        )
 
     @bp.post("/policy")
     @operation(body=BudgetPolicyBody, reply=BudgetReply)

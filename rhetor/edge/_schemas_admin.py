@@ -224,6 +224,20 @@ class BudgetLimitBody(Body, frozen=True, kw_only=True):
     provider: (
         Annotated[str, Meta(description="Limit this provider alone; default all together.")] | None
     ) = None
+    component: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=200,
+                description=(
+                    "Limit the requests of this component alone (the request's `component`);"
+                    " not with `provider`."
+                ),
+            ),
+        ]
+        | None
+    ) = None
 
 
 class BudgetPolicyBody(Body, frozen=True, kw_only=True):

@@ -252,7 +252,7 @@ class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True):
     What went wrong: ``type`` is stable (``validation_error``, ``not_found``, ...).
 
     Some types add fields: ``budget_exceeded`` its ``period``, ``limit`` and
-    ``spent``; provider errors their ``provider`` and ``model``;
+    ``spent`` (and the ``provider`` or ``component`` whose limit it is); provider errors their ``provider`` and ``model``;
     ``all_providers_failed`` its ``attempts``.
     """
 
