@@ -240,6 +240,7 @@ export interface PeriodStatus {
   remaining: number | null;
   start: string;
   providers: Record<string, unknown>;
+  components: Record<string, unknown>;
   [key: string]: unknown;
 }
 
@@ -460,7 +461,7 @@ export class RhetorClient {
     options?: CallOptions & { limit?: number; since?: number },
   ): Promise<BudgetEntry[]>;
   setBudgetLimit(
-    limit: { period: Period; limit: number; provider?: string },
+    limit: { period: Period; limit: number; provider?: string; component?: string },
     options?: CallOptions,
   ): Promise<BudgetStatus>;
   setBudgetPolicy(policy: BudgetPolicy, options?: CallOptions): Promise<BudgetStatus>;

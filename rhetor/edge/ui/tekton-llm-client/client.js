@@ -447,11 +447,11 @@ export class RhetorClient {
     return listOf(answer, 'entries', 'budget entries');
   }
 
-  /** Set a period's limit in USD (0 removes it), for all providers or one. */
-  async setBudgetLimit({ period, limit, provider } = {}, options) {
+  /** Set a period's limit in USD (0 removes it): for all providers, one provider, or one component. */
+  async setBudgetLimit({ period, limit, provider, component } = {}, options) {
     return objectOf(
       await this.#http.request('POST', '/budget/limit', {
-        body: defined({ period, limit, provider }),
+        body: defined({ period, limit, provider, component }),
         ...callOptions(options),
       }),
       'budget',
