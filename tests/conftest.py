@@ -25,7 +25,7 @@ from tests.pg_server import Throwaway, admin_url, create_database, drop_database
 
 # Every table the migrations create, emptied before each PostgreSQL test.
 _TABLES = (
-    "entries, reservations, limits, settings, owners, contexts, messages,"
+    "entries, spend_hours, reservations, limits, settings, owners, contexts, messages,"
     " templates, template_versions, prompts"
 )
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from rhetor.budget._accounts import Claim
 from rhetor.budget._interfaces import LedgerEntry, ReservationRow
 from rhetor.budget._ledger_schema import ENTRY_FIELDS
 from rhetor.budget._pg_ledger import (
@@ -201,3 +202,87 @@ def test_many_settles_and_sweeps_at_once_bill_each_reservation_once(
         # A settled request's real charge always wins over the sweeper's worst case.
         assert charge.status == ("ok" if charge.reservation_id in settled else "interrupted")
     assert ledger.reservations() == []
+
+
+def _rolled_up(pg: PgDatabase) -> tuple[dict[tuple[float, str, str], float], ...]:
+    """spend_hours, and the charges summed per hour, provider and component (non-zero sums)."""
+    with pg.connection() as conn:
+        kept, summed = (
+            {
+                (float(h), p, c): round(float(cost), 9)
+                for h, p, c, cost in conn.execute(query).fetchall()
+                if round(float(cost), 9)
+            }
+            for query in (
+                "SELECT hour, provider, component, cost FROM spend_hours",
+                "SELECT floor(ts / 3600) * 3600, provider, component, sum(cost) FROM entries"
+                " GROUP BY 1, 2, 3",
+            )
+        )
+    return kept, summed
+
+
+def test_spend_hours_always_equal_the_charges_summed_per_hour(
+    pg: PgDatabase, ledger: PostgresLedger
+) -> None:
+    """Settles with and without reservations, a sweep and a late settle replacing its charge keep the hourly totals exact."""
+    ledger.reserve_many([reservation(rid, "cut-off", 0.5) for rid in (1, 2, 3)])
+
+    def charge(rid: int | None, cost: float, ts: float, component: str = "ergon") -> LedgerEntry:
+        return LedgerEntry(
+            f"req-{rid}",
+            "openai",
+            "gpt-4o",
+            1,
+            1,
+            cost,
+            component=component,
+            charge_id=f"c{rid}-{ts}",
+            reservation_id=rid,
+            ts=ts,
+        )
+
+    ledger.record_many(
+        [charge(1, 0.25, 3600.0), charge(None, 0.125, 3599.0, "ui"), charge(None, 0.0, 7300.0)]
+    )
+    assert ledger.sweep("me") == (2, 1.0)  # reservations 2 and 3, at ts 502 and 503
+    ledger.record_many([charge(2, 0.0625, 9000.0)])  # replaces the interrupted charge of 2
+    kept, summed = _rolled_up(pg)
+    assert kept == summed
+    assert kept == {
+        (0.0, "openai", ""): 0.5,  # the sweep's interrupted charge of 3 (no component)
+        (0.0, "openai", "ui"): 0.125,
+        (3600.0, "openai", "ergon"): 0.25,
+        (7200.0, "openai", "ergon"): 0.0625,
+    }
+
+
+def test_the_check_reads_whole_hours_from_spend_hours_and_a_partial_first_hour_from_charges(
+    pg: PgDatabase, ledger: PostgresLedger
+) -> None:
+    """A day starting at half past counts its first half hour's charges alone, then whole hours from the rollup."""
+    start = 36000.0 + 1800.0  # a budget time zone at a half-hour offset
+    ledger.record_many(
+        [
+            LedgerEntry("before", "openai", "gpt-4o", 1, 1, 0.5, ts=36000.0 + 900.0),
+            LedgerEntry("after", "openai", "gpt-4o", 1, 1, 0.25, ts=36000.0 + 2700.0),
+            LedgerEntry("later", "openai", "gpt-4o", 1, 1, 0.125, ts=36000.0 + 7200.0),
+        ]
+    )
+    with pg.connection("written") as conn:
+        # A whole hour known to the rollup only: proof that the check reads it.
+        conn.execute(
+            "INSERT INTO spend_hours VALUES (%s, 'openai', '', 0.0625)", (36000.0 + 3 * 3600,)
+        )
+
+    def decide(amount: float, rid: int) -> bool:
+        (decision,) = ledger.reserve_checked(
+            [(reservation(rid, "me", amount), Claim("openai", amount))],
+            policy="enforce",
+            limits={("daily", None): 1.0},
+            starts={"daily": start, "weekly": start, "monthly": start},
+        )
+        return not decision.refused
+
+    assert not decide(0.5626, 1)  # spent 0.25 + 0.125 + 0.0625 = 0.4375
+    assert decide(0.5625, 2)

@@ -3,8 +3,10 @@ The budget ledger in PostgreSQL, shared by every Rhetor process on the database.
 
 :class:`PostgresLedger` is the PostgreSQL :class:`~rhetor.budget._interfaces.BudgetLedger`.
 Its tables are the SQLite ledger's (``entries``, ``reservations``,
-``limits``, ``settings``) plus ``owners`` and ``reservation_ids``, created by
-the numbered steps of :data:`LEDGER_MIGRATIONS`.
+``limits``, ``settings``) plus ``owners``, ``reservation_ids`` and
+``spend_hours`` (the charges' cost per hour, provider and component, kept by
+triggers on ``entries``, which the reservation check sums instead of the
+month's charges), created by the numbered steps of :data:`LEDGER_MIGRATIONS`.
 
 Budgets across processes are one atomic step: :meth:`PostgresLedger.reserve_checked`
 takes ``pg_advisory_xact_lock(BUDGET_LOCK)``, reads the limits and policy in
@@ -207,6 +209,59 @@ LEDGER_MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE limits ADD CHECK (provider = '' OR component = '')",
         ),
     ),
+    Migration(
+        "ledger",
+        5,
+        "hourly spend totals for the reservation check",
+        (
+            # Per UTC hour, provider and component: the sum of the charges'
+            # cost, kept by triggers in the transaction that changes entries.
+            """
+            CREATE TABLE spend_hours (
+                hour      DOUBLE PRECISION NOT NULL,
+                provider  TEXT NOT NULL,
+                component TEXT NOT NULL,
+                cost      DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (hour, provider, component)
+            )
+            """,
+            """
+            CREATE FUNCTION spend_hours_add() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO spend_hours AS s (hour, provider, component, cost)
+                SELECT floor(ts / 3600) * 3600, provider, component, sum(cost)
+                FROM new_rows GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                ON CONFLICT (hour, provider, component) DO UPDATE SET cost = s.cost + excluded.cost;
+                RETURN NULL;
+            END $$
+            """,
+            """
+            CREATE FUNCTION spend_hours_remove() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO spend_hours AS s (hour, provider, component, cost)
+                SELECT floor(ts / 3600) * 3600, provider, component, -sum(cost)
+                FROM old_rows GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                ON CONFLICT (hour, provider, component) DO UPDATE SET cost = s.cost + excluded.cost;
+                RETURN NULL;
+            END $$
+            """,
+            # The triggers first: they lock entries against writers until the
+            # backfill below commits, so no charge is counted twice or missed.
+            "CREATE TRIGGER spend_hours_inserted AFTER INSERT ON entries"
+            " REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION spend_hours_add()",
+            "CREATE TRIGGER spend_hours_updated_old AFTER UPDATE ON entries"
+            " REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT"
+            " EXECUTE FUNCTION spend_hours_remove()",
+            "CREATE TRIGGER spend_hours_updated_new AFTER UPDATE ON entries"
+            " REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION spend_hours_add()",
+            "CREATE TRIGGER spend_hours_deleted AFTER DELETE ON entries"
+            " REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT"
+            " EXECUTE FUNCTION spend_hours_remove()",
+            "INSERT INTO spend_hours (hour, provider, component, cost)"
+            " SELECT floor(ts / 3600) * 3600, provider, component, sum(cost)"
+            " FROM entries GROUP BY 1, 2, 3",
+        ),
+    ),
 )
 
 # Rows per INSERT: PostgreSQL allows 65,535 bound values in one statement.
@@ -273,29 +328,68 @@ def _settle_sql(rows: int, *, reserved: bool) -> str:
     )
 
 
-# What is spent since each period's start and held by every open reservation,
-# per provider: one statement, so one snapshot (a charge that replaces its
-# reservation meanwhile is seen whole or not at all).
-_SPEND = (
-    "SELECT provider, COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0),"
-    " COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0),"
-    " COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0)"
-    " FROM (SELECT ts, provider, cost FROM entries WHERE ts >= %s"
-    "       UNION ALL SELECT 'Infinity'::float8, provider, amount FROM reservations)"
-    " AS spend GROUP BY provider"
-)
+@functools.lru_cache(maxsize=64)
+def _settle_batch_sql(reserved: int, unreserved: int) -> str:
+    """:func:`_settle_sql` for ``reserved`` charges then ``unreserved`` ones, as one statement."""
+    if not unreserved:
+        return _settle_sql(reserved, reserved=True)
+    if not reserved:
+        return _settle_sql(unreserved, reserved=False)
+    return (
+        f"WITH settled AS ({_settle_sql(reserved, reserved=True)} RETURNING 1),"
+        f" unreserved AS ({_settle_sql(unreserved, reserved=False)} RETURNING 1)"
+        " SELECT (SELECT count(*) FROM settled) + (SELECT count(*) FROM unreserved)"
+    )
+
+
+# Seconds in one bucket of spend_hours.
+_HOUR = 3600
+
+
+def _spend_sql(column: str, *, only: bool = False) -> str:
+    """
+    What is spent since each period's start and held by every open reservation, per ``column``.
+
+    One statement, so one snapshot (a charge that replaces its reservation
+    meanwhile is seen whole or not at all; the triggers keep spend_hours in
+    the same transaction). The hours from each period's first whole hour are
+    read from ``spend_hours``; only the charges of a period's first partial
+    hour (a start at a half-hour in its time zone) are read one by one. So
+    its cost grows with the hours of the month, not its charges. With
+    ``only``, just the components named.
+    """
+    keep = f" AND {column} = ANY(%(only)s)" if only else ""
+    sums = ", ".join(
+        f"COALESCE(sum(cost) FILTER (WHERE (NOT raw AND t >= %(c{p})s)"
+        f" OR (raw AND t >= %(s{p})s AND t < %(c{p})s)), 0)"
+        for p in range(len(PERIODS))
+    )
+    edges = " OR ".join(f"(ts >= %(s{p})s AND ts < %(c{p})s)" for p in range(len(PERIODS)))
+    return (
+        f"SELECT {column}, {sums} FROM ("
+        f" SELECT hour AS t, {column}, cost, false AS raw FROM spend_hours"
+        f"  WHERE hour >= %(first)s{keep}"
+        f" UNION ALL SELECT ts, {column}, cost, true FROM entries WHERE ({edges}){keep}"
+        f" UNION ALL SELECT 'Infinity'::float8, {column}, amount, false FROM reservations"
+        f"  WHERE true{keep}"
+        f") AS spend GROUP BY {column}"
+    )
+
+
+def _spend_args(starts: Sequence[float], only: Sequence[str] = ()) -> dict[str, Any]:
+    """The parameters of :func:`_spend_sql`: each start ``s`` and its first whole hour ``c``."""
+    args: dict[str, Any] = {"only": list(only)}
+    hours = [float(math.ceil(start / _HOUR) * _HOUR) for start in starts]
+    for p, (start, hour) in enumerate(zip(starts, hours, strict=True)):
+        args[f"s{p}"], args[f"c{p}"] = start, hour
+    args["first"] = min(hours)
+    return args
+
+
+_SPEND = _spend_sql("provider")
 # The same per component, for the components that have a limit: read only
-# when one is in force (one more round trip then). One statement, so one
-# snapshot for every component's totals.
-_SPEND_BY_COMPONENT = (
-    "SELECT component, COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0),"
-    " COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0),"
-    " COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0)"
-    " FROM (SELECT ts, component, cost FROM entries WHERE ts >= %s AND component = ANY(%s)"
-    "       UNION ALL SELECT 'Infinity'::float8, component, amount FROM reservations"
-    "       WHERE component = ANY(%s))"
-    " AS spend GROUP BY component"
-)
+# when one is in force (one more round trip then).
+_SPEND_BY_COMPONENT = _spend_sql("component", only=True)
 _SWEEP = f"""
 WITH gone AS (
     DELETE FROM reservations WHERE id IN (
@@ -473,11 +567,16 @@ class PostgresLedger:
         with self.db.transaction("written", pipeline=True) as conn:
             if reserved:
                 conn.execute(_TAKE_RESERVATIONS, (sorted(reserved),))
-            for rows, with_reservation in ((list(reserved.values()), True), (unreserved, False)):
-                for first in range(0, len(rows), _ROWS_PER_STATEMENT):
-                    chunk = rows[first : first + _ROWS_PER_STATEMENT]
-                    values = [v for row in chunk for v in _text_fields(row, ENTRY_FIELDS)]
-                    conn.execute(_settle_sql(len(chunk), reserved=with_reservation), values)
+            rows = [*reserved.values(), *unreserved]
+            for first in range(0, len(rows), _ROWS_PER_STATEMENT):
+                # One statement for both kinds: the spend_hours triggers then
+                # run once for it, taking their rows' locks in one order.
+                chunk = rows[first : first + _ROWS_PER_STATEMENT]
+                with_reservation = sum(row.reservation_id is not None for row in chunk)
+                values = [v for row in chunk for v in _text_fields(row, ENTRY_FIELDS)]
+                conn.execute(
+                    _settle_batch_sql(with_reservation, len(chunk) - with_reservation), values
+                )
 
     def record_progress(self, progress: Mapping[int, tuple[int, float]]) -> None:
         """Note how far streams got on their open reservations, in one statement."""
@@ -616,7 +715,7 @@ class PostgresLedger:
             policy_row = conn.execute("SELECT value FROM settings WHERE key = 'policy'")
             limit_rows = conn.execute("SELECT period, provider, component, amount FROM limits")
             # Summed even when no limit turns out to apply: the rules are not known yet.
-            spend = conn.execute(_SPEND, (*periods, min(periods)))
+            spend = conn.execute(_SPEND, _spend_args(periods))
             stored_policy = policy_row.fetchone()
             if stored_policy is not None and stored_policy[0] in POLICIES:
                 policy = str(stored_policy[0])
@@ -631,7 +730,7 @@ class PostgresLedger:
             components = sorted({c for _, s in in_force if (c := component_of(s)) is not None})
             if components and policy != "ignore":
                 rows = conn.execute(
-                    _SPEND_BY_COMPONENT, (*periods, min(periods), components, components)
+                    _SPEND_BY_COMPONENT, _spend_args(periods, components)
                 ).fetchall()
                 for component, *totals in rows:
                     for period, total in zip(PERIODS, totals, strict=True):
