@@ -16,10 +16,22 @@ import attrs
 
 from rhetor._errors import ValidationError
 
-__all__ = ["POLICIES", "BudgetPolicy", "Settings", "host_name", "serves_every_interface"]
+__all__ = [
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "POLICIES",
+    "BudgetPolicy",
+    "LogFormat",
+    "Settings",
+    "host_name",
+    "serves_every_interface",
+]
 
 BudgetPolicy = Literal["ignore", "warn", "enforce"]
 POLICIES: tuple[BudgetPolicy, ...] = ("ignore", "warn", "enforce")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Bind addresses that mean every interface of the machine.
 _EVERY_INTERFACE = frozenset({"0.0.0.0", "::", ""})
@@ -79,6 +91,29 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValidationError(name, f"must be a whole number, got {raw!r}") from None
 
 
+def _log_format(value: str, field: str) -> LogFormat:
+    for fmt in LOG_FORMATS:
+        if value == fmt:
+            return fmt
+    raise ValidationError(field, f"must be text or json, got {value!r}")
+
+
+def _log_level(value: str, field: str) -> str:
+    level = value.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValidationError(field, f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValidationError(name, f"must be 1 or 0, got {raw!r}")
+
+
 def _policy(value: str, field: str) -> BudgetPolicy:
     for policy in POLICIES:
         if value == policy:
@@ -129,6 +164,11 @@ class Settings:
     # Seconds the Hypercorn graceful shutdown gives in-flight requests.
     shutdown_grace: float = 10.0
     context_token_budget: int = 8000
+    # The log's threshold and format (rhetor serve's --log-level and --log-format).
+    log_level: str = "info"
+    log_format: LogFormat = "text"
+    # GET /metrics without the API key (RHETOR_METRICS_PUBLIC=1), for a scraper that has none.
+    metrics_public: bool = False
 
     def __attrs_post_init__(self) -> None:
         for name in ("daily_limit", "weekly_limit", "monthly_limit"):
@@ -144,6 +184,8 @@ class Settings:
                 raise ValidationError(name, "must be positive")
         if self.context_token_budget <= 0:
             raise ValidationError("context_token_budget", "must be positive")
+        _log_level(self.log_level, "log_level")
+        _log_format(self.log_format, "log_format")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -193,6 +235,9 @@ class Settings:
             provider_timeout=_float(env, "RHETOR_PROVIDER_TIMEOUT", 60.0),
             shutdown_grace=_float(env, "RHETOR_SHUTDOWN_GRACE", 10.0),
             context_token_budget=_int(env, "RHETOR_CONTEXT_TOKENS", 8000),
+            log_level=_log_level(env.get("RHETOR_LOG_LEVEL") or "info", "RHETOR_LOG_LEVEL"),
+            log_format=_log_format(env.get("RHETOR_LOG_FORMAT") or "text", "RHETOR_LOG_FORMAT"),
+            metrics_public=_flag(env, "RHETOR_METRICS_PUBLIC"),
         )
 
     def allowed_host_names(self) -> frozenset[str] | None:

@@ -73,6 +73,8 @@ class Usage:
 
     input_tokens: int = 0
     output_tokens: int = 0
+    # Of input_tokens, those the provider read from its prompt cache (when it says).
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -82,6 +84,7 @@ class Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
+            self.cached_tokens + other.cached_tokens,
         )
 
 

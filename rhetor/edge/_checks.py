@@ -32,6 +32,7 @@ from rhetor._errors import (
 from rhetor._settings import Settings, host_name
 
 __all__ = [
+    "METRICS_PATH",
     "OPEN_PATHS",
     "OPEN_PREFIXES",
     "UnreadBody",
@@ -46,7 +47,9 @@ __all__ = [
 ]
 
 # Paths anyone may read, even with an API key set: discovery and health checks.
-OPEN_PATHS = frozenset({"/", "/health", "/ui"})
+OPEN_PATHS = frozenset({"/", "/health", "/ready", "/ui"})
+# The metrics: under the API key, unless RHETOR_METRICS_PUBLIC=1 (Settings.metrics_public).
+METRICS_PATH = "/metrics"
 # Likewise every path under these: the web console's static files (rhetor.edge._ui) hold
 # no data, and the page must load before it can ask for the key its calls then send.
 OPEN_PREFIXES = ("/ui/",)
@@ -169,7 +172,12 @@ def refusal(
             )
         expected = settings.api_key
         path = scope["path"]
-        if expected is not None and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+        if (
+            expected is not None
+            and path not in OPEN_PATHS
+            and not path.startswith(OPEN_PREFIXES)
+            and not (path == METRICS_PATH and settings.metrics_public)
+        ):
             if key is None and bearer is not None and bearer[:7].lower() == "bearer ":
                 key = bearer[7:].strip()
             if not authorized(expected, key):

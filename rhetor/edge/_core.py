@@ -1,9 +1,12 @@
 """
 The core blueprint: what Rhetor is, whether it is healthy, and which provider answers.
 
-``GET /`` (name, version and every route), ``GET /health``, ``GET /providers``
-and ``POST /provider``. ``/`` and ``/health`` are open even with an API key
-set (``rhetor.edge._checks.OPEN_PATHS``).
+``GET /`` (name, version and every route), ``GET /health`` (liveness),
+``GET /ready`` (readiness: 503 with the reasons when a store does not answer
+or no provider can), ``GET /metrics`` (Prometheus), ``GET /providers`` and
+``POST /provider``. ``/``, ``/health`` and ``/ready`` are open even with an
+API key set (``rhetor.edge._checks.OPEN_PATHS``), and ``/metrics`` is when
+``RHETOR_METRICS_PUBLIC=1``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response
 
+from rhetor import observe
+from rhetor.edge._checks import METRICS_PATH
 from rhetor.edge._fields import read_str
 from rhetor.edge._http import json_response, read_body
 from rhetor.runtime import VERSION
@@ -25,7 +30,7 @@ DESCRIPTION = "LLM Management System for Tekton"
 
 
 def core_blueprint(state: EdgeState) -> Blueprint:
-    """The ``/``, ``/health``, ``/providers`` and ``/provider`` routes over ``state.runtime``."""
+    """The ``/``, ``/health``, ``/ready``, ``/metrics``, ``/providers`` and ``/provider`` routes."""
     bp = Blueprint("core", __name__)
     rt = state.runtime
 
@@ -43,6 +48,17 @@ def core_blueprint(state: EdgeState) -> Blueprint:
     @bp.get("/health")
     async def health() -> Response:
         return json_response(await rt.health())
+
+    @bp.get("/ready")
+    async def ready() -> Response:
+        readiness = await rt.ready()
+        return json_response(readiness, 200 if readiness["status"] == "ready" else 503)
+
+    @bp.get(METRICS_PATH)
+    async def metrics() -> Response:
+        await state.observer.sample(rt)
+        body = state.observer.metrics.render()
+        return Response(body, content_type=observe.CONTENT_TYPE)
 
     @bp.get("/providers")
     async def providers() -> Response:

@@ -20,7 +20,7 @@ from quart import Blueprint, Response
 
 from rhetor._errors import RhetorError
 from rhetor.edge._fields import read_llm_request
-from rhetor.edge._http import json_response, read_body
+from rhetor.edge._http import error_body, json_response, read_body
 from rhetor.edge._sse import ErrorEvent, EventsOf, data, sse_response
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def native_error_event(context: str | None) -> ErrorEvent:
     """The last event of a stream for ``context`` that failed: done, with the error."""
 
     def error_event(error: RhetorError) -> bytes:
-        return data({"chunk": "", "context": context, "done": True, "error": error.to_dict()})
+        return data({"chunk": "", "context": context, "done": True, "error": error_body(error)})
 
     return error_event
 

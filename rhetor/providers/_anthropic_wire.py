@@ -163,7 +163,7 @@ def usage_of(usage: object, provider: str = "anthropic") -> tuple[Usage, bool]:
     if None in counts or None in cached:
         usage_anomaly(provider, usage, "input_tokens and output_tokens must be counts")
         return Usage(sum(n or 0 for n in (counts[0], *cached)), counts[1] or 0), False
-    return Usage(sum(n or 0 for n in (counts[0], *cached)), counts[1] or 0), True
+    return Usage(sum(n or 0 for n in (counts[0], *cached)), counts[1] or 0, cached[1] or 0), True
 
 
 def merged_usage(earlier: object, update: object) -> object:

@@ -109,7 +109,9 @@ def usage_of(usage: object, provider: str = "openai") -> tuple[Usage, bool]:
     if prompt is None or completion is None:
         usage_anomaly(provider, usage, "prompt_tokens and completion_tokens must be counts")
         return Usage(prompt or 0, completion or 0), False
-    return Usage(prompt, completion), True
+    details = usage.get("prompt_tokens_details")
+    cached = token_count(details.get("cached_tokens")) if isinstance(details, Mapping) else None
+    return Usage(prompt, completion, cached or 0), True
 
 
 def completion(body: object, request: ProviderRequest, provider: str) -> ProviderReply:
