@@ -457,6 +457,7 @@ async def test_ready_is_503_with_the_reason_when_no_provider_can_answer(tmp_path
     assert body["reasons"] == ["no provider can answer: simulated"]
 
 
+@pytest.mark.slow
 async def test_ready_names_a_store_that_does_not_answer(tmp_path: Path) -> None:
     """A hung ContextStore: not ready, the contexts store named unreachable, the others fine."""
     async with running_server(settings_for(tmp_path)) as server:
@@ -484,6 +485,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
         observe.shutdown_tracing()
 
 
+@pytest.mark.slow
 async def test_a_request_is_one_span_with_its_parts_as_children(
     tmp_path: Path, spans: InMemorySpanExporter
 ) -> None:
