@@ -105,9 +105,11 @@ def _log_level(value: str, field: str) -> str:
     return level
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
@@ -167,6 +169,8 @@ class Settings:
     # The log's threshold and format (rhetor serve's --log-level and --log-format).
     log_level: str = "info"
     log_format: LogFormat = "text"
+    # Record metrics and serve GET /metrics (RHETOR_METRICS=0 turns both off).
+    metrics: bool = True
     # GET /metrics without the API key (RHETOR_METRICS_PUBLIC=1), for a scraper that has none.
     metrics_public: bool = False
 
@@ -237,6 +241,7 @@ class Settings:
             context_token_budget=_int(env, "RHETOR_CONTEXT_TOKENS", 8000),
             log_level=_log_level(env.get("RHETOR_LOG_LEVEL") or "info", "RHETOR_LOG_LEVEL"),
             log_format=_log_format(env.get("RHETOR_LOG_FORMAT") or "text", "RHETOR_LOG_FORMAT"),
+            metrics=_flag(env, "RHETOR_METRICS", default=True),
             metrics_public=_flag(env, "RHETOR_METRICS_PUBLIC"),
         )
 

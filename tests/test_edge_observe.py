@@ -411,6 +411,15 @@ async def test_metrics_need_the_api_key_unless_made_public(tmp_path: Path) -> No
     assert public.status_code == 200 and api.status_code == 401
 
 
+async def test_metrics_turned_off_are_not_served(tmp_path: Path) -> None:
+    """RHETOR_METRICS=0: /metrics is a 404; request ids and Server-Timing stay."""
+    async with served(tmp_path, metrics=False) as (_, client):
+        page = await client.get("/metrics", headers={"X-Request-ID": "m-off"})
+        reply = await client.post("/message", json={"message": "hi"})
+    assert page.status_code == 404 and page.json()["error"]["request_id"] == "m-off"
+    assert reply.status_code == 200 and "upstream;dur=" in reply.headers["Server-Timing"]
+
+
 async def test_every_reply_carries_server_timing_with_overhead_and_upstream(tmp_path: Path) -> None:
     """Server-Timing on a reply, an error and a stream: rhetor (overhead) and upstream, in ms."""
     async with served(tmp_path) as (_, client):

@@ -171,7 +171,7 @@ def test_the_start_line_shows_the_configuration_without_secrets(tmp_path: Path) 
 
 
 def test_settings_read_the_log_and_metrics_variables() -> None:
-    """RHETOR_LOG_LEVEL, RHETOR_LOG_FORMAT and RHETOR_METRICS_PUBLIC, checked."""
+    """RHETOR_LOG_LEVEL, RHETOR_LOG_FORMAT, RHETOR_METRICS and RHETOR_METRICS_PUBLIC, checked."""
     env = {"RHETOR_LOG_LEVEL": "DEBUG", "RHETOR_LOG_FORMAT": "json", "RHETOR_METRICS_PUBLIC": "1"}
     settings = Settings.from_env(env)
     assert (settings.log_level, settings.log_format, settings.metrics_public) == (
@@ -185,10 +185,12 @@ def test_settings_read_the_log_and_metrics_variables() -> None:
         "text",
         False,
     )
+    assert defaults.metrics and not Settings.from_env({"RHETOR_METRICS": "0"}).metrics
     for name, value in (
         ("RHETOR_LOG_LEVEL", "loud"),
         ("RHETOR_LOG_FORMAT", "xml"),
         ("RHETOR_METRICS_PUBLIC", "maybe"),
+        ("RHETOR_METRICS", "2"),
     ):
         with pytest.raises(ValidationError) as caught:
             Settings.from_env({name: value})

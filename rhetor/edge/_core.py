@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response
 
 from rhetor import observe
+from rhetor._errors import NotFound
 from rhetor.edge._checks import METRICS_PATH
 from rhetor.edge._fields import read_str
 from rhetor.edge._http import json_response, read_body
@@ -56,6 +57,8 @@ def core_blueprint(state: EdgeState) -> Blueprint:
 
     @bp.get(METRICS_PATH)
     async def metrics() -> Response:
+        if not state.observer.recording:
+            raise NotFound("route", METRICS_PATH)
         await state.observer.sample(rt)
         body = state.observer.metrics.render()
         return Response(body, content_type=observe.CONTENT_TYPE)

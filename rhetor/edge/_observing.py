@@ -57,10 +57,16 @@ def server_timing(observation: Observation, now: float) -> str:
 
 
 class Observer:
-    """Opens, binds and closes the observations of one app's requests; owns its metrics."""
+    """
+    Opens, binds and closes the observations of one app's requests; owns its metrics.
 
-    def __init__(self) -> None:
+    With ``metrics`` False (``RHETOR_METRICS=0``) nothing is recorded in them
+    and ``/metrics`` answers 404; ids, headers, the log and spans stay.
+    """
+
+    def __init__(self, *, metrics: bool = True) -> None:
         self.metrics = observe.Metrics()
+        self.recording = metrics
 
     # -- any request -------------------------------------------------------------------
 
@@ -89,7 +95,8 @@ class Observer:
             observation.status = 500
         try:
             observe.access_line(observation)
-            self.metrics.record(observation)
+            if self.recording:
+                self.metrics.record(observation)
         except Exception:  # a bug here must not fail a request already answered
             log.exception("could not record request %s", observation.request_id)
         if observation.span is not None:
@@ -128,14 +135,17 @@ class Observer:
                 message = {**message, "headers": headers}
             await send(message)
 
-        self.metrics.in_flight.inc()
+        in_flight = self.metrics.in_flight if self.recording else None
+        if in_flight is not None:
+            in_flight.inc()
         try:
             await app(scope, receive, observed_send)
         except BaseException as exc:
             observation.failed(exc)
             raise
         finally:
-            self.metrics.in_flight.dec()
+            if in_flight is not None:
+                in_flight.dec()
             self.finish(observation)
             observe.bind(None)
 
@@ -168,6 +178,8 @@ class Observer:
 
     async def sample_forever(self, runtime: Any, interval: float = SAMPLE_INTERVAL) -> None:
         """Sample every ``interval`` seconds, so that every worker's gauges stay current."""
+        if not self.recording:
+            return
         while True:
             await self.sample(runtime)
             await trio.sleep(interval)

@@ -62,13 +62,14 @@ class EdgeState:
     # Every route, as GET / lists it: set once by create_app, after every blueprint.
     endpoints: tuple[str, ...] = ()
     # Request ids, the access log, metrics and spans of this app's requests.
-    observer: Observer = attrs.field(factory=Observer)
+    observer: Observer = attrs.field(init=False)
     # Invariant: one scope per WebSocket handler between accept and close.
     _sockets: set[trio.CancelScope] = attrs.field(factory=set)
     closing: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.allowed_hosts = self.settings.allowed_host_names()
+        self.observer = Observer(metrics=self.settings.metrics)
 
     def close_websockets(self) -> None:
         """Close every open WebSocket (going away); new ones are refused from now on."""
