@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -52,6 +53,8 @@ lifecycle_log = logging.getLogger("rhetor.lifecycle")
 
 # The attribute of a record that holds an access line's fields.
 _FIELDS = "rhetor_fields"
+# Which worker process this is, when several serve one port (set by their parent).
+_WORKER = os.environ.get("RHETOR_WORKER_INDEX") or None
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -198,6 +201,7 @@ def access_fields(observation: Observation) -> dict[str, Any]:
         "request_id": o.request_id,
         "socket": o.socket,
         "client": o.client,
+        "worker": _WORKER,
         "component": o.component,
         "task_type": o.task_type,
         "context": o.context_id,
