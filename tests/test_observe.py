@@ -308,3 +308,12 @@ def test_two_worker_processes_add_up_in_one_multiprocess_directory(tmp_path: Pat
     for pid_file in tmp_path.glob("gauge_livesum_*.db"):
         observe.process_exited(int(pid_file.stem.rsplit("_", 1)[1]), str(tmp_path))
     assert not list(tmp_path.glob("gauge_livesum_*.db"))
+
+
+def test_the_observe_package_exports_exactly_its_public_names() -> None:
+    """rhetor.observe's __all__ is its surface: each name in it is there, and nothing else is public."""
+    assert len(set(observe.__all__)) == len(observe.__all__)
+    assert all(hasattr(observe, name) for name in observe.__all__)
+    public = {n for n in vars(observe) if not n.startswith("_")}
+    modules = {n for n in public if type(getattr(observe, n)).__name__ == "module"}
+    assert public - modules == set(observe.__all__)

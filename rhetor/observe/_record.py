@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -46,6 +46,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # A client's X-Request-ID is used only when it is this shape: bounded, and made
 # of characters that need no quoting in a header, a log line or a metric.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=\-]{0,127}")
+
+# What traced() gives while tracing is off: a block that gets None (reusable).
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
 
 # How an attempt ended: answered, failed, cut short (a stream, or cancelled), or refused by the budget.
 AttemptOutcome = Literal["ok", "failed", "partial", "refused"]
@@ -181,20 +184,19 @@ class Observation:
             self.error_type = getattr(error, "code", None) or type(error).__name__
             self.error = str(getattr(error, "message", None) or error)[:300]
 
-    @contextmanager
-    def traced(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    def traced(
+        self, name: str, attributes: Mapping[str, Any] | None = None
+    ) -> AbstractContextManager[Any]:
         """
         A child span of the request's span while tracing is on; nothing otherwise.
 
-        Yields the span (or None), so that the caller may add attributes to it.
+        Its block gets the span (or None), so that the caller may add attributes to it.
         """
         if self.span is None:
-            yield None
-            return
+            return _NO_SPAN
         from rhetor.observe._tracing import child_span  # only imported when tracing is on
 
-        with child_span(self.span, name, attributes) as child:
-            yield child
+        return child_span(self.span, name, attributes)
 
     # -- what the edge reads ---------------------------------------------------------
 
