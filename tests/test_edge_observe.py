@@ -584,13 +584,17 @@ async def test_the_log_alone_and_the_metrics_alone_tell_who_asked_what_and_what_
             refused = await client.post(
                 "/message", json={"message": "hi", "model": GPT_MINI, "component": "bob"}
             )
+            await server.runtime.set_policy("warn")
+            warned = await client.post(
+                "/message", json={"message": "hi", "model": GPT_MINI, "component": "dave"}
+            )
             await server.runtime.set_policy("ignore")
             upstream.script(*[Fail.server_error()] * 3)
             failed = await client.post(
                 "/message", json={"message": "hi", "model": GPT_MINI, "component": "carol"}
             )
             page = await metrics_page(client)
-    assert (ok.status_code, refused.status_code) == (200, 402)
+    assert (ok.status_code, refused.status_code, warned.status_code) == (200, 402, 200)
     assert failed.status_code >= 500
     cost = ok.json()["cost"]
     assert cost > 0
@@ -608,6 +612,16 @@ async def test_the_log_alone_and_the_metrics_alone_tell_who_asked_what_and_what_
     assert carol["error_type"] == "all_providers_failed"
     assert carol["tried"].split(",") == [f"openai/{GPT_MINI}:upstream_server_error"] * 3
     assert carol["retries"] == 2 and carol.get("provider") is None
+    dave = lines["dave"]
+    assert dave["status"] == 200 and dave["budget"] == warned.json()["budget_warning"]
+    records = [json.loads(x) for x in log.getvalue().splitlines() if x.startswith("{")]
+    warnings = {
+        (r["request_id"], r["message"].split(": ")[1])
+        for r in records
+        if r["level"] == "WARNING" and r["logger"] == "rhetor.router"
+    }
+    assert (bob["request_id"], "the budget refused openai/gpt-4o-mini") in warnings
+    assert (dave["request_id"], "budget warning") in warnings
 
     # From /metrics alone.
     def requests(**labels: str) -> float:
@@ -627,3 +641,4 @@ async def test_the_log_alone_and_the_metrics_alone_tell_who_asked_what_and_what_
     assert metric(page, "rhetor_provider_retries_total", provider="openai") == 2
     assert metric(page, "rhetor_spend_usd_total", component="bob") == 0
     assert metric(page, "rhetor_spend_usd_total", component="carol") == 0
+    assert metric(page, "rhetor_budget_events_total", event="warned", component="dave") == 1
