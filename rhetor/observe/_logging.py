@@ -57,10 +57,16 @@ _FIELDS = "rhetor_fields"
 _WORKER = os.environ.get("RHETOR_WORKER_INDEX") or None
 
 
+# The last second formatted, and its text: most lines fall in the same second as the one before.
+_second: list[Any] = [None, ""]
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     seconds = int(record.created)
     millis = int((record.created - seconds) * 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
+    if _second[0] != seconds:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_second[1]}.{millis:03d}Z"
 
 
 class RequestIdFilter(logging.Filter):
@@ -73,9 +79,16 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+_NEEDS_QUOTES = frozenset(' "=\n\t\\')
+
+
 def _logfmt_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
     text = value if isinstance(value, str) else json.dumps(value)
-    if text == "" or any(c in text for c in ' "=\n\t'):
+    if not text or not _NEEDS_QUOTES.isdisjoint(text):
         return json.dumps(text)
     return text
 

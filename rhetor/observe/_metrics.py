@@ -131,6 +131,28 @@ class _Bounded:
         return value
 
 
+class _Children:
+    """
+    A metric's labelled children by their label values, looked up without prometheus-client's checks.
+
+    ``metric.labels(...)`` checks and converts every value on each call (about
+    a microsecond); a request records a dozen, so each child is looked up here
+    once and kept (the values are bounded, see :class:`_Bounded`).
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class Metrics:
     """
     Every metric of one Rhetor server, in its own registry (or the multiprocess directory).
@@ -293,6 +315,15 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+        # The per-request metrics' children, cached (see _Children).
+        self._requests = _Children(self.requests)
+        self._duration = _Children(self.duration)
+        self._overhead = _Children(self.overhead)
+        self._ttft = _Children(self.ttft)
+        self._operation = _Children(self.operation)
+        self._tokens = _Children(self.tokens)
+        self._spend = _Children(self.spend)
+
     # -- recording ----------------------------------------------------------------------
 
     def record(self, o: Observation) -> None:
@@ -302,7 +333,7 @@ class Metrics:
         route = self._route(o.route)
         status = str(o.status)
         component = self._component(o.component)
-        self.requests.labels(
+        self._requests(
             o.method,
             route,
             status,
@@ -312,12 +343,10 @@ class Metrics:
             self._model(o.model),
             o.error_type or "",
         ).inc()
-        self.duration.labels(o.method, route, status).observe(total)
-        self.overhead.labels(o.method, route).observe(max(0.0, total - o.upstream))
+        self._duration(o.method, route, status).observe(total)
+        self._overhead(o.method, route).observe(max(0.0, total - o.upstream))
         if o.first_token is not None and o.provider is not None:
-            self.ttft.labels("chat", o.provider, self._model(o.model)).observe(
-                o.first_token - o.started
-            )
+            self._ttft("chat", o.provider, self._model(o.model)).observe(o.first_token - o.started)
         if o.attempts:
             self._attempts(o, component)
         for seconds in o.ledger_writes:
@@ -333,7 +362,7 @@ class Metrics:
             if a.outcome == "refused":
                 self.budget_events.labels("refused", provider, model, component).inc()
                 continue
-            self.operation.labels("chat", provider, model, a.error_type or "").observe(a.seconds)
+            self._operation("chat", provider, model, a.error_type or "").observe(a.seconds)
             if a.retry:
                 self.retries.labels(provider, model).inc()
             if a.error_type is not None:
@@ -345,9 +374,9 @@ class Metrics:
                     ("cached", a.cached_tokens),
                 ):
                     if count or kind != "cached":
-                        self.tokens.labels("chat", provider, model, kind, component).observe(count)
+                        self._tokens("chat", provider, model, kind, component).observe(count)
             if a.cost:
-                self.spend.labels(provider, model, component).inc(a.cost)
+                self._spend(provider, model, component).inc(a.cost)
         if o.provider is not None and o.budget_warning:
             event = "downgraded" if o.downgraded else "warned"
             answered = (self._other(o.provider), self._model(o.model))
