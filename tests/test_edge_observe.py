@@ -8,20 +8,23 @@ them, the ``/metrics`` page, the exported spans, the response headers.
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 import trio
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
@@ -522,6 +525,50 @@ async def test_a_request_is_one_span_with_its_parts_as_children(
     assert call.attributes["gen_ai.provider.name"] == "simulated"
     assert call.attributes["gen_ai.request.model"] == "simulated-echo"
     assert call.attributes["gen_ai.usage.output_tokens"] > 0
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP trace collector: keeps every span name it is sent."""
+
+    names: ClassVar[list[str]] = []
+    paths: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        type(self).paths.append(self.path)
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                type(self).names.extend(span.name for span in scope.spans)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.mark.slow
+async def test_spans_are_exported_over_otlp_http_to_the_endpoint(tmp_path: Path) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT set: the request's spans reach a collector at /v1/traces."""
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+    try:
+        assert observe.configure_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+        try:
+            async with served(tmp_path) as (_, client):
+                assert (await client.post("/message", json={"message": "hi"})).status_code == 200
+        finally:
+            await trio.to_thread.run_sync(observe.shutdown_tracing)
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    assert set(_Collector.paths) == {"/v1/traces"}
+    assert {"POST /message", "chat simulated-echo"} <= set(_Collector.names)
 
 
 @pytest.mark.slow

@@ -52,8 +52,10 @@ def configure_tracing(
     """
     Turn tracing on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, or with ``exporter``.
 
-    The OTLP/HTTP exporter reads the standard ``OTEL_EXPORTER_OTLP_*``
-    variables itself and sends in batches from its own thread; an
+    The OTLP/HTTP exporter sends to ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, or
+    to ``OTEL_EXPORTER_OTLP_ENDPOINT`` plus ``/v1/traces``, reads the other
+    standard ``OTEL_EXPORTER_OTLP_*`` variables (headers, timeout) itself and
+    sends in batches from its own thread; an
     ``exporter`` given here (a test's in-memory one) gets each span as it
     ends. Answers whether tracing is on. Calling it again replaces the
     previous configuration (flushing it); with neither, tracing goes off.
@@ -64,7 +66,10 @@ def configure_tracing(
     global _tracer, _provider
     env = os.environ if env is None else env
     shutdown_tracing()
-    if exporter is None and not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if exporter is None and not endpoint:
         return False
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -73,7 +78,10 @@ def configure_tracing(
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        processor: Any = BatchSpanProcessor(OTLPSpanExporter())
+        if not env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            # The base endpoint's traces path, as the OTLP/HTTP specification has it.
+            endpoint = f"{str(endpoint).rstrip('/')}/v1/traces"
+        processor: Any = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
     else:
         processor = SimpleSpanProcessor(exporter)
     service = env.get("OTEL_SERVICE_NAME") or "rhetor"
