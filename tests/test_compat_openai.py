@@ -400,7 +400,7 @@ async def test_a_foreign_host_or_origin_is_a_permission_error(tmp_path: Path) ->
     assert host.json()["error"]["type"] == "permission_error"
     assert host.json()["error"]["param"] == "Host" and origin.json()["error"]["param"] == "Origin"
     assert plain.status_code == 415
-    assert set(plain.json()["error"]) == {"message", "type", "param", "code"}
+    assert set(plain.json()["error"]) == {"message", "type", "param", "code", "request_id"}
     assert [r for r in fake.requests if r.method == "POST"] == []
 
 
@@ -416,7 +416,7 @@ async def test_invalid_json_is_openai_shaped_400(tmp_path: Path) -> None:
             headers={"Content-Type": "application/json"},
         )
     assert response.status_code == 400
-    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert set(response.json()["error"]) == {"message", "type", "param", "code", "request_id"}
 
 
 async def test_all_providers_failing_is_internal_server_error(tmp_path: Path) -> None:

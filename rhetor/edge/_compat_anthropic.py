@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
+from rhetor import observe
 from rhetor._errors import BadRequest, RhetorError
 from rhetor._types import ChatMessage
 from rhetor.edge._compat import (
@@ -94,7 +95,7 @@ def anthropic_request(
 
 def anthropic_error(error: RhetorError) -> ErrorReply:
     """
-    ``error`` as Anthropic's ``{"type": "error", "error": {type, message}}``.
+    ``error`` as Anthropic's ``{"type": "error", "error": {type, message}, "request_id"}``.
 
     A budget refusal keeps Rhetor's 402, Anthropic's ``billing_error``, which
     the SDK raises as ``PaymentRequiredError`` and does not retry.
@@ -103,7 +104,11 @@ def anthropic_error(error: RhetorError) -> ErrorReply:
     if status == 422 or isinstance(error, BadRequest):
         status = 400
     kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    body = {"type": "error", "error": {"type": kind, "message": error.message}}
+    body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": error.message}}
+    request_id = observe.request_id()
+    if request_id is not None:
+        # Where Anthropic's own error bodies carry theirs.
+        body["request_id"] = request_id
     return ErrorReply(status, body, headers)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
+from rhetor import observe
 from rhetor._errors import BudgetExceeded, ContextTooLong, NotFound, RhetorError
 from rhetor._types import ChatMessage
 from rhetor.edge._compat import (
@@ -101,7 +102,7 @@ def openai_request(
 
 def openai_error(error: RhetorError) -> ErrorReply:
     """
-    ``error`` as OpenAI's ``{"error": {message, type, param, code}}``.
+    ``error`` as OpenAI's ``{"error": {message, type, param, code}}``, plus ``request_id``.
 
     A budget refusal is a 429 of type ``insufficient_quota`` (what OpenAI sends
     for an exhausted quota, raised by the SDK as ``RateLimitError``) with code
@@ -121,8 +122,12 @@ def openai_error(error: RhetorError) -> ErrorReply:
         code = "model_not_found"
     elif isinstance(error, ContextTooLong):
         code = "context_length_exceeded"
-    body = {"error": {"message": error.message, "type": kind, "param": error.field, "code": code}}
-    return ErrorReply(status, body, headers)
+    fields: dict[str, Any] = {"message": error.message, "type": kind, "param": error.field}
+    fields["code"] = code
+    request_id = observe.request_id()
+    if request_id is not None:
+        fields["request_id"] = request_id  # an extra member; OpenAI's SDK keeps it in .body
+    return ErrorReply(status, {"error": fields}, headers)
 
 
 def openai_error_event(error: RhetorError) -> bytes:

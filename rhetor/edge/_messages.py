@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, Response
 
 from rhetor._errors import RhetorError
-from rhetor.edge._http import json_response
+from rhetor.edge._http import error_body, json_response
 from rhetor.edge._schema import operation
 from rhetor.edge._schemas_native import ChatBody, MessageBody, ReplyBody
 from rhetor.edge._sse import ErrorEvent, EventsOf, data, sse_response
@@ -63,7 +63,7 @@ def native_error_event(context: str | None) -> ErrorEvent:
     """The last event of a stream for ``context`` that failed: done, with the error."""
 
     def error_event(error: RhetorError) -> bytes:
-        return data({"chunk": "", "context": context, "done": True, "error": error.to_dict()})
+        return data({"chunk": "", "context": context, "done": True, "error": error_body(error)})
 
     return error_event
 

@@ -139,11 +139,14 @@ class AnthropicErrorDetail(msgspec.Struct, frozen=True, kw_only=True):
 
 class AnthropicErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     """
-    An error under ``/v1`` for the Anthropic API: ``{"type": "error", "error": {type, message}}``.
+    An error under ``/v1`` for the Anthropic API: ``{"type": "error", "error": {type, message}, "request_id"}``.
     """
 
     type: Literal["error"]
     error: AnthropicErrorDetail
+    request_id: (
+        Annotated[str, Meta(description="The request's id, as in its X-Request-ID header.")] | None
+    ) = None
 
 
 class AnthropicModel(msgspec.Struct, frozen=True, kw_only=True):

@@ -32,10 +32,12 @@ __all__ = [
     "LLMOptions",
     "MessageBody",
     "ProviderBody",
+    "ReadyReply",
     "ReplyBody",
     "ReplyUsage",
     "RootReply",
     "RoutingHints",
+    "StoreCheckReply",
     "Temperature",
     "Timeout",
 ]
@@ -236,6 +238,26 @@ class HealthReply(msgspec.Struct, frozen=True, kw_only=True):
     version: str
 
 
+class StoreCheckReply(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    Whether one store answered a read, and why not.
+    """
+
+    reachable: bool
+    reason: str | None
+
+
+class ReadyReply(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    Readiness: every store answers a read and at least one provider can answer.
+    """
+
+    status: Literal["ready", "not_ready"]
+    stores: dict[str, StoreCheckReply]
+    providers: dict[str, bool]
+    reasons: Annotated[list[str], Meta(description="Why not ready; empty when ready.")]
+
+
 class RootReply(msgspec.Struct, frozen=True, kw_only=True):
     """
     What this server is.
@@ -261,11 +283,14 @@ class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True):
     field: Annotated[str, Meta(description="The field, header or parameter at fault.")] | None = (
         None
     )
+    request_id: (
+        Annotated[str, Meta(description="The request's id, as in its X-Request-ID header.")] | None
+    ) = None
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     """
-    Every error outside ``/v1``: ``{"error": {"type", "message", "field"?}}``.
+    Every error outside ``/v1``: ``{"error": {"type", "message", "field"?, "request_id"}}``.
     """
 
     error: ErrorDetail

@@ -165,11 +165,14 @@ class OpenAIErrorDetail(msgspec.Struct, frozen=True, kw_only=True):
     type: str
     param: str | None
     code: str | None
+    request_id: (
+        Annotated[str, Meta(description="The request's id, as in its X-Request-ID header.")] | None
+    ) = None
 
 
 class OpenAIErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     """
-    An error under ``/v1`` for the OpenAI API: ``{"error": {message, type, param, code}}``.
+    An error under ``/v1`` for the OpenAI API: ``{"error": {message, type, param, code, request_id}}``.
     """
 
     error: OpenAIErrorDetail
