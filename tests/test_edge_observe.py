@@ -194,6 +194,38 @@ async def test_every_api_familys_error_body_carries_the_request_id(tmp_path: Pat
         assert response.headers["X-Request-ID"] == rid
 
 
+async def test_schema_errors_and_the_documentation_routes_have_ids_lines_and_metrics(
+    tmp_path: Path,
+) -> None:
+    """/budget/entries' query, /openapi.json and /docs: request_id in errors, access lines, counts."""
+    with log_lines("json") as log:
+        async with served(tmp_path) as (_, client):
+            entries = await client.get(
+                "/budget/entries", params={"limit": "many"}, headers={"X-Request-ID": "e1"}
+            )
+            listed = await client.get("/budget/entries", headers={"X-Request-ID": "e2"})
+            document = await client.get("/openapi.json", headers={"X-Request-ID": "d1"})
+            posted = await client.post("/openapi.json", headers={"X-Request-ID": "d2"})
+            asset = await client.get("/docs/no-such-asset.js", headers={"X-Request-ID": "d3"})
+            page = await metrics_page(client)
+    assert entries.status_code == 422 and entries.json()["error"]["request_id"] == "e1"
+    assert entries.json()["error"]["field"] == "limit"
+    assert listed.status_code == 200 and document.status_code == 200
+    assert posted.status_code == 405 and posted.json()["error"]["request_id"] == "d2"
+    assert asset.status_code == 404 and asset.json()["error"]["request_id"] == "d3"
+    for response, rid in ((listed, "e2"), (document, "d1"), (asset, "d3")):
+        assert response.headers["X-Request-ID"] == rid and "Server-Timing" in response.headers
+    lines = {a["request_id"]: a for a in access(log)}
+    assert lines["e1"]["route"] == "/budget/entries" and lines["e1"]["status"] == 422
+    assert lines["e1"]["error_type"] == "validation_error"
+    assert lines["d1"]["route"] == "/openapi.json" and lines["d1"]["status"] == 200
+    assert lines["d3"]["status"] == 404
+    requests = "rhetor_requests_total"
+    assert metric(page, requests, route="/budget/entries", status="422") == 1
+    assert metric(page, requests, route="/budget/entries", status="200") == 1
+    assert metric(page, requests, route="/openapi.json", status="200") == 1
+
+
 async def test_a_refused_request_still_has_its_id_and_its_line(tmp_path: Path) -> None:
     """A 401 before any handler: the id is in the header and the error body, and the line is logged."""
     with log_lines("json") as log:
