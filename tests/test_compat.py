@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from rhetor._errors import BudgetExceeded, NotFound, RateLimited, Unauthorized, ValidationError
-from rhetor.edge._compat import ALIASES, rhetor_headers, route_model, status_and_headers, text_of
+from rhetor.edge._compat import ALIASES, rhetor_headers, route_model, status_and_headers
 
 
 def test_an_alias_routes_by_task_and_any_other_name_is_an_exact_model() -> None:
@@ -28,29 +26,6 @@ def test_rhetor_headers_name_the_context_and_component_or_none() -> None:
     """X-Rhetor-Context and X-Rhetor-Component are read; absent or empty is None."""
     headers = {"X-Rhetor-Context": "c1", "X-Rhetor-Component": ""}
     assert rhetor_headers(headers) == {"context_id": "c1", "component": None}
-
-
-def test_content_is_a_string_or_the_text_of_its_allowed_parts() -> None:
-    """A string is itself; an array's text parts are joined; refusal text counts where allowed."""
-    parts = [{"type": "text", "text": "a"}, {"type": "refusal", "refusal": "b"}]
-    assert text_of("plain", "content", allowed=frozenset({"text"})) == "plain"
-    assert text_of(parts, "content", allowed=frozenset({"text", "refusal"})) == "ab"
-
-
-@pytest.mark.parametrize(
-    ("content", "field"),
-    [
-        (5, "m.content"),
-        ([{"type": "image_url", "image_url": {}}], "m.content[0]"),
-        (["text"], "m.content[0]"),
-        ([{"type": "text", "text": 3}], "m.content[0].text"),
-    ],
-)
-def test_content_of_another_kind_is_refused_naming_the_part(content: Any, field: str) -> None:
-    """A number, a non-text part, a bare string part or non-string text names what to fix."""
-    with pytest.raises(ValidationError) as caught:
-        text_of(content, "m.content", allowed=frozenset({"text"}))
-    assert caught.value.field == field
 
 
 def test_both_apis_answer_a_bad_field_400_and_say_when_not_to_retry() -> None:

@@ -445,3 +445,24 @@ def test_a_system_prompt_is_created_edited_and_deleted(
         delete.click()
         expect(page.locator("#prompt-editor")).to_contain_text("Deleted terse.")
         expect(page.locator("#prompt-list")).to_contain_text("No system prompts yet.")
+
+
+def test_the_docs_page_renders_the_api_from_this_origin_alone(
+    page: Page, serve: Callable[..., Any]
+) -> None:
+    """/docs shows the routes and the WebSocket frames, and asks no other site for anything."""
+    with serve() as server:
+        requested: list[str] = []
+        refused: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        page.on(
+            "console",
+            lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        page.goto(f"{server.base_url}/docs")
+        expect(page.locator("h1").first).to_contain_text("Rhetor")
+        expect(page.get_by_text("One message to a model", exact=False).first).to_be_attached()
+        expect(page.get_by_text("WebSocket", exact=True).first).to_be_attached()
+    origin = server.base_url
+    assert [url for url in requested if not url.startswith((origin, "blob:", "data:"))] == []
+    assert refused == []

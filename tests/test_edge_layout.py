@@ -15,7 +15,20 @@ import pytest
 
 EDGE = Path(__file__).resolve().parent.parent / "rhetor" / "edge"
 # What every blueprint may use; none of them may reach a blueprint or the app.
-SHARED = {"_checks", "_fields", "_json", "_http", "_sse", "_compat"}
+SHARED = {
+    "_checks",
+    "_fields",
+    "_json",
+    "_http",
+    "_sse",
+    "_compat",
+    "_schema",
+    "_schemas_native",
+    "_schemas_admin",
+    "_schemas_openai",
+    "_schemas_anthropic",
+    "_schemas_ws",
+}
 BLUEPRINTS = {
     "_core",
     "_messages",
@@ -27,6 +40,7 @@ BLUEPRINTS = {
     "_compat_openai",
     "_compat_anthropic",
     "_compat_v1",
+    "_openapi",
 }
 
 

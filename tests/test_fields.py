@@ -1,4 +1,4 @@
-"""Reading untrusted JSON (rhetor/edge/_fields.py): whole bodies, then field by field."""
+"""Reading untrusted JSON as a whole (rhetor/edge/_fields.py); field by field is tests/test_schema.py."""
 
 from __future__ import annotations
 
@@ -7,20 +7,7 @@ from typing import Any
 import pytest
 
 from rhetor._errors import InvalidJSON, RhetorError, ValidationError
-from rhetor.edge._fields import (
-    MAX_DEPTH,
-    MAX_INT,
-    check_json,
-    load_json,
-    parse_json,
-    query_int,
-    read_int,
-    read_llm_request,
-    read_number,
-    read_routing,
-    read_str,
-    read_str_list,
-)
+from rhetor.edge._fields import MAX_DEPTH, check_json, load_json, parse_json
 
 
 def error_of(call: Any, *args: Any, **kwargs: Any) -> RhetorError:
@@ -76,83 +63,3 @@ def test_check_json_skips_the_string_walk_only_when_told_there_is_no_escape() ->
     assert error_of(check_json, {"s": "\ud800"}).field == "s"
     check_json({"s": "\ud800"}, text=False)
     assert error_of(check_json, value, text=False).field == "n"
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        (10**400, "must be a finite number"),
-        (float("nan"), "must be a finite number"),
-        (True, "must be a number, not a boolean"),
-        ("1", "must be a number, not a string"),
-        (-1, "must be at least 0"),
-        (11, "must be at most 10"),
-    ],
-)
-def test_read_number_wants_a_finite_number_in_range(value: Any, message: str) -> None:
-    """A 400-digit integer is a validation error, not an OverflowError."""
-    error = error_of(read_number, {"x": value}, "x", minimum=0, maximum=10)
-    assert isinstance(error, ValidationError) and error.message == f"x: {message}"
-
-
-def test_read_int_bounds_whole_numbers() -> None:
-    """Whole numbers are at most MAX_INT (exact in a double); 2.0 counts as whole, 1.5 not."""
-    assert read_int({"n": 2.0}, "n") == 2
-    assert read_int({"n": MAX_INT}, "n") == MAX_INT
-    assert error_of(read_int, {"n": MAX_INT + 1}, "n").field == "n"
-    assert error_of(read_int, {"n": 1e300}, "n").field == "n"
-    assert error_of(read_int, {"n": 1.5}, "n").field == "n"
-
-
-def test_strings_must_be_valid_unicode() -> None:
-    """A lone surrogate in a string field, or in a list of strings, names its place."""
-    assert error_of(read_str, {"name": "a\ud800b"}, "name").field == "name"
-    assert error_of(read_str_list, {"tags": ["ok", "\udfff"]}, "tags").field == "tags[1]"
-    assert read_str({"name": "café"}, "name") == "café"
-
-
-@pytest.mark.parametrize(
-    ("routing", "field"),
-    [
-        (True, "routing_parameters"),
-        ({"required_capabilities": True}, "routing_parameters.required_capabilities"),
-        ({"required_capabilities": "vision"}, "routing_parameters.required_capabilities"),
-        ({"required_capabilities": [1]}, "routing_parameters.required_capabilities[0]"),
-        ({"complexity": ["low"]}, "routing_parameters.complexity"),
-        ({"complexity": "extreme"}, "routing_parameters.complexity"),
-        ({"max_cost": -0.5}, "routing_parameters.max_cost"),
-        ({"max_cost": 10**400}, "routing_parameters.max_cost"),
-    ],
-)
-def test_read_routing_checks_each_hint(routing: Any, field: str) -> None:
-    """Each routing hint is checked and named in full."""
-    assert error_of(read_routing, {"routing_parameters": routing}).field == field
-
-
-def test_read_routing_keeps_only_the_known_hints() -> None:
-    """Unknown keys (the seeds send task_type there) are dropped; empty lists too."""
-    routing = {"task_type": "chat", "complexity": "low", "max_cost": 1, "required_capabilities": []}
-    assert read_routing({"routing_parameters": routing}) == {"complexity": "low", "max_cost": 1.0}
-    assert read_routing({}) is None
-
-
-def test_read_llm_request_bounds_the_timeout() -> None:
-    """A timeout is a finite number of seconds, at most a day."""
-    assert read_llm_request({"message": "x", "timeout": 30}, chat=False).kwargs["timeout"] == 30
-    error = error_of(read_llm_request, {"message": "x", "timeout": 1e9}, chat=False)
-    assert error.field == "timeout"
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [(None, 7), ("", 7), ("12", 12), ("0", 0)],
-)
-def test_query_int_reads_a_whole_number(raw: str | None, expected: int) -> None:
-    """An absent or empty parameter takes the default."""
-    assert query_int(raw, "limit", 7) == expected
-
-
-@pytest.mark.parametrize("raw", ["9" * 24, "-1", "ten", "1.5", "9" * 5000])
-def test_query_int_refuses_what_storage_cannot_take(raw: str) -> None:
-    """A 24-digit limit is a 422 naming it, before it could overflow SQLite."""
-    assert error_of(query_int, raw, "limit", 7).field == "limit"

@@ -2,8 +2,9 @@
 The HTTP edge: the Quart-Trio app over a :class:`Runtime`, and the ASGI app Hypercorn serves.
 
 :func:`create_app` assembles one blueprint per API family; each handler only
-translates, reading its body field by field, making one ``Runtime`` call and
-turning the result into JSON or Server-Sent Events:
+translates, taking its body already checked against its typed schema
+(``rhetor.edge._schema.operation``), making one ``Runtime`` call and turning
+the result into JSON or Server-Sent Events:
 
 - ``_core``: ``/``, ``/health``, ``/providers``, ``/provider``;
 - ``_messages``: ``/message``, ``/stream``, ``/chat``;
@@ -28,7 +29,8 @@ place where other exceptions are translated. Nothing answers with a traceback.
 
 Before any handler runs, every request passes ``rhetor.edge._checks`` (Host
 allow-list, size, API key, Origin, content type); bodies are then parsed by
-:func:`rhetor.edge._fields.parse_json`, which refuses what no field may hold.
+:func:`rhetor.edge._fields.parse_json`, which refuses what no field may hold,
+and checked against their schema (``rhetor.edge._schema``).
 See "Security defaults" in ``docs/architecture.md``.
 """
 
@@ -52,6 +54,7 @@ from rhetor.edge._core import core_blueprint
 from rhetor.edge._evaluate import evaluate_blueprint
 from rhetor.edge._http import error_response, rhetor_error
 from rhetor.edge._messages import messages_blueprint
+from rhetor.edge._openapi import docs_blueprint
 from rhetor.edge._prompts import prompts_blueprint
 from rhetor.edge._sockets import LEGACY_WS_PATH, WS_PATH, EdgeState, serve_websocket
 from rhetor.edge._templates import templates_blueprint
@@ -107,6 +110,7 @@ def create_app(runtime: Runtime, settings: Settings | None = None) -> QuartTrio:
     app.register_blueprint(evaluate_blueprint(runtime))
     app.register_blueprint(compat_blueprint(runtime))  # /v1: OpenAI and Anthropic APIs
     app.register_blueprint(console_blueprint())  # /ui: the web console (rhetor.edge._ui)
+    app.register_blueprint(docs_blueprint())  # /openapi.json and /docs (rhetor.edge._openapi)
 
     state.endpoints = (*_endpoints(app), f"WS {WS_PATH}", f"WS {LEGACY_WS_PATH}")
     return app

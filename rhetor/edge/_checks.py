@@ -45,11 +45,12 @@ __all__ = [
     "refusal",
 ]
 
-# Paths anyone may read, even with an API key set: discovery and health checks.
-OPEN_PATHS = frozenset({"/", "/health", "/ui"})
-# Likewise every path under these: the web console's static files (rhetor.edge._ui) hold
-# no data, and the page must load before it can ask for the key its calls then send.
-OPEN_PREFIXES = ("/ui/",)
+# Paths anyone may read, even with an API key set: discovery, health checks, and the
+# API's description (rhetor.edge._openapi), which holds no data.
+OPEN_PATHS = frozenset({"/", "/health", "/ui", "/openapi.json", "/docs"})
+# Likewise every path under these: the web console's static files (rhetor.edge._ui) and
+# the /docs page's hold no data, and a page must load before it can ask for a key.
+OPEN_PREFIXES = ("/ui/", "/docs/")
 _JSON = "application/json"
 # Methods that change state: a browser page on another site must not send them.
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

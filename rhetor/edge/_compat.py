@@ -56,7 +56,6 @@ __all__ = [
     "routable_models",
     "route_model",
     "status_and_headers",
-    "text_of",
 ]
 
 ALIAS_PREFIX = "rhetor/"
@@ -102,30 +101,6 @@ def rhetor_headers(headers: Any) -> dict[str, str | None]:
         "context_id": headers.get(CONTEXT_HEADER) or None,
         "component": headers.get(COMPONENT_HEADER) or None,
     }
-
-
-def text_of(content: Any, field: str, *, allowed: frozenset[str]) -> str:
-    """
-    A message's content as text: a string, or an array of text parts.
-
-    Error handling: :class:`ValidationError` naming ``field`` or the bad part.
-    """
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise ValidationError(field, "must be a string or an array of content parts")
-    texts = []
-    for i, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if not isinstance(kind, str) or kind not in allowed:
-            raise ValidationError(
-                f"{field}[{i}]", f"content part type {kind!r} is not supported; only text is"
-            )
-        text = part.get("text", part.get("refusal"))
-        if not isinstance(text, str):
-            raise ValidationError(f"{field}[{i}].text", "must be a string")
-        texts.append(text)
-    return "".join(texts)
 
 
 # -- errors: RhetorError -> each API's status and body ---------------------------

@@ -1,7 +1,9 @@
 """
 The Anthropic half of ``/v1``: Messages, whole or streamed, in Anthropic's wire format.
 
-``POST /v1/messages`` reads a Messages body (:func:`anthropic_request`) and
+``POST /v1/messages`` reads a Messages body (its schema is
+``rhetor.edge._schemas_anthropic.MessagesBody``, turned into a request by
+:func:`anthropic_request`) and
 answers a ``message`` object, or with ``stream`` the ``message_start`` ...
 ``message_stop`` events. :func:`anthropic_error` is the one place a
 :class:`RhetorError` becomes Anthropic's error body; :func:`anthropic_model`
@@ -11,25 +13,24 @@ carries ``anthropic-version`` (``rhetor.edge._compat_v1``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
-from rhetor._errors import BadRequest, RhetorError, ValidationError
+from rhetor._errors import BadRequest, RhetorError
 from rhetor._types import ChatMessage
 from rhetor.edge._compat import (
     CompatRequest,
     ErrorReply,
-    Role,
     reply_headers,
     rhetor_headers,
     route_model,
     status_and_headers,
-    text_of,
 )
-from rhetor.edge._fields import read_bool, read_int, read_number, read_str
-from rhetor.edge._http import json_response, read_body
+from rhetor.edge._http import json_response
+from rhetor.edge._schema import operation
+from rhetor.edge._schemas_anthropic import MessagesBody, MessagesReply
 from rhetor.edge._sse import EventsOf, event, sse_response
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ __all__ = [
     "anthropic_request",
 ]
 
-_PARTS = frozenset({"text"})
 # Rhetor's finish reasons are OpenAI's; Anthropic names them differently.
 _STOP_REASONS = {
     "stop": "end_turn",
@@ -70,50 +70,23 @@ _ERROR_TYPES = {
 
 
 def anthropic_request(
-    body: Mapping[str, Any], *, context_id: str | None = None, component: str | None = None
+    body: MessagesBody, *, context_id: str | None = None, component: str | None = None
 ) -> CompatRequest:
     """
-    Read an Anthropic Messages body; the context and component come from headers.
+    A checked Messages body as ``Runtime.request`` arguments; context and component come from headers.
 
-    ``model``, ``messages`` and ``max_tokens`` are required, as in Anthropic's
-    API; ``system`` is a string or an array of text blocks. Unknown parameters
-    (``metadata``, ``top_k``, ...) are ignored.
-
-    Error handling: raises :class:`ValidationError` (or :class:`NotFound` for an
-    unknown alias) naming the first bad field.
+    Error handling: :class:`NotFound` for an unknown ``rhetor/`` alias.
     """
-    model = read_str(body, "model", required=True)
-    if body.get("max_tokens") is None:
-        raise ValidationError("max_tokens", "Field required")
-    max_tokens = read_int(body, "max_tokens", minimum=1)
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise ValidationError("messages", "must be a non-empty array")
-    messages = []
-    for i, m in enumerate(raw):
-        if not isinstance(m, dict):
-            raise ValidationError(f"messages[{i}]", "must be an object")
-        role = m.get("role")
-        if not isinstance(role, str) or role not in ("user", "assistant"):
-            raise ValidationError(f"messages[{i}].role", "must be user or assistant")
-        text = text_of(m.get("content"), f"messages[{i}].content", allowed=_PARTS)
-        messages.append(ChatMessage(cast("Role", role), text))
-    system = body.get("system")
-    if system is not None:
-        system = text_of(system, "system", allowed=_PARTS) or None
-    temperature = read_number(body, "temperature")
-    if temperature is not None and not 0 <= temperature <= 1:
-        raise ValidationError("temperature", "must be from 0 to 1")
     kwargs = {
         "context_id": context_id,
         "component": component,
-        **route_model(model),
-        "messages": tuple(messages),
-        "system_prompt": system,
-        "temperature": temperature,
-        "max_tokens": max_tokens,
+        **route_model(body.model),
+        "messages": tuple(ChatMessage(m.role, m.text()) for m in body.messages),
+        "system_prompt": body.system_text(),
+        "temperature": body.temperature,
+        "max_tokens": int(body.max_tokens),
     }
-    return CompatRequest(kwargs, read_bool(body, "stream", False))
+    return CompatRequest(kwargs, bool(body.stream))
 
 
 # -- errors -----------------------------------------------------------------------
@@ -238,8 +211,17 @@ def anthropic_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.post("/messages")
-    async def messages() -> Response:
-        parsed = anthropic_request(await read_body(), **rhetor_headers(request.headers))
+    @operation(body=MessagesBody, reply=MessagesReply, streams=True)
+    async def messages(body: MessagesBody) -> Response:
+        """
+        Anthropic Messages: a ``message``, or with ``stream`` its events from ``message_start`` to ``message_stop``.
+
+        ``model`` is a model's name or an alias ``rhetor/<task>``; the headers
+        ``X-Rhetor-Context`` and ``X-Rhetor-Component`` name the context and
+        component. Rhetor's headers on the reply are those of
+        ``/v1/chat/completions``.
+        """
+        parsed = anthropic_request(body, **rhetor_headers(request.headers))
         llm_request = rt.request(**parsed.kwargs)
         if parsed.stream:
             return await sse_response(

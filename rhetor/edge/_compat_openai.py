@@ -1,8 +1,9 @@
 """
 The OpenAI half of ``/v1``: Chat Completions, whole or streamed, in OpenAI's wire format.
 
-``POST /v1/chat/completions`` reads a Chat Completions body
-(:func:`openai_request`) and answers a ``chat.completion`` object, or with
+``POST /v1/chat/completions`` reads a Chat Completions body (its schema is
+``rhetor.edge._schemas_openai.ChatCompletionBody``, turned into a request by
+:func:`openai_request`) and answers a ``chat.completion`` object, or with
 ``stream`` the ``chat.completion.chunk`` events ending in ``data: [DONE]``.
 :func:`openai_error` is the one place a :class:`RhetorError` becomes OpenAI's
 error body; :func:`openai_model` is a model in OpenAI's list format, for
@@ -12,12 +13,12 @@ error body; :func:`openai_model` is a model in OpenAI's list format, for
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
-from rhetor._errors import BudgetExceeded, ContextTooLong, NotFound, RhetorError, ValidationError
+from rhetor._errors import BudgetExceeded, ContextTooLong, NotFound, RhetorError
 from rhetor._types import ChatMessage
 from rhetor.edge._compat import (
     CompatRequest,
@@ -27,10 +28,10 @@ from rhetor.edge._compat import (
     rhetor_headers,
     route_model,
     status_and_headers,
-    text_of,
 )
-from rhetor.edge._fields import read_bool, read_int, read_number, read_object, read_str
-from rhetor.edge._http import json_response, read_body
+from rhetor.edge._http import json_response
+from rhetor.edge._schema import operation
+from rhetor.edge._schemas_openai import ChatCompletionBody, ChatCompletionReply
 from rhetor.edge._sse import EventsOf, data, sse_response
 
 if TYPE_CHECKING:
@@ -47,13 +48,13 @@ __all__ = [
     "openai_request",
 ]
 
-_ROLES = {
+# developer is OpenAI's newer name for system.
+_ROLES: dict[str, Role] = {
     "system": "system",
     "developer": "system",
     "user": "user",
     "assistant": "assistant",
 }
-_PARTS = frozenset({"text", "refusal"})
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -70,51 +71,29 @@ _ERROR_TYPES = {
 
 
 def openai_request(
-    body: Mapping[str, Any], *, context_id: str | None = None, component: str | None = None
+    body: ChatCompletionBody, *, context_id: str | None = None, component: str | None = None
 ) -> CompatRequest:
     """
-    Read an OpenAI Chat Completions body; the context and component come from headers.
+    A checked Chat Completions body as ``Runtime.request`` arguments; context and component come from headers.
 
-    Unknown parameters are ignored, as tools built for OpenAI send many.
-
-    Error handling: raises :class:`ValidationError` (or :class:`NotFound` for an
-    unknown alias) naming the first bad field.
+    Error handling: :class:`NotFound` for an unknown ``rhetor/`` alias.
     """
-    model = read_str(body, "model", required=True)
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise ValidationError("messages", "must be a non-empty array")
-    messages = []
-    for i, m in enumerate(raw):
-        if not isinstance(m, dict):
-            raise ValidationError(f"messages[{i}]", "must be an object")
-        raw_role = m.get("role")
-        # Only a string can be looked up: a list or object role is the client's error.
-        role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
-        if role is None:
-            raise ValidationError(
-                f"messages[{i}].role",
-                f"role {raw_role!r} is not supported; use system, developer, user or assistant",
-            )
-        text = text_of(m.get("content"), f"messages[{i}].content", allowed=_PARTS)
-        messages.append(ChatMessage(cast("Role", role), text))
-    n = read_int(body, "n", minimum=1)
-    if n is not None and n > 1:
-        raise ValidationError("n", "only one choice (n=1) is supported")
-    max_tokens = read_int(body, "max_completion_tokens", minimum=1)
+    messages = tuple(ChatMessage(_ROLES[m.role], m.text()) for m in body.messages)
+    max_tokens = body.max_completion_tokens
     if max_tokens is None:
-        max_tokens = read_int(body, "max_tokens", minimum=1)
-    stream = read_bool(body, "stream", False)
-    options = read_object(body, "stream_options") or {}
+        max_tokens = body.max_tokens
+    stream = bool(body.stream)
+    options = body.stream_options
     kwargs = {
         "context_id": context_id,
         "component": component,
-        **route_model(model),
-        "messages": tuple(messages),
-        "temperature": read_number(body, "temperature"),
-        "max_tokens": max_tokens,
+        **route_model(body.model),
+        "messages": messages,
+        "temperature": body.temperature,
+        "max_tokens": None if max_tokens is None else int(max_tokens),
     }
-    return CompatRequest(kwargs, stream, stream and read_bool(options, "include_usage", False))
+    include_usage = stream and options is not None and bool(options.include_usage)
+    return CompatRequest(kwargs, stream, include_usage)
 
 
 # -- errors -----------------------------------------------------------------------
@@ -240,8 +219,18 @@ def openai_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.post("/chat/completions")
-    async def chat_completions() -> Response:
-        parsed = openai_request(await read_body(), **rhetor_headers(request.headers))
+    @operation(body=ChatCompletionBody, reply=ChatCompletionReply, streams=True)
+    async def chat_completions(body: ChatCompletionBody) -> Response:
+        """
+        OpenAI Chat Completions: a ``chat.completion``, or with ``stream`` its chunks ending in ``[DONE]``.
+
+        ``model`` is a model's name or an alias ``rhetor/<task>``; the headers
+        ``X-Rhetor-Context`` and ``X-Rhetor-Component`` name the context and
+        component. Rhetor's headers on the reply: ``X-Rhetor-Provider``,
+        ``X-Rhetor-Request-Id``, ``X-Rhetor-Cost`` and, when there is one,
+        ``X-Rhetor-Budget-Warning``.
+        """
+        parsed = openai_request(body, **rhetor_headers(request.headers))
         llm_request = rt.request(**parsed.kwargs)
         if parsed.stream:
             return await sse_response(

@@ -23,6 +23,9 @@ from rhetor.edge._compat import error_reply_response, routable_models
 from rhetor.edge._compat_anthropic import anthropic_blueprint, anthropic_error, anthropic_model
 from rhetor.edge._compat_openai import openai_blueprint, openai_error, openai_model
 from rhetor.edge._http import json_response, rhetor_error
+from rhetor.edge._schema import operation
+from rhetor.edge._schemas_anthropic import AnthropicModel, AnthropicModelList
+from rhetor.edge._schemas_openai import OpenAIModel, OpenAIModelList
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
@@ -53,7 +56,11 @@ def compat_blueprint(runtime: Runtime) -> Blueprint:
         return error_reply_response(reply)
 
     @bp.get("/models")
+    @operation(reply=OpenAIModelList | AnthropicModelList)
     async def models() -> Response:
+        """
+        Every routable model, then the ``rhetor/<task>`` aliases: OpenAI's list, or Anthropic's with ``anthropic-version``.
+        """
         listed = await routable_models(runtime)
         if wants_anthropic():
             data = [anthropic_model(m) for m, _ in listed]
@@ -68,7 +75,11 @@ def compat_blueprint(runtime: Runtime) -> Blueprint:
         return json_response({"object": "list", "data": [openai_model(m, o) for m, o in listed]})
 
     @bp.get("/models/<path:model_id>")
+    @operation(reply=OpenAIModel | AnthropicModel)
     async def model(model_id: str) -> Response:
+        """
+        One routable model or alias: OpenAI's format, or Anthropic's with ``anthropic-version``.
+        """
         owner = dict(await routable_models(runtime)).get(model_id)
         if owner is None:
             raise NotFound("model", model_id, field="model")

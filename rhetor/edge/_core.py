@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response
 
-from rhetor.edge._fields import read_str
-from rhetor.edge._http import json_response, read_body
+from rhetor.edge._http import json_response
+from rhetor.edge._schema import operation
+from rhetor.edge._schemas_native import HealthReply, ProviderBody, RootReply
 from rhetor.runtime import VERSION
 
 if TYPE_CHECKING:
@@ -30,7 +31,11 @@ def core_blueprint(state: EdgeState) -> Blueprint:
     rt = state.runtime
 
     @bp.get("/")
+    @operation(reply=RootReply)
     async def root() -> Response:
+        """
+        What this server is: name, version and every route.
+        """
         return json_response(
             {
                 "name": "Rhetor",
@@ -41,17 +46,29 @@ def core_blueprint(state: EdgeState) -> Blueprint:
         )
 
     @bp.get("/health")
+    @operation(reply=HealthReply)
     async def health() -> Response:
+        """
+        Liveness: ``degraded`` when an internal actor is down or no provider is available.
+        """
         return json_response(await rt.health())
 
     @bp.get("/providers")
     async def providers() -> Response:
+        """
+        Every provider with its models and availability, and the active provider and model.
+        """
         return json_response(await rt.providers())
 
     @bp.post("/provider")
-    async def set_provider() -> Response:
-        body = await read_body()
-        provider = read_str(body, "provider", required=True)
-        return json_response(await rt.set_provider(provider, read_str(body, "model")))
+    @operation(body=ProviderBody)
+    async def set_provider(body: ProviderBody) -> Response:
+        """
+        Choose the provider (and model) for requests routed by default; answers as ``/providers``.
+
+        The choice is stored and survives a restart; it is ignored at a start
+        where that provider no longer serves it.
+        """
+        return json_response(await rt.set_provider(body.provider, body.model))
 
     return bp

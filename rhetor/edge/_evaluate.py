@@ -1,9 +1,10 @@
 """
 The evaluate blueprint: ``POST /evaluate`` scores a response to a prompt.
 
-The body names the ``prompt``, the ``response`` and optional ``criteria``;
-the answer is an overall score from 0 to 10, a score per criterion and
-feedback (the router asks a model for them).
+The body (:class:`~rhetor.edge._schemas_admin.EvaluateBody`) names the
+``prompt``, the ``response`` and optional ``criteria``; the answer is an
+overall score from 0 to 10, a score per criterion and feedback (the router
+asks a model for them).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response
 
-from rhetor.edge._fields import read_str, read_str_list
-from rhetor.edge._http import json_response, read_body
+from rhetor.edge._http import json_response
+from rhetor.edge._schema import operation
+from rhetor.edge._schemas_admin import EvaluateBody
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
@@ -27,11 +29,14 @@ def evaluate_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.post("/evaluate")
-    async def evaluate() -> Response:
-        body = await read_body()
-        prompt = read_str(body, "prompt", required=True)
-        response = read_str(body, "response", required=True)
-        criteria = read_str_list(body, "criteria")
-        return json_response(await rt.evaluate(prompt, response, criteria))
+    @operation(body=EvaluateBody)
+    async def evaluate(body: EvaluateBody) -> Response:
+        """
+        Score a response: ``{"evaluation": {overall_score, scores, feedback, method}, "model", "provider", "cost"}``.
+
+        When the model's answer is not a JSON evaluation, ``method`` is
+        ``heuristic`` and the feedback says so.
+        """
+        return json_response(await rt.evaluate(body.prompt, body.response, body.criteria))
 
     return bp

@@ -1,5 +1,5 @@
 """
-Reading untrusted JSON: bodies and frames as a whole, then field by field.
+Reading untrusted JSON as a whole: what no field of any body or frame may hold.
 
 Both edges (HTTP in the blueprints ``_app`` mounts, WebSocket in
 ``_session.py``) receive untyped JSON. :func:`load_json` turns the raw bytes
@@ -7,10 +7,11 @@ into JSON values and :func:`check_json` holds the rules every value must keep,
 whatever field it sits in: strings are valid Unicode (no lone surrogates,
 which the ``\\ud800`` escape can smuggle in and SQLite cannot store), numbers
 are finite and whole numbers fit in 64 bits, and nesting is at most
-:data:`MAX_DEPTH` deep. The ``read_*`` functions then check each field's type
-and range. All raise :class:`ValidationError` naming the field (or
-:class:`InvalidJSON`), so a bad body is a 4xx (or an ``ERROR`` frame) that
-says what to fix, and nothing malformed ever reaches an actor. They do no I/O.
+:data:`MAX_DEPTH` deep. Each body is then checked field by field against its
+typed schema (``rhetor.edge._schema``). Both raise :class:`ValidationError`
+naming the field (or :class:`InvalidJSON`), so a bad body is a 4xx (or an
+``ERROR`` frame) that says what to fix, and nothing malformed ever reaches an
+actor. They do no I/O.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from typing import Any
-
-import attrs
 
 from rhetor._errors import InvalidJSON, ValidationError
 
@@ -29,22 +27,11 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_INT",
     "MAX_TIMEOUT",
-    "LLMOptions",
     "check_json",
     "check_text",
     "load_json",
     "may_hold_surrogates",
     "parse_json",
-    "query_int",
-    "read_bool",
-    "read_int",
-    "read_list",
-    "read_llm_request",
-    "read_number",
-    "read_object",
-    "read_routing",
-    "read_str",
-    "read_str_list",
 ]
 
 # Deepest nesting of arrays and objects a body or frame may have. Real bodies
@@ -61,7 +48,6 @@ MAX_TIMEOUT = 86400.0
 # A lone surrogate can only come from a \uD800-\uDFFF escape: without one in
 # the text, no string in it needs checking.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_COMPLEXITIES = ("low", "medium", "high")
 
 
 # -- whole bodies ------------------------------------------------------------------
@@ -193,240 +179,3 @@ def check_text(value: str, field: str) -> str:
     if not value.isascii() and not _valid_text(value):
         raise ValidationError(field, "must be valid Unicode text")
     return value
-
-
-def query_int(
-    raw: str | None,
-    field: str,
-    default: int | None,
-    *,
-    minimum: int = 0,
-    maximum: int = MAX_INT,
-) -> int | None:
-    """A whole number from a query parameter, from ``minimum`` to ``maximum``; absent: ``default``."""
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(field, "must be a whole number") from None
-    if value < minimum:
-        raise ValidationError(field, f"must be at least {minimum}")
-    if value > maximum:
-        raise ValidationError(field, f"must be at most {maximum}")
-    return value
-
-
-# -- fields ----------------------------------------------------------------------------
-
-
-_MISSING: Any = object()
-
-
-def read_str(
-    body: Mapping[str, Any], field: str, *, required: bool = False, default: Any = None
-) -> Any:
-    """The string at ``field``; None (or ``default``) when absent or null unless required."""
-    value = body.get(field, _MISSING)
-    if value is _MISSING or value is None:
-        if required:
-            raise ValidationError(field, "is required")
-        return default
-    if not isinstance(value, str):
-        raise ValidationError(field, f"must be a string, not {_kind(value)}")
-    if required and not value:
-        raise ValidationError(field, "must not be empty")
-    return check_text(value, field)
-
-
-def read_bool(body: Mapping[str, Any], field: str, default: bool) -> bool:
-    """The boolean at ``field``, or ``default`` when absent or null."""
-    value = body.get(field)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ValidationError(field, f"must be true or false, not {_kind(value)}")
-    return value
-
-
-def read_number(
-    body: Mapping[str, Any],
-    field: str,
-    *,
-    required: bool = False,
-    minimum: float | None = None,
-    maximum: float | None = None,
-) -> float | None:
-    """The finite number at ``field`` (booleans are not numbers), or None when absent."""
-    value = body.get(field)
-    if value is None:
-        if required:
-            raise ValidationError(field, "is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(field, f"must be a number, not {_kind(value)}")
-    try:
-        number = float(value)  # a whole number too large for a float overflows here
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise ValidationError(field, "must be a finite number")
-    if minimum is not None and number < minimum:
-        raise ValidationError(field, f"must be at least {minimum:g}")
-    if maximum is not None and number > maximum:
-        raise ValidationError(field, f"must be at most {maximum:g}")
-    return number
-
-
-def read_int(
-    body: Mapping[str, Any],
-    field: str,
-    *,
-    minimum: int | None = None,
-    maximum: int = MAX_INT,
-) -> int | None:
-    """The whole number at ``field`` (not a bool, not 1.5), or None when absent."""
-    value = body.get(field)
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(field, f"must be a whole number, not {_kind(value)}")
-    if minimum is not None and value < minimum:
-        raise ValidationError(field, f"must be at least {minimum}")
-    if value > maximum:
-        raise ValidationError(field, f"must be at most {maximum}")
-    return value
-
-
-def read_object(body: Mapping[str, Any], field: str, *, required: bool = False) -> Any:
-    """The JSON object at ``field``, or None when absent."""
-    value = body.get(field)
-    if value is None:
-        if required:
-            raise ValidationError(field, "is required")
-        return None
-    if not isinstance(value, dict):
-        raise ValidationError(field, f"must be an object, not {_kind(value)}")
-    return value
-
-
-def read_list(body: Mapping[str, Any], field: str, *, required: bool = False) -> Any:
-    """The JSON array at ``field``, or None when absent."""
-    value = body.get(field)
-    if value is None:
-        if required:
-            raise ValidationError(field, "is required")
-        return None
-    if not isinstance(value, list):
-        raise ValidationError(field, f"must be an array, not {_kind(value)}")
-    return value
-
-
-def read_str_list(body: Mapping[str, Any], field: str) -> list[str] | None:
-    """A JSON array of strings at ``field``, or None when absent."""
-    items = read_list(body, field)
-    if items is None:
-        return None
-    for i, item in enumerate(items):
-        if not isinstance(item, str):
-            raise ValidationError(f"{field}[{i}]", f"must be a string, not {_kind(item)}")
-        check_text(item, f"{field}[{i}]")
-    return list(items)
-
-
-def read_routing(body: Mapping[str, Any], field: str = "routing_parameters") -> Any:
-    """
-    The routing hints at ``field``, checked: ``{complexity, required_capabilities, max_cost}``.
-
-    Unknown keys are dropped (the seeds send ``task_type`` there too); None when absent.
-    """
-    raw = read_object(body, field)
-    if raw is None:
-        return None
-    # Each hint is read under its full name, so errors say routing_parameters.max_cost.
-    names = {key: f"{field}.{key}" for key in ("complexity", "required_capabilities", "max_cost")}
-    nested = {names[key]: raw.get(key) for key in names}
-    routing: dict[str, Any] = {}
-    complexity = read_str(nested, names["complexity"])
-    if complexity is not None:
-        if complexity not in _COMPLEXITIES:
-            raise ValidationError(names["complexity"], "must be low, medium or high")
-        routing["complexity"] = complexity
-    capabilities = read_str_list(nested, names["required_capabilities"])
-    if capabilities:
-        routing["required_capabilities"] = capabilities
-    max_cost = read_number(nested, names["max_cost"], minimum=0)
-    if max_cost is not None:
-        routing["max_cost"] = max_cost
-    return routing
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-@attrs.frozen
-class LLMOptions:
-    """
-    The checked keyword arguments of ``Runtime.request`` and whether to stream.
-    """
-
-    kwargs: dict[str, Any]
-    streaming: bool
-
-
-def read_llm_request(
-    body: Mapping[str, Any],
-    *,
-    chat: bool,
-    context_field: str = "context_id",
-    streaming_default: bool = False,
-) -> LLMOptions:
-    """
-    Read an LLM request from a JSON body, checking every field's type.
-
-    ``chat`` selects ``messages: [{role, content}]`` over ``message``. The
-    context id is read from ``context_field`` (``context_id`` over HTTP,
-    ``context`` over WebSocket); the other spelling is accepted too. Unknown
-    fields are ignored, as the seeds' clients send extras such as ``source``.
-    Types, Unicode, finiteness, the routing hints and the sizes are checked
-    here; ``Runtime.request`` then checks what depends on configuration
-    (temperature's range, roles, known providers).
-
-    Error handling: raises :class:`ValidationError` naming the first bad field.
-    """
-    other = "context" if context_field == "context_id" else "context_id"
-    context_id = read_str(body, context_field)
-    if context_id is None:
-        context_id = read_str(body, other)
-    kwargs: dict[str, Any] = {
-        "context_id": context_id,
-        "task_type": read_str(body, "task_type", default="default") or "default",
-        "component": read_str(body, "component"),
-        "provider": read_str(body, "provider"),
-        "model": read_str(body, "model"),
-        "temperature": read_number(body, "temperature"),
-        "max_tokens": read_int(body, "max_tokens", minimum=1),
-        "system_prompt": read_str(body, "system_prompt"),
-        "routing_parameters": read_routing(body),
-        "timeout": read_number(body, "timeout", maximum=MAX_TIMEOUT),
-    }
-    if chat:
-        kwargs["messages"] = read_list(body, "messages", required=True)
-    else:
-        kwargs["message"] = read_str(body, "message", required=True)
-    return LLMOptions(kwargs, read_bool(body, "streaming", streaming_default))

@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 import actors
 from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable, ValidationError
-from rhetor.edge._fields import parse_json, query_int
+from rhetor.edge._fields import parse_json
 from rhetor.edge._json import encode
 
 __all__ = [
@@ -34,9 +34,7 @@ __all__ = [
     "as_rhetor_error",
     "error_response",
     "json_response",
-    "only",
     "plain",
-    "query_number",
     "read_body",
     "rhetor_error",
 ]
@@ -156,16 +154,3 @@ async def read_body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
     return body
-
-
-def query_number(name: str, default: int | None, minimum: int = 0) -> int | None:
-    """The whole-number query parameter ``name`` (``default`` when absent)."""
-    return query_int(request.args.get(name), name, default, minimum=minimum)
-
-
-def only(body: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
-    """``body`` as a dict, refusing the first field (by name) not in ``allowed``."""
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ValidationError(unknown[0], "unknown field")
-    return dict(body)

@@ -2,9 +2,9 @@
 The messages blueprint: Rhetor's own LLM requests, whole or streamed.
 
 ``POST /message`` (one message), ``POST /chat`` (a list of messages) and
-``POST /stream`` (``/message``, always streamed). A body becomes one
-:class:`~rhetor.LLMRequest` through
-:func:`rhetor.edge._fields.read_llm_request`; the reply is its JSON, or, with
+``POST /stream`` (``/message``, always streamed). A body, checked against
+its schema (``rhetor.edge._schemas_native``), becomes one
+:class:`~rhetor.LLMRequest`; the reply is its JSON, or, with
 ``streaming``, Server-Sent Events: one ``{chunk, context, model, provider,
 done: false}`` event per chunk, then the reply with ``done: true``, or an
 event with ``done: true`` and an ``error`` if the stream fails after its first
@@ -13,14 +13,15 @@ chunk.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response
 
 from rhetor._errors import RhetorError
-from rhetor.edge._fields import read_llm_request
-from rhetor.edge._http import json_response, read_body
+from rhetor.edge._http import json_response
+from rhetor.edge._schema import operation
+from rhetor.edge._schemas_native import ChatBody, MessageBody, ReplyBody
 from rhetor.edge._sse import ErrorEvent, EventsOf, data, sse_response
 
 if TYPE_CHECKING:
@@ -72,10 +73,9 @@ def messages_blueprint(runtime: Runtime) -> Blueprint:
     bp = Blueprint("messages", __name__)
     rt = runtime
 
-    async def answer(body: Mapping[str, Any], *, chat: bool, stream: bool | None) -> Response:
-        options = read_llm_request(body, chat=chat)
-        llm_request = rt.request(**options.kwargs)
-        if options.streaming if stream is None else stream:
+    async def answer(kwargs: dict[str, Any], streaming: bool) -> Response:
+        llm_request = rt.request(**kwargs)
+        if streaming:
             context = llm_request.context_id
             return await sse_response(
                 rt.send_stream(llm_request),
@@ -87,15 +87,41 @@ def messages_blueprint(runtime: Runtime) -> Blueprint:
         return json_response(reply.to_dict())
 
     @bp.post("/message")
-    async def message() -> Response:
-        return await answer(await read_body(), chat=False, stream=None)
+    @operation(body=MessageBody, reply=ReplyBody, streams=True)
+    async def message(body: MessageBody) -> Response:
+        """
+        One message to a model; with ``streaming``, answered as ``/stream`` is.
+        """
+        return await answer(
+            {**body.request_kwargs(), "message": body.message}, bool(body.streaming)
+        )
 
     @bp.post("/stream")
-    async def stream() -> Response:
-        return await answer(await read_body(), chat=False, stream=True)
+    @operation(body=MessageBody, streams=True, content_type="text/event-stream")
+    async def stream(body: MessageBody) -> Response:
+        """
+        One message to a model, answered as Server-Sent Events.
+
+        One ``{chunk, context, model, provider, done: false}`` event per chunk,
+        then the reply with ``chunk: ""`` and ``done: true``. A request refused
+        before anything streams gets its JSON error instead; a failure after
+        the first chunk is a last event with ``done: true`` and an ``error``.
+        """
+        return await answer({**body.request_kwargs(), "message": body.message}, True)
 
     @bp.post("/chat")
-    async def chat() -> Response:
-        return await answer(await read_body(), chat=True, stream=None)
+    @operation(body=ChatBody, reply=ReplyBody, streams=True)
+    async def chat(body: ChatBody) -> Response:
+        """
+        A conversation; with a ``context_id``, the turns it already holds are not repeated.
+
+        System messages become the system prompt (unless ``system_prompt`` is
+        given) and are never stored. Of the client's turns, those up to the
+        latest point where they end with the context's newest stored turns are
+        repeats; only the turns after it are sent after the stored history and
+        stored with the reply (see docs/api.md).
+        """
+        kwargs = {**body.request_kwargs(), "messages": body.chat_messages()}
+        return await answer(kwargs, bool(body.streaming))
 
     return bp

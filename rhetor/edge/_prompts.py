@@ -2,43 +2,35 @@
 The prompts blueprint: per-component system prompts under ``/prompts``.
 
 List (by ``component``), create, get, update, delete, and ``POST
-/prompts/generate``, which builds a prompt for a task. Bodies take only the
-fields in :data:`PROMPT_FIELDS`; an unknown one is a 422 naming it.
+/prompts/generate``, which builds a prompt for a task. Bodies are
+``rhetor.edge._schemas_admin``'s :class:`PromptBody` and
+:class:`PromptUpdateBody`, which refuse an unknown field (a 422 naming it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
-from rhetor._errors import ValidationError
-from rhetor.edge._fields import read_bool, read_str, read_str_list
-from rhetor.edge._http import json_response, only, plain, read_body
+from rhetor.edge._http import json_response, plain
+from rhetor.edge._schema import operation
+from rhetor.edge._schemas_admin import (
+    DeletedReply,
+    GeneratedPrompt,
+    GeneratePromptBody,
+    PromptBody,
+    PromptList,
+    PromptsQuery,
+    PromptUpdateBody,
+    given,
+)
+from rhetor.storage import Prompt
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
 
-__all__ = ["PROMPT_FIELDS", "prompt_body", "prompts_blueprint"]
-
-PROMPT_FIELDS = frozenset({"name", "component", "content", "description", "tags", "is_default"})
-
-
-def prompt_body(body: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
-    """
-    A prompt's fields from a body (``name``, ``component``, ``content`` required when creating).
-
-    Error handling: raises :class:`ValidationError` naming the first bad field.
-    """
-    fields = only(body, PROMPT_FIELDS)
-    for name in ("name", "component", "content"):
-        read_str(fields, name, required=creating)
-    read_str(fields, "description")
-    read_str_list(fields, "tags")
-    if "is_default" in fields:
-        read_bool(fields, "is_default", False)
-    return {k: v for k, v in fields.items() if v is not None}
+__all__ = ["prompts_blueprint"]
 
 
 def prompts_blueprint(runtime: Runtime) -> Blueprint:
@@ -47,13 +39,20 @@ def prompts_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.get("")
-    async def list_prompts() -> Response:
-        component = request.args.get("component") or None
-        return json_response({"prompts": plain(await rt.list_prompts(component))})
+    @operation(query=PromptsQuery, reply=PromptList)
+    async def list_prompts(query: PromptsQuery) -> Response:
+        """
+        Every system prompt (``{"prompts": [...]}``), or those of a component.
+        """
+        return json_response({"prompts": plain(await rt.list_prompts(query.component))})
 
     @bp.post("")
-    async def create_prompt() -> Response:
-        fields = prompt_body(await read_body(), creating=True)
+    @operation(body=PromptBody, reply=Prompt, status=201)
+    async def create_prompt(body: PromptBody) -> Response:
+        """
+        Create a system prompt; a default one displaces its component's old default.
+        """
+        fields = given(body)
         name, component, content = (
             fields.pop("name"),
             fields.pop("component"),
@@ -62,27 +61,36 @@ def prompts_blueprint(runtime: Runtime) -> Blueprint:
         return json_response(plain(await rt.create_prompt(name, component, content, **fields)), 201)
 
     @bp.post("/generate")
-    async def generate_prompt() -> Response:
-        body = await read_body()
-        task = read_str(body, "task", required=True)
-        context = body.get("context")
-        if context is not None and not isinstance(context, str | dict):
-            raise ValidationError("context", "must be an object, a string or null")
-        fmt = read_str(body, "format", default="instruction")
-        prompt = await rt.generate_prompt(task, context, fmt)
-        return json_response({"prompt": prompt, "task": task, "format": fmt})
+    @operation(body=GeneratePromptBody, reply=GeneratedPrompt)
+    async def generate_prompt(body: GeneratePromptBody) -> Response:
+        """
+        Draft a system prompt for a task: ``{"prompt", "task", "format"}``.
+        """
+        prompt = await rt.generate_prompt(body.task, body.context, body.format)
+        return json_response({"prompt": prompt, "task": body.task, "format": body.format})
 
     @bp.get("/<prompt_id>")
+    @operation(reply=Prompt)
     async def get_prompt(prompt_id: str) -> Response:
+        """
+        A system prompt by id.
+        """
         return json_response(plain(await rt.get_prompt(prompt_id)))
 
     @bp.put("/<prompt_id>")
-    async def update_prompt(prompt_id: str) -> Response:
-        fields = prompt_body(await read_body(), creating=False)
-        return json_response(plain(await rt.update_prompt(prompt_id, **fields)))
+    @operation(body=PromptUpdateBody, reply=Prompt)
+    async def update_prompt(prompt_id: str, body: PromptUpdateBody) -> Response:
+        """
+        Change a system prompt.
+        """
+        return json_response(plain(await rt.update_prompt(prompt_id, **given(body))))
 
     @bp.delete("/<prompt_id>")
+    @operation(reply=DeletedReply)
     async def delete_prompt(prompt_id: str) -> Response:
+        """
+        Delete a system prompt.
+        """
         await rt.delete_prompt(prompt_id)
         return json_response({"deleted": True, "id": prompt_id})
 

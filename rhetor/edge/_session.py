@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Mapping
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
 import anyio
 import attrs
@@ -29,12 +29,14 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 import actors
 from rhetor._errors import InternalError, RhetorError, ValidationError
-from rhetor.edge._fields import (
-    check_json,
-    check_text,
-    load_json,
-    may_hold_surrogates,
-    read_llm_request,
+from rhetor.edge._fields import check_json, check_text, load_json, may_hold_surrogates
+from rhetor.edge._schema import convert
+from rhetor.edge._schemas_ws import (
+    CancelPayload,
+    ChatRequestPayload,
+    ClientFrame,
+    FrameType,
+    LLMRequestPayload,
 )
 
 if TYPE_CHECKING:
@@ -52,7 +54,7 @@ __all__ = [
 
 log = logging.getLogger("rhetor.session")
 
-FRAME_TYPES = frozenset({"REGISTER", "LLM_REQUEST", "CHAT_REQUEST", "STATUS", "CANCEL"})
+FRAME_TYPES: frozenset[str] = frozenset(get_args(FrameType))
 # One socket may run several requests at once, but not without bound.
 MAX_IN_FLIGHT = 32
 Frame = dict[str, Any]
@@ -120,12 +122,14 @@ class FrameError(Exception):
 
 def parse_frame(data: str | bytes) -> ParsedFrame:
     """
-    Check one client frame: JSON, an object, a known ``type``, a usable ``id`` and payload.
+    Check one client frame: JSON, then its envelope against :class:`ClientFrame`.
 
     Every value in it keeps :func:`rhetor.edge._fields.check_json`'s rules (valid
     Unicode, finite numbers, bounded nesting), so nothing malformed reaches a
-    request. A frame without an ``id`` gets a fresh one, which every answer
-    then echoes.
+    request. The ``id`` is read first, so that every later error can echo
+    it; a frame without one gets a fresh one, which every answer then
+    echoes. The payload is checked against its type's schema when the frame
+    is handled (``rhetor.edge._schemas_ws.PAYLOADS``).
 
     Error handling: raises :class:`FrameError` with the error body to send
     back, carrying the frame's ``id`` whenever it could be read.
@@ -139,10 +143,10 @@ def parse_frame(data: str | bytes) -> ParsedFrame:
             ) from None
     try:
         raw = load_json(data, what="frame")
+        if not isinstance(raw, dict):
+            convert(raw, ClientFrame, what="frame")  # raises: a frame is an object
     except RhetorError as exc:
         raise FrameError(None, exc.to_dict()) from None
-    if not isinstance(raw, dict):
-        raise FrameError(None, ValidationError("frame", "must be a JSON object").to_dict())
     frame_id = raw.get("id")
     if frame_id is None:
         frame_id = uuid.uuid4().hex
@@ -152,24 +156,10 @@ def parse_frame(data: str | bytes) -> ParsedFrame:
         raise FrameError(None, ValidationError("id", "must be a string or a number").to_dict())
     try:
         check_json(raw, what="frame", text=may_hold_surrogates(data))
+        frame = convert(raw, ClientFrame, what="frame")
     except ValidationError as exc:
         raise FrameError(frame_id, exc.to_dict()) from None
-    kind = raw.get("type")
-    if not isinstance(kind, str):
-        raise FrameError(frame_id, ValidationError("type", "is required").to_dict())
-    if kind not in FRAME_TYPES:
-        known = ", ".join(sorted(FRAME_TYPES))
-        message = f"unknown frame type {kind!r}; expected one of {known}"
-        raise FrameError(frame_id, ValidationError("type", message).to_dict())
-    source = raw.get("source")
-    if source is not None and not isinstance(source, str):
-        raise FrameError(frame_id, ValidationError("source", "must be a string").to_dict())
-    payload = raw.get("payload")
-    if payload is None:
-        payload = {}
-    elif not isinstance(payload, dict):
-        raise FrameError(frame_id, ValidationError("payload", "must be an object").to_dict())
-    return ParsedFrame(kind, frame_id, source, payload)
+    return ParsedFrame(frame.type, frame_id, frame.source, frame.payload or {})
 
 
 def _internal() -> InternalError:
@@ -288,9 +278,7 @@ class Session(actors.Actor):
             ack = {"status": "registered", "session": self.name, "source": self._source}
             await self._emit(make_frame("RESPONSE", frame.id, ack, target))
         elif frame.type == "CANCEL":
-            wanted = frame.payload.get("id")
-            if isinstance(wanted, bool) or not isinstance(wanted, str | int):
-                raise ValidationError("payload.id", "must be the id of an earlier request")
+            wanted = convert(frame.payload, CancelPayload, at="payload").id
             scope = self._in_flight.get(wanted)
             if scope is not None:
                 self._cancelled.add(wanted)
@@ -300,14 +288,17 @@ class Session(actors.Actor):
         elif frame.type == "STATUS":
             self._start(frame.id, self._status, frame.id, target)
         else:
-            options = read_llm_request(
-                frame.payload,
-                chat=frame.type == "CHAT_REQUEST",
-                context_field="context",
-                streaming_default=True,
-            )
-            request = self._runtime.request(**options.kwargs)
-            self._start(frame.id, self._generate, frame.id, target, request, options.streaming)
+            # Its errors name the payload's fields as the HTTP body's are named (no "payload.").
+            body: LLMRequestPayload | ChatRequestPayload
+            if frame.type == "CHAT_REQUEST":
+                body = convert(frame.payload, ChatRequestPayload)
+                kwargs = {**body.request_kwargs(websocket=True), "messages": body.chat_messages()}
+            else:
+                body = convert(frame.payload, LLMRequestPayload)
+                kwargs = {**body.request_kwargs(websocket=True), "message": body.message}
+            request = self._runtime.request(**kwargs)
+            streaming = True if body.streaming is None else body.streaming
+            self._start(frame.id, self._generate, frame.id, target, request, streaming)
 
     def _start(self, frame_id: str | int, fn: Any, *args: Any) -> None:
         if frame_id in self._in_flight:

@@ -3,44 +3,36 @@ The templates blueprint: versioned prompt templates under ``/templates``.
 
 List (by ``category``), create, get (the current or a given ``version``),
 update (a new version), delete, render with ``variables``, and list versions.
-Bodies take only the fields in :data:`TEMPLATE_FIELDS`; an unknown one is a
-422 naming it.
+Bodies are ``rhetor.edge._schemas_admin``'s :class:`TemplateBody` and
+:class:`TemplateUpdateBody`, which refuse an unknown field (a 422 naming it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
-from rhetor.edge._fields import read_object, read_str, read_str_list
-from rhetor.edge._http import json_response, only, plain, query_number, read_body
+from rhetor.edge._http import json_response, plain
+from rhetor.edge._schema import operation
+from rhetor.edge._schemas_admin import (
+    DeletedReply,
+    RenderBody,
+    RenderReply,
+    TemplateBody,
+    TemplateList,
+    TemplateQuery,
+    TemplatesQuery,
+    TemplateUpdateBody,
+    TemplateVersionsReply,
+    given,
+)
+from rhetor.storage import Template
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
 
-__all__ = ["TEMPLATE_FIELDS", "template_body", "templates_blueprint"]
-
-TEMPLATE_FIELDS = frozenset(
-    {"name", "content", "description", "category", "required", "optional", "defaults", "metadata"}
-)
-
-
-def template_body(body: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
-    """
-    A template's fields from a body (``name`` and ``content`` required when creating).
-
-    Error handling: raises :class:`ValidationError` naming the first bad field.
-    """
-    fields = only(body, TEMPLATE_FIELDS)
-    for name in ("name", "content", "description", "category"):
-        read_str(fields, name, required=creating and name in ("name", "content"))
-    for name in ("required", "optional"):
-        read_str_list(fields, name)
-    for name in ("defaults", "metadata"):
-        read_object(fields, name)
-    return {k: v for k, v in fields.items() if v is not None}
+__all__ = ["templates_blueprint"]
 
 
 def templates_blueprint(runtime: Runtime) -> Blueprint:
@@ -49,39 +41,63 @@ def templates_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.get("")
-    async def list_templates() -> Response:
-        category = request.args.get("category") or None
-        return json_response({"templates": plain(await rt.list_templates(category))})
+    @operation(query=TemplatesQuery, reply=TemplateList)
+    async def list_templates(query: TemplatesQuery) -> Response:
+        """
+        Every template (``{"templates": [...]}``), or those of a category.
+        """
+        return json_response({"templates": plain(await rt.list_templates(query.category))})
 
     @bp.post("")
-    async def create_template() -> Response:
-        fields = template_body(await read_body(), creating=True)
+    @operation(body=TemplateBody, reply=Template, status=201)
+    async def create_template(body: TemplateBody) -> Response:
+        """
+        Create a template; ``{name}`` placeholders in its content are its variables.
+        """
+        fields = given(body)
         name, content = fields.pop("name"), fields.pop("content")
         return json_response(plain(await rt.create_template(name, content, **fields)), 201)
 
     @bp.get("/<template_id>")
-    async def get_template(template_id: str) -> Response:
-        version = query_number("version", None, minimum=1)
-        return json_response(plain(await rt.get_template(template_id, version)))
+    @operation(query=TemplateQuery, reply=Template)
+    async def get_template(template_id: str, query: TemplateQuery) -> Response:
+        """
+        A template by id or name, at its current or a given version.
+        """
+        return json_response(plain(await rt.get_template(template_id, query.version)))
 
     @bp.put("/<template_id>")
-    async def update_template(template_id: str) -> Response:
-        fields = template_body(await read_body(), creating=False)
-        return json_response(plain(await rt.update_template(template_id, **fields)))
+    @operation(body=TemplateUpdateBody, reply=Template)
+    async def update_template(template_id: str, body: TemplateUpdateBody) -> Response:
+        """
+        Change a template; a new content or parameter makes a new version.
+        """
+        return json_response(plain(await rt.update_template(template_id, **given(body))))
 
     @bp.delete("/<template_id>")
+    @operation(reply=DeletedReply)
     async def delete_template(template_id: str) -> Response:
+        """
+        Delete a template and its versions.
+        """
         await rt.delete_template(template_id)
         return json_response({"deleted": True, "id": template_id})
 
     @bp.post("/<template_id>/render")
-    async def render_template(template_id: str) -> Response:
-        variables = read_object(await read_body(), "variables") or {}
-        rendered = await rt.render_template(template_id, variables)
+    @operation(body=RenderBody, reply=RenderReply)
+    async def render_template(template_id: str, body: RenderBody) -> Response:
+        """
+        Render a template with ``variables``: ``{"template", "rendered"}``.
+        """
+        rendered = await rt.render_template(template_id, body.variables or {})
         return json_response({"template": template_id, "rendered": rendered})
 
     @bp.get("/<template_id>/versions")
+    @operation(reply=TemplateVersionsReply)
     async def template_versions(template_id: str) -> Response:
+        """
+        Every version of a template: ``{"template", "versions": [...]}``.
+        """
         versions = await rt.template_versions(template_id)
         return json_response({"template": template_id, "versions": plain(versions)})
 

@@ -28,6 +28,7 @@ import attrs
 from quart import Blueprint, Response, request
 
 from rhetor._errors import NotFound
+from rhetor.edge._schema import operation
 
 __all__ = ["SECURITY_HEADERS", "UI_PATH", "ConsoleFile", "console_blueprint", "console_files"]
 
@@ -118,16 +119,28 @@ def console_blueprint() -> Blueprint:
     blueprint = Blueprint("console", __name__)
 
     @blueprint.get(UI_PATH)
+    @operation(status=308, content_type="")
     async def console_root() -> Response:
+        """
+        Redirects to the console's page, ``/ui/``.
+        """
         # The page's modules are imported relative to it, so it must be at /ui/.
         return Response(b"", status=308, headers={"Location": f"{UI_PATH}/"})
 
     @blueprint.get(f"{UI_PATH}/")
+    @operation(content_type="text/html")
     async def console_page() -> Response:
+        """
+        The web console (see docs/console.md).
+        """
         return _answer(files["index.html"])
 
     @blueprint.get(f"{UI_PATH}/<path:name>")
+    @operation(content_type="*/*")
     async def console_file(name: str) -> Response:
+        """
+        One of the console's static files: modules, styles, icons.
+        """
         file = files.get(name)
         if file is None:
             raise NotFound("console file", name)
