@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["budget_blueprint"]
 
+
 def budget_blueprint(runtime: Runtime) -> Blueprint:
     """The ``/budget`` routes over ``runtime``."""
     bp = Blueprint("budget", __name__, url_prefix="/budget")

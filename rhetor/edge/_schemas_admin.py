@@ -24,7 +24,6 @@ from rhetor.edge._schemas_native import ChatTurn
 from rhetor.storage import ContextInfo, Prompt, SearchHit, StoredMessage, Template, TemplateVersion
 
 __all__ = [
-    "EntriesQuery",
     "BudgetLimitBody",
     "BudgetPolicyBody",
     "BudgetReply",
@@ -33,6 +32,7 @@ __all__ = [
     "ContextReply",
     "ContextsQuery",
     "DeletedReply",
+    "EntriesQuery",
     "EstimateBody",
     "EvaluateBody",
     "GeneratePromptBody",
