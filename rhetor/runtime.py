@@ -38,8 +38,12 @@ from rhetor._types import (
     ChatMessage,
     Chunk,
     LLMRequest,
+    Passthrough,
     Reply,
+    ResponseFormat,
     RoutingParameters,
+    Tool,
+    ToolChoice,
 )
 from rhetor.budget._keeper import BudgetKeeper
 from rhetor.budget._ledger import SQLiteLedger
@@ -237,14 +241,30 @@ class Runtime:
         routing_parameters: Mapping[str, Any] | RoutingParameters | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
+        tools: Sequence[Tool] = (),
+        tool_choice: ToolChoice | None = None,
+        response_format: ResponseFormat | None = None,
+        stop: Sequence[str] = (),
+        top_p: float | None = None,
+        seed: int | None = None,
+        user: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        passthrough: Passthrough | None = None,
     ) -> LLMRequest:
-        """Build and validate an :class:`LLMRequest` (what every edge does first)."""
+        """
+        Build and validate an :class:`LLMRequest` (what every edge does first).
+
+        ``messages`` are :class:`ChatMessage` values (content blocks and all) or
+        ``{role, content}`` objects with string content; ``tools``,
+        ``tool_choice``, ``response_format`` and ``passthrough`` are the typed
+        values of :mod:`rhetor._content`, which the edges read from each API's JSON.
+        """
         routing = (
             routing_parameters
             if isinstance(routing_parameters, RoutingParameters)
             else RoutingParameters.from_dict(routing_parameters)
         )
-        extra = {} if request_id is None else {"request_id": request_id}
+        extra: dict[str, Any] = {} if request_id is None else {"request_id": request_id}
         return LLMRequest(
             message=message,
             messages=_messages(messages) if messages is not None else (),
@@ -258,6 +278,15 @@ class Runtime:
             system_prompt=system_prompt,
             routing=routing,
             timeout=timeout,
+            tools=tuple(tools),
+            tool_choice=tool_choice,
+            response_format=response_format,
+            stop=tuple(stop),
+            top_p=top_p,
+            seed=seed,
+            user=user,
+            metadata=metadata,
+            passthrough=passthrough,
             **extra,
         )
 

@@ -246,8 +246,8 @@ async def loop(alpha: Sequence[Step] = (), beta: Sequence[Step] = ()) -> AsyncIt
     accounts = Accounts()
     stored: list[str] = []
 
-    async def store(request: LLMRequest, prepared: Prepared, text: str) -> None:
-        stored.append(text)
+    async def store(request: LLMRequest, prepared: Prepared, answer: ChatMessage) -> None:
+        stored.append(answer.content)
 
     async with actors.open_system() as system:
         refs = {

@@ -18,7 +18,10 @@ import pytest
 
 import rhetor.runtime
 from rhetor import BudgetExceeded, Settings
+from rhetor._content import Image, Text, Tool
+from rhetor._tokens import IMAGE_TOKENS, TOOL_OVERHEAD, count_message_tokens, count_request_tokens
 from rhetor._types import (
+    ChatMessage,
     ProviderReply,
     ProviderRequest,
     ProviderStatus,
@@ -34,7 +37,11 @@ from rhetor.providers._simulated import SimulatedBackend
 TASKS = {
     "tasks": {"default": {"primary": "alpha-1", "fallbacks": [], "temperature": 0.5}},
     "models": {
-        "alpha-1": {"provider": "alpha", "tier": "high", "capabilities": ["general"]},
+        "alpha-1": {
+            "provider": "alpha",
+            "tier": "high",
+            "capabilities": ["general", "tools", "vision"],
+        },
         "simulated-echo": {"provider": "simulated", "tier": "local"},
         "simulated-summary": {"provider": "simulated", "tier": "local"},
     },
@@ -102,6 +109,32 @@ def worst_case(reply_request_tokens: int, max_tokens: int) -> float:
 
 # count_message_tokens([user "hello"]): 2 for the word, 4 for the message; padded to 23.
 HELLO_TOKENS = 6
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_reservation_counts_images_and_tool_schemas_by_the_token_rule(
+    tmp_path: Path, stream: bool
+) -> None:
+    """The worst case reserved (and billed for malformed usage) counts an image and a tool's schema."""
+    tool = Tool(
+        "lookup", "Find a word.", {"type": "object", "properties": {"word": {"type": "string"}}}
+    )
+    turn = ChatMessage("user", blocks=(Text("hello"), Image(data="AAAA", media_type="image/png")))
+    expected = count_message_tokens([turn]) + count_request_tokens([tool])
+    # The rule: the text and message as before, 1,600 for the image, the tool's text and schema.
+    assert count_message_tokens([turn]) == HELLO_TOKENS + IMAGE_TOKENS
+    assert count_request_tokens([tool]) > TOOL_OVERHEAD
+    alpha = ReportingBackend(usage=Usage(1, 1), usage_valid=False)
+    settings = settings_with(tmp_path, ALPHA_PRICE)
+    async with rhetor.runtime.start(settings, backends=backends(alpha)) as rt:
+        if stream:
+            chunks = [c async for c in rt.chat_stream([turn], tools=[tool], max_tokens=100)]
+            reply = chunks[-1].reply
+        else:
+            reply = await rt.chat([turn], tools=[tool], max_tokens=100)
+    assert reply is not None
+    assert reply.cost == pytest.approx(worst_case(expected, 100))
+    assert reply.usage.input_tokens == int(expected * 1.25) + 16
 
 
 @pytest.mark.parametrize("stream", [False, True])

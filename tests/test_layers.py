@@ -4,7 +4,7 @@ The direction of dependencies between Rhetor's parts, read from the source.
     cli, __main__  →  edge  →  runtime  →  routing  →  budget, providers  →  storage  →  shared
 
 ``shared`` is the value objects and helpers every layer uses (``rhetor``'s
-``__init__``, ``_types``, ``_errors``, ``_settings``, ``_asks``, ``_redact``,
+``__init__``, ``_types``, ``_content``, ``_errors``, ``_settings``, ``_asks``, ``_redact``,
 ``_tokens``). A module may import its own layer and any layer to its right,
 never one to its left; ``budget`` and ``providers`` do not import each other.
 ``actors`` never imports ``rhetor``, and ``rhetor.client`` imports nothing of
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = {"__init__", "_types", "_errors", "_settings", "_asks", "_redact", "_tokens"}
+SHARED = {"__init__", "_types", "_content", "_errors", "_settings", "_asks", "_redact", "_tokens"}
 # Left to right: a layer may import itself and anything after it.
 ORDER = ["entry", "edge", "runtime", "routing", "budget|providers", "storage", "shared"]
 # Layers in one slot of ORDER that may not import each other.

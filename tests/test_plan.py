@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from rhetor._content import Image, Passthrough, ResponseFormat, Text, Tool, ToolCall, ToolChoice
 from rhetor._errors import NotFound, ValidationError
-from rhetor._types import RoutingParameters
+from rhetor._types import ChatMessage, LLMRequest, RoutingParameters
+from rhetor.routing._needs import Need, lacking, needs_of
 from rhetor.routing._plan import TaskConfig, plan, usd
 
 CONFIG = TaskConfig.load(Path(__file__).parent.parent / "config" / "tasks.json")
@@ -29,6 +31,7 @@ def run(
     up: tuple[str, ...] = ("anthropic", "openai", "simulated"),
     active: tuple[str, str] | None = None,
     simulated_fallback: bool = False,
+    needs: tuple[Need, ...] = (),
 ):  # type: ignore[no-untyped-def]
     return plan(
         CONFIG,
@@ -42,7 +45,9 @@ def run(
         provider_models=MODELS,
         active=active,
         simulated_fallback=simulated_fallback,
-        cost_of=lambda p, m: PRICES[CONFIG.models[m].tier],
+        cost_of=lambda p, m: PRICES[CONFIG.models[m].tier] if m in CONFIG.models else 0.0,
+        needs=needs,
+        family_of=lambda p: p,
     )
 
 
@@ -276,3 +281,129 @@ def test_hostile_routing_parameters_are_validation_errors_naming_the_field(
     with pytest.raises(ValidationError) as info:
         RoutingParameters.from_dict(raw)
     assert info.value.field == f"routing_parameters.{field}"
+
+
+# -- what a request needs ------------------------------------------------------------------
+
+TOOLS = Need("tools", "tools")
+VISION = Need("vision", "messages")
+SCHEMA = Need("json_schema", "response_format")
+IMAGE_URL = Need("image_url", "messages", model_level=False)
+OPENAI_PARAMS = Need("family:openai", "logit_bias", model_level=False)
+
+
+def test_the_shipped_catalogue_states_tools_vision_and_json_capabilities() -> None:
+    """config/tasks.json says which models use tools, see images and hold to a JSON schema."""
+    assert {"tools", "vision"} <= CONFIG.models["gpt-4o"].capabilities
+    assert "json_schema" in CONFIG.models["gpt-4o"].capabilities
+    assert "vision" not in CONFIG.models["gpt-3.5-turbo"].capabilities
+    assert "tools" not in CONFIG.models["llama3"].capabilities
+    assert CONFIG.models["claude-3-haiku-20240307"].context_window == 200000
+
+
+def test_a_model_lacking_what_the_request_needs_is_skipped_and_explained() -> None:
+    """An image skips the chat task's text-only fallback, and the explanation says so."""
+    result = run(task_type="chat", needs=(VISION,))
+    assert [c.model for c in result.candidates] == ["claude-3-haiku-20240307"]
+    assert "skipped openai/gpt-3.5-turbo (no image input)" in result.explanation
+
+
+def test_when_no_candidate_has_it_the_request_is_refused_naming_the_field_and_models() -> None:
+    """A JSON schema no chat model holds to is a ValidationError on response_format listing the models."""
+    with pytest.raises(ValidationError) as caught:
+        run(task_type="chat", needs=(SCHEMA,))
+    assert caught.value.field == "response_format"
+    assert "anthropic/claude-3-haiku-20240307" in caught.value.message
+    assert "openai/gpt-3.5-turbo" in caught.value.message
+
+
+def test_with_the_simulated_fallback_an_unmet_need_leaves_it_to_answer() -> None:
+    """No real provider up: the simulated provider (which has everything) answers instead."""
+    result = run(task_type="chat", needs=(SCHEMA,), up=("simulated",), simulated_fallback=True)
+    assert [c.provider for c in result.candidates] == ["simulated"]
+    assert "no real model has JSON schema output" in result.explanation
+
+
+def test_an_explicit_model_lacking_a_need_is_refused() -> None:
+    """A named model is never swapped: lacking vision, it is a 400 on messages naming it."""
+    with pytest.raises(ValidationError) as caught:
+        run(model="gpt-3.5-turbo", needs=(VISION,))
+    assert caught.value.field == "messages" and "openai/gpt-3.5-turbo" in caught.value.message
+
+
+def test_a_model_the_catalogue_does_not_list_is_taken_at_its_word_unless_rhetor_chooses() -> None:
+    """Unlisted: named explicitly it may have anything; chosen among a provider's models, nothing."""
+    assert lacking((VISION, IMAGE_URL), "openai", "openai", None) is None
+    assert lacking((VISION,), "openai", "openai", None, known=True) == VISION
+    assert lacking((IMAGE_URL,), "ollama", "ollama", None) == IMAGE_URL
+    assert lacking((OPENAI_PARAMS,), "custom", "", None) == OPENAI_PARAMS
+    assert lacking((IMAGE_URL,), "custom", "", None) is None
+    assert lacking((OPENAI_PARAMS, VISION), "simulated", "simulated", frozenset()) is None
+    assert (
+        lacking((Need("json_mode", "response_format"),), "p", "", frozenset({"json_schema"}))
+        is None
+    )
+
+
+def test_an_explicit_provider_picks_its_first_model_that_has_the_need() -> None:
+    """provider=openai with an image picks gpt-4-turbo over the text-only models listed before it."""
+    result = run(provider="openai", needs=(VISION, TOOLS))
+    assert result.candidates[0].model == "gpt-4-turbo"
+    with pytest.raises(ValidationError) as caught:
+        run(provider="ollama", needs=(TOOLS,), up=("ollama",))
+    assert caught.value.field == "tools" and "llama3" in caught.value.message
+
+
+def test_family_features_and_parameters_are_needs_of_the_provider() -> None:
+    """Image URLs keep Ollama out; an OpenAI client's own parameters keep every other family out."""
+    with pytest.raises(ValidationError) as caught:
+        run(model="llama3", needs=(IMAGE_URL,))
+    assert caught.value.field == "messages" and "images given by URL" in caught.value.message
+    result = run(task_type="default", needs=(OPENAI_PARAMS,))
+    assert [c.provider for c in result.candidates] == ["openai"]
+    assert "openai's own parameters" in result.explanation
+    with pytest.raises(ValidationError) as refused:
+        run(model="claude-3-haiku-20240307", needs=(OPENAI_PARAMS,))
+    assert refused.value.field == "logit_bias"
+
+
+def test_a_bad_context_window_or_capability_list_is_refused_at_load() -> None:
+    """tasks.json: context_window a positive whole number, capabilities a list of strings."""
+    base = {"tasks": {"default": {"primary": "m"}}, "models": {"m": {"provider": "p"}}}
+    for bad, field in (
+        ({"context_window": 0}, "models.m.context_window"),
+        ({"context_window": "big"}, "models.m.context_window"),
+        ({"capabilities": "tools"}, "models.m.capabilities"),
+    ):
+        raw = json.loads(json.dumps(base))
+        raw["models"]["m"].update(bad)
+        with pytest.raises(ValidationError) as caught:
+            TaskConfig.from_dict(raw)
+        assert caught.value.field == field
+    assert TaskConfig.from_dict(base).models["m"].context_window is None
+
+
+def test_what_a_request_needs_is_read_from_its_fields_and_conversation() -> None:
+    """Tools (forced or not), tool blocks, images (by URL or not), formats, untranslatable parameters."""
+    tool = Tool("f")
+    image = ChatMessage("user", blocks=(Text("x"), Image(url="https://e/x.png")))
+    request = LLMRequest(
+        message="x",
+        tools=[tool],
+        tool_choice=ToolChoice("required"),
+        response_format=ResponseFormat("json_object"),
+        passthrough=Passthrough("openai", {"store": True, "logprobs": True}),
+    )
+    assert needs_of(request, (image,)) == (
+        TOOLS,
+        Need("forced_tool_choice", "tool_choice", model_level=False),
+        VISION,
+        IMAGE_URL,
+        Need("json_mode", "response_format"),
+        Need("family:openai", "logprobs", model_level=False),
+    )
+    history = (ChatMessage("assistant", blocks=(ToolCall("c", "f"),)),)
+    assert needs_of(LLMRequest(message="x"), history) == (Need("tools", "messages"),)
+    harmless = LLMRequest(message="x", passthrough=Passthrough("openai", {"store": True}))
+    assert needs_of(harmless, ()) == ()
+    assert needs_of(LLMRequest(message="x", tools=[tool], tool_choice=ToolChoice("none")), ()) == ()

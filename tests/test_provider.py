@@ -24,6 +24,8 @@ from rhetor._types import (
     ProviderStatus,
     StreamEnd,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from rhetor.providers._actor import (
@@ -162,6 +164,48 @@ async def test_a_reply_of_the_wrong_shape_is_that_requests_error(answer: Any) ->
         backend.reply = ProviderReply("again", "m", Usage(1, 1))
         assert (await ref.ask(Complete(REQUEST))).text == "again"
         assert ref.stats().restarts == 0
+
+
+@pytest.mark.parametrize(
+    ("reply", "delta"),
+    [
+        (ProviderReply("t", "m", Usage(1, 1), tool_calls=[ToolCall("a", "f")]), ToolCallDelta(-1)),  # type: ignore[arg-type]
+        (ProviderReply("t", "m", Usage(1, 1), tool_calls=("call",)), ToolCallDelta(True)),  # type: ignore[arg-type]
+        (
+            ProviderReply("t", "m", Usage(1, 1), tool_calls=(ToolCall("a", "f", None),)),  # type: ignore[arg-type]
+            ToolCallDelta(0, 5),  # type: ignore[arg-type]
+        ),
+    ],
+    ids=["calls-not-a-tuple", "call-not-a-call", "arguments-none"],
+)
+async def test_tool_calls_of_the_wrong_shape_are_that_requests_error(
+    reply: Any, delta: Any
+) -> None:
+    """A backend's malformed tool calls or deltas fail that request with UpstreamServerError."""
+    backend = Misbehaving(reply=reply, items=[delta, StreamEnd(Usage(1, 1))])
+    async with actors.open_system() as system:
+        ref = await spawned(system, backend)
+        with pytest.raises(UpstreamServerError, match="malformed reply from odd"):
+            await ref.ask(Complete(REQUEST))
+        with pytest.raises(UpstreamServerError, match="malformed reply from odd"):
+            await streamed(ref)
+        assert ref.stats().restarts == 0
+
+
+async def test_tool_calls_and_usage_details_pass_checked_and_mended() -> None:
+    """Well-formed calls pass; lone surrogates in them are mended; cached tokens over the input are clamped."""
+    call = ToolCall("a", "f", '{"q":"\ud800"}')
+    backend = Misbehaving(
+        reply=ProviderReply("", "m", Usage(10, 5, 64, 2), tool_calls=(call,)),
+        items=[ToolCallDelta(0, "a", "f", "\udfff"), StreamEnd(Usage(10, 5, 3, 9))],
+    )
+    async with actors.open_system() as system:
+        ref = await spawned(system, backend)
+        reply = await ref.ask(Complete(REQUEST))
+        items = await streamed(ref)
+    assert reply.tool_calls == (ToolCall("a", "f", '{"q":"\ufffd"}'),)
+    assert (reply.usage, reply.usage_valid) == (Usage(10, 5, 10, 2), True)
+    assert items == [ToolCallDelta(0, "a", "f", "\ufffd"), StreamEnd(Usage(10, 5, 3, 5))]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ whole and streamed, and the same error statuses, alike. See :mod:`tests.fakes.re
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from rhetor._content import ToolChoice
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -23,11 +25,24 @@ from rhetor._errors import (
     RateLimited,
     UpstreamServerError,
 )
-from rhetor._types import ProviderRequest, StreamEnd, TextDelta
+from rhetor._types import ProviderRequest, StreamEnd, TextDelta, ToolCallDelta
 from rhetor.providers._anthropic import AnthropicBackend
 from tests.fakes import Fail, Reply
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
-from tests.fakes.reference import HISTORY, KEY, READ_REPLIES, SDK_STREAM_WARNINGS, arrived, collect
+from tests.fakes.reference import (
+    HISTORY,
+    KEY,
+    PIXEL,
+    READ_REPLIES,
+    SCHEMA,
+    SDK_STREAM_WARNINGS,
+    STRUCTURED,
+    TOOL_HISTORY,
+    TOOL_REPLIES,
+    WEATHER,
+    arrived,
+    collect,
+)
 
 pytestmark = SDK_STREAM_WARNINGS
 
@@ -71,6 +86,65 @@ ANTHROPIC_CASES = [
         },
         id="history-system-limit",
     ),
+    pytest.param(
+        ProviderRequest(
+            "claude-sonnet-5-5",
+            TOOL_HISTORY,
+            system="Be brief.",
+            tools=(WEATHER,),
+            tool_choice=ToolChoice("required", parallel=False),
+            response_format=STRUCTURED,
+            stop=("END",),
+            user="user-1",
+        ),
+        {
+            "max_tokens": 1024,
+            "system": "Be brief.",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Is it sunny where this is?"},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": PIXEL},
+                        },
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": "Checking."},
+                        {
+                            "type": "tool_use",
+                            "id": "call_1",
+                            "name": "get_weather",
+                            "input": {"city": "Paris"},
+                        },
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "call_1", "content": "Sunny, 21 C"},
+                        {"type": "text", "text": "Summarise it."},
+                    ],
+                },
+            ],
+            "tools": [
+                {
+                    "name": "get_weather",
+                    "description": "The weather now in a city.",
+                    "input_schema": WEATHER.parameters,
+                }
+            ],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+            "output_config": {"format": {"type": "json_schema", "schema": SCHEMA}},
+            "stop_sequences": ["END"],
+            "metadata": {"user_id": "user-1"},
+        },
+        id="tools-image-results-format-stop",
+    ),
 ]
 
 
@@ -113,7 +187,7 @@ async def test_anthropic_models_listing_is_asked_as_the_sdk_asks(
 
 
 # Anthropic's stop reasons in Rhetor's words, as docs/providers.md states them.
-STOP_REASONS = {"end_turn": "stop", "max_tokens": "length"}
+STOP_REASONS = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
 
 
 @pytest.mark.parametrize("reply", READ_REPLIES)
@@ -163,6 +237,47 @@ async def test_anthropic_replies_read_as_the_sdk_reads_them(
         output_tokens,
         STOP_REASONS[stop_reason],
     )
+
+
+@pytest.mark.parametrize("reply", TOOL_REPLIES)
+async def test_anthropic_tool_calls_read_as_the_sdk_reads_them(
+    anthropic_fake: FakeAnthropic,
+    anthropic_pair: tuple[anthropic.AsyncAnthropic, AnthropicBackend],
+    reply: Reply,
+) -> None:
+    """tool_use blocks read alike: whole, and streamed as the SDK's accumulated message has them."""
+    sdk, backend = anthropic_pair
+    anthropic_fake.script(reply, reply, reply, reply)
+    request = ProviderRequest("claude-haiku-5-5", HISTORY[:1], tools=(WEATHER,))
+    args: dict[str, Any] = {
+        "model": "claude-haiku-5-5",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+    }
+    message = await sdk.messages.create(**args)
+    ours = await backend.complete(request)
+    uses = [(b.id, b.name, b.input) for b in message.content if b.type == "tool_use"]
+    assert [(c.id, c.name, c.input()) for c in ours.tool_calls] == uses
+    assert message.stop_reason is not None
+    assert ours.finish_reason == STOP_REASONS[message.stop_reason]
+
+    async with sdk.messages.stream(**args) as stream:
+        final = await stream.get_final_message()
+    items = await collect(backend.stream(request))
+    deltas = [i for i in items if isinstance(i, ToolCallDelta)]
+    uses_streamed = [b for b in final.content if b.type == "tool_use"]
+    # Calls are numbered among the tool_use blocks, not by content block index.
+    starts = [(d.index, d.id, d.name) for d in deltas if d.id is not None]
+    assert starts == [(n, b.id, b.name) for n, b in enumerate(uses_streamed)]
+    by_call: dict[int, str] = {}
+    for d in deltas:
+        by_call[d.index] = by_call.get(d.index, "") + d.arguments
+    assert [json.loads(by_call[n] or "{}") for n in sorted(by_call)] == [
+        b.input for b in uses_streamed
+    ]
+    text = "".join(i.text for i in items if isinstance(i, TextDelta))
+    assert text == "".join(b.text for b in final.content if b.type == "text")
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ whole and streamed, alike. See :mod:`tests.fakes.reference`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -14,11 +15,23 @@ from typing import Any
 import ollama
 import pytest
 
-from rhetor._types import ProviderRequest, StreamEnd, TextDelta
+from rhetor._types import ProviderRequest, StreamEnd, TextDelta, ToolCallDelta
 from rhetor.providers._ollama import OllamaBackend
 from tests.fakes import ReceivedRequest, Reply
 from tests.fakes.ollama import FakeOllama, fake_ollama
-from tests.fakes.reference import HISTORY, READ_REPLIES, SDK_STREAM_WARNINGS, arrived, collect
+from tests.fakes.reference import (
+    HISTORY,
+    PIXEL,
+    READ_REPLIES,
+    SCHEMA,
+    SDK_STREAM_WARNINGS,
+    STRUCTURED,
+    TOOL_HISTORY,
+    TOOL_REPLIES,
+    WEATHER,
+    arrived,
+    collect,
+)
 
 pytestmark = SDK_STREAM_WARNINGS
 
@@ -73,6 +86,46 @@ OLLAMA_CASES = [
             "options": {"temperature": 0.5, "num_predict": 9},
         },
         id="history-system-options",
+    ),
+    pytest.param(
+        ProviderRequest(
+            "llama3.2:latest",
+            TOOL_HISTORY,
+            system="Be brief.",
+            tools=(WEATHER,),
+            response_format=STRUCTURED,
+            stop=("END",),
+            top_p=0.5,
+            seed=7,
+        ),
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Is it sunny where this is?", "images": [PIXEL]},
+                {
+                    "role": "assistant",
+                    "content": "Checking.",
+                    "tool_calls": [
+                        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+                    ],
+                },
+                {"role": "tool", "content": "Sunny, 21 C", "tool_name": "get_weather"},
+                {"role": "user", "content": "Summarise it."},
+            ],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "description": "The weather now in a city.",
+                        "parameters": WEATHER.parameters,
+                    },
+                }
+            ],
+            "format": SCHEMA,
+            "options": {"top_p": 0.5, "seed": 7, "stop": ["END"]},
+        },
+        id="tools-image-results-format-options",
     ),
 ]
 
@@ -137,6 +190,36 @@ async def test_ollama_replies_read_as_the_client_reads_them(
         last.eval_count,
         last.done_reason,
     )
+
+
+@pytest.mark.parametrize("reply", TOOL_REPLIES)
+async def test_ollama_tool_calls_read_as_the_client_reads_them(
+    ollama_fake: FakeOllama,
+    ollama_pair: tuple[ollama.AsyncClient, OllamaBackend],
+    reply: Reply,
+) -> None:
+    """message.tool_calls read alike, whole and streamed: names, arguments (JSON text of the object), ids."""
+    client, backend = ollama_pair
+    ollama_fake.script(reply, reply, reply, reply)
+    request = ProviderRequest("llama3.2:latest", HISTORY[:1], tools=(WEATHER,))
+    messages = [{"role": "user", "content": "Name a colour."}]
+
+    def read(calls: Any) -> list[tuple[str, dict[str, Any]]]:
+        return [(c.function.name, dict(c.function.arguments)) for c in calls or []]
+
+    response = await client.chat(model="llama3.2:latest", messages=messages, stream=False)
+    ours = await backend.complete(request)
+    assert [(c.name, c.input()) for c in ours.tool_calls] == read(response.message.tool_calls)
+    assert [c.id for c in ours.tool_calls] == [c.id for c in reply.tool_calls]
+    assert ours.finish_reason == "tool_calls" and response.done_reason == "stop"
+
+    streamed: list[tuple[str, dict[str, Any]]] = []
+    async for part in await client.chat(model="llama3.2:latest", messages=messages, stream=True):
+        streamed += read(part.message.tool_calls)
+    items = await collect(backend.stream(request))
+    deltas = [i for i in items if isinstance(i, ToolCallDelta)]
+    assert [(d.name, json.loads(d.arguments)) for d in deltas] == streamed
+    assert [d.index for d in deltas] == list(range(len(streamed)))
 
 
 async def test_ollama_tags_are_asked_as_the_client_asks(

@@ -14,6 +14,7 @@ from typing import Any
 import openai
 import pytest
 
+from rhetor._content import ToolCallAssembly, ToolChoice
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -23,11 +24,24 @@ from rhetor._errors import (
     RateLimited,
     UpstreamServerError,
 )
-from rhetor._types import ProviderRequest, StreamEnd, TextDelta
+from rhetor._types import ProviderRequest, StreamEnd, TextDelta, ToolCallDelta
 from rhetor.providers._openai import OpenAIBackend
 from tests.fakes import Fail, Reply
 from tests.fakes.openai import FakeOpenAI, fake_openai
-from tests.fakes.reference import HISTORY, KEY, READ_REPLIES, SDK_STREAM_WARNINGS, arrived, collect
+from tests.fakes.reference import (
+    HISTORY,
+    KEY,
+    PIXEL,
+    READ_REPLIES,
+    SCHEMA,
+    SDK_STREAM_WARNINGS,
+    STRUCTURED,
+    TOOL_HISTORY,
+    TOOL_REPLIES,
+    WEATHER,
+    arrived,
+    collect,
+)
 
 pytestmark = SDK_STREAM_WARNINGS
 
@@ -75,6 +89,71 @@ OPENAI_CASES = [
             "max_completion_tokens": 40,
         },
         id="history-system-limits",
+    ),
+    pytest.param(
+        ProviderRequest(
+            "gpt-4o",
+            TOOL_HISTORY,
+            system="Be brief.",
+            tools=(WEATHER,),
+            tool_choice=ToolChoice("tool", "get_weather", parallel=False),
+            response_format=STRUCTURED,
+            stop=("END",),
+            top_p=0.5,
+            seed=7,
+            user="user-1",
+            metadata={"team": "a"},
+        ),
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Is it sunny where this is?"},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": f"data:image/png;base64,{PIXEL}"},
+                        },
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": "Checking.",
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"},
+                {"role": "user", "content": "Summarise it."},
+            ],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "description": "The weather now in a city.",
+                        "parameters": WEATHER.parameters,
+                    },
+                }
+            ],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": False,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "forecast", "schema": SCHEMA, "strict": True},
+            },
+            "stop": ["END"],
+            "top_p": 0.5,
+            "seed": 7,
+            "user": "user-1",
+            "metadata": {"team": "a"},
+        },
+        id="tools-image-results-format-sampling",
     ),
 ]
 
@@ -167,6 +246,56 @@ async def test_openai_replies_read_as_the_sdk_reads_them(
         usage.completion_tokens,
         finish,
     )
+
+
+@pytest.mark.parametrize("reply", TOOL_REPLIES)
+async def test_openai_tool_calls_read_as_the_sdk_reads_them(
+    openai_fake: FakeOpenAI,
+    openai_pair: tuple[openai.AsyncOpenAI, OpenAIBackend],
+    reply: Reply,
+) -> None:
+    """Tool calls read alike: the message's tool_calls whole, and the deltas by index streamed."""
+    sdk, backend = openai_pair
+    openai_fake.script(reply, reply, reply, reply)
+    request = ProviderRequest("gpt-4o", HISTORY[:1], tools=(WEATHER,))
+    args: dict[str, Any] = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+    }
+    completion = await sdk.chat.completions.create(**args)
+    ours = await backend.complete(request)
+    message = completion.choices[0].message
+    assert message.tool_calls is not None
+    assert [(c.id, c.name, c.arguments) for c in ours.tool_calls] == [
+        (c.id, c.function.name, c.function.arguments)
+        for c in message.tool_calls
+        if c.type == "function"
+    ]
+    assert (ours.text, ours.finish_reason) == (
+        message.content or "",
+        completion.choices[0].finish_reason,
+    )
+
+    deltas: list[tuple[int, str | None, str | None, str]] = []
+    finish = None
+    async for chunk in await sdk.chat.completions.create(stream=True, **args):
+        for choice in chunk.choices:
+            finish = choice.finish_reason or finish
+            for call in choice.delta.tool_calls or []:
+                function = call.function
+                name = function.name if function is not None else None
+                arguments = (function.arguments if function is not None else None) or ""
+                deltas.append((call.index, call.id, name, arguments))
+    items = await collect(backend.stream(request))
+    streamed = [i for i in items if isinstance(i, ToolCallDelta)]
+    assert [(d.index, d.id, d.name, d.arguments) for d in streamed] == deltas
+    assembly = ToolCallAssembly()
+    for delta in streamed:
+        assembly.add(delta)
+    assert assembly.calls() == ours.tool_calls
+    end = items[-1]
+    assert isinstance(end, StreamEnd) and end.finish_reason == finish == "tool_calls"
 
 
 @pytest.mark.parametrize(

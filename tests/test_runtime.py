@@ -26,7 +26,15 @@ from rhetor import (
     UpstreamServerError,
     ValidationError,
 )
-from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
+from rhetor._content import Tool, ToolChoice, ToolResult
+from rhetor._types import (
+    ChatMessage,
+    ProviderReply,
+    ProviderRequest,
+    ProviderStatus,
+    StreamEnd,
+    TextDelta,
+)
 from rhetor.providers._simulated import SimulatedBackend
 
 TASKS = {
@@ -123,6 +131,38 @@ async def test_embedding_example_runs_with_no_setup(tmp_path: Path) -> None:
         text = "".join(c.text for c in chunks)
         assert text == chunks[-1].reply.message
         assert "2 earlier messages" in text
+
+
+async def test_the_simulated_default_answers_tool_calls_whole_and_streamed(tmp_path: Path) -> None:
+    """With no upstream, a forced tool choice gets a deterministic call through the whole pipeline."""
+    tool = Tool(
+        "lookup", "Find a word.", {"type": "object", "properties": {"word": {"type": "string"}}}
+    )
+    options: dict[str, Any] = {"tools": [tool], "tool_choice": ToolChoice("required")}
+    async with rhetor.runtime.start(plain(tmp_path), backends=simulated_only()) as rt:
+        whole = await rt.message("serendipity", **options)
+        chunks = [c async for c in rt.stream("serendipity", **options)]
+        result = ChatMessage(
+            "user", blocks=(ToolResult(whole.tool_calls[0].id, "a happy accident"),)
+        )
+        answer = await rt.chat(
+            [
+                ChatMessage("user", "serendipity"),
+                ChatMessage("assistant", blocks=whole.tool_calls),
+                result,
+            ],
+            tools=[tool],
+        )
+    [call] = whole.tool_calls
+    assert (call.name, call.input(), whole.finish_reason) == (
+        "lookup",
+        {"word": "serendipity"},
+        "tool_calls",
+    )
+    streamed = chunks[-1].reply
+    assert streamed is not None and streamed.tool_calls == whole.tool_calls
+    assert [d.name for c in chunks for d in c.tool_calls if d.name] == ["lookup"]
+    assert answer.tool_calls == () and "a happy accident" in answer.message
 
 
 async def test_default_start_reads_environment(

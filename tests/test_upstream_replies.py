@@ -22,7 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rhetor._errors import ProviderError, UpstreamServerError
-from rhetor._types import ChatMessage, ProviderReply, ProviderRequest, StreamEnd, TextDelta, Usage
+from rhetor._types import (
+    ChatMessage,
+    ProviderReply,
+    ProviderRequest,
+    StreamEnd,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from rhetor.providers import _anthropic_wire, _ollama_wire, _openai_wire
 from rhetor.providers._calls import Translation, translate
 from rhetor.providers._wire import MAX_TOKEN_COUNT, MalformedReply, StreamedError, token_count
@@ -205,9 +213,50 @@ def body_like(provider: str) -> st.SearchStrategy[Any]:
     Bodies near the provider's shape (its keys, nested) holding anything, or anything.
     """
     keys = {
-        "openai": ["choices", "message", "content", "usage", "model", "finish_reason", "index"],
-        "anthropic": ["content", "type", "text", "usage", "model", "stop_reason"],
-        "ollama": ["message", "content", "done", "model", "error", "eval_count"],
+        "openai": [
+            "choices",
+            "message",
+            "delta",
+            "content",
+            "usage",
+            "model",
+            "finish_reason",
+            "index",
+            "tool_calls",
+            "function",
+            "arguments",
+            "name",
+            "id",
+        ],
+        "anthropic": [
+            "content",
+            "content_block",
+            "delta",
+            "type",
+            "text",
+            "usage",
+            "model",
+            "stop_reason",
+            "index",
+            "tool_use",
+            "id",
+            "name",
+            "input",
+            "partial_json",
+        ],
+        "ollama": [
+            "message",
+            "content",
+            "done",
+            "model",
+            "error",
+            "eval_count",
+            "tool_calls",
+            "function",
+            "arguments",
+            "name",
+            "id",
+        ],
     }[provider]
     near = st.recursive(
         SCALARS | st.just("text"),
@@ -235,6 +284,8 @@ def test_any_whole_body_is_a_reply_or_a_typed_error(provider: str) -> None:
         assert isinstance(reply.text, str) and isinstance(reply.finish_reason, str)
         assert isinstance(reply.model, str)
         assert_counts(reply.usage)
+        for call in reply.tool_calls:
+            assert all(isinstance(part, str) for part in (call.id, call.name, call.arguments))
 
     logging.disable(logging.WARNING)
     try:
@@ -267,7 +318,14 @@ def test_any_stream_event_is_text_or_a_typed_error(provider: str) -> None:
         logging.disable(logging.NOTSET)
 
 
-EVENT_KINDS = ["message_start", "content_block_delta", "message_delta", "message_stop", "ping"]
+EVENT_KINDS = [
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "message_delta",
+    "message_stop",
+    "ping",
+]
 
 
 def _stream_reading(provider: str) -> Callable[[str, str], str | None]:
@@ -291,8 +349,14 @@ def _stream_reading(provider: str) -> Callable[[str, str], str | None]:
                 assert_end(reading.end())
         except ProviderError:
             pass
-        assert all(isinstance(item, TextDelta) for item in items)
-        return "".join(item.text for item in items) or None
+        for item in items:
+            if isinstance(item, ToolCallDelta):
+                assert type(item.index) is int and item.index >= 0
+                assert isinstance(item.arguments, str)
+                assert all(isinstance(p, str | None) for p in (item.id, item.name))
+            else:
+                assert isinstance(item, TextDelta)
+        return "".join(item.text for item in items if isinstance(item, TextDelta)) or None
 
     return take
 
@@ -312,6 +376,25 @@ def assert_end(end: StreamEnd) -> None:
         ("anthropic", {"content": [{"type": "text", "text": 5}]}, "not a string"),
         ("ollama", {"message": {"content": ["a"]}}, "not a string"),
         ("ollama", "hello", "not an object"),
+        (
+            "openai",
+            {"choices": [{"message": {"tool_calls": [{"id": 5, "function": {"name": "f"}}]}}]},
+            "tool_calls[0].id",
+        ),
+        ("openai", {"choices": [{"message": {"tool_calls": "all"}}]}, "must be an array"),
+        (
+            "anthropic",
+            {"content": [{"type": "tool_use", "id": "a", "name": "f", "input": [1]}]},
+            "input",
+        ),
+        ("anthropic", {"content": [{"type": "tool_use", "name": "f"}]}, "id"),
+        ("ollama", {"message": {"tool_calls": {"a": 1}}}, "not a list"),
+        (
+            "ollama",
+            {"message": {"tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}},
+            "not an object",
+        ),
+        ("ollama", {"message": {"tool_calls": [{"id": "x"}]}}, "no function"),
     ],
 )
 def test_malformed_body_is_an_upstream_server_error_saying_why(
@@ -334,6 +417,67 @@ def test_stream_data_that_is_no_event_is_malformed(payload: str) -> None:
         _anthropic_wire.EventReading("m").take(("content_block_delta", payload))
     with pytest.raises(UpstreamServerError), translating("ollama"):
         _ollama_wire.LineReading("m").take(payload.encode())
+
+
+@pytest.mark.parametrize(
+    ("provider", "events", "why"),
+    [
+        ("openai", [{"choices": [{"delta": {"tool_calls": "x"}}]}], "not a list"),
+        ("openai", [{"choices": [{"delta": {"tool_calls": [{"index": -1}]}}]}], "index"),
+        ("openai", [{"choices": [{"delta": {"tool_calls": [{"index": True}]}}]}], "index"),
+        ("openai", [{"choices": [{"delta": {"tool_calls": [{"function": 3}]}}]}], "function"),
+        ("openai", [{"choices": [{"delta": {"tool_calls": [{"id": 3}]}}]}], "not a string"),
+        (
+            "anthropic",
+            [("content_block_start", {"index": 1, "content_block": {"type": "tool_use"}})],
+            "no id or name",
+        ),
+        (
+            "anthropic",
+            [("content_block_delta", {"index": 4, "delta": {"type": "input_json_delta"}})],
+            "no tool_use block",
+        ),
+        (
+            "anthropic",
+            [
+                (
+                    "content_block_start",
+                    {"index": "1", "content_block": {"type": "tool_use", "id": "a", "name": "f"}},
+                )
+            ],
+            "index",
+        ),
+        ("anthropic", [("content_block_start", {"index": 0})], "no content_block"),
+        ("ollama", [{"message": {"tool_calls": [{"function": {"arguments": {}}}]}}], "no name"),
+    ],
+)
+def test_malformed_tool_call_events_are_upstream_server_errors(
+    provider: str, events: list[Any], why: str
+) -> None:
+    """A tool-call delta of the wrong shape in a stream is UpstreamServerError saying why."""
+    reading: Any = {
+        "openai": _openai_wire.ChunkReading("m"),
+        "anthropic": _anthropic_wire.EventReading("m"),
+        "ollama": _ollama_wire.LineReading("m"),
+    }[provider]
+    wire = []
+    for event in events:
+        if provider == "anthropic":
+            kind, data = event
+            wire.append((kind, json.dumps({"type": kind, **data})))
+        elif provider == "openai":
+            wire.append(("message", json.dumps(event)))
+        else:
+            wire.append(json.dumps(event).encode())
+
+    def take_all() -> None:
+        with translating(provider):
+            for item in wire:
+                reading.take(item)
+
+    with pytest.raises(UpstreamServerError) as caught:
+        take_all()
+    assert why in caught.value.message
 
 
 def test_anthropic_stream_usage_merges_its_events() -> None:

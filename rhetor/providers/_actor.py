@@ -33,6 +33,8 @@ from rhetor._types import (
     ProviderStatus,
     StreamEnd,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from rhetor.providers._backend import ProviderBackend
@@ -52,7 +54,7 @@ class Complete:
 
 @attrs.frozen
 class StreamCompletion:
-    """Stream a completion: :class:`TextDelta` items, then one :class:`StreamEnd`."""
+    """Stream a completion: :class:`TextDelta` and :class:`ToolCallDelta` items, then one :class:`StreamEnd`."""
 
     request: ProviderRequest
 
@@ -195,7 +197,9 @@ class ProviderActor(actors.Actor):
             return await self._probe()
         raise TypeError(f"ProviderActor cannot handle {type(message).__name__}")
 
-    async def handle_stream(self, message: Any) -> AsyncIterator[TextDelta | StreamEnd]:
+    async def handle_stream(
+        self, message: Any
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | StreamEnd]:
         if not isinstance(message, StreamCompletion):
             raise TypeError(f"ProviderActor cannot stream {type(message).__name__}")
         self._require_available(message.request)
@@ -222,25 +226,39 @@ class ProviderActor(actors.Actor):
         """
         ``reply`` when it is a well-formed reply, its usage checked; else this request's error.
         """
-        if not isinstance(reply, ProviderReply) or not all(
-            isinstance(field, str) for field in (reply.text, reply.model, reply.finish_reason)
+        if (
+            not isinstance(reply, ProviderReply)
+            or not all(
+                isinstance(field, str) for field in (reply.text, reply.model, reply.finish_reason)
+            )
+            or not isinstance(reply.tool_calls, tuple)
+            or not all(_is_call(c) for c in reply.tool_calls)
         ):
             raise self._malformed(reply, request)
         text = well_formed(reply.text)
         if text is not reply.text:
             reply = attrs.evolve(reply, text=text)
+        calls = tuple(_mended_call(c) for c in reply.tool_calls)
+        if any(a is not b for a, b in zip(calls, reply.tool_calls, strict=True)):
+            reply = attrs.evolve(reply, tool_calls=calls)
         usage, valid = _checked_usage(self.backend.name, reply.usage)
         if usage is reply.usage:
             return reply
         return attrs.evolve(reply, usage=usage, usage_valid=valid and reply.usage_valid)
 
-    def _checked_item(self, item: object, request: ProviderRequest) -> TextDelta | StreamEnd:
+    def _checked_item(
+        self, item: object, request: ProviderRequest
+    ) -> TextDelta | ToolCallDelta | StreamEnd:
         """
         ``item`` when it is a well-formed stream item, usage checked; else this request's error.
         """
         if isinstance(item, TextDelta) and isinstance(item.text, str):
             text = well_formed(item.text)
             return item if text is item.text else TextDelta(text)
+        if isinstance(item, ToolCallDelta):
+            if not _is_delta(item):
+                raise self._malformed(item, request)
+            return _mended_delta(item)
         if not isinstance(item, StreamEnd) or not all(
             isinstance(field, str) for field in (item.model, item.finish_reason)
         ):
@@ -278,6 +296,38 @@ def well_formed(text: str) -> str:
     return text
 
 
+def _is_call(call: object) -> bool:
+    return isinstance(call, ToolCall) and all(
+        isinstance(part, str) for part in (call.id, call.name, call.arguments)
+    )
+
+
+def _mended_call(call: ToolCall) -> ToolCall:
+    """``call`` itself, or a copy with its strings made valid Unicode (see :func:`well_formed`)."""
+    given = (call.id, call.name, call.arguments)
+    parts = tuple(well_formed(p) for p in given)
+    if all(a is b for a, b in zip(parts, given, strict=True)):
+        return call
+    return ToolCall(*parts)
+
+
+def _is_delta(delta: ToolCallDelta) -> bool:
+    return (
+        type(delta.index) is int
+        and delta.index >= 0
+        and all(isinstance(p, str | None) for p in (delta.id, delta.name))
+        and isinstance(delta.arguments, str)
+    )
+
+
+def _mended_delta(delta: ToolCallDelta) -> ToolCallDelta:
+    parts = [None if p is None else well_formed(p) for p in (delta.id, delta.name)]
+    arguments = well_formed(delta.arguments)
+    if parts[0] is delta.id and parts[1] is delta.name and arguments is delta.arguments:
+        return delta
+    return ToolCallDelta(delta.index, parts[0], parts[1], arguments)
+
+
 def _is_status(status: object) -> bool:
     return (
         isinstance(status, ProviderStatus)
@@ -301,9 +351,20 @@ def _checked_usage(provider: str, usage: object) -> tuple[Usage, bool]:
     """
     counts = (getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None))
     whole = tuple(token_count(n) for n in counts)
+    details = (
+        getattr(usage, "cached_input_tokens", None),
+        getattr(usage, "reasoning_tokens", None),
+    )
+    parts = tuple(token_count(n) or 0 for n in details)
     if isinstance(usage, Usage) and None not in whole:
-        if all(type(n) is int for n in counts):
+        if (
+            all(type(n) is int for n in (*counts, *details))
+            and parts == details
+            and parts[0] <= usage.input_tokens
+            and parts[1] <= usage.output_tokens
+        ):
             return usage, True
-        return Usage(*(n or 0 for n in whole)), True
+        inputs, outputs = (n or 0 for n in whole)
+        return Usage(inputs, outputs, min(parts[0], inputs), min(parts[1], outputs)), True
     log.warning("%s backend reported token usage %s; billed as unknown", provider, preview(usage))
     return Usage(*(n or 0 for n in whole)), False

@@ -27,7 +27,14 @@ from rhetor._errors import (
     UpstreamTimeout,
 )
 from rhetor._redact import register_secret
-from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
+from rhetor._types import (
+    ProviderReply,
+    ProviderRequest,
+    ProviderStatus,
+    StreamEnd,
+    TextDelta,
+    ToolCallDelta,
+)
 from rhetor.providers import _calls
 from rhetor.providers._anthropic_wire import (
     API_VERSION,
@@ -37,6 +44,7 @@ from rhetor.providers._anthropic_wire import (
     translated,
 )
 from rhetor.providers._calls import Outgoing
+from rhetor.providers._families import ANTHROPIC
 from rhetor.providers._http import USER_AGENT, HttpClient, Timeouts
 from rhetor.providers._wire import encode_json, merge_models, model_ids, model_names
 
@@ -108,7 +116,9 @@ class AnthropicBackend:
         available.
         """
         if self._client is None:
-            return ProviderStatus(self.name, False, self.models, reason=self._unusable)
+            return ProviderStatus(
+                self.name, False, self.models, reason=self._unusable, family=ANTHROPIC
+            )
         try:
             listed: tuple[str, ...] = await _calls.fetch(
                 self._client,
@@ -120,12 +130,18 @@ class AnthropicBackend:
                 lambda body: model_ids(body, "data", "id"),
             )
         except (UpstreamConnectionError, UpstreamTimeout, AuthenticationFailed) as exc:
-            return ProviderStatus(self.name, False, self.models, reason=exc.message)
+            return ProviderStatus(
+                self.name, False, self.models, reason=exc.message, family=ANTHROPIC
+            )
         except ProviderError as exc:
             return ProviderStatus(
-                self.name, True, self.models, reason=f"models endpoint failed: {exc.message}"
+                self.name,
+                True,
+                self.models,
+                reason=f"models endpoint failed: {exc.message}",
+                family=ANTHROPIC,
             )
-        return ProviderStatus(self.name, True, merge_models(self.models, listed))
+        return ProviderStatus(self.name, True, merge_models(self.models, listed), family=ANTHROPIC)
 
     async def complete(self, request: ProviderRequest) -> ProviderReply:
         """
@@ -151,9 +167,12 @@ class AnthropicBackend:
         )
         return reply
 
-    def stream(self, request: ProviderRequest) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+    def stream(
+        self, request: ProviderRequest
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta | StreamEnd, None]:
         """
-        Stream the reply as :class:`TextDelta` items, then one :class:`StreamEnd`.
+        Stream the reply as :class:`TextDelta` and :class:`ToolCallDelta` items, then one
+        :class:`StreamEnd`.
 
         Error handling: raises a :class:`rhetor.ProviderError` subclass, also after
         some deltas when the connection drops, an ``error`` event arrives, an event is

@@ -8,14 +8,18 @@ required upstream, so it defaults to :data:`DEFAULT_MAX_TOKENS`. ``temperature``
 not sent: API version 2026-10-21 (the one the SDK 2.x speaks, and Rhetor with it)
 removed the sampling parameters and answers 400 to any of them.
 
-A request is built in :func:`messages_body` (top-level fields),
-:func:`anthropic_messages` (the conversation) and :func:`message_content` (one
-turn's content: a string today, a list of content blocks once turns carry images or
-tool calls). A stream is read event by event in :class:`EventReading`:
-``message_start`` carries the input usage, ``content_block_delta`` the text,
-``message_delta`` the output usage and stop reason, ``message_stop`` the end; an
-``error`` event fails the stream. Usage is read in :func:`usage_of` alone, and
-failures become :mod:`rhetor._errors` in :func:`translated`.
+A request is built in :func:`messages_body` (top-level fields: tools, tool choice,
+stop sequences, ``metadata.user_id``, the response format's translation, and an
+Anthropic client's untranslated parameters) and :func:`anthropic_messages` (the
+conversation, reshaped and written by :mod:`rhetor.providers._anthropic_shapes`).
+``top_p`` is not sent, as ``temperature`` is not; ``seed`` and ``metadata`` have no
+equivalent and are left behind (``docs/compat.md``). A stream is read event by event
+in :class:`EventReading`: ``message_start`` carries the input usage,
+``content_block_start`` opens a text or ``tool_use`` block (its id and name),
+``content_block_delta`` adds text or a fragment of a tool's input
+(``input_json_delta``), ``message_delta`` the output usage and stop reason,
+``message_stop`` the end; an ``error`` event fails the stream. Usage is read in
+:func:`usage_of` alone, and failures become :mod:`rhetor._errors` in :func:`translated`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from rhetor._content import ToolCallDelta, finish_reason
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -34,8 +39,18 @@ from rhetor._errors import (
     RateLimited,
     UpstreamServerError,
     UpstreamTimeout,
+    ValidationError,
 )
 from rhetor._types import ChatMessage, ProviderReply, ProviderRequest, StreamEnd, TextDelta, Usage
+from rhetor.providers._anthropic_shapes import (
+    content_from_anthropic,
+    messages_to_anthropic,
+    response_format_to_anthropic,
+    tool_choice_to_anthropic,
+    tools_to_anthropic,
+)
+from rhetor.providers._families import ANTHROPIC
+from rhetor.providers._shapes import Untranslatable, compact_json
 from rhetor.providers._wire import (
     MalformedReply,
     ServerSentEvents,
@@ -59,7 +74,6 @@ __all__ = [
     "anthropic_messages",
     "merged_usage",
     "message",
-    "message_content",
     "messages_body",
     "translated",
     "usage_of",
@@ -70,25 +84,22 @@ API_VERSION = "2026-10-21"
 # The Messages API requires max_tokens; used when the request leaves it open.
 DEFAULT_MAX_TOKENS = 1024
 
-# Anthropic stop reasons in Rhetor's (OpenAI's) words.
-_FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-
 
 def messages_body(
-    request: ProviderRequest, *, stream: bool, provider: str = "anthropic"
+    request: ProviderRequest, *, stream: bool, provider: str = ANTHROPIC
 ) -> dict[str, Any]:
     """
-    The JSON body of ``POST /v1/messages``; :class:`rhetor.BadRequest` with no user turn.
+    The JSON body of ``POST /v1/messages``.
+
+    Error handling: :class:`rhetor.BadRequest` from ``provider`` for a conversation
+    with no user turn, or content Anthropic cannot carry, before anything is sent.
     """
-    messages = anthropic_messages(request.messages)
+    try:
+        messages = anthropic_messages(request.messages)
+    except Untranslatable as exc:
+        raise BadRequest(
+            f"{exc.field}: {exc.message}", provider=provider, model=request.model
+        ) from None
     if not messages:
         raise BadRequest(
             "the conversation has no user message", provider=provider, model=request.model
@@ -98,45 +109,37 @@ def messages_body(
         "messages": messages,
         "model": request.model,
     }
-    if request.system:
-        body["system"] = request.system
+    system = request.system
+    if request.response_format is not None:
+        fields, instruction = response_format_to_anthropic(request.response_format)
+        body.update(fields)
+        if instruction is not None:
+            system = f"{system}\n\n{instruction}" if system else instruction
+    if system:
+        body["system"] = system
+    if request.tools:
+        body["tools"] = tools_to_anthropic(request.tools)
+        if request.tool_choice is not None:
+            body["tool_choice"] = tool_choice_to_anthropic(request.tool_choice)
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    if request.user is not None:
+        body["metadata"] = {"user_id": request.user}
     if stream:
         body["stream"] = True
+    extra = request.passthrough
+    if extra is not None and extra.family == ANTHROPIC:
+        for name, value in extra.params.items():
+            body.setdefault(name, value)
     return body
 
 
 def anthropic_messages(history: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     """
-    The history in the shape the Messages API accepts.
-
-    System turns are dropped (the system prompt travels apart), as are empty turns
-    and assistant turns before the first user turn; consecutive turns of one role
-    are merged with a blank line, so roles strictly alternate starting with user.
+    The history in the shape the Messages API accepts (see
+    :func:`rhetor.providers._anthropic_shapes.messages_to_anthropic`).
     """
-    merged: list[tuple[str, list[ChatMessage]]] = []
-    for turn in history:
-        if turn.role == "system" or not turn.content.strip():
-            continue
-        if not merged and turn.role != "user":
-            continue
-        if merged and merged[-1][0] == turn.role:
-            merged[-1][1].append(turn)
-        else:
-            merged.append((turn.role, [turn]))
-    return [{"role": role, "content": message_content(turns)} for role, turns in merged]
-
-
-def message_content(turns: Sequence[ChatMessage]) -> str:
-    """
-    The content of one message made of consecutive turns of one role.
-    """
-    return "\n\n".join(turn.content for turn in turns)
-
-
-def _finish_reason(stop_reason: str | None) -> str:
-    if stop_reason is None:
-        return "stop"
-    return _FINISH_REASONS.get(stop_reason, stop_reason)
+    return messages_to_anthropic(history)
 
 
 # The usage fields whose sum is the input: fresh, cache-written and cache-read tokens.
@@ -147,7 +150,9 @@ def usage_of(usage: object, provider: str = "anthropic") -> tuple[Usage, bool]:
     """
     The one reading of an Anthropic ``usage`` object: the tokens, and whether they are valid.
 
-    Cached prompt tokens (written or read) count as input. ``input_tokens`` and
+    Cached prompt tokens (written or read) count as input; those read from the cache
+    are also the usage's ``cached_input_tokens``, and ``output_tokens_details.thinking_tokens``
+    its ``reasoning_tokens``. ``input_tokens`` and
     ``output_tokens`` must be counts (:func:`token_count`), the cache counts counts or
     null; when the usage is missing or is not so, the anomaly is logged and the answer
     is what could be read (never negative) with ``False``, so that the call is billed
@@ -163,7 +168,11 @@ def usage_of(usage: object, provider: str = "anthropic") -> tuple[Usage, bool]:
     if None in counts or None in cached:
         usage_anomaly(provider, usage, "input_tokens and output_tokens must be counts")
         return Usage(sum(n or 0 for n in (counts[0], *cached)), counts[1] or 0), False
-    return Usage(sum(n or 0 for n in (counts[0], *cached)), counts[1] or 0), True
+    output = counts[1] or 0
+    details = usage.get("output_tokens_details")
+    thinking = token_count(details.get("thinking_tokens")) if isinstance(details, Mapping) else None
+    total = sum(n or 0 for n in (counts[0], *cached))
+    return Usage(total, output, cached[1] or 0, min(thinking or 0, output)), True
 
 
 def merged_usage(earlier: object, update: object) -> object:
@@ -192,20 +201,19 @@ def message(body: object, request: ProviderRequest, provider: str) -> ProviderRe
     content = body.get("content")
     if not isinstance(content, list):
         raise MalformedReply("the message's content is not a list")
-    text: list[str] = []
-    for block in content:
-        if not isinstance(block, Mapping):
-            raise MalformedReply("a content block is not an object")
-        if block.get("type") == "text":
-            text.append(optional_text(block.get("text"), "a text block's text") or "")
+    try:
+        text, calls = content_from_anthropic(content)
+    except ValidationError as exc:
+        raise MalformedReply(exc.message) from None
     stop_reason = optional_text(body.get("stop_reason"), "stop_reason")
     usage, valid = usage_of(body.get("usage"), provider)
     return ProviderReply(
-        text="".join(text),
+        text=text,
         model=model_name(body.get("model")) or request.model,
         usage=usage,
-        finish_reason=_finish_reason(stop_reason),
+        finish_reason=finish_reason(stop_reason, tool_calls=bool(calls)),
         usage_valid=valid,
+        tool_calls=calls,
     )
 
 
@@ -216,8 +224,11 @@ class EventReading:
 
     Events arrive through :meth:`take` as ``(type, data)``; one that is not what the
     Messages API sends raises :class:`MalformedReply`, an ``error`` event
-    :class:`StreamedError`. Each event type is read by its own method, where the
-    blocks of other types (tool use, thinking) will be read too.
+    :class:`StreamedError`. Each event type is read by its own method. A
+    ``tool_use`` block becomes tool-call deltas numbered in the order the calls
+    come (not by the block's index, which counts text blocks too): its id and
+    name, then each ``input_json_delta`` fragment; blocks of other types
+    (thinking) are read past.
     """
 
     model: str
@@ -227,6 +238,8 @@ class EventReading:
     # Set by message_stop: nothing after it is read.
     finished: bool = False
     _events: ServerSentEvents = attrs.field(factory=lambda: ServerSentEvents(keep_dataless=True))
+    # Invariant: content block index -> the tool call's number, for each tool_use block so far.
+    _calls: dict[int, int] = attrs.field(factory=dict)
 
     def feed(self, data: bytes) -> list[tuple[str, str]]:
         """
@@ -240,9 +253,9 @@ class EventReading:
         """
         return ()
 
-    def take(self, event: tuple[str, str]) -> Sequence[TextDelta]:
+    def take(self, event: tuple[str, str]) -> Sequence[TextDelta | ToolCallDelta]:
         """
-        Read one event; the text it adds, if any.
+        Read one event; the text or tool-call delta it adds, if any.
         """
         if self.finished:
             return ()
@@ -251,7 +264,7 @@ class EventReading:
         read = _READERS.get(kind)
         return read(self, decoded) if read is not None else ()
 
-    def _message_start(self, event: Mapping[str, Any]) -> Sequence[TextDelta]:
+    def _message_start(self, event: Mapping[str, Any]) -> Sequence[TextDelta | ToolCallDelta]:
         started = event.get("message")
         if not isinstance(started, Mapping):
             raise MalformedReply("message_start has no message object")
@@ -259,16 +272,41 @@ class EventReading:
         self.usage = merged_usage(self.usage, started.get("usage"))
         return ()
 
-    def _content_block_delta(self, event: Mapping[str, Any]) -> Sequence[TextDelta]:
+    def _content_block_start(self, event: Mapping[str, Any]) -> Sequence[TextDelta | ToolCallDelta]:
+        block = event.get("content_block")
+        if not isinstance(block, Mapping):
+            raise MalformedReply("content_block_start has no content_block object")
+        if block.get("type") != "tool_use":
+            text = optional_text(block.get("text"), "a text block's text")
+            return (TextDelta(text),) if block.get("type") == "text" and text else ()
+        index = _block_index(event)
+        ident = optional_text(block.get("id"), "a tool_use block's id")
+        name = optional_text(block.get("name"), "a tool_use block's name")
+        if not ident or not name:
+            raise MalformedReply("a tool_use block has no id or name")
+        number = self._calls[index] = len(self._calls)
+        # The input is {} here and arrives as input_json_delta fragments; a
+        # non-empty one (sent whole) is the call's arguments.
+        given = block.get("input")
+        arguments = compact_json(given) if isinstance(given, Mapping) and given else ""
+        return (ToolCallDelta(number, ident, name, arguments),)
+
+    def _content_block_delta(self, event: Mapping[str, Any]) -> Sequence[TextDelta | ToolCallDelta]:
         delta = event.get("delta")
         if not isinstance(delta, Mapping):
             raise MalformedReply("content_block_delta has no delta object")
         if delta.get("type") == "text_delta":
             text = optional_text(delta.get("text"), "a text delta's text")
             return (TextDelta(text),) if text else ()
+        if delta.get("type") == "input_json_delta":
+            number = self._calls.get(_block_index(event))
+            if number is None:
+                raise MalformedReply("an input_json_delta for no tool_use block")
+            partial = optional_text(delta.get("partial_json"), "an input_json_delta's partial_json")
+            return (ToolCallDelta(number, arguments=partial),) if partial else ()
         return ()
 
-    def _message_delta(self, event: Mapping[str, Any]) -> Sequence[TextDelta]:
+    def _message_delta(self, event: Mapping[str, Any]) -> Sequence[TextDelta | ToolCallDelta]:
         delta = event.get("delta")
         if delta is not None and not isinstance(delta, Mapping):
             raise MalformedReply("message_delta's delta is not an object")
@@ -277,7 +315,7 @@ class EventReading:
         self.usage = merged_usage(self.usage, event.get("usage"))
         return ()
 
-    def _message_stop(self, event: Mapping[str, Any]) -> Sequence[TextDelta]:
+    def _message_stop(self, event: Mapping[str, Any]) -> Sequence[TextDelta | ToolCallDelta]:
         self.finished = True
         return ()
 
@@ -291,15 +329,25 @@ class EventReading:
         usage, valid = usage_of(self.usage, self.provider)
         return StreamEnd(
             usage=usage,
-            finish_reason=_finish_reason(self.stop_reason),
+            finish_reason=finish_reason(self.stop_reason, tool_calls=bool(self._calls)),
             model=self.model,
             usage_valid=valid,
         )
 
 
-# How each event type is read; the others (ping, content_block_start and _stop) add nothing.
-_READERS: dict[str, Callable[[EventReading, Mapping[str, Any]], Sequence[TextDelta]]] = {
+def _block_index(event: Mapping[str, Any]) -> int:
+    index = event.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise MalformedReply(f"a content block event's index is {preview(index)}")
+    return index
+
+
+# How each event type is read; the others (ping, content_block_stop) add nothing.
+_READERS: dict[
+    str, Callable[[EventReading, Mapping[str, Any]], Sequence[TextDelta | ToolCallDelta]]
+] = {
     "message_start": EventReading._message_start,
+    "content_block_start": EventReading._content_block_start,
     "content_block_delta": EventReading._content_block_delta,
     "message_delta": EventReading._message_delta,
     "message_stop": EventReading._message_stop,

@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
+from rhetor._types import (
+    ProviderReply,
+    ProviderRequest,
+    ProviderStatus,
+    StreamEnd,
+    TextDelta,
+    ToolCallDelta,
+)
 
 __all__ = ["ProviderBackend"]
 
@@ -35,8 +42,12 @@ class ProviderBackend(Protocol):
         """One whole completion; raises a :class:`rhetor.ProviderError` subclass on failure."""
         ...
 
-    def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
-        """Stream deltas, ending with exactly one :class:`StreamEnd` (an async generator)."""
+    def stream(
+        self, request: ProviderRequest
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | StreamEnd]:
+        """
+        Stream text and tool-call deltas, ending with exactly one :class:`StreamEnd` (an async generator).
+        """
         ...
 
     async def aclose(self) -> None:

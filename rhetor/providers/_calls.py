@@ -29,7 +29,7 @@ from rhetor._errors import (
     UpstreamTimeout,
 )
 from rhetor._redact import redact_error
-from rhetor._types import StreamEnd, TextDelta
+from rhetor._types import StreamEnd, TextDelta, ToolCallDelta
 from rhetor.providers._http import (
     HttpClient,
     ReplyTooLarge,
@@ -96,7 +96,7 @@ class StreamReading(Protocol):
         """The events a body ending here completes (a last line without its newline)."""
         ...
 
-    def take(self, event: Any) -> Sequence[TextDelta]:
+    def take(self, event: Any) -> Sequence[TextDelta | ToolCallDelta]:
         """Read one event; the items it adds."""
         ...
 
@@ -199,7 +199,7 @@ async def stream(
     provider: str,
     model: str,
     translated: Translation,
-) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+) -> AsyncGenerator[TextDelta | ToolCallDelta | StreamEnd, None]:
     """
     Send ``outgoing``; yield the items ``reading`` reads as the body arrives, then its end.
 
@@ -251,7 +251,9 @@ async def stream(
             response.close()
 
 
-async def failing(error: ProviderError) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+async def failing(
+    error: ProviderError,
+) -> AsyncGenerator[TextDelta | ToolCallDelta | StreamEnd, None]:
     """
     A stream that fails with ``error`` at its first item (a backend that cannot call).
     """

@@ -16,9 +16,17 @@ from collections.abc import AsyncGenerator
 import attrs
 
 from rhetor._errors import ProviderError, ProviderUnavailable
-from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
+from rhetor._types import (
+    ProviderReply,
+    ProviderRequest,
+    ProviderStatus,
+    StreamEnd,
+    TextDelta,
+    ToolCallDelta,
+)
 from rhetor.providers import _calls
 from rhetor.providers._calls import Outgoing
+from rhetor.providers._families import OLLAMA
 from rhetor.providers._http import USER_AGENT, HttpClient, Timeouts
 from rhetor.providers._ollama_wire import LineReading, chat_body, reply, translated
 from rhetor.providers._wire import encode_json, merge_models, model_ids, model_names
@@ -75,7 +83,9 @@ class OllamaBackend:
         failed. A listing that is not Ollama's is a failure like any other.
         """
         if self._client is None:
-            return ProviderStatus(self.name, False, self.models, reason=self._unusable)
+            return ProviderStatus(
+                self.name, False, self.models, reason=self._unusable, family=OLLAMA
+            )
         try:
             tags: tuple[str, ...] = await _calls.fetch(
                 self._client,
@@ -87,8 +97,8 @@ class OllamaBackend:
                 lambda body: model_ids(body, "models", "name", "model"),
             )
         except ProviderError as exc:
-            return ProviderStatus(self.name, False, self.models, reason=exc.message)
-        return ProviderStatus(self.name, True, merge_models(tags, self.models))
+            return ProviderStatus(self.name, False, self.models, reason=exc.message, family=OLLAMA)
+        return ProviderStatus(self.name, True, merge_models(tags, self.models), family=OLLAMA)
 
     async def complete(self, request: ProviderRequest) -> ProviderReply:
         """
@@ -104,7 +114,7 @@ class OllamaBackend:
             raise self._unavailable(request.model)
         answer: ProviderReply = await _calls.fetch(
             self._client,
-            self._post(chat_body(request, stream=False)),
+            self._post(chat_body(request, stream=False, provider=self.name)),
             request.timeout,
             self.name,
             request.model,
@@ -113,9 +123,12 @@ class OllamaBackend:
         )
         return answer
 
-    def stream(self, request: ProviderRequest) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+    def stream(
+        self, request: ProviderRequest
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta | StreamEnd, None]:
         """
-        Stream the reply as :class:`TextDelta` items, then one :class:`StreamEnd`.
+        Stream the reply as :class:`TextDelta` and :class:`ToolCallDelta` items, then one
+        :class:`StreamEnd`.
 
         Error handling: raises a :class:`rhetor.ProviderError` subclass, also after
         some deltas when the connection drops, a line is not Ollama's JSON, or the
@@ -124,11 +137,15 @@ class OllamaBackend:
         """
         if self._client is None:
             return _calls.failing(self._unavailable(request.model))
+        try:
+            body = chat_body(request, stream=True, provider=self.name)
+        except ProviderError as exc:
+            return _calls.failing(exc)
         return _calls.stream(
             self._client,
-            self._post(chat_body(request, stream=True)),
+            self._post(body),
             request.timeout,
-            LineReading(request.model, self.name),
+            LineReading(request.model, self.name, request.request_id or "ollama"),
             self.name,
             request.model,
             translated,

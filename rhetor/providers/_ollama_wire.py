@@ -8,12 +8,17 @@ Replies stream as NDJSON: one JSON object a line, each with a piece of
 time (:class:`rhetor.providers._wire.LineSplitter`): a JSON string may hold the
 Unicode line breaks (U+0085, U+2028) that Ollama's encoder leaves unescaped.
 
-A request is built in :func:`chat_body` (top-level fields and ``options``) and
-:func:`chat_message` (one turn, where images and tool calls will go). Every 200 body
-is checked as it is read: the counts in :func:`usage_of` (malformed ones mark the
-reply ``usage_valid=False``), the rest in :func:`reply` and :class:`LineReading`.
-Error statuses and ``{"error": ...}`` objects become :mod:`rhetor._errors` in
-:func:`translated`.
+A request is built in :func:`chat_body` (top-level fields: ``tools``, ``format`` for
+a response format, ``options`` for the sampling fields) and :func:`chat_message` (one
+turn: its text, its images as base64 ``images``, an assistant's ``tool_calls`` with
+their arguments as objects; a tool result is a ``tool`` message naming its tool).
+Ollama has no tool choice: ``none`` sends no tools, ``auto`` is its only way, and a
+forced choice never reaches it (the Router keeps such requests from Ollama models).
+Every 200 body is checked as it is read: the counts in :func:`usage_of` (malformed
+ones mark the reply ``usage_valid=False``), the rest in :func:`reply` and
+:class:`LineReading`, whose lines may carry whole ``message.tool_calls`` (each
+becomes one tool-call delta). Error statuses and ``{"error": ...}`` objects become
+:mod:`rhetor._errors` in :func:`translated`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from rhetor._content import Image, Text, ToolCall, ToolCallDelta, ToolResult, finish_reason
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -33,6 +39,9 @@ from rhetor._errors import (
     UpstreamServerError,
 )
 from rhetor._types import ChatMessage, ProviderReply, ProviderRequest, StreamEnd, TextDelta, Usage
+from rhetor.providers._families import OLLAMA
+from rhetor.providers._openai_shapes import ERROR_PREFIX
+from rhetor.providers._shapes import Untranslatable, compact_json
 from rhetor.providers._wire import (
     LineSplitter,
     MalformedReply,
@@ -48,33 +57,152 @@ from rhetor.providers._wire import (
     usage_anomaly,
 )
 
-__all__ = ["LineReading", "chat_body", "chat_message", "reply", "translated", "usage_of"]
+__all__ = [
+    "LineReading",
+    "chat_body",
+    "chat_message",
+    "chat_messages",
+    "reply",
+    "tool_calls",
+    "translated",
+    "usage_of",
+]
 
 
-def chat_body(request: ProviderRequest, *, stream: bool) -> dict[str, Any]:
+def chat_body(request: ProviderRequest, *, stream: bool, provider: str = OLLAMA) -> dict[str, Any]:
     """
     The JSON body of ``POST /api/chat`` (Ollama streams unless told ``"stream": false``).
+
+    Error handling: content Ollama cannot carry (an image URL, a forced tool choice)
+    is :class:`rhetor.BadRequest` from ``provider``, before anything is sent.
     """
-    messages: list[dict[str, Any]] = []
-    if request.system:
-        messages.append({"role": "system", "content": request.system})
-    messages.extend(chat_message(m) for m in request.messages if m.role != "system")
+    try:
+        messages = chat_messages(request)
+        if request.tool_choice is not None and request.tool_choice.forces and request.tools:
+            raise Untranslatable("tool_choice", "Ollama has no way to force a tool call")
+    except Untranslatable as exc:
+        raise BadRequest(
+            f"{exc.field}: {exc.message}", provider=provider, model=request.model
+        ) from None
     options: dict[str, Any] = {}
+    extra = request.passthrough
+    if (
+        extra is not None
+        and extra.family == OLLAMA
+        and isinstance(extra.params.get("options"), Mapping)
+    ):
+        options.update(extra.params["options"])
     if request.temperature is not None:
         options["temperature"] = request.temperature
     if request.max_tokens is not None:
         options["num_predict"] = request.max_tokens
+    if request.top_p is not None:
+        options["top_p"] = request.top_p
+    if request.seed is not None:
+        options["seed"] = request.seed
+    if request.stop:
+        options["stop"] = list(request.stop)
     body: dict[str, Any] = {"model": request.model, "messages": messages, "stream": stream}
+    if request.tools and (request.tool_choice is None or request.tool_choice.mode != "none"):
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    **({"description": tool.description} if tool.description is not None else {}),
+                    "parameters": dict(tool.parameters),
+                },
+            }
+            for tool in request.tools
+        ]
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json_object":
+        body["format"] = "json"
+    elif fmt is not None and fmt.type == "json_schema":
+        body["format"] = dict(fmt.schema or {})
     if options:
         body["options"] = options
+    if extra is not None and extra.family == OLLAMA:
+        for name, value in extra.params.items():
+            body.setdefault(name, value)
     return body
 
 
-def chat_message(message: ChatMessage) -> dict[str, Any]:
+def chat_messages(request: ProviderRequest) -> list[dict[str, Any]]:
     """
-    One turn as ``/api/chat`` writes it.
+    The conversation: the system prompt first, then each turn (a turn with tool results is several).
+
+    Error handling: content Ollama cannot carry raises
+    :class:`rhetor.providers._shapes.Untranslatable`.
     """
-    return {"role": message.role, "content": message.content}
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    names: dict[str, str] = {}
+    for i, message in enumerate(request.messages):
+        if message.role == "system":
+            continue
+        for call in message.tool_calls:
+            names[call.id] = call.name
+        messages.extend(chat_message(message, f"messages[{i}]", names))
+    return messages
+
+
+def chat_message(
+    message: ChatMessage, field: str = "message", tool_names: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """
+    One turn as ``/api/chat`` writes it: one message, or a ``tool`` message per tool
+    result (named by the call it answers, from ``tool_names``) and then the rest.
+    """
+    if not message.blocks:
+        return [{"role": message.role, "content": message.content}]
+    if message.role == "assistant":
+        out: dict[str, Any] = {"role": "assistant", "content": message.content}
+        calls = []
+        for j, call in enumerate(message.tool_calls):
+            try:
+                arguments = call.input()
+            except ValueError:
+                raise Untranslatable(
+                    f"{field}.content[{j}]",
+                    f"tool call {call.id}'s arguments are not a JSON object",
+                ) from None
+            calls.append({"function": {"name": call.name, "arguments": arguments}})
+        if calls:
+            out["tool_calls"] = calls
+        return [out]
+    written: list[dict[str, Any]] = []
+    rest: list[Text | Image] = []
+    for j, block in enumerate(message.blocks):
+        where = f"{field}.content[{j}]"
+        if isinstance(block, ToolResult):
+            text = (ERROR_PREFIX if block.is_error else "") + block.text
+            tool: dict[str, Any] = {"role": "tool", "content": text}
+            if tool_names and block.call_id in tool_names:
+                tool["tool_name"] = tool_names[block.call_id]
+            images = [_image(b, where) for b in block.content if isinstance(b, Image)]
+            if images:
+                tool["images"] = images
+            written.append(tool)
+        elif isinstance(block, Text | Image):
+            rest.append(block)
+    if rest:
+        user: dict[str, Any] = {
+            "role": message.role,
+            "content": "".join(b.text for b in rest if isinstance(b, Text)),
+        }
+        images = [_image(b, field) for b in rest if isinstance(b, Image)]
+        if images:
+            user["images"] = images
+        written.append(user)
+    return written
+
+
+def _image(image: Image, field: str) -> str:
+    if image.data is None:
+        raise Untranslatable(field, "Ollama takes images as base64 data, not URLs")
+    return image.data
 
 
 def usage_of(usage: object, provider: str = "ollama") -> tuple[Usage, bool]:
@@ -123,18 +251,48 @@ def content(line: Mapping[str, Any]) -> str:
     return optional_text(message.get("content"), "message.content") or ""
 
 
+def tool_calls(line: Mapping[str, Any], first: int, prefix: str) -> tuple[ToolCall, ...]:
+    """
+    The tool calls of a reply object or line (its ``message.tool_calls``), numbered from ``first``.
+
+    Each call's arguments object becomes JSON text; a call without an id (Ollama
+    before 0.12) is given ``call_<prefix>_<number>``.
+    """
+    message = line.get("message")
+    raw = message.get("tool_calls") if isinstance(message, Mapping) else None
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise MalformedReply("message.tool_calls is not a list")
+    calls = []
+    for k, entry in enumerate(raw):
+        function = entry.get("function") if isinstance(entry, Mapping) else None
+        if not isinstance(function, Mapping):
+            raise MalformedReply("a tool call has no function object")
+        name = optional_text(function.get("name"), "a tool call's name")
+        arguments = function.get("arguments", {})
+        if not name or not isinstance(arguments, Mapping):
+            raise MalformedReply("a tool call has no name, or arguments that are not an object")
+        assert isinstance(entry, Mapping)
+        ident = optional_text(entry.get("id"), "a tool call's id") or f"call_{prefix}_{first + k}"
+        calls.append(ToolCall(ident, name, compact_json(arguments)))
+    return tuple(calls)
+
+
 def reply(body: object, request: ProviderRequest, provider: str) -> ProviderReply:
     """
     A decoded whole reply (``"stream": false``); :class:`MalformedReply` when it is not one.
     """
     whole = item(body)
     usage, valid = usage_of(whole, provider)
+    calls = tool_calls(whole, 0, request.request_id or "ollama")
     return ProviderReply(
         text=content(whole),
         model=model_name(whole.get("model")) or request.model,
         usage=usage,
-        finish_reason=_finish_reason(whole.get("done_reason")),
+        finish_reason=finish_reason(whole.get("done_reason"), tool_calls=bool(calls)),
         usage_valid=valid,
+        tool_calls=calls,
     )
 
 
@@ -149,10 +307,14 @@ class LineReading:
 
     model: str
     provider: str = "ollama"
+    # Names the tool calls that come without an id (see tool_calls).
+    call_prefix: str = "ollama"
     # Set by the line with done: true: nothing after it is read.
     finished: bool = False
     _last: Mapping[str, Any] | None = None
     _lines: LineSplitter = attrs.field(factory=LineSplitter)
+    # Invariant: the tool calls read so far.
+    _calls: int = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         """
@@ -166,18 +328,23 @@ class LineReading:
         """
         return [self._lines.rest()]
 
-    def take(self, line: bytes) -> Sequence[TextDelta]:
+    def take(self, line: bytes) -> Sequence[TextDelta | ToolCallDelta]:
         """
-        Read one line; the text it adds, if any.
+        Read one line; the text it adds, then a delta for each whole tool call it carries.
         """
         if self.finished or not line.strip():
             return ()
         decoded = item(decode_json(line))
         text = content(decoded)
+        calls = tool_calls(decoded, self._calls, self.call_prefix)
         if decoded.get("done"):
             self.finished = True
             self._last = decoded
-        return (TextDelta(text),) if text else ()
+        items: list[TextDelta | ToolCallDelta] = [TextDelta(text)] if text else []
+        for call in calls:
+            items.append(ToolCallDelta(self._calls, call.id, call.name, call.arguments))
+            self._calls += 1
+        return items
 
     def end(self) -> StreamEnd:
         """
@@ -189,14 +356,10 @@ class LineReading:
         usage, valid = usage_of(last, self.provider)
         return StreamEnd(
             usage=usage,
-            finish_reason=_finish_reason(last.get("done_reason")),
+            finish_reason=finish_reason(last.get("done_reason"), tool_calls=self._calls > 0),
             model=model_name(last.get("model")) or self.model,
             usage_valid=valid,
         )
-
-
-def _finish_reason(done_reason: Any) -> str:
-    return "length" if done_reason == "length" else "stop"
 
 
 def translated(exc: Exception, provider: str, model: str | None) -> ProviderError | None:

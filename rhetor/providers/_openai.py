@@ -31,9 +31,17 @@ from rhetor._errors import (
     UpstreamTimeout,
 )
 from rhetor._redact import register_secret
-from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
+from rhetor._types import (
+    ProviderReply,
+    ProviderRequest,
+    ProviderStatus,
+    StreamEnd,
+    TextDelta,
+    ToolCallDelta,
+)
 from rhetor.providers import _calls
 from rhetor.providers._calls import Outgoing
+from rhetor.providers._families import OPENAI
 from rhetor.providers._http import USER_AGENT, HttpClient, Timeouts
 from rhetor.providers._openai_wire import ChunkReading, chat_body, completion, translated
 from rhetor.providers._wire import encode_json, merge_models, model_ids, model_names
@@ -122,7 +130,9 @@ class OpenAIBackend:
         none), leaves the configured models available.
         """
         if self._client is None:
-            return ProviderStatus(self.name, False, self.models, reason=self._unusable)
+            return ProviderStatus(
+                self.name, False, self.models, reason=self._unusable, family=OPENAI
+            )
         try:
             listed: tuple[str, ...] = await _calls.fetch(
                 self._client,
@@ -134,12 +144,16 @@ class OpenAIBackend:
                 lambda body: model_ids(body, "data", "id"),
             )
         except (UpstreamConnectionError, UpstreamTimeout, AuthenticationFailed) as exc:
-            return ProviderStatus(self.name, False, self.models, reason=exc.message)
+            return ProviderStatus(self.name, False, self.models, reason=exc.message, family=OPENAI)
         except ProviderError as exc:
             return ProviderStatus(
-                self.name, True, self.models, reason=f"models endpoint failed: {exc.message}"
+                self.name,
+                True,
+                self.models,
+                reason=f"models endpoint failed: {exc.message}",
+                family=OPENAI,
             )
-        return ProviderStatus(self.name, True, merge_models(self.models, listed))
+        return ProviderStatus(self.name, True, merge_models(self.models, listed), family=OPENAI)
 
     async def complete(self, request: ProviderRequest) -> ProviderReply:
         """
@@ -153,7 +167,9 @@ class OpenAIBackend:
         """
         if self._client is None:
             raise self._unavailable(request.model)
-        body = chat_body(request, stream=False, max_tokens_field=self.max_tokens_field)
+        body = chat_body(
+            request, stream=False, max_tokens_field=self.max_tokens_field, provider=self.name
+        )
         reply: ProviderReply = await _calls.fetch(
             self._client,
             self._post(body),
@@ -165,9 +181,12 @@ class OpenAIBackend:
         )
         return reply
 
-    def stream(self, request: ProviderRequest) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+    def stream(
+        self, request: ProviderRequest
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta | StreamEnd, None]:
         """
-        Stream the reply as :class:`TextDelta` items, then one :class:`StreamEnd`.
+        Stream the reply as :class:`TextDelta` and :class:`ToolCallDelta` items, then one
+        :class:`StreamEnd`.
 
         Error handling: raises a :class:`rhetor.ProviderError` subclass, also after
         some deltas when the connection drops, the body ends before the reply
@@ -176,7 +195,12 @@ class OpenAIBackend:
         """
         if self._client is None:
             return _calls.failing(self._unavailable(request.model))
-        body = chat_body(request, stream=True, max_tokens_field=self.max_tokens_field)
+        try:
+            body = chat_body(
+                request, stream=True, max_tokens_field=self.max_tokens_field, provider=self.name
+            )
+        except ProviderError as exc:
+            return _calls.failing(exc)
         return _calls.stream(
             self._client,
             self._post(body),

@@ -2,13 +2,16 @@
 The OpenAI Chat Completions wire format: request bodies, replies, stream chunks and
 error bodies, with no I/O (:mod:`rhetor.providers._openai` sends and receives).
 
-A request is built in three steps, each the place where later fields go:
-:func:`chat_body` (the top-level fields), :func:`chat_messages` (the conversation),
-:func:`chat_message` (one turn, whose content is text today and a list of parts
-once turns carry images or tool calls). A reply is read field by field and checked
-as it is read: usage in :func:`usage_of`, the rest in :func:`completion` and
-:class:`ChunkReading` (one call's stream). Error statuses and error objects inside
-a stream become :mod:`rhetor._errors` in :func:`translated`.
+A request is built in :func:`chat_body` (the top-level fields: sampling, tools, tool
+choice, response format, and a same-family client's untranslated parameters) and
+:func:`chat_messages` (the conversation, each turn written by
+:mod:`rhetor.providers._openai_shapes`: text, image parts, assistant ``tool_calls``,
+``tool`` messages for tool results). A reply is read field by field and checked as
+it is read: usage in :func:`usage_of` (with the cached-prompt and reasoning token
+details), the rest in :func:`completion` and :class:`ChunkReading` (one call's
+stream, whose ``tool_calls`` deltas carry an index, then the call's id and name,
+then fragments of its arguments). Error statuses and error objects inside a stream
+become :mod:`rhetor._errors` in :func:`translated`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from rhetor._content import ToolCall, ToolCallDelta, finish_reason
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -27,8 +31,18 @@ from rhetor._errors import (
     RateLimited,
     UpstreamServerError,
     UpstreamTimeout,
+    ValidationError,
 )
-from rhetor._types import ChatMessage, ProviderReply, ProviderRequest, StreamEnd, TextDelta, Usage
+from rhetor._types import ProviderReply, ProviderRequest, StreamEnd, TextDelta, Usage
+from rhetor.providers._families import OPENAI
+from rhetor.providers._openai_shapes import (
+    messages_to_openai,
+    response_format_to_openai,
+    tool_calls_from_openai,
+    tool_choice_to_openai,
+    tools_to_openai,
+)
+from rhetor.providers._shapes import Untranslatable
 from rhetor.providers._wire import (
     MalformedReply,
     ServerSentEvents,
@@ -39,6 +53,7 @@ from rhetor.providers._wire import (
     error_detail_text,
     model_name,
     optional_text,
+    preview,
     retry_after,
     token_count,
     usage_anomaly,
@@ -47,7 +62,6 @@ from rhetor.providers._wire import (
 __all__ = [
     "ChunkReading",
     "chat_body",
-    "chat_message",
     "chat_messages",
     "completion",
     "translated",
@@ -55,15 +69,30 @@ __all__ = [
 ]
 
 
-def chat_body(request: ProviderRequest, *, stream: bool, max_tokens_field: str) -> dict[str, Any]:
+def chat_body(
+    request: ProviderRequest, *, stream: bool, max_tokens_field: str, provider: str = OPENAI
+) -> dict[str, Any]:
     """
     The JSON body of ``POST /chat/completions`` for ``request``.
 
     A stream asks for ``stream_options.include_usage``, so that its last chunk
     before ``[DONE]`` carries the usage. ``max_tokens_field`` is OpenAI's
     ``max_completion_tokens`` or, for older compatible servers, ``max_tokens``.
+    The request's tools, tool choice, response format, stop sequences, ``top_p``,
+    ``seed``, ``user`` and ``metadata`` go as OpenAI names them; an OpenAI client's
+    untranslated parameters (``passthrough``) are added as they came, under
+    whatever Rhetor sets itself.
+
+    Error handling: content OpenAI cannot carry (an image in a tool result) is
+    :class:`rhetor.BadRequest` from ``provider``, before anything is sent.
     """
-    body: dict[str, Any] = {"model": request.model, "messages": chat_messages(request)}
+    try:
+        messages = chat_messages(request)
+    except Untranslatable as exc:
+        raise BadRequest(
+            f"{exc.field}: {exc.message}", provider=provider, model=request.model
+        ) from None
+    body: dict[str, Any] = {"model": request.model, "messages": messages}
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -71,25 +100,44 @@ def chat_body(request: ProviderRequest, *, stream: bool, max_tokens_field: str) 
         body["temperature"] = request.temperature
     if request.max_tokens is not None:
         body[max_tokens_field] = request.max_tokens
+    if request.tools:
+        body["tools"] = tools_to_openai(request.tools)
+        if request.tool_choice is not None:
+            body.update(tool_choice_to_openai(request.tool_choice))
+    if request.response_format is not None:
+        body["response_format"] = response_format_to_openai(request.response_format)
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.user is not None:
+        body["user"] = request.user
+    if request.metadata:
+        body["metadata"] = dict(request.metadata)
+    extra = request.passthrough
+    if extra is not None and extra.family == OPENAI:
+        for name, value in extra.params.items():
+            body.setdefault(name, value)
     return body
 
 
 def chat_messages(request: ProviderRequest) -> list[dict[str, Any]]:
     """
     The conversation: the system prompt first, then the user and assistant turns in order.
+
+    Error handling: content OpenAI cannot carry raises
+    :class:`rhetor.providers._shapes.Untranslatable`.
     """
-    messages: list[dict[str, Any]] = []
-    if request.system:
-        messages.append({"role": "system", "content": request.system})
-    messages.extend(chat_message(m) for m in request.messages if m.role != "system")
-    return messages
+    return messages_to_openai(request.messages, request.system)
 
 
-def chat_message(message: ChatMessage) -> dict[str, Any]:
-    """
-    One turn as Chat Completions writes it.
-    """
-    return {"role": message.role, "content": message.content}
+def _details(usage: Mapping[str, Any], key: str, part: str) -> int:
+    """A count inside a usage details object (0 when absent or not a count)."""
+    details = usage.get(key)
+    count = token_count(details.get(part)) if isinstance(details, Mapping) else None
+    return count or 0
 
 
 def usage_of(usage: object, provider: str = "openai") -> tuple[Usage, bool]:
@@ -99,7 +147,10 @@ def usage_of(usage: object, provider: str = "openai") -> tuple[Usage, bool]:
     ``prompt_tokens`` and ``completion_tokens`` must be counts (:func:`token_count`);
     when the usage is missing or either is not, the anomaly is logged and the answer
     is what could be read (never negative) with ``False``, so that the call is billed
-    at its reservation's worst case. Never raises, whatever ``usage`` is.
+    at its reservation's worst case. The cached-prompt and reasoning counts
+    (``prompt_tokens_details.cached_tokens``, ``completion_tokens_details.reasoning_tokens``)
+    are read where they are counts and never above their totals. Never raises,
+    whatever ``usage`` is.
     """
     if not isinstance(usage, Mapping):
         usage_anomaly(provider, usage, "no usage object" if usage is None else "not an object")
@@ -109,7 +160,9 @@ def usage_of(usage: object, provider: str = "openai") -> tuple[Usage, bool]:
     if prompt is None or completion is None:
         usage_anomaly(provider, usage, "prompt_tokens and completion_tokens must be counts")
         return Usage(prompt or 0, completion or 0), False
-    return Usage(prompt, completion), True
+    cached = min(_details(usage, "prompt_tokens_details", "cached_tokens"), prompt)
+    reasoning = min(_details(usage, "completion_tokens_details", "reasoning_tokens"), completion)
+    return Usage(prompt, completion, cached, reasoning), True
 
 
 def completion(body: object, request: ProviderRequest, provider: str) -> ProviderReply:
@@ -126,14 +179,21 @@ def completion(body: object, request: ProviderRequest, provider: str) -> Provide
     if not isinstance(message, Mapping):
         raise MalformedReply("choices[0] has no message object")
     text = optional_text(message.get("content"), "message.content") or ""
-    finish_reason = optional_text(choice.get("finish_reason"), "finish_reason")
+    calls: tuple[ToolCall, ...] = ()
+    if message.get("tool_calls") is not None:
+        try:
+            calls = tool_calls_from_openai(message["tool_calls"], "message.tool_calls")
+        except ValidationError as exc:
+            raise MalformedReply(exc.message) from None
+    reason = optional_text(choice.get("finish_reason"), "finish_reason")
     usage, valid = usage_of(body.get("usage"), provider)
     return ProviderReply(
         text=text,
         model=model_name(body.get("model")) or request.model,
         usage=usage,
-        finish_reason=finish_reason or "stop",
+        finish_reason=finish_reason(reason, tool_calls=bool(calls)),
         usage_valid=valid,
+        tool_calls=calls,
     )
 
 
@@ -153,6 +213,8 @@ class ChunkReading:
     finish_reason: str | None = None
     # Set by [DONE]: nothing after it is read.
     finished: bool = False
+    # Set by the first tool-call delta: the reply calls tools.
+    called: bool = False
     _events: ServerSentEvents = attrs.field(factory=ServerSentEvents)
 
     def feed(self, data: bytes) -> list[tuple[str, str]]:
@@ -167,9 +229,9 @@ class ChunkReading:
         """
         return ()
 
-    def take(self, event: tuple[str, str]) -> Sequence[TextDelta]:
+    def take(self, event: tuple[str, str]) -> Sequence[TextDelta | ToolCallDelta]:
         """
-        Read one event's data; the text it adds for choice 0, if any.
+        Read one event's data; the text and tool-call deltas it adds for choice 0.
         """
         payload = event[1]
         if self.finished:
@@ -188,6 +250,7 @@ class ChunkReading:
         if not isinstance(choices, list):
             raise MalformedReply("a chunk's choices is not a list")
         text: list[str] = []
+        calls: list[ToolCallDelta] = []
         for choice in choices:
             if not isinstance(choice, Mapping):
                 raise MalformedReply("a chunk's choice is not an object")
@@ -203,7 +266,11 @@ class ChunkReading:
                 raise MalformedReply("a chunk's delta is not an object")
             if content := optional_text(delta.get("content"), "delta.content"):
                 text.append(content)
-        return (TextDelta("".join(text)),) if text else ()
+            if delta.get("tool_calls") is not None:
+                calls.extend(_call_deltas(delta["tool_calls"]))
+        self.called = self.called or bool(calls)
+        items: list[TextDelta | ToolCallDelta] = [TextDelta("".join(text))] if text else []
+        return [*items, *calls]
 
     def end(self) -> StreamEnd:
         """
@@ -217,10 +284,41 @@ class ChunkReading:
         usage, valid = usage_of(self.usage, self.provider)
         return StreamEnd(
             usage=usage,
-            finish_reason=self.finish_reason or "stop",
+            finish_reason=finish_reason(self.finish_reason, tool_calls=self.called),
             model=self.model,
             usage_valid=valid,
         )
+
+
+def _call_deltas(raw: object) -> list[ToolCallDelta]:
+    """
+    A delta's ``tool_calls`` pieces: each its index, and the id, name or arguments fragment it adds.
+
+    A piece without an index (some compatible servers) takes its place in the list.
+    """
+    if not isinstance(raw, list):
+        raise MalformedReply("a delta's tool_calls is not a list")
+    deltas = []
+    for k, piece in enumerate(raw):
+        if not isinstance(piece, Mapping):
+            raise MalformedReply("a tool call delta is not an object")
+        index = piece.get("index")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1024:
+            if index is not None:
+                raise MalformedReply(f"a tool call delta's index is {preview(index)}")
+            index = k
+        function = piece.get("function") or {}
+        if not isinstance(function, Mapping):
+            raise MalformedReply("a tool call delta's function is not an object")
+        deltas.append(
+            ToolCallDelta(
+                index,
+                optional_text(piece.get("id"), "tool_calls.id") or None,
+                optional_text(function.get("name"), "tool_calls.function.name") or None,
+                optional_text(function.get("arguments"), "tool_calls.function.arguments") or "",
+            )
+        )
+    return deltas
 
 
 def _chunk(payload: str) -> Mapping[str, Any]:

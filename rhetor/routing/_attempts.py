@@ -2,9 +2,9 @@
 The attempt loop: one request's candidates, each reserved, called with retries, and settled.
 
 Whole replies and streams share it. A provider call is read as a stream
-whichever it is: a stream's items are :class:`TextDelta` pieces then one
-:class:`StreamEnd`; a whole reply (:class:`_WholeReply`) is a stream of one
-:class:`ProviderReply`. :meth:`Attempts.run` is an async generator of
+whichever it is: a stream's items are :class:`TextDelta` and
+:class:`ToolCallDelta` pieces then one :class:`StreamEnd`; a whole reply
+(:class:`_WholeReply`) is a stream of one :class:`ProviderReply`. :meth:`Attempts.run` is an async generator of
 :class:`Chunk`; the last one carries the :class:`Reply`, which a whole-reply
 caller takes and a stream passes on. So retries, fallbacks, timeouts,
 budget downgrades, settling and partial billing are written once.
@@ -24,6 +24,7 @@ import attrs
 
 import actors
 from rhetor._asks import as_provider_error
+from rhetor._content import Text, ToolCallAssembly, finish_reason
 from rhetor._errors import (
     AllProvidersFailed,
     BudgetExceeded,
@@ -35,6 +36,7 @@ from rhetor._errors import (
 )
 from rhetor._tokens import count_tokens
 from rhetor._types import (
+    ChatMessage,
     Chunk,
     LLMRequest,
     ProviderReply,
@@ -42,6 +44,7 @@ from rhetor._types import (
     Reply,
     StreamEnd,
     TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from rhetor.budget._keeper import Reservation
@@ -64,7 +67,7 @@ _MIN_ITEM_TIMEOUT = 0.001
 
 # What failed, in order: (provider, model, error).
 Failures = list[tuple[str, str, RhetorError]]
-ProviderItem = TextDelta | StreamEnd | ProviderReply
+ProviderItem = TextDelta | ToolCallDelta | StreamEnd | ProviderReply
 
 
 @attrs.define(eq=False)
@@ -95,7 +98,7 @@ class Attempts:
     _provider_timeout: float
     # Stores a reply's turns in its context: called once the reply is billed,
     # before the caller sees it, so that an acknowledged reply is a stored turn.
-    _store: Callable[[LLMRequest, Prepared, str], Awaitable[None]]
+    _store: Callable[[LLMRequest, Prepared, ChatMessage], Awaitable[None]]
 
     async def run(
         self, request: LLMRequest, prepared: Prepared, deadline: float, *, streamed: bool
@@ -114,16 +117,9 @@ class Attempts:
             attempt = 0
             while True:
                 timeout = attempt_timeout(deadline, candidates.last, self._provider_timeout)
-                call = ProviderRequest(
-                    model=c.model,
-                    messages=prepared.messages,
-                    system=prepared.system,
-                    temperature=c.temperature,
-                    max_tokens=prepared.max_tokens,
-                    request_id=request.request_id,
-                    timeout=timeout,
-                )
+                call = provider_request(request, prepared, c, timeout)
                 produced: list[str] = []
+                calls = ToolCallAssembly()
                 end: StreamEnd | ProviderReply | None = None
                 try:
                     async with self._open(c, call, timeout, streamed) as items:
@@ -131,11 +127,17 @@ class Attempts:
                             if isinstance(item, TextDelta):
                                 produced.append(item.text)
                                 yield Chunk(item.text, c.model, c.provider, request.context_id)
+                            elif isinstance(item, ToolCallDelta):
+                                calls.add(item)
+                                yield Chunk(
+                                    "", c.model, c.provider, request.context_id, tool_calls=(item,)
+                                )
                             elif isinstance(item, StreamEnd | ProviderReply):
                                 end = item
                 except (ProviderError, actors.ActorError) as raw:
                     exc = as_provider_error(raw, c.provider, c.model, timeout)
-                    if produced:
+                    if produced or calls:
+                        produced.append(calls.produced())
                         # Text reached the caller: no other model may continue it.
                         await self._settle_partial(request, prepared, reservation, c, produced)
                         raise StreamBroken(
@@ -153,10 +155,11 @@ class Attempts:
                     # Cancelled, or the reader left: the upstream saw the prompt
                     # (and produced what a stream sent), so bill that.
                     outcome: Outcome = "partial" if streamed else "failed"
+                    produced.append(calls.produced())
                     await self._settle_partial(request, prepared, reservation, c, produced, outcome)
                     raise
                 reply = await self._answer(
-                    request, prepared, reservation, c, end, produced, candidates, failures
+                    request, prepared, reservation, c, end, produced, calls, candidates, failures
                 )
                 yield Chunk("", reply.model, c.provider, request.context_id, True, reply)
                 return
@@ -201,20 +204,29 @@ class Attempts:
         c: Candidate,
         end: StreamEnd | ProviderReply | None,
         produced: list[str],
+        assembly: ToolCallAssembly,
         candidates: CandidateQueue,
         failures: Failures,
     ) -> Reply:
         """Settle a call that succeeded, store its turns, and make its reply."""
-        text = end.text if isinstance(end, ProviderReply) else "".join(produced)
+        if isinstance(end, ProviderReply):
+            text, calls = end.text, end.tool_calls
+        else:
+            text, calls = "".join(produced), assembly.calls()
         if end is None:
             # A stream that ended without its StreamEnd: count what it sent.
-            usage, usage_valid = Usage(prepared.input_estimate, count_tokens(text)), True
+            sent = count_tokens(text + assembly.produced())
+            usage, usage_valid = Usage(prepared.input_estimate, sent), True
         else:
             usage, usage_valid = end.usage, end.usage_valid
         charge = await self._billing.settle(
             request, prepared, reservation, c, usage, "ok", usage_valid=usage_valid
         )
-        await self._store(request, prepared, text)
+        reason = finish_reason(
+            end.finish_reason if end is not None else None, tool_calls=bool(calls)
+        )
+        turn = ChatMessage("assistant", blocks=(Text(text), *calls)) if calls else None
+        await self._store(request, prepared, turn or ChatMessage("assistant", text))
         return Reply(
             message=text,
             model=(end.model if end is not None else "") or c.model,
@@ -226,7 +238,8 @@ class Attempts:
             request_id=request.request_id,
             task_type=prepared.plan.task_type,
             budget_warning=candidates.budget_warning(c, reservation),
-            finish_reason=end.finish_reason if end is not None else "stop",
+            finish_reason=reason,
+            tool_calls=calls,
         )
 
 
@@ -263,6 +276,30 @@ class _WholeReply:
         self._asked = True
         reply: ProviderReply = await self._ref.ask(self._message, timeout=self._timeout)
         return reply
+
+
+def provider_request(
+    request: LLMRequest, prepared: Prepared, c: Candidate, timeout: float
+) -> ProviderRequest:
+    """What one candidate is asked: the prepared conversation and the request's own fields."""
+    return ProviderRequest(
+        model=c.model,
+        messages=prepared.messages,
+        system=prepared.system,
+        temperature=c.temperature,
+        max_tokens=prepared.max_tokens,
+        request_id=request.request_id,
+        timeout=timeout,
+        tools=request.tools,
+        tool_choice=request.tool_choice,
+        response_format=request.response_format,
+        stop=request.stop,
+        top_p=request.top_p,
+        seed=request.seed,
+        user=request.user,
+        metadata=request.metadata,
+        passthrough=request.passthrough,
+    )
 
 
 def attempt_timeout(deadline: float, last: bool, provider_timeout: float) -> float:

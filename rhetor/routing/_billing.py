@@ -199,7 +199,12 @@ class Billing:
                 outputs <= _ABSURD_OUTPUT * max_tokens
                 and inputs <= _ABSURD_INPUT * input_tokens + _ABSURD_INPUT_SLACK
             ):
-                counted = Usage(inputs, outputs)
+                counted = Usage(
+                    inputs,
+                    outputs,
+                    min(token_count(usage.cached_input_tokens) or 0, inputs),
+                    min(token_count(usage.reasoning_tokens) or 0, outputs),
+                )
                 return Charge(self._pricer.price(c.provider, c.model, counted), counted)
             billed: Billed = "capped"
             counted = Usage(min(inputs, input_tokens), min(outputs, max_tokens))

@@ -13,6 +13,7 @@ import actors
 from rhetor._errors import NotFound
 from rhetor._types import ProviderStatus
 from rhetor.providers._actor import GetStatus
+from rhetor.providers._families import FAMILIES
 from rhetor.routing._plan import SIMULATED, Candidate, TaskConfig
 
 __all__ = ["Catalogue"]
@@ -88,6 +89,17 @@ class Catalogue:
                 if model not in models.setdefault(name, []):
                     models[name].append(model)
         return models
+
+    def family(self, provider: str) -> str:
+        """
+        The API family ``provider`` speaks, as its last status said; a provider named
+        for a family (``openai``, ``anthropic``, ``ollama``, ``simulated``) speaks it
+        until its status says otherwise; "" when unknown.
+        """
+        status = self._status.get(provider)
+        if status is not None and status.family:
+            return status.family
+        return provider if provider in (*FAMILIES, SIMULATED) else ""
 
     def simulated_fallback(self) -> bool:
         """Whether the simulated provider may answer: always, never, or when nothing real is up."""

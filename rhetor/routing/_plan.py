@@ -16,6 +16,7 @@ import attrs
 
 from rhetor._errors import NotFound, ValidationError
 from rhetor._types import RoutingParameters
+from rhetor.routing._needs import Need, lacking
 
 __all__ = [
     "TASK_TYPES",
@@ -37,12 +38,17 @@ SIMULATED = "simulated"
 class ModelInfo:
     """
     What the router knows of one model: who serves it and what it can do.
+
+    ``capabilities`` are free words the routing parameters match (``general``,
+    ``code_generation``, ...) and the ones requests need (``tools``, ``vision``,
+    ``json_schema``, ``json_mode``; see :mod:`rhetor.routing._needs`).
+    ``context_window`` is the prompt tokens it reads at most (None: not stated).
     """
 
     name: str
     provider: str
     tier: str = "medium"
-    context_window: int = 8192
+    context_window: int | None = None
     capabilities: frozenset[str] = frozenset({"general"})
 
 
@@ -140,13 +146,19 @@ class TaskConfig:
             tier = info.get("tier", "medium")
             if tier not in _TIERS:
                 raise ValidationError(f"models.{name}.tier", f"must be one of {', '.join(_TIERS)}")
-            models[name] = ModelInfo(
-                name,
-                info["provider"],
-                tier,
-                int(info.get("context_window", 8192)),
-                frozenset(info.get("capabilities", ("general",))),
-            )
+            window = info.get("context_window")
+            if window is not None and (
+                isinstance(window, bool) or not isinstance(window, int) or window <= 0
+            ):
+                raise ValidationError(
+                    f"models.{name}.context_window", "must be a positive whole number"
+                )
+            capabilities = info.get("capabilities", ("general",))
+            if not isinstance(capabilities, list | tuple) or not all(
+                isinstance(c, str) for c in capabilities
+            ):
+                raise ValidationError(f"models.{name}.capabilities", "must be a list of strings")
+            models[name] = ModelInfo(name, info["provider"], tier, window, frozenset(capabilities))
         tasks = {k: _route(v, f"tasks.{k}") for k, v in (raw.get("tasks") or {}).items()}
         if "default" not in tasks:
             raise ValidationError("tasks.default", "a 'default' task is required")
@@ -199,6 +211,8 @@ def plan(
     active: tuple[str, str] | None,
     simulated_fallback: bool,
     cost_of: Callable[[str, str], float],
+    needs: Sequence[Need] = (),
+    family_of: Callable[[str], str] = lambda provider: "",
 ) -> RoutePlan:
     """
     Order the candidates for one request and explain the choice.
@@ -215,6 +229,12 @@ def plan(
     does not meet) are a :class:`ValidationError` naming the parameter and
     the models considered. With ``simulated_fallback``, unmet parameters leave
     the simulated provider to answer instead.
+
+    ``needs`` are what the request itself needs (:mod:`rhetor.routing._needs`);
+    ``family_of(provider)`` is the API family a provider speaks. Models lacking a
+    need are skipped, and the explanation says so; when none is left, the
+    request is a :class:`ValidationError` naming the field that needs it and the
+    models tried (unless the simulated provider may answer).
     """
     task = task_type if task_type in config.tasks else "default"
     reasons: list[str] = []
@@ -233,6 +253,11 @@ def plan(
     def cost(name: str) -> float:
         return cost_of(provider_for(name), name)
 
+    def lacks(prov: str, name: str, known: bool = False) -> Need | None:
+        info = config.models.get(name)
+        capabilities = info.capabilities if info is not None else None
+        return lacking(needs, prov, family_of(prov), capabilities, known=known)
+
     if model is not None or provider is not None:
         return _explicit(
             config,
@@ -245,6 +270,7 @@ def plan(
             provider_models,
             provider_for,
             cost_of,
+            lacks,
         )
 
     rule, route = config.route_for(task, component)
@@ -313,6 +339,8 @@ def plan(
         # then they stay, so that the plan reports them as skipped.
         added = [m for m in cheaper if available(config.models[m].provider)]
         chain = affordable + (added if affordable or added else cheaper)
+    if needs:
+        chain = _fitting(chain, provider_for, lacks, reasons, simulated_fallback)
 
     candidates: list[Candidate] = []
     skipped: list[Candidate] = []
@@ -336,6 +364,46 @@ def plan(
     return RoutePlan(tuple(candidates), explanation, task, rule, None, tuple(skipped))
 
 
+def _fitting(
+    chain: list[str],
+    provider_for: Callable[[str], str],
+    lacks: Callable[[str, str], Need | None],
+    reasons: list[str],
+    simulated_fallback: bool,
+) -> list[str]:
+    """
+    The models of ``chain`` that have what the request needs; why the others were
+    skipped goes to ``reasons``.
+
+    Error handling: when none is left, a :class:`ValidationError` naming the field
+    that needs what the first model lacks, and every model tried (unless the
+    simulated provider may answer).
+    """
+    kept: list[str] = []
+    skipped: list[tuple[str, Need]] = []
+    for name in chain:
+        prov = provider_for(name)
+        need = lacks(prov, name)
+        if need is None:
+            kept.append(name)
+        else:
+            skipped.append((f"{prov}/{name}", need))
+    if skipped:
+        reasons.append(
+            "skipped " + ", ".join(f"{m} (no {need.description})" for m, need in skipped)
+        )
+    if not kept and skipped:
+        need = skipped[0][1]
+        if not simulated_fallback:
+            tried = ", ".join(m for m, _ in skipped)
+            raise ValidationError(
+                need.field,
+                f"needs {need.description}, which no candidate model has (tried {tried})",
+            )
+        reasons.append(f"no real model has {need.description}")
+    return kept
+
+
 def _explicit(
     config: TaskConfig,
     task: str,
@@ -347,6 +415,7 @@ def _explicit(
     provider_models: Mapping[str, Sequence[str]],
     provider_for: Callable[[str], str],
     cost_of: Callable[[str, str], float],
+    lacks: Callable[[str, str, bool], Need | None],
 ) -> RoutePlan:
     """
     The plan of a request naming its provider and/or model: that one candidate.
@@ -374,7 +443,16 @@ def _explicit(
                 f"no model of {provider} meets the routing parameters "
                 f"({'; '.join(message for _, message in reasons)})",
             )
-        model, pinned = fitting[0], "provider"
+        needed = [(m, lacks(provider, m, True)) for m in fitting]
+        able = [m for m, need in needed if need is None]
+        if not able:
+            need = next(need for _, need in needed if need is not None)
+            raise ValidationError(
+                need.field,
+                f"needs {need.description}, which no model of {provider} has "
+                f"(tried {', '.join(fitting)})",
+            )
+        model, pinned = able[0], "provider"
     else:
         pinned = "model"
     prov = provider if provider is not None else provider_for(model)
@@ -387,6 +465,12 @@ def _explicit(
         if why is not None:
             field, message = why
             raise ValidationError(field, f"{prov}/{model} was requested explicitly, but {message}")
+        lacked = lacks(prov, model, False)
+        if lacked is not None:
+            raise ValidationError(
+                lacked.field,
+                f"needs {lacked.description}, which {prov}/{model} (requested explicitly) lacks",
+            )
     _, route = config.route_for(task, component)
     temp = route.temperature if temperature is None else temperature
     explanation = (

@@ -13,9 +13,11 @@ from typing import Any
 
 import attrs
 
+from rhetor._errors import ValidationError
 from rhetor._types import ChatMessage, LLMRequest
 from rhetor.budget._pricing import Pricer
 from rhetor.routing._catalogue import Catalogue
+from rhetor.routing._needs import Need, lacking
 from rhetor.routing._plan import SIMULATED, Candidate, RoutePlan, TaskConfig, plan
 
 __all__ = ["DEFAULT_MAX_TOKENS", "Planner", "Prepared", "max_tokens_of", "padded"]
@@ -43,7 +45,8 @@ class Prepared:
     One request made ready to send: its plan, what goes upstream, and what will be stored.
 
     ``messages`` are the context's window then the new turns; ``new_turns``
-    are the client's turns the context does not hold yet (stored with the reply).
+    are the client's turns the context does not hold yet (stored with the reply);
+    ``needs`` what the request needs of its model (:mod:`rhetor.routing._needs`).
     """
 
     plan: RoutePlan
@@ -52,6 +55,7 @@ class Prepared:
     new_turns: tuple[ChatMessage, ...]
     input_estimate: int
     max_tokens: int
+    needs: tuple[Need, ...] = ()
 
 
 @attrs.define(eq=False)
@@ -92,8 +96,16 @@ class Planner:
         """What a reservation for this model would hold: padded input and every output token."""
         return self._pricer.worst_case(provider, model, padded(input_estimate), max_tokens)
 
-    def plan(self, request: LLMRequest, input_estimate: int) -> RoutePlan:
-        """The candidates for ``request``, in order, from the cache when it has them."""
+    def plan(
+        self, request: LLMRequest, input_estimate: int, needs: tuple[Need, ...] = ()
+    ) -> RoutePlan:
+        """
+        The candidates for ``request``, in order, from the cache when it has them.
+
+        ``needs`` are what the request needs of its model; candidates whose
+        context window is smaller than ``input_estimate`` are dropped too
+        (:meth:`fit_context`).
+        """
         max_tokens = max_tokens_of(request)
         catalogue = self._catalogue
         simulated_fallback = catalogue.simulated_fallback()
@@ -108,13 +120,14 @@ class Planner:
                 request.model,
                 request.temperature,
                 request.routing,
+                needs,
                 self._active,
                 simulated_fallback,
                 catalogue.liveness(),
             )
             route = self._plans.get(key)
             if route is not None:
-                return route
+                return self.fit_context(route, input_estimate)
 
         def cost_of(provider: str, model: str) -> float:
             return self.worst_case(provider, model, input_estimate, max_tokens)
@@ -132,12 +145,47 @@ class Planner:
             active=self._active,
             simulated_fallback=simulated_fallback,
             cost_of=cost_of,
+            needs=needs,
+            family_of=catalogue.family,
         )
         if key is not None:
             if len(self._plans) >= _PLAN_CACHE_SIZE:
                 self._plans.clear()
             self._plans[key] = route
-        return route
+        return self.fit_context(route, input_estimate)
+
+    def fit_context(self, route: RoutePlan, input_estimate: int) -> RoutePlan:
+        """
+        ``route`` without the candidates whose context window (where the catalogue
+        states one) is smaller than the prompt's estimate; the explanation says
+        which were dropped. The simulated provider has no window to overflow.
+
+        Error handling: when every candidate is dropped, a :class:`ValidationError`
+        on ``messages`` naming each one's window.
+        """
+        windows = self._config.models
+        small = [
+            c
+            for c in route.candidates
+            if c.provider != SIMULATED
+            and c.model in windows
+            and (window := windows[c.model].context_window) is not None
+            and window < input_estimate
+        ]
+        if not small:
+            return route
+        kept = tuple(c for c in route.candidates if c not in small)
+        listed = ", ".join(
+            f"{c.provider}/{c.model} ({windows[c.model].context_window} tokens)" for c in small
+        )
+        if not kept:
+            raise ValidationError(
+                "messages",
+                f"the prompt (about {input_estimate} tokens) is longer than the context "
+                f"window of every candidate ({listed})",
+            )
+        explanation = f"{route.explanation}; skipped {listed}: the prompt (about {input_estimate} tokens) is longer"
+        return attrs.evolve(route, candidates=kept, explanation=explanation)
 
     def downgrades(
         self, prepared: Prepared, request: LLMRequest, refused: Candidate
@@ -179,6 +227,13 @@ class Planner:
                 if params.required_capabilities and (
                     info is None or not params.required_capabilities <= info.capabilities
                 ):
+                    continue
+                capabilities = info.capabilities if info is not None else None
+                family = catalogue.family(provider)
+                if lacking(prepared.needs, provider, family, capabilities, known=True):
+                    continue
+                window = info.context_window if info is not None else None
+                if window is not None and window < prepared.input_estimate:
                     continue
                 cost = self.worst_case(provider, model, prepared.input_estimate, max_tokens)
                 if cost <= ceiling:

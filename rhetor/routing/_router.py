@@ -31,7 +31,7 @@ from rhetor._errors import (
     UpstreamTimeout,
     ValidationError,
 )
-from rhetor._tokens import count_message_tokens
+from rhetor._tokens import count_message_tokens, count_request_tokens
 from rhetor._types import ChatMessage, Chunk, LLMRequest, Reply, RoutingParameters
 from rhetor.budget._keeper import CheckBudget, GetActiveModel, GetBudgetMode, StoreActiveModel
 from rhetor.budget._pricing import Pricer
@@ -40,6 +40,7 @@ from rhetor.routing._billing import Billing
 from rhetor.routing._catalogue import Catalogue
 from rhetor.routing._conversations import Conversations, split_messages, unstored_turns
 from rhetor.routing._evaluate import DEFAULT_CRITERIA, evaluation, evaluation_request
+from rhetor.routing._needs import needs_of
 from rhetor.routing._plan import SIMULATED, TaskConfig, plan
 from rhetor.routing._planning import DEFAULT_MAX_TOKENS, Planner, Prepared, max_tokens_of
 from rhetor.storage._prompts import GetDefaultPrompt
@@ -267,19 +268,27 @@ class Router(actors.Actor):
             turns = list(unstored_turns(tail, turns))
         system = "\n\n".join(system_parts) or None
         messages = tuple(history + turns)
-        # The window's tokens arrive with it: only the new turns and the system prompt are counted.
-        input_estimate = history_tokens + count_message_tokens(turns, system)
-        route = self._planner.plan(request, input_estimate)
+        # The window's tokens arrive with it: only the new turns, the system prompt,
+        # the tools and the response schema are counted.
+        input_estimate = (
+            history_tokens
+            + count_message_tokens(turns, system)
+            + count_request_tokens(request.tools, request.response_format)
+        )
+        needs = needs_of(request, messages)
+        route = self._planner.plan(request, input_estimate, needs)
         return Prepared(
-            route, messages, system, tuple(turns), input_estimate, max_tokens_of(request)
+            route, messages, system, tuple(turns), input_estimate, max_tokens_of(request), needs
         )
 
-    async def _store_turns(self, request: LLMRequest, prepared: Prepared, text: str) -> None:
+    async def _store_turns(
+        self, request: LLMRequest, prepared: Prepared, answer: ChatMessage
+    ) -> None:
         """Store a reply's new turns in its context; start a summary when the context outgrew the window."""
         context_id = request.context_id
         if context_id is None:
             return
-        turns = (*prepared.new_turns, ChatMessage("assistant", text))
+        turns = (*prepared.new_turns, answer)
         metadata = {"component": request.component, "task_type": prepared.plan.task_type}
         due = await self._conversations.append(
             context_id, turns, metadata, check_summary=context_id not in self._summarizing

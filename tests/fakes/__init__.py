@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from tests.fakes._server import (
     UNSET,
     Behaviour,
+    Call,
     Cut,
     Fail,
     FakeUpstream,
@@ -19,6 +20,7 @@ from tests.fakes._server import (
     Hang,
     Raw,
     ReceivedRequest,
+    Recorded,
     Reply,
     Stall,
     StreamError,
@@ -50,6 +52,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "UNSET",
     "Behaviour",
+    "Call",
     "Cut",
     "Fail",
     "FakeAnthropic",
@@ -60,6 +63,7 @@ __all__ = [
     "Hang",
     "Raw",
     "ReceivedRequest",
+    "Recorded",
     "Reply",
     "Stall",
     "StreamError",

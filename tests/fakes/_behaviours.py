@@ -17,11 +17,13 @@ import attrs
 __all__ = [
     "UNSET",
     "Behaviour",
+    "Call",
     "Cut",
     "Fail",
     "Garbled",
     "Hang",
     "Raw",
+    "Recorded",
     "Reply",
     "Stall",
     "StreamError",
@@ -88,6 +90,33 @@ UNSET: Any = _Unset()
 
 
 @attrs.frozen
+class Call:
+    """
+    A tool call a :class:`Reply` makes: the tool's name, its arguments, and the call's id.
+
+    ``id`` None lets each fake name the call as its provider does (``call_...`` for
+    OpenAI, ``toolu_...`` for Anthropic, no id at all for Ollama before 0.12). A stream
+    sends the arguments' JSON text in ``pieces`` fragments (Ollama sends calls whole).
+    """
+
+    name: str
+    arguments: Mapping[str, Any] = attrs.field(factory=dict)
+    id: str | None = None
+    pieces: int = 3
+
+    @property
+    def json(self) -> str:
+        """The arguments as OpenAI and Anthropic stream them: compact JSON text."""
+        return json.dumps(dict(self.arguments), separators=(",", ":"), ensure_ascii=False)
+
+    def fragments(self) -> tuple[str, ...]:
+        """The arguments' JSON text cut into ``pieces`` fragments (fewer for a short text)."""
+        text = self.json
+        size = max(1, -(-len(text) // max(1, self.pieces)))
+        return tuple(text[i : i + size] for i in range(0, len(text), size))
+
+
+@attrs.frozen
 class Reply:
     """
     Answer normally with ``text``, streamed as ``chunks`` when the client asks to stream.
@@ -95,6 +124,11 @@ class Reply:
     ``finish_reason`` uses Rhetor's (OpenAI's) words: stop, length, tool_calls.
     ``output_tokens`` defaults to the number of chunks. ``usage=False`` leaves usage
     out of a stream (an upstream that does not report it).
+
+    ``tool_calls`` are calls the reply makes after its text, in each provider's
+    own wire format, whole and streamed (then the finish reason is ``tool_calls``
+    unless another is given). ``cached_tokens`` and ``reasoning_tokens`` are
+    reported where the provider reports them.
 
     ``raw_usage``, when set, is sent in place of the usage, whole or streamed, whatever
     it is (any JSON value, :class:`Raw` text included): OpenAI's ``usage`` object,
@@ -112,6 +146,16 @@ class Reply:
     # Seconds to wait before each streamed chunk (and before a whole reply).
     delay: float = 0.0
     raw_usage: Any = UNSET
+    tool_calls: tuple[Call, ...] = ()
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def reason(self) -> str:
+        """The finish reason sent: ``tool_calls`` for a reply with calls that says ``stop``."""
+        if self.tool_calls and self.finish_reason == "stop":
+            return "tool_calls"
+        return self.finish_reason
 
     def pieces(self) -> tuple[str, ...]:
         """
@@ -128,7 +172,9 @@ class Reply:
 
     @property
     def completion_tokens(self) -> int:
-        return self.output_tokens if self.output_tokens is not None else len(self.pieces())
+        if self.output_tokens is not None:
+            return self.output_tokens
+        return len(self.pieces()) + sum(len(c.fragments()) for c in self.tool_calls)
 
 
 @attrs.frozen
@@ -251,7 +297,27 @@ class Garbled:
     text: str = "partial reply then garbage"
 
 
-Behaviour = Reply | Fail | Hang | Cut | Stall | StreamError | Garbled
+@attrs.frozen
+class Recorded:
+    """
+    Answer 200 with ``body`` byte for byte (a recorded stream or reply, such as the
+    golden fixtures in ``tests/golden``), in pieces of ``piece`` bytes (0: at once).
+    """
+
+    body: bytes
+    content_type: str = "text/event-stream"
+    piece: int = 0
+
+    async def send(self, respond: Any) -> None:
+        """Send the body through a fake's responder."""
+        await respond.start(200, self.content_type)
+        size = self.piece or len(self.body) or 1
+        for start in range(0, len(self.body), size):
+            await respond.send(self.body[start : start + size])
+        await respond.end()
+
+
+Behaviour = Reply | Fail | Hang | Cut | Stall | StreamError | Garbled | Recorded
 
 
 def _number(value: float) -> str:

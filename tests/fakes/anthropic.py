@@ -1,5 +1,14 @@
 """
 A fake Anthropic Messages API: ``POST /v1/messages`` (JSON or SSE) and ``GET /v1/models``.
+
+A reply's tool calls (:class:`tests.fakes.Call`) are ``tool_use`` content blocks after
+its text, or streamed as the Messages API streams them (the SDK's
+``RawContentBlockStartEvent`` and ``InputJSONDelta``): per call, a
+``content_block_start`` of a ``tool_use`` block with its id, name and an empty
+``input``, a first ``input_json_delta`` with empty ``partial_json``, then one per
+fragment of the input's JSON, then ``content_block_stop``; the stop reason is
+``tool_use``. As the API does, a request whose messages hold ``tool_use`` or
+``tool_result`` blocks but define no ``tools`` is refused with a 400.
 """
 
 from __future__ import annotations
@@ -16,12 +25,14 @@ import trio
 from tests.fakes._server import (
     UNSET,
     Behaviour,
+    Call,
     Cut,
     Fail,
     FakeUpstream,
     Garbled,
     Hang,
     ReceivedRequest,
+    Recorded,
     Reply,
     Responder,
     Stall,
@@ -37,7 +48,12 @@ __all__ = ["DEFAULT_MODELS", "FakeAnthropic", "fake_anthropic"]
 
 DEFAULT_MODELS = ("claude-sonnet-5-5", "claude-haiku-5-5")
 
-_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
 
 # kind -> (status, Anthropic error type, message)
 _ERRORS = {
@@ -133,6 +149,10 @@ class FakeAnthropic(FakeUpstream):
         # API version 2026-10-21 (SDK 2.x) rejects the sampling parameters outright.
         if self.strict and (extra := {"temperature", "top_p", "top_k"} & body.keys()):
             behaviour = Fail.bad_request(f"{sorted(extra)[0]}: Extra inputs are not permitted")
+        elif _uses_tools(body) and not body.get("tools"):
+            behaviour = Fail.bad_request(
+                "Requests which include `tool_use` or `tool_result` blocks must define tools."
+            )
         match behaviour:
             case Fail(status=status, kind=kind, message=message, headers=headers):
                 if kind == "overloaded":
@@ -143,34 +163,36 @@ class FakeAnthropic(FakeUpstream):
                 await respond.json(status, body, headers)
             case Hang():
                 await respond.hold()
+            case Recorded() as recorded:
+                await recorded.send(respond)
             case Reply() as reply if not streaming:
                 await trio.sleep(reply.delay)
                 await respond.json(200, _message(model, reply))
             case Reply() as reply:
                 await respond.start(200, "text/event-stream")
-                start = _message_start(model, reply.input_tokens)
+                start = _message_start(model, reply.input_tokens - reply.cached_tokens)
+                if reply.cached_tokens:
+                    start["message"]["usage"].update(
+                        cache_creation_input_tokens=0, cache_read_input_tokens=reply.cached_tokens
+                    )
                 if reply.raw_usage is not UNSET:
                     start["message"]["usage"] = reply.raw_usage
                 await respond.send(_sse("message_start", start))
-                await respond.send(_sse("content_block_start", _block_start()))
-                await respond.send(_sse("ping", {"type": "ping"}))
-                for piece in reply.pieces():
-                    await trio.sleep(reply.delay)
-                    await respond.send(_sse("content_block_delta", _text_delta(piece)))
-                await respond.send(
-                    _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-                )
+                for event, data in _content_events(reply):
+                    if event == "content_block_delta":
+                        await trio.sleep(reply.delay)
+                    await respond.send(_sse(event, data))
                 delta: dict[str, Any] = {
                     "type": "message_delta",
                     "delta": {
-                        "stop_reason": _STOP_REASONS.get(reply.finish_reason, reply.finish_reason),
+                        "stop_reason": _STOP_REASONS.get(reply.reason, reply.reason),
                         "stop_sequence": None,
                     },
                 }
                 if reply.raw_usage is not UNSET:
                     delta["usage"] = reply.raw_usage
                 elif reply.usage:
-                    delta["usage"] = {"output_tokens": reply.completion_tokens}
+                    delta["usage"] = _delta_usage(reply)
                 await respond.send(_sse("message_delta", delta))
                 await respond.send(_sse("message_stop", {"type": "message_stop"}))
                 await respond.end()
@@ -216,20 +238,93 @@ class FakeAnthropic(FakeUpstream):
                     await respond.drop()
 
 
+def _uses_tools(body: dict[str, Any]) -> bool:
+    """Whether a request's messages hold tool_use or tool_result blocks."""
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result") for b in content
+        ):
+            return True
+    return False
+
+
+def _call_id(call: Call, index: int) -> str:
+    return call.id or f"toolu_fake{index}{call.name}"
+
+
+def _usage(reply: Reply) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "input_tokens": reply.input_tokens - reply.cached_tokens,
+        "output_tokens": reply.completion_tokens,
+    }
+    if reply.cached_tokens:
+        usage.update(cache_creation_input_tokens=0, cache_read_input_tokens=reply.cached_tokens)
+    if reply.reasoning_tokens:
+        usage["output_tokens_details"] = {"thinking_tokens": reply.reasoning_tokens}
+    return usage
+
+
+def _delta_usage(reply: Reply) -> dict[str, Any]:
+    usage: dict[str, Any] = {"output_tokens": reply.completion_tokens}
+    if reply.reasoning_tokens:
+        usage["output_tokens_details"] = {"thinking_tokens": reply.reasoning_tokens}
+    return usage
+
+
+def _content_events(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
+    """A stream's content blocks: the text block (when there is text), then each tool_use block."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    index = 0
+    if reply.pieces() or not reply.tool_calls:
+        events.append(("content_block_start", _block_start()))
+        events.append(("ping", {"type": "ping"}))
+        events += [("content_block_delta", _text_delta(piece)) for piece in reply.pieces()]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        index = 1
+    for number, call in enumerate(reply.tool_calls):
+        block = {"type": "tool_use", "id": _call_id(call, number), "name": call.name, "input": {}}
+        events.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": block},
+            )
+        )
+        for fragment in ("", *call.fragments()):
+            delta = {"type": "input_json_delta", "partial_json": fragment}
+            events.append(
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            )
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
+    return events
+
+
 def _message(model: str, reply: Reply) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if reply.joined or not reply.tool_calls:
+        content.append({"type": "text", "text": reply.joined})
+    content += [
+        {
+            "type": "tool_use",
+            "id": _call_id(call, n),
+            "name": call.name,
+            "input": dict(call.arguments),
+        }
+        for n, call in enumerate(reply.tool_calls)
+    ]
     return {
         "id": f"msg_fake{next(_ids)}",
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": reply.joined}],
-        "stop_reason": _STOP_REASONS.get(reply.finish_reason, reply.finish_reason),
+        "content": content,
+        "stop_reason": _STOP_REASONS.get(reply.reason, reply.reason),
         "stop_sequence": None,
-        "usage": (
-            {"input_tokens": reply.input_tokens, "output_tokens": reply.completion_tokens}
-            if reply.raw_usage is UNSET
-            else reply.raw_usage
-        ),
+        "usage": _usage(reply) if reply.raw_usage is UNSET else reply.raw_usage,
     }
 
 

@@ -2,6 +2,12 @@
 A fake Ollama server: ``POST /api/chat`` (JSON or NDJSON stream) and ``GET /api/tags``.
 
 As in Ollama, a chat request streams unless its body says ``"stream": false``.
+
+A reply's tool calls (:class:`tests.fakes.Call`) are the message's ``tool_calls``, each
+``{"function": {"name", "arguments"}}`` with the arguments as an object (the ``ollama``
+package's ``Message.ToolCall``); a call given an ``id`` is written as Ollama 0.12 and
+later write it, with the id and ``function.index``. Streamed, the calls arrive whole in
+one line before the last; ``done_reason`` stays ``stop``, as Ollama sends it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from tests.fakes._server import (
     Garbled,
     Hang,
     ReceivedRequest,
+    Recorded,
     Reply,
     Responder,
     Stall,
@@ -108,16 +115,24 @@ class FakeOllama(FakeUpstream):
                 await respond.json(status, body, headers)
             case Hang():
                 await respond.hold()
+            case Recorded() as recorded:
+                await recorded.send(respond)
             case Reply() as reply if not streaming:
                 await trio.sleep(reply.delay)
                 final = _final(model, reply)
                 final["message"] = {"role": "assistant", "content": reply.joined}
+                if reply.tool_calls:
+                    final["message"]["tool_calls"] = _calls(reply)
                 await respond.json(200, final)
             case Reply() as reply:
                 await respond.start(200, "application/x-ndjson")
                 for piece in reply.pieces():
                     await trio.sleep(reply.delay)
                     await respond.send(_line(_piece(model, piece)))
+                if reply.tool_calls:
+                    calls = _piece(model, "")
+                    calls["message"]["tool_calls"] = _calls(reply)
+                    await respond.send(_line(calls))
                 await respond.send(_line(_final(model, reply)))
                 await respond.end()
             case Garbled(body=garbage) if not streaming:
@@ -172,6 +187,17 @@ def _tag(model: str) -> dict[str, Any]:
             "quantization_level": "Q4_K_M",
         },
     }
+
+
+def _calls(reply: Reply) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    for index, call in enumerate(reply.tool_calls):
+        function: dict[str, Any] = {"name": call.name, "arguments": dict(call.arguments)}
+        if call.id is None:
+            calls.append({"function": function})
+        else:
+            calls.append({"id": call.id, "function": {"index": index, **function}})
+    return calls
 
 
 def _piece(model: str, text: str) -> dict[str, Any]:

@@ -4,6 +4,12 @@ A fake OpenAI Chat Completions API: ``POST /v1/chat/completions`` and ``GET /v1/
 Streams are ``chat.completion.chunk`` server-sent events ending with ``data: [DONE]``;
 with ``stream_options.include_usage`` the last chunk before it has empty ``choices`` and
 the usage. ``fake.base_url`` ends in ``/v1``, as the OpenAI SDK expects.
+
+A reply's tool calls (:class:`tests.fakes.Call`) are the message's ``tool_calls``, or
+streamed as OpenAI streams them (the SDK's ``ChoiceDeltaToolCall``): per call, a delta
+with its ``index``, ``id``, ``type`` and ``function.name`` and empty arguments (in the
+first chunk, beside the role, when there is no text), then deltas with the index and a
+fragment of ``function.arguments``; the finish reason is ``tool_calls``.
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ import trio
 from tests.fakes._server import (
     UNSET,
     Behaviour,
+    Call,
     Cut,
     Fail,
     FakeUpstream,
     Garbled,
     Hang,
     ReceivedRequest,
+    Recorded,
     Reply,
     Responder,
     Stall,
@@ -158,16 +166,17 @@ class FakeOpenAI(FakeUpstream):
                 await respond.json(status, body, headers)
             case Hang():
                 await respond.hold()
+            case Recorded() as recorded:
+                await recorded.send(respond)
             case Reply() as reply if not streaming:
                 await trio.sleep(reply.delay)
                 await respond.json(200, _completion(ident, model, reply))
             case Reply() as reply:
                 await respond.start(200, "text/event-stream")
-                await respond.send(_sse(_chunk(ident, model, {"role": "assistant", "content": ""})))
-                for piece in reply.pieces():
+                for delta in _deltas(reply):
                     await trio.sleep(reply.delay)
-                    await respond.send(_sse(_chunk(ident, model, {"content": piece})))
-                await respond.send(_sse(_chunk(ident, model, {}, reply.finish_reason)))
+                    await respond.send(_sse(_chunk(ident, model, delta)))
+                await respond.send(_sse(_chunk(ident, model, {}, reply.reason)))
                 if include_usage and reply.usage:
                     usage_chunk = _chunk(ident, model, None)
                     usage_chunk["usage"] = _usage(reply)
@@ -210,17 +219,70 @@ class FakeOpenAI(FakeUpstream):
                     await respond.drop()
 
 
+def _call_id(call: Call, index: int) -> str:
+    return call.id or f"call_fake{index}{call.name}"
+
+
+def _deltas(reply: Reply) -> list[dict[str, Any]]:
+    """A streamed reply's deltas: the role, the text pieces, then each call's header and fragments."""
+    pieces = reply.pieces()
+    first: dict[str, Any] = {
+        "role": "assistant",
+        "content": "" if pieces or not reply.tool_calls else None,
+    }
+    deltas = [first, *({"content": piece} for piece in pieces)]
+    for index, call in enumerate(reply.tool_calls):
+        header = {
+            "index": index,
+            "id": _call_id(call, index),
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        if len(deltas) == 1 and "tool_calls" not in first:
+            first.update(tool_calls=[header], refusal=None)
+        else:
+            deltas.append({"tool_calls": [header]})
+        deltas.extend(
+            {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
+            for fragment in call.fragments()
+        )
+    return deltas
+
+
 def _usage(reply: Reply) -> Any:
     if reply.raw_usage is not UNSET:
         return reply.raw_usage
-    return {
+    usage: dict[str, Any] = {
         "prompt_tokens": reply.input_tokens,
         "completion_tokens": reply.completion_tokens,
         "total_tokens": reply.input_tokens + reply.completion_tokens,
     }
+    if reply.cached_tokens or reply.reasoning_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": reply.cached_tokens, "audio_tokens": 0}
+        usage["completion_tokens_details"] = {
+            "reasoning_tokens": reply.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
+    return usage
 
 
 def _completion(ident: str, model: str, reply: Reply) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.joined if reply.joined or not reply.tool_calls else None,
+        "refusal": None,
+    }
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": _call_id(call, index),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.json},
+            }
+            for index, call in enumerate(reply.tool_calls)
+        ]
     return {
         "id": ident,
         "object": "chat.completion",
@@ -229,9 +291,9 @@ def _completion(ident: str, model: str, reply: Reply) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply.joined, "refusal": None},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": reply.finish_reason,
+                "finish_reason": reply.reason,
             }
         ],
         "usage": _usage(reply),

@@ -1,0 +1,502 @@
+"""
+Anthropic Messages shapes <-> the internal model, both ways, with no I/O.
+
+Anthropic's content blocks are the internal model's (:mod:`rhetor._content`) almost
+one for one: ``text``, ``image`` (a ``base64`` or ``url`` source), ``tool_use``
+(whose ``input`` object is a :class:`~rhetor._content.ToolCall`'s arguments, as
+JSON text) and ``tool_result`` (its ``content`` a string or text and image blocks).
+Reading (a client's request at the edge, an upstream's reply here) and writing (a
+request upstream, a reply to an Anthropic client) go through the functions below;
+:class:`AnthropicEvents` writes a reply's stream as Anthropic's server-sent events.
+
+Two translations are not one for one (``docs/compat.md``):
+
+- the history is reshaped as the Messages API wants it: user first, roles strictly
+  alternating (consecutive turns of one role merged, their text with a blank line
+  between plain-text turns), a user turn's tool results first;
+- a JSON schema response format is ``output_config.format`` (structured outputs,
+  which always hold to the schema), and a ``json_object`` format, which has no
+  equivalent, is an instruction appended to the system prompt
+  (:data:`JSON_OBJECT_INSTRUCTION`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from rhetor._content import (
+    Image,
+    ResponseFormat,
+    Text,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolResult,
+)
+from rhetor._errors import ValidationError
+from rhetor._types import ChatMessage, Chunk, Reply, Usage
+from rhetor.providers._shapes import (
+    Untranslatable,
+    as_list,
+    as_object,
+    compact_json,
+    optional_bool,
+    optional_str,
+    required_str,
+)
+
+__all__ = [
+    "JSON_OBJECT_INSTRUCTION",
+    "STOP_REASONS",
+    "AnthropicEvents",
+    "content_from_anthropic",
+    "message_to_anthropic",
+    "messages_from_anthropic",
+    "messages_to_anthropic",
+    "response_format_from_anthropic",
+    "response_format_to_anthropic",
+    "system_from_anthropic",
+    "tool_choice_from_anthropic",
+    "tool_choice_to_anthropic",
+    "tools_from_anthropic",
+    "tools_to_anthropic",
+    "usage_to_anthropic",
+]
+
+# What a json_object response format adds to the system prompt (Anthropic has no JSON mode).
+JSON_OBJECT_INSTRUCTION = (
+    "Reply with a single JSON object and nothing else: no prose, no code fences."
+)
+
+# Rhetor's finish reasons in Anthropic's words.
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+def messages_from_anthropic(raw: object, field: str = "messages") -> tuple[ChatMessage, ...]:
+    """
+    A Messages API ``messages`` array as turns.
+
+    Error handling: a :class:`ValidationError` naming the first bad field.
+    """
+    turns = []
+    for i, item in enumerate(as_list(raw, field)):
+        where = f"{field}[{i}]"
+        message = as_object(item, where)
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise ValidationError(f"{where}.role", "must be user or assistant")
+        blocks = _blocks(message.get("content"), f"{where}.content", role)
+        turns.append(ChatMessage(role, blocks=blocks))
+    return tuple(turns)
+
+
+_ROLE_BLOCKS = {"user": ("text", "image", "tool_result"), "assistant": ("text", "tool_use")}
+
+
+def _blocks(
+    content: object, field: str, role: str
+) -> tuple[Text | Image | ToolCall | ToolResult, ...]:
+    if isinstance(content, str):
+        return (Text(content),)
+    blocks: list[Text | Image | ToolCall | ToolResult] = []
+    for j, item in enumerate(as_list(content, field)):
+        where = f"{field}[{j}]"
+        block = as_object(item, where)
+        kind = block.get("type")
+        if kind not in _ROLE_BLOCKS[role]:
+            raise ValidationError(
+                f"{where}.type",
+                f"content block type {kind!r} is not supported in a {role} message; "
+                f"only {', '.join(_ROLE_BLOCKS[role])}",
+            )
+        if kind == "text":
+            blocks.append(Text(required_str(block, "text", where)))
+        elif kind == "image":
+            blocks.append(_image(block, where))
+        elif kind == "tool_use":
+            blocks.append(_tool_use(block, where))
+        else:
+            blocks.append(_tool_result(block, where))
+    return tuple(blocks)
+
+
+def _image(block: Mapping[str, Any], where: str) -> Image:
+    source = as_object(block.get("source"), f"{where}.source")
+    kind = source.get("type")
+    try:
+        if kind == "base64":
+            return Image(
+                data=required_str(source, "data", f"{where}.source"),
+                media_type=required_str(source, "media_type", f"{where}.source"),
+            )
+        if kind == "url":
+            return Image(url=required_str(source, "url", f"{where}.source"))
+    except ValidationError as exc:
+        if exc.field is not None and exc.field.startswith(where):
+            raise
+        raise ValidationError(f"{where}.source", exc.message) from None
+    raise ValidationError(f"{where}.source.type", "must be base64 or url")
+
+
+def _tool_use(block: Mapping[str, Any], where: str) -> ToolCall:
+    arguments = block.get("input", {})
+    if not isinstance(arguments, Mapping):
+        raise ValidationError(f"{where}.input", "must be an object")
+    return ToolCall(
+        required_str(block, "id", where),
+        required_str(block, "name", where),
+        compact_json(arguments),
+    )
+
+
+def _tool_result(block: Mapping[str, Any], where: str) -> ToolResult:
+    content = block.get("content", "")
+    parts: list[Text | Image] = []
+    if isinstance(content, str):
+        parts.append(Text(content))
+    else:
+        for k, item in enumerate(as_list(content, f"{where}.content")):
+            inner = f"{where}.content[{k}]"
+            part = as_object(item, inner)
+            if part.get("type") == "text":
+                parts.append(Text(required_str(part, "text", inner)))
+            elif part.get("type") == "image":
+                parts.append(_image(part, inner))
+            else:
+                raise ValidationError(f"{inner}.type", "a tool result holds text and images only")
+    return ToolResult(
+        required_str(block, "tool_use_id", where),
+        parts,
+        bool(optional_bool(block, "is_error", where)),
+    )
+
+
+def system_from_anthropic(raw: object, field: str = "system") -> str | None:
+    """``system``: a string or an array of text blocks, as one text; None when absent."""
+    if raw is None or isinstance(raw, str):
+        return raw
+    texts = []
+    for i, item in enumerate(as_list(raw, field)):
+        block = as_object(item, f"{field}[{i}]")
+        if block.get("type") != "text":
+            raise ValidationError(f"{field}[{i}].type", "must be text")
+        texts.append(required_str(block, "text", f"{field}[{i}]"))
+    return "".join(texts)
+
+
+def content_from_anthropic(
+    content: object, field: str = "content"
+) -> tuple[str, tuple[ToolCall, ...]]:
+    """
+    A reply's content blocks: its text (text blocks joined) and its tool calls.
+
+    Blocks of other types (thinking, server tool results) are read past.
+    """
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for j, item in enumerate(as_list(content, field)):
+        block = as_object(item, f"{field}[{j}]")
+        if block.get("type") == "text":
+            texts.append(required_str(block, "text", f"{field}[{j}]"))
+        elif block.get("type") == "tool_use":
+            calls.append(_tool_use(block, f"{field}[{j}]"))
+    return "".join(texts), tuple(calls)
+
+
+def tools_from_anthropic(raw: object, field: str = "tools") -> tuple[Tool, ...]:
+    """A ``tools`` array of client (custom) tools."""
+    if raw is None:
+        return ()
+    tools = []
+    for i, item in enumerate(as_list(raw, field)):
+        where = f"{field}[{i}]"
+        tool = as_object(item, where)
+        if tool.get("type", "custom") not in ("custom", None):
+            raise ValidationError(f"{where}.type", "only client (custom) tools are supported")
+        name = required_str(tool, "name", where)
+        description = optional_str(tool, "description", where)
+        schema = as_object(tool.get("input_schema"), f"{where}.input_schema")
+        strict = optional_bool(tool, "strict", where)
+        try:
+            tools.append(Tool(name, description, schema, strict))
+        except ValidationError as exc:
+            raise ValidationError(f"{where}.name", exc.message) from None
+    return tuple(tools)
+
+
+def tool_choice_from_anthropic(raw: object, field: str = "tool_choice") -> ToolChoice | None:
+    """A ``tool_choice`` object (auto, any, tool with its name, none)."""
+    if raw is None:
+        return None
+    choice = as_object(raw, field)
+    disable = optional_bool(choice, "disable_parallel_tool_use", field)
+    parallel = None if disable is None else not disable
+    kind = choice.get("type")
+    if kind == "auto":
+        return ToolChoice("auto", parallel=parallel)
+    if kind == "any":
+        return ToolChoice("required", parallel=parallel)
+    if kind == "none":
+        return ToolChoice("none")
+    if kind == "tool":
+        return ToolChoice("tool", required_str(choice, "name", field), parallel=parallel)
+    raise ValidationError(f"{field}.type", "must be auto, any, tool or none")
+
+
+def response_format_from_anthropic(
+    output_config: object, field: str = "output_config"
+) -> ResponseFormat | None:
+    """``output_config.format`` as a JSON schema response format; None without one."""
+    if output_config is None:
+        return None
+    config = as_object(output_config, field)
+    fmt = config.get("format")
+    if fmt is None:
+        return None
+    body = as_object(fmt, f"{field}.format")
+    if body.get("type") != "json_schema":
+        raise ValidationError(f"{field}.format.type", "must be json_schema")
+    schema = as_object(body.get("schema"), f"{field}.format.schema")
+    return ResponseFormat("json_schema", schema, strict=True)
+
+
+# -- writing ------------------------------------------------------------------------
+
+
+def messages_to_anthropic(history: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """
+    The history in the shape the Messages API accepts.
+
+    System turns are dropped (the system prompt travels apart), as are empty turns
+    and assistant turns before the first user turn; consecutive turns of one role
+    are merged, so roles strictly alternate starting with user. Merged plain-text
+    turns are one text with a blank line between them; with blocks, the merged
+    turn holds each turn's blocks in order, tool results first.
+
+    Error handling: content Anthropic cannot carry raises :class:`Untranslatable`.
+    """
+    merged: list[tuple[str, list[tuple[int, ChatMessage]]]] = []
+    for i, turn in enumerate(history):
+        if turn.role == "system" or (not turn.blocks and not turn.content.strip()):
+            continue
+        if not merged and turn.role != "user":
+            continue
+        if merged and merged[-1][0] == turn.role:
+            merged[-1][1].append((i, turn))
+        else:
+            merged.append((turn.role, [(i, turn)]))
+    return [{"role": role, "content": _content(turns)} for role, turns in merged]
+
+
+def _content(turns: Sequence[tuple[int, ChatMessage]]) -> str | list[dict[str, Any]]:
+    if all(not turn.blocks for _, turn in turns):
+        return "\n\n".join(turn.content for _, turn in turns)
+    results: list[dict[str, Any]] = []
+    rest: list[dict[str, Any]] = []
+    for i, turn in turns:
+        for j, block in enumerate(turn.parts):
+            where = f"messages[{i}].content[{j}]"
+            (results if isinstance(block, ToolResult) else rest).append(_block(block, where))
+    return results + rest
+
+
+def _block(block: Text | Image | ToolCall | ToolResult, where: str) -> dict[str, Any]:
+    if isinstance(block, Text):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, Image):
+        return {"type": "image", "source": _source(block)}
+    if isinstance(block, ToolCall):
+        try:
+            arguments = block.input()
+        except ValueError:
+            raise Untranslatable(
+                where, f"tool call {block.id}'s arguments are not a JSON object"
+            ) from None
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": arguments}
+    written: dict[str, Any] = {"type": "tool_result", "tool_use_id": block.call_id}
+    if all(isinstance(b, Text) for b in block.content):
+        written["content"] = block.text
+    else:
+        written["content"] = [_block(b, where) for b in block.content]
+    if block.is_error:
+        written["is_error"] = True
+    return written
+
+
+def _source(image: Image) -> dict[str, Any]:
+    if image.url is not None:
+        return {"type": "url", "url": image.url}
+    return {"type": "base64", "media_type": image.media_type, "data": image.data}
+
+
+def tools_to_anthropic(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    """Tools as Messages API client tools (``strict`` is left out: structured outputs hold anyway)."""
+    written = []
+    for tool in tools:
+        out: dict[str, Any] = {"name": tool.name}
+        if tool.description is not None:
+            out["description"] = tool.description
+        out["input_schema"] = dict(tool.parameters)
+        written.append(out)
+    return written
+
+
+def tool_choice_to_anthropic(choice: ToolChoice) -> dict[str, Any]:
+    """A tool choice as the Messages API's ``tool_choice`` object."""
+    kinds = {"auto": "auto", "required": "any", "tool": "tool", "none": "none"}
+    written: dict[str, Any] = {"type": kinds[choice.mode]}
+    if choice.name is not None:
+        written["name"] = choice.name
+    if choice.parallel is not None and choice.mode != "none":
+        written["disable_parallel_tool_use"] = not choice.parallel
+    return written
+
+
+def response_format_to_anthropic(fmt: ResponseFormat) -> tuple[dict[str, Any], str | None]:
+    """
+    A response format as body fields and a system instruction (see the module docstring).
+
+    ``json_schema`` is ``output_config.format`` with the schema as given;
+    ``json_object`` is :data:`JSON_OBJECT_INSTRUCTION`; ``text`` is nothing.
+    """
+    if fmt.type == "json_schema":
+        schema = dict(fmt.schema or {})
+        return {"output_config": {"format": {"type": "json_schema", "schema": schema}}}, None
+    if fmt.type == "json_object":
+        return {}, JSON_OBJECT_INSTRUCTION
+    return {}, None
+
+
+def usage_to_anthropic(usage: Usage) -> dict[str, Any]:
+    """
+    Usage as a Messages API ``usage``: fresh input apart from what was read from the cache.
+    """
+    cached = min(usage.cached_input_tokens, usage.input_tokens)
+    return {
+        "input_tokens": usage.input_tokens - cached,
+        "cache_read_input_tokens": cached,
+        "output_tokens": usage.output_tokens,
+    }
+
+
+def message_to_anthropic(reply: Reply, ident: str | None = None) -> dict[str, Any]:
+    """A whole reply as a Messages API ``message``: text, then one ``tool_use`` block per call."""
+    content: list[dict[str, Any]] = []
+    if reply.message or not reply.tool_calls:
+        content.append({"type": "text", "text": reply.message})
+    for call in reply.tool_calls:
+        content.append(_block(call, "tool_calls"))
+    return {
+        "id": ident or f"msg_{reply.request_id}",
+        "type": "message",
+        "role": "assistant",
+        "model": reply.model,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(reply.finish_reason, "end_turn"),
+        "stop_sequence": None,
+        "usage": usage_to_anthropic(reply.usage),
+    }
+
+
+@attrs.define
+class AnthropicEvents:
+    """
+    One stream's server-sent events in the Messages API's order, made from its :class:`Chunk` items.
+
+    :meth:`first` is ``message_start``; :meth:`of` opens and closes content blocks
+    as a chunk's text or tool-call deltas need them (a ``text`` block, one
+    ``tool_use`` block per call, its arguments as ``input_json_delta``); :meth:`last`
+    closes the open block and sends ``message_delta`` and ``message_stop``. Each
+    event is ``(type, data)``.
+    """
+
+    ident: str
+    # Invariant: the index of the content block open now and what it holds; None before the first.
+    _open: tuple[int, str] | None = attrs.field(init=False, default=None)
+    _next: int = attrs.field(init=False, default=0)
+
+    def first(self, model: str, input_tokens: int = 0) -> list[tuple[str, dict[str, Any]]]:
+        """``message_start``, with the message's id and model and no content yet."""
+        message: dict[str, Any] = {
+            "id": self.ident,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 0},
+        }
+        return [("message_start", {"type": "message_start", "message": message})]
+
+    def _switch(self, key: str, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        events = self._close()
+        index = self._next
+        self._next += 1
+        self._open = (index, key)
+        start = {"type": "content_block_start", "index": index, "content_block": block}
+        events.append(("content_block_start", start))
+        return events
+
+    def _close(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._open is None:
+            return []
+        index, _ = self._open
+        self._open = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    def _delta(self, delta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        assert self._open is not None
+        data = {"type": "content_block_delta", "index": self._open[0], "delta": delta}
+        return ("content_block_delta", data)
+
+    def of(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
+        """The events one streamed piece makes."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        if chunk.text:
+            if self._open is None or self._open[1] != "text":
+                events += self._switch("text", {"type": "text", "text": ""})
+            events.append(self._delta({"type": "text_delta", "text": chunk.text}))
+        for delta in chunk.tool_calls:
+            key = f"tool:{delta.index}"
+            if self._open is None or self._open[1] != key:
+                block = {
+                    "type": "tool_use",
+                    "id": delta.id or f"toolu_{delta.index}",
+                    "name": delta.name or "",
+                    "input": {},
+                }
+                events += self._switch(key, block)
+            if delta.arguments:
+                partial = {"type": "input_json_delta", "partial_json": delta.arguments}
+                events.append(self._delta(partial))
+        return events
+
+    def last(self, reply: Reply) -> list[tuple[str, dict[str, Any]]]:
+        """Close the open block; ``message_delta`` with the stop reason and usage; ``message_stop``."""
+        events = self._close()
+        if self._next == 0:
+            events += self._switch("text", {"type": "text", "text": ""})
+            events += self._close()
+        delta = {
+            "type": "message_delta",
+            "delta": {
+                "stop_reason": STOP_REASONS.get(reply.finish_reason, "end_turn"),
+                "stop_sequence": None,
+            },
+            "usage": usage_to_anthropic(reply.usage),
+        }
+        events.append(("message_delta", delta))
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events

@@ -1,0 +1,481 @@
+"""
+OpenAI Chat Completions shapes <-> the internal model, both ways, with no I/O.
+
+Reading (a client's request at the edge, an upstream's reply here): chat messages
+(:func:`messages_from_openai`), tools, tool choice, response format and stop
+sequences, and the ``tool_calls`` of an assistant message. Writing (a request to an
+OpenAI-compatible upstream, a reply to an OpenAI client): the same, the other way,
+and a reply as a ``chat.completion`` or its ``chat.completion.chunk`` events
+(:func:`completion_to_openai`, :class:`OpenAIChunks`).
+
+The translation of turns (``docs/compat.md``):
+
+- ``system`` and ``developer`` messages are system turns (text only);
+- a ``user`` message's parts are text and ``image_url`` (a ``data:`` URL becomes
+  base64 data);
+- an ``assistant`` message's ``content`` and ``tool_calls`` are one turn of text and
+  :class:`~rhetor._content.ToolCall` blocks;
+- ``tool`` messages become :class:`~rhetor._content.ToolResult` blocks of one user
+  turn, which also takes a ``user`` message right after them. Written back, a user
+  turn's results come first, one ``tool`` message each, then its other content as a
+  ``user`` message. OpenAI has no error flag on a tool message: a failed result's
+  text is written with ``Error: `` before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
+
+import attrs
+
+from rhetor._content import (
+    Image,
+    ResponseFormat,
+    Text,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolResult,
+)
+from rhetor._errors import ValidationError
+from rhetor._types import ChatMessage, Chunk, Reply, Usage
+from rhetor.providers._shapes import (
+    Untranslatable,
+    as_list,
+    as_object,
+    optional_bool,
+    optional_str,
+    required_str,
+)
+
+__all__ = [
+    "ERROR_PREFIX",
+    "OpenAIChunks",
+    "completion_to_openai",
+    "message_to_openai",
+    "messages_from_openai",
+    "messages_to_openai",
+    "response_format_from_openai",
+    "response_format_to_openai",
+    "stop_from_openai",
+    "tool_calls_from_openai",
+    "tool_choice_from_openai",
+    "tool_choice_to_openai",
+    "tools_from_openai",
+    "tools_to_openai",
+    "usage_to_openai",
+]
+
+# What a failed tool result's text starts with in a tool message (which has no error flag).
+ERROR_PREFIX = "Error: "
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+def messages_from_openai(raw: object, field: str = "messages") -> tuple[ChatMessage, ...]:
+    """
+    A Chat Completions ``messages`` array as turns (see the module docstring).
+
+    Error handling: a :class:`ValidationError` naming the first bad field.
+    """
+    turns: list[ChatMessage] = []
+    results: list[ToolResult] = []
+    for i, item in enumerate(as_list(raw, field)):
+        where = f"{field}[{i}]"
+        message = as_object(item, where)
+        role = message.get("role")
+        if role == "tool":
+            call_id = required_str(message, "tool_call_id", where)
+            content = _parts(message.get("content"), f"{where}.content", images=False)
+            results.append(ToolResult(call_id, content))
+            continue
+        if results and role != "user":
+            turns.append(ChatMessage("user", blocks=tuple(results)))
+            results = []
+        if isinstance(role, str) and role in _SYSTEM_ROLES:
+            text = _parts(message.get("content"), f"{where}.content", images=False)
+            turns.append(ChatMessage("system", blocks=text))
+        elif role == "user":
+            content = _parts(message.get("content"), f"{where}.content", images=True)
+            turns.append(ChatMessage("user", blocks=(*results, *content)))
+            results = []
+        elif role == "assistant":
+            turns.append(_assistant(message, where))
+        else:
+            raise ValidationError(
+                f"{where}.role",
+                f"role {role!r} is not supported; use system, developer, user, assistant or tool",
+            )
+    if results:
+        turns.append(ChatMessage("user", blocks=tuple(results)))
+    return tuple(turns)
+
+
+def _assistant(message: Mapping[str, Any], where: str) -> ChatMessage:
+    content = message.get("content")
+    text = () if content is None else _parts(content, f"{where}.content", images=False)
+    calls: tuple[ToolCall, ...] = ()
+    if message.get("tool_calls") is not None:
+        calls = tool_calls_from_openai(message["tool_calls"], f"{where}.tool_calls")
+    if message.get("function_call") is not None:
+        raise ValidationError(f"{where}.function_call", "is deprecated; use tool_calls")
+    return ChatMessage("assistant", blocks=(*text, *calls))
+
+
+def _parts(content: object, field: str, *, images: bool) -> tuple[Text | Image, ...]:
+    """A message's content: a string, or an array of text (and, for a user, image) parts."""
+    if isinstance(content, str):
+        return (Text(content),)
+    blocks: list[Text | Image] = []
+    for j, item in enumerate(as_list(content, field)):
+        where = f"{field}[{j}]"
+        part = as_object(item, where)
+        kind = part.get("type")
+        if kind == "text":
+            blocks.append(Text(required_str(part, "text", where)))
+        elif kind == "refusal":
+            blocks.append(Text(required_str(part, "refusal", where)))
+        elif kind == "image_url" and images:
+            image = as_object(part.get("image_url"), f"{where}.image_url")
+            url = required_str(image, "url", f"{where}.image_url")
+            detail = optional_str(image, "detail", f"{where}.image_url")
+            if detail not in (None, "low", "high", "auto"):
+                raise ValidationError(f"{where}.image_url.detail", "must be low, high or auto")
+            try:
+                blocks.append(Image.from_url(url, cast("Any", detail)))
+            except ValidationError as exc:
+                raise ValidationError(f"{where}.image_url.url", exc.message) from None
+        else:
+            allowed = "text and image_url" if images else "text"
+            raise ValidationError(
+                f"{where}.type", f"content part type {kind!r} is not supported here; only {allowed}"
+            )
+    return tuple(blocks)
+
+
+def tool_calls_from_openai(raw: object, field: str) -> tuple[ToolCall, ...]:
+    """An assistant message's ``tool_calls`` (function calls only)."""
+    calls = []
+    for k, item in enumerate(as_list(raw, field)):
+        where = f"{field}[{k}]"
+        call = as_object(item, where)
+        if call.get("type", "function") != "function":
+            raise ValidationError(f"{where}.type", "only function tool calls are supported")
+        function = as_object(call.get("function"), f"{where}.function")
+        arguments = optional_str(function, "arguments", f"{where}.function") or "{}"
+        calls.append(
+            ToolCall(
+                required_str(call, "id", where),
+                required_str(function, "name", f"{where}.function"),
+                arguments,
+            )
+        )
+    return tuple(calls)
+
+
+def tools_from_openai(raw: object, field: str = "tools") -> tuple[Tool, ...]:
+    """A ``tools`` array of function tools."""
+    if raw is None:
+        return ()
+    tools = []
+    for i, item in enumerate(as_list(raw, field)):
+        where = f"{field}[{i}]"
+        tool = as_object(item, where)
+        if tool.get("type") != "function":
+            raise ValidationError(f"{where}.type", "only function tools are supported")
+        function = as_object(tool.get("function"), f"{where}.function")
+        name = required_str(function, "name", f"{where}.function")
+        description = optional_str(function, "description", f"{where}.function")
+        parameters = as_object(
+            function.get("parameters", {"type": "object", "properties": {}}),
+            f"{where}.function.parameters",
+        )
+        strict = optional_bool(function, "strict", f"{where}.function")
+        try:
+            tools.append(Tool(name, description, parameters, strict))
+        except ValidationError as exc:
+            raise ValidationError(f"{where}.function.name", exc.message) from None
+    return tuple(tools)
+
+
+def tool_choice_from_openai(
+    raw: object, parallel_tool_calls: object = None, field: str = "tool_choice"
+) -> ToolChoice | None:
+    """``tool_choice`` (and ``parallel_tool_calls``) as one choice; None when neither is given."""
+    if parallel_tool_calls is not None and not isinstance(parallel_tool_calls, bool):
+        raise ValidationError("parallel_tool_calls", "must be true or false")
+    if raw is None:
+        return None if parallel_tool_calls is None else ToolChoice(parallel=parallel_tool_calls)
+    if raw in ("auto", "none", "required"):
+        return ToolChoice(cast("Any", raw), parallel=parallel_tool_calls)
+    choice = as_object(raw, field)
+    if choice.get("type") != "function":
+        raise ValidationError(f"{field}.type", "must be function (or auto, none, required)")
+    function = as_object(choice.get("function"), f"{field}.function")
+    name = required_str(function, "name", f"{field}.function")
+    return ToolChoice("tool", name, parallel=parallel_tool_calls)
+
+
+def response_format_from_openai(
+    raw: object, field: str = "response_format"
+) -> ResponseFormat | None:
+    """A ``response_format``: text, json_object, or json_schema with its schema."""
+    if raw is None:
+        return None
+    body = as_object(raw, field)
+    kind = body.get("type")
+    if kind in ("text", "json_object"):
+        return ResponseFormat(kind)
+    if kind != "json_schema":
+        raise ValidationError(f"{field}.type", "must be text, json_object or json_schema")
+    spec = as_object(body.get("json_schema"), f"{field}.json_schema")
+    schema = as_object(spec.get("schema", {"type": "object"}), f"{field}.json_schema.schema")
+    return ResponseFormat(
+        "json_schema",
+        schema,
+        required_str(spec, "name", f"{field}.json_schema"),
+        optional_str(spec, "description", f"{field}.json_schema"),
+        optional_bool(spec, "strict", f"{field}.json_schema"),
+    )
+
+
+def stop_from_openai(raw: object, field: str = "stop") -> tuple[str, ...]:
+    """``stop``: a string or an array of strings."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,)
+    stops = as_list(raw, field)
+    if not all(isinstance(s, str) for s in stops):
+        raise ValidationError(field, "must be a string or an array of strings")
+    return tuple(stops)
+
+
+# -- writing ------------------------------------------------------------------------
+
+
+def messages_to_openai(
+    messages: Iterable[ChatMessage], system: str | None = None
+) -> list[dict[str, Any]]:
+    """
+    The conversation as Chat Completions ``messages``: the system prompt first, then each turn.
+
+    System turns among ``messages`` are left out (the system prompt travels apart).
+
+    Error handling: content OpenAI cannot carry raises :class:`Untranslatable`.
+    """
+    written: list[dict[str, Any]] = []
+    if system:
+        written.append({"role": "system", "content": system})
+    for i, message in enumerate(messages):
+        if message.role != "system":
+            written.extend(message_to_openai(message, f"messages[{i}]"))
+    return written
+
+
+def message_to_openai(message: ChatMessage, field: str = "message") -> list[dict[str, Any]]:
+    """One turn as Chat Completions messages (a user turn with tool results is several)."""
+    if not message.blocks:
+        return [{"role": message.role, "content": message.content}]
+    if message.role == "assistant":
+        text = message.content
+        out: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if calls := message.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in calls
+            ]
+        return [out]
+    written: list[dict[str, Any]] = []
+    rest: list[Text | Image] = []
+    for j, block in enumerate(message.blocks):
+        if isinstance(block, ToolResult):
+            written.append(_tool_message(block, f"{field}.content[{j}]"))
+        elif isinstance(block, Text | Image):
+            rest.append(block)
+    if rest:
+        if all(isinstance(b, Text) for b in rest):
+            written.append({"role": message.role, "content": "".join(_text(b) for b in rest)})
+        else:
+            written.append({"role": message.role, "content": [_part(b) for b in rest]})
+    return written
+
+
+def _text(block: Text | Image) -> str:
+    return block.text if isinstance(block, Text) else ""
+
+
+def _tool_message(result: ToolResult, field: str) -> dict[str, Any]:
+    if any(isinstance(b, Image) for b in result.content):
+        raise Untranslatable(field, "OpenAI tool messages carry text only, not images")
+    text = result.text
+    if result.is_error:
+        text = ERROR_PREFIX + text
+    return {"role": "tool", "tool_call_id": result.call_id, "content": text}
+
+
+def _part(block: Text | Image) -> dict[str, Any]:
+    if isinstance(block, Text):
+        return {"type": "text", "text": block.text}
+    image: dict[str, Any] = {"url": block.as_url()}
+    if block.detail is not None:
+        image["detail"] = block.detail
+    return {"type": "image_url", "image_url": image}
+
+
+def tools_to_openai(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    """Tools as Chat Completions function tools."""
+    written = []
+    for tool in tools:
+        function: dict[str, Any] = {"name": tool.name}
+        if tool.description is not None:
+            function["description"] = tool.description
+        function["parameters"] = dict(tool.parameters)
+        if tool.strict is not None:
+            function["strict"] = tool.strict
+        written.append({"type": "function", "function": function})
+    return written
+
+
+def tool_choice_to_openai(choice: ToolChoice) -> dict[str, Any]:
+    """The body fields of a tool choice: ``tool_choice`` and ``parallel_tool_calls``, as set."""
+    fields: dict[str, Any] = {}
+    if choice.mode == "tool":
+        fields["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+    elif choice.mode != "auto" or choice.parallel is None:
+        fields["tool_choice"] = choice.mode
+    if choice.parallel is not None:
+        fields["parallel_tool_calls"] = choice.parallel
+    return fields
+
+
+def response_format_to_openai(fmt: ResponseFormat) -> dict[str, Any]:
+    """A response format as Chat Completions' ``response_format``."""
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    spec: dict[str, Any] = {"name": fmt.name}
+    if fmt.description is not None:
+        spec["description"] = fmt.description
+    spec["schema"] = dict(fmt.schema or {})
+    if fmt.strict is not None:
+        spec["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def usage_to_openai(usage: Usage) -> dict[str, Any]:
+    """Usage as a ``usage`` object, with the cached and reasoning token details."""
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def _calls_to_openai(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in calls
+    ]
+
+
+def completion_to_openai(reply: Reply, created: int, ident: str | None = None) -> dict[str, Any]:
+    """A whole reply as a ``chat.completion``; ``content`` is null when the reply only calls tools."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.message if reply.message or not reply.tool_calls else None,
+        "refusal": None,
+    }
+    if reply.tool_calls:
+        message["tool_calls"] = _calls_to_openai(reply.tool_calls)
+    return {
+        "id": ident or f"chatcmpl-{reply.request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": reply.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": reply.finish_reason,
+            }
+        ],
+        "usage": usage_to_openai(reply.usage),
+        "system_fingerprint": None,
+    }
+
+
+@attrs.define
+class OpenAIChunks:
+    """
+    One stream's ``chat.completion.chunk`` objects, made from its :class:`Chunk` items.
+
+    :meth:`first` opens the stream (the assistant role), :meth:`of` writes each
+    chunk's text or tool-call deltas, :meth:`last` the finish reason and, when asked,
+    the usage chunk; the caller sends ``[DONE]`` after.
+    """
+
+    ident: str
+    created: int
+
+    def _chunk(
+        self, model: str, delta: dict[str, Any] | None, finish: str | None = None
+    ) -> dict[str, Any]:
+        choices = (
+            []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        )
+        return {
+            "id": self.ident,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+
+    def first(self, model: str) -> dict[str, Any]:
+        """The opening chunk: the assistant's role and empty content."""
+        return self._chunk(model, {"role": "assistant", "content": ""})
+
+    def of(self, chunk: Chunk) -> list[dict[str, Any]]:
+        """The chunks one streamed piece makes: its text, then its tool-call deltas."""
+        out = []
+        if chunk.text:
+            out.append(self._chunk(chunk.model, {"content": chunk.text}))
+        if chunk.tool_calls:
+            out.append(
+                self._chunk(chunk.model, {"tool_calls": [_delta(d) for d in chunk.tool_calls]})
+            )
+        return out
+
+    def last(self, reply: Reply, include_usage: bool) -> list[dict[str, Any]]:
+        """The closing chunks: the finish reason, then the usage when asked for."""
+        out = [self._chunk(reply.model, {}, reply.finish_reason)]
+        if include_usage:
+            out.append({**self._chunk(reply.model, None), "usage": usage_to_openai(reply.usage)})
+        return out
+
+
+def _delta(delta: ToolCallDelta) -> dict[str, Any]:
+    written: dict[str, Any] = {"index": delta.index}
+    function: dict[str, Any] = {"arguments": delta.arguments}
+    if delta.id is not None:
+        written["id"] = delta.id
+        written["type"] = "function"
+    if delta.name is not None:
+        function["name"] = delta.name
+    written["function"] = function
+    return written
