@@ -31,11 +31,8 @@ from rhetor.edge._compat import (
 from rhetor.edge._http import json_response
 from rhetor.edge._schemas_anthropic import MessagesBody, MessagesReply
 from rhetor.edge._sse import EventsOf, event, sse_response
-from rhetor.providers._anthropic_shapes import (
-    AnthropicEvents,
-    fields_from_anthropic,
-    message_to_anthropic,
-)
+from rhetor.providers._anthropic_replies import AnthropicEvents, message_to_anthropic
+from rhetor.providers._anthropic_shapes import fields_from_anthropic
 
 if TYPE_CHECKING:
     from rhetor._types import Chunk, Reply

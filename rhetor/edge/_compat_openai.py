@@ -31,7 +31,8 @@ from rhetor.edge._compat import (
 from rhetor.edge._http import json_response
 from rhetor.edge._schemas_openai import ChatCompletionBody, ChatCompletionReply
 from rhetor.edge._sse import EventsOf, data, sse_response
-from rhetor.providers._openai_shapes import OpenAIChunks, completion_to_openai, fields_from_openai
+from rhetor.providers._openai_replies import OpenAIChunks, completion_to_openai
+from rhetor.providers._openai_shapes import fields_from_openai
 
 if TYPE_CHECKING:
     from rhetor._types import Chunk, Reply
