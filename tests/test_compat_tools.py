@@ -711,3 +711,180 @@ async def test_usage_reports_cached_and_reasoning_tokens_to_each_client(stack: S
     )
     assert message.usage.cache_read_input_tokens == 30
     assert message.usage.input_tokens == 10
+
+
+async def test_a_null_parameter_is_left_out_not_refused(stack: Stack) -> None:
+    """A parameter sent as null (as clients on the SDKs do) is absent: neither relayed nor refused across families."""
+    await ask_openai(
+        stack.oai,
+        HAIKU,
+        [{"role": "user", "content": QUESTION}],
+        False,
+        extra_body={"logit_bias": None, "tools": None, "stop": None},
+    )
+    body = stack.sent("anthropic")
+    assert "logit_bias" not in body and "tools" not in body and "stop_sequences" not in body
+
+
+# -- hostile input ------------------------------------------------------------------------
+
+OPENAI_BAD: list[tuple[dict[str, Any], str]] = [
+    (
+        {"tools": [{"type": "function", "function": {"name": "no spaces"}}]},
+        "tools[0].function.name",
+    ),
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    (
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": [1]}}]},
+        "tools[0].function.parameters",
+    ),
+    ({"tool_choice": "always"}, "tool_choice"),
+    ({"tool_choice": {"type": "function", "function": {}}}, "tool_choice.function.name"),
+    ({"parallel_tool_calls": "yes"}, "parallel_tool_calls"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    (
+        {"response_format": {"type": "json_schema", "json_schema": {}}},
+        "response_format.json_schema.name",
+    ),
+    ({"response_format": {"type": "yaml"}}, "response_format.type"),
+    ({"stop": [1, 2]}, "stop[0]"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"seed": 1.5}, "seed"),
+    ({"seed": 2**64}, "seed"),
+    ({"metadata": {"k": 1}}, "metadata"),
+    (
+        {
+            "messages": [
+                {"role": "user", "content": QUESTION},
+                {"role": "assistant", "tool_calls": [{"id": "c", "type": "function"}]},
+            ]
+        },
+        "messages[1].tool_calls[0].function",
+    ),
+    (
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}
+                    ],
+                }
+            ]
+        },
+        "messages[0].content[0].image_url.url",
+    ),
+    (
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "https://x/y.png", "detail": "max"},
+                        }
+                    ],
+                }
+            ]
+        },
+        "messages[0].content[0].image_url.detail",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "param"), OPENAI_BAD)
+async def test_bad_tool_image_and_format_fields_are_openai_400s_naming_them(
+    stack: Stack, fields: dict[str, Any], param: str
+) -> None:
+    """Each bad new field is the openai SDK's BadRequestError naming it; nothing reaches an upstream."""
+    body: dict[str, Any] = {"model": GPT_MINI, "messages": [{"role": "user", "content": QUESTION}]}
+    async with httpx.AsyncClient(base_url=stack.server.base_url) as raw:
+        response = await raw.post("/v1/chat/completions", json=body | fields)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["type"]) == (param, "invalid_request_error")
+    assert stack.openai.completions == []
+
+
+ANTHROPIC_BAD: list[tuple[dict[str, Any], str]] = [
+    ({"tools": [{"name": "f"}]}, "tools[0].input_schema"),
+    ({"tools": [{"name": "no spaces", "input_schema": {}}]}, "tools[0].name"),
+    ({"tool_choice": {"type": "some"}}, "tool_choice.type"),
+    ({"tool_choice": {"type": "tool"}}, "tool_choice.name"),
+    ({"stop_sequences": "END"}, "stop_sequences"),
+    ({"top_p": -1}, "top_p"),
+    ({"output_config": {"format": {"type": "json_schema"}}}, "output_config.format.schema"),
+    (
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t", "name": "f", "input": [1]}],
+                }
+            ]
+        },
+        "messages[0].content[0].input",
+    ),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "tool_result", "content": "x"}]}]},
+        "messages[0].content[0].tool_use_id",
+    ),
+    (
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "source": {"type": "base64", "data": PIXEL}}],
+                }
+            ]
+        },
+        "messages[0].content[0].source.media_type",
+    ),
+    (
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/tiff", "data": PIXEL},
+                        }
+                    ],
+                }
+            ]
+        },
+        "messages[0].content[0].source",
+    ),
+    (
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}],
+                }
+            ]
+        },
+        "messages[0].content[0].type",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "param"), ANTHROPIC_BAD)
+async def test_bad_tool_image_and_format_fields_are_anthropic_400s_naming_them(
+    stack: Stack, fields: dict[str, Any], param: str
+) -> None:
+    """Each bad new field is the anthropic SDK's BadRequestError, its message naming the field; nothing is sent."""
+    body: dict[str, Any] = {
+        "model": HAIKU,
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": QUESTION}],
+    }
+    async with httpx.AsyncClient(base_url=stack.server.base_url) as raw:
+        response = await raw.post("/v1/messages", json=body | fields)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith(f"{param}:"), error["message"]
+    assert stack.anthropic.completions == []

@@ -54,6 +54,7 @@ __all__ = [
     "Role",
     "compat_operation",
     "error_reply_response",
+    "present",
     "reply_headers",
     "rhetor_headers",
     "routable_models",
@@ -89,7 +90,8 @@ def compat_operation(
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """
     ``rhetor.edge._schema.operation`` for a compatible route: the view gets the checked
-    ``body=`` and also ``raw=``, the JSON object as sent.
+    ``body=`` and also ``raw=``, the JSON object as sent (its null fields left out, see
+    :func:`present`).
 
     The translation reads the conversation and every field from ``raw``, so that
     parameters the schema does not declare reach the passthrough (or its refusal)
@@ -106,13 +108,21 @@ def compat_operation(
         async def checked(**kwargs: Any) -> Any:
             raw = await read_body()
             kwargs["body"] = convert(raw, body)
-            kwargs["raw"] = raw
+            kwargs["raw"] = present(raw)
             return await view(**kwargs)
 
         setattr(checked, OPERATION_ATTRIBUTE, spec)
         return checked
 
     return decorate
+
+
+def present(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    A body's top-level fields that are not null: a null parameter means the client left it
+    out (clients built on the SDKs send many), so it is neither relayed nor refused.
+    """
+    return {key: value for key, value in raw.items() if value is not None}
 
 
 def route_model(model: str) -> dict[str, Any]:
