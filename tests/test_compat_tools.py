@@ -21,6 +21,7 @@ import anthropic
 import attrs
 import httpx
 import openai
+import pydantic
 import pytest
 
 import rhetor.runtime
@@ -888,3 +889,19 @@ async def test_bad_tool_image_and_format_fields_are_anthropic_400s_naming_them(
     assert error["type"] == "invalid_request_error"
     assert error["message"].startswith(f"{param}:"), error["message"]
     assert stack.anthropic.completions == []
+
+
+async def test_the_openai_sdks_parse_helper_gets_typed_output_from_anthropic(stack: Stack) -> None:
+    """``chat.completions.parse`` with a pydantic model, routed to Anthropic: its schema reaches
+    ``output_config`` and the SDK reads the JSON reply back as the model."""
+    class Weather(pydantic.BaseModel):
+        city: str
+        degrees: int
+
+    stack.anthropic.script(Reply('{"city": "Paris", "degrees": 18}'))
+    completion = await stack.oai.chat.completions.parse(
+        model=HAIKU, messages=[{"role": "user", "content": QUESTION}], response_format=Weather
+    )
+    assert completion.choices[0].message.parsed == Weather(city="Paris", degrees=18)
+    schema = stack.sent("anthropic")["output_config"]["format"]["schema"]
+    assert schema["required"] == ["city", "degrees"]
