@@ -894,6 +894,7 @@ async def test_bad_tool_image_and_format_fields_are_anthropic_400s_naming_them(
 async def test_the_openai_sdks_parse_helper_gets_typed_output_from_anthropic(stack: Stack) -> None:
     """``chat.completions.parse`` with a pydantic model, routed to Anthropic: its schema reaches
     ``output_config`` and the SDK reads the JSON reply back as the model."""
+
     class Weather(pydantic.BaseModel):
         city: str
         degrees: int
