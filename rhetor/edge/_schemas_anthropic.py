@@ -116,7 +116,7 @@ class AnthropicToolResultBlock(
     required_message: ClassVar[str] = "Field required"
 
     tool_use_id: str
-    content: str | list[AnthropicTextBlock | AnthropicImageBlock] | None = None
+    content: str | list[AnthropicTextBlock | AnthropicImageBlock] = ""
     is_error: bool | None = None
 
 

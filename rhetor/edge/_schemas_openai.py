@@ -122,7 +122,6 @@ class OpenAIMessage(Body, frozen=True, kw_only=True):
     content: str | list[OpenAIPart] | None = None
     tool_calls: list[OpenAIToolCall] | None = None
     tool_call_id: str | None = None
-    name: str | None = None
 
     def text(self) -> str:
         """The content's text, as one string (images left out)."""
