@@ -149,11 +149,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 
 @attrs.frozen
 class Answer:
-    """What a client read back: text, tool calls as (id, name, arguments), finish reason."""
+    """What a client read back: text, tool calls as (id, name, arguments), finish reason,
+    and each call's arguments as the JSON text the client got (OpenAI's clients send it back)."""
 
     text: str
     calls: list[tuple[str, str, Any]]
     finish: str | None
+    texts: list[str] = attrs.field(factory=list)
 
 
 async def ask_openai(
@@ -168,7 +170,12 @@ async def ask_openai(
             for c in message.tool_calls or []
             if isinstance(c, openai.types.chat.ChatCompletionMessageFunctionToolCall)
         ]
-        return Answer(message.content or "", calls, completion.choices[0].finish_reason)
+        texts = [
+            c.function.arguments
+            for c in message.tool_calls or []
+            if isinstance(c, openai.types.chat.ChatCompletionMessageFunctionToolCall)
+        ]
+        return Answer(message.content or "", calls, completion.choices[0].finish_reason, texts)
     text, finish = "", None
     parts: dict[int, dict[str, str]] = {}
     stream = await client.chat.completions.create(
@@ -186,7 +193,8 @@ async def ask_openai(
                 parts[delta.index]["args"] += delta.function.arguments or ""
             finish = choice.finish_reason or finish
     calls = [(p["id"], p["name"], json.loads(p["args"])) for _, p in sorted(parts.items())]
-    return Answer(text, calls, finish)
+    texts = [p["args"] for _, p in sorted(parts.items())]
+    return Answer(text, calls, finish, texts)
 
 
 async def ask_anthropic(
@@ -345,8 +353,11 @@ async def test_anthropic_streamed_tool_use_is_as_anthropic_sends_it(stack: Stack
 # -- a multi-step tool conversation ---------------------------------------------------
 
 
-def second_turn(client: str, ident: str) -> list[Any]:
-    """The conversation after a call: the question, the call, and its result, as each client sends it."""
+def second_turn(client: str, ident: str, arguments: str | None = None) -> list[Any]:
+    """
+    The conversation after a call: the question, the call, and its result, as each client
+    sends it; ``arguments`` is the call's JSON text as the OpenAI client got it.
+    """
     if client == "openai":
         return [
             {"role": "user", "content": QUESTION},
@@ -357,7 +368,10 @@ def second_turn(client: str, ident: str) -> list[Any]:
                     {
                         "id": ident,
                         "type": "function",
-                        "function": {"name": "get_weather", "arguments": json.dumps(PARIS)},
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": arguments or json.dumps(PARIS),
+                        },
                     }
                 ],
             },
@@ -412,7 +426,7 @@ async def test_a_tool_conversation_call_result_answer(
     [(ident, _, _)] = first.calls
     fake.script(Reply("It is 18 degrees in Paris."))
     final = await ask(
-        stack, client, provider, second_turn(client, ident), True, **tools_for(client)
+        stack, client, provider, second_turn(client, ident, *first.texts), True, **tools_for(client)
     )
     assert final.text == "It is 18 degrees in Paris."
     assert final.finish == ("stop" if client == "openai" else "end_turn")
