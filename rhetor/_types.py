@@ -81,10 +81,6 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _block_tuple(blocks: Iterable[ContentBlock]) -> tuple[ContentBlock, ...]:
-    return tuple(blocks)
-
-
 def _tool_tuple(tools: Iterable[Tool]) -> tuple[Tool, ...]:
     return tuple(tools)
 
@@ -110,7 +106,8 @@ class ChatMessage:
 
     role: Role
     content: str = ""
-    blocks: tuple[ContentBlock, ...] = attrs.field(default=(), converter=_block_tuple)
+    # Any iterable of blocks is taken (made a tuple in __attrs_post_init__, off the plain path).
+    blocks: tuple[ContentBlock, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.blocks:
@@ -119,6 +116,8 @@ class ChatMessage:
                 raise ValidationError("content", "give the text as blocks or as content, not both")
             object.__setattr__(self, "content", text)
             object.__setattr__(self, "blocks", normalised_blocks(self.role, self.blocks))
+        elif self.blocks != ():
+            object.__setattr__(self, "blocks", ())
 
     @property
     def parts(self) -> tuple[ContentBlock, ...]:

@@ -597,6 +597,22 @@ async def test_an_untranslatable_parameter_across_families_is_a_400_naming_it(
     assert upstreams.anthropic.completions == []
 
 
+async def test_an_anthropic_clients_parameters_merge_into_what_rhetor_sets(
+    rt: Runtime, upstreams: Upstreams
+) -> None:
+    """A relayed object Rhetor also sets (output_config) is merged, Rhetor's keys winning."""
+    extra = Passthrough(
+        "anthropic", {"output_config": {"effort": "low"}, "thinking": {"type": "adaptive"}}
+    )
+    await rt.message("Hi", model=HAIKU, response_format=STRUCTURED, passthrough=extra, timeout=5)
+    body = body_of(upstreams, "anthropic")
+    assert body["output_config"] == {
+        "effort": "low",
+        "format": {"type": "json_schema", "schema": SCHEMA},
+    }
+    assert body["thinking"] == {"type": "adaptive"}
+
+
 async def test_harmless_parameters_are_left_behind_across_families(
     rt: Runtime, upstreams: Upstreams
 ) -> None:

@@ -14,7 +14,7 @@ import rhetor.runtime
 
 
 def test_public_names_are_exactly_the_documented_ones() -> None:
-    """rhetor.__all__ lists the errors, the value objects the API takes and returns, Settings, and nothing else."""
+    """rhetor.__all__ lists the errors, the value objects the API takes and returns (content blocks, tools and formats too), Settings, and nothing else."""
     assert sorted(rhetor.__all__) == [
         "AllProvidersFailed",
         "AuthenticationFailed",
@@ -24,21 +24,30 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "Chunk",
         "ContextTooLong",
         "Forbidden",
+        "Image",
         "InternalError",
         "InvalidJSON",
         "LLMRequest",
         "NotFound",
         "Overloaded",
+        "Passthrough",
         "PayloadTooLarge",
         "ProviderError",
         "ProviderUnavailable",
         "RateLimited",
         "Reply",
+        "ResponseFormat",
         "RhetorError",
         "RoutingParameters",
         "ServiceUnavailable",
         "Settings",
         "StreamBroken",
+        "Text",
+        "Tool",
+        "ToolCall",
+        "ToolCallDelta",
+        "ToolChoice",
+        "ToolResult",
         "Unauthorized",
         "UnsupportedMediaType",
         "UpstreamConnectionError",

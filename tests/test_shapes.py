@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from rhetor import ValidationError
 from rhetor._content import (
     Image,
+    Passthrough,
     ResponseFormat,
     Text,
     Tool,
@@ -29,9 +30,10 @@ from rhetor._content import (
     ToolChoice,
     ToolResult,
 )
-from rhetor._types import ChatMessage, Chunk, Reply, Usage
+from rhetor._types import ChatMessage, Chunk, LLMRequest, Reply, Usage
 from rhetor.providers._anthropic_shapes import (
     AnthropicEvents,
+    fields_from_anthropic,
     message_to_anthropic,
     messages_from_anthropic,
     messages_to_anthropic,
@@ -46,6 +48,7 @@ from rhetor.providers._anthropic_shapes import (
 from rhetor.providers._openai_shapes import (
     OpenAIChunks,
     completion_to_openai,
+    fields_from_openai,
     messages_from_openai,
     messages_to_openai,
     response_format_from_openai,
@@ -63,7 +66,10 @@ from tests.fakes.reference import KEY, SDK_STREAM_WARNINGS
 
 # -- strategies: canonical internal conversations ---------------------------------------
 
-texts = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=20)
+# Text with something besides whitespace: Anthropic's shape drops blank turns (its API refuses them).
+texts = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=20).filter(
+    str.strip
+)
 names = st.from_regex(r"[A-Za-z0-9_-]{1,16}", fullmatch=True)
 ids = st.from_regex(r"(call|toolu)_[A-Za-z0-9]{1,12}", fullmatch=True)
 json_values = st.recursive(
@@ -533,3 +539,88 @@ async def test_a_stream_as_anthropic_events_builds_the_message_the_sdk_accumulat
     assert second.type == "tool_use" and (second.name, second.input) == ("get_time", {})
     assert message.stop_reason == "tool_use"
     assert (message.usage.output_tokens, message.usage.cache_read_input_tokens) == (20, 60)
+
+
+# -- the edge's entry points: a client's whole body ------------------------------------------
+
+
+def test_an_openai_body_reads_as_request_fields_with_the_rest_relayed() -> None:
+    """fields_from_openai: the conversation, tools, choice, format, sampling, tags, and a passthrough."""
+    fields = fields_from_openai(
+        {
+            "model": "rhetor/chat",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": False,
+            "response_format": {"type": "json_object"},
+            "stop": "END",
+            "top_p": 0.5,
+            "seed": 3,
+            "user": "u",
+            "metadata": {"k": "v"},
+            "temperature": 0.2,
+            "logit_bias": {"1": 2},
+            "store": True,
+        }
+    )
+    assert fields["messages"] == (ChatMessage("user", "hi"),)
+    assert fields["tools"] == (Tool("f"),)
+    assert fields["tool_choice"] == ToolChoice("required", parallel=False)
+    assert fields["response_format"] == ResponseFormat("json_object")
+    assert (fields["stop"], fields["top_p"], fields["seed"]) == (("END",), 0.5, 3)
+    assert (fields["user"], fields["metadata"]) == ("u", {"k": "v"})
+    assert fields["passthrough"] == Passthrough("openai", {"logit_bias": {"1": 2}, "store": True})
+    LLMRequest(**fields)
+
+
+def test_an_anthropic_body_reads_as_request_fields_with_the_rest_relayed() -> None:
+    """fields_from_anthropic: system, tools, choice, output_config's format, stop_sequences, user_id; the rest relayed."""
+    fields = fields_from_anthropic(
+        {
+            "model": "rhetor/chat",
+            "max_tokens": 10,
+            "system": [{"type": "text", "text": "Be brief."}],
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": "f"},
+            "output_config": {
+                "format": {"type": "json_schema", "schema": {"type": "object"}},
+                "effort": "low",
+            },
+            "stop_sequences": ["END"],
+            "metadata": {"user_id": "u"},
+            "thinking": {"type": "adaptive"},
+            "top_k": 5,
+        }
+    )
+    assert fields["system_prompt"] == "Be brief."
+    assert fields["tool_choice"] == ToolChoice("tool", "f")
+    assert fields["response_format"] == ResponseFormat(
+        "json_schema", {"type": "object"}, strict=True
+    )
+    assert (fields["stop"], fields["user"]) == (("END",), "u")
+    assert fields["passthrough"] == Passthrough(
+        "anthropic",
+        {"thinking": {"type": "adaptive"}, "top_k": 5, "output_config": {"effort": "low"}},
+    )
+    LLMRequest(**fields)
+
+
+@pytest.mark.parametrize(
+    ("read", "body", "field"),
+    [
+        (fields_from_openai, {"messages": [], "top_p": 2}, "top_p"),
+        (fields_from_openai, {"messages": [], "seed": "7"}, "seed"),
+        (fields_from_openai, {"messages": [], "user": 5}, "user"),
+        (fields_from_openai, {"messages": [], "metadata": {"a": 1}}, "metadata"),
+        (fields_from_openai, {"messages": [], "parallel_tool_calls": "no"}, "parallel_tool_calls"),
+        (fields_from_anthropic, {"messages": [], "stop_sequences": [1]}, "stop_sequences"),
+        (fields_from_anthropic, {"messages": [], "metadata": {"user_id": 5}}, "metadata.user_id"),
+    ],
+)
+def test_bad_body_fields_name_themselves(read: Any, body: dict[str, Any], field: str) -> None:
+    """Each bad field of a whole body is a ValidationError naming it."""
+    with pytest.raises(ValidationError) as caught:
+        read(body)
+    assert caught.value.field == field

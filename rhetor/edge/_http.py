@@ -1,7 +1,8 @@
 """
 What every HTTP blueprint shares: the body, JSON replies, and errors in Rhetor's shape.
 
-A handler reads its body with :func:`read_body`, answers with
+A handler's body is read with :func:`read_body` (then checked against its
+schema by ``rhetor.edge._schema.operation``); it answers with
 :func:`json_response`, and raises a :class:`RhetorError` for anything wrong.
 :func:`rhetor_error` is the one place where any other exception becomes
 Rhetor's: other libraries' errors (Werkzeug's HTTP errors, actor errors,
@@ -25,7 +26,7 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 import actors
-from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable, ValidationError
+from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable
 from rhetor.edge._fields import parse_json
 from rhetor.edge._json import encode
 
@@ -141,16 +142,16 @@ def plain(value: Any) -> Any:
 # -- requests ----------------------------------------------------------------------
 
 
-async def read_body() -> dict[str, Any]:
+async def read_body() -> Any:
     """
-    The request's JSON object body (``{}`` when empty), checked by ``parse_json``.
+    The request's JSON body (``{}`` when empty), checked by ``parse_json``.
+
+    Its shape (an object, and its fields) is its schema's to check
+    (``rhetor.edge._schema.operation``).
 
     Error handling: ``InvalidJSON`` (400) or ``ValidationError`` (422).
     """
     raw = await request.get_data(cache=False)
     if not raw or not raw.strip():
         return {}
-    body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object")
-    return body
+    return parse_json(raw)

@@ -66,8 +66,9 @@ def prompts_blueprint(runtime: Runtime) -> Blueprint:
         """
         Draft a system prompt for a task: ``{"prompt", "task", "format"}``.
         """
-        prompt = await rt.generate_prompt(body.task, body.context, body.format)
-        return json_response({"prompt": prompt, "task": body.task, "format": body.format})
+        fmt = body.format or "instruction"
+        prompt = await rt.generate_prompt(body.task, body.context, fmt)
+        return json_response({"prompt": prompt, "task": body.task, "format": fmt})
 
     @bp.get("/<prompt_id>")
     @operation(reply=Prompt)

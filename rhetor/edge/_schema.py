@@ -236,8 +236,8 @@ def schema_error(
         else:
             unit = "characters" if match["kind"] == "str" else "items"
             message = f"must have {_BOUNDS[match['op']]} {limit} {unit}"
-    elif text == _OUT_OF_RANGE:
-        message = f"must be at most {MAX_INT}"
+    elif text == _OUT_OF_RANGE:  # past 64 bits, either way
+        message = "must be a number that fits in 64 bits"
     elif text == _NOT_FINITE:
         message = "must be a finite number"
     elif match := _ENUM.match(text):

@@ -171,7 +171,7 @@ class GeneratePromptBody(Body, frozen=True, kw_only=True):
 
     task: NonEmpty
     context: dict[str, Any] | str | None = None
-    format: PromptFormat = "instruction"
+    format: Annotated[PromptFormat, Meta(description="Default instruction.")] | None = None
 
 
 class PromptsQuery(Query, frozen=True, kw_only=True):

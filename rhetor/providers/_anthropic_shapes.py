@@ -29,6 +29,7 @@ import attrs
 
 from rhetor._content import (
     Image,
+    Passthrough,
     ResponseFormat,
     Text,
     Tool,
@@ -38,6 +39,7 @@ from rhetor._content import (
 )
 from rhetor._errors import ValidationError
 from rhetor._types import ChatMessage, Chunk, Reply, Usage
+from rhetor.providers._families import ANTHROPIC
 from rhetor.providers._shapes import (
     Untranslatable,
     as_list,
@@ -46,13 +48,16 @@ from rhetor.providers._shapes import (
     optional_bool,
     optional_str,
     required_str,
+    sampling_fields,
 )
 
 __all__ = [
     "JSON_OBJECT_INSTRUCTION",
     "STOP_REASONS",
+    "TRANSLATED",
     "AnthropicEvents",
     "content_from_anthropic",
+    "fields_from_anthropic",
     "message_to_anthropic",
     "messages_from_anthropic",
     "messages_to_anthropic",
@@ -71,6 +76,24 @@ JSON_OBJECT_INSTRUCTION = (
     "Reply with a single JSON object and nothing else: no prose, no code fences."
 )
 
+# The Messages API parameters Rhetor reads itself; any other is relayed (see fields_from_anthropic).
+TRANSLATED = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "stream",
+        "temperature",
+        "tools",
+        "tool_choice",
+        "stop_sequences",
+        "metadata",
+        "output_config",
+        "top_p",
+    }
+)
+
 # Rhetor's finish reasons in Anthropic's words.
 STOP_REASONS = {
     "stop": "end_turn",
@@ -81,6 +104,46 @@ STOP_REASONS = {
 
 
 # -- reading ------------------------------------------------------------------------
+
+
+def fields_from_anthropic(body: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    A Messages API body's conversation and its fields beyond the edge's own, as
+    keyword arguments of ``Runtime.request``: ``messages``, ``system_prompt``,
+    ``tools``, ``tool_choice``, ``response_format`` (from ``output_config.format``),
+    ``stop`` (``stop_sequences``), ``top_p``, ``user`` (``metadata.user_id``), and
+    every parameter not in :data:`TRANSLATED` as an Anthropic ``passthrough``, with
+    whatever ``output_config`` holds besides its format.
+
+    ``model``, ``max_tokens``, ``stream`` and ``temperature`` are left to the edge.
+
+    Error handling: a :class:`ValidationError` naming the first bad field.
+    """
+    metadata = body.get("metadata")
+    user = None
+    if metadata is not None:
+        user = optional_str(as_object(metadata, "metadata"), "user_id", "metadata")
+    stops = body.get("stop_sequences")
+    if stops is not None and not all(isinstance(s, str) for s in as_list(stops, "stop_sequences")):
+        raise ValidationError("stop_sequences", "must be an array of strings")
+    fields: dict[str, Any] = {
+        "messages": messages_from_anthropic(body.get("messages")),
+        "system_prompt": system_from_anthropic(body.get("system")),
+        "tools": tools_from_anthropic(body.get("tools")),
+        "tool_choice": tool_choice_from_anthropic(body.get("tool_choice")),
+        "response_format": response_format_from_anthropic(body.get("output_config")),
+        "stop": tuple(stops or ()),
+        "user": user,
+        **sampling_fields(body),
+    }
+    fields.pop("seed", None)
+    extra = {k: v for k, v in body.items() if k not in TRANSLATED}
+    config = body.get("output_config")
+    if isinstance(config, Mapping) and (rest := {k: v for k, v in config.items() if k != "format"}):
+        extra["output_config"] = rest
+    if extra:
+        fields["passthrough"] = Passthrough(ANTHROPIC, extra)
+    return fields
 
 
 def messages_from_anthropic(raw: object, field: str = "messages") -> tuple[ChatMessage, ...]:

@@ -62,6 +62,7 @@ from rhetor.providers._wire import (
     model_name,
     optional_text,
     preview,
+    relay,
     retry_after,
     token_count,
     usage_anomaly,
@@ -129,8 +130,7 @@ def messages_body(
         body["stream"] = True
     extra = request.passthrough
     if extra is not None and extra.family == ANTHROPIC:
-        for name, value in extra.params.items():
-            body.setdefault(name, value)
+        relay(body, extra.params)
     return body
 
 

@@ -52,6 +52,7 @@ from rhetor.providers._wire import (
     error_detail_text,
     model_name,
     optional_text,
+    relay,
     retry_after,
     token_count,
     usage_anomaly,
@@ -86,12 +87,6 @@ def chat_body(request: ProviderRequest, *, stream: bool, provider: str = OLLAMA)
         ) from None
     options: dict[str, Any] = {}
     extra = request.passthrough
-    if (
-        extra is not None
-        and extra.family == OLLAMA
-        and isinstance(extra.params.get("options"), Mapping)
-    ):
-        options.update(extra.params["options"])
     if request.temperature is not None:
         options["temperature"] = request.temperature
     if request.max_tokens is not None:
@@ -123,8 +118,7 @@ def chat_body(request: ProviderRequest, *, stream: bool, provider: str = OLLAMA)
     if options:
         body["options"] = options
     if extra is not None and extra.family == OLLAMA:
-        for name, value in extra.params.items():
-            body.setdefault(name, value)
+        relay(body, extra.params)
     return body
 
 

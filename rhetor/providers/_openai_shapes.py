@@ -31,6 +31,7 @@ import attrs
 
 from rhetor._content import (
     Image,
+    Passthrough,
     ResponseFormat,
     Text,
     Tool,
@@ -41,6 +42,7 @@ from rhetor._content import (
 )
 from rhetor._errors import ValidationError
 from rhetor._types import ChatMessage, Chunk, Reply, Usage
+from rhetor.providers._families import OPENAI
 from rhetor.providers._shapes import (
     Untranslatable,
     as_list,
@@ -48,12 +50,16 @@ from rhetor.providers._shapes import (
     optional_bool,
     optional_str,
     required_str,
+    sampling_fields,
+    string_map,
 )
 
 __all__ = [
     "ERROR_PREFIX",
+    "TRANSLATED",
     "OpenAIChunks",
     "completion_to_openai",
+    "fields_from_openai",
     "message_to_openai",
     "messages_from_openai",
     "messages_to_openai",
@@ -68,6 +74,29 @@ __all__ = [
     "usage_to_openai",
 ]
 
+# The Chat Completions parameters Rhetor reads itself; any other is relayed (see fields_from_openai).
+TRANSLATED = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "stop",
+        "top_p",
+        "seed",
+        "user",
+        "metadata",
+    }
+)
+
 # What a failed tool result's text starts with in a tool message (which has no error flag).
 ERROR_PREFIX = "Error: "
 
@@ -75,6 +104,36 @@ _SYSTEM_ROLES = frozenset({"system", "developer"})
 
 
 # -- reading ------------------------------------------------------------------------
+
+
+def fields_from_openai(body: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    A Chat Completions body's conversation and its fields beyond the edge's own, as
+    keyword arguments of ``Runtime.request``: ``messages``, ``tools``, ``tool_choice``,
+    ``response_format``, ``stop``, ``top_p``, ``seed``, ``user``, ``metadata``, and
+    every parameter not in :data:`TRANSLATED` as an OpenAI ``passthrough``.
+
+    ``model``, ``stream``, ``stream_options``, ``temperature``, the token limits and
+    ``n`` are left to the edge, which reads them today.
+
+    Error handling: a :class:`ValidationError` naming the first bad field.
+    """
+    fields: dict[str, Any] = {
+        "messages": messages_from_openai(body.get("messages")),
+        "tools": tools_from_openai(body.get("tools")),
+        "tool_choice": tool_choice_from_openai(
+            body.get("tool_choice"), body.get("parallel_tool_calls")
+        ),
+        "response_format": response_format_from_openai(body.get("response_format")),
+        "stop": stop_from_openai(body.get("stop")),
+        "user": _user(body.get("user")),
+        "metadata": string_map(body.get("metadata"), "metadata"),
+        **sampling_fields(body),
+    }
+    extra = {k: v for k, v in body.items() if k not in TRANSLATED}
+    if extra:
+        fields["passthrough"] = Passthrough(OPENAI, extra)
+    return fields
 
 
 def messages_from_openai(raw: object, field: str = "messages") -> tuple[ChatMessage, ...]:
@@ -114,6 +173,12 @@ def messages_from_openai(raw: object, field: str = "messages") -> tuple[ChatMess
     if results:
         turns.append(ChatMessage("user", blocks=tuple(results)))
     return tuple(turns)
+
+
+def _user(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValidationError("user", "must be a string")
+    return value
 
 
 def _assistant(message: Mapping[str, Any], where: str) -> ChatMessage:

@@ -54,6 +54,7 @@ from rhetor.providers._wire import (
     model_name,
     optional_text,
     preview,
+    relay,
     retry_after,
     token_count,
     usage_anomaly,
@@ -118,8 +119,7 @@ def chat_body(
         body["metadata"] = dict(request.metadata)
     extra = request.passthrough
     if extra is not None and extra.family == OPENAI:
-        for name, value in extra.params.items():
-            body.setdefault(name, value)
+        relay(body, extra.params)
     return body
 
 

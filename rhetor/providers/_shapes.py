@@ -28,6 +28,8 @@ __all__ = [
     "optional_bool",
     "optional_str",
     "required_str",
+    "sampling_fields",
+    "string_map",
 ]
 
 
@@ -94,3 +96,36 @@ def _kind(value: object) -> str:
 def compact_json(value: object) -> str:
     """``value`` as compact JSON text, keys in their order (a tool call's arguments)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def sampling_fields(body: Mapping[str, Any], *, top_p_max: float = 1.0) -> dict[str, Any]:
+    """
+    ``top_p`` (a number from 0 to ``top_p_max``) and ``seed`` (a whole number) from a
+    body, as the request's keyword arguments; absent ones are left out.
+    """
+    fields: dict[str, Any] = {}
+    top_p = body.get("top_p")
+    if top_p is not None:
+        if (
+            isinstance(top_p, bool)
+            or not isinstance(top_p, int | float)
+            or not 0 <= top_p <= top_p_max
+        ):
+            raise ValidationError("top_p", f"must be a number from 0 to {top_p_max:g}")
+        fields["top_p"] = float(top_p)
+    seed = body.get("seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValidationError("seed", "must be a whole number")
+        fields["seed"] = seed
+    return fields
+
+
+def string_map(value: object, field: str) -> dict[str, str] | None:
+    """An object of strings (``metadata``); None when absent."""
+    if value is None:
+        return None
+    body = as_object(value, field)
+    if not all(isinstance(v, str) for v in body.values()):
+        raise ValidationError(field, "must be an object of strings")
+    return dict(body)

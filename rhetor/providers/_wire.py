@@ -45,6 +45,7 @@ __all__ = [
     "model_names",
     "optional_text",
     "preview",
+    "relay",
     "retry_after",
     "token_count",
     "usage_anomaly",
@@ -166,6 +167,20 @@ def encode_json(value: Any) -> bytes:
         return _ENCODER.encode(value)
     except UnicodeEncodeError:
         return json.dumps(value, separators=(",", ":")).encode()
+
+
+def relay(body: dict[str, Any], params: Mapping[str, Any]) -> None:
+    """
+    Add a same-family client's untranslated ``params`` to a request ``body``, under
+    what Rhetor set: a parameter Rhetor also set is kept as Rhetor's, except that two
+    objects are merged with Rhetor's keys winning (``output_config``, ``options``).
+    """
+    for name, value in params.items():
+        ours = body.get(name)
+        if ours is None:
+            body[name] = value
+        elif isinstance(ours, dict) and isinstance(value, Mapping):
+            body[name] = {**value, **ours}
 
 
 def optional_text(value: object, what: str) -> str | None:
