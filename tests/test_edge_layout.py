@@ -29,6 +29,7 @@ SHARED = {
     "_schemas_anthropic",
     "_schemas_ws",
     "_schemas_responses",
+    "_schemas_content",
 }
 BLUEPRINTS = {
     "_core",

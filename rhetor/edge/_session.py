@@ -31,6 +31,7 @@ import actors
 from rhetor._errors import InternalError, RhetorError, ValidationError
 from rhetor.edge._fields import check_json, check_text, load_json, may_hold_surrogates
 from rhetor.edge._schema import convert
+from rhetor.edge._schemas_content import tool_call_deltas
 from rhetor.edge._schemas_ws import (
     CancelPayload,
     ChatRequestPayload,
@@ -295,7 +296,7 @@ class Session(actors.Actor):
                 kwargs = {**body.request_kwargs(websocket=True), "messages": body.chat_messages()}
             else:
                 body = convert(frame.payload, LLMRequestPayload)
-                kwargs = {**body.request_kwargs(websocket=True), "message": body.message}
+                kwargs = {**body.request_kwargs(websocket=True), **body.message_kwargs()}
             request = self._runtime.request(**kwargs)
             streaming = True if body.streaming is None else body.streaming
             self._start(frame.id, self._generate, frame.id, target, request, streaming)
@@ -358,8 +359,10 @@ class Session(actors.Actor):
                         async for chunk in chunks:
                             if chunk.done:
                                 reply = chunk.reply
-                            elif chunk.text:
-                                update = {"chunk": chunk.text, "context": context}
+                            elif chunk.text or chunk.tool_calls:
+                                update: dict[str, Any] = {"chunk": chunk.text, "context": context}
+                                if chunk.tool_calls:
+                                    update["tool_calls"] = tool_call_deltas(chunk)
                                 await self._emit(make_frame("UPDATE", frame_id, update, target))
                     if reply is None:
                         raise RhetorError("the stream ended without a reply")
