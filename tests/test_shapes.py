@@ -31,10 +31,9 @@ from rhetor._content import (
     ToolResult,
 )
 from rhetor._types import ChatMessage, Chunk, LLMRequest, Reply, Usage
+from rhetor.providers._anthropic_replies import AnthropicEvents, message_to_anthropic
 from rhetor.providers._anthropic_shapes import (
-    AnthropicEvents,
     fields_from_anthropic,
-    message_to_anthropic,
     messages_from_anthropic,
     messages_to_anthropic,
     response_format_from_anthropic,
@@ -45,9 +44,8 @@ from rhetor.providers._anthropic_shapes import (
     tools_from_anthropic,
     tools_to_anthropic,
 )
+from rhetor.providers._openai_replies import OpenAIChunks, completion_to_openai
 from rhetor.providers._openai_shapes import (
-    OpenAIChunks,
-    completion_to_openai,
     fields_from_openai,
     messages_from_openai,
     messages_to_openai,
@@ -624,3 +622,33 @@ def test_bad_body_fields_name_themselves(read: Any, body: dict[str, Any], field:
     with pytest.raises(ValidationError) as caught:
         read(body)
     assert caught.value.field == field
+
+
+def test_replies_with_nothing_or_odd_arguments_are_still_valid_for_anthropic_clients() -> None:
+    """An empty reply streams one empty text block; arguments that are no object are kept under arguments."""
+    empty = Reply("", "m", "p", None, Usage(1, 0), 0.0, "r", "req", "default")
+    writer = AnthropicEvents("msg_2")
+    events = [name for name, _ in (*writer.first("m"), *writer.last(empty))]
+    assert events == [
+        "message_start",
+        "content_block_start",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    odd = Reply(
+        "",
+        "m",
+        "p",
+        None,
+        Usage(1, 1),
+        0.0,
+        "r",
+        "req",
+        "default",
+        finish_reason="tool_calls",
+        tool_calls=(ToolCall("c", "f", "[1, 2]"),),
+    )
+    message = anthropic.types.Message.model_validate(message_to_anthropic(odd))
+    [use] = message.content
+    assert use.type == "tool_use" and use.input == {"arguments": "[1, 2]"}

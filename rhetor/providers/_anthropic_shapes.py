@@ -7,7 +7,7 @@ one for one: ``text``, ``image`` (a ``base64`` or ``url`` source), ``tool_use``
 JSON text) and ``tool_result`` (its ``content`` a string or text and image blocks).
 Reading (a client's request at the edge, an upstream's reply here) and writing (a
 request upstream, a reply to an Anthropic client) go through the functions below;
-:class:`AnthropicEvents` writes a reply's stream as Anthropic's server-sent events.
+replies written for Anthropic clients are in :mod:`rhetor.providers._anthropic_replies`.
 
 Two translations are not one for one (``docs/compat.md``):
 
@@ -25,8 +25,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import attrs
-
 from rhetor._content import (
     Image,
     Passthrough,
@@ -38,7 +36,7 @@ from rhetor._content import (
     ToolResult,
 )
 from rhetor._errors import ValidationError
-from rhetor._types import ChatMessage, Chunk, Reply, Usage
+from rhetor._types import ChatMessage
 from rhetor.providers._families import ANTHROPIC
 from rhetor.providers._shapes import (
     Untranslatable,
@@ -53,12 +51,9 @@ from rhetor.providers._shapes import (
 
 __all__ = [
     "JSON_OBJECT_INSTRUCTION",
-    "STOP_REASONS",
     "TRANSLATED",
-    "AnthropicEvents",
     "content_from_anthropic",
     "fields_from_anthropic",
-    "message_to_anthropic",
     "messages_from_anthropic",
     "messages_to_anthropic",
     "response_format_from_anthropic",
@@ -68,7 +63,6 @@ __all__ = [
     "tool_choice_to_anthropic",
     "tools_from_anthropic",
     "tools_to_anthropic",
-    "usage_to_anthropic",
 ]
 
 # What a json_object response format adds to the system prompt (Anthropic has no JSON mode).
@@ -93,14 +87,6 @@ TRANSLATED = frozenset(
         "top_p",
     }
 )
-
-# Rhetor's finish reasons in Anthropic's words.
-STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
-}
 
 
 # -- reading ------------------------------------------------------------------------
@@ -439,127 +425,3 @@ def response_format_to_anthropic(fmt: ResponseFormat) -> tuple[dict[str, Any], s
     if fmt.type == "json_object":
         return {}, JSON_OBJECT_INSTRUCTION
     return {}, None
-
-
-def usage_to_anthropic(usage: Usage) -> dict[str, Any]:
-    """
-    Usage as a Messages API ``usage``: fresh input apart from what was read from the cache.
-    """
-    cached = min(usage.cached_input_tokens, usage.input_tokens)
-    return {
-        "input_tokens": usage.input_tokens - cached,
-        "cache_read_input_tokens": cached,
-        "output_tokens": usage.output_tokens,
-    }
-
-
-def message_to_anthropic(reply: Reply, ident: str | None = None) -> dict[str, Any]:
-    """A whole reply as a Messages API ``message``: text, then one ``tool_use`` block per call."""
-    content: list[dict[str, Any]] = []
-    if reply.message or not reply.tool_calls:
-        content.append({"type": "text", "text": reply.message})
-    for call in reply.tool_calls:
-        content.append(_block(call, "tool_calls"))
-    return {
-        "id": ident or f"msg_{reply.request_id}",
-        "type": "message",
-        "role": "assistant",
-        "model": reply.model,
-        "content": content,
-        "stop_reason": STOP_REASONS.get(reply.finish_reason, "end_turn"),
-        "stop_sequence": None,
-        "usage": usage_to_anthropic(reply.usage),
-    }
-
-
-@attrs.define
-class AnthropicEvents:
-    """
-    One stream's server-sent events in the Messages API's order, made from its :class:`Chunk` items.
-
-    :meth:`first` is ``message_start``; :meth:`of` opens and closes content blocks
-    as a chunk's text or tool-call deltas need them (a ``text`` block, one
-    ``tool_use`` block per call, its arguments as ``input_json_delta``); :meth:`last`
-    closes the open block and sends ``message_delta`` and ``message_stop``. Each
-    event is ``(type, data)``.
-    """
-
-    ident: str
-    # Invariant: the index of the content block open now and what it holds; None before the first.
-    _open: tuple[int, str] | None = attrs.field(init=False, default=None)
-    _next: int = attrs.field(init=False, default=0)
-
-    def first(self, model: str, input_tokens: int = 0) -> list[tuple[str, dict[str, Any]]]:
-        """``message_start``, with the message's id and model and no content yet."""
-        message: dict[str, Any] = {
-            "id": self.ident,
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 0},
-        }
-        return [("message_start", {"type": "message_start", "message": message})]
-
-    def _switch(self, key: str, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        events = self._close()
-        index = self._next
-        self._next += 1
-        self._open = (index, key)
-        start = {"type": "content_block_start", "index": index, "content_block": block}
-        events.append(("content_block_start", start))
-        return events
-
-    def _close(self) -> list[tuple[str, dict[str, Any]]]:
-        if self._open is None:
-            return []
-        index, _ = self._open
-        self._open = None
-        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
-
-    def _delta(self, delta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        assert self._open is not None
-        data = {"type": "content_block_delta", "index": self._open[0], "delta": delta}
-        return ("content_block_delta", data)
-
-    def of(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
-        """The events one streamed piece makes."""
-        events: list[tuple[str, dict[str, Any]]] = []
-        if chunk.text:
-            if self._open is None or self._open[1] != "text":
-                events += self._switch("text", {"type": "text", "text": ""})
-            events.append(self._delta({"type": "text_delta", "text": chunk.text}))
-        for delta in chunk.tool_calls:
-            key = f"tool:{delta.index}"
-            if self._open is None or self._open[1] != key:
-                block = {
-                    "type": "tool_use",
-                    "id": delta.id or f"toolu_{delta.index}",
-                    "name": delta.name or "",
-                    "input": {},
-                }
-                events += self._switch(key, block)
-            if delta.arguments:
-                partial = {"type": "input_json_delta", "partial_json": delta.arguments}
-                events.append(self._delta(partial))
-        return events
-
-    def last(self, reply: Reply) -> list[tuple[str, dict[str, Any]]]:
-        """Close the open block; ``message_delta`` with the stop reason and usage; ``message_stop``."""
-        events = self._close()
-        if self._next == 0:
-            events += self._switch("text", {"type": "text", "text": ""})
-            events += self._close()
-        delta = {
-            "type": "message_delta",
-            "delta": {
-                "stop_reason": STOP_REASONS.get(reply.finish_reason, "end_turn"),
-                "stop_sequence": None,
-            },
-            "usage": usage_to_anthropic(reply.usage),
-        }
-        events.append(("message_delta", delta))
-        events.append(("message_stop", {"type": "message_stop"}))
-        return events

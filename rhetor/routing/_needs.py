@@ -19,14 +19,15 @@ but another family's parameters. The simulated provider has everything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
+from rhetor._errors import ValidationError
 from rhetor._types import ChatMessage, LLMRequest
 from rhetor.providers._families import SIMULATED, family_feature, features_of, unportable
 
-__all__ = ["DESCRIPTIONS", "Need", "lacking", "needs_of"]
+__all__ = ["DESCRIPTIONS", "Need", "fitting", "lacking", "needs_of"]
 
 # What each need is, in words for a refusal or the routing explanation.
 DESCRIPTIONS = {
@@ -122,3 +123,43 @@ def lacking(
         elif features is not None and need.capability not in features:
             return need
     return None
+
+
+def fitting(
+    chain: list[str],
+    provider_for: Callable[[str], str],
+    lacks: Callable[[str, str], Need | None],
+    reasons: list[str],
+    simulated_fallback: bool,
+) -> list[str]:
+    """
+    The models of ``chain`` that have what the request needs; why the others were
+    skipped goes to ``reasons``.
+
+    Error handling: when none is left, a :class:`ValidationError` naming the field
+    that needs what the first model lacks, and every model tried (unless the
+    simulated provider may answer).
+    """
+    kept: list[str] = []
+    skipped: list[tuple[str, Need]] = []
+    for name in chain:
+        prov = provider_for(name)
+        need = lacks(prov, name)
+        if need is None:
+            kept.append(name)
+        else:
+            skipped.append((f"{prov}/{name}", need))
+    if skipped:
+        reasons.append(
+            "skipped " + ", ".join(f"{m} (no {need.description})" for m, need in skipped)
+        )
+    if not kept and skipped:
+        need = skipped[0][1]
+        if not simulated_fallback:
+            tried = ", ".join(m for m, _ in skipped)
+            raise ValidationError(
+                need.field,
+                f"needs {need.description}, which no candidate model has (tried {tried})",
+            )
+        reasons.append(f"no real model has {need.description}")
+    return kept

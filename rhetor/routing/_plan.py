@@ -16,7 +16,7 @@ import attrs
 
 from rhetor._errors import NotFound, ValidationError
 from rhetor._types import RoutingParameters
-from rhetor.routing._needs import Need, lacking
+from rhetor.routing._needs import Need, fitting, lacking
 
 __all__ = [
     "TASK_TYPES",
@@ -340,7 +340,7 @@ def plan(
         added = [m for m in cheaper if available(config.models[m].provider)]
         chain = affordable + (added if affordable or added else cheaper)
     if needs:
-        chain = _fitting(chain, provider_for, lacks, reasons, simulated_fallback)
+        chain = fitting(chain, provider_for, lacks, reasons, simulated_fallback)
 
     candidates: list[Candidate] = []
     skipped: list[Candidate] = []
@@ -362,46 +362,6 @@ def plan(
     if reasons:
         explanation += "; " + "; ".join(reasons)
     return RoutePlan(tuple(candidates), explanation, task, rule, None, tuple(skipped))
-
-
-def _fitting(
-    chain: list[str],
-    provider_for: Callable[[str], str],
-    lacks: Callable[[str, str], Need | None],
-    reasons: list[str],
-    simulated_fallback: bool,
-) -> list[str]:
-    """
-    The models of ``chain`` that have what the request needs; why the others were
-    skipped goes to ``reasons``.
-
-    Error handling: when none is left, a :class:`ValidationError` naming the field
-    that needs what the first model lacks, and every model tried (unless the
-    simulated provider may answer).
-    """
-    kept: list[str] = []
-    skipped: list[tuple[str, Need]] = []
-    for name in chain:
-        prov = provider_for(name)
-        need = lacks(prov, name)
-        if need is None:
-            kept.append(name)
-        else:
-            skipped.append((f"{prov}/{name}", need))
-    if skipped:
-        reasons.append(
-            "skipped " + ", ".join(f"{m} (no {need.description})" for m, need in skipped)
-        )
-    if not kept and skipped:
-        need = skipped[0][1]
-        if not simulated_fallback:
-            tried = ", ".join(m for m, _ in skipped)
-            raise ValidationError(
-                need.field,
-                f"needs {need.description}, which no candidate model has (tried {tried})",
-            )
-        reasons.append(f"no real model has {need.description}")
-    return kept
 
 
 def _explicit(

@@ -1,0 +1,161 @@
+"""
+A reply written for an Anthropic client: a Messages API ``message``
+(:func:`message_to_anthropic`), or its stream's server-sent events
+(:class:`AnthropicEvents`), with ``tool_use`` blocks, the stop reason in Anthropic's
+words and the usage with cache reads apart; no I/O.
+
+The edge's ``/v1/messages`` answers with these, whatever provider answered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from rhetor._content import ToolCall
+from rhetor._types import Chunk, Reply, Usage
+
+__all__ = ["STOP_REASONS", "AnthropicEvents", "message_to_anthropic", "usage_to_anthropic"]
+
+# Rhetor's finish reasons in Anthropic's words.
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def _input(call: ToolCall) -> dict[str, Any]:
+    """A call's arguments as ``input``; arguments that are not an object are kept under ``arguments``."""
+    try:
+        return call.input()
+    except ValueError:
+        return {"arguments": call.arguments}
+
+
+def usage_to_anthropic(usage: Usage) -> dict[str, Any]:
+    """
+    Usage as a Messages API ``usage``: fresh input apart from what was read from the cache.
+    """
+    cached = min(usage.cached_input_tokens, usage.input_tokens)
+    return {
+        "input_tokens": usage.input_tokens - cached,
+        "cache_read_input_tokens": cached,
+        "output_tokens": usage.output_tokens,
+    }
+
+
+def message_to_anthropic(reply: Reply, ident: str | None = None) -> dict[str, Any]:
+    """A whole reply as a Messages API ``message``: text, then one ``tool_use`` block per call."""
+    content: list[dict[str, Any]] = []
+    if reply.message or not reply.tool_calls:
+        content.append({"type": "text", "text": reply.message})
+    for call in reply.tool_calls:
+        content.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": _input(call)}
+        )
+    return {
+        "id": ident or f"msg_{reply.request_id}",
+        "type": "message",
+        "role": "assistant",
+        "model": reply.model,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(reply.finish_reason, "end_turn"),
+        "stop_sequence": None,
+        "usage": usage_to_anthropic(reply.usage),
+    }
+
+
+@attrs.define
+class AnthropicEvents:
+    """
+    One stream's server-sent events in the Messages API's order, made from its :class:`Chunk` items.
+
+    :meth:`first` is ``message_start``; :meth:`of` opens and closes content blocks
+    as a chunk's text or tool-call deltas need them (a ``text`` block, one
+    ``tool_use`` block per call, its arguments as ``input_json_delta``); :meth:`last`
+    closes the open block and sends ``message_delta`` and ``message_stop``. Each
+    event is ``(type, data)``.
+    """
+
+    ident: str
+    # Invariant: the index of the content block open now and what it holds; None before the first.
+    _open: tuple[int, str] | None = attrs.field(init=False, default=None)
+    _next: int = attrs.field(init=False, default=0)
+
+    def first(self, model: str, input_tokens: int = 0) -> list[tuple[str, dict[str, Any]]]:
+        """``message_start``, with the message's id and model and no content yet."""
+        message: dict[str, Any] = {
+            "id": self.ident,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 0},
+        }
+        return [("message_start", {"type": "message_start", "message": message})]
+
+    def _switch(self, key: str, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        events = self._close()
+        index = self._next
+        self._next += 1
+        self._open = (index, key)
+        start = {"type": "content_block_start", "index": index, "content_block": block}
+        events.append(("content_block_start", start))
+        return events
+
+    def _close(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._open is None:
+            return []
+        index, _ = self._open
+        self._open = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    def _delta(self, delta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        assert self._open is not None
+        data = {"type": "content_block_delta", "index": self._open[0], "delta": delta}
+        return ("content_block_delta", data)
+
+    def of(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
+        """The events one streamed piece makes."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        if chunk.text:
+            if self._open is None or self._open[1] != "text":
+                events += self._switch("text", {"type": "text", "text": ""})
+            events.append(self._delta({"type": "text_delta", "text": chunk.text}))
+        for delta in chunk.tool_calls:
+            key = f"tool:{delta.index}"
+            if self._open is None or self._open[1] != key:
+                block = {
+                    "type": "tool_use",
+                    "id": delta.id or f"toolu_{delta.index}",
+                    "name": delta.name or "",
+                    "input": {},
+                }
+                events += self._switch(key, block)
+            if delta.arguments:
+                partial = {"type": "input_json_delta", "partial_json": delta.arguments}
+                events.append(self._delta(partial))
+        return events
+
+    def last(self, reply: Reply) -> list[tuple[str, dict[str, Any]]]:
+        """Close the open block; ``message_delta`` with the stop reason and usage; ``message_stop``."""
+        events = self._close()
+        if self._next == 0:
+            events += self._switch("text", {"type": "text", "text": ""})
+            events += self._close()
+        delta = {
+            "type": "message_delta",
+            "delta": {
+                "stop_reason": STOP_REASONS.get(reply.finish_reason, "end_turn"),
+                "stop_sequence": None,
+            },
+            "usage": usage_to_anthropic(reply.usage),
+        }
+        events.append(("message_delta", delta))
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events
