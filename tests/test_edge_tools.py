@@ -18,6 +18,7 @@ import httpx
 import pytest
 from trio_websocket import open_websocket_url
 
+from rhetor.client import Chunk, Completed, RhetorClient
 from tests.edge_helpers import events
 from tests.fakes import Call, Reply
 from tests.test_compat_responses import GPT, HAIKU, MODEL_OF, PROVIDERS, served
@@ -228,3 +229,65 @@ async def test_bad_blocks_and_tools_are_422s_naming_the_field(
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["field"] == field
     assert calls == 0
+
+
+# -- the Python client -----------------------------------------------------------------
+
+
+async def test_the_client_sends_tools_and_reads_the_calls(tmp_path: Path) -> None:
+    """RhetorClient.generate(tools=...) gets reply.tool_calls and finish_reason, and chat sends blocks."""
+    async with served(tmp_path) as s, RhetorClient("127.0.0.1", s.server.port) as rc:
+        s.openai.script(
+            Reply("", tool_calls=(Call("get_weather", PARIS, id="call_5"),)),
+            Reply("Sunny."),
+        )
+        reply = await rc.generate("Weather?", model=GPT, tools=[WEATHER], tool_choice="auto")
+        [call] = reply.tool_calls
+        answer = await rc.chat(
+            [
+                {"role": "user", "content": "Weather?"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "type": "tool_call",
+                            "id": call.id,
+                            "name": call.name,
+                            "arguments": call.arguments,
+                        }
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "call_id": call.id, "content": "sunny"}],
+                },
+            ],
+            model=GPT,
+            tools=[WEATHER],
+        )
+        sent = s.sent("openai")
+    assert reply.finish_reason == "tool_calls"
+    assert (call.id, call.name, call.input()) == ("call_5", "get_weather", PARIS)
+    assert answer.text == "Sunny." and answer.finish_reason == "stop" and answer.tool_calls == ()
+    assert sent["messages"][-1] == {"role": "tool", "tool_call_id": "call_5", "content": "sunny"}
+
+
+async def test_the_client_streams_and_its_session_carry_tool_calls(tmp_path: Path) -> None:
+    """generate_stream's final reply and a Session's chunks and completed reply carry the calls."""
+    async with served(tmp_path) as s, RhetorClient("127.0.0.1", s.server.port) as rc:
+        s.openai.script(
+            Reply("Ok.", tool_calls=(Call("get_weather", PARIS, id="call_s"),)),
+            Reply("", tool_calls=(Call("get_weather", PARIS, id="call_w"),)),
+        )
+        async with rc.generate_stream("Weather?", model=GPT, tools=[WEATHER]) as stream:
+            text = "".join([piece async for piece in stream])
+        streamed = stream.reply
+        async with rc.session() as session:
+            request = session.send_message("Weather?", model=GPT, tools=[WEATHER])
+            seen = [event async for event in request]
+    assert text == "Ok." and streamed is not None
+    assert [c.id for c in streamed.tool_calls] == ["call_s"]
+    pieces = [p for e in seen if isinstance(e, Chunk) for p in e.tool_calls]
+    assert pieces[0]["id"] == "call_w"
+    done = seen[-1]
+    assert isinstance(done, Completed) and done.reply.tool_calls[0].input() == PARIS
