@@ -241,17 +241,18 @@ async def test_reply_costs_carry_no_float_noise(tmp_path: Path) -> None:
 async def test_an_unknown_model_under_enforce_is_priced_conservatively_not_free(
     tmp_path: Path,
 ) -> None:
-    """A model with no known price is never free: under a $0.10 limit it is refused; with an override it answers."""
+    """A model with no known price is never free: under a $0.01 limit it is refused; with an override it answers."""
     alpha = ReportingBackend(usage=Usage(10, 5))
-    limited = settings_with(tmp_path, None, budget_policy="enforce", daily_limit=0.10)
+    # Even MIN_CLAMPED_OUTPUT tokens at $600/Mtok cost more than $0.01: no clamp can fit.
+    limited = settings_with(tmp_path, None, budget_policy="enforce", daily_limit=0.01)
     async with rhetor.runtime.start(limited, backends=backends(alpha)) as rt:
         estimate = await rt.estimate("hello", model="alpha-1")
         with pytest.raises(BudgetExceeded) as info:
             await rt.message("hello")
-    assert estimate["price_known"] is False and estimate["estimated_cost"] > 0.10
+    assert estimate["price_known"] is False and estimate["estimated_cost"] > 0.01
     assert "alpha/alpha-1" in str(info.value)
     (tmp_path / "p").mkdir()
-    priced = settings_with(tmp_path / "p", ALPHA_PRICE, budget_policy="enforce", daily_limit=0.10)
+    priced = settings_with(tmp_path / "p", ALPHA_PRICE, budget_policy="enforce", daily_limit=0.01)
     async with rhetor.runtime.start(priced, backends=backends(alpha)) as rt:
         reply = await rt.message("hello")
     assert reply.cost == (10 * 1.0 + 5 * 2.0) / 1_000_000
@@ -276,3 +277,60 @@ async def test_a_budget_refusal_names_a_small_limit_precisely(tmp_path: Path) ->
             await rt.message("hello", max_tokens=100)
     assert "daily budget $0.000123 would be exceeded" in info.value.message
     assert info.value.limit == 0.000123
+
+
+@attrs.define(eq=False)
+class FullLengthBackend:
+    """A provider that always writes all of max_tokens, and reports exactly that."""
+
+    name: str = "alpha"
+    models: tuple[str, ...] = ("alpha-1",)
+    asked: list[int] = attrs.Factory(list)
+
+    async def check(self) -> ProviderStatus:
+        return ProviderStatus(self.name, True, self.models)
+
+    async def complete(self, request: ProviderRequest) -> ProviderReply:
+        self.asked.append(request.max_tokens or 0)
+        return ProviderReply("x" * 10, request.model, Usage(10, request.max_tokens or 0))
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
+        yield TextDelta("x")
+        yield StreamEnd(Usage(10, request.max_tokens or 0), model=request.model)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_clamped_max_tokens_keep_the_cap_when_the_upstream_writes_the_full_length(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Under enforce the last requests get max_tokens clamped to what is left; the upstream writes it all; spend stays within the limit."""
+    from tests.stores import backend_settings, ledger_of
+
+    upstream = FullLengthBackend()
+    # $2 per million output tokens: 1,000 tokens cost $0.002; the limit pays for 2.5 such replies.
+    limited = settings_with(
+        tmp_path,
+        ALPHA_PRICE,
+        budget_policy="enforce",
+        daily_limit=0.005,
+        **backend_settings(backend, request),
+    )
+    warnings = []
+    async with rhetor.runtime.start(limited, backends=backends(upstream)) as rt:
+        for i in range(3):
+            reply = await rt.message(f"request {i}", model="alpha-1", max_tokens=1000)
+            warnings.append(reply.budget_warning)
+        with pytest.raises(BudgetExceeded):
+            await rt.message("nothing is left", model="alpha-1", max_tokens=1000)
+    assert upstream.asked[:2] == [1000, 1000] and 64 <= upstream.asked[2] < 1000
+    assert warnings[:2] == [None, None]
+    assert warnings[2] is not None and f"clamped from 1000 to {upstream.asked[2]}" in warnings[2]
+    ledger = ledger_of(limited)
+    try:
+        assert ledger.spent(0.0) <= 0.005
+        assert [e.billed for e in ledger.entries()] == ["usage"] * 3
+    finally:
+        ledger.close()
