@@ -95,6 +95,9 @@ def test_newest_within_moves_a_boundary_off_a_pair() -> None:
     assert [seq for seq, _, _ in kept] == [4] and not complete
     kept, _ = newest_within(entries, 15)
     assert [seq for seq, _, _ in kept] == [4, 3, 2]
+    # The call cut off before the entries given (a summary, a cache's cap): its result goes too.
+    kept, complete = newest_within(entries[:2], 100)
+    assert [seq for seq, _, _ in kept] == [4] and complete
 
 
 def test_rows_from_before_blocks_read_as_plain_text(tmp_path: Path) -> None:

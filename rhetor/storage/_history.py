@@ -140,9 +140,9 @@ def newest_within(newest_first: Iterable[Entry], budget: int) -> tuple[builtins.
 
     It stops at the first entry that does not fit, so a window is contiguous:
     the oldest messages are the ones dropped. A tool call and its result stay
-    together: when the oldest entry kept holds tool results whose call turn
-    does not fit, it is dropped too (a result without its call is no turn any
-    provider takes). This is the one windowing rule, used by the store and by
+    together: when the oldest entry kept holds tool results, whose call turn
+    did not fit (or was summarised, or fell out of a cache), it is dropped too
+    (a result without its call is no turn any provider takes). This is the one windowing rule, used by the store and by
     the ContextStore's cache alike.
     """
     kept: builtins.list[Entry] = []
@@ -152,7 +152,7 @@ def newest_within(newest_first: Iterable[Entry], budget: int) -> tuple[builtins.
         if spent > budget:
             return _without_orphan_results(kept), False
         kept.append(entry)
-    return kept, True
+    return _without_orphan_results(kept), True
 
 
 def _without_orphan_results(kept: builtins.list[Entry]) -> builtins.list[Entry]:
