@@ -8,11 +8,10 @@ One class per body (:class:`MessageBody`, :class:`ChatBody`,
 
 Content beyond text (``docs/api.md``, "Tools, images and content blocks"): a
 turn's ``content`` (and ``/message``'s ``message``) is a string or a list of
-blocks tagged by ``type``: :class:`TextBlock`, :class:`ImageBlock`,
-:class:`ToolCallBlock` (an assistant turn's call) and :class:`ToolResultBlock`
-(a user turn's answer to a call). Requests may offer :class:`ToolSpec` tools,
-say how they may be used (``tool_choice``), and ask for JSON
-(:class:`FormatSpec`). The WebSocket's ``LLM_REQUEST`` and
+blocks tagged by ``type`` (text, image, tool_call, tool_result), and requests
+may offer tools, say how they may be used (``tool_choice``) and ask for JSON
+(``response_format``); those schemas are in ``rhetor.edge._schemas_content``.
+The WebSocket's ``LLM_REQUEST`` and
 ``CHAT_REQUEST`` payloads are these bodies too (``rhetor.edge._schemas_ws``).
 Unknown fields are ignored, as the seeds' clients send extras such as
 ``source``. :meth:`LLMOptions.request_kwargs` is the one place a checked body
