@@ -23,7 +23,7 @@ import pytest
 
 import rhetor.runtime
 from rhetor.routing._plan import TaskConfig
-from tests.fakes import Call, Reply
+from tests.fakes import Call, Cut, Reply
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
 from tests.fakes.openai import FakeOpenAI, fake_openai
 from tests.helpers import ServerInfo, running_server, settings_for
@@ -217,6 +217,33 @@ async def test_sampling_limits_choice_and_json_schema_reach_openai(tmp_path: Pat
     assert response.text.format.type == "json_schema"
 
 
+async def test_an_input_image_reaches_anthropic_as_base64(tmp_path: Path) -> None:
+    """An input_image part with a data URL reaches Anthropic as a base64 image block."""
+    pixel = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+    async with served(tmp_path) as s:
+        s.anthropic.script(Reply("A pixel."))
+        response = await s.client.responses.create(
+            model=HAIKU,
+            input=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "What is this?"},
+                        {
+                            "type": "input_image",
+                            "image_url": f"data:image/png;base64,{pixel}",
+                            "detail": "auto",
+                        },
+                    ],
+                }
+            ],
+        )
+        sent = s.sent("anthropic")
+    assert response.output_text == "A pixel."
+    image = next(b for b in sent["messages"][-1]["content"] if b["type"] == "image")
+    assert image["source"] == {"type": "base64", "media_type": "image/png", "data": pixel}
+
+
 async def test_a_reply_cut_at_its_limit_is_incomplete(tmp_path: Path) -> None:
     """A reply that hit max_output_tokens is status incomplete, reason max_output_tokens."""
     async with served(tmp_path) as s:
@@ -313,6 +340,21 @@ async def test_a_streamed_text_reply_ends_with_the_whole_text(tmp_path: Path) ->
     assert done.text == "one two three"
     assert events[-1].type == "response.completed"
     assert events[-1].response.output_text == "one two three"
+
+
+@reads_sdk_stream
+async def test_an_upstream_broken_mid_stream_ends_with_an_error_event(tmp_path: Path) -> None:
+    """After the first events, a failure is one typed error event, numbered after the rest, and last."""
+    async with served(tmp_path) as s:
+        s.openai.script(Cut(after=1))
+        stream = await s.client.responses.create(model=GPT, input="Hello?", stream=True)
+        events = [e async for e in stream]
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert "response.output_text.delta" in kinds
+    assert kinds[-1] == "error" and "response.completed" not in kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].message
 
 
 # -- refusals -------------------------------------------------------------------------
