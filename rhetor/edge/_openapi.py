@@ -107,6 +107,7 @@ _TAGS: dict[str, str] = {
     "evaluate": "Scoring a response to a prompt.",
     "openai": "OpenAI Chat Completions, for the official OpenAI SDKs.",
     "anthropic": "Anthropic Messages, for the official Anthropic SDKs.",
+    "responses": "OpenAI Responses, for the official OpenAI SDKs and agent frameworks.",
     "v1": "The model list both SDKs read.",
     "docs": "This document and its page.",
     "console": "The web console's static files.",
@@ -234,7 +235,7 @@ class _Builder:
     def _error_schema(self, path: str) -> dict[str, Any]:
         if path.startswith("/v1/messages"):
             return self._schema(AnthropicErrorBody)
-        if path.startswith("/v1/chat/"):
+        if path.startswith(("/v1/chat/", "/v1/responses")):
             return self._schema(OpenAIErrorBody)
         if path.startswith("/v1/"):
             return {"anyOf": [self._schema(OpenAIErrorBody), self._schema(AnthropicErrorBody)]}

@@ -32,6 +32,7 @@ from rhetor import observe
 from rhetor._errors import InternalError, PayloadTooLarge, RhetorError, ValidationError
 from rhetor.edge._fields import check_json, check_text, load_json, may_hold_surrogates
 from rhetor.edge._schema import convert
+from rhetor.edge._schemas_content import tool_call_deltas
 from rhetor.edge._schemas_ws import (
     CancelPayload,
     ChatRequestPayload,
@@ -352,7 +353,7 @@ class Session(actors.Actor):
                 kwargs = {**body.request_kwargs(websocket=True), "messages": body.chat_messages()}
             else:
                 body = convert(frame.payload, LLMRequestPayload)
-                kwargs = {**body.request_kwargs(websocket=True), "message": body.message}
+                kwargs = {**body.request_kwargs(websocket=True), **body.message_kwargs()}
             request = self._runtime.request(**kwargs, request_id=observe.fresh_request_id())
             streaming = True if body.streaming is None else body.streaming
             self._start(
@@ -445,8 +446,10 @@ class Session(actors.Actor):
                         async for chunk in chunks:
                             if chunk.done:
                                 reply = chunk.reply
-                            elif chunk.text:
-                                update = {"chunk": chunk.text, "context": context}
+                            elif chunk.text or chunk.tool_calls:
+                                update: dict[str, Any] = {"chunk": chunk.text, "context": context}
+                                if chunk.tool_calls:
+                                    update["tool_calls"] = tool_call_deltas(chunk)
                                 await self._emit(make_frame("UPDATE", frame_id, update, target))
                     if reply is None:
                         raise RhetorError("the stream ended without a reply")
