@@ -433,6 +433,42 @@ async def test_a_tool_conversation_call_result_answer(
     result_sent(provider, stack.sent(provider), ident)
 
 
+@CLIENTS
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_a_tool_conversation_under_a_context_keeps_call_and_result_paired(
+    stack: Stack, client: str, provider: str
+) -> None:
+    """Under ``X-Rhetor-Context`` the stored call and the new result reach the upstream once each, paired."""
+    headers = {"X-Rhetor-Context": f"tools-{client}-{provider}"}
+    fake = stack.fake(provider)
+    fake.script(Reply("", tool_calls=(Call("get_weather", PARIS, id="call_7"),)))
+    first = await ask(
+        stack,
+        client,
+        provider,
+        [{"role": "user", "content": QUESTION}],
+        False,
+        extra_headers=headers,
+        **tools_for(client),
+    )
+    [(ident, _, _)] = first.calls
+    fake.script(Reply("18 degrees."))
+    final = await ask(
+        stack,
+        client,
+        provider,
+        second_turn(client, ident, *first.texts),
+        False,
+        extra_headers=headers,
+        **tools_for(client),
+    )
+    assert final.text == "18 degrees."
+    body = stack.sent(provider)
+    result_sent(provider, body, ident)
+    questions = [m for m in body["messages"] if m["role"] == "user" and QUESTION in json.dumps(m)]
+    assert len(questions) == 1
+
+
 # -- images ---------------------------------------------------------------------------
 
 
