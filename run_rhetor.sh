@@ -4,7 +4,10 @@
 #   ./run_rhetor.sh test       install what is missing, then lint, type-check and run the whole test suite
 #                              (the JavaScript client's tests in clients/js, then pytest, which
 #                              includes the web console's tests in Debian's Chromium)
-#   ./run_rhetor.sh serve ...  serve, passing flags to `rhetor serve` (--host, --port, --config)
+#   ./run_rhetor.sh serve ...  serve, passing flags to `rhetor serve` (--host, --port, --config,
+#                              --log-level debug|info|warning|error, --log-format text|json)
+# Logging also follows RHETOR_LOG_LEVEL (default info) and RHETOR_LOG_FORMAT (default text);
+# see docs/observability.md for the access log, /metrics, /ready and tracing.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -15,6 +15,18 @@ httpx client. It reports:
 
 The last line is JSON: message_rps, bare_rps, rps_ratio, p50_ms, p99_ms,
 ws_bytes_per_session. Targets: rps_ratio >= 0.75, ws_bytes_per_session <= 40,000.
+
+``--observability`` measures what seeing inside Rhetor costs instead: two
+Rhetor servers in the same run, one with logging at info (an access-log
+line per request, written to a file) and metrics on, one with logging at
+warning and ``RHETOR_METRICS=0``, each against the bare app in alternating
+rounds (the two Rhetors in alternating order). Its JSON line: observed_rps,
+plain_rps, bare_rps, observed_ratio, plain_ratio (each over the bare app),
+observed_vs_plain (the median of the rounds' observed/plain throughput;
+target >= 0.9), cpu_per_request_ratio (the observed server's CPU time per
+request over the plain one's, read from /proc, the median of the rounds':
+steadier than throughput on a busy machine), access_lines and metrics_requests (proof that the observed
+server logged and counted every request).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import _load  # benchmarks/_load.py, beside this script
 
@@ -38,6 +51,8 @@ REPO = Path(__file__).resolve().parent.parent
 BODY = {"message": "Hello, Rhetor!", "task_type": "chat"}
 DURATION = 5
 ROUNDS = 3
+# --observability: more rounds, its servers' gap being smaller than the machine's noise.
+OBSERVABILITY_ROUNDS = 5
 SESSIONS = 2000
 
 
@@ -90,7 +105,9 @@ def _free_port() -> int:
     return port
 
 
-def start_rhetor(data_dir: str) -> tuple[subprocess.Popen[str], str]:
+def start_rhetor(
+    data_dir: str, extra_env: dict[str, str] | None = None, stderr: Any = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[str], str]:
     env = {
         **os.environ,
         "RHETOR_PORT": "0",
@@ -100,6 +117,7 @@ def start_rhetor(data_dir: str) -> tuple[subprocess.Popen[str], str]:
         "HERMES_API_URL": "",
         "OLLAMA_BASE_URL": f"http://127.0.0.1:{_free_port()}",
         "PYTHONPATH": str(REPO),
+        **(extra_env or {}),
     }
     for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "RHETOR_API_KEY"):
         env.pop(key, None)
@@ -108,7 +126,7 @@ def start_rhetor(data_dir: str) -> tuple[subprocess.Popen[str], str]:
         cwd=data_dir,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
         preexec_fn=_raise_fd_limit,
     )
@@ -274,13 +292,120 @@ def main() -> None:
     print(json.dumps(result))
 
 
+def observability() -> None:
+    """Rhetor with logging at info and metrics on, against Rhetor with neither, in one run."""
+    started = time.perf_counter()
+    with (
+        tempfile.TemporaryDirectory() as on_dir,
+        tempfile.TemporaryDirectory() as off_dir,
+        open(Path(on_dir) / "rhetor.log", "w") as log,
+    ):
+        on_env = {"RHETOR_LOG_LEVEL": "info", "RHETOR_METRICS": "1"}
+        off_env = {"RHETOR_LOG_LEVEL": "warning", "RHETOR_METRICS": "0"}
+        observed, observed_url = start_rhetor(on_dir, on_env, stderr=log)
+        plain, plain_url = start_rhetor(off_dir, off_env)
+        bare, bare_url = start_bare()
+        try:
+            for url in (observed_url, plain_url, bare_url):
+                load(f"{url}/message", 8)  # warm up all three
+            on_runs, off_runs, bare_runs, on_ratios, off_ratios = [], [], [], [], []
+            pairs, on_cpu, off_cpu = [], [], []
+            for i in range(OBSERVABILITY_ROUNDS):
+                # Alternate which Rhetor goes first: a busy machine drifts within a round.
+                order = [(observed, observed_url), (plain, plain_url)]
+                runs: dict[int, tuple[float, float]] = {}
+                for proc, url in order if i % 2 == 0 else order[::-1]:
+                    runs[proc.pid] = _cpu_per_request(proc, url)
+                bare_runs.append(load(f"{bare_url}/message", 32)["rps"])
+                (on_rps, on_us), (off_rps, off_us) = runs[observed.pid], runs[plain.pid]
+                on_runs.append(on_rps)
+                off_runs.append(off_rps)
+                on_cpu.append(on_us)
+                off_cpu.append(off_us)
+                on_ratios.append(on_rps / bare_runs[-1])
+                off_ratios.append(off_rps / bare_runs[-1])
+                pairs.append(on_rps / off_rps)
+                print(
+                    f"  round: observed {on_rps:.0f} req/s ({on_us:.0f} us CPU each), "
+                    f"plain {off_rps:.0f} ({off_us:.0f} us), bare {bare_runs[-1]:.0f} req/s"
+                )
+            page = _metrics_page(observed_url)
+        finally:
+            stop(bare)
+            stop(plain)
+            stop(observed)
+        log.flush()
+        access_lines = sum(
+            " rhetor.access " in line and " POST /message " in line
+            for line in (Path(on_dir) / "rhetor.log").read_text().splitlines()
+        )
+    requests = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in page.splitlines()
+        if line.startswith("rhetor_requests_total{") and 'route="/message"' in line
+    )
+    on_ratio, off_ratio = statistics.median(on_ratios), statistics.median(off_ratios)
+    cpu_ratio = statistics.median(on / off for on, off in zip(on_cpu, off_cpu, strict=True))
+    print(f"load generator: {'wrk' if shutil.which('wrk') else 'httpx'}; {DURATION}s per run")
+    print(
+        f"POST /message, 32 connections: observed {statistics.median(on_runs):.0f} req/s "
+        f"(ratio {on_ratio:.3f}), plain {statistics.median(off_runs):.0f} req/s "
+        f"(ratio {off_ratio:.3f}), bare {statistics.median(bare_runs):.0f} req/s"
+    )
+    print(
+        f"server CPU per request: observed {statistics.median(on_cpu):.0f} us, "
+        f"plain {statistics.median(off_cpu):.0f} us (x{cpu_ratio:.3f})"
+    )
+    print(f"access-log lines written: {access_lines}; /message requests counted: {requests:.0f}")
+    print(f"total {time.perf_counter() - started:.1f}s")
+    result = {
+        "observed_rps": round(statistics.median(on_runs), 1),
+        "plain_rps": round(statistics.median(off_runs), 1),
+        "bare_rps": round(statistics.median(bare_runs), 1),
+        "observed_ratio": round(on_ratio, 3),
+        "plain_ratio": round(off_ratio, 3),
+        "observed_vs_plain": round(statistics.median(pairs), 3),
+        "cpu_per_request_ratio": round(cpu_ratio, 3),
+        "access_lines": access_lines,
+        "metrics_requests": round(requests),
+    }
+    print(json.dumps(result))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The process's user and system CPU time so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_request(proc: subprocess.Popen[str], url: str) -> tuple[float, float]:
+    """One load run: requests per second, and the server's CPU microseconds per request."""
+    before = _cpu_seconds(proc.pid)
+    rps = load(f"{url}/message", 32)["rps"]
+    used = _cpu_seconds(proc.pid) - before
+    return rps, used / max(1.0, rps * DURATION) * 1e6
+
+
+def _metrics_page(base_url: str) -> str:
+    import httpx
+
+    return httpx.get(f"{base_url}/metrics", timeout=10).text
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--ws-clients", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--observability",
+        action="store_true",
+        help="compare Rhetor with logging at info and metrics on against neither",
+    )
     args = parser.parse_args()
     if args.bare_server:
         bare_server()
+    elif args.observability:
+        observability()
     elif args.ws_clients:
         ws_clients(args.ws_clients[0], int(args.ws_clients[1]))
     else:

@@ -9,7 +9,6 @@ always works.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -28,10 +27,7 @@ def _fallback(argv: list[str]) -> None:
         import attrs
 
         settings = attrs.evolve(settings, **changes)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    run(settings)
+    run(settings)  # configures logging from settings (RHETOR_LOG_LEVEL, RHETOR_LOG_FORMAT)
 
 
 def main() -> None:

@@ -17,8 +17,11 @@ import attrs
 from rhetor._errors import ValidationError
 
 __all__ = [
+    "LOG_FORMATS",
+    "LOG_LEVELS",
     "POLICIES",
     "BudgetPolicy",
+    "LogFormat",
     "Settings",
     "check_database_url",
     "check_timezone",
@@ -28,6 +31,9 @@ __all__ = [
 
 BudgetPolicy = Literal["ignore", "warn", "enforce"]
 POLICIES: tuple[BudgetPolicy, ...] = ("ignore", "warn", "enforce")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Bind addresses that mean every interface of the machine.
 _EVERY_INTERFACE = frozenset({"0.0.0.0", "::", ""})
@@ -115,6 +121,31 @@ def check_database_url(url: str | None, field: str = "database_url") -> str | No
     return url
 
 
+def _log_format(value: str, field: str) -> LogFormat:
+    for fmt in LOG_FORMATS:
+        if value == fmt:
+            return fmt
+    raise ValidationError(field, f"must be text or json, got {value!r}")
+
+
+def _log_level(value: str, field: str) -> str:
+    level = value.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValidationError(field, f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValidationError(name, f"must be 1 or 0, got {raw!r}")
+
+
 def _policy(value: str, field: str) -> BudgetPolicy:
     for policy in POLICIES:
         if value == policy:
@@ -171,6 +202,13 @@ class Settings:
     database_url: str | None = attrs.field(default=None, repr=False)
     # The zone whose midnights, Mondays and 1sts start the budget's periods.
     budget_timezone: str = "UTC"
+    # The log's threshold and format (rhetor serve's --log-level and --log-format).
+    log_level: str = "info"
+    log_format: LogFormat = "text"
+    # Record metrics and serve GET /metrics (RHETOR_METRICS=0 turns both off).
+    metrics: bool = True
+    # GET /metrics without the API key (RHETOR_METRICS_PUBLIC=1), for a scraper that has none.
+    metrics_public: bool = False
 
     def __attrs_post_init__(self) -> None:
         check_database_url(self.database_url)
@@ -188,6 +226,8 @@ class Settings:
                 raise ValidationError(name, "must be positive")
         if self.context_token_budget <= 0:
             raise ValidationError("context_token_budget", "must be positive")
+        _log_level(self.log_level, "log_level")
+        _log_format(self.log_format, "log_format")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -243,6 +283,10 @@ class Settings:
             budget_timezone=check_timezone(
                 env.get("RHETOR_BUDGET_TIMEZONE") or "UTC", "RHETOR_BUDGET_TIMEZONE"
             ),
+            log_level=_log_level(env.get("RHETOR_LOG_LEVEL") or "info", "RHETOR_LOG_LEVEL"),
+            log_format=_log_format(env.get("RHETOR_LOG_FORMAT") or "text", "RHETOR_LOG_FORMAT"),
+            metrics=_flag(env, "RHETOR_METRICS", default=True),
+            metrics_public=_flag(env, "RHETOR_METRICS_PUBLIC"),
         )
 
     def allowed_host_names(self) -> frozenset[str] | None:

@@ -162,9 +162,27 @@ def serve(
             " processes (env RHETOR_DATABASE_URL; default: SQLite under --data-dir).",
         ),
     ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            help="debug, info, warning, error or critical (env RHETOR_LOG_LEVEL, default info).",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="text or json, one line per record (env RHETOR_LOG_FORMAT, default text).",
+        ),
+    ] = None,
 ) -> None:
     """
     Run the Rhetor server (HTTP, SSE and WebSocket) until SIGINT or SIGTERM.
+
+    Logs go to stderr with timestamps, one access-log line per request; see
+    docs/observability.md. With OTEL_EXPORTER_OTLP_ENDPOINT set, every request
+    is also traced over OTLP.
     """
     import attrs
     import trio
@@ -183,10 +201,21 @@ def serve(
             settings = attrs.evolve(settings, data_dir=data_dir)
         if database_url is not None:
             settings = attrs.evolve(settings, database_url=database_url)
+        if log_level is not None:
+            settings = attrs.evolve(settings, log_level=log_level.lower())
+        if log_format is not None:
+            fmt: Any = log_format.lower()  # checked by Settings
+            settings = attrs.evolve(settings, log_format=fmt)
         # Imported here: the client commands must not pay for the server stack.
+        from rhetor import observe
         from rhetor.edge._server import serve as serve_forever
 
-        trio.run(partial(serve_forever, settings, freeze_heap=True))
+        observe.configure_logging(settings.log_level, settings.log_format)
+        observe.configure_tracing()
+        try:
+            trio.run(partial(serve_forever, settings, freeze_heap=True))
+        finally:
+            observe.shutdown_tracing()
     except RhetorError as exc:
         _error(str(exc))
         raise typer.Exit(1) from None

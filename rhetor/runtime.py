@@ -22,14 +22,15 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import anyio
 import attrs
 
 import actors
+from rhetor import observe
 from rhetor._asks import as_rhetor_error, ask
-from rhetor._errors import NotFound, ValidationError
+from rhetor._errors import NotFound, RhetorError, ValidationError
 from rhetor._redact import install_log_redaction
 from rhetor._settings import Settings
 from rhetor._stores import Stores, database_password, open_stores
@@ -97,7 +98,15 @@ from rhetor.storage._prompts import (
     UpdateTemplate,
 )
 
-__all__ = ["BackendFactory", "ContextDetail", "Runtime", "default_backends", "start"]
+__all__ = [
+    "BackendFactory",
+    "ContextDetail",
+    "Readiness",
+    "Runtime",
+    "StoreCheck",
+    "default_backends",
+    "start",
+]
 
 log = logging.getLogger("rhetor.runtime")
 
@@ -134,6 +143,30 @@ def _refuse_unknown(fields: Mapping[str, Any], message: type[Any], *positional: 
     for name in fields:
         if name not in allowed:
             raise ValidationError(name, "unknown field")
+
+
+def _generate(request: LLMRequest) -> Generate:
+    """The router's message for ``request``, carrying the observation of the request it serves."""
+    observation = observe.current()
+    return Generate(request, None if observation is observe.DISCARD else observation)
+
+
+class StoreCheck(TypedDict):
+    """Whether one store answered a read, and if not, why."""
+
+    reachable: bool
+    reason: str | None
+
+
+class Readiness(TypedDict):
+    """
+    What ``GET /ready`` sends: ``ready`` with 200, or ``not_ready`` with 503 and the reasons.
+    """
+
+    status: Literal["ready", "not_ready"]
+    stores: dict[str, StoreCheck]
+    providers: dict[str, bool]
+    reasons: list[str]
 
 
 class ContextDetail(TypedDict):
@@ -207,6 +240,9 @@ class Runtime:
             if isinstance(routing_parameters, RoutingParameters)
             else RoutingParameters.from_dict(routing_parameters)
         )
+        if request_id is None:
+            # Served at the edge: the id of the HTTP request or WebSocket frame it came in.
+            request_id = observe.request_id()
         extra: dict[str, Any] = {} if request_id is None else {"request_id": request_id}
         return LLMRequest(
             message=message,
@@ -242,7 +278,7 @@ class Runtime:
 
     async def send(self, request: LLMRequest) -> Reply:
         """Run a prepared request to completion."""
-        reply: Reply = await ask(self.router, Generate(request), timeout=self._deadline(request))
+        reply: Reply = await ask(self.router, _generate(request), timeout=self._deadline(request))
         return reply
 
     async def send_stream(self, request: LLMRequest) -> AsyncGenerator[Chunk, None]:
@@ -254,7 +290,7 @@ class Runtime:
         """
         try:
             async with self.router.stream(
-                Generate(request), timeout=self._deadline(request)
+                _generate(request), timeout=self._deadline(request)
             ) as items:
                 async for chunk in items:
                     yield chunk
@@ -310,6 +346,48 @@ class Runtime:
             "providers": available,
             "uptime": round(time.monotonic() - self.started_at, 3),
             "version": VERSION,
+        }
+
+    async def ready(self, timeout: float = 2.0) -> Readiness:
+        """
+        Whether this Rhetor can serve requests now, and if not, why.
+
+        Ready means every store answered a read within ``timeout`` seconds
+        (the ledger, the contexts and the prompt library, each through its
+        actor) and at least one provider can answer (a real one, or the
+        simulated one where it is allowed to).
+        """
+        stores: dict[str, StoreCheck] = {}
+        reasons: list[str] = []
+
+        async def check(name: str, ref: actors.Ref, message: Any) -> None:
+            try:
+                await ask(ref, message, timeout=timeout)
+            except RhetorError as exc:
+                stores[name] = {"reachable": False, "reason": exc.message}
+                reasons.append(f"the {name} store is unreachable: {exc.message}")
+            else:
+                stores[name] = {"reachable": True, "reason": None}
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(check, "budget", self.budget_keeper, GetUsage("daily", "provider"))
+            tg.start_soon(check, "contexts", self.contexts, ListContexts(1, 0))
+            tg.start_soon(check, "prompts", self.prompts, ListPrompts("rhetor/ready"))
+        providers: dict[str, bool] = {}
+        try:
+            with anyio.fail_after(timeout):
+                info = await self.providers()
+            providers = {n: p["available"] for n, p in info["providers"].items()}
+        except (RhetorError, TimeoutError) as exc:
+            reasons.append(f"the router did not say which providers are up: {exc}")
+        else:
+            if not any(providers.values()):
+                reasons.append("no provider can answer: " + ", ".join(sorted(providers)))
+        return {
+            "status": "not_ready" if reasons else "ready",
+            "stores": dict(sorted(stores.items())),
+            "providers": providers,
+            "reasons": sorted(reasons),
         }
 
     # -- templates and prompts ----------------------------------------------
@@ -511,6 +589,23 @@ async def start(
 
 
 @asynccontextmanager
+async def _lifecycle_logged(system: actors.System) -> AsyncIterator[None]:
+    """
+    Log the actors' crashes (with tracebacks), restarts and escalations for the block.
+
+    The events are read from a subscription the runtime never waits on; at the
+    end the subscription is closed and what it still holds is logged before
+    the block is left.
+    """
+    async with system.events(buffer=10_000) as events, anyio.create_task_group() as tg:
+        tg.start_soon(observe.log_lifecycle, events)
+        try:
+            yield
+        finally:
+            events.close()
+
+
+@asynccontextmanager
 async def _started(
     settings: Settings,
     config: TaskConfig,
@@ -520,7 +615,7 @@ async def _started(
     stores: Stores,
     owner: str,
 ) -> AsyncIterator[Runtime]:
-    async with actors.open_system(name="rhetor") as system:
+    async with actors.open_system(name="rhetor") as system, _lifecycle_logged(system):
         tree = await start_tree(
             system, settings, config, factories, health_interval, pricer_overrides, stores, owner
         )

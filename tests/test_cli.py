@@ -247,3 +247,68 @@ def test_db_against_a_database_that_does_not_answer_is_one_error_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: the database cannot be reached")
     assert "Traceback" not in result.stderr and "secret" not in result.stderr
+
+
+@pytest.mark.slow
+def test_serve_logs_one_json_line_per_record_with_the_flags_and_env(tmp_path: Path) -> None:
+    """
+    ``python -m rhetor serve`` (what run_rhetor.sh runs) with RHETOR_LOG_FORMAT=json
+    and --log-level debug: every stderr line is a JSON record with a timestamp, from
+    the start-up configuration (key redacted) through the access line to the stop.
+    """
+    port = _free_port()
+    key = "rk-cli-log-test-key-0123456789"
+    env = _env(
+        HERMES_API_URL="", RHETOR_SIMULATED="always", RHETOR_LOG_FORMAT="json", RHETOR_API_KEY=key
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rhetor",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "debug",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                reply = httpx.post(
+                    f"http://127.0.0.1:{port}/message",
+                    json={"message": "hi", "component": "cli-test"},
+                    headers={"X-API-Key": key, "X-Request-ID": "cli-1"},
+                    timeout=5,
+                )
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.communicate()[1]
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        assert reply.status_code == 200
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    records = [json.loads(line) for line in stderr.splitlines()]
+    assert all(r["ts"].endswith("Z") and r["level"] for r in records)
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("starting with configuration") for m in messages)
+    assert any(r["level"] == "DEBUG" for r in records)
+    [access] = [r for r in records if r["logger"] == "rhetor.access" and r["path"] == "/message"]
+    assert access["request_id"] == "cli-1" and access["component"] == "cli-test"
+    assert access["status"] == 200 and access["provider"] == "simulated"
+    assert messages[-1] == "Rhetor stopped"
+    assert key not in stderr

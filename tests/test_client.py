@@ -92,6 +92,7 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "SessionRequest",
         "Timeout",
         "TokenUsage",
+        "ToolCall",
         "TypingStarted",
         "TypingStopped",
         "Unauthorized",

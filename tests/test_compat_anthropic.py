@@ -142,7 +142,11 @@ async def test_stream_sends_anthropic_event_sequence(tmp_path: Path) -> None:
         {"type": "text_delta", "text": "lo"},
     ]
     assert bodies[5]["delta"]["stop_reason"] == "end_turn"
-    assert bodies[5]["usage"] == {"input_tokens": 5, "output_tokens": 2}
+    assert bodies[5]["usage"] == {
+        "input_tokens": 5,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 2,
+    }
 
 
 async def test_sdk_stream_accumulates_text_and_usage(tmp_path: Path) -> None:
@@ -272,7 +276,7 @@ async def test_wrong_key_is_authentication_error(tmp_path: Path) -> None:
 
 
 async def test_malformed_bodies_are_bad_request_errors(tmp_path: Path) -> None:
-    """A zero max_tokens, a bad role or an image block is the SDK's ``BadRequestError``."""
+    """A zero max_tokens, a bad role, a block of no known type or an image of no known source is the SDK's ``BadRequestError``."""
     bad: list[dict[str, Any]] = [
         {"max_tokens": 0, "messages": USER},
         {"max_tokens": 10, "messages": [{"role": "system", "content": "x"}]},
@@ -281,11 +285,13 @@ async def test_malformed_bodies_are_bad_request_errors(tmp_path: Path) -> None:
             "messages": [
                 {
                     "role": "user",
-                    "content": [
-                        {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}
-                    ],
+                    "content": [{"type": "image", "source": {"type": "file", "file_id": "file_1"}}],
                 }
             ],
+        },
+        {
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}],
         },
     ]
     async with served(tmp_path) as (_, server, client):

@@ -321,13 +321,23 @@ async def test_wrong_key_is_authentication_error(tmp_path: Path) -> None:
 
 
 async def test_malformed_bodies_are_bad_request_errors(tmp_path: Path) -> None:
-    """Empty messages, a bad role or non-text parts are the SDK's ``BadRequestError``, naming the param."""
+    """Empty messages, a bad role, a part of no known type, a bad image or a tool message without its call id is the SDK's ``BadRequestError``, naming the param."""
     bad: list[tuple[list[Any], str]] = [
         ([], "messages"),
-        ([{"role": "tool", "content": "x", "tool_call_id": "1"}], "messages[0].role"),
+        ([{"role": "function", "content": "x", "name": "f"}], "messages[0].role"),
+        ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id"),
         (
-            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}],
             "messages[0].content[0]",
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:image/png;x"}}],
+                }
+            ],
+            "messages[0].content[0].image_url.url",
         ),
         ([{"role": "assistant", "content": "no user turn"}], "messages"),
     ]
@@ -400,7 +410,7 @@ async def test_a_foreign_host_or_origin_is_a_permission_error(tmp_path: Path) ->
     assert host.json()["error"]["type"] == "permission_error"
     assert host.json()["error"]["param"] == "Host" and origin.json()["error"]["param"] == "Origin"
     assert plain.status_code == 415
-    assert set(plain.json()["error"]) == {"message", "type", "param", "code"}
+    assert set(plain.json()["error"]) == {"message", "type", "param", "code", "request_id"}
     assert [r for r in fake.requests if r.method == "POST"] == []
 
 
@@ -416,7 +426,7 @@ async def test_invalid_json_is_openai_shaped_400(tmp_path: Path) -> None:
             headers={"Content-Type": "application/json"},
         )
     assert response.status_code == 400
-    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert set(response.json()["error"]) == {"message", "type", "param", "code", "request_id"}
 
 
 async def test_all_providers_failing_is_internal_server_error(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ async def test_an_unknown_model_is_a_404_in_the_api_the_request_speaks(tmp_path:
     assert anthropic.json() == {
         "type": "error",
         "error": {"type": "not_found_error", "message": "no model 'no-such-model'"},
+        "request_id": anthropic.headers["X-Request-ID"],
     }
 
 

@@ -482,7 +482,11 @@ async def test_internal_error_reaches_http_as_typed_json_without_a_traceback(
             after = await client.get("/contexts")
     assert failed.status_code == 500
     assert failed.json() == {
-        "error": {"type": "internal_error", "message": "internal error in contexts (RuntimeError)"}
+        "error": {
+            "type": "internal_error",
+            "message": "internal error in contexts (RuntimeError)",
+            "request_id": failed.headers["X-Request-ID"],
+        }
     }
     assert "secret detail" not in failed.text and "Traceback" not in failed.text
     assert after.status_code == 200

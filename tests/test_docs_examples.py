@@ -83,6 +83,8 @@ def _environment(server: ServerInfo, workdir: Path) -> dict[str, str]:
         HERMES_API_URL="",
         OLLAMA_BASE_URL="http://127.0.0.1:1",
         PYTHONPATH=str(ROOT),
+        # `rhetor` and `python` are this venv's, as after the README's install.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
     return env
 

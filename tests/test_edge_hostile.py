@@ -295,6 +295,7 @@ async def test_a_state_change_from_a_foreign_origin_is_403(tmp_path: Path) -> No
         "type": "forbidden",
         "message": foreign.json()["error"]["message"],
         "field": "Origin",
+        "request_id": foreign.headers["X-Request-ID"],
     }
     assert same.status_code == 200
     assert read.status_code == 200 and read.json()["policy"] == "enforce"

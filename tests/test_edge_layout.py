@@ -28,6 +28,8 @@ SHARED = {
     "_schemas_openai",
     "_schemas_anthropic",
     "_schemas_ws",
+    "_schemas_responses",
+    "_schemas_content",
 }
 BLUEPRINTS = {
     "_core",
@@ -39,6 +41,7 @@ BLUEPRINTS = {
     "_evaluate",
     "_compat_openai",
     "_compat_anthropic",
+    "_compat_responses",
     "_compat_v1",
     "_openapi",
 }
@@ -90,12 +93,12 @@ def test_a_shared_module_imports_no_blueprint_and_not_the_app(module: str) -> No
 def test_only_the_app_assembles_the_blueprints() -> None:
     """``_app`` mounts every top-level blueprint; no other module imports one but ``_compat_v1``."""
     graph = edge_imports()
-    top = BLUEPRINTS - {"_compat_openai", "_compat_anthropic"}
+    top = BLUEPRINTS - {"_compat_openai", "_compat_anthropic", "_compat_responses"}
     assert top <= graph["_app"]
     for module, imported in graph.items():
         if module not in ("_app", "_compat_v1"):
             assert not imported & BLUEPRINTS, module
-    assert {"_compat_openai", "_compat_anthropic"} <= graph["_compat_v1"]
+    assert {"_compat_openai", "_compat_anthropic", "_compat_responses"} <= graph["_compat_v1"]
 
 
 def test_no_edge_module_runs_past_500_lines() -> None:

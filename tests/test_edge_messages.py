@@ -130,4 +130,5 @@ async def test_wrong_or_missing_field_is_422_naming_it(
         "type": "validation_error",
         "message": response.json()["error"]["message"],
         "field": field,
+        "request_id": response.headers["X-Request-ID"],
     }

@@ -155,14 +155,18 @@ def assert_typed(family: str, response: httpx.Response) -> None:
     if status == 504 and family == "rhetor" and body["error"]["type"] == "upstream_timeout":
         return  # the body's own ``timeout`` was too short to finish in: its typed answer
     assert 400 <= status < 500, (status, response.text)
+    request_id = response.headers["X-Request-ID"]
     if family == "rhetor":
         error = body["error"]
         assert isinstance(error["type"], str) and isinstance(error["message"], str)
+        assert error["request_id"] == request_id
     elif family == "openai":
-        assert set(body["error"]) == {"message", "type", "param", "code"}
+        assert set(body["error"]) == {"message", "type", "param", "code", "request_id"}
+        assert body["error"]["request_id"] == request_id
     else:
         assert body["type"] == "error"
         assert isinstance(body["error"]["type"], str)
+        assert body["request_id"] == request_id
 
 
 def assert_no_actor_crashed(runtime: rhetor.runtime.Runtime, crashes: list[str]) -> None:

@@ -1,11 +1,12 @@
 """
 The direction of dependencies between Rhetor's parts, read from the source.
 
-    cli, __main__  →  edge  →  runtime  →  routing  →  budget, providers  →  storage  →  shared
+    cli, __main__  →  edge  →  runtime  →  routing  →  budget, providers  →  storage  →  observe  →  shared
 
 ``shared`` is the value objects and helpers every layer uses (``rhetor``'s
 ``__init__``, ``_types``, ``_content``, ``_errors``, ``_settings``, ``_asks``, ``_redact``,
-``_tokens``). A module may import its own layer and any layer to its right,
+``_tokens``). ``observe`` (request ids, the access log, metrics, traces) sits
+just above it, so that every layer may record what it sees. A module may import its own layer and any layer to its right,
 never one to its left; ``budget`` and ``providers`` do not import each other.
 ``actors`` never imports ``rhetor``, and ``rhetor.client`` imports nothing of
 the server. Every import counts: those under ``TYPE_CHECKING`` and those
@@ -23,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = {"__init__", "_types", "_content", "_errors", "_settings", "_asks", "_redact", "_tokens"}
 # Left to right: a layer may import itself and anything after it.
-ORDER = ["entry", "edge", "runtime", "routing", "budget|providers", "storage", "shared"]
+ORDER = ["entry", "edge", "runtime", "routing", "budget|providers", "storage", "observe", "shared"]
 # Layers in one slot of ORDER that may not import each other.
 SIBLINGS = {"budget": "providers", "providers": "budget"}
 
@@ -46,7 +47,7 @@ def layer_of(module: str) -> str | None:
         return "shared"
     if head in ("_stores", "_tree"):
         return "runtime"  # the runtime's stores and actor tree, split out of runtime.py
-    if head in ("edge", "runtime", "routing", "budget", "providers", "storage"):
+    if head in ("edge", "runtime", "routing", "budget", "providers", "storage", "observe"):
         return head
     raise AssertionError(f"{module} is in no layer: add it to tests/test_layers.py")
 

@@ -232,3 +232,18 @@ async def test_a_v1_id_no_route_can_take_is_documented_as_rhetors_404(tmp_path: 
     schemas = documented["content"]["application/json"]["schema"]["anyOf"]
     assert {"$ref": "#/components/schemas/ErrorBody"} in schemas
     assert response.status_code == 404 and response.json()["error"]["type"] == "not_found"
+
+
+async def test_readiness_and_metrics_are_documented_with_what_they_answer(tmp_path: Path) -> None:
+    """/ready answers ReadyReply with 200 or 503; /metrics answers text; errors carry request_id."""
+    document, _ = await served_document(tmp_path)
+    ready = document["paths"]["/ready"]["get"]["responses"]
+    for status in ("200", "503"):
+        schema = ready[status]["content"]["application/json"]["schema"]
+        assert schema["$ref"].endswith("/ReadyReply")
+    metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert set(metrics) == {"text/plain"}
+    components = document["components"]["schemas"]
+    assert "request_id" in components["ErrorDetail"]["properties"]
+    assert "request_id" in components["OpenAIErrorDetail"]["properties"]
+    assert "request_id" in components["AnthropicErrorBody"]["properties"]

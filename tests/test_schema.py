@@ -212,7 +212,8 @@ def test_content_is_a_string_or_the_text_of_its_parts() -> None:
     ("content", "field"),
     [
         (5, "m.content"),
-        ([{"type": "image_url", "image_url": {}}], "m.content[0]"),
+        ([{"type": "input_audio", "input_audio": {}}], "m.content[0]"),
+        ([{"type": "image_url", "image_url": {}}], "m.content[0].image_url.url"),
         (["text"], "m.content[0]"),
         ([{"type": ["text"]}], "m.content[0]"),
         ([{"text": "x"}], "m.content[0]"),
@@ -227,8 +228,10 @@ def test_content_of_another_kind_is_refused_naming_the_part(content: Any, field:
 
 def test_an_unsupported_part_says_which_types_are() -> None:
     """The message of an unknown ``type`` lists the types the API takes."""
-    error = error_of({"role": "user", "content": [{"type": "image"}]}, AnthropicMessage)
-    assert error.message == "content[0]: type 'image' is not supported; use text"
+    error = error_of({"role": "user", "content": [{"type": "document"}]}, AnthropicMessage)
+    assert error.message == (
+        "content[0]: type 'document' is not supported; use text, image, tool_use or tool_result"
+    )
 
 
 def test_the_closed_bodies_refuse_what_the_open_ones_ignore() -> None:

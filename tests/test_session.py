@@ -152,13 +152,14 @@ async def test_a_bug_in_one_frame_or_request_is_its_internal_error_and_the_rest_
 
 def test_a_session_keeps_its_state_private_and_each_instance_starts_afresh() -> None:
     """
-    Session is an attrs actor built from a runtime and an outbox alone: its
-    state is private, compared by identity, and a new instance holds no
-    requests, no cancellations and no registered name.
+    Session is an attrs actor built from a runtime and an outbox (and, at the
+    edge, its observer and socket id): its state is private, compared by
+    identity, and a new instance holds no requests, no cancellations and no
+    registered name.
     """
     fields = attrs.fields(Session)
     assert all(f.name.startswith("_") for f in fields)
-    assert [f.alias for f in fields if f.init] == ["runtime", "outbox"]
+    assert [f.alias for f in fields if f.init] == ["runtime", "outbox", "observer", "socket"]
     runtime: Any = object()  # never called: nothing here sends a frame
     outbox, frames = trio.open_memory_channel[dict[str, Any]](8)
     with outbox, frames:
@@ -167,6 +168,8 @@ def test_a_session_keeps_its_state_private_and_each_instance_starts_afresh() -> 
         assert attrs.asdict(one, recurse=False) == {
             "_runtime": runtime,
             "_outbox": outbox,
+            "_observer": None,
+            "_socket": None,
             "_source": None,
             "_in_flight": {},
             "_cancelled": set(),

@@ -81,7 +81,10 @@ export interface Reply {
   routing: string;
   request_id: string;
   task_type: string;
-  finish_reason?: string | null;
+  /** stop, length, tool_calls or content_filter. */
+  finish_reason?: 'stop' | 'length' | 'tool_calls' | 'content_filter' | null;
+  /** The tools the model called (then finish_reason is tool_calls). */
+  tool_calls?: ToolCall[];
   /** Set under the `warn` policy when a limit would be passed. */
   budget_warning?: string;
   [key: string]: unknown;
@@ -89,7 +92,56 @@ export interface Reply {
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
-  content: string;
+  /** Text, or content blocks (images and tool results in user turns, tool calls in assistant turns). */
+  content: string | ContentBlock[];
+}
+
+/** A tool call the model made; `arguments` is JSON text. */
+export interface ToolCall {
+  id: string;
+  name: string;
+  arguments: string;
+}
+
+/** A streamed piece of a tool call: the first of each call has id and name, later ones argument text. */
+export interface ToolCallPiece {
+  index: number;
+  id: string | null;
+  name: string | null;
+  arguments: string;
+}
+
+export type ContentBlock =
+  | { type: 'text'; text: string }
+  | {
+      type: 'image';
+      url?: string;
+      data?: string;
+      media_type?: string;
+      detail?: 'low' | 'high' | 'auto';
+    }
+  | { type: 'tool_call'; id: string; name: string; arguments?: string | Record<string, unknown> }
+  | {
+      type: 'tool_result';
+      call_id: string;
+      content?: string | ContentBlock[];
+      is_error?: boolean;
+    };
+
+/** A tool the model may call; `parameters` is a JSON Schema. */
+export interface ToolSpec {
+  name: string;
+  description?: string;
+  parameters?: Record<string, unknown>;
+  strict?: boolean;
+}
+
+export interface ResponseFormat {
+  type: 'text' | 'json_object' | 'json_schema';
+  schema?: Record<string, unknown>;
+  name?: string;
+  description?: string;
+  strict?: boolean;
 }
 
 export interface ProviderInfo {
@@ -363,15 +415,25 @@ export interface LLMOptions extends CallOptions {
   maxTokens?: number;
   systemPrompt?: string;
   routingParameters?: RoutingParameters;
+  tools?: ToolSpec[];
+  toolChoice?: 'auto' | 'none' | 'required' | { name: string };
+  parallelToolCalls?: boolean;
+  responseFormat?: ResponseFormat;
+  stop?: string | string[];
+  topP?: number;
+  seed?: number;
+  user?: string;
 }
 
 export interface MessageOptions extends LLMOptions {
-  message: string;
+  message: string | ContentBlock[];
 }
 
 export interface StreamCallbacks {
   /** Each piece of text, as it arrives. */
   onChunk?: (chunk: string, frame: Record<string, unknown>) => void;
+  /** Pieces of tool calls, as they arrive (the whole calls are in the reply's tool_calls). */
+  onToolCall?: (pieces: ToolCallPiece[], frame: Record<string, unknown>) => void;
   /** True when the model starts; false before onComplete or onError, always. */
   onTyping?: (isTyping: boolean, context: string | null) => void;
   onComplete?: (reply: Reply) => void;

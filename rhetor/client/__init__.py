@@ -31,6 +31,7 @@ from rhetor.client._models import (
     Reply,
     SessionEvent,
     TokenUsage,
+    ToolCall,
     TypingStarted,
     TypingStopped,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "SessionRequest",
     "Timeout",
     "TokenUsage",
+    "ToolCall",
     "TypingStarted",
     "TypingStopped",
     "Unauthorized",

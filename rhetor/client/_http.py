@@ -273,8 +273,11 @@ class RhetorClient:
     def _llm_body(
         self,
         *,
-        message: str | None = None,
+        message: str | Sequence[Mapping[str, Any]] | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
         model: str | None,
         provider: str | None,
         temperature: float | None,
@@ -293,7 +296,12 @@ class RhetorClient:
         routed_task = routing.pop("task_type", None)
         meta = dict(metadata or {})
         fields: dict[str, Any] = {
-            "message": message,
+            "message": message
+            if message is None or isinstance(message, str)
+            else [dict(b) for b in message],
+            "tools": None if tools is None else [dict(t) for t in tools],
+            "tool_choice": tool_choice,
+            "response_format": response_format,
             "messages": None if messages is None else [dict(m) for m in messages],
             "context_id": context_id or meta.get("context_id"),
             "task_type": task_type or routed_task,
@@ -323,7 +331,7 @@ class RhetorClient:
 
     async def generate(
         self,
-        prompt: str,
+        prompt: str | Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
         provider: str | None = None,
@@ -335,6 +343,9 @@ class RhetorClient:
         metadata: Mapping[str, Any] | None = None,
         system_prompt: str | None = None,
         component: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> Reply:
         """
         One prompt, one reply (``POST /message``).
@@ -342,7 +353,10 @@ class RhetorClient:
         ``context_id`` keeps a conversation on the server: earlier turns of
         that context are sent along. ``routing_parameters`` (``complexity``,
         ``required_capabilities``, ``max_cost``, and ``task_type``) steer the
-        choice of model when none is named.
+        choice of model when none is named. ``prompt`` is text or a list of
+        content blocks; ``tools``, ``tool_choice`` and ``response_format`` are
+        the native shape's (docs/api.md), and the reply's ``tool_calls`` and
+        ``finish_reason`` say what the model called.
         """
         body, headers = self._llm_body(
             message=prompt,
@@ -357,12 +371,15 @@ class RhetorClient:
             system_prompt=system_prompt,
             component=component,
             streaming=False,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
         )
         return await self._reply("/message", body, headers)
 
     def generate_stream(
         self,
-        prompt: str,
+        prompt: str | Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
         provider: str | None = None,
@@ -374,6 +391,9 @@ class RhetorClient:
         metadata: Mapping[str, Any] | None = None,
         system_prompt: str | None = None,
         component: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> ReplyStream:
         """
         Stream one prompt's reply as text chunks (``POST /stream``); see :class:`ReplyStream`.
@@ -393,6 +413,9 @@ class RhetorClient:
             system_prompt=system_prompt,
             component=component,
             streaming=True,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
         )
         return ReplyStream(self, "/stream", body, headers)
 
@@ -410,6 +433,9 @@ class RhetorClient:
         metadata: Mapping[str, Any] | None = None,
         system_prompt: str | None = None,
         component: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> Reply:
         """
         A conversation of ``{role, content}`` turns, ending with the user's (``POST /chat``).
@@ -429,6 +455,9 @@ class RhetorClient:
             system_prompt=system_prompt,
             component=component,
             streaming=False,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
         )
         return await self._reply("/chat", body, headers)
 
@@ -446,6 +475,9 @@ class RhetorClient:
         metadata: Mapping[str, Any] | None = None,
         system_prompt: str | None = None,
         component: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> ReplyStream:
         """
         Stream a conversation's reply as text chunks (``POST /chat`` with streaming).
@@ -463,6 +495,9 @@ class RhetorClient:
             system_prompt=system_prompt,
             component=component,
             streaming=True,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
         )
         return ReplyStream(self, "/chat", body, headers)
 
@@ -535,6 +570,9 @@ class RhetorClient:
         metadata: Mapping[str, Any] | None = None,
         system_prompt: str | None = None,
         component: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> Reply:
         """
         Render a template with ``parameters``, then :meth:`generate` from it.
@@ -555,6 +593,9 @@ class RhetorClient:
             metadata=metadata,
             system_prompt=system_prompt,
             component=component,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
         )
 
     # -- budget and evaluation ----------------------------------------------

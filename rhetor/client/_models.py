@@ -7,6 +7,7 @@ JSON whole, so a field the server adds later is never lost.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "Reply",
     "SessionEvent",
     "TokenUsage",
+    "ToolCall",
     "TypingStarted",
     "TypingStopped",
 ]
@@ -51,6 +53,33 @@ class TokenUsage:
 
 
 @attrs.frozen
+class ToolCall:
+    """
+    A tool call the model made: its id (a ``tool_result`` block names it), the tool, the arguments as JSON text.
+    """
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def input(self) -> Any:
+        """The arguments read as JSON (``{}`` when empty)."""
+        return json.loads(self.arguments) if self.arguments.strip() else {}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ToolCall | None:
+        if not isinstance(raw, Mapping):
+            return None
+        return cls(_str(raw.get("id")), _str(raw.get("name")), _str(raw.get("arguments")) or "{}")
+
+
+def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
+    if not isinstance(raw, list):
+        return ()
+    return tuple(c for c in map(ToolCall.from_dict, raw) if c is not None)
+
+
+@attrs.frozen
 class Message:
     """
     One conversation turn; a reply's is ``Message("assistant", text)``.
@@ -64,6 +93,9 @@ class Message:
 class Reply:
     """
     A finished LLM reply: the text, who wrote it, what it cost and why that model.
+
+    ``tool_calls`` are the calls the model made (then ``finish_reason`` is
+    ``tool_calls``); ``finish_reason`` is stop, length, tool_calls or content_filter.
     """
 
     text: str
@@ -78,6 +110,8 @@ class Reply:
     finished: bool = True
     budget_warning: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    finish_reason: str = "stop"
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def message(self) -> Message:
@@ -105,6 +139,8 @@ class Reply:
             finished=bool(raw.get("finished", True)),
             budget_warning=warning if isinstance(warning, str) and warning else None,
             raw=dict(raw),
+            finish_reason=_str(raw.get("finish_reason")) or "stop",
+            tool_calls=_tool_calls(raw.get("tool_calls")),
         )
 
 
@@ -121,12 +157,17 @@ class TypingStarted:
 @attrs.frozen
 class Chunk:
     """
-    One piece of request ``request_id``'s reply text, in order.
+    One piece of request ``request_id``'s reply, in order: text, and pieces of tool calls.
+
+    ``tool_calls`` are ``{index, id, name, arguments}`` pieces: a call's first
+    has its id and name, later ones fragments of its arguments (the whole calls
+    are on the completed reply).
     """
 
     request_id: str
     text: str
     context: str | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
 
 
 @attrs.frozen

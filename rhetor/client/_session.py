@@ -84,8 +84,10 @@ def _event(request_id: str, frame: Mapping[str, Any]) -> SessionEvent | None:
             return TypingStarted(request_id, context)
         return TypingStopped(request_id, context)
     chunk = payload.get("chunk")
-    if isinstance(chunk, str) and chunk:
-        return Chunk(request_id, chunk, context)
+    pieces = payload.get("tool_calls")
+    calls = tuple(p for p in pieces if isinstance(p, Mapping)) if isinstance(pieces, list) else ()
+    if (isinstance(chunk, str) and chunk) or calls:
+        return Chunk(request_id, chunk if isinstance(chunk, str) else "", context, calls)
     return None
 
 
@@ -204,7 +206,7 @@ class Session:
 
     def send_message(
         self,
-        message: str,
+        message: str | Sequence[Mapping[str, Any]],
         *,
         context: str | None = None,
         task_type: str | None = None,
@@ -215,15 +217,23 @@ class Session:
         max_tokens: int | None = None,
         system_prompt: str | None = None,
         streaming: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> SessionRequest:
         """
         An ``LLM_REQUEST``: iterate the answer for typing, chunk and completion events.
 
         ``context`` is the context id that keeps a conversation's turns on the server.
+        ``message`` is text or a list of blocks; ``tools``, ``tool_choice`` and
+        ``response_format`` are the native shape's (docs/api.md).
         """
         return self._request(
             "LLM_REQUEST",
-            message=message,
+            message=message if isinstance(message, str) else [dict(b) for b in message],
+            tools=None if tools is None else [dict(t) for t in tools],
+            tool_choice=tool_choice,
+            response_format=response_format,
             context=context,
             task_type=task_type,
             component=component,
@@ -248,11 +258,17 @@ class Session:
         max_tokens: int | None = None,
         system_prompt: str | None = None,
         streaming: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> SessionRequest:
         """A ``CHAT_REQUEST`` of ``{role, content}`` turns; events as for :meth:`send_message`."""
         return self._request(
             "CHAT_REQUEST",
             messages=[dict(m) for m in messages],
+            tools=None if tools is None else [dict(t) for t in tools],
+            tool_choice=tool_choice,
+            response_format=response_format,
             context=context,
             task_type=task_type,
             component=component,

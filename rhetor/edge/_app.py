@@ -19,10 +19,12 @@ the actors; the WebSockets are ``rhetor.edge._sockets``, served ahead of the app
 What applies to every request is here, once, app-wide: the guard (below),
 the error handler, and CORS when origins are configured. No blueprint adds a
 hook of its own, so a request pays for these and nothing per family.
-Anything else every request needs (a request id, an access log line,
-metrics) belongs here too: one app-wide hook, or a step in :func:`asgi_app`.
+Anything else every request needs belongs here too: one app-wide hook, or
+a step in :func:`asgi_app`. The request id, ``X-Request-ID`` and
+``Server-Timing`` headers, access-log line, metrics and span are such a step
+(``rhetor.edge._observing``); the guard notes the route's rule for them.
 
-Every error leaves as ``{"error": {"type", "message", "field"?}}`` with the
+Every error leaves as ``{"error": {"type", "message", "field"?, "request_id"}}`` with the
 status of the :class:`RhetorError` it came from (the ``/v1`` blueprint gives
 its errors its APIs' shapes); ``rhetor.edge._http.rhetor_error`` is the one
 place where other exceptions are translated. Nothing answers with a traceback.
@@ -44,6 +46,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import MethodNotAllowed
 
+from rhetor import observe
 from rhetor._errors import RhetorError
 from rhetor._settings import Settings
 from rhetor.edge._budget import budget_blueprint
@@ -54,6 +57,7 @@ from rhetor.edge._core import core_blueprint
 from rhetor.edge._evaluate import evaluate_blueprint
 from rhetor.edge._http import error_response, rhetor_error
 from rhetor.edge._messages import messages_blueprint
+from rhetor.edge._observing import UNMATCHED
 from rhetor.edge._openapi import docs_blueprint
 from rhetor.edge._prompts import prompts_blueprint
 from rhetor.edge._sockets import LEGACY_WS_PATH, WS_PATH, EdgeState, serve_websocket
@@ -157,6 +161,8 @@ class _Guard:
         A CORS preflight is answered here.
         """
         scope: Any = request.scope
+        rule = request.url_rule
+        observe.current().routed(rule.rule if rule is not None else UNMATCHED)
         error: RhetorError | None = scope.get(_REFUSAL, _UNCHECKED)
         if error is _UNCHECKED:
             error = refusal(self._settings, self._allowed_hosts, scope)
@@ -204,21 +210,27 @@ def asgi_app(app: QuartTrio) -> ASGIFramework:
     """
     state = edge_state(app)
 
+    async def serve_http(scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        # Checked once here, on the raw headers; the app's guard raises the
+        # verdict so that its error handlers give it the route's shape.
+        scope = {**scope, _REFUSAL: refusal(state.settings, state.allowed_hosts, scope)}
+        if has_body(scope["headers"]):
+            # A drain, when one is needed, runs in the app's own background
+            # nursery (opened by the lifespan): one per request would cost every POST.
+            watch = UnreadBody(receive, send, app.nursery)
+            await app(scope, watch.receive, watch.send)
+            return
+        await app(scope, receive, send)
+
     async def serve_asgi(scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         kind = scope["type"]
         if kind == "websocket" and scope["path"] in (WS_PATH, LEGACY_WS_PATH):
             await serve_websocket(state, scope, receive, send)
             return
         if kind == "http":
-            # Checked once here, on the raw headers; the app's guard raises the
-            # verdict so that its error handlers give it the route's shape.
-            scope = {**scope, _REFUSAL: refusal(state.settings, state.allowed_hosts, scope)}
-            if has_body(scope["headers"]):
-                # A drain, when one is needed, runs in the app's own background
-                # nursery (opened by the lifespan): one per request would cost every POST.
-                watch = UnreadBody(receive, send, app.nursery)
-                await app(scope, watch.receive, watch.send)
-                return
+            # Observed: its request id, Server-Timing, access-log line, metrics and span.
+            await state.observer.serve_http(serve_http, scope, receive, send)
+            return
         await app(scope, receive, send)
 
     return serve_asgi

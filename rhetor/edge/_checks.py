@@ -32,6 +32,7 @@ from rhetor._settings import Settings, host_name
 from rhetor.edge._json import dumps  # re-exported: what the edge's replies are written with
 
 __all__ = [
+    "METRICS_PATH",
     "OPEN_PATHS",
     "OPEN_PREFIXES",
     "UnreadBody",
@@ -47,7 +48,9 @@ __all__ = [
 
 # Paths anyone may read, even with an API key set: discovery, health checks, and the
 # API's description (rhetor.edge._openapi), which holds no data.
-OPEN_PATHS = frozenset({"/", "/health", "/ui", "/openapi.json", "/docs"})
+OPEN_PATHS = frozenset({"/", "/health", "/ready", "/ui", "/openapi.json", "/docs"})
+# The metrics: under the API key, unless RHETOR_METRICS_PUBLIC=1 (Settings.metrics_public).
+METRICS_PATH = "/metrics"
 # Likewise every path under these: the web console's static files (rhetor.edge._ui) and
 # the /docs page's hold no data, and a page must load before it can ask for a key.
 OPEN_PREFIXES = ("/ui/", "/docs/")
@@ -161,7 +164,12 @@ def refusal(
             )
         expected = settings.api_key
         path = scope["path"]
-        if expected is not None and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+        if (
+            expected is not None
+            and path not in OPEN_PATHS
+            and not path.startswith(OPEN_PREFIXES)
+            and not (path == METRICS_PATH and settings.metrics_public)
+        ):
             if key is None and bearer is not None and bearer[:7].lower() == "bearer ":
                 key = bearer[7:].strip()
             if not authorized(expected, key):

@@ -28,14 +28,16 @@ mapping lives (the table is in ``docs/compat.md``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 from quart import Response
 
 from rhetor._errors import BudgetExceeded, NotFound, RateLimited, RhetorError, ValidationError
-from rhetor.edge._http import json_response
+from rhetor.edge._http import json_response, read_body
+from rhetor.edge._schema import OPERATION_ATTRIBUTE, Body, Operation, convert
 from rhetor.routing._plan import TASK_TYPES
 
 if TYPE_CHECKING:
@@ -50,7 +52,9 @@ __all__ = [
     "CompatRequest",
     "ErrorReply",
     "Role",
+    "compat_operation",
     "error_reply_response",
+    "present",
     "reply_headers",
     "rhetor_headers",
     "routable_models",
@@ -79,6 +83,46 @@ class CompatRequest:
     kwargs: dict[str, Any]
     stream: bool
     include_usage: bool = False
+
+
+def compat_operation(
+    *, body: type[Body], reply: Any
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """
+    ``rhetor.edge._schema.operation`` for a compatible route: the view gets the checked
+    ``body=`` and also ``raw=``, the JSON object as sent (its null fields left out, see
+    :func:`present`).
+
+    The translation reads the conversation and every field from ``raw``, so that
+    parameters the schema does not declare reach the passthrough (or its refusal)
+    instead of being dropped. The route streams as well; the OpenAPI document reads
+    the same :class:`Operation`.
+
+    Error handling: a body that does not fit its schema is a :class:`ValidationError`
+    raised before the view runs (``InvalidJSON`` when it is not JSON).
+    """
+    spec = Operation(body=body, reply=reply, streams=True)
+
+    def decorate(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(view)
+        async def checked(**kwargs: Any) -> Any:
+            raw = await read_body()
+            kwargs["body"] = convert(raw, body)
+            kwargs["raw"] = present(raw)
+            return await view(**kwargs)
+
+        setattr(checked, OPERATION_ATTRIBUTE, spec)
+        return checked
+
+    return decorate
+
+
+def present(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    A body's top-level fields that are not null: a null parameter means the client left it
+    out (clients built on the SDKs send many), so it is neither relayed nor refused.
+    """
+    return {key: value for key, value in raw.items() if value is not None}
 
 
 def route_model(model: str) -> dict[str, Any]:

@@ -13,25 +13,27 @@ carries ``anthropic-version`` (``rhetor.edge._compat_v1``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
+from rhetor import observe
 from rhetor._errors import BadRequest, RhetorError
-from rhetor._types import ChatMessage
 from rhetor.edge._compat import (
     CompatRequest,
     ErrorReply,
+    compat_operation,
     reply_headers,
     rhetor_headers,
     route_model,
     status_and_headers,
 )
 from rhetor.edge._http import json_response
-from rhetor.edge._schema import operation
 from rhetor.edge._schemas_anthropic import MessagesBody, MessagesReply
 from rhetor.edge._sse import EventsOf, event, sse_response
+from rhetor.providers._anthropic_replies import AnthropicEvents, message_to_anthropic
+from rhetor.providers._anthropic_shapes import fields_from_anthropic
 
 if TYPE_CHECKING:
     from rhetor._types import Chunk, Reply
@@ -47,13 +49,6 @@ __all__ = [
     "anthropic_request",
 ]
 
-# Rhetor's finish reasons are OpenAI's; Anthropic names them differently.
-_STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
-}
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -70,19 +65,28 @@ _ERROR_TYPES = {
 
 
 def anthropic_request(
-    body: MessagesBody, *, context_id: str | None = None, component: str | None = None
+    body: MessagesBody,
+    raw: Mapping[str, Any],
+    *,
+    context_id: str | None = None,
+    component: str | None = None,
 ) -> CompatRequest:
     """
     A checked Messages body as ``Runtime.request`` arguments; context and component come from headers.
 
-    Error handling: :class:`NotFound` for an unknown ``rhetor/`` alias.
+    ``raw`` is the body as sent: its conversation, system prompt, tools, tool
+    choice, ``output_config.format``, stop sequences, ``top_p`` and
+    ``metadata.user_id`` are translated by ``fields_from_anthropic``, and every
+    parameter Rhetor does not translate is kept as an Anthropic passthrough.
+
+    Error handling: :class:`NotFound` for an unknown ``rhetor/`` alias;
+    :class:`ValidationError` naming a field the translation cannot read.
     """
     kwargs = {
         "context_id": context_id,
         "component": component,
         **route_model(body.model),
-        "messages": tuple(ChatMessage(m.role, m.text()) for m in body.messages),
-        "system_prompt": body.system_text(),
+        **fields_from_anthropic(raw),
         "temperature": body.temperature,
         "max_tokens": int(body.max_tokens),
     }
@@ -94,7 +98,7 @@ def anthropic_request(
 
 def anthropic_error(error: RhetorError) -> ErrorReply:
     """
-    ``error`` as Anthropic's ``{"type": "error", "error": {type, message}}``.
+    ``error`` as Anthropic's ``{"type": "error", "error": {type, message}, "request_id"}``.
 
     A budget refusal keeps Rhetor's 402, Anthropic's ``billing_error``, which
     the SDK raises as ``PaymentRequiredError`` and does not retry.
@@ -103,7 +107,11 @@ def anthropic_error(error: RhetorError) -> ErrorReply:
     if status == 422 or isinstance(error, BadRequest):
         status = 400
     kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    body = {"type": "error", "error": {"type": kind, "message": error.message}}
+    body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": error.message}}
+    request_id = observe.request_id()
+    if request_id is not None:
+        # Where Anthropic's own error bodies carry theirs.
+        body["request_id"] = request_id
     return ErrorReply(status, body, headers)
 
 
@@ -115,74 +123,35 @@ def anthropic_error_event(error: RhetorError) -> bytes:
 # -- replies ----------------------------------------------------------------------
 
 
-def _usage(reply: Reply) -> dict[str, int]:
-    return {"input_tokens": reply.usage.input_tokens, "output_tokens": reply.usage.output_tokens}
-
-
 def anthropic_message(reply: Reply) -> dict[str, Any]:
-    """A whole reply as an Anthropic ``message`` object."""
-    return {
-        "id": f"msg_{reply.request_id}",
-        "type": "message",
-        "role": "assistant",
-        "model": reply.model,
-        "content": [{"type": "text", "text": reply.message}],
-        "stop_reason": _STOP_REASONS.get(reply.finish_reason, "end_turn"),
-        "stop_sequence": None,
-        "usage": _usage(reply),
-    }
+    """A whole reply as an Anthropic ``message``: text, then a ``tool_use`` block per call."""
+    return message_to_anthropic(reply)
 
 
 def anthropic_events(request_id: str) -> EventsOf:
     """
-    The Messages stream: ``message_start``, one text block's start, deltas and
-    stop, then ``message_delta`` (stop reason, usage) and ``message_stop``.
+    The Messages stream: ``message_start``; a ``text`` block's start, its
+    ``text_delta`` events and its stop; for each tool call a
+    ``content_block_start`` of type ``tool_use`` (id, name) then its arguments
+    as ``input_json_delta`` events; then ``message_delta`` (stop reason,
+    usage) and ``message_stop``.
 
     Input tokens are known only at the end, so ``message_start`` says 0 and
     ``message_delta`` carries the final counts (the SDK takes them from there).
     """
 
     async def events(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncGenerator[bytes, None]:
-        message: dict[str, Any] = {
-            "id": f"msg_{request_id}",
-            "type": "message",
-            "role": "assistant",
-            "model": first.model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
-        }
-        yield event("message_start", {"type": "message_start", "message": message})
-        yield event(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        )
+        writer = AnthropicEvents(f"msg_{request_id}")
+        for name, body in writer.first(first.model):
+            yield event(name, body)
         current: Chunk | None = first
         while current is not None:
+            for name, body in writer.of(current):
+                yield event(name, body)
             if current.done and current.reply is not None:
-                reply = current.reply
-                yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
-                delta = {
-                    "stop_reason": _STOP_REASONS.get(reply.finish_reason, "end_turn"),
-                    "stop_sequence": None,
-                }
-                yield event(
-                    "message_delta",
-                    {"type": "message_delta", "delta": delta, "usage": _usage(reply)},
-                )
-                yield event("message_stop", {"type": "message_stop"})
+                for name, body in writer.last(current.reply):
+                    yield event(name, body)
                 return
-            if current.text:
-                text_delta = {"type": "text_delta", "text": current.text}
-                yield event(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": 0, "delta": text_delta},
-                )
             current = await anext(rest, None)
 
     return events
@@ -211,8 +180,8 @@ def anthropic_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.post("/messages")
-    @operation(body=MessagesBody, reply=MessagesReply, streams=True)
-    async def messages(body: MessagesBody) -> Response:
+    @compat_operation(body=MessagesBody, reply=MessagesReply)
+    async def messages(body: MessagesBody, raw: Mapping[str, Any]) -> Response:
         """
         Anthropic Messages: a ``message``, or with ``stream`` its events from ``message_start`` to ``message_stop``.
 
@@ -221,7 +190,7 @@ def anthropic_blueprint(runtime: Runtime) -> Blueprint:
         component. Rhetor's headers on the reply are those of
         ``/v1/chat/completions``.
         """
-        parsed = anthropic_request(body, **rhetor_headers(request.headers))
+        parsed = anthropic_request(body, raw, **rhetor_headers(request.headers))
         llm_request = rt.request(**parsed.kwargs)
         if parsed.stream:
             return await sse_response(

@@ -13,26 +13,27 @@ error body; :func:`openai_model` is a model in OpenAI's list format, for
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
+from rhetor import observe
 from rhetor._errors import BudgetExceeded, ContextTooLong, NotFound, RhetorError
-from rhetor._types import ChatMessage
 from rhetor.edge._compat import (
     CompatRequest,
     ErrorReply,
-    Role,
+    compat_operation,
     reply_headers,
     rhetor_headers,
     route_model,
     status_and_headers,
 )
 from rhetor.edge._http import json_response
-from rhetor.edge._schema import operation
 from rhetor.edge._schemas_openai import ChatCompletionBody, ChatCompletionReply
 from rhetor.edge._sse import EventsOf, data, sse_response
+from rhetor.providers._openai_replies import OpenAIChunks, completion_to_openai
+from rhetor.providers._openai_shapes import fields_from_openai
 
 if TYPE_CHECKING:
     from rhetor._types import Chunk, Reply
@@ -48,13 +49,6 @@ __all__ = [
     "openai_request",
 ]
 
-# developer is OpenAI's newer name for system.
-_ROLES: dict[str, Role] = {
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "assistant": "assistant",
-}
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -71,14 +65,24 @@ _ERROR_TYPES = {
 
 
 def openai_request(
-    body: ChatCompletionBody, *, context_id: str | None = None, component: str | None = None
+    body: ChatCompletionBody,
+    raw: Mapping[str, Any],
+    *,
+    context_id: str | None = None,
+    component: str | None = None,
 ) -> CompatRequest:
     """
     A checked Chat Completions body as ``Runtime.request`` arguments; context and component come from headers.
 
-    Error handling: :class:`NotFound` for an unknown ``rhetor/`` alias.
+    ``raw`` is the body as sent: its conversation, tools, tool choice, response
+    format, stop sequences, sampling fields, user and metadata are translated
+    by ``fields_from_openai``, and every parameter Rhetor does not translate is
+    kept as an OpenAI passthrough (relayed to an OpenAI-compatible upstream;
+    refused, unless harmless, by the Router for another family's).
+
+    Error handling: :class:`NotFound` for an unknown ``rhetor/`` alias;
+    :class:`ValidationError` naming a field the translation cannot read.
     """
-    messages = tuple(ChatMessage(_ROLES[m.role], m.text()) for m in body.messages)
     max_tokens = body.max_completion_tokens
     if max_tokens is None:
         max_tokens = body.max_tokens
@@ -88,7 +92,7 @@ def openai_request(
         "context_id": context_id,
         "component": component,
         **route_model(body.model),
-        "messages": messages,
+        **fields_from_openai(raw),
         "temperature": body.temperature,
         "max_tokens": None if max_tokens is None else int(max_tokens),
     }
@@ -101,7 +105,7 @@ def openai_request(
 
 def openai_error(error: RhetorError) -> ErrorReply:
     """
-    ``error`` as OpenAI's ``{"error": {message, type, param, code}}``.
+    ``error`` as OpenAI's ``{"error": {message, type, param, code}}``, plus ``request_id``.
 
     A budget refusal is a 429 of type ``insufficient_quota`` (what OpenAI sends
     for an exhausted quota, raised by the SDK as ``RateLimitError``) with code
@@ -121,8 +125,12 @@ def openai_error(error: RhetorError) -> ErrorReply:
         code = "model_not_found"
     elif isinstance(error, ContextTooLong):
         code = "context_length_exceeded"
-    body = {"error": {"message": error.message, "type": kind, "param": error.field, "code": code}}
-    return ErrorReply(status, body, headers)
+    fields: dict[str, Any] = {"message": error.message, "type": kind, "param": error.field}
+    fields["code"] = code
+    request_id = observe.request_id()
+    if request_id is not None:
+        fields["request_id"] = request_id  # an extra member; OpenAI's SDK keeps it in .body
+    return ErrorReply(status, {"error": fields}, headers)
 
 
 def openai_error_event(error: RhetorError) -> bytes:
@@ -133,69 +141,32 @@ def openai_error_event(error: RhetorError) -> bytes:
 # -- replies ----------------------------------------------------------------------
 
 
-def _usage(reply: Reply) -> dict[str, int]:
-    usage = reply.usage
-    return {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-    }
-
-
 def openai_completion(reply: Reply, created: int) -> dict[str, Any]:
-    """A whole reply as a ``chat.completion`` object."""
-    return {
-        "id": f"chatcmpl-{reply.request_id}",
-        "object": "chat.completion",
-        "created": created,
-        "model": reply.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": reply.message, "refusal": None},
-                "logprobs": None,
-                "finish_reason": reply.finish_reason,
-            }
-        ],
-        "usage": _usage(reply),
-        "system_fingerprint": None,
-    }
+    """A whole reply as a ``chat.completion``: text, ``tool_calls``, and usage with its details."""
+    return completion_to_openai(reply, created)
 
 
 def openai_events(request_id: str, include_usage: bool) -> EventsOf:
-    """The ``chat.completion.chunk`` events of a stream, ending in ``[DONE]``."""
-    ident, created = f"chatcmpl-{request_id}", int(time.time())
+    """
+    The ``chat.completion.chunk`` events of a stream, ending in ``[DONE]``.
 
-    def chunk(
-        model: str, delta: dict[str, Any] | None, finish: str | None = None
-    ) -> dict[str, Any]:
-        choices = (
-            []
-            if delta is None
-            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        )
-        return {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": None,
-            "choices": choices,
-        }
+    Text arrives as ``delta.content``; tool calls as ``delta.tool_calls``
+    items with their ``index``, the call's ``id`` and function ``name`` in the
+    first, then ``function.arguments`` fragments, as OpenAI streams them.
+    """
+    chunks = OpenAIChunks(f"chatcmpl-{request_id}", int(time.time()))
 
     async def events(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncGenerator[bytes, None]:
-        yield data(chunk(first.model, {"role": "assistant", "content": ""}))
+        yield data(chunks.first(first.model))
         current: Chunk | None = first
         while current is not None:
+            for written in chunks.of(current):
+                yield data(written)
             if current.done and current.reply is not None:
-                reply = current.reply
-                yield data(chunk(reply.model, {}, reply.finish_reason))
-                if include_usage:
-                    yield data({**chunk(reply.model, None), "usage": _usage(reply)})
+                for written in chunks.last(current.reply, include_usage):
+                    yield data(written)
                 yield data("[DONE]")
                 return
-            if current.text:
-                yield data(chunk(current.model, {"content": current.text}))
             current = await anext(rest, None)
 
     return events
@@ -219,8 +190,8 @@ def openai_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.post("/chat/completions")
-    @operation(body=ChatCompletionBody, reply=ChatCompletionReply, streams=True)
-    async def chat_completions(body: ChatCompletionBody) -> Response:
+    @compat_operation(body=ChatCompletionBody, reply=ChatCompletionReply)
+    async def chat_completions(body: ChatCompletionBody, raw: Mapping[str, Any]) -> Response:
         """
         OpenAI Chat Completions: a ``chat.completion``, or with ``stream`` its chunks ending in ``[DONE]``.
 
@@ -230,7 +201,7 @@ def openai_blueprint(runtime: Runtime) -> Blueprint:
         ``X-Rhetor-Request-Id``, ``X-Rhetor-Cost`` and, when there is one,
         ``X-Rhetor-Budget-Warning``.
         """
-        parsed = openai_request(body, **rhetor_headers(request.headers))
+        parsed = openai_request(body, raw, **rhetor_headers(request.headers))
         llm_request = rt.request(**parsed.kwargs)
         if parsed.stream:
             return await sse_response(

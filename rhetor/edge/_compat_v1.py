@@ -2,7 +2,8 @@
 The ``/v1`` blueprint: the OpenAI and Anthropic APIs under the prefix their SDKs use.
 
 It mounts the two halves (``rhetor.edge._compat_openai``, ``/chat/completions``;
-``rhetor.edge._compat_anthropic``, ``/messages``), serves the model list both
+``rhetor.edge._compat_anthropic``, ``/messages``) and OpenAI's Responses API
+(``rhetor.edge._compat_responses``, ``/responses``), serves the model list both
 SDKs read (``GET /v1/models`` and ``GET /v1/models/{id}``: every routable
 model plus the ``rhetor/<task>`` aliases), and answers every error under it.
 
@@ -22,6 +23,7 @@ from rhetor._errors import NotFound
 from rhetor.edge._compat import error_reply_response, routable_models
 from rhetor.edge._compat_anthropic import anthropic_blueprint, anthropic_error, anthropic_model
 from rhetor.edge._compat_openai import openai_blueprint, openai_error, openai_model
+from rhetor.edge._compat_responses import responses_blueprint
 from rhetor.edge._http import json_response, rhetor_error
 from rhetor.edge._schema import operation
 from rhetor.edge._schemas_anthropic import AnthropicModel, AnthropicModelList
@@ -48,6 +50,7 @@ def compat_blueprint(runtime: Runtime) -> Blueprint:
     bp = Blueprint("v1", __name__, url_prefix="/v1")
     bp.register_blueprint(openai_blueprint(runtime))
     bp.register_blueprint(anthropic_blueprint(runtime))
+    bp.register_blueprint(responses_blueprint(runtime))
 
     @bp.errorhandler(Exception)
     async def on_error(exc: Exception) -> Response:

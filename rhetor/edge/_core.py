@@ -1,9 +1,12 @@
 """
 The core blueprint: what Rhetor is, whether it is healthy, and which provider answers.
 
-``GET /`` (name, version and every route), ``GET /health``, ``GET /providers``
-and ``POST /provider``. ``/`` and ``/health`` are open even with an API key
-set (``rhetor.edge._checks.OPEN_PATHS``).
+``GET /`` (name, version and every route), ``GET /health`` (liveness),
+``GET /ready`` (readiness: 503 with the reasons when a store does not answer
+or no provider can), ``GET /metrics`` (Prometheus), ``GET /providers`` and
+``POST /provider``. ``/``, ``/health`` and ``/ready`` are open even with an
+API key set (``rhetor.edge._checks.OPEN_PATHS``), and ``/metrics`` is when
+``RHETOR_METRICS_PUBLIC=1``.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response
 
+from rhetor import observe
+from rhetor._errors import NotFound
+from rhetor.edge._checks import METRICS_PATH
 from rhetor.edge._http import json_response
 from rhetor.edge._schema import operation
-from rhetor.edge._schemas_native import HealthReply, ProviderBody, RootReply
+from rhetor.edge._schemas_native import HealthReply, ProviderBody, ReadyReply, RootReply
 from rhetor.runtime import VERSION
 
 if TYPE_CHECKING:
@@ -26,7 +32,7 @@ DESCRIPTION = "LLM Management System for Tekton"
 
 
 def core_blueprint(state: EdgeState) -> Blueprint:
-    """The ``/``, ``/health``, ``/providers`` and ``/provider`` routes over ``state.runtime``."""
+    """The ``/``, ``/health``, ``/ready``, ``/metrics``, ``/providers`` and ``/provider`` routes."""
     bp = Blueprint("core", __name__)
     rt = state.runtime
 
@@ -52,6 +58,29 @@ def core_blueprint(state: EdgeState) -> Blueprint:
         Liveness: ``degraded`` when an internal actor is down or no provider is available.
         """
         return json_response(await rt.health())
+
+    @bp.get("/ready")
+    @operation(reply=ReadyReply, also=503)
+    async def ready() -> Response:
+        """
+        Readiness: 200 when every store answers a read and a provider can answer; 503 and why if not.
+        """
+        readiness = await rt.ready()
+        return json_response(readiness, 200 if readiness["status"] == "ready" else 503)
+
+    @bp.get(METRICS_PATH)
+    @operation(content_type="text/plain")
+    async def metrics() -> Response:
+        """
+        Metrics in the Prometheus text format (404 when ``RHETOR_METRICS=0``).
+
+        Under the API key unless ``RHETOR_METRICS_PUBLIC=1``.
+        """
+        if not state.observer.recording:
+            raise NotFound("route", METRICS_PATH)
+        await state.observer.sample(rt)
+        body = state.observer.metrics.render()
+        return Response(body, content_type=observe.CONTENT_TYPE)
 
     @bp.get("/providers")
     async def providers() -> Response:

@@ -9,7 +9,7 @@ Rhetor's: other libraries' errors (Werkzeug's HTTP errors, actor errors,
 single-error groups) are translated, and anything else is a bug, logged with
 its traceback and answered ``internal_error`` without detail.
 :func:`error_response` is Rhetor's own error shape,
-``{"error": {"type", "message", "field"?}}``; the ``/v1`` blueprints give the
+``{"error": {"type", "message", "field"?, "request_id"}}``; the ``/v1`` blueprints give the
 same errors their APIs' shapes (``rhetor.edge._compat``).
 
 This module imports no blueprint, so ``_app`` and every blueprint may import it.
@@ -26,6 +26,7 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 import actors
+from rhetor import observe
 from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable
 from rhetor.edge._fields import parse_json
 from rhetor.edge._json import encode
@@ -33,6 +34,7 @@ from rhetor.edge._json import encode
 __all__ = [
     "JSON_TYPE",
     "as_rhetor_error",
+    "error_body",
     "error_response",
     "json_response",
     "plain",
@@ -98,6 +100,8 @@ def rhetor_error(exc: BaseException, where: str | None = None) -> RhetorError:
             where = f"{request.method} {request.path}"
         log.error("unexpected %s on %s", type(exc).__name__, where, exc_info=exc)
         error = RhetorError("internal error; see the server log")
+    # The request's access-log line and metrics say why it failed.
+    observe.current().failed(error)
     return error
 
 
@@ -125,7 +129,20 @@ def error_response(error: RhetorError) -> Response:
         # Refused before the body was read: the unread body would desynchronise
         # a kept-alive connection, so close it after this response.
         headers["Connection"] = "close"
-    return json_response({"error": error.to_dict()}, error.status, headers or None)
+    return json_response({"error": error_body(error)}, error.status, headers or None)
+
+
+def error_body(error: RhetorError) -> dict[str, Any]:
+    """
+    ``error``'s ``{type, message, field?}`` and the id of the request it answers.
+
+    The id is the request's ``X-Request-ID``: the one to find its log lines by.
+    """
+    body = error.to_dict()
+    request_id = observe.request_id()
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
 
 
 def plain(value: Any) -> Any:

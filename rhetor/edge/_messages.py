@@ -6,7 +6,9 @@ The messages blueprint: Rhetor's own LLM requests, whole or streamed.
 its schema (``rhetor.edge._schemas_native``), becomes one
 :class:`~rhetor.LLMRequest`; the reply is its JSON, or, with
 ``streaming``, Server-Sent Events: one ``{chunk, context, model, provider,
-done: false}`` event per chunk, then the reply with ``done: true``, or an
+done: false}`` event per chunk (with ``tool_calls``, the pieces of the calls
+it carries: ``{index, id, name, arguments}``), then the reply with ``done:
+true`` (its ``tool_calls`` whole and its ``finish_reason``), or an
 event with ``done: true`` and an ``error`` if the stream fails after its first
 chunk.
 """
@@ -19,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, Response
 
 from rhetor._errors import RhetorError
-from rhetor.edge._http import json_response
+from rhetor.edge._http import error_body, json_response
 from rhetor.edge._schema import operation
+from rhetor.edge._schemas_content import tool_call_deltas
 from rhetor.edge._schemas_native import ChatBody, MessageBody, ReplyBody
 from rhetor.edge._sse import ErrorEvent, EventsOf, data, sse_response
 
@@ -28,22 +31,28 @@ if TYPE_CHECKING:
     from rhetor._types import Chunk
     from rhetor.runtime import Runtime
 
-__all__ = ["chunk_event", "messages_blueprint", "native_error_event", "native_events"]
+__all__ = [
+    "chunk_event",
+    "messages_blueprint",
+    "native_error_event",
+    "native_events",
+]
 
 
 def chunk_event(chunk: Chunk, context: str | None) -> bytes:
-    """One chunk as its event: text while streaming, the whole reply when done."""
+    """One chunk as its event: text (and pieces of tool calls) while streaming, the whole reply when done."""
     if chunk.done and chunk.reply is not None:
         return data({**chunk.reply.to_dict(), "chunk": "", "done": True})
-    return data(
-        {
-            "chunk": chunk.text,
-            "context": context,
-            "model": chunk.model,
-            "provider": chunk.provider,
-            "done": False,
-        }
-    )
+    event: dict[str, Any] = {
+        "chunk": chunk.text,
+        "context": context,
+        "model": chunk.model,
+        "provider": chunk.provider,
+        "done": False,
+    }
+    if chunk.tool_calls:
+        event["tool_calls"] = tool_call_deltas(chunk)
+    return data(event)
 
 
 def native_events(context: str | None) -> EventsOf:
@@ -63,7 +72,7 @@ def native_error_event(context: str | None) -> ErrorEvent:
     """The last event of a stream for ``context`` that failed: done, with the error."""
 
     def error_event(error: RhetorError) -> bytes:
-        return data({"chunk": "", "context": context, "done": True, "error": error.to_dict()})
+        return data({"chunk": "", "context": context, "done": True, "error": error_body(error)})
 
     return error_event
 
@@ -93,7 +102,7 @@ def messages_blueprint(runtime: Runtime) -> Blueprint:
         One message to a model; with ``streaming``, answered as ``/stream`` is.
         """
         return await answer(
-            {**body.request_kwargs(), "message": body.message}, bool(body.streaming)
+            {**body.request_kwargs(), **body.message_kwargs()}, bool(body.streaming)
         )
 
     @bp.post("/stream")
@@ -107,7 +116,7 @@ def messages_blueprint(runtime: Runtime) -> Blueprint:
         before anything streams gets its JSON error instead; a failure after
         the first chunk is a last event with ``done: true`` and an ``error``.
         """
-        return await answer({**body.request_kwargs(), "message": body.message}, True)
+        return await answer({**body.request_kwargs(), **body.message_kwargs()}, True)
 
     @bp.post("/chat")
     @operation(body=ChatBody, reply=ReplyBody, streams=True)

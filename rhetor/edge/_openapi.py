@@ -8,7 +8,7 @@ reply and status, declared with ``operation``) and its view's docstring
 schema becomes a component through msgspec's JSON Schema generation. The
 validation and the document therefore come from the same classes. Errors
 are documented in the shape of the route's API family: Rhetor's
-``{"error": {type, message, field?}}``, OpenAI's under
+``{"error": {type, message, field?, request_id}}``, OpenAI's under
 ``/v1/chat/completions``, Anthropic's under ``/v1/messages`` (either under
 ``/v1/models``, by the ``anthropic-version`` header). The WebSocket frames,
 which OpenAPI cannot describe as operations, are components shown on the
@@ -88,16 +88,17 @@ endpoint, a body may not hold a string that is not valid Unicode, a number
 that is not finite or a whole number outside 64 bits, or nesting deeper than
 64 (422 naming the field's path). Whole-number fields take at most
 2^53 - 1. With `RHETOR_API_KEY` set, every route except `/`, `/health`,
-`/openapi.json`, `/docs` and the console (`/ui`) needs `X-API-Key` or
-`Authorization: Bearer`.
+`/ready`, `/openapi.json`, `/docs` and the console (`/ui`) needs `X-API-Key` or
+`Authorization: Bearer` (`/metrics` too, unless `RHETOR_METRICS_PUBLIC=1`).
 
-Errors outside `/v1` are `{"error": {"type", "message", "field"?}}`; under
-`/v1` they take the shape of the API the request speaks, so that each SDK
-raises its own exception classes.
+Errors outside `/v1` are `{"error": {"type", "message", "field"?, "request_id"}}`;
+under `/v1` they take the shape of the API the request speaks, so that each SDK
+raises its own exception classes. Every error carries the request's id
+(`request_id`), which is also its `X-Request-ID` header: send your own to choose it.
 """
 
 _TAGS: dict[str, str] = {
-    "core": "What the server is, its health, and which provider answers by default.",
+    "core": "What the server is, its health and readiness, its metrics, and which provider answers by default.",
     "messages": "Rhetor's own LLM requests, whole or streamed as Server-Sent Events.",
     "templates": "Versioned prompt templates with `{name}` variables.",
     "prompts": "System prompts, one default per component.",
@@ -106,6 +107,7 @@ _TAGS: dict[str, str] = {
     "evaluate": "Scoring a response to a prompt.",
     "openai": "OpenAI Chat Completions, for the official OpenAI SDKs.",
     "anthropic": "Anthropic Messages, for the official Anthropic SDKs.",
+    "responses": "OpenAI Responses, for the official OpenAI SDKs and agent frameworks.",
     "v1": "The model list both SDKs read.",
     "docs": "This document and its page.",
     "console": "The web console's static files.",
@@ -200,6 +202,8 @@ class _Builder:
             success["content"] = content
         error = self._error_schema(path)
         responses: dict[str, Any] = {str(spec.status): success}
+        if spec.also is not None:
+            responses[str(spec.also)] = {**success, "description": _STATUS_TEXT.get(spec.also, "")}
         if path.startswith("/v1/") and "{" in path:
             # An id no route can take (a newline, a leading slash) matches no /v1 route,
             # and a path no /v1 route serves gets Rhetor's own 404 (docs/compat.md).
@@ -231,7 +235,7 @@ class _Builder:
     def _error_schema(self, path: str) -> dict[str, Any]:
         if path.startswith("/v1/messages"):
             return self._schema(AnthropicErrorBody)
-        if path.startswith("/v1/chat/"):
+        if path.startswith(("/v1/chat/", "/v1/responses")):
             return self._schema(OpenAIErrorBody)
         if path.startswith("/v1/"):
             return {"anyOf": [self._schema(OpenAIErrorBody), self._schema(AnthropicErrorBody)]}
@@ -276,7 +280,7 @@ class _Builder:
         }
 
 
-_STATUS_TEXT = {200: "Success", 201: "Created", 308: "Moved"}
+_STATUS_TEXT = {200: "Success", 201: "Created", 308: "Moved", 503: "Unavailable"}
 # One Server-Sent Event, as OpenAPI 3.1 tools read a text/event-stream schema (per event);
 # what its data holds is the route's (see its description).
 _EVENT: dict[str, Any] = {

@@ -370,7 +370,8 @@ class Operation:
 
     ``body`` and ``query`` are checked before the view runs; ``reply`` is the
     schema of its success answer (None: a JSON object), sent with
-    ``status``; ``streams`` says it may answer Server-Sent Events instead.
+    ``status``; ``streams`` says it may answer Server-Sent Events instead;
+    ``also`` is another status answered with the same schema (``/ready``'s 503).
     """
 
     body: type[Body] | None = None
@@ -380,6 +381,7 @@ class Operation:
     status: int = 200
     streams: bool = False
     content_type: str = "application/json"
+    also: int | None = None
 
 
 def operation(
@@ -390,6 +392,7 @@ def operation(
     status: int = 200,
     streams: bool = False,
     content_type: str = "application/json",
+    also: int | None = None,
 ) -> Callable[[View], View]:
     """
     Declare a view's schemas; the view then gets ``body=`` and ``query=`` already checked.
@@ -398,7 +401,7 @@ def operation(
     :class:`ValidationError` (or ``InvalidJSON``) raised before the view
     runs, which the app's error handlers answer in the route's API shape.
     """
-    spec = Operation(body, query, reply, status, streams, content_type)
+    spec = Operation(body, query, reply, status, streams, content_type, also)
 
     def decorate(view: View) -> View:
         @functools.wraps(view)

@@ -3,16 +3,23 @@ The schemas of the Anthropic-compatible API: ``POST /v1/messages``, its replies 
 
 ``model``, ``messages`` and ``max_tokens`` are required, as in Anthropic's
 API, and a missing one is named as Anthropic names it ("Field required").
-Only what Rhetor reads is declared; ``metadata``, ``top_k``,
-``stop_sequences`` and the like are accepted and ignored. Content is a
-string or an array of blocks, each a class tagged by its ``type``
-(:class:`AnthropicTextBlock`); a new kind of block is one more class in
-:data:`AnthropicBlock`.
+Every parameter Rhetor translates is declared (``tools``, ``tool_choice``,
+``stop_sequences``, ``top_p``, ``metadata``, ``output_config``); any other
+is not refused by the schema: it is relayed untouched to an Anthropic
+upstream, and refused with a 400 naming it (unless harmless) when the
+request can only go to another API family (``docs/compat.md``). The schema
+checks the shapes; the translation
+(``rhetor.providers._anthropic_shapes.fields_from_anthropic``) reads the
+values. Content is a string or an array of blocks, each a class tagged by
+its ``type`` (:class:`AnthropicTextBlock`, :class:`AnthropicImageBlock`,
+:class:`AnthropicToolUseBlock`, :class:`AnthropicToolResultBlock`); a new
+kind of block is one more class in :data:`AnthropicBlock`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -20,14 +27,26 @@ from msgspec import Meta
 from rhetor.edge._schema import Body, PositiveInt
 
 __all__ = [
+    "AnthropicBase64Source",
     "AnthropicBlock",
     "AnthropicErrorBody",
     "AnthropicErrorDetail",
+    "AnthropicImageBlock",
     "AnthropicMessage",
+    "AnthropicMetadata",
     "AnthropicModel",
     "AnthropicModelList",
+    "AnthropicOutputConfig",
+    "AnthropicOutputFormat",
+    "AnthropicReplyBlock",
     "AnthropicReplyText",
+    "AnthropicReplyToolUse",
     "AnthropicTextBlock",
+    "AnthropicTool",
+    "AnthropicToolChoice",
+    "AnthropicToolResultBlock",
+    "AnthropicToolUseBlock",
+    "AnthropicURLSource",
     "AnthropicUsage",
     "MessagesBody",
     "MessagesReply",
@@ -44,12 +63,73 @@ class AnthropicTextBlock(Body, tag_field="type", tag="text", frozen=True, kw_onl
     text: str
 
 
-# Every kind of content block Rhetor reads; others (images, documents) are a 400.
-AnthropicBlock = AnthropicTextBlock
+class AnthropicBase64Source(Body, tag_field="type", tag="base64", frozen=True, kw_only=True):
+    """
+    An image's bytes, base64, with their media type.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    media_type: Annotated[str, Meta(examples=["image/png"])]
+    data: Annotated[str, Meta(examples=["iVBORw0KGgo="])]
 
 
-def _text(content: str | list[AnthropicBlock]) -> str:
-    return content if isinstance(content, str) else "".join(block.text for block in content)
+class AnthropicURLSource(Body, tag_field="type", tag="url", frozen=True, kw_only=True):
+    """
+    An image the provider fetches from a URL.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    url: str
+
+
+class AnthropicImageBlock(Body, tag_field="type", tag="image", frozen=True, kw_only=True):
+    """
+    An image (a vision model is needed).
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    source: AnthropicBase64Source | AnthropicURLSource
+
+
+class AnthropicToolUseBlock(Body, tag_field="type", tag="tool_use", frozen=True, kw_only=True):
+    """
+    A tool call an assistant turn made (sent back in the history).
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class AnthropicToolResultBlock(
+    Body, tag_field="type", tag="tool_result", frozen=True, kw_only=True
+):
+    """
+    A tool call's result, in a user turn; ``is_error`` says the call failed.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    tool_use_id: str
+    content: str | list[AnthropicTextBlock | AnthropicImageBlock] = ""
+    is_error: bool | None = None
+
+
+# Every kind of content block Rhetor reads; others (documents, thinking) are a 400.
+AnthropicBlock = (
+    AnthropicTextBlock | AnthropicImageBlock | AnthropicToolUseBlock | AnthropicToolResultBlock
+)
+
+
+def _text(content: str | Sequence[AnthropicBlock]) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(block.text for block in content if isinstance(block, AnthropicTextBlock))
 
 
 class AnthropicMessage(Body, frozen=True, kw_only=True):
@@ -65,6 +145,59 @@ class AnthropicMessage(Body, frozen=True, kw_only=True):
     def text(self) -> str:
         """The content as one text."""
         return _text(self.content)
+
+
+class AnthropicTool(Body, frozen=True, kw_only=True):
+    """
+    A client tool the model may call: name, description, JSON Schema of its input.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern="^[a-zA-Z0-9_-]+$")]
+    description: str | None = None
+    input_schema: dict[str, Any]
+    type: Literal["custom"] | None = None
+    strict: bool | None = None
+
+
+class AnthropicToolChoice(Body, frozen=True, kw_only=True):
+    """
+    How the model uses the tools: ``auto``, ``any`` (some tool), ``tool`` (the one named) or ``none``.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class AnthropicMetadata(Body, frozen=True, kw_only=True):
+    """
+    About the request: ``user_id`` is the end user (Rhetor's ``user``).
+    """
+
+    user_id: str | None = None
+
+
+class AnthropicOutputFormat(Body, frozen=True, kw_only=True):
+    """
+    Structured output: the reply is JSON holding to ``schema``.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    type: Literal["json_schema"]
+    schema: dict[str, Any]
+
+
+class AnthropicOutputConfig(Body, frozen=True, kw_only=True):
+    """
+    The reply's configuration; ``format`` asks for structured output.
+    """
+
+    format: AnthropicOutputFormat | None = None
 
 
 class MessagesBody(Body, frozen=True, kw_only=True):
@@ -83,9 +216,15 @@ class MessagesBody(Body, frozen=True, kw_only=True):
         list[AnthropicMessage],
         Meta(min_length=1, examples=[[{"role": "user", "content": "Hello"}]]),
     ]
-    system: str | list[AnthropicBlock] | None = None
+    system: str | list[AnthropicTextBlock] | None = None
     temperature: Annotated[float, Meta(ge=0, le=1)] | None = None
     stream: bool | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+    stop_sequences: list[str] | None = None
+    top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    metadata: AnthropicMetadata | None = None
+    output_config: AnthropicOutputConfig | None = None
 
     def system_text(self) -> str | None:
         """The system prompt as one text (None when absent or empty)."""
@@ -95,22 +234,37 @@ class MessagesBody(Body, frozen=True, kw_only=True):
 # -- replies and errors -----------------------------------------------------------------
 
 
-class AnthropicReplyText(msgspec.Struct, frozen=True, kw_only=True):
+class AnthropicReplyText(msgspec.Struct, tag_field="type", tag="text", frozen=True, kw_only=True):
     """
     A text block of a reply.
     """
 
-    type: Literal["text"]
     text: str
+
+
+class AnthropicReplyToolUse(
+    msgspec.Struct, tag_field="type", tag="tool_use", frozen=True, kw_only=True
+):
+    """
+    A tool call of a reply: its id, the tool's name and the input object.
+    """
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+AnthropicReplyBlock = AnthropicReplyText | AnthropicReplyToolUse
 
 
 class AnthropicUsage(msgspec.Struct, frozen=True, kw_only=True):
     """
-    The tokens a message took.
+    The tokens a message took: fresh input, input read from the cache, output.
     """
 
     input_tokens: int
     output_tokens: int
+    cache_read_input_tokens: int | None = None
 
 
 class MessagesReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,7 +276,7 @@ class MessagesReply(msgspec.Struct, frozen=True, kw_only=True):
     type: Literal["message"]
     role: Literal["assistant"]
     model: str
-    content: list[AnthropicReplyText]
+    content: list[AnthropicReplyBlock]
     stop_reason: str | None
     stop_sequence: str | None
     usage: AnthropicUsage
@@ -139,11 +293,14 @@ class AnthropicErrorDetail(msgspec.Struct, frozen=True, kw_only=True):
 
 class AnthropicErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     """
-    An error under ``/v1`` for the Anthropic API: ``{"type": "error", "error": {type, message}}``.
+    An error under ``/v1`` for the Anthropic API: ``{"type": "error", "error": {type, message}, "request_id"}``.
     """
 
     type: Literal["error"]
     error: AnthropicErrorDetail
+    request_id: (
+        Annotated[str, Meta(description="The request's id, as in its X-Request-ID header.")] | None
+    ) = None
 
 
 class AnthropicModel(msgspec.Struct, frozen=True, kw_only=True):

@@ -97,7 +97,8 @@ class ServerFrame(msgspec.Struct, frozen=True, kw_only=True):
 
     ``RESPONSE`` carries the reply (the body ``POST /message`` answers), or
     ``REGISTER``'s, ``STATUS``' or ``CANCEL``'s answer; ``ERROR`` carries
-    ``{type, message, field?}``.
+    ``{type, message, field?, request_id?}``. A frame about a request (an LLM
+    request, ``STATUS``, a refused frame) carries that request's ``request_id``.
     """
 
     type: Literal["UPDATE", "RESPONSE", "ERROR"]
@@ -106,3 +107,6 @@ class ServerFrame(msgspec.Struct, frozen=True, kw_only=True):
     target: str | None
     timestamp: str
     payload: dict[str, Any]
+    request_id: (
+        Annotated[str, Meta(description="The id of the request this frame is about.")] | None
+    ) = None

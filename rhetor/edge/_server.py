@@ -32,6 +32,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event
 
 import rhetor.runtime
+from rhetor import observe
 from rhetor._settings import Settings, serves_every_interface
 from rhetor.edge._app import asgi_app, create_app, edge_state
 from rhetor.edge._hermes import hermes_registration
@@ -186,6 +187,9 @@ async def serve_runtime(
     async with trio.open_nursery() as nursery:
         if handle_signals:
             nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
+        # The gauges of what the actors know (providers, budget, mailboxes),
+        # kept current in every worker, not only in the one a scrape reaches.
+        nursery.start_soon(state.observer.sample_forever, runtime)
         if shutdown_trigger is not None:
             nursery.start_soon(relay, shutdown_trigger)
         binds: list[str] = await nursery.start(run_hypercorn, nursery.cancel_scope)
@@ -229,6 +233,7 @@ async def serve(
     port ``OSError``, both before anything is served.
     """
     settings = Settings.from_env() if settings is None else settings
+    observe.log_configuration(settings)
     async with rhetor.runtime.start(settings, **runtime_options) as runtime:
         await serve_runtime(
             runtime,
@@ -243,5 +248,11 @@ async def serve(
 
 
 def run(settings: Settings | None = None) -> None:
-    """Blocking entry point: ``trio.run(serve)`` with logging to stderr."""
-    trio.run(partial(serve, settings, freeze_heap=True))
+    """Blocking entry point: ``trio.run(serve)`` with logging to stderr, tracing if configured."""
+    settings = Settings.from_env() if settings is None else settings
+    observe.configure_logging(settings.log_level, settings.log_format)
+    observe.configure_tracing()
+    try:
+        trio.run(partial(serve, settings, freeze_heap=True))
+    finally:
+        observe.shutdown_tracing()

@@ -28,9 +28,11 @@ import trio
 from anyio.streams.memory import MemoryObjectSendStream
 
 import actors
-from rhetor._errors import InternalError, RhetorError, ValidationError
+from rhetor import observe
+from rhetor._errors import InternalError, PayloadTooLarge, RhetorError, ValidationError
 from rhetor.edge._fields import check_json, check_text, load_json, may_hold_surrogates
 from rhetor.edge._schema import convert
+from rhetor.edge._schemas_content import tool_call_deltas
 from rhetor.edge._schemas_ws import (
     CancelPayload,
     ChatRequestPayload,
@@ -40,6 +42,8 @@ from rhetor.edge._schemas_ws import (
 )
 
 if TYPE_CHECKING:
+    from rhetor.edge._observing import Observer
+    from rhetor.observe import Observation
     from rhetor.runtime import Runtime
 
 __all__ = [
@@ -92,8 +96,8 @@ def _now_iso() -> str:
 def make_frame(
     type_: str, frame_id: str | int | None, payload: Mapping[str, Any], target: str | None = None
 ) -> Frame:
-    """A server-to-client frame."""
-    return {
+    """A server-to-client frame; one about a request carries its ``request_id``."""
+    frame = {
         "type": type_,
         "id": frame_id,
         "source": "rhetor",
@@ -101,13 +105,20 @@ def make_frame(
         "timestamp": _now_iso(),
         "payload": dict(payload),
     }
+    request_id = observe.request_id()
+    if request_id is not None:
+        frame["request_id"] = request_id
+    return frame
 
 
 def error_frame(
     frame_id: str | int | None, error: RhetorError | Mapping[str, Any], target: str | None = None
 ) -> Frame:
-    """An ``ERROR`` frame carrying ``{type, message, field?}``."""
+    """An ``ERROR`` frame carrying ``{type, message, field?, request_id?}``."""
     body = error.to_dict() if isinstance(error, RhetorError) else dict(error)
+    request_id = observe.request_id()
+    if request_id is not None:
+        body["request_id"] = request_id
     return make_frame("ERROR", frame_id, body, target)
 
 
@@ -160,6 +171,16 @@ def parse_frame(data: str | bytes) -> ParsedFrame:
     except ValidationError as exc:
         raise FrameError(frame_id, exc.to_dict()) from None
     return ParsedFrame(frame.type, frame_id, frame.source, frame.payload or {})
+
+
+class _Cancelled(Exception):
+    """A WebSocket request its client cancelled (or left), as the access log names it."""
+
+    code = "cancelled"
+
+
+# The status of an error a frame is refused with, by its type, for the access log.
+_STATUS = {"invalid_json": 400, "validation_error": 422, "payload_too_large": 413}
 
 
 def _internal() -> InternalError:
@@ -218,6 +239,10 @@ class Session(actors.Actor):
     _runtime: Runtime
     # The edge's end of the socket: a frame put here is sent to the client.
     _outbox: MemoryObjectSendStream[Frame] | trio.MemorySendChannel[Frame]
+    # Each request's id, access-log line, metrics and span (None: not observed).
+    _observer: Observer | None = attrs.field(default=None, kw_only=True, alias="observer")
+    # The socket's own id (its handshake's X-Request-ID, or a new one).
+    _socket: str | None = attrs.field(default=None, kw_only=True, alias="socket")
     # The client's name from REGISTER: the target of frames that name none.
     _source: str | None = attrs.field(default=None, init=False)
     # Invariant: one entry per request task still running, keyed by its frame id.
@@ -248,27 +273,60 @@ class Session(actors.Actor):
 
     async def handle(self, message: Any) -> None:
         if isinstance(message, Oversized):
-            error = {
-                "type": "payload_too_large",
-                "message": f"frame of {message.size} bytes is over the {message.limit} byte limit",
-            }
-            await self._emit(error_frame(None, error, self._source))
+            error = PayloadTooLarge(
+                f"frame of {message.size} bytes is over the {message.limit} byte limit"
+            )
+            await self._refuse("(frame)", None, error, self._source)
             return
         if not isinstance(message, Inbound):
             raise TypeError(f"Session cannot handle {type(message).__name__}")
         try:
             frame = parse_frame(message.data)
         except FrameError as exc:
-            await self._emit(error_frame(exc.frame_id, exc.error, self._source))
+            await self._refuse("(frame)", exc.frame_id, exc.error, self._source)
             return
         try:
             await self._dispatch(frame)
         except RhetorError as exc:
-            await self._emit(error_frame(frame.id, exc, frame.source or self._source))
+            await self._refuse(frame.type, frame.id, exc, frame.source or self._source)
         except Exception:
             # A bug met on this frame: it fails alone, the session keeps serving.
             log.exception("frame %r (%s) on %s failed", frame.id, frame.type, self.name)
-            await self._emit(error_frame(frame.id, _internal(), frame.source or self._source))
+            target = frame.source or self._source
+            await self._refuse(frame.type, frame.id, _internal(), target)
+
+    # -- observations ----------------------------------------------------------
+
+    def _observation(self, route: str, request_id: str | None = None) -> Observation | None:
+        """A new observation for one request on this socket (None when not observed)."""
+        if self._observer is None:
+            return None
+        request_id = request_id or observe.fresh_request_id()
+        return self._observer.begin("WS", route, request_id, socket=self._socket)
+
+    def _finish(self, observation: Observation | None, status: int) -> None:
+        if observation is not None and self._observer is not None:
+            observation.status = status
+            self._observer.finish(observation)
+
+    async def _refuse(
+        self,
+        route: str,
+        frame_id: str | int | None,
+        error: RhetorError | Mapping[str, Any],
+        target: str | None,
+    ) -> None:
+        """Answer a frame refused before it became a request: its ERROR, its access-log line."""
+        observation = self._observation(route)
+        body = error.to_dict() if isinstance(error, RhetorError) else dict(error)
+        status = error.status if isinstance(error, RhetorError) else _STATUS.get(body["type"], 400)
+        frame = error_frame(frame_id, body, target)
+        if observation is not None:
+            observation.error_type = body.get("type")
+            observation.error = str(body.get("message", ""))[:300]
+            frame["request_id"] = frame["payload"]["request_id"] = observation.request_id
+        await self._emit(frame)
+        self._finish(observation, status)
 
     async def _dispatch(self, frame: ParsedFrame) -> None:
         target = frame.source or self._source
@@ -286,7 +344,7 @@ class Session(actors.Actor):
             payload: dict[str, Any] = {"id": wanted, "cancelled": scope is not None}
             await self._emit(make_frame("RESPONSE", frame.id, payload, target))
         elif frame.type == "STATUS":
-            self._start(frame.id, self._status, frame.id, target)
+            self._start(frame.id, frame.type, None, self._status, frame.id, target)
         else:
             # Its errors name the payload's fields as the HTTP body's are named (no "payload.").
             body: LLMRequestPayload | ChatRequestPayload
@@ -295,57 +353,87 @@ class Session(actors.Actor):
                 kwargs = {**body.request_kwargs(websocket=True), "messages": body.chat_messages()}
             else:
                 body = convert(frame.payload, LLMRequestPayload)
-                kwargs = {**body.request_kwargs(websocket=True), "message": body.message}
-            request = self._runtime.request(**kwargs)
+                kwargs = {**body.request_kwargs(websocket=True), **body.message_kwargs()}
+            request = self._runtime.request(**kwargs, request_id=observe.fresh_request_id())
             streaming = True if body.streaming is None else body.streaming
-            self._start(frame.id, self._generate, frame.id, target, request, streaming)
+            self._start(
+                frame.id,
+                frame.type,
+                request.request_id,
+                self._generate,
+                frame.id,
+                target,
+                request,
+                streaming,
+            )
 
-    def _start(self, frame_id: str | int, fn: Any, *args: Any) -> None:
+    def _start(
+        self, frame_id: str | int, route: str, request_id: str | None, fn: Any, *args: Any
+    ) -> None:
         if frame_id in self._in_flight:
             raise ValidationError("id", f"request {frame_id!r} is still running")
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             raise ValidationError("id", f"at most {MAX_IN_FLIGHT} requests may run at once")
+        observation = self._observation(route, request_id)
         scope = anyio.CancelScope()
         self._in_flight[frame_id] = scope
-        self.task_group.start_soon(self._run, frame_id, scope, fn, args)
+        self.task_group.start_soon(self._run, frame_id, scope, observation, fn, args)
 
     async def _run(
-        self, frame_id: str | int, scope: anyio.CancelScope, fn: Any, args: tuple[Any, ...]
+        self,
+        frame_id: str | int,
+        scope: anyio.CancelScope,
+        observation: Observation | None,
+        fn: Any,
+        args: tuple[Any, ...],
     ) -> None:
+        # This task serves this one request: its log lines and frames carry its id.
+        observe.bind(observation)
         failed = False
+        status = 200
         try:
             with scope:
-                await fn(*args)
-        except Exception:
+                status = await fn(*args)
+        except Exception as exc:
             # A bug in this one request must not take the socket's other requests down.
             log.exception("request %r on %s failed", frame_id, self.name)
+            observe.current().failed(exc)
             failed = True
+            status = 500
         finally:
             del self._in_flight[frame_id]
         if failed:
             await self._emit(error_frame(frame_id, _internal(), self._source))
-        elif scope.cancelled_caught and frame_id in self._cancelled:
-            self._cancelled.discard(frame_id)
-            error = {"type": "cancelled", "message": f"request {frame_id!r} was cancelled"}
-            await self._emit(error_frame(frame_id, error, self._source))
+        elif scope.cancelled_caught:
+            status = 499  # the client's CANCEL, or it went away
+            observe.current().failed(_Cancelled(f"request {frame_id!r} was cancelled"))
+            if frame_id in self._cancelled:
+                self._cancelled.discard(frame_id)
+                error = {"type": "cancelled", "message": f"request {frame_id!r} was cancelled"}
+                await self._emit(error_frame(frame_id, error, self._source))
+        self._finish(observation, status)
 
     # -- requests ----------------------------------------------------------
 
-    async def _status(self, frame_id: str | int, target: str | None) -> None:
+    async def _status(self, frame_id: str | int, target: str | None) -> int:
+        """Answer a STATUS frame; answers the HTTP status it came to (for the access log)."""
         try:
             providers = await self._runtime.providers()
             budget = await self._runtime.budget()
         except RhetorError as exc:
+            observe.current().failed(exc)
             await self._emit(error_frame(frame_id, exc, target))
-            return
+            return exc.status
         # This STATUS request is itself in flight; report the others.
         others = len(self._in_flight) - 1
         payload = {"providers": providers, "budget": budget, "in_flight": others}
         await self._emit(make_frame("RESPONSE", frame_id, payload, target))
+        return 200
 
     async def _generate(
         self, frame_id: str | int, target: str | None, request: Any, streaming: bool
-    ) -> None:
+    ) -> int:
+        """Run one LLM request; answers the HTTP status it came to (for the access log)."""
         context = request.context_id
         typing = {"status": "typing", "isTyping": True, "context": context}
         await self._emit(make_frame("UPDATE", frame_id, typing, target))
@@ -358,8 +446,10 @@ class Session(actors.Actor):
                         async for chunk in chunks:
                             if chunk.done:
                                 reply = chunk.reply
-                            elif chunk.text:
-                                update = {"chunk": chunk.text, "context": context}
+                            elif chunk.text or chunk.tool_calls:
+                                update: dict[str, Any] = {"chunk": chunk.text, "context": context}
+                                if chunk.tool_calls:
+                                    update["tool_calls"] = tool_call_deltas(chunk)
                                 await self._emit(make_frame("UPDATE", frame_id, update, target))
                     if reply is None:
                         raise RhetorError("the stream ended without a reply")
@@ -372,11 +462,14 @@ class Session(actors.Actor):
                 with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
                     await self._emit(make_frame("UPDATE", frame_id, done, target))
         except RhetorError as exc:
+            observe.current().failed(exc)
             await self._emit(error_frame(frame_id, exc, target))
-            return
-        except Exception:
+            return exc.status
+        except Exception as exc:
             # A bug must not take the socket down with it; the client gets an ERROR.
             log.exception("request %s on %s failed", frame_id, self.name)
+            observe.current().failed(exc)
             await self._emit(error_frame(frame_id, _internal(), target))
-            return
+            return 500
         await self._emit(make_frame("RESPONSE", frame_id, reply.to_dict(), target))
+        return 200

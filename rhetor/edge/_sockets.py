@@ -29,6 +29,7 @@ from rhetor._settings import Settings
 from rhetor.edge._checks import authorized, check_host, check_origin, presented_key
 from rhetor.edge._fields import parse_json
 from rhetor.edge._json import dumps, encode
+from rhetor.edge._observing import Observer, request_id_of
 from rhetor.edge._session import Frame, Inbound, Oversized, Session, error_frame
 
 if TYPE_CHECKING:
@@ -61,12 +62,15 @@ class EdgeState:
     allowed_hosts: frozenset[str] | None = attrs.field(init=False)
     # Every route, as GET / lists it: set once by create_app, after every blueprint.
     endpoints: tuple[str, ...] = ()
+    # Request ids, the access log, metrics and spans of this app's requests.
+    observer: Observer = attrs.field(init=False)
     # Invariant: one scope per WebSocket handler between accept and close.
     _sockets: set[trio.CancelScope] = attrs.field(factory=set)
     closing: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.allowed_hosts = self.settings.allowed_host_names()
+        self.observer = Observer(metrics=self.settings.metrics)
 
     def close_websockets(self) -> None:
         """Close every open WebSocket (going away); new ones are refused from now on."""
@@ -75,17 +79,20 @@ class EdgeState:
             scope.cancel()
 
 
-async def _deny(scope: Any, send: Any, error: RhetorError) -> None:
+async def _deny(scope: Any, send: Any, error: RhetorError, socket_id: str) -> None:
     """Refuse a WebSocket handshake with a JSON HTTP answer where the server allows it."""
     if "websocket.http.response" in scope.get("extensions", {}):
         await send(
             {
                 "type": "websocket.http.response.start",
                 "status": error.status,
-                "headers": [(b"content-type", b"application/json")],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"x-request-id", socket_id.encode()),
+                ],
             }
         )
-        body = encode({"error": error.to_dict()})
+        body = encode({"error": {**error.to_dict(), "request_id": socket_id}})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008})
@@ -100,13 +107,27 @@ async def serve_websocket(state: EdgeState, scope: Any, receive: Any, send: Any)
     """
     # The checks run in their own frame, so that the parsed headers and query
     # are not kept alive for the life of the socket (about 1.5 KB together).
-    if not await _admit(state, scope, receive, send):
+    socket_id = request_id_of(scope["headers"])
+    if not await _admit(state, scope, receive, send, socket_id):
         return
     legacy = _Legacy() if scope["path"] == LEGACY_WS_PATH else None
-    await _serve_socket(state, receive, send, legacy)
+    client = scope.get("client")
+    log.info(
+        "WebSocket %s opened on %s from %s",
+        socket_id,
+        scope["path"],
+        client[0] if client else "unknown",
+        extra={"request_id": socket_id},
+    )
+    state.observer.metrics.websockets.inc()
+    try:
+        await _serve_socket(state, receive, send, legacy, socket_id)
+    finally:
+        state.observer.metrics.websockets.dec()
+        log.info("WebSocket %s closed", socket_id, extra={"request_id": socket_id})
 
 
-async def _admit(state: EdgeState, scope: Any, receive: Any, send: Any) -> bool:
+async def _admit(state: EdgeState, scope: Any, receive: Any, send: Any, socket_id: str) -> bool:
     """Take the handshake; True if the socket may open, else refuse it and answer False."""
     settings = state.settings
     headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
@@ -114,18 +135,26 @@ async def _admit(state: EdgeState, scope: Any, receive: Any, send: Any) -> bool:
     if (await receive())["type"] != "websocket.connect":
         return False
     host = headers.get("Host")
+    error: RhetorError | None = None
     try:
         check_host(state.allowed_hosts, host)
         # A WebSocket is never a same-origin-policy-protected read: check every Origin.
         check_origin(settings, headers.get("Origin"), host)
     except Forbidden as exc:
-        await _deny(scope, send, exc)
-        return False
-    if not authorized(settings.api_key, presented_key(headers, query)):
-        await _deny(scope, send, Unauthorized("a valid API key is required"))
-        return False
-    if state.closing:
-        await _deny(scope, send, ServiceUnavailable("the server is shutting down"))
+        error = exc
+    if error is None and not authorized(settings.api_key, presented_key(headers, query)):
+        error = Unauthorized("a valid API key is required")
+    if error is None and state.closing:
+        error = ServiceUnavailable("the server is shutting down")
+    if error is not None:
+        log.info(
+            "WebSocket %s refused: %s %s",
+            socket_id,
+            error.code,
+            error.message,
+            extra={"request_id": socket_id},
+        )
+        await _deny(scope, send, error, socket_id)
         return False
     return True
 
@@ -192,7 +221,7 @@ class _Legacy:
 
 
 async def _serve_socket(
-    state: EdgeState, receive: Any, send: Any, legacy: _Legacy | None = None
+    state: EdgeState, receive: Any, send: Any, legacy: _Legacy | None, socket_id: str
 ) -> None:
     """
     Run one accepted WebSocket: a Session actor, an inbound pump and an outbox pump.
@@ -201,9 +230,8 @@ async def _serve_socket(
     # trio's channel: less memory per idle socket and half the cost per frame of anyio's.
     outbox, frames = trio.open_memory_channel[Frame](_OUTBOX_FRAMES)
     name = f"session:{uuid.uuid4().hex}"
-    spec = actors.ChildSpec(
-        name, partial(Session, runtime, outbox), restart="temporary", shutdown_timeout=5.0
-    )
+    session = partial(Session, runtime, outbox, observer=state.observer, socket=socket_id)
+    spec = actors.ChildSpec(name, session, restart="temporary", shutdown_timeout=5.0)
     try:
         with trio.fail_after(_SESSION_START_TIMEOUT):
             ref = await runtime.sessions.start_child(spec)
@@ -213,7 +241,7 @@ async def _serve_socket(
         log.error("could not start a session: %s", exc)
         await send({"type": "websocket.close", "code": 1011, "reason": "session unavailable"})
         return
-    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.accept", "headers": [(b"x-request-id", socket_id.encode())]})
     scope = trio.CancelScope()
     state._sockets.add(scope)
     try:

@@ -17,12 +17,13 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import anyio
 import attrs
 
 import actors
+from rhetor import observe
 from rhetor._asks import as_provider_error
 from rhetor._content import Text, ToolCallAssembly, finish_reason
 from rhetor._errors import (
@@ -48,8 +49,10 @@ from rhetor._types import (
     Usage,
 )
 from rhetor.budget._keeper import Reservation
+from rhetor.observe import Attempt
+from rhetor.observe._record import AttemptOutcome
 from rhetor.providers._actor import Complete, StreamCompletion
-from rhetor.routing._billing import Billing, Outcome
+from rhetor.routing._billing import Billing, Charge, Outcome
 from rhetor.routing._catalogue import Catalogue
 from rhetor.routing._plan import Candidate
 from rhetor.routing._planning import Planner, Prepared
@@ -114,6 +117,8 @@ class Attempts:
         must close the generator (``aclosing``) so the partial bill is sent now.
         """
         failures: Failures = []
+        # The edge's record of this request (a no-op one in-process): attempts, timings, cost.
+        observation = observe.current()
         candidates = CandidateQueue(self._billing, self._planner, request, prepared)
         asked = prepared
         while (granted := await candidates.next()) is not None:
@@ -128,38 +133,55 @@ class Attempts:
                 produced: list[str] = []
                 calls = ToolCallAssembly()
                 end: StreamEnd | ProviderReply | None = None
+                began = observation.call_begins()
                 noted: float | None = None
                 try:
-                    async with self._open(c, call, timeout, streamed) as items:
-                        async for item in items:
-                            if isinstance(item, TextDelta | ToolCallDelta) and (
-                                noted is None or anyio.current_time() - noted >= PROGRESS_EVERY
-                            ):
-                                # The first piece, then every few seconds: what a
-                                # sweep bills if this process dies mid-stream.
-                                noted = anyio.current_time()
-                                self._note(prepared, reservation, c, produced, calls, item)
-                            if isinstance(item, TextDelta):
-                                produced.append(item.text)
-                                yield Chunk(item.text, c.model, c.provider, request.context_id)
-                            elif isinstance(item, ToolCallDelta):
-                                calls.add(item)
-                                yield Chunk(
-                                    "", c.model, c.provider, request.context_id, tool_calls=(item,)
-                                )
-                            elif isinstance(item, StreamEnd | ProviderReply):
-                                end = item
+                    with observation.traced(f"chat {c.model}", _call_attributes(c, call)) as span:
+                        async with self._open(c, call, timeout, streamed) as items:
+                            async for item in items:
+                                if isinstance(item, TextDelta | ToolCallDelta) and (
+                                    noted is None or anyio.current_time() - noted >= PROGRESS_EVERY
+                                ):
+                                    # The first piece, then every few seconds: what a
+                                    # sweep bills if this process dies mid-stream.
+                                    noted = anyio.current_time()
+                                    self._note(prepared, reservation, c, produced, calls, item)
+                                if isinstance(item, TextDelta):
+                                    observation.token_arrived()
+                                    produced.append(item.text)
+                                    yield Chunk(item.text, c.model, c.provider, request.context_id)
+                                elif isinstance(item, ToolCallDelta):
+                                    observation.token_arrived()
+                                    calls.add(item)
+                                    yield Chunk(
+                                        "",
+                                        c.model,
+                                        c.provider,
+                                        request.context_id,
+                                        tool_calls=(item,),
+                                    )
+                                elif isinstance(item, StreamEnd | ProviderReply):
+                                    end = item
+                        if span is not None and end is not None:
+                            span.set_attributes(_answer_attributes(end))
                 except (ProviderError, actors.ActorError) as raw:
                     exc = as_provider_error(raw, c.provider, c.model, timeout)
+                    seconds = observation.call_ends(began)
                     if produced or calls:
                         produced.append(calls.produced())
                         # Text reached the caller: no other model may continue it.
-                        await self._settle_partial(request, prepared, reservation, c, produced)
+                        charge = await self._settle_partial(
+                            request, prepared, reservation, c, produced
+                        )
+                        observation.attempted(
+                            _attempt(c, "partial", exc.code, seconds, charge, attempt)
+                        )
                         raise StreamBroken(
                             f"stream from {c.provider}/{c.model} broke after it began: {exc.message}",
                             provider=c.provider,
                             model=c.model,
                         ) from raw
+                    observation.attempted(_attempt(c, "failed", exc.code, seconds, None, attempt))
                     if await retry(attempt, exc, deadline):
                         attempt += 1
                         continue
@@ -167,15 +189,27 @@ class Attempts:
                     failures.append((c.provider, c.model, exc))
                     break
                 except BaseException:
+                    seconds = observation.call_ends(began)
                     # Cancelled, or the reader left: the upstream saw the prompt
                     # (and produced what a stream sent), so bill that.
                     outcome: Outcome = "partial" if streamed else "failed"
                     produced.append(calls.produced())
-                    await self._settle_partial(request, prepared, reservation, c, produced, outcome)
+                    charge = await self._settle_partial(
+                        request, prepared, reservation, c, produced, outcome
+                    )
+                    observation.attempted(
+                        _attempt(c, outcome, "cancelled", seconds, charge, attempt)
+                    )
                     raise
+                seconds = observation.call_ends(began)
+                observation.token_arrived()
                 reply = await self._answer(
                     request, prepared, reservation, c, end, produced, calls, candidates, failures
                 )
+                observation.attempted(
+                    _attempt(c, "ok", None, seconds, reply, attempt, _cached_input_tokens(end))
+                )
+                observation.answered(c.provider, reply.model)
                 yield Chunk("", reply.model, c.provider, request.context_id, True, reply)
                 return
         candidates.raise_unanswered(failures)
@@ -223,10 +257,10 @@ class Attempts:
         c: Candidate,
         produced: list[str],
         outcome: Outcome = "partial",
-    ) -> None:
+    ) -> Charge:
         """Bill an attempt that ended early: the prompt's input and the text produced so far."""
         usage = Usage(prepared.input_estimate, count_tokens("".join(produced)))
-        await self._billing.settle(request, prepared, reservation, c, usage, outcome)
+        return await self._billing.settle(request, prepared, reservation, c, usage, outcome)
 
     async def _answer(
         self,
@@ -259,6 +293,9 @@ class Attempts:
         )
         turn = ChatMessage("assistant", blocks=(Text(text), *calls)) if calls else None
         await self._store(request, prepared, turn or ChatMessage("assistant", text))
+        warning = candidates.budget_warning(c, reservation)
+        if warning is not None:
+            candidates.note_warning(warning)
         return Reply(
             message=text,
             model=(end.model if end is not None else "") or c.model,
@@ -269,7 +306,7 @@ class Attempts:
             routing=candidates.explain(c, failures),
             request_id=request.request_id,
             task_type=prepared.plan.task_type,
-            budget_warning=candidates.budget_warning(c, reservation),
+            budget_warning=warning,
             finish_reason=reason,
             tool_calls=calls,
         )
@@ -340,6 +377,58 @@ def provider_request(
         metadata=request.metadata,
         passthrough=request.passthrough,
     )
+
+
+def _attempt(
+    c: Candidate,
+    outcome: AttemptOutcome,
+    error_type: str | None,
+    seconds: float,
+    billed: Charge | Reply | None,
+    retry: int,
+    cached_input_tokens: int = 0,
+) -> Attempt:
+    """The observation's record of one provider call and what it was billed."""
+    if billed is None:
+        return Attempt(c.provider, c.model, outcome, error_type, seconds, retry=retry)
+    return Attempt(
+        c.provider,
+        c.model,
+        outcome,
+        error_type,
+        seconds,
+        billed.usage.input_tokens,
+        billed.usage.output_tokens,
+        cached_input_tokens,
+        billed.cost,
+        retry,
+    )
+
+
+def _cached_input_tokens(end: StreamEnd | ProviderReply | None) -> int:
+    """The input tokens the upstream read from its prompt cache, when it said."""
+    return 0 if end is None else end.usage.cached_input_tokens
+
+
+def _call_attributes(c: Candidate, call: ProviderRequest) -> dict[str, Any]:
+    """A provider attempt's span attributes (OpenTelemetry GenAI conventions)."""
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": c.provider,
+        "gen_ai.request.model": c.model,
+        "gen_ai.request.max_tokens": call.max_tokens,
+        "gen_ai.request.temperature": call.temperature,
+    }
+
+
+def _answer_attributes(end: StreamEnd | ProviderReply) -> dict[str, Any]:
+    """What an answered attempt adds to its span."""
+    return {
+        "gen_ai.response.model": end.model,
+        "gen_ai.response.finish_reasons": [end.finish_reason],
+        "gen_ai.usage.input_tokens": end.usage.input_tokens,
+        "gen_ai.usage.output_tokens": end.usage.output_tokens,
+    }
 
 
 def attempt_timeout(deadline: float, last: bool, provider_timeout: float) -> float:
@@ -438,7 +527,8 @@ class CandidateQueue:
                 reservation = await self._billing.reserve(self._request, self._prepared, c)
             except BudgetExceeded as exc:
                 self._refusals.append((c, exc))
-                log.info(
+                observe.current().attempted(Attempt(c.provider, c.model, "refused", exc.code))
+                log.warning(
                     "request %s: the budget refused %s/%s: %s",
                     self._request.request_id,
                     c.provider,
@@ -500,6 +590,13 @@ class CandidateQueue:
             )
         return "; ".join(notes) or None
 
+    def note_warning(self, warning: str) -> None:
+        """Log a reply's budget warning (a downgrade, or the ``warn`` policy's) and note it."""
+        downgraded = bool(self._refusals)
+        observe.current().budget_noted(warning, downgraded=downgraded)
+        kind = "budget downgrade" if downgraded else "budget warning"
+        log.warning("request %s: %s: %s", self._request.request_id, kind, warning)
+
     def raise_unanswered(self, failures: Failures) -> NoReturn:
         """
         Raise why nothing answered: the first budget refusal when the budget is
@@ -507,7 +604,15 @@ class CandidateQueue:
         is down when nothing could be tried.
         """
         if self._refusals:
-            raise self._refusals[0][1]
+            refused, exc = self._refusals[0]
+            log.warning(
+                "request %s refused by the budget: %s/%s was chosen: %s",
+                self._request.request_id,
+                refused.provider,
+                refused.model,
+                exc.message,
+            )
+            raise exc
         if not failures:
             failures = [
                 (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Literal
@@ -20,6 +21,7 @@ import anyio
 import attrs
 
 import actors
+from rhetor import observe
 from rhetor._asks import as_rhetor_error
 from rhetor._errors import RhetorError
 from rhetor._types import LLMRequest, Usage
@@ -131,7 +133,14 @@ class Billing:
             min_output_tokens=min(max_tokens, MIN_CLAMPED_OUTPUT) if clamp else None,
         )
         # The same key again after a keeper restart answers the same reservation.
-        reservation: Reservation = await self._ask(message)
+        observation = observe.current()
+        attributes = {"gen_ai.provider.name": c.provider, "gen_ai.request.model": c.model}
+        with observation.traced("rhetor.budget.reserve", attributes) as span:
+            began = time.perf_counter()
+            reservation: Reservation = await self._ask(message)
+            observation.ledger_written(time.perf_counter() - began)
+            if span is not None:
+                span.set_attribute("rhetor.reserved_usd", reservation.amount)
         return reservation
 
     async def settle(
@@ -168,8 +177,21 @@ class Billing:
             reservation.amount if reservation.id else None,
             _new_key("c"),
         )
+        observation = observe.current()
+        attributes = {
+            "gen_ai.provider.name": c.provider,
+            "gen_ai.request.model": c.model,
+            "rhetor.outcome": outcome,
+            "gen_ai.usage.input_tokens": charge.usage.input_tokens,
+            "gen_ai.usage.output_tokens": charge.usage.output_tokens,
+        }
         try:
-            cost = await self._ask(message, _retried)
+            with observation.traced("rhetor.budget.settle", attributes) as span:
+                began = time.perf_counter()
+                cost = await self._ask(message, _retried)
+                observation.ledger_written(time.perf_counter() - began)
+                if span is not None:
+                    span.set_attribute("rhetor.cost_usd", cost)
         except RhetorError as exc:
             # Under a limit the reservation stays open, so its worst case stays
             # counted; the next start bills it as interrupted.

@@ -4,6 +4,7 @@ The Router's catalogue of providers: which are up, and which models each serves.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -17,6 +18,8 @@ from rhetor.providers._families import FAMILIES
 from rhetor.routing._plan import SIMULATED, Candidate, TaskConfig
 
 __all__ = ["Catalogue"]
+
+log = logging.getLogger("rhetor.providers")
 
 # Seconds one provider actor may take to answer GetStatus before it counts as down.
 _STATUS_TIMEOUT = 2.0
@@ -62,10 +65,25 @@ class Catalogue:
             except actors.ActorError as exc:
                 self._status[name] = ProviderStatus(name, False, (), f"actor down: {exc}")
 
+        before = {name: self.available(name) for name in self._status}
         async with anyio.create_task_group() as tg:
             for name, ref in self._refs.items():
                 tg.start_soon(one, name, ref)
         self._models = None
+        for name in self._refs:
+            now = self.available(name)
+            if before.get(name) != now:
+                self._log_change(name, now, name in before)
+
+    def _log_change(self, name: str, available: bool, known: bool) -> None:
+        """Log a provider's availability when it changes (and once when first known)."""
+        reason = self._status[name].reason if name in self._status else ""
+        if available:
+            log.info("provider %s is available", name)
+        elif known:
+            log.warning("provider %s became unavailable: %s", name, reason or "no reason given")
+        else:
+            log.info("provider %s is unavailable: %s", name, reason or "no reason given")
 
     def available(self, provider: str) -> bool:
         """Whether the provider runs, its actor is alive and its upstream answered the last check."""

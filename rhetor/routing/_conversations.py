@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 import actors
+from rhetor import observe
 from rhetor._asks import ask
 from rhetor._errors import NotFound
 from rhetor._types import ChatMessage, LLMRequest, Reply
@@ -91,7 +92,12 @@ class Conversations:
 
     async def window(self, context_id: str) -> ContextWindow:
         """The context's summary and newest unsummarised turns that fit the budget, with their tokens."""
-        return await ask(self._contexts, GetWindow(context_id, self._token_budget))
+        attributes = {"rhetor.context_id": context_id}
+        with observe.current().traced("rhetor.context.read", attributes) as span:
+            window = await ask(self._contexts, GetWindow(context_id, self._token_budget))
+            if span is not None:
+                span.set_attribute("rhetor.context.tokens", window.tokens)
+            return window
 
     async def stored_tail(
         self, context_id: str, window: list[ChatMessage], turns: list[ChatMessage]
@@ -106,7 +112,9 @@ class Conversations:
         if window or len(turns) < 2:
             return window
         try:
-            stored = await ask(self._contexts, GetHistory(context_id, limit=len(turns) - 1))
+            attributes = {"rhetor.context_id": context_id}
+            with observe.current().traced("rhetor.context.history", attributes):
+                stored = await ask(self._contexts, GetHistory(context_id, limit=len(turns) - 1))
         except NotFound:
             return []
         return [ChatMessage(m.role, m.content) for m in stored]

@@ -23,6 +23,7 @@ import anyio
 import attrs
 
 import actors
+from rhetor import observe
 from rhetor._asks import ask
 from rhetor._errors import (
     AllProvidersFailed,
@@ -35,6 +36,7 @@ from rhetor._tokens import count_message_tokens, count_request_tokens
 from rhetor._types import ChatMessage, Chunk, LLMRequest, Reply, RoutingParameters
 from rhetor.budget._keeper import CheckBudget, GetActiveModel, GetBudgetMode, StoreActiveModel
 from rhetor.budget._pricing import Pricer
+from rhetor.observe import Observation
 from rhetor.routing._attempts import Attempts
 from rhetor.routing._billing import Billing
 from rhetor.routing._catalogue import Catalogue
@@ -66,9 +68,16 @@ _SIMULATED_SUMMARY = "simulated-summary"
 
 @attrs.frozen
 class Generate:
-    """Ask for a reply (``ask``), or stream one (``stream``)."""
+    """
+    Ask for a reply (``ask``), or stream one (``stream``).
+
+    ``observation`` is the edge's record of the request it serves, which the
+    router's task binds so that what it learns (attempts, timings, cost) is
+    recorded there and its log lines carry the request's id.
+    """
 
     request: LLMRequest
+    observation: Observation | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -191,6 +200,8 @@ class Router(actors.Actor):
 
     async def handle(self, message: Any) -> Any:
         if isinstance(message, Generate):
+            # This handler's task serves this one request: bind its observation.
+            observe.bind(message.observation)
             return await self._generate(message.request)
         if isinstance(message, BudgetModeChanged):
             self._billing.reservations_required = message.reservations_required
@@ -213,6 +224,8 @@ class Router(actors.Actor):
     async def handle_stream(self, message: Any) -> AsyncIterator[Chunk]:
         if not isinstance(message, Generate):
             raise TypeError(f"Router cannot stream {type(message).__name__}")
+        # This handler's task serves this one stream: bind its observation.
+        observe.bind(message.observation)
         request = message.request
         # A stream has no deadline of its own: the deadline paces its attempts,
         # and each item must come within its attempt's timeout.
@@ -250,6 +263,8 @@ class Router(actors.Actor):
         What a request sends, and to which models: its turns after the context's
         window, its system prompt, the input estimate and the plan.
         """
+        observation = observe.current()
+        observation.asked(request.component, request.task_type, request.context_id)
         system_parts, turns = split_messages(request)
         if not turns or turns[-1].role != "user":
             raise ValidationError("messages", "the last message must be from the user")
@@ -277,6 +292,7 @@ class Router(actors.Actor):
         )
         needs = needs_of(request, messages)
         route = self._planner.plan(request, input_estimate, needs)
+        observation.asked(request.component, route.task_type, request.context_id)
         return Prepared(
             route, messages, system, tuple(turns), input_estimate, max_tokens_of(request), needs
         )
@@ -329,6 +345,9 @@ class Router(actors.Actor):
         in flight, so any Exception ends here: a RhetorError (a provider down)
         as a warning, anything else (a bug) with its traceback.
         """
+        # Started from a request's task, whose observation this task inherited:
+        # the summary is not part of that request.
+        observe.bind(None)
         try:
             with anyio.move_on_after(self._request_timeout):
                 await self._summarize(context_id, keep_recent=_KEEP_RECENT)

@@ -44,9 +44,10 @@ import attrs
 
 import actors
 from rhetor._asks import Ask
-from rhetor._tokens import MESSAGE_OVERHEAD, count_tokens
+from rhetor._tokens import MESSAGE_OVERHEAD
 from rhetor._types import ChatMessage
 from rhetor.storage._actor import StoreActor
+from rhetor.storage._blocks import stored_tokens
 from rhetor.storage._history import summary_cost, validate_context_id, window_of
 from rhetor.storage._interfaces import (
     ContextHistory,
@@ -253,8 +254,8 @@ class _Cached:
         self.exists = True
         first = count - len(messages) + 1
         for seq, m in enumerate(messages, start=first):
-            cost = count_tokens(m.content) + MESSAGE_OVERHEAD
-            self.recent.append((seq, ChatMessage(m.role, m.content), cost))
+            cost = stored_tokens(m) + MESSAGE_OVERHEAD
+            self.recent.append((seq, m, cost))
             self.recent_cost += cost
             self.unsummarised += cost
         while self.recent_cost > cap:

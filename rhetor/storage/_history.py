@@ -33,6 +33,7 @@ import attrs
 from rhetor._errors import NotFound, ValidationError
 from rhetor._tokens import MESSAGE_OVERHEAD, count_tokens
 from rhetor._types import ChatMessage, Role
+from rhetor.storage._blocks import blocks_json, message_of, read_blocks, stored_tokens
 from rhetor.storage._interfaces import (
     ContextInfo,
     ContextRecord,
@@ -47,6 +48,7 @@ from rhetor.storage._sqlite import SQLiteStore, check_int, check_text, transacti
 __all__ = [
     "SQLiteHistory",
     "newest_within",
+    "stored_message",
     "summary_cost",
     "validate_context_id",
     "window_of",
@@ -71,7 +73,10 @@ def validate_context_id(cid: str) -> str:
     return cid
 
 
-_SCHEMA_VERSION = 1
+# Version 2 adds messages.blocks: a rich turn's content blocks as JSON (rows
+# from version 1 have none and read as plain text). The schema runs whole on a
+# file below the version: a new file is created as version 1 was, then altered.
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS contexts (
     id           TEXT PRIMARY KEY,
@@ -91,6 +96,7 @@ CREATE TABLE IF NOT EXISTS messages (
     tokens     INTEGER NOT NULL,
     PRIMARY KEY (context_id, seq)
 );
+ALTER TABLE messages ADD COLUMN blocks TEXT;
 """
 
 _INFO_QUERY = """
@@ -133,17 +139,27 @@ def newest_within(newest_first: Iterable[Entry], budget: int) -> tuple[builtins.
     and whether that was all of them.
 
     It stops at the first entry that does not fit, so a window is contiguous:
-    the oldest messages are the ones dropped. This is the one windowing rule,
-    used by the store and by the ContextStore's cache alike.
+    the oldest messages are the ones dropped. A tool call and its result stay
+    together: when the oldest entry kept holds tool results, whose call turn
+    did not fit (or was summarised, or fell out of a cache), it is dropped too
+    (a result without its call is no turn any provider takes). This is the one windowing rule, used by the store and by
+    the ContextStore's cache alike.
     """
     kept: builtins.list[Entry] = []
     spent = 0
     for entry in newest_first:
         spent += entry[2]
         if spent > budget:
-            return kept, False
+            return _without_orphan_results(kept), False
         kept.append(entry)
-    return kept, True
+    return _without_orphan_results(kept), True
+
+
+def _without_orphan_results(kept: builtins.list[Entry]) -> builtins.list[Entry]:
+    """``kept`` (newest first) without its oldest turns while they answer calls left out."""
+    while kept and kept[-1][1].tool_results:
+        kept.pop()
+    return kept
 
 
 def window_of(
@@ -161,9 +177,15 @@ def window_of(
     )
 
 
-def _entries(rows: Iterable[tuple[int, Role, str, int]]) -> Iterator[Entry]:
-    for seq, role, content, tokens in rows:
-        yield seq, ChatMessage(role, content), tokens + MESSAGE_OVERHEAD
+def _entries(rows: Iterable[tuple[int, Role, str, int, str | None]]) -> Iterator[Entry]:
+    for seq, role, content, tokens, blocks in rows:
+        yield seq, message_of(role, content, blocks), tokens + MESSAGE_OVERHEAD
+
+
+def stored_message(row: Sequence[Any]) -> StoredMessage:
+    """A ``(context_id, seq, role, content, ts, tokens, blocks)`` row as a :class:`StoredMessage`."""
+    context_id, seq, role, content, ts, tokens, blocks = row
+    return StoredMessage(context_id, seq, role, content, ts, tokens, read_blocks(blocks))
 
 
 @attrs.define(eq=False)
@@ -227,10 +249,10 @@ class SQLiteHistory(SQLiteStore):
                 "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE context_id = ?", (context_id,)
             ).fetchone()
             conn.executemany(
-                "INSERT INTO messages (context_id, seq, role, content, ts, tokens)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (context_id, seq, role, content, ts, tokens, blocks)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (context_id, last + i, m.role, m.content, now, count_tokens(m.content))
+                    (context_id, last + i, m.role, m.content, now, stored_tokens(m), blocks_json(m))
                     for i, m in enumerate(messages, start=1)
                 ],
             )
@@ -262,11 +284,11 @@ class SQLiteHistory(SQLiteStore):
             check_int("limit", limit)
         self._require(context_id)
         rows = self._conn.execute(
-            "SELECT context_id, seq, role, content, ts, tokens FROM messages"
+            "SELECT context_id, seq, role, content, ts, tokens, blocks FROM messages"
             " WHERE context_id = ? ORDER BY seq DESC LIMIT ?",
             (context_id, -1 if limit is None else limit),
         ).fetchall()
-        return [StoredMessage(*row) for row in reversed(rows)]
+        return [stored_message(row) for row in reversed(rows)]
 
     def record(self, context_id: str, *, limit: int | None = None) -> ContextRecord:
         """
@@ -301,7 +323,8 @@ class SQLiteHistory(SQLiteStore):
 
     def _unsummarised_newest_first(self, context_id: str, upto: int) -> sqlite3.Cursor:
         return self._conn.execute(
-            "SELECT seq, role, content, tokens FROM messages WHERE context_id = ? AND seq > ?"
+            "SELECT seq, role, content, tokens, blocks FROM messages"
+            " WHERE context_id = ? AND seq > ?"
             " ORDER BY seq DESC",
             (context_id, upto),
         )

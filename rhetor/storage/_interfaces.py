@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Protocol
 import attrs
 
 from rhetor._types import ChatMessage, Role
+from rhetor.storage._blocks import message_of
 from rhetor.storage._rendering import render
 
 __all__ = [
@@ -73,13 +74,16 @@ class StoredMessage:
     content: str
     ts: float
     tokens: int
+    # A rich turn's blocks in the native shape (text, image, tool_call,
+    # tool_result); None for a plain-text turn (``content`` is then all of it).
+    blocks: tuple[dict[str, Any], ...] | None = None
 
     @property
     def message(self) -> ChatMessage:
         """
         The message as a provider would take it.
         """
-        return ChatMessage(self.role, self.content)
+        return message_of(self.role, self.content, self.blocks)
 
 
 @attrs.frozen

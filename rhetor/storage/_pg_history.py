@@ -34,14 +34,16 @@ import attrs
 import psycopg
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor._tokens import MESSAGE_OVERHEAD, count_tokens
+from rhetor._tokens import MESSAGE_OVERHEAD
 from rhetor._types import ChatMessage
+from rhetor.storage._blocks import blocks_json, stored_tokens
 from rhetor.storage._history import (
     _ROLES,
     _entries,
     _escape_like,
     _metadata_json,
     _snippet,
+    stored_message,
     validate_context_id,
     window_of,
 )
@@ -89,6 +91,12 @@ HISTORY_MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        "history",
+        2,
+        "rich turns: a message's content blocks as JSON (older rows have none: plain text)",
+        ("ALTER TABLE messages ADD COLUMN blocks TEXT",),
+    ),
 )
 
 _INFO_QUERY = """
@@ -98,7 +106,7 @@ FROM contexts c
 """
 # A context's summary and every unsummarised message, newest first (none: no context).
 _WINDOW = """
-SELECT c.summary, c.summary_upto, %s::bigint, m.seq, m.role, m.content, m.tokens
+SELECT c.summary, c.summary_upto, %s::bigint, m.seq, m.role, m.content, m.tokens, m.blocks
 FROM contexts c LEFT JOIN messages m ON m.context_id = c.id AND m.seq > c.summary_upto
 WHERE c.id = %s ORDER BY m.seq DESC
 """
@@ -108,10 +116,10 @@ _WINDOW_STATE = """
 SELECT c.summary, c.summary_upto,
        (SELECT COALESCE(sum(m.tokens + %(overhead)s), 0) FROM messages m
         WHERE m.context_id = c.id AND m.seq > c.summary_upto),
-       w.seq, w.role, w.content, w.tokens
+       w.seq, w.role, w.content, w.tokens, w.blocks
 FROM contexts c LEFT JOIN LATERAL (
-    SELECT seq, role, content, tokens FROM (
-        SELECT seq, role, content, tokens,
+    SELECT seq, role, content, tokens, blocks FROM (
+        SELECT seq, role, content, tokens, blocks,
                sum(tokens + %(overhead)s) OVER (ORDER BY seq DESC) AS running
         FROM messages WHERE context_id = c.id AND seq > c.summary_upto
     ) AS newest WHERE running <= %(cap)s
@@ -127,7 +135,7 @@ def _append_sql(count: int) -> str:
 
     Parameters, in order: the context's id, created, updated, metadata and
     count; with messages, the id, the count, the time, then (i, role,
-    content, tokens) per message; last the per-message overhead and the id.
+    content, tokens, blocks) per message; last the per-message overhead and the id.
     """
     sql = (
         "WITH ctx AS (INSERT INTO contexts (id, created, updated, metadata, last_seq)"
@@ -136,11 +144,12 @@ def _append_sql(count: int) -> str:
         " RETURNING metadata, last_seq, summary_upto)"
     )
     if count:
-        rows = ", ".join(["(%s::bigint, %s, %s, %s::bigint)"] * count)
+        rows = ", ".join(["(%s::bigint, %s, %s, %s::bigint, %s::text)"] * count)
         sql += (
-            ", added AS (INSERT INTO messages (context_id, seq, role, content, ts, tokens)"
-            " SELECT %s, ctx.last_seq - %s + v.i, v.role, v.content, %s::float8, v.tokens"
-            f" FROM ctx, (VALUES {rows}) AS v (i, role, content, tokens))"
+            ", added AS (INSERT INTO messages (context_id, seq, role, content, ts, tokens, blocks)"
+            " SELECT %s, ctx.last_seq - %s + v.i, v.role, v.content, %s::float8, v.tokens,"
+            " v.blocks"
+            f" FROM ctx, (VALUES {rows}) AS v (i, role, content, tokens, blocks))"
         )
     return sql + (
         " SELECT ctx.metadata, ctx.last_seq, (SELECT COALESCE(sum(m.tokens + %s), 0)"
@@ -226,12 +235,12 @@ class PostgresHistory:
         given = _metadata_json(metadata or {})
         count = len(messages)
         now = self._clock()
-        costs = [count_tokens(m.content) for m in messages]
+        costs = [stored_tokens(m) for m in messages]
         values: list[Any] = [context_id, now, now, given, count]
         if count:
             values += [context_id, count, now]
             for i, (m, tokens) in enumerate(zip(messages, costs, strict=True), start=1):
-                values += [i, m.role, pg_text(m.content), tokens]
+                values += [i, m.role, pg_text(m.content), tokens, blocks_json(m)]
         values += [MESSAGE_OVERHEAD, context_id]
         with self.db.transaction("written", pipeline=True) as conn:
             row = conn.execute(_append_sql(count), values).fetchone()
@@ -267,11 +276,11 @@ class PostgresHistory:
         conn: psycopg.Connection[Any], context_id: str, limit: int | None
     ) -> builtins.list[StoredMessage]:
         rows = conn.execute(
-            "SELECT context_id, seq, role, content, ts, tokens FROM messages"
+            "SELECT context_id, seq, role, content, ts, tokens, blocks FROM messages"
             " WHERE context_id = %s ORDER BY seq DESC LIMIT %s",
             (context_id, limit),
         ).fetchall()
-        return [StoredMessage(*row) for row in reversed(rows)]
+        return [stored_message(row) for row in reversed(rows)]
 
     def record(self, context_id: str, *, limit: int | None = None) -> ContextRecord:
         """

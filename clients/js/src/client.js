@@ -148,13 +148,23 @@ export class RhetorClient {
       max_tokens: options.maxTokens,
       system_prompt: options.systemPrompt,
       routing_parameters: routing,
+      tools: options.tools,
+      tool_choice: options.toolChoice,
+      parallel_tool_calls: options.parallelToolCalls,
+      response_format: options.responseFormat,
+      stop: options.stop,
+      top_p: options.topP,
+      seed: options.seed,
+      user: options.user,
     });
   }
 
   /**
    * One message, one whole reply (`POST /message`): `{message, model, provider,
-   * context, usage, cost, routing, ...}`. `contextId` keeps the conversation
-   * on the server.
+   * context, usage, cost, routing, finish_reason, tool_calls, ...}`. `contextId`
+   * keeps the conversation on the server. `message` is text or content blocks;
+   * `tools`, `toolChoice`, `parallelToolCalls`, `responseFormat`, `stop`,
+   * `topP`, `seed` and `user` are the API's fields (docs/api.md).
    */
   async sendMessage(options = {}) {
     const body = { ...this.#llmFields(options, false), streaming: false };
@@ -177,7 +187,8 @@ export class RhetorClient {
    * Stream one message's reply over the WebSocket.
    *
    * Callbacks: `onTyping(isTyping, context)` (true first, false before the
-   * end, always), `onChunk(text)`, then `onComplete(reply)` or
+   * end, always), `onChunk(text)`, `onToolCall(pieces)` (pieces of tool calls:
+   * `{index, id, name, arguments}`), then `onComplete(reply)` or
    * `onError(error)`. Answers a StreamRequest at once: `cancel()`, `done`,
    * `id`, `text`. `timeoutMs` bounds the wait for each next frame.
    */

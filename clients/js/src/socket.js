@@ -168,8 +168,13 @@ export class StreamRequest {
     const payload = frame.payload && typeof frame.payload === 'object' ? frame.payload : {};
     if (frame.type === 'UPDATE') {
       if (typeof payload.chunk === 'string') {
-        this.#parts.push(payload.chunk);
-        notify(this.#callbacks.onChunk, payload.chunk, frame);
+        if (payload.chunk) {
+          this.#parts.push(payload.chunk);
+          notify(this.#callbacks.onChunk, payload.chunk, frame);
+        }
+        if (Array.isArray(payload.tool_calls)) {
+          notify(this.#callbacks.onToolCall, payload.tool_calls, frame);
+        }
       } else if (payload.status === 'typing') {
         this.#setTyping(Boolean(payload.isTyping), payload.context ?? null);
       }

@@ -13,6 +13,8 @@ import {
   TektonLLMClient,
   type Reply,
   type StreamingChunk,
+  type ToolCall,
+  type ToolCallPiece,
 } from 'tekton-llm-client';
 
 export async function documentedUses(): Promise<void> {
@@ -28,6 +30,23 @@ export async function documentedUses(): Promise<void> {
     onError: (error: RhetorClientError) => void [error.type, error.status, error.field, error.body],
   });
   const cancelled: boolean = await stream.cancel();
+  const asked: Reply = await client.sendMessage({
+    message: [{ type: 'text', text: 'Weather?' }, { type: 'image', url: 'https://example.com/a.png' }],
+    tools: [{ name: 'get_weather', parameters: { type: 'object' } }],
+    toolChoice: { name: 'get_weather' },
+    responseFormat: { type: 'json_object' },
+  });
+  const calls: ToolCall[] = asked.tool_calls ?? [];
+  await client.chat([
+    { role: 'assistant', content: [{ type: 'tool_call', id: 'c1', name: 'get_weather', arguments: {} }] },
+    { role: 'user', content: [{ type: 'tool_result', call_id: 'c1', content: 'sunny' }] },
+  ]);
+  client.streamMessage({
+    message: 'm',
+    tools: [{ name: 'f' }],
+    onToolCall: (pieces: ToolCallPiece[]) => void pieces[0]?.arguments,
+  });
+  void calls;
   const final: Reply = await stream.done;
   client.streamChat([{ role: 'user', content: 'x' }], { onChunk: () => {} });
   const chat = await client.chat([{ role: 'system', content: 's' }, { role: 'user', content: 'u' }]);
@@ -79,6 +98,8 @@ export async function documentedUses(): Promise<void> {
 export async function misuses(client: RhetorClient): Promise<void> {
   // @ts-expect-error: a message is required
   await client.sendMessage({ contextId: 'c' });
+  // @ts-expect-error: a tool choice is auto, none, required or a named tool
+  await client.sendMessage({ message: 'm', toolChoice: 'sometimes' });
   // @ts-expect-error: callbacks get a string chunk
   client.streamMessage({ message: 'm', onChunk: (chunk: number) => void chunk });
   // @ts-expect-error: not a policy

@@ -52,6 +52,31 @@ export default function calls(server) {
       assert.ok(reply.cost > 0, 'the price override makes every request cost something');
     });
 
+    it('sendMessage offers tools and the reply carries the call; the result goes back as a block', async () => {
+      const weather = {
+        name: 'get_weather',
+        parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+      };
+      const asked = await client.sendMessage({
+        message: 'Weather in Paris?',
+        contextId: 'js-calls:tools',
+        tools: [weather],
+        toolChoice: 'required',
+      });
+      assert.equal(asked.finish_reason, 'tool_calls');
+      const [call] = asked.tool_calls;
+      assert.equal(call.name, 'get_weather');
+      assert.equal(typeof JSON.parse(call.arguments).city, 'string');
+      const answered = await client.sendMessage({
+        message: [{ type: 'tool_result', call_id: call.id, content: 'sunny' }],
+        contextId: 'js-calls:tools',
+        tools: [weather],
+      });
+      assert.equal(answered.finish_reason, 'stop');
+      assert.deepEqual(answered.tool_calls, []);
+      assert.match(answered.message, /sunny/);
+    });
+
     it('sendMessage keeps the conversation of a context on the server', async () => {
       await client.sendMessage({ message: 'first', contextId: 'js-calls:memory' });
       const second = await client.sendMessage({ message: 'second', contextId: 'js-calls:memory' });

@@ -57,6 +57,21 @@ export default function streaming(server) {
       assert.deepEqual(await handle.done, reply);
     });
 
+    it('streamMessage with tools hands the pieces of the call to onToolCall, the whole call to the reply', async () => {
+      const pieces = [];
+      const request = client.streamMessage({
+        message: 'Weather?',
+        tools: [{ name: 'get_weather', parameters: { type: 'object', properties: {} } }],
+        toolChoice: { name: 'get_weather' },
+        onToolCall: (got) => pieces.push(...got),
+      });
+      const reply = await request.done;
+      assert.equal(reply.finish_reason, 'tool_calls');
+      assert.equal(pieces[0].name, 'get_weather');
+      assert.equal(pieces[0].id, reply.tool_calls[0].id);
+      assert.equal(pieces.map((p) => p.arguments).join(''), reply.tool_calls[0].arguments);
+    });
+
     it('streamChat streams the reply to a conversation', async () => {
       const { finished } = record((callbacks) =>
         client.streamChat(
