@@ -129,6 +129,8 @@ class Settings:
     # Seconds the Hypercorn graceful shutdown gives in-flight requests.
     shutdown_grace: float = 10.0
     context_token_budget: int = 8000
+    # Processes serving the port (rhetor serve --workers); above 1 needs PostgreSQL.
+    workers: int = 1
 
     def __attrs_post_init__(self) -> None:
         for name in ("daily_limit", "weekly_limit", "monthly_limit"):
@@ -144,6 +146,8 @@ class Settings:
                 raise ValidationError(name, "must be positive")
         if self.context_token_budget <= 0:
             raise ValidationError("context_token_budget", "must be positive")
+        if self.workers < 1:
+            raise ValidationError("workers", f"must be at least 1, got {self.workers}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -193,6 +197,7 @@ class Settings:
             provider_timeout=_float(env, "RHETOR_PROVIDER_TIMEOUT", 60.0),
             shutdown_grace=_float(env, "RHETOR_SHUTDOWN_GRACE", 10.0),
             context_token_budget=_int(env, "RHETOR_CONTEXT_TOKENS", 8000),
+            workers=_int(env, "RHETOR_WORKERS", 1),
         )
 
     def allowed_host_names(self) -> frozenset[str] | None:

@@ -148,9 +148,19 @@ def serve(
         Path | None,
         typer.Option("--data-dir", help="Where SQLite files live (env RHETOR_DATA_DIR)."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Processes serving the port, sharing PostgreSQL (env RHETOR_WORKERS, default 1).",
+        ),
+    ] = None,
 ) -> None:
     """
     Run the Rhetor server (HTTP, SSE and WebSocket) until SIGINT or SIGTERM.
+
+    With --workers N above 1, N processes serve the one port on a shared
+    PostgreSQL database (RHETOR_DATABASE_URL); see docs/deployment.md.
     """
     import attrs
     import trio
@@ -167,7 +177,16 @@ def serve(
             settings = attrs.evolve(settings, task_config=config)
         if data_dir is not None:
             settings = attrs.evolve(settings, data_dir=data_dir)
+        if workers is not None:
+            settings = attrs.evolve(settings, workers=workers)
         # Imported here: the client commands must not pay for the server stack.
+        if settings.workers > 1:
+            from rhetor.edge._workers import serve_workers
+
+            status = trio.run(serve_workers, settings, settings.workers)
+            if status:
+                raise typer.Exit(status)
+            return
         from rhetor.edge._server import serve as serve_forever
 
         trio.run(partial(serve_forever, settings, freeze_heap=True))
