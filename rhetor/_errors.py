@@ -15,6 +15,7 @@ and whether it is ``transient`` (worth retrying against the same provider).
     ├── PayloadTooLarge          body or frame over the size limit (413)
     ├── BudgetExceeded           the budget policy refused the request (402)
     ├── ServiceUnavailable       an internal actor is down or the runtime stops (503)
+    │   └── StorageUnavailable       the database cannot be reached or answer in time (503)
     ├── InternalError            a bug met while handling this one request (500; logged with its traceback)
     ├── AllProvidersFailed       every candidate in the routing chain failed (503; .attempts)
     └── ProviderError            one upstream call failed (.provider, .model)
@@ -54,6 +55,7 @@ __all__ = [
     "RateLimited",
     "RhetorError",
     "ServiceUnavailable",
+    "StorageUnavailable",
     "StreamBroken",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -200,6 +202,14 @@ class ServiceUnavailable(RhetorError):
     code = "service_unavailable"
     status = 503
     transient = True
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """
+    Raised when the database (PostgreSQL, or a SQLite file) cannot be reached or answer in time.
+    """
+
+    code = "storage_unavailable"
 
 
 class InternalError(RhetorError):

@@ -16,7 +16,15 @@ import attrs
 
 from rhetor._errors import ValidationError
 
-__all__ = ["POLICIES", "BudgetPolicy", "Settings", "host_name", "serves_every_interface"]
+__all__ = [
+    "POLICIES",
+    "BudgetPolicy",
+    "Settings",
+    "check_database_url",
+    "check_timezone",
+    "host_name",
+    "serves_every_interface",
+]
 
 BudgetPolicy = Literal["ignore", "warn", "enforce"]
 POLICIES: tuple[BudgetPolicy, ...] = ("ignore", "warn", "enforce")
@@ -79,6 +87,34 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValidationError(name, f"must be a whole number, got {raw!r}") from None
 
 
+def check_timezone(name: str, field: str = "budget_timezone") -> str:
+    """
+    ``name`` if it is an IANA time zone (``UTC``, ``Europe/Paris``); ValidationError on ``field`` if not.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError(field, "must be a time zone name such as UTC or Europe/Paris")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(field, f"unknown time zone {name!r}") from None
+    return name
+
+
+def check_database_url(url: str | None, field: str = "database_url") -> str | None:
+    """
+    ``url`` if it is None or a ``postgresql://`` (or ``postgres://``) URL; ValidationError on ``field`` if not.
+
+    Only the scheme is checked here; the server says what else is wrong when Rhetor connects.
+    """
+    if url is None:
+        return None
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("postgresql", "postgres"):
+        raise ValidationError(field, "must be a postgresql:// URL")
+    return url
+
+
 def _policy(value: str, field: str) -> BudgetPolicy:
     for policy in POLICIES:
         if value == policy:
@@ -129,10 +165,18 @@ class Settings:
     # Seconds the Hypercorn graceful shutdown gives in-flight requests.
     shutdown_grace: float = 10.0
     context_token_budget: int = 8000
+    # PostgreSQL for every store (the ledger, contexts, templates and prompts,
+    # runtime settings), shared by any number of processes; None: SQLite
+    # files under data_dir, for one process. Never printed: it may hold a password.
+    database_url: str | None = attrs.field(default=None, repr=False)
+    # The zone whose midnights, Mondays and 1sts start the budget's periods.
+    budget_timezone: str = "UTC"
     # Processes serving the port (rhetor serve --workers); above 1 needs PostgreSQL.
     workers: int = 1
 
     def __attrs_post_init__(self) -> None:
+        check_database_url(self.database_url)
+        check_timezone(self.budget_timezone)
         for name in ("daily_limit", "weekly_limit", "monthly_limit"):
             if getattr(self, name) < 0:
                 raise ValidationError(name, "must not be negative")
@@ -197,6 +241,12 @@ class Settings:
             provider_timeout=_float(env, "RHETOR_PROVIDER_TIMEOUT", 60.0),
             shutdown_grace=_float(env, "RHETOR_SHUTDOWN_GRACE", 10.0),
             context_token_budget=_int(env, "RHETOR_CONTEXT_TOKENS", 8000),
+            database_url=check_database_url(
+                env.get("RHETOR_DATABASE_URL") or None, "RHETOR_DATABASE_URL"
+            ),
+            budget_timezone=check_timezone(
+                env.get("RHETOR_BUDGET_TIMEZONE") or "UTC", "RHETOR_BUDGET_TIMEZONE"
+            ),
             workers=_int(env, "RHETOR_WORKERS", 1),
         )
 

@@ -1,7 +1,8 @@
 """
 The ``rhetor`` command line: run the server, or talk to one.
 
-``serve`` runs Rhetor; ``ask``, ``chat``, ``providers``, ``budget`` and
+``serve`` runs Rhetor and ``db`` manages its PostgreSQL schema; ``ask``,
+``chat``, ``providers``, ``budget`` and
 ``contexts`` are clients of a running server (``--host``/``--port``/
 ``--api-key``, defaulting to ``RHETOR_HOST``, ``RHETOR_PORT`` and
 ``RHETOR_API_KEY``). Every command takes ``--json`` for machine-readable
@@ -51,6 +52,11 @@ contexts_app = typer.Typer(
     no_args_is_help=False,
 )
 app.add_typer(contexts_app, name="contexts")
+db_app = typer.Typer(
+    help="The stores' schema: status, upgrade (PostgreSQL; SQLite files migrate themselves).",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -148,6 +154,14 @@ def serve(
         Path | None,
         typer.Option("--data-dir", help="Where SQLite files live (env RHETOR_DATA_DIR)."),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="postgresql://... to keep every store in PostgreSQL, shared by many"
+            " processes (env RHETOR_DATABASE_URL; default: SQLite under --data-dir).",
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -177,6 +191,8 @@ def serve(
             settings = attrs.evolve(settings, task_config=config)
         if data_dir is not None:
             settings = attrs.evolve(settings, data_dir=data_dir)
+        if database_url is not None:
+            settings = attrs.evolve(settings, database_url=database_url)
         if workers is not None:
             settings = attrs.evolve(settings, workers=workers)
         # Imported here: the client commands must not pay for the server stack.
@@ -549,6 +565,131 @@ def contexts_delete(
             out.print(Text(f"Deleted context {context_id}."))
 
     _run(work)
+
+
+# -- db ----------------------------------------------------------------------
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", help="postgresql://... (env RHETOR_DATABASE_URL; unset: SQLite)."
+    ),
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where SQLite files live (env RHETOR_DATA_DIR)."),
+]
+
+
+def _db_settings(database_url: str | None, data_dir: Path | None) -> Any:
+    import attrs
+
+    from rhetor import Settings
+
+    settings = Settings.from_env()
+    if database_url is not None:
+        settings = attrs.evolve(settings, database_url=database_url or None)
+    if data_dir is not None:
+        settings = attrs.evolve(settings, data_dir=data_dir)
+    return settings
+
+
+def _db_command(work: Callable[[], None]) -> None:
+    """Run a ``db`` command; Rhetor's errors (a bad URL, a database down) are one stderr line."""
+    import logging
+
+    from rhetor import RhetorError
+
+    # The pool logs each failed connection attempt; the one error line below says it all.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+
+    try:
+        work()
+    except RhetorError as exc:
+        _error(str(exc))
+        raise typer.Exit(1) from None
+
+
+@db_app.command("status")
+def db_status(
+    database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: AsJson = False
+) -> None:
+    """
+    Which schema migrations the stores have, and which are pending.
+    """
+
+    def work() -> None:
+        from rhetor._stores import database_status, describe, sqlite_status
+
+        settings = _db_settings(database_url, data_dir)
+        where = describe(settings)
+        if settings.database_url:
+            steps = [
+                {
+                    "part": s.part,
+                    "version": s.version,
+                    "name": s.name,
+                    "applied": None if s.applied is None else s.applied.isoformat(),
+                }
+                for s in database_status(settings)
+            ]
+        else:
+            steps = sqlite_status(settings.data_dir)
+        pending = sum(1 for step in steps if step["applied"] is None)
+        if as_json:
+            _print_json({"database": where, "migrations": steps, "pending": pending})
+            return
+        out.print(Text(" ".join(f"{k}={v}" for k, v in where.items()), style="bold"))
+        table = Table("part", "version", "name", "applied")
+        for step in steps:
+            table.add_row(
+                str(step["part"]),
+                str(step["version"]),
+                str(step["name"]),
+                str(step["applied"] or "pending"),
+            )
+        out.print(table)
+        if not settings.database_url:
+            out.print(
+                Text(
+                    "SQLite files migrate themselves when Rhetor opens them;"
+                    " `rhetor db upgrade` opens them now.",
+                    style="dim",
+                )
+            )
+        out.print(f"{pending} pending")
+
+    _db_command(work)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    database_url: DatabaseUrl = None, data_dir: DataDir = None, as_json: AsJson = False
+) -> None:
+    """
+    Apply the pending schema migrations now (Rhetor also applies them when it starts).
+
+    On PostgreSQL the steps run in one transaction under an advisory lock, so
+    running it beside starting servers is safe. SQLite files are migrated by
+    opening them, under the data directory's lock.
+    """
+
+    def work() -> None:
+        from rhetor._stores import upgrade_database, upgrade_sqlite
+
+        settings = _db_settings(database_url, data_dir)
+        if settings.database_url:
+            applied = [f"{m.part} {m.version}: {m.name}" for m in upgrade_database(settings)]
+        else:
+            applied = upgrade_sqlite(settings.data_dir)
+        if as_json:
+            _print_json({"applied": applied})
+            return
+        for line in applied:
+            out.print(f"applied {line}")
+        out.print("the schema is up to date")
+
+    _db_command(work)
 
 
 def main() -> None:

@@ -16,14 +16,12 @@ import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
-    Callable,
     Collection,
     Iterable,
     Mapping,
     Sequence,
 )
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, TypedDict
 
 import anyio
@@ -34,6 +32,8 @@ from rhetor._asks import as_rhetor_error, ask
 from rhetor._errors import NotFound, ValidationError
 from rhetor._redact import install_log_redaction
 from rhetor._settings import Settings
+from rhetor._stores import Stores, database_password, open_stores
+from rhetor._tree import BackendFactory, default_backends, start_tree
 from rhetor._types import (
     ChatMessage,
     Chunk,
@@ -41,8 +41,6 @@ from rhetor._types import (
     Reply,
     RoutingParameters,
 )
-from rhetor.budget._keeper import BudgetKeeper
-from rhetor.budget._ledger import SQLiteLedger
 from rhetor.budget._messages import (
     BudgetStatus,
     GetBudget,
@@ -51,10 +49,8 @@ from rhetor.budget._messages import (
     SetPolicy,
     UsageTotals,
 )
-from rhetor.budget._pricing import Pricer, load_overrides
-from rhetor.providers._actor import CheckHealth, ProviderActor
-from rhetor.providers._backend import ProviderBackend
-from rhetor.providers._simulated import SimulatedBackend
+from rhetor.budget._pricing import load_overrides
+from rhetor.providers._actor import CheckHealth
 from rhetor.routing._plan import TaskConfig
 from rhetor.routing._router import (
     BudgetModeChanged,
@@ -62,18 +58,15 @@ from rhetor.routing._router import (
     Evaluate,
     Generate,
     GetProviders,
-    Router,
     SetActive,
     Summarize,
 )
 from rhetor.storage._contexts import (
-    ContextStore,
     DeleteContext,
     ListContexts,
     ReadContext,
     SearchContexts,
 )
-from rhetor.storage._history import SQLiteHistory
 from rhetor.storage._interfaces import (
     ContextInfo,
     Prompt,
@@ -82,7 +75,6 @@ from rhetor.storage._interfaces import (
     Template,
     TemplateVersion,
 )
-from rhetor.storage._library import SQLiteLibrary
 from rhetor.storage._prompts import (
     CreatePrompt,
     CreateTemplate,
@@ -94,65 +86,16 @@ from rhetor.storage._prompts import (
     GetTemplateVersions,
     ListPrompts,
     ListTemplates,
-    PromptLibrary,
     RenderTemplate,
     UpdatePrompt,
     UpdateTemplate,
 )
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
-
-__all__ = ["ContextDetail", "Runtime", "default_backends", "start"]
+__all__ = ["BackendFactory", "ContextDetail", "Runtime", "default_backends", "start"]
 
 log = logging.getLogger("rhetor.runtime")
 
 VERSION = "0.1.0"
-BackendFactory = Callable[[], ProviderBackend]
-
-
-def default_backends(settings: Settings, config: TaskConfig) -> dict[str, BackendFactory]:
-    """
-    The provider backends Rhetor runs by default: simulated, Anthropic, OpenAI, Ollama.
-
-    Providers without a key (or an Ollama that does not answer) still run and
-    report themselves unavailable, so the router skips them.
-    """
-
-    def models_of(provider: str) -> tuple[str, ...]:
-        return tuple(n for n, i in config.models.items() if i.provider == provider)
-
-    def simulated() -> ProviderBackend:
-        return SimulatedBackend(
-            models=models_of("simulated") or ("simulated-echo", "simulated-summary"),
-            chunk_delay=settings.simulated_chunk_delay,
-            available=settings.simulated != "never",
-        )
-
-    def anthropic() -> ProviderBackend:
-        from rhetor.providers._anthropic import AnthropicBackend
-
-        return AnthropicBackend(
-            settings.anthropic_api_key, settings.anthropic_base_url, models=models_of("anthropic")
-        )
-
-    def openai() -> ProviderBackend:
-        from rhetor.providers._openai import OpenAIBackend
-
-        return OpenAIBackend(
-            settings.openai_api_key, settings.openai_base_url, models=models_of("openai")
-        )
-
-    def ollama() -> ProviderBackend:
-        from rhetor.providers._ollama import OllamaBackend
-
-        return OllamaBackend(
-            settings.ollama_base_url or "http://localhost:11434", models=models_of("ollama")
-        )
-
-    return {"simulated": simulated, "anthropic": anthropic, "openai": openai, "ollama": ollama}
 
 
 def _messages(raw: Iterable[Any], field: str = "messages") -> tuple[ChatMessage, ...]:
@@ -489,63 +432,38 @@ async def start(
 
     With no arguments it reads the environment (``Settings.from_env()``) and
     runs the simulated provider plus any configured real ones, with SQLite
-    under the data directory.
+    under the data directory; with ``settings.database_url`` every store is
+    in that PostgreSQL database, shared with any other runtime on it, and the
+    data directory is neither created nor locked (see :mod:`rhetor._stores`).
 
     Cancellation: leaving the block stops every actor in reverse start order;
     ledger writes still queued are committed on the way out.
 
     Error handling: a bad setting or task config, or a data directory that
     another runtime holds (``data_dir/rhetor.lock``), raises
-    :class:`ValidationError` before anything starts.
+    :class:`ValidationError` before anything starts; a database that cannot
+    be reached raises :class:`~rhetor.StorageUnavailable`.
     """
     settings = Settings.from_env() if settings is None else settings
-    install_log_redaction(settings.api_key, settings.anthropic_api_key, settings.openai_api_key)
+    install_log_redaction(
+        settings.api_key,
+        settings.anthropic_api_key,
+        settings.openai_api_key,
+        database_password(settings.database_url),
+    )
     config = TaskConfig.load(settings.task_config)
     pricer_overrides = load_overrides(settings.price_overrides) if settings.price_overrides else {}
-    data_dir = settings.data_dir
-    await anyio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
     factories = dict(default_backends(settings, config) if backends is None else backends)
-    lock = await anyio.to_thread.run_sync(_lock_data_dir, data_dir)
-    try:
-        async with _started(settings, config, factories, health_interval, pricer_overrides) as rt:
-            yield rt
-    finally:
-        _unlock_data_dir(lock)
-
-
-def _lock_data_dir(data_dir: Path) -> int | None:
-    """
-    Take ``data_dir/rhetor.lock`` for this runtime; the stores assume one owner.
-
-    The BudgetKeeper, ContextStore and PromptLibrary keep in-memory state
-    (budget totals and reservations, windows, default prompts) that is only
-    right while they are the only writers of their files, and the ledger
-    settles every other owner's reservations as interrupted when it starts,
-    so a second runtime on the same data directory (in this process or
-    another) is refused.
-
-    Error handling: :class:`ValidationError` on ``data_dir`` when it is taken.
-    """
-    if fcntl is None:  # pragma: no cover - not POSIX: no advisory locks
-        return None
-    fd = os.open(data_dir / "rhetor.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip()
-        os.close(fd)
-        owner = f" (pid {holder})" if holder else ""
-        raise ValidationError(
-            "data_dir", f"{data_dir} is in use by another Rhetor runtime{owner}"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
-def _unlock_data_dir(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)  # closing the descriptor releases the lock
+    # This runtime's id in the ledger's reservations: the same for every
+    # incarnation of the BudgetKeeper, new with every start of the process.
+    owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    async with (
+        open_stores(settings, owner) as stores,
+        _started(
+            settings, config, factories, health_interval, pricer_overrides, stores, owner
+        ) as rt,
+    ):
+        yield rt
 
 
 @asynccontextmanager
@@ -555,90 +473,22 @@ async def _started(
     factories: dict[str, BackendFactory],
     health_interval: float,
     pricer_overrides: Mapping[str, Any],
+    stores: Stores,
+    owner: str,
 ) -> AsyncIterator[Runtime]:
-    data_dir = settings.data_dir
-    # This runtime's id in the ledger's reservations: the same for every
-    # incarnation of the BudgetKeeper, new with every start of the process.
-    owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     async with actors.open_system(name="rhetor") as system:
-        storage = actors.SupervisorSpec(
-            children=(
-                actors.ChildSpec(
-                    "budget",
-                    lambda: BudgetKeeper(
-                        # The keeper checkpoints the file itself, off the loop.
-                        lambda: SQLiteLedger(data_dir / "ledger.db", autocheckpoint=False),
-                        policy=settings.budget_policy,
-                        limits=settings.limits,
-                        owner=owner,
-                    ),
-                ),
-                actors.ChildSpec(
-                    "contexts",
-                    lambda: ContextStore(
-                        # Appends commit on the loop; the actor checkpoints off it.
-                        lambda: SQLiteHistory(data_dir / "contexts.db", autocheckpoint=False),
-                        window_tokens=settings.context_token_budget,
-                    ),
-                ),
-                actors.ChildSpec(
-                    "prompts",
-                    lambda: PromptLibrary(lambda: SQLiteLibrary(data_dir / "prompts.db")),
-                ),
-            ),
-            strategy="one_for_one",
-            intensity=5,
-            period=10.0,
-        )
-        await system.start_supervisor(storage, name="storage")
-
-        def provider_child(name: str, factory: BackendFactory) -> actors.ChildSpec:
-            return actors.ChildSpec(
-                f"provider:{name}",
-                lambda: ProviderActor(factory, health_interval=health_interval),
-                shutdown_timeout=3.0,
-            )
-
-        providers = actors.SupervisorSpec(
-            children=tuple(provider_child(n, f) for n, f in factories.items()),
-            strategy="one_for_one",
-            intensity=10,
-            period=30.0,
-        )
-        await system.start_supervisor(providers, name="providers")
-        provider_refs = {n: system.ref(f"provider:{n}") for n in factories}
-
-        budget_ref = system.ref("budget")
-        contexts_ref = system.ref("contexts")
-        prompts_ref = system.ref("prompts")
-        router = await system.spawn(
-            lambda: Router(
-                config=config,
-                providers=provider_refs,
-                budget=budget_ref,
-                contexts=contexts_ref,
-                prompts=prompts_ref,
-                pricer=Pricer(overrides=pricer_overrides),
-                simulated=settings.simulated,
-                request_timeout=settings.request_timeout,
-                provider_timeout=settings.provider_timeout,
-                context_token_budget=settings.context_token_budget,
-            ),
-            name="router",
-        )
-        sessions = await system.start_supervisor(
-            actors.SupervisorSpec(children=(), strategy="one_for_one", intensity=1000, period=1.0),
-            name="sessions",
+        tree = await start_tree(
+            system, settings, config, factories, health_interval, pricer_overrides, stores, owner
         )
         runtime = Runtime(
             settings=settings,
             system=system,
-            router=router,
-            budget_keeper=budget_ref,
-            contexts=contexts_ref,
-            prompts=prompts_ref,
-            providers_refs=provider_refs,
-            sessions=sessions,
+            router=tree.router,
+            budget_keeper=tree.budget_keeper,
+            contexts=tree.contexts,
+            prompts=tree.prompts,
+            providers_refs=tree.providers,
+            sessions=tree.sessions,
         )
         log.info("rhetor runtime started with providers %s", ", ".join(factories))
         try:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from rhetor._errors import ValidationError
-from rhetor.budget._accounts import Accounts, period_end, period_start, usd
+from rhetor.budget._accounts import Accounts, Claim, decide, period_end, period_start, usd
 from rhetor.budget._interfaces import LedgerEntry, ReservationRow
 
 
@@ -185,3 +186,63 @@ def test_period_rejects_unknown() -> None:
     with pytest.raises(ValidationError) as info:
         period_start("yearly", NOW)  # type: ignore[arg-type]
     assert info.value.field == "period"
+
+
+def test_periods_start_at_midnight_in_the_budget_time_zone() -> None:
+    """In Europe/Paris a day starts at 23:00 UTC in winter and 22:00 UTC in summer; months on the local 1st."""
+    paris = ZoneInfo("Europe/Paris")
+    winter = datetime(2024, 1, 10, 23, 30, tzinfo=UTC)  # already the 11th in Paris
+    assert period_start("daily", winter, paris) == datetime(2024, 1, 10, 23, tzinfo=UTC)
+    assert period_end("daily", winter, paris) == datetime(2024, 1, 11, 23, tzinfo=UTC)
+    summer = datetime(2024, 7, 31, 22, 30, tzinfo=UTC)  # August 1st in Paris
+    assert period_start("monthly", summer, paris) == datetime(2024, 7, 31, 22, tzinfo=UTC)
+    assert period_start("weekly", summer, paris) == datetime(2024, 7, 28, 22, tzinfo=UTC)
+
+
+def test_a_day_with_a_clock_change_is_23_or_25_hours_long() -> None:
+    """Periods follow the local calendar across daylight saving changes (America/New_York)."""
+    new_york = ZoneInfo("America/New_York")
+    spring = datetime(2024, 3, 10, 12, tzinfo=UTC)
+    autumn = datetime(2024, 11, 3, 12, tzinfo=UTC)
+    for day, hours in ((spring, 23), (autumn, 25)):
+        length = period_end("daily", day, new_york) - period_start("daily", day, new_york)
+        assert length == timedelta(hours=hours)
+
+
+def test_changing_a_limit_keeps_the_period_and_its_spend() -> None:
+    """Spend is counted from the period's start, not from the limit: a new limit sees what was spent."""
+    clock = {"now": datetime(2024, 2, 14, 12, tzinfo=UTC)}
+    accounts = Accounts(now=lambda: clock["now"], tz=ZoneInfo("Asia/Tokyo"))
+    accounts.load(accounts.period_starts(), [("daily", None, 0.75)])
+    accounts.set_limit("daily", 1.0)
+    assert accounts.over("p", 0.3) is not None
+    accounts.set_limit("daily", 2.0)
+    assert accounts.over("p", 0.3) is None
+    assert accounts.status()["daily"]["spent"] == 0.75
+    assert accounts.status()["daily"]["start"] == "2024-02-13T15:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("policy", "claim", "expected"),
+    [
+        # $1 limit, $0.90 used: $0.10 of headroom.
+        ("ignore", Claim("p", 0.5), (False, 0, 0.5, False)),
+        ("warn", Claim("p", 0.5), (False, 0, 0.5, True)),
+        ("enforce", Claim("p", 0.05), (False, 0, 0.05, False)),
+        ("enforce", Claim("p", 0.5), (True, 0, 0.5, True)),
+        # $0.02 of input, then $0.001 a token: 80 of the 480 tokens asked for fit.
+        ("enforce", Claim("p", 0.5, 480, 0.001, 64), (False, 80, 0.1, False)),
+        ("enforce", Claim("p", 0.5, 480, 0.001, 81), (True, 480, 0.5, True)),
+        ("enforce", Claim("p", 0.5, 480, 0.001, None), (True, 480, 0.5, True)),
+    ],
+)
+def test_the_budget_rule_grants_warns_clamps_or_refuses(
+    policy: str, claim: Claim, expected: tuple[bool, int, float, bool]
+) -> None:
+    """decide(): ignore grants, warn grants with a warning, enforce grants what fits, clamps to the headroom, or refuses."""
+    decision = decide(policy, {("daily", None): 1.0}, lambda period, scope: 0.9, claim)
+    refused, tokens, amount, over = expected
+    assert decision.refused is refused
+    assert decision.output_tokens == tokens or (tokens == 0 and decision.output_tokens == 0)
+    assert decision.amount == pytest.approx(amount)
+    assert (decision.over is not None) is over

@@ -208,17 +208,18 @@ async def test_reply_costs_carry_no_float_noise(tmp_path: Path) -> None:
 async def test_an_unknown_model_under_enforce_is_priced_conservatively_not_free(
     tmp_path: Path,
 ) -> None:
-    """A model with no known price is never free: under a $0.10 limit it is refused; with an override it answers."""
+    """A model with no known price is never free: under a $0.01 limit it is refused; with an override it answers."""
     alpha = ReportingBackend(usage=Usage(10, 5))
-    limited = settings_with(tmp_path, None, budget_policy="enforce", daily_limit=0.10)
+    # Even MIN_CLAMPED_OUTPUT tokens at $600/Mtok cost more than $0.01: no clamp can fit.
+    limited = settings_with(tmp_path, None, budget_policy="enforce", daily_limit=0.01)
     async with rhetor.runtime.start(limited, backends=backends(alpha)) as rt:
         estimate = await rt.estimate("hello", model="alpha-1")
         with pytest.raises(BudgetExceeded) as info:
             await rt.message("hello")
-    assert estimate["price_known"] is False and estimate["estimated_cost"] > 0.10
+    assert estimate["price_known"] is False and estimate["estimated_cost"] > 0.01
     assert "alpha/alpha-1" in str(info.value)
     (tmp_path / "p").mkdir()
-    priced = settings_with(tmp_path / "p", ALPHA_PRICE, budget_policy="enforce", daily_limit=0.10)
+    priced = settings_with(tmp_path / "p", ALPHA_PRICE, budget_policy="enforce", daily_limit=0.01)
     async with rhetor.runtime.start(priced, backends=backends(alpha)) as rt:
         reply = await rt.message("hello")
     assert reply.cost == (10 * 1.0 + 5 * 2.0) / 1_000_000

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -208,3 +209,41 @@ def test_serve_runs_the_server_until_sigint(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+# -- rhetor db -------------------------------------------------------------------------
+
+
+def db(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``rhetor db ARGS`` (it talks to no server)."""
+    return rhetor(None, "db", *args, port=8300)
+
+
+def test_db_status_and_upgrade_on_sqlite(tmp_path: Path) -> None:
+    """On SQLite, status lists each file as pending until upgrade opens (creates) it."""
+    data = str(tmp_path / "data")
+    before = json.loads(db("status", "--data-dir", data, "--json").stdout)
+    assert before["database"]["backend"] == "sqlite" and before["pending"] == 3
+    upgraded = db("upgrade", "--data-dir", data)
+    assert upgraded.returncode == 0 and "up to date" in upgraded.stdout
+    after = json.loads(db("status", "--data-dir", data, "--json").stdout)
+    assert after["pending"] == 0
+
+
+def test_db_status_and_upgrade_on_postgresql(pg_url: str, pg: Any) -> None:
+    """On PostgreSQL, status names every migration with when it was applied; upgrade has nothing left to do."""
+    status = db("status", "--database-url", pg_url, "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["database"]["backend"] == "postgresql" and shown["pending"] == 0
+    assert {m["part"] for m in shown["migrations"]} == {"ledger", "history", "library"}
+    upgraded = db("upgrade", "--database-url", pg_url, "--json")
+    assert json.loads(upgraded.stdout) == {"applied": []}
+
+
+def test_db_against_a_database_that_does_not_answer_is_one_error_line() -> None:
+    """No server at the URL: exit status 1 and one line on stderr, no traceback, no password."""
+    result = db("status", "--database-url", "postgresql://u:secret@127.0.0.1:9/x")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: the database cannot be reached")
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr

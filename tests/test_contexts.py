@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,10 @@ from rhetor.storage._contexts import (
     SetSummary,
 )
 from rhetor.storage._history import SQLiteHistory
-from rhetor.storage._interfaces import ContextWindow
+from rhetor.storage._interfaces import ContextHistory, ContextWindow
+from tests.stores import history_opener
+
+Opener = Callable[[], ContextHistory]
 
 WORDS = [
     "the",
@@ -60,7 +64,15 @@ def pair(window: ContextWindow) -> tuple[str | None, list[ChatMessage]]:
     return window.summary, list(window.messages)
 
 
-def context_store(path: Path, **options: Any) -> ContextStore:
+@pytest.fixture
+def path(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Opener:
+    """Opens the history on the backend's storage (SQLite or PostgreSQL)."""
+    return history_opener(backend, tmp_path, request, autocheckpoint=False)
+
+
+def context_store(path: Opener | Path, **options: Any) -> ContextStore:
+    if callable(path):
+        return ContextStore(path, **options)
     return ContextStore(lambda: SQLiteHistory(path, autocheckpoint=False), **options)
 
 
@@ -70,20 +82,20 @@ def random_message(rng: random.Random) -> ChatMessage:
 
 
 @pytest.mark.parametrize("cached", [2, 0])
-async def test_cached_windows_always_match_the_database(tmp_path: Path, cached: int) -> None:
+async def test_cached_windows_always_match_the_database(path: Opener, cached: int) -> None:
     """
     Through appends, summaries, deletes and LRU eviction (or with no cache), every
     window and summary check the actor answers equals what the database itself answers.
     """
     rng = random.Random(1234)
     thresholds = random.Random(99)  # apart, so rng draws what it always drew
-    path = tmp_path / "contexts.db"
     contexts = ["a", "b", "c", "d"]
     async with actors.open_system() as system:
         ref = await system.spawn(
             lambda: context_store(path, window_tokens=120, cached_contexts=cached), name="contexts"
         )
-        with SQLiteHistory(path) as db:
+        db = path()
+        try:
             for step in range(600):
                 cid = rng.choice(contexts)
                 op = rng.random()
@@ -106,6 +118,8 @@ async def test_cached_windows_always_match_the_database(tmp_path: Path, cached: 
                 assert await ref.ask(NeedsSummary(cid, threshold)) == db.needs_summary(
                     cid, threshold
                 )
+        finally:
+            db.close()
 
 
 async def test_a_cached_window_is_answered_without_reading_the_database(
@@ -187,9 +201,8 @@ async def test_the_log_is_checkpointed_off_the_loop_every_so_many_appends(
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # per connection
 
 
-async def test_a_window_carries_the_token_cost_the_request_would_count(tmp_path: Path) -> None:
+async def test_a_window_carries_the_token_cost_the_request_would_count(path: Opener) -> None:
     """The window's tokens equal a recount of its messages, from the cache and from the store alike."""
-    path = tmp_path / "c.db"
     turns = tuple(ChatMessage("user", f"turn number {i} " * (i + 1)) for i in range(30))
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: context_store(path, window_tokens=100), name="contexts")
@@ -198,13 +211,13 @@ async def test_a_window_carries_the_token_cost_the_request_would_count(tmp_path:
             window = await ref.ask(GetWindow("c", budget))
             assert window.tokens == count_message_tokens(window.messages) <= budget
             assert window.summary_tokens == 0
-    with SQLiteHistory(path) as db:
-        assert db.window("c", 10_000).messages == turns
+    db = path()
+    assert db.window("c", 10_000).messages == turns
+    db.close()
 
 
-async def test_the_read_messages_answer_what_the_store_holds(tmp_path: Path) -> None:
+async def test_the_read_messages_answer_what_the_store_holds(path: Opener) -> None:
     """History, record, description, list and search answer the store's values; an unknown context is NotFound."""
-    path = tmp_path / "c.db"
     turns = (ChatMessage("user", "find the fox"), ChatMessage("assistant", "here it is"))
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: context_store(path), name="contexts")
@@ -225,12 +238,11 @@ async def test_the_read_messages_answer_what_the_store_holds(tmp_path: Path) -> 
     assert [(h.context_id, h.seq) for h in hits] == [("c", 1)]
 
 
-async def test_an_append_whose_asker_leaves_leaves_no_stale_window(tmp_path: Path) -> None:
+async def test_an_append_whose_asker_leaves_leaves_no_stale_window(path: Opener) -> None:
     """
-    An append whose asker gives up once it is sent is still written in one step
-    on the loop, and the cached window shows the turn, as the database does.
+    An append whose asker gives up once it is sent is still written (in one step
+    on the loop for SQLite), and the window shows the turn, as the database does.
     """
-    path = tmp_path / "c.db"
     turn = ChatMessage("user", "written while nobody waited")
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: context_store(path), name="contexts")
@@ -242,14 +254,15 @@ async def test_an_append_whose_asker_leaves_leaves_no_stale_window(tmp_path: Pat
                 nursery.cancel_scope.cancel()  # the asker leaves
             assert pair(await ref.ask(GetWindow("c", 8000))) == (None, [turn])
         assert not scope.cancelled_caught
-    with SQLiteHistory(path) as db:
-        assert pair(db.window("c", 8000)) == (None, [turn])
+    db = path()
+    assert pair(db.window("c", 8000)) == (None, [turn])
+    db.close()
 
 
-async def test_a_bad_context_id_is_refused_by_the_cached_reads_too(tmp_path: Path) -> None:
+async def test_a_bad_context_id_is_refused_by_the_cached_reads_too(path: Opener) -> None:
     """GetWindow, NeedsSummary and AppendTurns validate the id before looking in the cache."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: context_store(tmp_path / "c.db"), name="contexts")
+        ref = await system.spawn(lambda: context_store(path), name="contexts")
         calls = (
             GetWindow("../x", 10),
             NeedsSummary("", 10),
@@ -259,3 +272,51 @@ async def test_a_bad_context_id_is_refused_by_the_cached_reads_too(tmp_path: Pat
             with pytest.raises(ValidationError) as info:
                 await ref.ask(call)
             assert info.value.field == "context_id"
+
+
+async def test_a_store_on_a_network_is_appended_to_from_a_worker_thread(
+    pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL's appends wait on a network: the actor runs them in a worker thread, never on the loop."""
+    from rhetor.storage._pg_history import PostgresHistory
+
+    calls: list[str] = []
+    run, run_inline = StoreActor.run, StoreActor.run_inline
+
+    async def counted(self: Any, operation: Any, what: str) -> Any:
+        calls.append(f"thread:{what}")
+        return await run(self, operation, what)
+
+    def counted_inline(self: Any, operation: Any, what: str) -> Any:
+        calls.append(f"loop:{what}")
+        return run_inline(self, operation, what)
+
+    monkeypatch.setattr(StoreActor, "run", counted)
+    monkeypatch.setattr(StoreActor, "run_inline", counted_inline)
+    turns = (ChatMessage("user", "word " * 50),)
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: context_store(lambda: PostgresHistory(pg)), name="c")
+        assert await ref.ask(AppendTurns("c", turns, None, 10)) == Appended(1, True)
+        assert pair(await ref.ask(GetWindow("c", 8000))) == (None, list(turns))
+        assert await ref.ask(AppendTurns("c", turns, None, 10_000)) == Appended(2, False)
+    assert [c for c in calls if "AppendTurns" in c] == ["thread:AppendTurns"] * 2
+
+
+async def test_two_actors_on_one_shared_store_without_a_cache_see_each_others_writes(
+    pg: Any,
+) -> None:
+    """Two runtimes' ContextStores on one PostgreSQL database (cached_contexts=0) answer each other's turns."""
+    from rhetor.storage._pg_history import PostgresHistory
+
+    hello = ChatMessage("user", "hello")
+    async with actors.open_system() as system:
+        one = await system.spawn(
+            lambda: context_store(lambda: PostgresHistory(pg), cached_contexts=0), name="one"
+        )
+        two = await system.spawn(
+            lambda: context_store(lambda: PostgresHistory(pg), cached_contexts=0), name="two"
+        )
+        assert pair(await two.ask(GetWindow("c", 8000))) == (None, [])
+        await one.ask(AppendTurns("c", (hello,)))
+        assert pair(await two.ask(GetWindow("c", 8000))) == (None, [hello])
+        assert (await two.ask(AppendTurns("c", (hello,)))).count == 2

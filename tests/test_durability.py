@@ -29,6 +29,7 @@ from rhetor import BudgetExceeded, RhetorError, Settings
 from rhetor._types import ProviderReply, ProviderRequest, ProviderStatus, StreamEnd, TextDelta
 from rhetor.budget._ledger import SQLiteLedger
 from rhetor.providers._simulated import SimulatedBackend
+from tests.stores import backend_settings, ledger_of
 
 ROOT = Path(__file__).resolve().parent.parent
 # A price for the simulated models, so that they cost money and enforce has work to do.
@@ -102,14 +103,20 @@ async def restart_storage(rt: rhetor.runtime.Runtime) -> None:
         await rt.budget()
 
 
+@pytest.fixture
+def stores(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The settings that put the runtime's stores on the backend (SQLite or PostgreSQL)."""
+    return backend_settings(backend, request)
+
+
 @pytest.mark.parametrize("restart", [restart_keeper, restart_storage])
 async def test_a_restart_under_enforce_does_not_reopen_held_headroom(
-    tmp_path: Path, restart: Callable[[rhetor.runtime.Runtime], Any]
+    tmp_path: Path, restart: Callable[[rhetor.runtime.Runtime], Any], stores: dict[str, Any]
 ) -> None:
     """Requests hold the whole limit; a keeper or storage restart keeps it held, so no extra request passes."""
     backend = GatedBackend()
     # Each request reserves about $0.074 (its padded prompt plus 50 tokens at $1000/Mtok).
-    settings = enforced(tmp_path, limit=0.3)
+    settings = enforced(tmp_path, limit=0.3, **stores)
     outcomes: list[str] = []
     async with rhetor.runtime.start(settings, backends={"simulated": lambda: backend}) as rt:
 
@@ -136,18 +143,21 @@ async def test_a_restart_under_enforce_does_not_reopen_held_headroom(
     assert outcomes == ["ok"] * 4
     assert status["periods"]["daily"]["reserved"] == 0.0
     assert 0 < status["periods"]["daily"]["spent"] <= 0.3
-    with SQLiteLedger(settings.data_dir / "ledger.db") as ledger:
+    ledger = ledger_of(settings)
+    try:
         assert [e.status for e in ledger.entries()] == ["ok"] * 4
         assert ledger.reservations() == []
+    finally:
+        ledger.close()
 
 
 @pytest.mark.slow
 async def test_keeper_crashes_under_load_never_overspend_or_lose_an_acknowledged_charge(
-    tmp_path: Path,
+    tmp_path: Path, stores: dict[str, Any]
 ) -> None:
     """200 concurrent priced requests while the keeper crashes three times: no overspend, every reply's charge recorded."""
     limit = 0.5
-    settings = enforced(tmp_path, limit=limit)
+    settings = enforced(tmp_path, limit=limit, **stores)
     acknowledged: list[str] = []
     async with rhetor.runtime.start(
         settings, backends={"simulated": lambda: SimulatedBackend(chunk_delay=0.005)}
@@ -170,19 +180,22 @@ async def test_keeper_crashes_under_load_never_overspend_or_lose_an_acknowledged
         assert rt.budget_keeper.stats().restarts >= 1
     assert acknowledged
     assert status["periods"]["daily"]["reserved"] == 0.0
-    with SQLiteLedger(settings.data_dir / "ledger.db") as ledger:
+    ledger = ledger_of(settings)
+    try:
         entries = ledger.entries()
         assert ledger.reservations() == []
+    finally:
+        ledger.close()
     charged = {e.request_id for e in entries if e.status == "ok"}
     assert set(acknowledged) <= charged
     assert sum(e.cost for e in entries) <= limit + 1e-9
 
 
 async def test_limits_policy_and_the_active_model_set_through_the_api_survive_a_restart(
-    tmp_path: Path,
+    tmp_path: Path, stores: dict[str, Any]
 ) -> None:
     """Limits, policy and the active provider/model chosen at run time are there after a restart, over the environment."""
-    settings = Settings(data_dir=tmp_path / "data", hermes_url=None, budget_policy="warn")
+    settings = Settings(data_dir=tmp_path / "data", hermes_url=None, budget_policy="warn", **stores)
     backends = {"simulated": lambda: SimulatedBackend()}
     async with rhetor.runtime.start(settings, backends=backends) as rt:
         assert (await rt.providers())["active_model"] == "simulated-echo"
@@ -199,12 +212,15 @@ async def test_limits_policy_and_the_active_model_set_through_the_api_survive_a_
     assert status["periods"]["weekly"]["limit"] == 2.5
 
 
-async def test_a_stored_active_model_no_longer_served_is_ignored(tmp_path: Path) -> None:
+async def test_a_stored_active_model_no_longer_served_is_ignored(
+    tmp_path: Path, stores: dict[str, Any]
+) -> None:
     """An active model whose provider is gone at the next start is not restored; routing goes by task."""
-    settings = Settings(data_dir=tmp_path / "data", hermes_url=None)
+    settings = Settings(data_dir=tmp_path / "data", hermes_url=None, **stores)
     settings.data_dir.mkdir(parents=True)
-    with SQLiteLedger(settings.data_dir / "ledger.db") as ledger:
-        ledger.set_active("gone", "gone-1")
+    ledger = ledger_of(settings)
+    ledger.set_active("gone", "gone-1")
+    ledger.close()
     async with rhetor.runtime.start(
         settings, backends={"simulated": lambda: SimulatedBackend()}
     ) as rt:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from rhetor._errors import NotFound, ValidationError
 from rhetor._tokens import MESSAGE_OVERHEAD, count_message_tokens, count_tokens
 from rhetor._types import ChatMessage
 from rhetor.storage._history import SQLiteHistory, validate_context_id
-from rhetor.storage._interfaces import ContextRecord, ContextWindow
+from rhetor.storage._interfaces import ContextHistory, ContextRecord, ContextWindow
+from tests.stores import history_opener
 
 
 def user(text: str) -> ChatMessage:
@@ -31,10 +33,19 @@ def pair(window: ContextWindow) -> tuple[str | None, list[ChatMessage]]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteHistory]:
+def open_store(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[], ContextHistory]:
+    """Opens the history afresh on the backend's storage (SQLite or PostgreSQL), on one clock."""
     ticks = itertools.count(1000)
-    with SQLiteHistory(tmp_path / "history.db", clock=lambda: float(next(ticks))) as s:
-        yield s
+    return history_opener(backend, tmp_path, request, clock=lambda: float(next(ticks)))
+
+
+@pytest.fixture
+def store(open_store: Callable[[], ContextHistory]) -> Iterator[ContextHistory]:
+    s = open_store()
+    yield s
+    s.close()
 
 
 @pytest.mark.parametrize(
@@ -71,7 +82,7 @@ def test_invalid_context_ids(cid: str) -> None:
     assert info.value.field == "context_id"
 
 
-def test_store_methods_validate_ids(store: SQLiteHistory) -> None:
+def test_store_methods_validate_ids(store: ContextHistory) -> None:
     """Every store method rejects a bad context id before touching the database."""
     with pytest.raises(ValidationError):
         store.append("../x", [user("hi")])
@@ -81,7 +92,7 @@ def test_store_methods_validate_ids(store: SQLiteHistory) -> None:
         store.get("..")
 
 
-def test_append_and_history(store: SQLiteHistory) -> None:
+def test_append_and_history(store: ContextHistory) -> None:
     """append() returns the running count and history() returns messages oldest first."""
     assert store.append("c", [user("one"), assistant("two")]) == 2
     assert store.append("c", [user("three")]) == 3
@@ -96,13 +107,13 @@ def test_append_and_history(store: SQLiteHistory) -> None:
     assert [m.content for m in store.history("c", limit=2)] == ["two", "three"]
 
 
-def test_history_of_unknown_context(store: SQLiteHistory) -> None:
+def test_history_of_unknown_context(store: ContextHistory) -> None:
     """history() of a context that does not exist raises NotFound."""
     with pytest.raises(NotFound):
         store.history("nope")
 
 
-def test_append_rejects_bad_role(store: SQLiteHistory) -> None:
+def test_append_rejects_bad_role(store: ContextHistory) -> None:
     """A message with an unknown role is refused and nothing is stored."""
     with pytest.raises(ValidationError) as info:
         store.append("c", [user("ok"), ChatMessage("tool", "x")])  # type: ignore[arg-type]
@@ -110,7 +121,7 @@ def test_append_rejects_bad_role(store: SQLiteHistory) -> None:
     assert store.get("c") is None
 
 
-def test_metadata_merges_and_must_be_json(store: SQLiteHistory) -> None:
+def test_metadata_merges_and_must_be_json(store: ContextHistory) -> None:
     """Metadata is merged on each append, and must be JSON-serialisable."""
     store.append("c", [user("a")], metadata={"component": "ergon", "x": 1})
     store.append("c", [user("b")], metadata={"x": 2})
@@ -123,7 +134,7 @@ def test_metadata_merges_and_must_be_json(store: SQLiteHistory) -> None:
     assert store.get("c").message_count == 2  # type: ignore[union-attr]
 
 
-def test_window_keeps_newest_within_budget(store: SQLiteHistory) -> None:
+def test_window_keeps_newest_within_budget(store: ContextHistory) -> None:
     """window() keeps the newest messages, in order, whose tokens fit the budget."""
     texts = [f"message number {i}" for i in range(10)]
     store.append("c", [user(t) for t in texts])
@@ -136,19 +147,19 @@ def test_window_keeps_newest_within_budget(store: SQLiteHistory) -> None:
     assert pair(store.window("c", 10**9))[1] == [user(t) for t in texts]
 
 
-def test_window_stops_at_first_message_over_budget(store: SQLiteHistory) -> None:
+def test_window_stops_at_first_message_over_budget(store: ContextHistory) -> None:
     """A big message ends the window even if older small ones would fit: no gaps."""
     store.append("c", [user("small"), user("word " * 200), user("tiny")])
     _, window = pair(store.window("c", 50))
     assert window == [user("tiny")]
 
 
-def test_window_of_unknown_context_is_empty(store: SQLiteHistory) -> None:
+def test_window_of_unknown_context_is_empty(store: ContextHistory) -> None:
     """A window of a context that does not exist yet is empty, not an error."""
     assert pair(store.window("new", 1000)) == (None, [])
 
 
-def test_summary_replaces_covered_messages(store: SQLiteHistory) -> None:
+def test_summary_replaces_covered_messages(store: ContextHistory) -> None:
     """After set_summary, the window holds the summary and only later messages."""
     store.append("c", [user("one"), assistant("two"), user("three")])
     store.set_summary("c", "they counted", upto_seq=2)
@@ -163,7 +174,7 @@ def test_summary_replaces_covered_messages(store: SQLiteHistory) -> None:
         store.set_summary("nope", "x", upto_seq=0)
 
 
-def test_summary_counts_against_budget(store: SQLiteHistory) -> None:
+def test_summary_counts_against_budget(store: ContextHistory) -> None:
     """The summary's tokens come out of the budget before any message's."""
     store.append("c", [user("alpha"), user("beta")])
     store.set_summary("c", "s", upto_seq=0)
@@ -171,7 +182,7 @@ def test_summary_counts_against_budget(store: SQLiteHistory) -> None:
     assert pair(store.window("c", budget)) == ("s", [user("beta")])
 
 
-def test_a_window_carries_its_token_cost(store: SQLiteHistory) -> None:
+def test_a_window_carries_its_token_cost(store: ContextHistory) -> None:
     """A window's tokens are what its messages cost as a request counts them; the summary's apart."""
     store.append("c", [user("one two three"), assistant("four"), user("five six")])
     store.set_summary("c", "they counted", upto_seq=1)
@@ -184,7 +195,7 @@ def test_a_window_carries_its_token_cost(store: SQLiteHistory) -> None:
     assert (squeezed.messages, squeezed.tokens) == ((), 0)
 
 
-def test_a_record_is_the_description_and_the_messages(store: SQLiteHistory) -> None:
+def test_a_record_is_the_description_and_the_messages(store: ContextHistory) -> None:
     """record() answers get() and history() together, with the same limit; NotFound if unknown."""
     store.append("c", [user("one"), assistant("two"), user("three")], metadata={"k": 1})
     assert store.record("c") == ContextRecord(store.get("c"), store.history("c"))  # type: ignore[arg-type]
@@ -197,7 +208,7 @@ def test_a_record_is_the_description_and_the_messages(store: SQLiteHistory) -> N
     assert error.value.field == "limit"
 
 
-def test_needs_summary(store: SQLiteHistory) -> None:
+def test_needs_summary(store: ContextHistory) -> None:
     """needs_summary() compares the unsummarised tokens with the threshold."""
     assert not store.needs_summary("nope", 0)
     assert not store.needs_summary("nope", -1)  # unknown, whatever the threshold
@@ -209,7 +220,7 @@ def test_needs_summary(store: SQLiteHistory) -> None:
     assert not store.needs_summary("c", total - 1)
 
 
-def test_get_list_and_delete(store: SQLiteHistory) -> None:
+def test_get_list_and_delete(store: ContextHistory) -> None:
     """Contexts list most recently updated first, and delete removes one with its messages."""
     store.append("a", [user("1")])
     store.append("b", [user("2"), user("3")])
@@ -226,7 +237,7 @@ def test_get_list_and_delete(store: SQLiteHistory) -> None:
     assert [c.id for c in store.list()] == ["b"]
 
 
-def test_search_finds_substrings(store: SQLiteHistory) -> None:
+def test_search_finds_substrings(store: ContextHistory) -> None:
     """search() finds a literal substring, case-insensitively, with a snippet."""
     store.append("c", [user("The Quick brown fox"), assistant("lazy dog")])
     store.append("d", [user("x" * 100 + "quick" + "y" * 100)])
@@ -244,30 +255,64 @@ def test_search_finds_substrings(store: SQLiteHistory) -> None:
     ("query", "matching"),
     [("100%", "done 100%"), ("a_b", "a_b"), ("\\", "back\\slash"), ("%", "done 100%")],
 )
-def test_search_escapes_wildcards(store: SQLiteHistory, query: str, matching: str) -> None:
+def test_search_escapes_wildcards(store: ContextHistory, query: str, matching: str) -> None:
     """LIKE wildcards and the escape character in a query match only themselves."""
     store.append("c", [user("done 100%"), user("a_b"), user("axb"), user("100 x"), user("plain")])
     store.append("c", [user("back\\slash")])
     assert [h.snippet for h in store.search(query)] == [matching]
 
 
-def test_search_rejects_empty_query(store: SQLiteHistory) -> None:
+def test_search_rejects_empty_query(store: ContextHistory) -> None:
     """An empty query is refused rather than matching everything."""
     with pytest.raises(ValidationError):
         store.search("")
 
 
-def test_history_persists(tmp_path: Path) -> None:
+def test_history_persists(open_store: Callable[[], ContextHistory]) -> None:
     """Contexts, messages and summaries survive closing and reopening the store."""
-    with SQLiteHistory(tmp_path / "h.db") as store:
-        store.append("c", [user("hello"), assistant("hi")], metadata={"k": "v"})
-        store.set_summary("c", "greeting", upto_seq=1)
-    with SQLiteHistory(tmp_path / "h.db") as store:
-        info = store.get("c")
-        assert info is not None
-        assert (info.message_count, info.summary, info.metadata) == (2, "greeting", {"k": "v"})
-        assert pair(store.window("c", 100)) == ("greeting", [assistant("hi")])
-        assert store.append("c", [user("again")]) == 3
+    store = open_store()
+    store.append("c", [user("hello"), assistant("hi")], metadata={"k": "v"})
+    store.set_summary("c", "greeting", upto_seq=1)
+    store.close()
+    store = open_store()
+    info = store.get("c")
+    assert info is not None
+    assert (info.message_count, info.summary, info.metadata) == (2, "greeting", {"k": "v"})
+    assert pair(store.window("c", 100)) == ("greeting", [assistant("hi")])
+    assert store.append("c", [user("again")]) == 3
+    store.close()
+
+
+def test_concurrent_appends_to_one_context_get_consecutive_seq_numbers(
+    open_store: Callable[[], ContextHistory],
+) -> None:
+    """Eight writers (each its own connection, as processes would be) appending to one context lose nothing."""
+    stores = [open_store() for _ in range(8)]
+    counts: list[int] = []
+
+    def write(store: ContextHistory, writer: int) -> None:
+        for i in range(10):
+            counts.append(store.append("shared", [user(f"{writer}-{i}"), assistant("ok")]))
+
+    threads = [threading.Thread(target=write, args=(s, n)) for n, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    history = stores[0].history("shared")
+    for s in stores:
+        s.close()
+    assert [m.seq for m in history] == list(range(1, 161))
+    assert sorted(counts) == list(range(2, 161, 2))
+    # Each append's two messages are adjacent: no other writer came between them.
+    pairs = [(history[i].content, history[i + 1].content) for i in range(0, 160, 2)]
+    assert all(second == "ok" and first != "ok" for first, second in pairs)
+
+
+def test_a_nul_character_is_stored_readably(store: ContextHistory) -> None:
+    """A NUL in a message (PostgreSQL's text cannot hold it) is stored; it reads back, or as U+FFFD."""
+    store.append("c", [user("a\x00b")])
+    assert store.history("c")[0].content in ("a\x00b", "a\ufffdb")
 
 
 # -- values SQLite cannot store are the caller's ValidationError ----------------------
@@ -308,7 +353,7 @@ LONE = "a\ud800b"
     ],
 )
 def test_values_sqlite_cannot_store_are_refused_naming_the_field(
-    store: SQLiteHistory, call: Any, field: str
+    store: ContextHistory, call: Any, field: str
 ) -> None:
     """A 24-digit number, a lone surrogate or a non-finite metadata value is a ValidationError; nothing changes."""
     store.append("c", [user("hello")])

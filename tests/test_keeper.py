@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 import random
 import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import attrs
 import pytest
@@ -19,11 +22,13 @@ import actors
 import rhetor.budget._keeper
 from rhetor._errors import BudgetExceeded, ServiceUnavailable, ValidationError
 from rhetor._types import Usage
+from rhetor.budget._interfaces import BudgetLedger
 from rhetor.budget._keeper import (
     BudgetKeeper,
     CheckBudget,
     GetActiveModel,
     GetBudget,
+    GetBudgetMode,
     GetUsage,
     Reserve,
     SetLimit,
@@ -32,16 +37,32 @@ from rhetor.budget._keeper import (
     StoreActiveModel,
 )
 from rhetor.budget._ledger import SQLiteLedger
+from rhetor.budget._pg_ledger import PostgresLedger
+from tests.stores import ledger_opener
+
+Opener = Callable[[], BudgetLedger]
+
+
+@pytest.fixture
+def path(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Opener:
+    """Where the keeper's ledger is: opens it afresh on the backend's storage (SQLite or PostgreSQL)."""
+    return ledger_opener(backend, tmp_path, request, autocheckpoint=False)
 
 
 def keeper(
-    path: Path, policy: str = "enforce", daily: float = 0.0, owner: str = "runtime-1"
+    path: Opener | Path,
+    policy: str = "enforce",
+    daily: float = 0.0,
+    owner: str = "runtime-1",
+    **options: Any,
 ) -> BudgetKeeper:
+    opener = path if callable(path) else (lambda: SQLiteLedger(path, autocheckpoint=False))
     return BudgetKeeper(
-        lambda: SQLiteLedger(path, autocheckpoint=False),
+        opener,
         policy=policy,  # type: ignore[arg-type]
         limits={"daily": daily, "weekly": 0.0, "monthly": 0.0},
         owner=owner,
+        **options,
     )
 
 
@@ -49,10 +70,10 @@ def settle(reservation_id: int, cost: float, provider: str = "openai") -> Settle
     return Settle(reservation_id, "r", provider, "gpt-4o", "test", None, Usage(10, 10), cost)
 
 
-async def test_enforce_refuses_a_reservation_over_the_limit(tmp_path: Path) -> None:
+async def test_enforce_refuses_a_reservation_over_the_limit(path: Opener) -> None:
     """Under enforce, a worst case that would pass the daily limit is refused with its numbers."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=1.0), name="budget")
+        ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
         granted = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.6))
         with pytest.raises(BudgetExceeded) as info:
             await ref.ask(Reserve("b", "openai", "gpt-4o", 0.6))
@@ -62,28 +83,28 @@ async def test_enforce_refuses_a_reservation_over_the_limit(tmp_path: Path) -> N
         assert await ref.ask(Reserve("c", "openai", "gpt-4o", 0.6))
 
 
-async def test_warn_grants_but_carries_a_warning(tmp_path: Path) -> None:
+async def test_warn_grants_but_carries_a_warning(path: Opener) -> None:
     """Under warn, an over-limit reservation is granted with a warning."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", "warn", 0.5), name="budget")
+        ref = await system.spawn(lambda: keeper(path, "warn", 0.5), name="budget")
         reservation = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.6))
         assert reservation.warning and "daily budget" in reservation.warning
 
 
-async def test_ignore_grants_silently(tmp_path: Path) -> None:
+async def test_ignore_grants_silently(path: Opener) -> None:
     """Under ignore, limits neither refuse nor warn."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", "ignore", 0.5), name="budget")
+        ref = await system.spawn(lambda: keeper(path, "ignore", 0.5), name="budget")
         reservation = await ref.ask(Reserve("a", "openai", "gpt-4o", 5.0))
         assert reservation.warning is None
 
 
-async def test_concurrent_reservations_never_overspend(tmp_path: Path) -> None:
+async def test_concurrent_reservations_never_overspend(path: Opener) -> None:
     """200 concurrent requests against a small limit: granted worst cases and spend stay within it."""
     limit = 0.05
     granted: list[float] = []
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=limit), name="budget")
+        ref = await system.spawn(lambda: keeper(path, daily=limit), name="budget")
 
         async def one(i: int) -> None:
             amount = 0.001 + (i % 7) * 0.0005
@@ -101,17 +122,17 @@ async def test_concurrent_reservations_never_overspend(tmp_path: Path) -> None:
         status = await ref.ask(GetBudget())
     assert 0 < len(granted) < 200
     assert status["periods"]["daily"]["spent"] <= limit
-    ledger = SQLiteLedger(tmp_path / "l.db")
+    ledger = path()
     try:
         assert ledger.spent(0.0) <= limit
     finally:
         ledger.close()
 
 
-async def test_provider_limit_applies_to_that_provider_only(tmp_path: Path) -> None:
+async def test_provider_limit_applies_to_that_provider_only(path: Opener) -> None:
     """A per-provider limit refuses that provider while others go on."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db"), name="budget")
+        ref = await system.spawn(lambda: keeper(path), name="budget")
         await ref.ask(SetLimit("daily", 0.1, "openai"))
         with pytest.raises(BudgetExceeded) as info:
             await ref.ask(Reserve("a", "openai", "gpt-4o", 0.2))
@@ -119,10 +140,10 @@ async def test_provider_limit_applies_to_that_provider_only(tmp_path: Path) -> N
         assert await ref.ask(Reserve("b", "anthropic", "claude", 0.2))
 
 
-async def test_negative_limit_and_unknown_policy_are_rejected(tmp_path: Path) -> None:
+async def test_negative_limit_and_unknown_policy_are_rejected(path: Opener) -> None:
     """Bad limits and policies are typed errors naming the field, and the keeper keeps serving."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db"), name="budget")
+        ref = await system.spawn(lambda: keeper(path), name="budget")
         with pytest.raises(ValidationError) as info:
             await ref.ask(SetLimit("daily", -1.0))
         assert info.value.field == "limit"
@@ -132,9 +153,8 @@ async def test_negative_limit_and_unknown_policy_are_rejected(tmp_path: Path) ->
         assert (await ref.ask(GetBudget()))["policy"] == "enforce"
 
 
-async def test_limits_policy_and_spend_survive_a_restart(tmp_path: Path) -> None:
+async def test_limits_policy_and_spend_survive_a_restart(path: Opener) -> None:
     """Limits and policy set at run time, and recorded spend, are there after a restart."""
-    path = tmp_path / "l.db"
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: keeper(path, "warn"), name="budget")
         await ref.ask(SetLimit("weekly", 3.0))
@@ -151,20 +171,20 @@ async def test_limits_policy_and_spend_survive_a_restart(tmp_path: Path) -> None
     assert usage[0]["key"] == "openai" and usage[0]["cost"] == pytest.approx(0.25)
 
 
-async def test_check_budget_answers_without_reserving(tmp_path: Path) -> None:
+async def test_check_budget_answers_without_reserving(path: Opener) -> None:
     """An estimate check says whether an amount fits and reserves nothing."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=1.0), name="budget")
+        ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
         assert (await ref.ask(CheckBudget("openai", 0.9)))[0] is True
         assert (await ref.ask(CheckBudget("openai", 0.9)))[0] is True
         under, warning = await ref.ask(CheckBudget("openai", 1.5))
         assert under is False and "daily" in warning
 
 
-async def test_charge_without_component_reaches_the_ledger(tmp_path: Path) -> None:
+async def test_charge_without_component_reaches_the_ledger(path: Opener) -> None:
     """A settled charge with no component or context is written to the ledger and reported."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db"), name="budget")
+        ref = await system.spawn(lambda: keeper(path), name="budget")
         reservation = await ref.ask(Reserve("a", "alpha", "alpha-1", 0.0))
         await ref.ask(
             Settle(
@@ -179,10 +199,10 @@ async def test_charge_without_component_reaches_the_ledger(tmp_path: Path) -> No
 # -- durability: restarts, retries, bad numbers, failing rows ------------------------------
 
 
-async def test_reservations_survive_a_keeper_restart(tmp_path: Path) -> None:
+async def test_reservations_survive_a_keeper_restart(path: Opener) -> None:
     """Open reservations are rebuilt from the ledger by a restarted keeper, so its headroom stays spent."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=1.0), name="budget")
+        ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
         held = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.6, 100, 1000, key="k-a"))
         system.faults.crash_next("budget")
         status = await ref.ask(GetBudget())  # crashes it; answered by the next incarnation
@@ -196,11 +216,11 @@ async def test_reservations_survive_a_keeper_restart(tmp_path: Path) -> None:
 
 
 async def test_a_retried_reserve_answers_the_reservation_of_its_first_attempt(
-    tmp_path: Path,
+    path: Opener,
 ) -> None:
     """A reserve repeated with the same key after a restart gets the same reservation, counted once."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=1.0), name="budget")
+        ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
         first = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.4, key="k-1"))
         system.faults.crash_next("budget")
         await ref.ask(GetBudget())
@@ -210,9 +230,8 @@ async def test_a_retried_reserve_answers_the_reservation_of_its_first_attempt(
     assert status["periods"]["daily"]["reserved"] == 0.4
 
 
-async def test_a_dead_runtimes_reservations_are_settled_as_interrupted(tmp_path: Path) -> None:
+async def test_a_dead_runtimes_reservations_are_settled_as_interrupted(path: Opener) -> None:
     """A keeper of a new runtime bills the reservations an old runtime left open at their worst case."""
-    path = tmp_path / "l.db"
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: keeper(path, daily=1.0, owner="run-1"), name="budget")
         await ref.ask(Reserve("lost", "openai", "gpt-4o", 0.4, 100, 1000, "ergon"))
@@ -225,9 +244,10 @@ async def test_a_dead_runtimes_reservations_are_settled_as_interrupted(tmp_path:
             await ref.ask(Reserve("next", "openai", "gpt-4o", 0.6))
     assert status["periods"]["daily"]["spent"] == pytest.approx(0.45)
     assert status["periods"]["daily"]["reserved"] == 0.0
-    with SQLiteLedger(path) as ledger:
-        rows = {e.request_id: e for e in ledger.entries()}
-        assert ledger.reservations() == []
+    ledger = path()
+    rows = {e.request_id: e for e in ledger.entries()}
+    assert ledger.reservations() == []
+    ledger.close()
     assert (rows["lost"].status, rows["lost"].billed, rows["lost"].cost) == (
         "interrupted",
         "worst_case",
@@ -237,10 +257,10 @@ async def test_a_dead_runtimes_reservations_are_settled_as_interrupted(tmp_path:
     assert rows["r"].status == "ok"  # the settled one
 
 
-async def test_a_retried_settle_is_recorded_once(tmp_path: Path) -> None:
+async def test_a_retried_settle_is_recorded_once(path: Opener) -> None:
     """A settle sent again with the same charge id (after a keeper death) is not billed twice."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=1.0), name="budget")
+        ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
         held = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.5))
         message = attrs.evolve(settle(held.id, 0.2), charge_id="c-1")
         await ref.ask(message)
@@ -264,11 +284,11 @@ async def test_a_retried_settle_is_recorded_once(tmp_path: Path) -> None:
     ],
 )
 async def test_a_non_finite_or_negative_charge_is_billed_at_the_worst_case_and_later_ones_land(
-    tmp_path: Path, cost: float, usage: Usage
+    path: Opener, cost: float, usage: Usage
 ) -> None:
     """An Infinity, NaN or negative never reaches SQL: it is billed at the worst case, counted, and later charges are written."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=10.0), name="budget")
+        ref = await system.spawn(lambda: keeper(path, daily=10.0), name="budget")
         held = await ref.ask(Reserve("bad", "openai", "gpt-4o", 0.3))
         bad = Settle(held.id, "bad", "openai", "gpt-4o", None, None, usage, cost, worst_case=0.3)
         assert await ref.ask(bad) == 0.3
@@ -278,8 +298,9 @@ async def test_a_non_finite_or_negative_charge_is_billed_at_the_worst_case_and_l
         assert ref.stats().restarts == 0
     assert status["ledger_errors"]["invalid_charges"] == 1
     assert status["periods"]["daily"]["spent"] == pytest.approx(0.4)
-    with SQLiteLedger(tmp_path / "l.db") as ledger:
-        rows = {e.request_id: e for e in ledger.entries()}
+    ledger = path()
+    rows = {e.request_id: e for e in ledger.entries()}
+    ledger.close()
     assert (rows["bad"].cost, rows["bad"].billed) == (0.3, "worst_case")
     assert rows["bad"].input_tokens >= 0 and rows["bad"].output_tokens >= 0
     assert rows["r"].billed == "usage"
@@ -327,10 +348,10 @@ async def test_a_row_the_database_refuses_fails_alone(tmp_path: Path) -> None:
         ]
 
 
-async def test_a_nan_or_infinite_limit_is_refused(tmp_path: Path) -> None:
+async def test_a_nan_or_infinite_limit_is_refused(path: Opener) -> None:
     """A NaN limit would let every reservation pass; it is a ValidationError and nothing changes."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=1.0), name="budget")
+        ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
         for amount in (float("nan"), float("inf")):
             with pytest.raises(ValidationError):
                 await ref.ask(SetLimit("daily", amount))
@@ -338,9 +359,8 @@ async def test_a_nan_or_infinite_limit_is_refused(tmp_path: Path) -> None:
     assert status["periods"]["daily"]["limit"] == 1.0
 
 
-async def test_the_active_model_is_stored_beside_limits_and_policy(tmp_path: Path) -> None:
+async def test_the_active_model_is_stored_beside_limits_and_policy(path: Opener) -> None:
     """The active provider and model a keeper stores are answered by the next keeper on the file."""
-    path = tmp_path / "l.db"
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: keeper(path), name="budget")
         assert await ref.ask(GetActiveModel()) is None
@@ -350,10 +370,10 @@ async def test_the_active_model_is_stored_beside_limits_and_policy(tmp_path: Pat
         assert await ref.ask(GetActiveModel()) == ("openai", "gpt-4o-mini")
 
 
-async def test_budget_messages_name_small_limits_with_their_own_precision(tmp_path: Path) -> None:
+async def test_budget_messages_name_small_limits_with_their_own_precision(path: Opener) -> None:
     """A refusal against a $0.000123 limit prints $0.000123, not $0.0001."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", daily=0.000123), name="budget")
+        ref = await system.spawn(lambda: keeper(path, daily=0.000123), name="budget")
         with pytest.raises(BudgetExceeded) as info:
             await ref.ask(Reserve("a", "openai", "gpt-4o", 0.0002))
     assert "daily budget $0.000123 would be exceeded (spent and reserved $0.00)" in str(info.value)
@@ -376,20 +396,21 @@ async def test_the_write_ahead_log_is_checkpointed_so_it_stops_growing(tmp_path:
     assert sizes[-1] < 1.5 * sizes[0], sizes
 
 
-async def test_a_free_reservation_costs_no_ledger_write(tmp_path: Path) -> None:
+async def test_a_free_reservation_costs_no_ledger_write(path: Opener) -> None:
     """A $0 reservation (a free local model) holds no headroom, so it is not written; its settle still is."""
-    path = tmp_path / "l.db"
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
         free = await ref.ask(Reserve("a", "ollama", "llama3", 0.0))
         paid = await ref.ask(Reserve("b", "openai", "gpt-4o", 0.1))
-        with SQLiteLedger(path) as ledger:
-            assert [r.id for r in ledger.reservations()] == [paid.id]
+        ledger = path()
+        assert [r.id for r in ledger.reservations()] == [paid.id]
+        ledger.close()
         await ref.ask(Settle(free.id, "a", "ollama", "llama3", None, None, Usage(5, 5), 0.0))
         status = await ref.ask(GetBudget())
     assert status["periods"]["daily"]["reserved"] == 0.1
-    with SQLiteLedger(path) as ledger:
-        assert [e.request_id for e in ledger.entries()] == ["a"]
+    ledger = path()
+    assert [e.request_id for e in ledger.entries()] == ["a"]
+    ledger.close()
 
 
 _ANY_NUMBER = st.one_of(
@@ -432,11 +453,10 @@ def test_any_numbers_in_a_settle_become_a_finite_charge_and_never_crash_the_keep
 
 
 async def test_reservation_ids_come_in_claimed_blocks_never_given_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    path: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ids come in blocks claimed from the ledger: distinct across blocks, two owners and a restart."""
     monkeypatch.setattr(rhetor.budget._keeper, "_ID_BLOCK", 2)
-    path = tmp_path / "l.db"
     ids: list[int] = []
 
     async def reserve(ref: actors.Ref, name: str) -> None:
@@ -457,21 +477,22 @@ async def test_reservation_ids_come_in_claimed_blocks_never_given_twice(
 
 
 async def test_a_failed_id_claim_refuses_that_reserve_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: str, path: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the ledger cannot give out ids, the reserve that needed them is ServiceUnavailable and holds nothing."""
     monkeypatch.setattr(rhetor.budget._keeper, "_ID_BLOCK", 1)
-    original = SQLiteLedger.claim_reservation_ids
+    store: Any = SQLiteLedger if backend == "sqlite" else PostgresLedger
+    original = store.claim_reservation_ids
     failing = False
 
-    def claim(self: SQLiteLedger, count: int) -> range:
+    def claim(self: Any, count: int) -> range:
         if failing:
             raise ServiceUnavailable("the budget ledger cannot be written: disk I/O error")
         return original(self, count)
 
-    monkeypatch.setattr(SQLiteLedger, "claim_reservation_ids", claim)
+    monkeypatch.setattr(store, "claim_reservation_ids", claim)
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: keeper(tmp_path / "l.db", "warn", 1.0), name="budget")
+        ref = await system.spawn(lambda: keeper(path, "warn", 1.0), name="budget")
         granted = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.25))
         failing = True
         with pytest.raises(ServiceUnavailable) as info:
@@ -484,3 +505,104 @@ async def test_a_failed_id_claim_refuses_that_reserve_alone(
     assert status["periods"]["daily"]["reserved"] == pytest.approx(0.25)
     assert status["ledger_errors"]["failed_writes"] == 1
     assert later.id > granted.id
+
+
+# -- clamping, time zones, and keepers of several processes on one ledger -----------------
+
+
+async def test_under_enforce_max_tokens_is_clamped_to_the_headroom(path: Opener) -> None:
+    """A worst case over the limit is granted with as many output tokens as still fit; below 64, refused."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, daily=1.0), name="budget")
+        # $0.50 of input, then $0.0015 an output token: 1,000 tokens ask for $2.00.
+        asked = Reserve("a", "openai", "gpt-4o", 2.0, 100, 1000, output_price=0.0015)
+        clamped = await ref.ask(attrs.evolve(asked, min_output_tokens=64))
+        assert clamped.output_tokens == 333
+        assert clamped.amount == pytest.approx(0.5 + 333 * 0.0015)
+        with pytest.raises(BudgetExceeded):
+            await ref.ask(attrs.evolve(asked, request_id="b", min_output_tokens=64))
+        with pytest.raises(BudgetExceeded):  # no floor given: never clamped
+            await ref.ask(attrs.evolve(asked, request_id="c"))
+        status = await ref.ask(GetBudget())
+    assert status["periods"]["daily"]["reserved"] == pytest.approx(clamped.amount)
+    ledger = path()
+    (row,) = ledger.reservations()
+    ledger.close()
+    assert (row.output_tokens, row.amount) == (333, clamped.amount)
+
+
+async def test_days_start_at_midnight_in_the_budget_time_zone(path: Opener) -> None:
+    """With RHETOR_BUDGET_TIMEZONE=Pacific/Auckland, a charge at 11:30 UTC is already tomorrow's."""
+    now = datetime(2024, 6, 3, 11, 30, tzinfo=UTC)  # 23:30 in Auckland (UTC+12 in June)
+    clock = {"now": now}
+    auckland = ZoneInfo("Pacific/Auckland")
+    async with actors.open_system() as system:
+        ref = await system.spawn(
+            lambda: keeper(path, daily=1.0, tz=auckland, now=lambda: clock["now"]), name="budget"
+        )
+        held = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.4))
+        await ref.ask(settle(held.id, 0.4))
+        clock["now"] = datetime(2024, 6, 3, 12, 30, tzinfo=UTC)  # 00:30 the next day there
+        status = await ref.ask(GetBudget())
+        usage = await ref.ask(GetUsage("daily", "provider"))
+        weekly = await ref.ask(GetUsage("weekly", "provider"))
+    assert status["periods"]["daily"]["spent"] == 0.0
+    assert status["periods"]["daily"]["start"] == "2024-06-03T12:00:00+00:00"
+    assert usage == []
+    assert weekly[0]["cost"] == pytest.approx(0.4)  # Monday 3 June, still the same week
+
+
+async def test_two_keepers_on_one_shared_ledger_never_overspend(pg: Any) -> None:
+    """Two runtimes' keepers reserving at once against one PostgreSQL ledger stay within the limit together."""
+    limit = 0.05
+    granted: list[float] = []
+
+    def opener() -> BudgetLedger:
+        return PostgresLedger(pg)
+
+    async with actors.open_system() as system:
+        refs = [
+            await system.spawn(
+                lambda owner=owner: keeper(opener, daily=limit, owner=owner), name=owner
+            )
+            for owner in ("runtime-1", "runtime-2")
+        ]
+
+        async def one(i: int) -> None:
+            ref = refs[i % 2]
+            amount = 0.001 + (i % 7) * 0.0005
+            try:
+                reservation = await ref.ask(Reserve(str(i), "openai", "gpt-4o", amount))
+            except BudgetExceeded:
+                return
+            granted.append(amount)
+            await trio.sleep(random.random() / 100)
+            await ref.ask(settle(reservation.id, amount * random.uniform(0.3, 1.0)))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(one, i)
+    assert 0 < len(granted) < 200
+    ledger = opener()
+    assert ledger.spent(0.0) <= limit
+    assert ledger.reservations() == []
+    ledger.close()
+
+
+async def test_a_limit_set_through_one_keeper_binds_the_other_at_once(pg: Any) -> None:
+    """On a shared ledger the check is the database's: a limit one runtime sets refuses the other's next reserve."""
+
+    def opener() -> BudgetLedger:
+        return PostgresLedger(pg)
+
+    async with actors.open_system() as system:
+        first = await system.spawn(lambda: keeper(opener, owner="runtime-1"), name="one")
+        second = await system.spawn(lambda: keeper(opener, owner="runtime-2"), name="two")
+        assert await second.ask(GetBudgetMode()) is True  # always reserve: others may set limits
+        await second.ask(Reserve("a", "openai", "gpt-4o", 0.5))
+        await first.ask(SetLimit("daily", 0.6))
+        with pytest.raises(BudgetExceeded) as info:
+            await second.ask(Reserve("b", "openai", "gpt-4o", 0.2))
+        status = await first.ask(GetBudget())
+    assert info.value.limit == 0.6
+    assert status["periods"]["daily"]["reserved"] == pytest.approx(0.5)  # the other's reservation

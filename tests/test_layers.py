@@ -44,6 +44,8 @@ def layer_of(module: str) -> str | None:
         return "entry"
     if head in SHARED:
         return "shared"
+    if head in ("_stores", "_tree"):
+        return "runtime"  # the runtime's stores and actor tree, split out of runtime.py
     if head in ("edge", "runtime", "routing", "budget", "providers", "storage"):
         return head
     raise AssertionError(f"{module} is in no layer: add it to tests/test_layers.py")

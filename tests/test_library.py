@@ -1,32 +1,47 @@
 """
-The SQLite library (rhetor/storage/_library.py): system prompts, persistence, and values SQLite cannot store.
+The library of system prompts, on SQLite and PostgreSQL: prompts, persistence, values a store cannot hold.
 """
 
 from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from rhetor._errors import NotFound, ValidationError
+from rhetor._errors import NotFound, StorageUnavailable, ValidationError
+from rhetor.storage._interfaces import Library
 from rhetor.storage._library import SQLiteLibrary
+from rhetor.storage._pg import PgDatabase
+from rhetor.storage._pg_library import PostgresLibrary
+from tests.stores import library_opener
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteLibrary]:
+def open_store(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[], Library]:
+    """Opens the library afresh on the backend's storage (SQLite or PostgreSQL), on one clock."""
     ticks = itertools.count(1000)
-    with SQLiteLibrary(tmp_path / "library.db", clock=lambda: float(next(ticks))) as s:
-        yield s
+    return library_opener(backend, tmp_path, request, clock=lambda: float(next(ticks)))
+
+
+@pytest.fixture
+def store(open_store: Callable[[], Library]) -> Iterator[Library]:
+    s = open_store()
+    yield s
+    s.close()
 
 
 # -- system prompts --------------------------------------------------------------
 
 
-def test_prompt_crud(store: SQLiteLibrary) -> None:
+def test_prompt_crud(store: Library) -> None:
     """Prompts are created, read, updated, listed by component, and deleted."""
     p = store.create_prompt("base", "ergon", "You write code.", tags=["code"])
     assert store.get_prompt(p.id) == p
@@ -46,7 +61,7 @@ def test_prompt_crud(store: SQLiteLibrary) -> None:
         store.update_prompt(p.id, name="x")
 
 
-def test_one_default_prompt_per_component(store: SQLiteLibrary) -> None:
+def test_one_default_prompt_per_component(store: Library) -> None:
     """Making a prompt the default clears the component's previous default, only there."""
     a = store.create_prompt("a", "ergon", "A", is_default=True)
     other = store.create_prompt("o", "hermes", "O", is_default=True)
@@ -62,7 +77,7 @@ def test_one_default_prompt_per_component(store: SQLiteLibrary) -> None:
     assert store.default_prompt("nobody") is None
 
 
-def test_moving_default_prompt_to_another_component(store: SQLiteLibrary) -> None:
+def test_moving_default_prompt_to_another_component(store: Library) -> None:
     """A default prompt moved to another component displaces that component's default."""
     store.create_prompt("h", "hermes", "H", is_default=True)
     e = store.create_prompt("e", "ergon", "E", is_default=True)
@@ -71,17 +86,61 @@ def test_moving_default_prompt_to_another_component(store: SQLiteLibrary) -> Non
     assert store.default_prompt("ergon") is None
 
 
-def test_database_enforces_one_default(store: SQLiteLibrary, tmp_path: Path) -> None:
-    """Even a raw write cannot give a component two defaults."""
-    store.create_prompt("a", "ergon", "A", is_default=True)
-    store.create_prompt("b", "ergon", "B")
+def test_database_enforces_one_default(tmp_path: Path) -> None:
+    """Even a raw write cannot give a component two defaults (SQLite)."""
+    with SQLiteLibrary(tmp_path / "library.db") as store:
+        store.create_prompt("a", "ergon", "A", is_default=True)
+        store.create_prompt("b", "ergon", "B")
     conn = sqlite3.connect(tmp_path / "library.db")
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("UPDATE prompts SET is_default = 1 WHERE name = 'b'")
     conn.close()
 
 
-def test_create_prompt_validates(store: SQLiteLibrary) -> None:
+def test_postgresql_enforces_one_default(pg: PgDatabase) -> None:
+    """Even a raw write cannot give a component two defaults (PostgreSQL)."""
+    store = PostgresLibrary(pg)
+    store.create_prompt("a", "ergon", "A", is_default=True)
+    store.create_prompt("b", "ergon", "B")
+    with pytest.raises(StorageUnavailable) as info, pg.connection("written") as conn:
+        conn.execute("UPDATE prompts SET is_default = TRUE WHERE name = 'b'")
+    assert isinstance(info.value.__cause__, psycopg.errors.UniqueViolation)
+
+
+def test_concurrent_writers_leave_one_default_and_unique_names(
+    open_store: Callable[[], Library],
+) -> None:
+    """Eight writers at once (each its own connection) make defaults and templates: one default, consecutive versions."""
+    stores = [open_store() for _ in range(8)]
+    store = stores[0]
+    store.create_template("shared", "v1 {x}")
+    outcomes: list[str] = []
+
+    def write(library: Library, n: int) -> None:
+        for i in range(5):
+            library.create_prompt(f"p{n}-{i}", "ergon", "E", is_default=True)
+            library.update_template("shared", f"v {n}-{i} {{x}}")
+            try:
+                library.create_template("taken", "x")
+                outcomes.append("created")
+            except ValidationError as exc:
+                outcomes.append(str(exc.field))
+
+    threads = [threading.Thread(target=write, args=(s, n)) for n, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    defaults = [p for p in store.list_prompts("ergon") if p.is_default]
+    versions = [v.version for v in store.versions("shared")]
+    for s in stores:
+        s.close()
+    assert len(defaults) == 1
+    assert versions == list(range(1, 42))
+    assert sorted(outcomes) == ["created"] + ["name"] * 39
+
+
+def test_create_prompt_validates(store: Library) -> None:
     """A prompt needs a name and component, and tags must be a list of strings."""
     with pytest.raises(ValidationError) as info:
         store.create_prompt("", "ergon", "x")
@@ -91,16 +150,18 @@ def test_create_prompt_validates(store: SQLiteLibrary) -> None:
     assert info.value.field == "tags"
 
 
-def test_library_persists(tmp_path: Path) -> None:
+def test_library_persists(open_store: Callable[[], Library]) -> None:
     """Templates, versions and prompts survive closing and reopening the store."""
-    with SQLiteLibrary(tmp_path / "lib.db") as store:
-        t = store.create_template("t", "one {x}")
-        store.update_template("t", "two {x}")
-        p = store.create_prompt("p", "ergon", "E", is_default=True, tags=["x"])
-    with SQLiteLibrary(tmp_path / "lib.db") as store:
-        assert store.get_template(t.id).content == "two {x}"
-        assert len(store.versions("t")) == 2
-        assert store.default_prompt("ergon") == p
+    store = open_store()
+    t = store.create_template("t", "one {x}")
+    store.update_template("t", "two {x}")
+    p = store.create_prompt("p", "ergon", "E", is_default=True, tags=["x"])
+    store.close()
+    store = open_store()
+    assert store.get_template(t.id).content == "two {x}"
+    assert len(store.versions("t")) == 2
+    assert store.default_prompt("ergon") == p
+    store.close()
 
 
 # -- values SQLite cannot store are the caller's ValidationError ----------------------
@@ -142,7 +203,7 @@ LONE = "a\ud800b"
     ],
 )
 def test_values_sqlite_cannot_store_are_refused_naming_the_field(
-    store: SQLiteLibrary, call: Any, field: str
+    store: Library, call: Any, field: str
 ) -> None:
     """A lone surrogate, a 24-digit number or a value of the wrong shape is a ValidationError naming its field."""
     store.create_template("greet", "Hi {who}")

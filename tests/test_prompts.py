@@ -4,6 +4,7 @@ The PromptLibrary actor (rhetor/storage/_prompts.py): its messages, and the defa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ import actors
 import rhetor.storage._prompts
 from rhetor._errors import NotFound, ValidationError
 from rhetor.storage._actor import StoreActor
-from rhetor.storage._interfaces import Prompt, Template
+from rhetor.storage._interfaces import Library, Prompt, Template
 from rhetor.storage._library import SQLiteLibrary
+from rhetor.storage._pg_library import PostgresLibrary
 from rhetor.storage._prompts import (
     CreatePrompt,
     CreateTemplate,
@@ -32,10 +34,19 @@ from rhetor.storage._prompts import (
     UpdatePrompt,
     UpdateTemplate,
 )
+from tests.stores import library_opener
 
 
-def library(path: Path) -> PromptLibrary:
-    return PromptLibrary(lambda: SQLiteLibrary(path))
+@pytest.fixture
+def path(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[], Library]:
+    """Opens the library on the backend's storage (SQLite or PostgreSQL)."""
+    return library_opener(backend, tmp_path, request)
+
+
+def library(path: Callable[[], Library] | Path, **options: Any) -> PromptLibrary:
+    if callable(path):
+        return PromptLibrary(path, **options)
+    return PromptLibrary(lambda: SQLiteLibrary(path), **options)
 
 
 @pytest.fixture
@@ -66,10 +77,10 @@ async def test_a_default_prompt_is_read_once_then_answered_from_memory(
     assert store_calls == ["GetDefaultPrompt", "GetDefaultPrompt"]
 
 
-async def test_every_prompt_write_clears_the_cached_defaults(tmp_path: Path) -> None:
+async def test_every_prompt_write_clears_the_cached_defaults(path: Callable[[], Library]) -> None:
     """A create, update or delete of a prompt is seen by the next default-prompt ask."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: library(tmp_path / "p.db"), name="prompts")
+        ref = await system.spawn(lambda: library(path), name="prompts")
         assert await ref.ask(GetDefaultPrompt("ergon")) is None
         first = await ref.ask(CreatePrompt("a", "ergon", "one", is_default=True))
         assert await ref.ask(GetDefaultPrompt("ergon")) == first
@@ -106,10 +117,12 @@ async def test_a_component_sqlite_cannot_store_is_refused_before_the_cache(
     assert store_calls == []
 
 
-async def test_each_message_answers_its_reply_type(tmp_path: Path, store_calls: list[str]) -> None:
+async def test_each_message_answers_its_reply_type(
+    path: Callable[[], Library], store_calls: list[str]
+) -> None:
     """Templates and prompts round-trip through their messages; drafting a prompt needs no store."""
     async with actors.open_system() as system:
-        ref = await system.spawn(lambda: library(tmp_path / "p.db"), name="prompts")
+        ref = await system.spawn(lambda: library(path), name="prompts")
         made = await ref.ask(CreateTemplate("greet", "Hi {who}", required=("who",)))
         assert isinstance(made, Template) and made.version == 1
         updated = await ref.ask(UpdateTemplate("greet", "Hello {who}"))
@@ -129,3 +142,20 @@ async def test_each_message_answers_its_reply_type(tmp_path: Path, store_calls: 
         drafted = await ref.ask(GeneratePrompt("sort a list", {"language": "Python"}, "chat"))
         assert "sort a list" in drafted and "language: Python" in drafted
     assert store_calls == []
+
+
+async def test_without_the_cache_a_default_set_by_another_process_is_seen_at_once(
+    pg: Any, store_calls: list[str]
+) -> None:
+    """Over a shared store (cache_defaults=False) every default-prompt ask reads the database."""
+    async with actors.open_system() as system:
+        one = await system.spawn(lambda: library(lambda: PostgresLibrary(pg)), name="one")
+        two = await system.spawn(
+            lambda: library(lambda: PostgresLibrary(pg), cache_defaults=False), name="two"
+        )
+        assert await two.ask(GetDefaultPrompt("ergon")) is None
+        made = await one.ask(CreatePrompt("base", "ergon", "You write code.", is_default=True))
+        assert await two.ask(GetDefaultPrompt("ergon")) == made
+        store_calls.clear()
+        assert await two.ask(GetDefaultPrompt("ergon")) == made
+    assert store_calls == ["GetDefaultPrompt"]

@@ -38,6 +38,7 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "RoutingParameters",
         "ServiceUnavailable",
         "Settings",
+        "StorageUnavailable",
         "StreamBroken",
         "Unauthorized",
         "UnsupportedMediaType",

@@ -112,3 +112,34 @@ def test_keys_never_appear_in_repr() -> None:
     settings = Settings(api_key="sekrit", anthropic_api_key="sk-ant", openai_api_key="sk-oai")
     text = repr(settings)
     assert "sekrit" not in text and "sk-ant" not in text and "sk-oai" not in text
+
+
+def test_the_database_url_and_budget_time_zone_come_from_the_environment() -> None:
+    """RHETOR_DATABASE_URL selects PostgreSQL (unset: SQLite); RHETOR_BUDGET_TIMEZONE defaults to UTC."""
+    assert Settings.from_env({}).database_url is None
+    assert Settings.from_env({}).budget_timezone == "UTC"
+    chosen = Settings.from_env(
+        {
+            "RHETOR_DATABASE_URL": "postgresql://rhetor:pw@db:5432/rhetor",
+            "RHETOR_BUDGET_TIMEZONE": "Europe/Paris",
+        }
+    )
+    assert chosen.database_url == "postgresql://rhetor:pw@db:5432/rhetor"
+    assert chosen.budget_timezone == "Europe/Paris"
+    assert "pw" not in repr(chosen)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RHETOR_DATABASE_URL", "mysql://db/rhetor"),
+        ("RHETOR_DATABASE_URL", "/var/lib/rhetor.db"),
+        ("RHETOR_BUDGET_TIMEZONE", "Mars/Olympus_Mons"),
+        ("RHETOR_BUDGET_TIMEZONE", "../../etc/passwd"),
+    ],
+)
+def test_a_bad_database_url_or_time_zone_names_its_variable(name: str, value: str) -> None:
+    """A URL that is not postgresql:// or an unknown zone is refused at start, naming the variable."""
+    with pytest.raises(ValidationError) as info:
+        Settings.from_env({name: value})
+    assert info.value.field == name

@@ -1,30 +1,40 @@
 """
-Prompt templates in SQLite (rhetor/storage/_templates.py): versions, names, validation.
+Prompt templates, on SQLite and PostgreSQL: versions, names, validation.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor.storage._library import SQLiteLibrary
+from rhetor.storage._interfaces import Library
+from tests.stores import library_opener
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteLibrary]:
+def open_store(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[], Library]:
+    """Opens the library afresh on the backend's storage (SQLite or PostgreSQL), on one clock."""
     ticks = itertools.count(1000)
-    with SQLiteLibrary(tmp_path / "library.db", clock=lambda: float(next(ticks))) as s:
-        yield s
+    return library_opener(backend, tmp_path, request, clock=lambda: float(next(ticks)))
+
+
+@pytest.fixture
+def store(open_store: Callable[[], Library]) -> Iterator[Library]:
+    s = open_store()
+    yield s
+    s.close()
 
 
 # -- templates -----------------------------------------------------------------
 
 
-def test_create_and_get_template(store: SQLiteLibrary) -> None:
+def test_create_and_get_template(store: Library) -> None:
     """A new template is version 1, found by id or by name, with its variables."""
     t = store.create_template(
         "greet",
@@ -43,7 +53,7 @@ def test_create_and_get_template(store: SQLiteLibrary) -> None:
     assert store.render_template("greet", {"name": "Ann"}) == "Hello Ann from Earth"
 
 
-def test_duplicate_template_name(store: SQLiteLibrary) -> None:
+def test_duplicate_template_name(store: Library) -> None:
     """A second template with a taken name is refused on the name field."""
     store.create_template("t", "x")
     with pytest.raises(ValidationError) as info:
@@ -62,16 +72,14 @@ def test_duplicate_template_name(store: SQLiteLibrary) -> None:
         ({"name": "t", "content": "x", "metadata": {"x": object()}}, "metadata"),
     ],
 )
-def test_create_template_validates(
-    store: SQLiteLibrary, kwargs: dict[str, object], field: str
-) -> None:
+def test_create_template_validates(store: Library, kwargs: dict[str, object], field: str) -> None:
     """Bad template fields are refused with the field named."""
     with pytest.raises(ValidationError) as info:
         store.create_template(**kwargs)  # type: ignore[arg-type]
     assert info.value.field == field
 
 
-def test_get_unknown_template(store: SQLiteLibrary) -> None:
+def test_get_unknown_template(store: Library) -> None:
     """An unknown template or version raises NotFound."""
     with pytest.raises(NotFound):
         store.get_template("nope")
@@ -82,7 +90,7 @@ def test_get_unknown_template(store: SQLiteLibrary) -> None:
         store.versions("nope")
 
 
-def test_update_makes_versions(store: SQLiteLibrary) -> None:
+def test_update_makes_versions(store: Library) -> None:
     """A content update adds a version, and old versions stay readable."""
     t = store.create_template("t", "v1 {a}", required=["a"])
     t2 = store.update_template("t", "v2 {a} {b}", optional=["b"])
@@ -94,7 +102,7 @@ def test_update_makes_versions(store: SQLiteLibrary) -> None:
     assert store.render_template("t", {"a": 1}) == "v2 1 "
 
 
-def test_update_metadata_only_keeps_version(store: SQLiteLibrary) -> None:
+def test_update_metadata_only_keeps_version(store: Library) -> None:
     """Renaming or re-describing a template does not add a version."""
     store.create_template("t", "x")
     t = store.update_template("t", name="u", description="d", category="c")
@@ -106,7 +114,7 @@ def test_update_metadata_only_keeps_version(store: SQLiteLibrary) -> None:
         store.update_template("u", name="other")
 
 
-def test_list_and_delete_templates(store: SQLiteLibrary) -> None:
+def test_list_and_delete_templates(store: Library) -> None:
     """Templates list by name, filter by category, and delete with their versions."""
     store.create_template("b", "x", category="code")
     store.create_template("a", "y")

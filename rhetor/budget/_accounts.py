@@ -7,15 +7,18 @@ it in one step that no other request can interleave with. It mirrors the
 ledger: the keeper loads it from the ledger at start, and applies a charge to
 it only once the charge is committed.
 
-:func:`period_start` and :func:`period_end` are the calendar arithmetic of
-budget periods, all in UTC; :func:`usd` prints an amount for people.
+:func:`decide` is the one budget rule (grant, warn, clamp or refuse), used
+by :class:`Accounts` in memory and by a shared ledger inside its database
+transaction. :func:`period_start` and :func:`period_end` are the calendar
+arithmetic of budget periods, in the budget's time zone; :func:`usd` prints
+an amount for people.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import TYPE_CHECKING, Literal, TypedDict, get_args
 
 import attrs
@@ -28,11 +31,18 @@ if TYPE_CHECKING:
 __all__ = [
     "PERIODS",
     "Accounts",
+    "Claim",
+    "Decision",
     "Over",
     "Period",
     "PeriodStatus",
     "ProviderSpend",
     "check_period",
+    "decide",
+    "decide_batch",
+    "effective_limits",
+    "first_over",
+    "headroom",
     "period_end",
     "period_start",
     "usd",
@@ -40,6 +50,8 @@ __all__ = [
 
 Period = Literal["daily", "weekly", "monthly"]
 PERIODS: tuple[Period, ...] = get_args(Period)
+# Float noise an amount may exceed a limit by and still fit.
+_SLACK = 1e-12
 
 
 def usd(amount: float) -> str:
@@ -101,17 +113,20 @@ def check_period(period: str) -> None:
         raise ValidationError("period", f"must be one of {', '.join(PERIODS)}")
 
 
-def _as_utc(now: datetime) -> datetime:
-    # A naive datetime is taken to be UTC already; an aware one is converted.
-    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+def _local(now: datetime, tz: tzinfo) -> datetime:
+    # A naive datetime is taken to be UTC; an aware one is converted to ``tz``.
+    return (now.replace(tzinfo=UTC) if now.tzinfo is None else now).astimezone(tz)
 
 
-def period_start(period: Period, now: datetime) -> datetime:
-    """
-    The UTC start of the period holding ``now``: midnight, Monday midnight, or the 1st.
-    """
-    check_period(period)
-    day = _as_utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
+def _midnight(day: date, tz: tzinfo) -> datetime:
+    """The first instant of ``day`` in ``tz``, in UTC (a day need not start at 00:00 on a DST change)."""
+    local = datetime.combine(day, time(), tzinfo=tz)
+    # A midnight that does not exist (clocks jump 00:00 -> 01:00) is normalised
+    # by the round trip through UTC; the fold=0 reading of an ambiguous one is the earlier.
+    return local.astimezone(UTC)
+
+
+def _first_day(period: Period, day: date) -> date:
     if period == "daily":
         return day
     if period == "weekly":
@@ -119,18 +134,206 @@ def period_start(period: Period, now: datetime) -> datetime:
     return day.replace(day=1)
 
 
-def period_end(period: Period, now: datetime) -> datetime:
-    """
-    The UTC end (exclusive) of the period holding ``now``: the next period's start.
-    """
-    start = period_start(period, now)
+def _next_first_day(period: Period, first: date) -> date:
     if period == "daily":
-        return start + timedelta(days=1)
+        return first + timedelta(days=1)
     if period == "weekly":
-        return start + timedelta(weeks=1)
-    if start.month == 12:
-        return start.replace(year=start.year + 1, month=1)
-    return start.replace(month=start.month + 1)
+        return first + timedelta(weeks=1)
+    if first.month == 12:
+        return first.replace(year=first.year + 1, month=1)
+    return first.replace(month=first.month + 1)
+
+
+def period_start(period: Period, now: datetime, tz: tzinfo = UTC) -> datetime:
+    """
+    The start of the period holding ``now``, in UTC: midnight, Monday midnight or the 1st, in ``tz``.
+
+    ``tz`` is the budget's time zone (``RHETOR_BUDGET_TIMEZONE``, UTC by default).
+    """
+    check_period(period)
+    return _midnight(_first_day(period, _local(now, tz).date()), tz)
+
+
+def period_end(period: Period, now: datetime, tz: tzinfo = UTC) -> datetime:
+    """
+    The end (exclusive) of the period holding ``now``, in UTC: the next period's start.
+    """
+    check_period(period)
+    first = _first_day(period, _local(now, tz).date())
+    return _midnight(_next_first_day(period, first), tz)
+
+
+def first_over(
+    limits: Mapping[tuple[str, str | None], float],
+    used: Callable[[str, str | None], float],
+    provider: str,
+    amount: float,
+) -> Over | None:
+    """
+    The first limit ``amount`` more on ``provider`` would break, or None.
+
+    ``limits`` maps (period, provider or None) to USD; ``used(period, scope)``
+    is what is spent and reserved against that limit. Periods are checked
+    daily first, and in each the overall limit before the provider's.
+    """
+    for period in PERIODS:
+        for scope in (None, provider):
+            limit = limits.get((period, scope))
+            if not limit:
+                continue
+            spent = used(period, scope)
+            if amount > limit - spent + _SLACK:
+                return Over(period, limit, spent, scope)
+    return None
+
+
+def headroom(
+    limits: Mapping[tuple[str, str | None], float],
+    used: Callable[[str, str | None], float],
+    provider: str,
+) -> float:
+    """The least that remains under any limit that applies to ``provider`` (infinite without one)."""
+    room = math.inf
+    for period in PERIODS:
+        for scope in (None, provider):
+            limit = limits.get((period, scope))
+            if limit:
+                room = min(room, limit - used(period, scope))
+    return room
+
+
+@attrs.frozen
+class Claim:
+    """
+    What a reservation asks for: ``amount`` USD, the worst case of ``output_tokens``.
+
+    ``output_price`` is the USD one output token adds to it (so ``amount`` less
+    ``output_tokens * output_price`` is the input's share); with it, under
+    ``enforce``, a claim that does not fit may be granted fewer output tokens,
+    down to ``min_output_tokens``, instead of being refused.
+    """
+
+    provider: str
+    amount: float
+    output_tokens: int = 0
+    output_price: float = 0.0
+    min_output_tokens: int | None = None
+
+    @property
+    def clampable(self) -> bool:
+        """Whether fewer output tokens could be granted than asked for."""
+        return (
+            self.output_price > 0
+            and self.min_output_tokens is not None
+            and self.min_output_tokens < self.output_tokens
+        )
+
+
+@attrs.frozen
+class Decision:
+    """
+    What the budget says to a :class:`Claim`.
+
+    Refused (``refused``, with ``over`` the limit it breaks), granted as
+    asked (``over`` set under ``warn``: the warning), or granted with fewer
+    output tokens (``output_tokens`` and ``amount`` below the claim's).
+    """
+
+    refused: bool
+    output_tokens: int
+    amount: float
+    over: Over | None = None
+
+    @property
+    def warning(self) -> str | None:
+        """The line a granted reply carries when it goes over a limit (the ``warn`` policy)."""
+        return None if self.refused or self.over is None else self.over.describe()
+
+
+def decide(
+    policy: str,
+    limits: Mapping[tuple[str, str | None], float],
+    used: Callable[[str, str | None], float],
+    claim: Claim,
+) -> Decision:
+    """
+    The one budget rule, for a claim against ``used`` (spent plus every open reservation).
+
+    ``ignore``: granted. ``warn``: granted, with the first limit it breaks as
+    a warning. ``enforce``: granted if it fits every limit; else, if it is
+    clampable, granted with as many output tokens as the least headroom pays
+    for (at least ``min_output_tokens``); else refused, naming the first
+    limit it breaks. Pure: the caller makes the check and the hold one step.
+    """
+    full = Decision(False, claim.output_tokens, claim.amount)
+    if policy == "ignore":
+        return full
+    over = first_over(limits, used, claim.provider, claim.amount)
+    if over is None:
+        return full
+    if policy != "enforce":
+        return attrs.evolve(full, over=over)
+    if claim.clampable:
+        input_cost = max(0.0, claim.amount - claim.output_tokens * claim.output_price)
+        room = headroom(limits, used, claim.provider)
+        tokens = math.floor((room - input_cost + _SLACK) / claim.output_price)
+        tokens = min(tokens, claim.output_tokens - 1)
+        if tokens >= (claim.min_output_tokens or 0) and tokens >= 1:
+            amount = input_cost + tokens * claim.output_price
+            if first_over(limits, used, claim.provider, amount) is None:
+                return Decision(False, tokens, amount)
+    return Decision(True, claim.output_tokens, claim.amount, over)
+
+
+def effective_limits(
+    defaults: Mapping[tuple[Period, str | None], float],
+    stored: Mapping[tuple[Period, str | None], float],
+) -> dict[tuple[str, str | None], float]:
+    """
+    The limits in force: the defaults (the environment's), each replaced by a stored one.
+
+    A stored 0 removes a limit, as setting it to 0 through the API does.
+    """
+    merged = {key: float(amount) for key, amount in defaults.items() if amount}
+    for key, amount in stored.items():
+        if amount:
+            merged[key] = float(amount)
+        else:
+            merged.pop(key, None)
+    return merged  # type: ignore[return-value]
+
+
+def decide_batch(
+    policy: str,
+    limits: Mapping[tuple[str, str | None], float],
+    used: Mapping[tuple[Period, str], float],
+    claims: Iterable[Claim],
+) -> list[Decision]:
+    """
+    :func:`decide` for each claim in order, each one's grant counted against the next.
+
+    ``used`` is what is spent and reserved per (period, provider); the
+    overall totals are their sums.
+    """
+    per: dict[tuple[str, str], float] = {key: amount for key, amount in used.items()}
+    overall: dict[str, float] = {period: 0.0 for period in PERIODS}
+    for (period, _), amount in per.items():
+        overall[period] += amount
+
+    def total(period: str, scope: str | None) -> float:
+        return overall[period] if scope is None else per.get((period, scope), 0.0)
+
+    decisions = []
+    for claim in claims:
+        decision = decide(policy, limits, total, claim)
+        if not decision.refused:
+            for period in PERIODS:
+                per[(period, claim.provider)] = (
+                    per.get((period, claim.provider), 0.0) + decision.amount
+                )
+                overall[period] += decision.amount
+        decisions.append(decision)
+    return decisions
 
 
 @attrs.define(eq=False)
@@ -140,6 +343,7 @@ class Accounts:
     """
 
     _now: Callable[[], datetime] = attrs.field(alias="now")
+    _tz: tzinfo = attrs.field(default=UTC, alias="tz", kw_only=True)
     # Invariant: (period, provider or None) -> limit in USD; absent means none.
     _limits: dict[tuple[str, str | None], float] = attrs.field(init=False, factory=dict)
     # Invariant: spent[(period, provider or None)] is the total of committed
@@ -161,7 +365,7 @@ class Accounts:
     def period_starts(self) -> dict[Period, datetime]:
         """The start of the current daily, weekly and monthly period."""
         now = self._now()
-        return {period: period_start(period, now) for period in PERIODS}
+        return {period: period_start(period, now, self._tz) for period in PERIODS}
 
     def load(
         self, starts: Mapping[Period, datetime], spent: Iterable[tuple[Period, str | None, float]]
@@ -169,7 +373,7 @@ class Accounts:
         """Begin from the ledger's totals: ``(period, provider or None, total)`` since each start."""
         self._starts = dict(starts)
         self._spent = {(period, provider): total for period, provider, total in spent}
-        self._next_roll = min(period_end(p, self._starts[p]) for p in PERIODS).timestamp()
+        self._next_roll = min(period_end(p, self._starts[p], self._tz) for p in PERIODS).timestamp()
 
     def roll(self) -> None:
         """Start a new period when one has ended; charges then count from its start."""
@@ -178,11 +382,11 @@ class Accounts:
         if now.timestamp() < self._next_roll:
             return
         for period in PERIODS:
-            if now >= period_end(period, self._starts[period]):
-                self._starts[period] = period_start(period, now)
+            if now >= period_end(period, self._starts[period], self._tz):
+                self._starts[period] = period_start(period, now, self._tz)
                 for key in [k for k in self._spent if k[0] == period]:
                     del self._spent[key]
-        self._next_roll = min(period_end(p, self._starts[p]) for p in PERIODS).timestamp()
+        self._next_roll = min(period_end(p, self._starts[p], self._tz) for p in PERIODS).timestamp()
 
     def apply_charge(self, entry: LedgerEntry) -> None:
         """Count a committed charge, releasing the reservation it replaced."""
@@ -209,6 +413,10 @@ class Accounts:
         else:
             self._limits[(period, provider)] = float(amount)
 
+    def replace_limits(self, limits: Mapping[tuple[str, str | None], float]) -> None:
+        """Take ``limits`` (as :attr:`limits` gives them) instead of every limit set."""
+        self._limits = {key: float(amount) for key, amount in limits.items() if amount}
+
     def limit(self, period: str, provider: str | None = None) -> float:
         """The limit set for a period and scope; 0.0 when none."""
         return self._limits.get((period, provider), 0.0)
@@ -221,18 +429,21 @@ class Accounts:
     def over(self, provider: str, amount: float) -> Over | None:
         """The first limit ``amount`` more on ``provider`` would break, or None."""
         self.roll()
-        for period in PERIODS:
-            for scope in (None, provider):
-                limit = self._limits.get((period, scope))
-                if not limit:
-                    continue
-                reserved = (
-                    self._reserved_total if scope is None else self._reserved_by.get(scope, 0.0)
-                )
-                used = self._spent.get((period, scope), 0.0) + reserved
-                if amount > limit - used + 1e-12:
-                    return Over(period, limit, used, scope)
-        return None
+        return first_over(self._limits, self._used, provider, amount)
+
+    def decide(self, policy: str, claim: Claim) -> Decision:
+        """What :func:`decide` says to ``claim`` against these totals (see there)."""
+        self.roll()
+        return decide(policy, self._limits, self._used, claim)
+
+    def _used(self, period: str, scope: str | None) -> float:
+        reserved = self._reserved_total if scope is None else self._reserved_by.get(scope, 0.0)
+        return self._spent.get((period, scope), 0.0) + reserved
+
+    @property
+    def limits(self) -> dict[tuple[str, str | None], float]:
+        """Every limit set, by (period, provider or None)."""
+        return dict(self._limits)
 
     # -- reservations ------------------------------------------------------------
 

@@ -17,9 +17,10 @@ import anyio
 import attrs
 
 from rhetor._errors import ServiceUnavailable
+from rhetor.budget._accounts import Claim, Decision, Period
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow
 
-__all__ = ["Write", "write_batch"]
+__all__ = ["Rules", "Write", "write_batch"]
 
 log = logging.getLogger("rhetor.budget")
 
@@ -29,10 +30,14 @@ class Write:
     """
     One change waiting for a group commit, and the event its handler waits on.
 
-    Exactly one of ``reservation``, ``charge`` and ``release`` is set.
+    Exactly one of ``reservation``, ``charge`` and ``release`` is set. A
+    reservation with a ``claim`` is checked by the ledger as it is written
+    (a shared ledger's ``reserve_checked``), and gets its ``decision``.
     """
 
     reservation: ReservationRow | None = None
+    claim: Claim | None = None
+    decision: Decision | None = None
     charge: LedgerEntry | None = None
     release: int | None = None
     retry: bool = False
@@ -42,15 +47,41 @@ class Write:
     written: bool = True
 
 
-def write_batch(ledger: BudgetLedger, batch: list[Write]) -> None:
+@attrs.frozen
+class Rules:
+    """What checked reservations are decided by, unless the ledger stores others: the environment's."""
+
+    policy: str
+    limits: dict[tuple[Period, str | None], float]
+    # The epoch second each current period began.
+    starts: dict[Period, float]
+
+
+def write_batch(ledger: BudgetLedger, batch: list[Write], rules: Rules | None = None) -> None:
     """
-    Write ``batch`` with at most one statement for each kind of change.
+    Write ``batch`` with at most one statement (or transaction) for each kind of change.
+
+    Reservations with a claim are decided and written by ``reserve_checked``
+    under ``rules``. On a ledger that is not ``shared`` a failed batch is
+    retried row by row, so that one row the database refuses keeps no other
+    out; on a shared one a failure is the database's, not a row's (every
+    row is checked before it is built), and fails the batch's rows at once
+    rather than wait out a deadline per row.
 
     Error handling: a row that cannot be written gets the error on its own
     :class:`Write`; nothing is raised. A retried charge already in the ledger
     is marked not ``written``.
     """
-    _isolated(ledger.reserve_many, [w for w in batch if w.reservation], lambda w: w.reservation)
+    per_row = not ledger.shared
+    checked = [w for w in batch if w.reservation and w.claim]
+    if checked:
+        _decide(ledger, checked, rules)
+    _isolated(
+        ledger.reserve_many,
+        [w for w in batch if w.reservation and not w.claim],
+        lambda w: w.reservation,
+        per_row,
+    )
     retried = [w.charge.charge_id for w in batch if w.charge and w.retry and w.charge.charge_id]
     seen: set[str | None] = set()
     if retried:
@@ -68,7 +99,7 @@ def write_batch(ledger: BudgetLedger, batch: list[Write]) -> None:
             continue
         seen.add(charge_id)
         charges.append(write)
-    _isolated(ledger.record_many, charges, lambda w: w.charge)
+    _isolated(ledger.record_many, charges, lambda w: w.charge, per_row)
     releases = [w.release for w in batch if w.release is not None]
     try:
         ledger.release(releases)
@@ -77,11 +108,33 @@ def write_batch(ledger: BudgetLedger, batch: list[Write]) -> None:
         log.error("could not release reservations %s: %s", releases, exc)
 
 
+def _decide(ledger: BudgetLedger, writes: list[Write], rules: Rules | None) -> None:
+    """Decide and store checked reservations in one transaction; a failure fails them all."""
+    if rules is None:
+        raise ValueError("checked reservations need the rules they are decided by")
+    try:
+        decisions = ledger.reserve_checked(
+            [(w.reservation, w.claim) for w in writes if w.reservation and w.claim],
+            policy=rules.policy,
+            limits=rules.limits,
+            starts=rules.starts,
+        )
+    except ServiceUnavailable as exc:
+        for write in writes:
+            write.error = exc
+        return
+    for write, decision in zip(writes, decisions, strict=True):
+        write.decision = decision
+
+
 def _isolated(
-    store_many: Callable[[list[Any]], None], writes: list[Write], row: Callable[[Write], Any]
+    store_many: Callable[[list[Any]], None],
+    writes: list[Write],
+    row: Callable[[Write], Any],
+    per_row: bool = True,
 ) -> None:
     """
-    Store the rows of ``writes`` in one call; if that fails, each alone.
+    Store the rows of ``writes`` in one call; if that fails (and ``per_row``), each alone.
     """
     if not writes:
         return
@@ -89,8 +142,9 @@ def _isolated(
         store_many([row(w) for w in writes])
         return
     except ServiceUnavailable as exc:
-        if len(writes) == 1:
-            writes[0].error = exc
+        if len(writes) == 1 or not per_row:
+            for write in writes:
+                write.error = exc
             return
         log.error(
             "a ledger batch of %d rows failed (%s); writing them one by one", len(writes), exc

@@ -3,8 +3,9 @@ What the budget ledger holds, and :class:`BudgetLedger`, the interface of a stor
 
 The ledger keeps every charge (:class:`LedgerEntry`), every reservation a
 request still holds (:class:`ReservationRow`), the limits and the runtime's
-settings. SQLite is the one implementation today
-(:class:`~rhetor.budget._ledger.SQLiteLedger`); the interface lives here,
+settings. SQLite (:class:`~rhetor.budget._ledger.SQLiteLedger`, one
+process) and PostgreSQL (:class:`~rhetor.budget._pg_ledger.PostgresLedger`,
+shared by any number of processes) implement it; the interface lives here,
 beside the ledger, rather than in :mod:`rhetor.storage._interfaces`, because
 its rows are the budget's (storage never imports budget).
 
@@ -17,18 +18,20 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable
-from typing import Any, Literal, Protocol, get_args
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Protocol, get_args
 
 import attrs
 
 from rhetor._errors import ValidationError
-from rhetor.budget._accounts import Period
+from rhetor.budget._accounts import Claim, Decision, Period
 from rhetor.storage._interfaces import Store
 
 __all__ = [
     "Billed",
     "BudgetLedger",
+    "Claim",
+    "Decision",
     "GroupBy",
     "LedgerEntry",
     "ReservationRow",
@@ -169,19 +172,30 @@ class BudgetLedger(Store, Protocol):
       gives an id twice, to any process;
     - :meth:`record_many` replaces each charge's reservation in the same
       transaction, and records a ``charge_id`` at most once, whoever retries it;
-    - :meth:`sweep` settles only reservations whose owner is gone.
+    - :meth:`sweep` settles only reservations whose owner is gone;
+    - :meth:`reserve_checked` checks every limit against the spend and open
+      reservations of every process and records the reservations that fit,
+      in one transaction that no other reservation can interleave with.
 
-    The keeper calls the writes (:meth:`reserve_many`, :meth:`record_many`,
-    :meth:`release`, :meth:`claim_reservation_ids`, the settings) on the event
-    loop's own thread, because a SQLite commit there costs less than a thread
-    hop (see :class:`~rhetor.budget._keeper.BudgetKeeper`); a store whose
-    writes wait on a network must be called from worker threads instead.
+    A ledger that is not ``shared`` (SQLite: one process holds it) lets the
+    keeper decide reservations from its in-memory totals and call the writes
+    (:meth:`reserve_many`, :meth:`record_many`, :meth:`release`,
+    :meth:`claim_reservation_ids`, the settings) on the event loop's own
+    thread, because a SQLite commit there costs less than a thread hop (see
+    :class:`~rhetor.budget._keeper.BudgetKeeper`). A ``shared`` ledger
+    (PostgreSQL) is spent against by other processes too, so the keeper
+    reserves through :meth:`reserve_checked`, and its writes wait on a
+    network: the keeper calls them from worker threads only (the store must
+    be safe to use from several threads at once).
 
     Error handling: a value that cannot be stored is a :class:`ValidationError`;
     a failure of the database itself is :class:`~rhetor.ServiceUnavailable`
     (each store translates its driver's errors in one place), and nothing of
     that call is written.
     """
+
+    # Whether other processes spend against this ledger (see above).
+    shared: ClassVar[bool]
 
     def checkpoint(self) -> None:
         """
@@ -248,6 +262,31 @@ class BudgetLedger(Store, Protocol):
     def reserve_many(self, reservations: Iterable[ReservationRow]) -> None:
         """
         Store a batch of open reservations atomically: all of them, or none.
+        """
+        ...
+
+    def reserve_checked(
+        self,
+        claims: Sequence[tuple[ReservationRow, Claim]],
+        *,
+        policy: str,
+        limits: Mapping[tuple[Period, str | None], float],
+        starts: Mapping[Period, float],
+    ) -> list[Decision]:
+        """
+        Decide each claim against every limit and record those granted, in one transaction.
+
+        ``policy`` and ``limits`` are the defaults (the environment's): a
+        policy or limit stored with :meth:`set_policy` or :meth:`set_limit`
+        replaces them, as read inside the transaction. ``starts`` are the
+        epoch seconds at which each period began (in the budget's time zone).
+        Each claim is decided by :func:`~rhetor.budget._accounts.decide`
+        against the spend since each start plus every open reservation (of
+        every process), plus the claims before it in the batch; a granted
+        claim is stored as its row with the decision's ``output_tokens`` and
+        ``amount`` (a $0 one is not stored). Nothing another process does can
+        come between the check and the write: the transaction holds the
+        ledger's reservation lock. Answers one decision per claim, in order.
         """
         ...
 

@@ -22,9 +22,21 @@ with the reservations its runtime (``owner``) still holds. Reservations of
 any other owner belong to a process that died; the ledger's ``sweep``
 settles them at their worst case as ``interrupted`` when the keeper starts.
 The check against them is right only while this keeper is the only one
-spending against the ledger (the runtime holds the data directory's lock): a
-ledger shared by several processes must check and reserve in the database,
-in one step, and may keep these totals only as a report (issue 13).
+spending against the ledger (SQLite: the runtime holds the data directory's
+lock).
+
+A ``shared`` ledger (PostgreSQL) is spent against by other processes too. The
+keeper then decides nothing from memory: each reservation is a claim that the
+ledger decides and records in one transaction (``reserve_checked``), a batch
+of them per group commit, and every write runs in a worker thread. The
+in-memory totals become a report, read afresh from the ledger for
+``GetBudget`` and ``CheckBudget``; the policy, limits and active model are
+read again every ``refresh_interval`` seconds, when the keeper also renews
+its owner's lease and sweeps the reservations of owners that died meanwhile.
+
+Under ``enforce`` a reservation that does not fit may be granted with fewer
+output tokens (its ``max_tokens`` clamped to the headroom left), down to the
+claim's ``min_output_tokens``; the Router then asks the provider for no more.
 
 The ledger is a :class:`~rhetor.budget._interfaces.BudgetLedger`, opened by
 the ``ledger`` factory (twice: a writer and a reader for long reads).
@@ -35,7 +47,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, ClassVar
 
 import anyio
@@ -44,8 +56,8 @@ import attrs
 import actors
 from rhetor._errors import BudgetExceeded, RhetorError, ServiceUnavailable, ValidationError
 from rhetor._settings import POLICIES, BudgetPolicy
-from rhetor.budget._accounts import PERIODS, Accounts, Period, period_start, usd
-from rhetor.budget._commits import Write, write_batch
+from rhetor.budget._accounts import PERIODS, Accounts, Claim, Decision, Period, period_start, usd
+from rhetor.budget._commits import Rules, Write, write_batch
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow
 from rhetor.budget._messages import (
     BudgetStatus,
@@ -144,7 +156,14 @@ class BudgetKeeper(actors.Actor):
     # every incarnation, so a restarted keeper knows its reservations.
     _owner: str = attrs.field(alias="owner", kw_only=True)
     _now: Callable[[], datetime] = attrs.field(default=_utcnow, alias="now", kw_only=True)
+    # The zone whose midnights start the periods (RHETOR_BUDGET_TIMEZONE).
+    _tz: tzinfo = attrs.field(default=UTC, alias="tz", kw_only=True)
+    # Seconds between a shared ledger's refreshes (lease, sweep, policy and limits).
+    _refresh_interval: float = attrs.field(default=10.0, alias="refresh_interval", kw_only=True)
     _accounts: Accounts = attrs.field(init=False)
+    # Whether other processes spend against the ledger (see the module's docstring).
+    _shared: bool = attrs.field(init=False, default=False)
+    _claiming: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
     _ledger: BudgetLedger | None = attrs.field(init=False, default=None)
     # Reads that may be long (usage reports, checkpoints) use a second
     # connection in a worker thread, one at a time.
@@ -161,13 +180,20 @@ class BudgetKeeper(actors.Actor):
     _failed_writes: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
-        self._accounts = Accounts(now=self._now)
+        self._accounts = self._fresh_accounts()
+
+    def _fresh_accounts(self) -> Accounts:
+        accounts = Accounts(now=self._now, tz=self._tz)
         for period, amount in self._limits.items():
-            self._accounts.set_limit(period, amount)
+            accounts.set_limit(period, amount)
+        return accounts
 
     async def started(self) -> None:
         self._ledger, self._reader = await anyio.to_thread.run_sync(self._open_ledgers)
+        self._shared = self.ledger.shared
         self.task_group.start_soon(self._commit_loop)
+        if self._shared:
+            self.task_group.start_soon(self._refresh_loop)
 
     def _open_ledgers(self) -> tuple[BudgetLedger, BudgetLedger]:
         """In a worker thread, before any message: two connections, the sweep, the accounts."""
@@ -202,27 +228,88 @@ class BudgetKeeper(actors.Actor):
                 self._accounts.open_count,
             )
         self._ids = iter(ledger.claim_reservation_ids(_ID_BLOCK))
+        self._policy = self._read_rules(ledger, self._accounts) or self._policy
+        self._active = ledger.get_active()
+        self._load_spend(ledger, self._accounts)
+
+    def _read_rules(self, ledger: BudgetLedger, accounts: Accounts) -> BudgetPolicy | None:
+        """The stored limits (over the environment's) into ``accounts``; answers the stored policy."""
         for (period, provider), amount in ledger.get_limits().items():
             try:
-                self._accounts.set_limit(period, amount, provider)
+                accounts.set_limit(period, amount, provider)
             except ValidationError as exc:
                 log.warning("ignoring a stored %s limit for %s: %s", period, provider, exc)
         stored_policy = ledger.get_policy()
         for policy in POLICIES:
             if stored_policy == policy:
-                self._policy = policy
-        self._active = ledger.get_active()
-        starts = self._accounts.period_starts()
+                return policy
+        return None
+
+    def _load_spend(self, ledger: BudgetLedger, accounts: Accounts) -> None:
+        """The spend of each current period, overall and per provider, into ``accounts``."""
+        starts = accounts.period_starts()
         totals: list[tuple[Period, str | None, float]] = []
         for period, start in starts.items():
             since = start.timestamp()
             totals.append((period, None, ledger.spent(since)))
             totals += [(period, row.key, row.cost) for row in ledger.usage(since, "provider")]
-        self._accounts.load(starts, totals)
+        accounts.load(starts, totals)
+
+    def _report(self, ledger: BudgetLedger) -> tuple[Accounts, BudgetPolicy | None]:
+        """
+        A shared ledger's totals now (in a worker thread): every process's spend and open
+        reservations, and the stored policy.
+        """
+        accounts = self._fresh_accounts()
+        policy = self._read_rules(ledger, accounts)
+        for row in ledger.reservations():
+            accounts.hold(row)
+        self._load_spend(ledger, accounts)
+        return accounts, policy
+
+    async def _shared_report(self) -> Accounts:
+        """:meth:`_report`, with the policy it read taken as this keeper's."""
+        report: tuple[Accounts, BudgetPolicy | None] = await self._read(self._report)
+        accounts, policy = report
+        self._policy = policy or self._policy
+        return accounts
+
+    async def _refresh_loop(self) -> None:
+        """
+        A shared ledger, every ``refresh_interval`` s: renew the lease, sweep the dead, reread the rules.
+
+        Error handling: a database that cannot be reached is logged; the next round tries again.
+        """
+        while True:
+            await anyio.sleep(self._refresh_interval)
+            try:
+                limits, policy, active = await self._read(self._refresh)
+            except ServiceUnavailable as exc:
+                log.warning("budget refresh failed (the next one retries): %s", exc)
+                continue
+            self._accounts.replace_limits(limits)
+            self._policy = policy or self._policy
+            self._active = active
+
+    def _refresh(
+        self, ledger: BudgetLedger
+    ) -> tuple[dict[tuple[str, str | None], float], BudgetPolicy | None, tuple[str, str] | None]:
+        """In a worker thread: renew the lease, sweep, and read the limits, policy and active model."""
+        swept, total = ledger.sweep(self._owner)
+        if swept:
+            log.warning(
+                "settled %d reservations of processes that died as interrupted,"
+                " at their worst case (%s in all)",
+                swept,
+                usd(total),
+            )
+        accounts = self._fresh_accounts()
+        policy = self._read_rules(ledger, accounts)
+        return accounts.limits, policy, ledger.get_active()
 
     async def stopping(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
-            self._commit()
+            await self._commit()
             async with self._reading:
                 for ledger in (self._ledger, self._reader):
                     if ledger is not None:
@@ -250,28 +337,37 @@ class BudgetKeeper(actors.Actor):
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            self._commit()
+            await self._commit()
             if self._commits_since_checkpoint >= _CHECKPOINT_EVERY:
                 self._commits_since_checkpoint = 0
                 # Writes wait meanwhile: a checkpoint that races no writer
                 # copies the whole log, so the next commit starts it over.
                 await self._checkpoint()
 
-    def _commit(self) -> None:
+    async def _commit(self) -> None:
         """
         Write every queued change, then apply and answer them.
 
-        On the event loop's own thread, on purpose: a SQLite WAL commit with
-        synchronous=NORMAL only appends to the log (no fsync), which costs
-        less than handing the work to a worker thread and waiting for the
-        busy loop to notice it finished. Writes that arrive while the loop is
-        busy elsewhere all go into the next commit. (A ledger whose commits
-        wait on a network would need them in a worker thread instead.)
+        A SQLite ledger is written on the event loop's own thread, on purpose:
+        a WAL commit with synchronous=NORMAL only appends to the log (no
+        fsync), which costs less than handing the work to a worker thread and
+        waiting for the busy loop to notice it finished. Writes that arrive
+        while the loop is busy elsewhere all go into the next commit. A shared
+        ledger waits on a network, so its batch is written in a worker thread;
+        what arrives meanwhile goes into the next batch.
         """
         batch, self._writes = self._writes, []
         if not batch:
             return
-        write_batch(self.ledger, batch)
+        if self._shared:
+            rules = Rules(
+                self._policy,
+                dict(self._limits_default()),
+                {p: start.timestamp() for p, start in self._accounts.period_starts().items()},
+            )
+            await anyio.to_thread.run_sync(write_batch, self.ledger, batch, rules)
+        else:
+            write_batch(self.ledger, batch)
         self._commits_since_checkpoint += 1
         for write in batch:
             if write.error is not None:
@@ -279,6 +375,10 @@ class BudgetKeeper(actors.Actor):
             elif write.charge is not None and write.written:
                 self._accounts.apply_charge(write.charge)
             write.done.set()
+
+    def _limits_default(self) -> dict[tuple[Period, str | None], float]:
+        """The environment's limits, which a stored limit replaces."""
+        return {(p, None): float(a) for p, a in self._limits.items() if p in PERIODS and a}
 
     async def _checkpoint(self) -> None:
         """The ledger's housekeeping (SQLite: copy its log into the file), in a worker thread."""
@@ -295,12 +395,15 @@ class BudgetKeeper(actors.Actor):
         if isinstance(message, Settle):
             return await self._settle(message)
         if isinstance(message, CheckBudget):
-            over = self._accounts.over(message.provider, message.amount)
+            accounts = await self._shared_report() if self._shared else self._accounts
+            over = accounts.over(message.provider, message.amount)
             return over is None, None if over is None else over.describe()
         if isinstance(message, GetBudget):
+            if self._shared:
+                return self._status(await self._shared_report())
             return self._status()
         if isinstance(message, GetUsage):
-            since = period_start(message.period, self._now()).timestamp()
+            since = period_start(message.period, self._now(), self._tz).timestamp()
             group_by = message.group_by
             rows = await self._read(lambda reader: reader.usage(since, group_by))
             return [
@@ -317,53 +420,75 @@ class BudgetKeeper(actors.Actor):
             before = self._accounts.limit(message.period, message.provider)
             self._accounts.set_limit(message.period, message.amount, message.provider)
             try:
-                self._store(self.ledger.set_limit, message.period, message.amount, message.provider)
+                await self._store(
+                    self.ledger.set_limit, message.period, message.amount, message.provider
+                )
             except ServiceUnavailable:
                 self._accounts.set_limit(message.period, before, message.provider)
                 raise
-            return self._status()
+            return await self._current_status()
         if isinstance(message, GetBudgetMode):
             return self._reservations_required()
         if isinstance(message, SetPolicy):
             if message.policy not in POLICIES:
                 raise ValidationError("policy", f"must be one of {', '.join(POLICIES)}")
-            self._store(self.ledger.set_policy, message.policy)
+            await self._store(self.ledger.set_policy, message.policy)
             self._policy = message.policy
-            return self._status()
+            return await self._current_status()
         if isinstance(message, GetActiveModel):
             return self._active
         if isinstance(message, StoreActiveModel):
-            self._store(self.ledger.set_active, message.provider, message.model)
+            await self._store(self.ledger.set_active, message.provider, message.model)
             self._active = (message.provider, message.model)
             return None
         raise TypeError(f"BudgetKeeper cannot handle {type(message).__name__}")
 
-    def _store(self, write: Callable[..., None], *args: Any) -> None:
+    async def _current_status(self) -> BudgetStatus:
+        if self._shared:
+            return self._status(await self._shared_report())
+        return self._status()
+
+    async def _store(self, write: Callable[..., None], *args: Any) -> None:
         """
-        Write a setting now, on the loop like a commit (it is one small transaction).
+        Write a setting now: on the loop like a commit (one small SQLite transaction), or
+        in a worker thread for a shared ledger.
 
         Error handling: a failed write is :class:`ServiceUnavailable`, the setting unchanged.
         """
         try:
-            write(*args)
+            if self._shared:
+                await anyio.to_thread.run_sync(lambda: write(*args))
+            else:
+                write(*args)
         except ServiceUnavailable as exc:
             self._failed_writes += 1
             log.error("could not store a budget setting: %s", exc)
             raise
 
-    def _next_reservation_id(self) -> int:
+    async def _next_reservation_id(self) -> int:
         """
         The next id of the block claimed from the ledger; a new block when it is used up.
 
-        The claim is one small write on the loop, like a commit: no checkpoint
-        comes between a reserve's check and its hold. Error handling: a
-        failed claim is :class:`ServiceUnavailable`, logged and counted.
+        On SQLite the claim is one small write on the loop, like a commit: no
+        checkpoint comes between a reserve's check and its hold. A shared
+        ledger is asked in a worker thread, one claim at a time. Error
+        handling: a failed claim is :class:`ServiceUnavailable`, logged and counted.
         """
         reservation_id = next(self._ids, None)
         if reservation_id is not None:
             return reservation_id
         try:
-            self._ids = iter(self.ledger.claim_reservation_ids(_ID_BLOCK))
+            if not self._shared:
+                self._ids = iter(self.ledger.claim_reservation_ids(_ID_BLOCK))
+            else:
+                async with self._claiming:
+                    reservation_id = next(self._ids, None)
+                    if reservation_id is not None:
+                        return reservation_id
+                    ledger = self.ledger
+                    self._ids = iter(
+                        await anyio.to_thread.run_sync(ledger.claim_reservation_ids, _ID_BLOCK)
+                    )
         except ServiceUnavailable as exc:
             self._failed_writes += 1
             log.error("could not claim reservation ids: %s", exc)
@@ -371,7 +496,8 @@ class BudgetKeeper(actors.Actor):
         return next(self._ids)
 
     def _reservations_required(self) -> bool:
-        return self._policy != "ignore" and self._accounts.limited
+        # Another process may set a limit or the policy at any time on a shared ledger.
+        return self._shared or (self._policy != "ignore" and self._accounts.limited)
 
     async def _reserve(self, message: Reserve) -> Reservation:
         if not _finite_amount(message.amount):
@@ -380,22 +506,65 @@ class BudgetKeeper(actors.Actor):
         if known is not None:
             # A retry of a reserve already durable (the keeper restarted between).
             row, warning = known
-            return Reservation(row.id, row.provider, row.amount, warning)
-        warning = None
-        if self._policy != "ignore":
-            over = self._accounts.over(message.provider, message.amount)
-            if over is not None:
-                if self._policy == "enforce":
-                    raise BudgetExceeded(
-                        f"{over.describe()}: request for {message.provider}/{message.model} refused",
-                        period=over.period,
-                        limit=over.limit,
-                        spent=over.spent,
-                        provider=over.provider,
-                    )
-                warning = over.describe()
-        row = ReservationRow(
-            id=self._next_reservation_id(),
+            return _granted(row, message, warning)
+        output_tokens = token_count(message.output_tokens) or 0
+        claim = Claim(
+            message.provider,
+            float(message.amount),
+            output_tokens,
+            message.output_price if _finite_amount(message.output_price) else 0.0,
+            token_count(message.min_output_tokens),
+        )
+        if self._shared:
+            return await self._reserve_shared(message, claim)
+        # The check and the hold below run with no checkpoint between them.
+        decision = self._accounts.decide(self._policy, claim)
+        if decision.refused:
+            raise _exceeded(decision, message)
+        warning = decision.warning
+        row = self._row(message, decision, await self._next_reservation_id())
+        # Held before it is written, with no checkpoint since the check: every
+        # concurrent reserve already counts it. (The claim of ids above is a
+        # checkpoint only on a shared ledger, which does not come here.)
+        self._accounts.hold(row, warning)
+        if row.amount == 0:
+            # Holds no headroom (a free model), so losing it reopens nothing:
+            # not worth a commit on the request's path.
+            return _granted(row, message, warning)
+        write = Write(reservation=row)
+        await self._wait_written(write, row)
+        if write.error is not None:
+            log.error("could not record reservation %s: %s", row.id, write.error)
+            if self._policy == "enforce":
+                self._accounts.forget(row.id)
+                raise ServiceUnavailable(write.error.message)
+        return _granted(row, message, warning)
+
+    async def _reserve_shared(self, message: Reserve, claim: Claim) -> Reservation:
+        """Reserve on a shared ledger: the ledger decides and records the claim in one transaction."""
+        row = self._row(message, None, await self._next_reservation_id())
+        write = Write(reservation=row, claim=claim)
+        await self._wait_written(write, row)
+        if write.error is not None:
+            log.error("could not record reservation %s: %s", row.id, write.error)
+            if self._policy == "enforce":
+                raise ServiceUnavailable(write.error.message)
+            # Not recorded, so it holds nothing in the ledger; warn and ignore serve anyway.
+            return _granted(row, message, None)
+        decision = write.decision
+        assert decision is not None, "a checked reservation was written without a decision"
+        if decision.refused:
+            raise _exceeded(decision, message)
+        row = attrs.evolve(row, output_tokens=decision.output_tokens, amount=decision.amount)
+        if row.amount:
+            self._accounts.hold(row, decision.warning)
+        return _granted(row, message, decision.warning)
+
+    def _row(
+        self, message: Reserve, decision: Decision | None, reservation_id: int
+    ) -> ReservationRow:
+        return ReservationRow(
+            id=reservation_id,
             key=message.key,
             owner=self._owner,
             ts=self._now().timestamp(),
@@ -405,17 +574,16 @@ class BudgetKeeper(actors.Actor):
             component=message.component or "",
             context_id=message.context_id,
             input_tokens=token_count(message.input_tokens) or 0,
-            output_tokens=token_count(message.output_tokens) or 0,
-            amount=float(message.amount),
+            output_tokens=(
+                token_count(message.output_tokens) or 0
+                if decision is None
+                else decision.output_tokens
+            ),
+            amount=float(message.amount) if decision is None else decision.amount,
         )
-        # Held before it is written, with no checkpoint since the check: every
-        # concurrent reserve already counts it.
-        self._accounts.hold(row, warning)
-        if row.amount == 0:
-            # Holds no headroom (a free model), so losing it reopens nothing:
-            # not worth a commit on the request's path.
-            return Reservation(row.id, row.provider, row.amount, warning)
-        write = Write(reservation=row)
+
+    async def _wait_written(self, write: Write, row: ReservationRow) -> None:
+        """Queue a reservation's write and wait for its commit; a leaving asker releases it."""
         self._queue(write)
         try:
             await write.done.wait()
@@ -427,12 +595,6 @@ class BudgetKeeper(actors.Actor):
             else:
                 self._queue(Write(release=row.id))
             raise
-        if write.error is not None:
-            log.error("could not record reservation %s: %s", row.id, write.error)
-            if self._policy == "enforce":
-                self._accounts.forget(row.id)
-                raise ServiceUnavailable(write.error.message)
-        return Reservation(row.id, row.provider, row.amount, warning)
 
     def _entry(self, message: Settle) -> LedgerEntry:
         """The ledger row of a settle; bad numbers are logged, counted and billed at the worst case."""
@@ -481,13 +643,32 @@ class BudgetKeeper(actors.Actor):
             raise ServiceUnavailable(write.error.message)
         return entry.cost
 
-    def _status(self) -> BudgetStatus:
+    def _status(self, accounts: Accounts | None = None) -> BudgetStatus:
         return {
             "policy": self._policy,
-            "periods": self._accounts.status(),
+            "periods": (accounts or self._accounts).status(),
             "reservations_required": self._reservations_required(),
             "ledger_errors": {
                 "invalid_charges": self._invalid_charges,
                 "failed_writes": self._failed_writes,
             },
         }
+
+
+def _granted(row: ReservationRow, message: Reserve, warning: str | None) -> Reservation:
+    """The answer to a granted reserve; ``output_tokens`` set only when fewer were granted."""
+    asked = token_count(message.output_tokens) or 0
+    clamped = row.output_tokens if row.amount and row.output_tokens < asked else None
+    return Reservation(row.id, row.provider, row.amount, warning, clamped)
+
+
+def _exceeded(decision: Decision, message: Reserve) -> BudgetExceeded:
+    over = decision.over
+    assert over is not None, "a refusal names the limit it breaks"
+    return BudgetExceeded(
+        f"{over.describe()}: request for {message.provider}/{message.model} refused",
+        period=over.period,
+        limit=over.limit,
+        spent=over.spent,
+        provider=over.provider,
+    )

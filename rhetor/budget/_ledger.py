@@ -8,7 +8,7 @@ which is why the connection allows use from a thread other than its creator's.
 Its tables, and how a charge replaces its reservation in one statement, are
 in :mod:`rhetor.budget._ledger_schema`.
 
-SQLite's errors become :class:`~rhetor.ServiceUnavailable` in one place,
+SQLite's errors become :class:`~rhetor.StorageUnavailable` (a ServiceUnavailable) in one place,
 :func:`_unavailable`, with the SQLite error as the cause.
 """
 
@@ -19,13 +19,22 @@ import functools
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
 
-from rhetor._errors import ServiceUnavailable, ValidationError
-from rhetor.budget._accounts import Period, check_period
+from rhetor._errors import StorageUnavailable, ValidationError
+from rhetor._settings import POLICIES
+from rhetor.budget._accounts import (
+    PERIODS,
+    Claim,
+    Decision,
+    Period,
+    check_period,
+    decide_batch,
+    effective_limits,
+)
 from rhetor.budget._interfaces import (
     Billed,
     GroupBy,
@@ -91,14 +100,14 @@ _LAST_RESERVATION_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'reservatio
 @contextlib.contextmanager
 def _unavailable(doing: str) -> Iterator[None]:
     """
-    The one place SQLite's errors become the ledger's: :class:`ServiceUnavailable`.
+    The one place SQLite's errors become the ledger's: :class:`StorageUnavailable`.
 
     The SQLite error is its cause; ``doing`` ("read" or "written") says what failed.
     """
     try:
         yield
     except sqlite3.Error as exc:
-        raise ServiceUnavailable(f"the budget ledger cannot be {doing}: {exc}") from exc
+        raise StorageUnavailable(f"the budget ledger cannot be {doing}: {exc}") from exc
 
 
 def _named(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -132,6 +141,8 @@ class SQLiteLedger(SQLiteStore):
 
     SCHEMA: ClassVar[str] = SCHEMA
     SCHEMA_VERSION: ClassVar[int] = SCHEMA_VERSION
+    # One process holds the file (the data directory's lock).
+    shared: ClassVar[bool] = False
 
     def __attrs_post_init__(self) -> None:
         upgrade(self.path)
@@ -239,6 +250,57 @@ class SQLiteLedger(SQLiteStore):
         Store a batch of open reservations in one statement: all of them, or none.
         """
         _insert(self._conn, "reservations", RESERVATION_FIELDS, list(reservations))
+
+    @_unavailable("written")
+    def reserve_checked(
+        self,
+        claims: Sequence[tuple[ReservationRow, Claim]],
+        *,
+        policy: str,
+        limits: Mapping[tuple[Period, str | None], float],
+        starts: Mapping[Period, float],
+    ) -> list[Decision]:
+        """
+        Decide each claim against every limit and record those granted, in one transaction.
+
+        ``BEGIN IMMEDIATE`` takes SQLite's write lock first, so no other
+        connection writes between the sums and the insert. (The keeper on
+        SQLite decides from its in-memory totals instead, on the loop; this
+        is the same rule for a caller without them.)
+        """
+        pairs = list(claims)
+        with transaction(self._conn) as conn:
+            stored_policy = self.get_setting("policy")
+            in_force = effective_limits(limits, self.get_limits())
+            policy = stored_policy if stored_policy in POLICIES else policy
+            used: dict[tuple[Period, str], float] = {}
+            if policy != "ignore" and in_force:
+                periods = [starts[p] for p in PERIODS]
+                cursor = conn.execute(
+                    "SELECT provider, TOTAL(CASE WHEN ts >= ? THEN cost END),"
+                    " TOTAL(CASE WHEN ts >= ? THEN cost END), TOTAL(CASE WHEN ts >= ? THEN cost END)"
+                    " FROM entries WHERE ts >= ? GROUP BY provider",
+                    (*periods, min(periods)),
+                )
+                for provider, *totals in cursor:
+                    for period, total in zip(PERIODS, totals, strict=True):
+                        used[(period, provider)] = float(total)
+                for provider, amount in conn.execute(
+                    "SELECT provider, TOTAL(amount) FROM reservations GROUP BY provider"
+                ):
+                    for period in PERIODS:
+                        used[(period, provider)] = used.get((period, provider), 0.0) + amount
+            decisions = decide_batch(policy, in_force, used, (claim for _, claim in pairs))
+            granted = [
+                attrs.evolve(row, output_tokens=d.output_tokens, amount=d.amount)
+                for (row, _), d in zip(pairs, decisions, strict=True)
+                if not d.refused and d.amount > 0
+            ]
+            for first in range(0, len(granted), _ROWS_PER_STATEMENT):
+                chunk = granted[first : first + _ROWS_PER_STATEMENT]
+                values = [getattr(row, name) for row in chunk for name in RESERVATION_FIELDS]
+                conn.execute(_insert_sql("reservations", RESERVATION_FIELDS, len(chunk)), values)
+        return decisions
 
     @_unavailable("written")
     def release(self, reservation_ids: Iterable[int]) -> None:

@@ -63,12 +63,19 @@ class UsageTotals(TypedDict):
 
 @attrs.frozen
 class Reservation:
-    """A granted reservation, and the warning to pass on under the ``warn`` policy."""
+    """
+    A granted reservation, and the warning to pass on under the ``warn`` policy.
+
+    ``output_tokens`` is set when fewer output tokens were granted than asked
+    for (``enforce`` clamped the request to the headroom left): the request
+    must ask the provider for no more than that.
+    """
 
     id: int
     provider: str
     amount: float
     warning: str | None = None
+    output_tokens: int | None = None
 
 
 @attrs.frozen
@@ -80,6 +87,10 @@ class Reserve(Ask[Reservation]):
     prices; they become the charge if the request's process dies. A retried
     reserve with the same non-empty ``key`` answers the reservation the first
     attempt made (the keeper may have restarted between the two).
+
+    ``output_price`` is the USD one output token adds to ``amount``; with it
+    and ``min_output_tokens``, ``enforce`` may grant fewer output tokens
+    (at least ``min_output_tokens``) when the whole amount does not fit.
     """
 
     request_id: str
@@ -91,6 +102,8 @@ class Reserve(Ask[Reservation]):
     component: str | None = None
     context_id: str | None = None
     key: str = ""
+    output_price: float = 0.0
+    min_output_tokens: int | None = None
 
 
 @attrs.frozen

@@ -55,10 +55,17 @@ from functools import partial
 import attrs
 import trio
 
+from rhetor._errors import ValidationError
 from rhetor._settings import Settings
 from rhetor.edge._hermes import hermes_registration
 
-__all__ = ["exit_cause", "listening_socket", "serve_workers", "worker_environment"]
+__all__ = [
+    "check_workers",
+    "exit_cause",
+    "listening_socket",
+    "serve_workers",
+    "worker_environment",
+]
 
 log = logging.getLogger("rhetor.workers")
 
@@ -72,6 +79,25 @@ _BACKOFF_CAP = 30.0
 # Seconds past the graceful shutdown a child may take before it is killed.
 _STOP_SLACK = 15.0
 _READY = "serving on"
+
+
+def check_workers(settings: Settings, workers: int) -> None:
+    """
+    Refuse ``workers`` processes that ``settings`` cannot serve.
+
+    Error handling: :class:`ValidationError` on ``workers`` when it is below 1,
+    or above 1 with SQLite: its files belong to one process (the data
+    directory's lock), whose in-memory caches are right only because it is
+    the only writer.
+    """
+    if workers < 1:
+        raise ValidationError("workers", f"must be at least 1, got {workers}")
+    if workers > 1 and not settings.database_url:
+        raise ValidationError(
+            "workers",
+            f"{workers} workers need PostgreSQL (RHETOR_DATABASE_URL or --database-url);"
+            " with SQLite under the data directory Rhetor is one process",
+        )
 
 
 def exit_cause(returncode: int) -> str:
@@ -124,9 +150,8 @@ def worker_environment(
         # The parent registers with Hermes, once, for all of them.
         HERMES_API_URL="",
     )
-    database_url = getattr(settings, "database_url", None)
-    if database_url:
-        env["RHETOR_DATABASE_URL"] = database_url
+    if settings.database_url:
+        env["RHETOR_DATABASE_URL"] = settings.database_url
     return env
 
 
@@ -324,11 +349,12 @@ async def serve_workers(
 
     Cancellation: cancelling this kills the children at once.
 
-    Error handling: a port that cannot be bound raises ``OSError`` before
-    any child starts.
+    Error handling: :class:`ValidationError` (see :func:`check_workers`) and
+    a port that cannot be bound (``OSError``) are raised before any child starts.
     """
     from rhetor.edge._server import public_url
 
+    check_workers(settings, workers)
     sock = listening_socket(settings.host, settings.port)
     made_dir: str | None = None
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -109,8 +109,12 @@ class Attempts:
         """
         failures: Failures = []
         candidates = CandidateQueue(self._billing, self._planner, request, prepared)
+        asked = prepared
         while (granted := await candidates.next()) is not None:
             c, reservation = granted
+            # Under enforce the budget may grant fewer output tokens than asked:
+            # this candidate is then asked for no more (and billed against that).
+            prepared = clamped(asked, reservation)
             attempt = 0
             while True:
                 timeout = attempt_timeout(deadline, candidates.last, self._provider_timeout)
@@ -228,6 +232,14 @@ class Attempts:
             budget_warning=candidates.budget_warning(c, reservation),
             finish_reason=end.finish_reason if end is not None else "stop",
         )
+
+
+def clamped(prepared: Prepared, reservation: Reservation) -> Prepared:
+    """``prepared`` with the output tokens the reservation granted, when fewer than asked."""
+    granted = reservation.output_tokens
+    if granted is None or granted >= prepared.max_tokens:
+        return prepared
+    return attrs.evolve(prepared, max_tokens=granted)
 
 
 class _WholeReply:
@@ -391,6 +403,11 @@ class CandidateQueue:
             )
         if reservation.warning:
             notes.append(reservation.warning)
+        if reservation.output_tokens is not None:
+            notes.append(
+                f"max_tokens clamped from {self._prepared.max_tokens} to"
+                f" {reservation.output_tokens} to stay within the budget"
+            )
         return "; ".join(notes) or None
 
     def raise_unanswered(self, failures: Failures) -> NoReturn:

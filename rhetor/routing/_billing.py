@@ -30,7 +30,7 @@ from rhetor.budget._pricing import Pricer
 from rhetor.routing._plan import Candidate
 from rhetor.routing._planning import Prepared, padded
 
-__all__ = ["Billing", "Charge", "Outcome"]
+__all__ = ["MIN_CLAMPED_OUTPUT", "Billing", "Charge", "Outcome"]
 
 log = logging.getLogger("rhetor.router")
 
@@ -48,6 +48,10 @@ _TELL_DEADLINE = 5.0
 # estimate plus 4,096 tokens (room for a provider's own framing and for text
 # the offline counter undercounts). It is billed at the reserved worst case.
 _ABSURD_OUTPUT = 2
+# Under enforce, a request whose max_tokens does not fit the budget left may be
+# granted fewer output tokens, but never fewer than this (or its own max_tokens):
+# a shorter reply is seldom worth paying for, and a cheaper model may fit whole.
+MIN_CLAMPED_OUTPUT = 64
 _ABSURD_INPUT = 4
 _ABSURD_INPUT_SLACK = 4096
 
@@ -105,6 +109,8 @@ class Billing:
         max_tokens = prepared.max_tokens
         input_tokens = padded(prepared.input_estimate)
         amount = self._pricer.worst_case(c.provider, c.model, input_tokens, max_tokens)
+        input_cost = self._pricer.worst_case(c.provider, c.model, input_tokens, 0)
+        output_price = max(0.0, amount - input_cost) / max_tokens if max_tokens else 0.0
         message = Reserve(
             request.request_id,
             c.provider,
@@ -115,6 +121,8 @@ class Billing:
             request.component,
             request.context_id,
             key=_new_key("r"),
+            output_price=output_price,
+            min_output_tokens=min(max_tokens, MIN_CLAMPED_OUTPUT),
         )
         # The same key again after a keeper restart answers the same reservation.
         reservation: Reservation = await self._ask(message)

@@ -24,10 +24,12 @@ What is cached in memory, and why it is right: the window state of the
 cached state is updated only after an append succeeded, and dropped when an
 append failed and before a summary or a delete (which then read the context
 afresh). That is right only while this actor is the only writer of the
-contexts it caches: the runtime holds the data directory's lock for it. A
-store shared by several processes must either turn the cache off
-(``cached_contexts=0``: every window is read from the store) or invalidate it
-when another process writes (issue 13).
+contexts it caches: the runtime holds the data directory's lock for it. Over
+a store shared by several processes (PostgreSQL) the runtime turns the cache
+off (``cached_contexts=0``: every window is read from the store), unless
+something invalidates it when another process writes. A store whose writes
+wait on a network (``inline_writes`` False) is appended to from a worker
+thread, like every other call.
 """
 
 from __future__ import annotations
@@ -358,8 +360,13 @@ class ContextStore(StoreActor[ContextHistory]):
             message.messages,
             message.summary_threshold,
         )
+        inline = self.store.inline_writes
+        if not inline:
+            # A store on a network is written in a worker thread: forget the
+            # context first, so no window is answered from a cache the write changes.
+            self._cache.pop(context_id, None)
         cached = self._cache.get(context_id)
-        # An uncached context answers its summary check in the same worker call.
+        # An uncached context answers its summary check in the same store call.
         check = threshold is not None and cached is None
 
         def append(store: ContextHistory) -> tuple[int, bool]:
@@ -367,9 +374,12 @@ class ContextStore(StoreActor[ContextHistory]):
             return count, check and store.needs_summary(context_id, threshold or 0)
 
         try:
-            # On the loop's thread: nothing can interrupt it between the write
-            # and the cache's update below.
-            count, needs_summary = self.run_inline(append, "AppendTurns")
+            if inline:
+                # On the loop's thread: nothing can interrupt it between the write
+                # and the cache's update below.
+                count, needs_summary = self.run_inline(append, "AppendTurns")
+            else:
+                count, needs_summary = await self.run(append, "AppendTurns")
         except Exception:
             # The store refused it, so nothing was written; forget the context
             # anyway rather than guess what it holds.

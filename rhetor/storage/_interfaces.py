@@ -11,10 +11,13 @@ The stores are ``typing.Protocol`` classes named for what they hold:
 (The budget ledger's interface, :class:`rhetor.budget.BudgetLedger`, lives
 beside the ledger in ``rhetor.budget``, since its rows are the budget's.)
 
-SQLite is the one implementation today (:class:`~rhetor.storage._history.SQLiteHistory`,
-:class:`~rhetor.storage._library.SQLiteLibrary`). A store is synchronous and
-used by one actor, one call at a time, from a worker thread; each call is one
-transaction. The contracts below hold for a database that several processes
+Each has a SQLite implementation for one process
+(:class:`~rhetor.storage._history.SQLiteHistory`,
+:class:`~rhetor.storage._library.SQLiteLibrary`) and a PostgreSQL one shared
+by any number of processes (:class:`~rhetor.storage._pg_history.PostgresHistory`,
+:class:`~rhetor.storage._pg_library.PostgresLibrary`). A store is synchronous
+and used by one actor, one call at a time, from a worker thread; each call is
+one transaction. The contracts below hold for a database that several processes
 share: no method relies on its caller being the only writer. What a caller
 may cache in memory is its own decision, and each actor says which it makes
 (see ``docs/architecture.md``, "What is cached in memory").
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import attrs
 
@@ -186,11 +189,15 @@ class ContextHistory(Store, Protocol):
     context at once; a window, a window state or a record is read from one
     consistent snapshot.
 
-    The ContextStore calls :meth:`append` on the event loop's own thread (a
-    SQLite commit there costs less than a thread hop) and everything else
-    from a worker thread; a store whose writes wait on a network must say so
-    and be called from worker threads only.
+    The ContextStore calls :meth:`append` on the event loop's own thread when
+    the store's ``inline_writes`` says so (a SQLite commit there costs less
+    than a thread hop), and everything else from a worker thread; a store
+    whose writes wait on a network (PostgreSQL) says ``inline_writes = False``
+    and is called from worker threads only.
     """
+
+    # Whether append may run on the event loop's own thread (see above).
+    inline_writes: ClassVar[bool]
 
     def checkpoint(self) -> None:
         """

@@ -9,8 +9,9 @@ What is cached in memory: the default system prompt of each component the
 Router has asked for (it asks on every request that names a component and
 brings no system prompt), up to 1,024 components. This actor's own prompt
 writes clear it. That is right only while this actor is the only writer of
-the prompts: a store shared by several processes must invalidate it when
-another process writes (issue 13).
+the prompts: over a store shared by several processes the runtime turns it
+off (``cache_defaults=False``), unless something invalidates it when another
+process writes.
 """
 
 from __future__ import annotations
@@ -223,6 +224,9 @@ class PromptLibrary(StoreActor[Library]):
     Answers the messages above from a :class:`Library`; default prompts from memory.
     """
 
+    # False: every default prompt is read from the store (a store other
+    # processes write too, with nothing telling this actor of their writes).
+    _cache_defaults: bool = attrs.field(default=True, alias="cache_defaults", kw_only=True)
     # Invariant: holds exactly what the store's default_prompt(component) answers now.
     _defaults: dict[str, Prompt | None] = attrs.field(init=False, factory=dict)
 
@@ -289,6 +293,8 @@ class PromptLibrary(StoreActor[Library]):
 
     async def _default_prompt(self, component: str) -> Prompt | None:
         check_text("component", component)
+        if not self._cache_defaults:
+            return await self.run(lambda s: s.default_prompt(component), "GetDefaultPrompt")
         if component not in self._defaults:
             prompt = await self.run(lambda s: s.default_prompt(component), "GetDefaultPrompt")
             if len(self._defaults) >= _MAX_CACHED_DEFAULTS:

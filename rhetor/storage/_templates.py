@@ -165,14 +165,16 @@ class TemplateTables:
             non_empty("name", name)
         check_optional_text("description", description)
         check_optional_text("category", category)
-        fields = _VersionFields.check(
-            current.content if content is None else content,
-            current.required if required is None else required,
-            current.optional if optional is None else optional,
-            current.defaults if defaults is None else defaults,
-            current.metadata if metadata is None else metadata,
-        )
         with transaction(self._conn) as conn:
+            # Read again under the write lock: another connection may have added a version.
+            current = self.get_template(current.id)
+            fields = _VersionFields.check(
+                current.content if content is None else content,
+                current.required if required is None else required,
+                current.optional if optional is None else optional,
+                current.defaults if defaults is None else defaults,
+                current.metadata if metadata is None else metadata,
+            )
             if name is not None and name != current.name and self._find_id(name) is not None:
                 raise ValidationError("name", "already exists")
             version = current.current_version + 1 if new_version else current.current_version

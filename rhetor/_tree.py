@@ -1,0 +1,183 @@
+"""
+The actor tree a runtime runs, started in order: storage, providers, router, sessions.
+
+:func:`start_tree` starts the supervision tree of ``docs/architecture.md``
+inside an actor system and answers the :class:`Tree` of its refs;
+``rhetor.runtime.start()`` wraps them in the :class:`~rhetor.runtime.Runtime`
+handle. :func:`default_backends` is the providers Rhetor runs unless told
+otherwise. The stores come from :mod:`rhetor._stores`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import attrs
+
+import actors
+from rhetor._settings import Settings
+from rhetor._stores import Stores
+from rhetor.budget._keeper import BudgetKeeper
+from rhetor.budget._pricing import Pricer
+from rhetor.providers._actor import ProviderActor
+from rhetor.providers._backend import ProviderBackend
+from rhetor.providers._simulated import SimulatedBackend
+from rhetor.routing._plan import TaskConfig
+from rhetor.routing._router import Router
+from rhetor.storage._contexts import ContextStore
+from rhetor.storage._prompts import PromptLibrary
+
+__all__ = ["BackendFactory", "Tree", "default_backends", "start_tree"]
+
+BackendFactory = Callable[[], ProviderBackend]
+
+
+def default_backends(settings: Settings, config: TaskConfig) -> dict[str, BackendFactory]:
+    """
+    The provider backends Rhetor runs by default: simulated, Anthropic, OpenAI, Ollama.
+
+    Providers without a key (or an Ollama that does not answer) still run and
+    report themselves unavailable, so the router skips them.
+    """
+
+    def models_of(provider: str) -> tuple[str, ...]:
+        return tuple(n for n, i in config.models.items() if i.provider == provider)
+
+    def simulated() -> ProviderBackend:
+        return SimulatedBackend(
+            models=models_of("simulated") or ("simulated-echo", "simulated-summary"),
+            chunk_delay=settings.simulated_chunk_delay,
+            available=settings.simulated != "never",
+        )
+
+    def anthropic() -> ProviderBackend:
+        from rhetor.providers._anthropic import AnthropicBackend
+
+        return AnthropicBackend(
+            settings.anthropic_api_key, settings.anthropic_base_url, models=models_of("anthropic")
+        )
+
+    def openai() -> ProviderBackend:
+        from rhetor.providers._openai import OpenAIBackend
+
+        return OpenAIBackend(
+            settings.openai_api_key, settings.openai_base_url, models=models_of("openai")
+        )
+
+    def ollama() -> ProviderBackend:
+        from rhetor.providers._ollama import OllamaBackend
+
+        return OllamaBackend(
+            settings.ollama_base_url or "http://localhost:11434", models=models_of("ollama")
+        )
+
+    return {"simulated": simulated, "anthropic": anthropic, "openai": openai, "ollama": ollama}
+
+
+@attrs.frozen
+class Tree:
+    """The refs of a started tree's long-lived actors."""
+
+    router: actors.Ref
+    budget_keeper: actors.Ref
+    contexts: actors.Ref
+    prompts: actors.Ref
+    providers: dict[str, actors.Ref]
+    sessions: Any
+
+
+async def start_tree(
+    system: actors.System,
+    settings: Settings,
+    config: TaskConfig,
+    factories: Mapping[str, BackendFactory],
+    health_interval: float,
+    pricer_overrides: Mapping[str, Any],
+    stores: Stores,
+    owner: str,
+) -> Tree:
+    """
+    Start the storage, providers, router and sessions subtrees in ``system``, in that order.
+
+    ``owner`` is the runtime's id in the ledger's reservations. The actors
+    over a ``shared`` store cache nothing another process could change.
+    """
+    storage = actors.SupervisorSpec(
+        children=(
+            actors.ChildSpec(
+                "budget",
+                lambda: BudgetKeeper(
+                    stores.ledger,
+                    policy=settings.budget_policy,
+                    limits=settings.limits,
+                    owner=owner,
+                    tz=ZoneInfo(settings.budget_timezone),
+                ),
+            ),
+            actors.ChildSpec(
+                "contexts",
+                lambda: ContextStore(
+                    stores.history,
+                    window_tokens=settings.context_token_budget,
+                    cached_contexts=stores.cached_contexts,
+                ),
+            ),
+            actors.ChildSpec(
+                "prompts",
+                lambda: PromptLibrary(stores.library, cache_defaults=not stores.shared),
+            ),
+        ),
+        strategy="one_for_one",
+        intensity=5,
+        period=10.0,
+    )
+    await system.start_supervisor(storage, name="storage")
+
+    def provider_child(name: str, factory: BackendFactory) -> actors.ChildSpec:
+        return actors.ChildSpec(
+            f"provider:{name}",
+            lambda: ProviderActor(factory, health_interval=health_interval),
+            shutdown_timeout=3.0,
+        )
+
+    providers = actors.SupervisorSpec(
+        children=tuple(provider_child(n, f) for n, f in factories.items()),
+        strategy="one_for_one",
+        intensity=10,
+        period=30.0,
+    )
+    await system.start_supervisor(providers, name="providers")
+    provider_refs = {n: system.ref(f"provider:{n}") for n in factories}
+
+    budget_ref = system.ref("budget")
+    contexts_ref = system.ref("contexts")
+    prompts_ref = system.ref("prompts")
+    router = await system.spawn(
+        lambda: Router(
+            config=config,
+            providers=provider_refs,
+            budget=budget_ref,
+            contexts=contexts_ref,
+            prompts=prompts_ref,
+            pricer=Pricer(overrides=pricer_overrides),
+            simulated=settings.simulated,
+            request_timeout=settings.request_timeout,
+            provider_timeout=settings.provider_timeout,
+            context_token_budget=settings.context_token_budget,
+        ),
+        name="router",
+    )
+    sessions = await system.start_supervisor(
+        actors.SupervisorSpec(children=(), strategy="one_for_one", intensity=1000, period=1.0),
+        name="sessions",
+    )
+    return Tree(
+        router=router,
+        budget_keeper=budget_ref,
+        contexts=contexts_ref,
+        prompts=prompts_ref,
+        providers=provider_refs,
+        sessions=sessions,
+    )
