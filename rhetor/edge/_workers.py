@@ -52,6 +52,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from functools import partial
+
 import attrs
 import trio
 
@@ -185,6 +186,9 @@ class _Workers:
     # Invariant: the running child of each index (absent between restarts).
     children: dict[int, trio.Process] = attrs.field(factory=dict)
     ready: dict[int, trio.Event] = attrs.field(factory=dict)
+    # Invariant: how many keep() tasks run; idle is set when the last one ends.
+    running: int = 0
+    idle: trio.Event = attrs.field(factory=trio.Event)
     restarts: int = 0
     unclean: int = 0
     failure: str | None = None
@@ -207,6 +211,15 @@ class _Workers:
         Error handling: a child that ends before its first start served sets
         ``failure`` and stops everything; later deaths are logged and restarted.
         """
+        self.running += 1
+        try:
+            await self._keep(index, nursery)
+        finally:
+            self.running -= 1
+            if not self.running:
+                self.idle.set()
+
+    async def _keep(self, index: int, nursery: trio.Nursery) -> None:
         port = self.sock.getsockname()[1]
         first = True
         backoff = 0.0
@@ -377,8 +390,7 @@ async def serve_workers(
                     await state.stop.wait()
             state.signal_children(signal.SIGTERM)
             with trio.move_on_after(settings.shutdown_grace + _STOP_SLACK) as slack:
-                while state.children:
-                    await trio.sleep(0.05)
+                await state.idle.wait()
             if slack.cancelled_caught:
                 log.error("workers still running after the grace period; killing them")
                 state.unclean += len(state.children)
@@ -386,8 +398,8 @@ async def serve_workers(
             # What is left: the signal watcher, and the children's tasks if they were killed.
             nursery.cancel_scope.cancel()
     finally:
-        with trio.CancelScope(shield=True):
-            state.signal_children(signal.SIGKILL)
+        # Only those still running (cancelled, or past the grace period).
+        state.signal_children(signal.SIGKILL)
         os.close(keep_alive)
         os.close(parent_fd)
         sock.close()

@@ -45,6 +45,7 @@ from rhetor.routing._planning import DEFAULT_MAX_TOKENS, Planner, Prepared, max_
 from rhetor.storage._prompts import GetDefaultPrompt
 
 __all__ = [
+    "ActiveModelChanged",
     "BudgetModeChanged",
     "Estimate",
     "Evaluate",
@@ -88,6 +89,18 @@ class BudgetModeChanged:
     """The BudgetKeeper's limits or policy changed: whether reservations are now needed."""
 
     reservations_required: bool
+
+
+@attrs.frozen
+class ActiveModelChanged:
+    """
+    Another process stored the active model (``POST /provider`` there): head the chain with it.
+
+    None: no active model is stored. A model this router's providers do not
+    serve is ignored (and logged), as at start.
+    """
+
+    active: tuple[str, str] | None
 
 
 @attrs.frozen
@@ -178,21 +191,27 @@ class Router(actors.Actor):
         self._billing.reservations_required = await ask(self._budget, GetBudgetMode())
         stored = await ask(self._budget, GetActiveModel())
         await self._refresh_status()
-        if stored is not None:
-            provider, model = stored
-            if model in self._catalogue.models().get(provider, []):
-                self._planner.set_active((provider, model))
-            else:
-                log.warning(
-                    "the stored active model %s/%s is not served now; routing by task", *stored
-                )
+        self._adopt_active(stored)
         self.task_group.start_soon(self._watch_status)
+
+    def _adopt_active(self, stored: tuple[str, str] | None) -> None:
+        """Head the chain with the stored active model, if a provider serves it."""
+        if stored is None or stored == self._planner.active:
+            return
+        provider, model = stored
+        if model in self._catalogue.models().get(provider, []):
+            self._planner.set_active((provider, model))
+        else:
+            log.warning("the stored active model %s/%s is not served now; routing by task", *stored)
 
     async def handle(self, message: Any) -> Any:
         if isinstance(message, Generate):
             return await self._generate(message.request)
         if isinstance(message, BudgetModeChanged):
             self._billing.reservations_required = message.reservations_required
+            return None
+        if isinstance(message, ActiveModelChanged):
+            self._adopt_active(message.active)
             return None
         if isinstance(message, GetProviders):
             return self._catalogue.describe(self._planner.active)

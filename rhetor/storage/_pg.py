@@ -42,6 +42,7 @@ import psycopg_pool
 from psycopg import sql
 
 from rhetor._errors import StorageUnavailable, ValidationError
+from rhetor.storage._pg_breaker import Breaker
 
 __all__ = [
     "MIGRATION_LOCK",
@@ -116,6 +117,8 @@ class PgDatabase:
     statement_timeout: float = 15.0
     lock_timeout: float = 10.0
     pool_timeout: float = 10.0
+    # Fails calls at once while the database is out of reach (see rhetor.storage._pg_breaker).
+    breaker: Breaker = attrs.field(factory=Breaker)
     _pool: psycopg_pool.ConnectionPool | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -230,9 +233,29 @@ class PgDatabase:
 
         Error handling: psycopg's errors in the block are :class:`StorageUnavailable`
         (see :func:`unavailable`); a connection left broken is discarded by the pool.
+        While the database is out of reach, :class:`StorageUnavailable` comes at
+        once, but for one probe at a time (:class:`~rhetor.storage._pg_breaker.Breaker`).
         """
-        with unavailable(doing), self.pool.connection(timeout=self.pool_timeout) as conn:
-            yield conn
+        probe = self.breaker.admit()
+        try:
+            with unavailable(doing):
+                if probe:
+                    # Replace the idle connections the outage broke, and wait less.
+                    self.pool.check()
+                timeout = min(self.pool_timeout, 2.0) if probe else self.pool_timeout
+                with self.pool.connection(timeout=timeout) as conn:
+                    yield conn
+        except StorageUnavailable as exc:
+            self.breaker.failed(exc, probe)
+            raise
+        except Exception:
+            # The block's own error (a ValidationError): the database answered.
+            self.breaker.succeeded(probe)
+            raise
+        except BaseException:
+            self.breaker.abandoned(probe)
+            raise
+        self.breaker.succeeded(probe)
 
     @contextlib.contextmanager
     def transaction(self, doing: str = "written") -> Iterator[psycopg.Connection[Any]]:

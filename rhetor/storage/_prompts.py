@@ -11,18 +11,22 @@ brings no system prompt), up to 1,024 components. This actor's own prompt
 writes clear it. That is right only while this actor is the only writer of
 the prompts: over a store shared by several processes the runtime turns it
 off (``cache_defaults=False``), unless something invalidates it when another
-process writes.
+process writes: :class:`DefaultsChanged`, sent when another process's
+change is heard (:mod:`rhetor.storage._changes`), forgets them and says
+whether to cache again.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from rhetor._asks import Ask
+from rhetor._errors import StorageUnavailable
 from rhetor.storage._actor import StoreActor
 from rhetor.storage._interfaces import Library, Prompt, Template, TemplateVersion
 from rhetor.storage._rendering import generate_prompt
@@ -31,6 +35,7 @@ from rhetor.storage._sqlite import check_text
 __all__ = [
     "CreatePrompt",
     "CreateTemplate",
+    "DefaultsChanged",
     "DeletePrompt",
     "DeleteTemplate",
     "GeneratePrompt",
@@ -45,6 +50,8 @@ __all__ = [
     "UpdatePrompt",
     "UpdateTemplate",
 ]
+
+log = logging.getLogger("rhetor.prompts")
 
 # Components named in requests are the cache's keys; past this many it starts afresh,
 # so requests naming ever new components cannot grow it without bound.
@@ -205,6 +212,19 @@ class GetDefaultPrompt(Ask[Prompt | None]):
 
 
 @attrs.frozen
+class DefaultsChanged(Ask[None]):
+    """
+    Another process may have changed the prompts: forget the cached default prompts.
+
+    ``live``: whether later changes will be heard (the defaults are cached
+    again), or not (each is read from the store, and the last one read is
+    served only while the store cannot be read).
+    """
+
+    live: bool = True
+
+
+@attrs.frozen
 class GeneratePrompt(Ask[str]):
     """
     A drafted prompt for ``task`` in ``format`` (see :func:`rhetor.storage._rendering.generate_prompt`).
@@ -225,15 +245,24 @@ class PromptLibrary(StoreActor[Library]):
     """
 
     # False: every default prompt is read from the store (a store other
-    # processes write too, with nothing telling this actor of their writes).
+    # processes write too, with nothing telling this actor of their writes),
+    # until a DefaultsChanged(live=True) says their writes will be heard.
     _cache_defaults: bool = attrs.field(default=True, alias="cache_defaults", kw_only=True)
-    # Invariant: holds exactly what the store's default_prompt(component) answers now.
+    # Invariant: while _cache_defaults, holds exactly what the store's
+    # default_prompt(component) answers now; otherwise the answers last read,
+    # used only when the store cannot be read.
     _defaults: dict[str, Prompt | None] = attrs.field(init=False, factory=dict)
 
     async def handle(self, message: Any) -> Any:
         match message:
             case GetDefaultPrompt():
                 return await self._default_prompt(message.component)
+            case DefaultsChanged():
+                if message.live:
+                    # Changes made while nobody listened were not heard.
+                    self._defaults.clear()
+                self._cache_defaults = message.live
+                return None
             case GeneratePrompt():
                 # Pure text work: no store, no thread.
                 return generate_prompt(message.task, message.context, message.format)
@@ -293,14 +322,22 @@ class PromptLibrary(StoreActor[Library]):
 
     async def _default_prompt(self, component: str) -> Prompt | None:
         check_text("component", component)
-        if not self._cache_defaults:
-            return await self.run(lambda s: s.default_prompt(component), "GetDefaultPrompt")
-        if component not in self._defaults:
+        if self._cache_defaults and component in self._defaults:
+            return self._defaults[component]
+        try:
             prompt = await self.run(lambda s: s.default_prompt(component), "GetDefaultPrompt")
-            if len(self._defaults) >= _MAX_CACHED_DEFAULTS:
-                self._defaults.clear()
-            self._defaults[component] = prompt
-        return self._defaults[component]
+        except StorageUnavailable:
+            if self._cache_defaults or component not in self._defaults:
+                raise
+            # The store cannot be read (the database is down): serve what it said last.
+            log.warning(
+                "default prompt of %r read from memory: the store is unavailable", component
+            )
+            return self._defaults[component]
+        if len(self._defaults) >= _MAX_CACHED_DEFAULTS:
+            self._defaults.clear()
+        self._defaults[component] = prompt
+        return prompt
 
     async def _write_prompt(self, message: CreatePrompt | UpdatePrompt | DeletePrompt) -> Any:
         # Any prompt write may change a default. Cleared before the write: one
