@@ -38,10 +38,19 @@ import psycopg
 from psycopg import sql
 
 import actors
+from rhetor._asks import Ask
 from rhetor._errors import StorageUnavailable
 from rhetor.storage._pg import Migration, PgDatabase, unavailable
 
-__all__ = ["CHANGES_MIGRATIONS", "KINDS", "Change", "ChangeFeed", "channel"]
+__all__ = [
+    "CHANGES_MIGRATIONS",
+    "KINDS",
+    "Change",
+    "ChangeFeed",
+    "FeedStatus",
+    "GetFeedStatus",
+    "channel",
+]
 
 log = logging.getLogger("rhetor.storage")
 
@@ -106,6 +115,20 @@ class Change:
     live: bool = True
 
 
+@attrs.frozen
+class FeedStatus:
+    """Whether the feed listens now, how often it connected, and how many notifications it heard."""
+
+    live: bool
+    connects: int
+    heard: int
+
+
+@attrs.frozen
+class GetFeedStatus(Ask[FeedStatus]):
+    """Answers the feed's :class:`FeedStatus`."""
+
+
 @attrs.define(eq=False)
 class ChangeFeed(actors.Actor):
     """
@@ -135,6 +158,8 @@ class ChangeFeed(actors.Actor):
         self._stop.set()
 
     async def handle(self, message: Any) -> Any:
+        if isinstance(message, GetFeedStatus):
+            return FeedStatus(self.live, self.connects, self.heard)
         raise TypeError(f"ChangeFeed cannot handle {type(message).__name__}")
 
     async def _listen_forever(self) -> None:
