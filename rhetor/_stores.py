@@ -74,8 +74,8 @@ class Stores:
     What the storage actors are given: a factory for each store, and what the backend allows.
 
     ``shared`` is True when other processes use the same stores (PostgreSQL):
-    the actors then cache nothing another process could change
-    (``cached_contexts`` is 0 and the default prompts are read every time).
+    the actors then cache nothing another process could change and answer
+    many calls at once (``SharedContextStore``, ``SharedPromptLibrary``).
     ``database`` is the pool the PostgreSQL stores share (None on SQLite).
     """
 
@@ -84,11 +84,6 @@ class Stores:
     library: Callable[[], Library]
     shared: bool
     database: PgDatabase | None = None
-
-    @property
-    def cached_contexts(self) -> int:
-        """How many contexts' windows the ContextStore may keep in memory."""
-        return 0 if self.shared else 256
 
 
 def open_database(settings: Settings) -> PgDatabase:

@@ -31,8 +31,8 @@ from rhetor.providers._simulated import SimulatedBackend
 from rhetor.routing._plan import TaskConfig
 from rhetor.routing._router import ActiveModelChanged, Router
 from rhetor.storage._changes import Change, ChangeFeed
-from rhetor.storage._contexts import ContextStore
-from rhetor.storage._prompts import DefaultsChanged, PromptLibrary
+from rhetor.storage._contexts import ContextStore, SharedContextStore
+from rhetor.storage._prompts import DefaultsChanged, PromptLibrary, SharedPromptLibrary
 
 __all__ = ["BackendFactory", "Tree", "default_backends", "start_tree"]
 
@@ -154,15 +154,13 @@ async def start_tree(
             ),
             actors.ChildSpec(
                 "contexts",
-                lambda: ContextStore(
-                    stores.history,
-                    window_tokens=settings.context_token_budget,
-                    cached_contexts=stores.cached_contexts,
+                lambda: (SharedContextStore if stores.shared else ContextStore)(
+                    stores.history, window_tokens=settings.context_token_budget
                 ),
             ),
             actors.ChildSpec(
                 "prompts",
-                lambda: PromptLibrary(stores.library, cache_defaults=not stores.shared),
+                lambda: (SharedPromptLibrary if stores.shared else PromptLibrary)(stores.library),
             ),
         ),
         strategy="one_for_one",

@@ -244,3 +244,60 @@ async def test_a_budget_refusal_names_a_small_limit_precisely(tmp_path: Path) ->
             await rt.message("hello", max_tokens=100)
     assert "daily budget $0.000123 would be exceeded" in info.value.message
     assert info.value.limit == 0.000123
+
+
+@attrs.define(eq=False)
+class FullLengthBackend:
+    """A provider that always writes all of max_tokens, and reports exactly that."""
+
+    name: str = "alpha"
+    models: tuple[str, ...] = ("alpha-1",)
+    asked: list[int] = attrs.Factory(list)
+
+    async def check(self) -> ProviderStatus:
+        return ProviderStatus(self.name, True, self.models)
+
+    async def complete(self, request: ProviderRequest) -> ProviderReply:
+        self.asked.append(request.max_tokens or 0)
+        return ProviderReply("x" * 10, request.model, Usage(10, request.max_tokens or 0))
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
+        yield TextDelta("x")
+        yield StreamEnd(Usage(10, request.max_tokens or 0), model=request.model)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_clamped_max_tokens_keep_the_cap_when_the_upstream_writes_the_full_length(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Under enforce the last requests get max_tokens clamped to what is left; the upstream writes it all; spend stays within the limit."""
+    from tests.stores import backend_settings, ledger_of
+
+    upstream = FullLengthBackend()
+    # $2 per million output tokens: 1,000 tokens cost $0.002; the limit pays for 2.5 such replies.
+    limited = settings_with(
+        tmp_path,
+        ALPHA_PRICE,
+        budget_policy="enforce",
+        daily_limit=0.005,
+        **backend_settings(backend, request),
+    )
+    warnings = []
+    async with rhetor.runtime.start(limited, backends=backends(upstream)) as rt:
+        for i in range(3):
+            reply = await rt.message(f"request {i}", max_tokens=1000)
+            warnings.append(reply.budget_warning)
+        with pytest.raises(BudgetExceeded):
+            await rt.message("nothing is left", max_tokens=1000)
+    assert upstream.asked[:2] == [1000, 1000] and 64 <= upstream.asked[2] < 1000
+    assert warnings[:2] == [None, None]
+    assert warnings[2] is not None and f"clamped from 1000 to {upstream.asked[2]}" in warnings[2]
+    ledger = ledger_of(limited)
+    try:
+        assert ledger.spent(0.0) <= 0.005
+        assert [e.billed for e in ledger.entries()] == ["usage"] * 3
+    finally:
+        ledger.close()

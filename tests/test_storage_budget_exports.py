@@ -1,5 +1,5 @@
 """
-The public names of rhetor.storage and rhetor.budget: the store interfaces, their SQLite stores, the actors and their messages.
+The public names of rhetor.storage and rhetor.budget: the store interfaces, their SQLite and PostgreSQL stores, the actors and their messages.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ STORAGE = {
     "ListPrompts",
     "ListTemplates",
     "NeedsSummary",
+    "PgDatabase",
+    "PostgresHistory",
+    "PostgresLibrary",
     "Prompt",
     "PromptLibrary",
     "ReadContext",
@@ -45,6 +48,8 @@ STORAGE = {
     "SearchContexts",
     "SearchHit",
     "SetSummary",
+    "SharedContextStore",
+    "SharedPromptLibrary",
     "Store",
     "StoreActor",
     "StoredMessage",
@@ -67,6 +72,7 @@ BUDGET = {
     "GetBudgetMode",
     "GetUsage",
     "LedgerEntry",
+    "PostgresLedger",
     "Reservation",
     "ReservationRow",
     "Reserve",

@@ -4,7 +4,7 @@ Budgets: the BudgetKeeper actor, its messages, pricing, and the ledger of every 
 How the parts fit: ``_accounts`` is the budget's arithmetic (pure, in memory);
 ``_interfaces`` holds the ledger's rows and :class:`BudgetLedger`, the
 interface a ledger store implements; ``_ledger`` (with ``_ledger_schema``) is
-the SQLite ledger; ``_commits`` writes a group commit to a ledger;
+the SQLite ledger and ``_pg_ledger`` the PostgreSQL one, shared by processes; ``_commits`` writes a group commit to a ledger;
 ``_messages`` are what the keeper answers; ``_keeper`` is the actor;
 ``_pricing`` prices requests. budget imports storage's SQLite helpers, never
 routing, providers or the edge.
@@ -33,6 +33,7 @@ from rhetor.budget._messages import (
     StoreActiveModel,
     UsageTotals,
 )
+from rhetor.budget._pg_ledger import PostgresLedger
 
 __all__ = [
     "BudgetKeeper",
@@ -44,6 +45,7 @@ __all__ = [
     "GetBudgetMode",
     "GetUsage",
     "LedgerEntry",
+    "PostgresLedger",
     "Reservation",
     "ReservationRow",
     "Reserve",

@@ -211,6 +211,17 @@ def _settle_sql(rows: int) -> str:
     )
 
 
+# What is spent since each period's start and held by every open reservation,
+# per provider: one statement, so one snapshot (a charge that replaces its
+# reservation meanwhile is seen whole or not at all).
+_SPEND = (
+    "SELECT provider, COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0),"
+    " COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0),"
+    " COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0)"
+    " FROM (SELECT ts, provider, cost FROM entries WHERE ts >= %s"
+    "       UNION ALL SELECT 'Infinity'::float8, provider, amount FROM reservations)"
+    " AS spend GROUP BY provider"
+)
 _SWEEP = f"""
 WITH gone AS (
     DELETE FROM reservations r
@@ -366,6 +377,12 @@ class PostgresLedger:
         rows = list(entries)
         if not rows:
             return
+        if len(rows) <= _ROWS_PER_STATEMENT:
+            # One statement is its own transaction: one round trip, no BEGIN or COMMIT.
+            values = [v for row in rows for v in _text_fields(row, ENTRY_FIELDS)]
+            with self.db.connection("written") as conn:
+                conn.execute(_settle_sql(len(rows)), values)
+            return
         with self.db.transaction("written") as conn:
             for first in range(0, len(rows), _ROWS_PER_STATEMENT):
                 chunk = rows[first : first + _ROWS_PER_STATEMENT]
@@ -486,27 +503,26 @@ class PostgresLedger:
         pairs = list(claims)
         if not pairs:
             return []
-        with self.db.transaction("written") as conn:
+        periods = [starts[p] for p in PERIODS]
+        # Pipeline mode: BEGIN, the lock, the rules and the sums go out together
+        # (one round trip); the insert goes out with COMMIT (the second).
+        with self.db.transaction("written", pipeline=True) as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUDGET_LOCK,))
-            stored_policy, stored_limits = self._rules(conn)
-            in_force = effective_limits(limits, stored_limits)
-            if stored_policy in POLICIES:
-                policy = stored_policy
+            policy_row = conn.execute("SELECT value FROM settings WHERE key = 'policy'")
+            limit_rows = conn.execute("SELECT period, provider, amount FROM limits")
+            # Summed even when no limit turns out to apply: the rules are not known yet.
+            spend = conn.execute(_SPEND, (*periods, min(periods)))
+            stored_policy = policy_row.fetchone()
+            if stored_policy is not None and stored_policy[0] in POLICIES:
+                policy = str(stored_policy[0])
+            in_force = effective_limits(
+                limits,
+                {(p, provider or None): float(a) for p, provider, a in limit_rows.fetchall()},
+            )
             used: dict[tuple[Period, str], float] = {}
-            if policy != "ignore" and in_force:
-                periods = [starts[p] for p in PERIODS]
-                rows = conn.execute(
-                    "SELECT provider, COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0),"
-                    " COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0),"
-                    " COALESCE(sum(cost) FILTER (WHERE ts >= %s), 0)"
-                    " FROM (SELECT ts, provider, cost FROM entries WHERE ts >= %s"
-                    "       UNION ALL SELECT 'Infinity'::float8, provider, amount FROM reservations)"
-                    " AS spend GROUP BY provider",
-                    (*periods, min(periods)),
-                ).fetchall()
-                for provider, *totals in rows:
-                    for period, total in zip(PERIODS, totals, strict=True):
-                        used[(period, provider)] = float(total)
+            for provider, *totals in spend.fetchall():
+                for period, total in zip(PERIODS, totals, strict=True):
+                    used[(period, provider)] = float(total)
             decisions = decide_batch(policy, in_force, used, (claim for _, claim in pairs))
             granted = [
                 attrs.evolve(row, output_tokens=d.output_tokens, amount=d.amount)
@@ -516,19 +532,6 @@ class PostgresLedger:
             if granted:
                 self._insert_reservations(conn, granted)
         return decisions
-
-    @staticmethod
-    def _rules(
-        conn: psycopg.Connection[Any],
-    ) -> tuple[str | None, dict[tuple[Period, str | None], float]]:
-        policy = conn.execute("SELECT value FROM settings WHERE key = 'policy'").fetchone()
-        limits = {
-            (period, provider or None): float(amount)
-            for period, provider, amount in conn.execute(
-                "SELECT period, provider, amount FROM limits"
-            ).fetchall()
-        }
-        return (None if policy is None else str(policy[0])), limits
 
     def release(self, reservation_ids: Iterable[int]) -> None:
         """Delete reservations that will never be settled (their request never ran)."""

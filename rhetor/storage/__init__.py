@@ -4,7 +4,8 @@ Stored state: the store interfaces, their SQLite implementations, ContextStore a
 How the parts fit: ``_interfaces`` holds what is stored (frozen values) and
 the ``Protocol`` each store implements; ``_sqlite`` is what every SQLite store
 shares; ``_history``, ``_library`` (with ``_templates``) are the SQLite
-stores; ``_rendering`` is template and prompt text, pure. ``_actor`` is the
+stores; ``_pg`` is what every PostgreSQL store shares (the pool, deadlines,
+errors, migrations) and ``_pg_history``, ``_pg_library`` the PostgreSQL stores; ``_rendering`` is template and prompt text, pure. ``_actor`` is the
 base of the two actors, ``_contexts`` (ContextStore) and ``_prompts``
 (PromptLibrary), each beside the messages it answers. Nothing here imports
 routing, budget, providers or the edge.
@@ -24,6 +25,7 @@ from rhetor.storage._contexts import (
     ReadContext,
     SearchContexts,
     SetSummary,
+    SharedContextStore,
 )
 from rhetor.storage._history import SQLiteHistory
 from rhetor.storage._interfaces import (
@@ -43,6 +45,9 @@ from rhetor.storage._interfaces import (
     WindowState,
 )
 from rhetor.storage._library import SQLiteLibrary
+from rhetor.storage._pg import PgDatabase
+from rhetor.storage._pg_history import PostgresHistory
+from rhetor.storage._pg_library import PostgresLibrary
 from rhetor.storage._prompts import (
     CreatePrompt,
     CreateTemplate,
@@ -57,6 +62,7 @@ from rhetor.storage._prompts import (
     ListTemplates,
     PromptLibrary,
     RenderTemplate,
+    SharedPromptLibrary,
     UpdatePrompt,
     UpdateTemplate,
 )
@@ -87,6 +93,9 @@ __all__ = [
     "ListPrompts",
     "ListTemplates",
     "NeedsSummary",
+    "PgDatabase",
+    "PostgresHistory",
+    "PostgresLibrary",
     "Prompt",
     "PromptLibrary",
     "ReadContext",
@@ -96,6 +105,8 @@ __all__ = [
     "SearchContexts",
     "SearchHit",
     "SetSummary",
+    "SharedContextStore",
+    "SharedPromptLibrary",
     "Store",
     "StoreActor",
     "StoredMessage",

@@ -38,7 +38,7 @@ import builtins
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -73,6 +73,7 @@ __all__ = [
     "ReadContext",
     "SearchContexts",
     "SetSummary",
+    "SharedContextStore",
 ]
 
 log = logging.getLogger("rhetor.contexts")
@@ -370,8 +371,12 @@ class ContextStore(StoreActor[ContextHistory]):
         check = threshold is not None and cached is None
 
         def append(store: ContextHistory) -> tuple[int, bool]:
-            count = store.append(context_id, messages, metadata=message.metadata)
-            return count, check and store.needs_summary(context_id, threshold or 0)
+            return store.append_checked(
+                context_id,
+                messages,
+                metadata=message.metadata,
+                summary_threshold=threshold if check else None,
+            )
 
         try:
             if inline:
@@ -394,3 +399,21 @@ class ContextStore(StoreActor[ContextHistory]):
             if threshold is not None:
                 needs_summary = cached.needs_summary(threshold)
         return Appended(count, needs_summary)
+
+
+@attrs.define(eq=False)
+class SharedContextStore(ContextStore):
+    """
+    A ContextStore over a store other processes write too (PostgreSQL): no cache, calls at once.
+
+    With nothing cached, the actor holds no state its calls could race on, and
+    the store is safe from many threads (each call borrows a pooled
+    connection; the database keeps appends to one context in order). So it
+    answers up to ``max_concurrency`` messages at once instead of one at a
+    time, each waiting on the network in a worker thread of its own.
+    """
+
+    max_concurrency: ClassVar[int] = 64
+
+    def __attrs_post_init__(self) -> None:
+        self._max_cached = 0

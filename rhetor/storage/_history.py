@@ -236,6 +236,22 @@ class SQLiteHistory(SQLiteStore):
             )
         return int(last) + len(messages)
 
+    def append_checked(
+        self,
+        context_id: str,
+        messages: Sequence[ChatMessage],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        summary_threshold: int | None = None,
+    ) -> tuple[int, bool]:
+        """
+        :meth:`append`, then whether the unsummarised messages cost more than ``summary_threshold``.
+        """
+        count = self.append(context_id, messages, metadata=metadata)
+        if summary_threshold is None:
+            return count, False
+        return count, self.needs_summary(context_id, summary_threshold)
+
     def history(self, context_id: str, *, limit: int | None = None) -> builtins.list[StoredMessage]:
         """
         A context's messages, oldest first; with ``limit``, only the newest that many.

@@ -221,6 +221,20 @@ class ContextHistory(Store, Protocol):
         """
         ...
 
+    def append_checked(
+        self,
+        context_id: str,
+        messages: Sequence[ChatMessage],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        summary_threshold: int | None = None,
+    ) -> tuple[int, bool]:
+        """
+        :meth:`append`, and whether the unsummarised messages now cost more than
+        ``summary_threshold`` (False without one), in one call.
+        """
+        ...
+
     def history(self, context_id: str, *, limit: int | None = None) -> builtins.list[StoredMessage]:
         """
         A context's messages, oldest first; with ``limit``, only the newest that many.

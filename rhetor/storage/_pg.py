@@ -258,12 +258,24 @@ class PgDatabase:
         self.breaker.succeeded(probe)
 
     @contextlib.contextmanager
-    def transaction(self, doing: str = "written") -> Iterator[psycopg.Connection[Any]]:
+    def transaction(
+        self, doing: str = "written", *, pipeline: bool = False
+    ) -> Iterator[psycopg.Connection[Any]]:
         """
         A connection inside one transaction: committed if the block ends, rolled back if it raises.
+
+        With ``pipeline``, statements go out without waiting for each other's
+        results (libpq's pipeline mode) until one is read: ``BEGIN`` and the
+        statements before the first read share one round trip, and so do the
+        statements after the last read and ``COMMIT``.
         """
-        with self.connection(doing) as conn, conn.transaction():
-            yield conn
+        with self.connection(doing) as conn:
+            if pipeline:
+                with conn.pipeline(), conn.transaction():
+                    yield conn
+            else:
+                with conn.transaction():
+                    yield conn
 
     def stats(self) -> dict[str, int]:
         """The pool's counters (connections, waiting requests, errors), for reports."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,7 +42,6 @@ from rhetor.storage._history import (
     _escape_like,
     _metadata_json,
     _snippet,
-    newest_within,
     validate_context_id,
     window_of,
 )
@@ -96,10 +96,56 @@ SELECT c.id, c.created, c.updated, c.summary, c.metadata,
        (SELECT count(*) FROM messages m WHERE m.context_id = c.id)
 FROM contexts c
 """
-_UNSUMMARISED_NEWEST_FIRST = (
-    "SELECT seq, role, content, tokens FROM messages WHERE context_id = %s AND seq > %s"
-    " ORDER BY seq DESC"
-)
+# A context's summary and every unsummarised message, newest first (none: no context).
+_WINDOW = """
+SELECT c.summary, c.summary_upto, %s::bigint, m.seq, m.role, m.content, m.tokens
+FROM contexts c LEFT JOIN messages m ON m.context_id = c.id AND m.seq > c.summary_upto
+WHERE c.id = %s ORDER BY m.seq DESC
+"""
+# A context's summary, the cost of its unsummarised messages, and the newest of
+# them whose running cost (newest first) stays within the cap.
+_WINDOW_STATE = """
+SELECT c.summary, c.summary_upto,
+       (SELECT COALESCE(sum(m.tokens + %(overhead)s), 0) FROM messages m
+        WHERE m.context_id = c.id AND m.seq > c.summary_upto),
+       w.seq, w.role, w.content, w.tokens
+FROM contexts c LEFT JOIN LATERAL (
+    SELECT seq, role, content, tokens FROM (
+        SELECT seq, role, content, tokens,
+               sum(tokens + %(overhead)s) OVER (ORDER BY seq DESC) AS running
+        FROM messages WHERE context_id = c.id AND seq > c.summary_upto
+    ) AS newest WHERE running <= %(cap)s
+) AS w ON TRUE
+WHERE c.id = %(id)s ORDER BY w.seq DESC
+"""
+
+
+@functools.lru_cache(maxsize=32)
+def _append_sql(count: int) -> str:
+    """
+    The one statement of an append of ``count`` messages (see ``append_checked``).
+
+    Parameters, in order: the context's id, created, updated, metadata and
+    count; with messages, the id, the count, the time, then (i, role,
+    content, tokens) per message; last the per-message overhead and the id.
+    """
+    sql = (
+        "WITH ctx AS (INSERT INTO contexts (id, created, updated, metadata, last_seq)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE"
+        " SET updated = excluded.updated, last_seq = contexts.last_seq + excluded.last_seq"
+        " RETURNING metadata, last_seq, summary_upto)"
+    )
+    if count:
+        rows = ", ".join(["(%s::bigint, %s, %s, %s::bigint)"] * count)
+        sql += (
+            ", added AS (INSERT INTO messages (context_id, seq, role, content, ts, tokens)"
+            " SELECT %s, ctx.last_seq - %s + v.i, v.role, v.content, %s::float8, v.tokens"
+            f" FROM ctx, (VALUES {rows}) AS v (i, role, content, tokens))"
+        )
+    return sql + (
+        " SELECT ctx.metadata, ctx.last_seq, (SELECT COALESCE(sum(m.tokens + %s), 0)"
+        " FROM messages m WHERE m.context_id = %s AND m.seq > ctx.summary_upto) FROM ctx"
+    )
 
 
 @attrs.define(eq=False)
@@ -142,12 +188,33 @@ class PostgresHistory:
         *,
         metadata: Mapping[str, Any] | None = None,
     ) -> int:
-        """
-        Add messages to a context, creating it if new; answers its message count.
+        """Add messages to a context, creating it if new; answers its message count."""
+        count, _ = self.append_checked(context_id, messages, metadata=metadata)
+        return count
 
-        One transaction: the upsert of the context locks its row and raises
-        ``last_seq`` by the number of messages, so a concurrent append to the
-        same context (from any process) waits and numbers after these.
+    def append_checked(
+        self,
+        context_id: str,
+        messages: Sequence[ChatMessage],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        summary_threshold: int | None = None,
+    ) -> tuple[int, bool]:
+        """
+        Append (see :meth:`append`) and answer whether a summary is due, in one transaction.
+
+        One statement does the work: the upsert of the context locks its row
+        and raises ``last_seq`` by the number of messages (so a concurrent
+        append to the same context, from any process, waits and numbers after
+        these), the messages are inserted under those numbers, and the cost
+        of the unsummarised messages before them comes back with the stored
+        metadata. ``BEGIN`` goes out with it (pipeline mode); ``COMMIT``, with
+        the metadata's update when the merge changes it, is the second and
+        last round trip.
+
+        The summary check counts the messages committed before this statement
+        began; an append committed by another process while this one waited
+        for the row is counted by the next check.
         """
         validate_context_id(context_id)
         for i, m in enumerate(messages):
@@ -156,40 +223,31 @@ class PostgresHistory:
             check_text(f"messages[{i}].content", m.content)
         if metadata is not None and not isinstance(metadata, Mapping):
             raise ValidationError("metadata", "must be an object")
-        if metadata:
-            _metadata_json(metadata)  # refuse what is not JSON before anything is written
+        given = _metadata_json(metadata or {})
         count = len(messages)
         now = self._clock()
-        with self.db.transaction("written") as conn:
-            row = conn.execute(
-                "INSERT INTO contexts (id, created, updated, last_seq) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (id) DO UPDATE"
-                " SET updated = excluded.updated, last_seq = contexts.last_seq + excluded.last_seq"
-                " RETURNING metadata, last_seq",
-                (context_id, now, now, count),
-            ).fetchone()
+        costs = [count_tokens(m.content) for m in messages]
+        values: list[Any] = [context_id, now, now, given, count]
+        if count:
+            values += [context_id, count, now]
+            for i, (m, tokens) in enumerate(zip(messages, costs, strict=True), start=1):
+                values += [i, m.role, pg_text(m.content), tokens]
+        values += [MESSAGE_OVERHEAD, context_id]
+        with self.db.transaction("written", pipeline=True) as conn:
+            row = conn.execute(_append_sql(count), values).fetchone()
             assert row is not None, "an upsert returns its row"
-            stored, last = row
-            if metadata:
+            stored, last, before = row
+            if metadata and stored != given:
                 merged = json.loads(stored)
                 merged.update(metadata)
-                conn.execute(
-                    "UPDATE contexts SET metadata = %s WHERE id = %s",
-                    (_metadata_json(merged), context_id),
-                )
-            if count:
-                first = last - count + 1
-                values: list[Any] = []
-                for seq, m in enumerate(messages, start=first):
-                    content = pg_text(m.content)
-                    values += [context_id, seq, m.role, content, now, count_tokens(m.content)]
-                rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * count)
-                conn.execute(
-                    "INSERT INTO messages (context_id, seq, role, content, ts, tokens)"
-                    f" VALUES {rows}",
-                    values,
-                )
-        return int(last)
+                if merged != json.loads(stored):
+                    conn.execute(
+                        "UPDATE contexts SET metadata = %s WHERE id = %s",
+                        (_metadata_json(merged), context_id),
+                    )
+        unsummarised = int(before) + sum(tokens + MESSAGE_OVERHEAD for tokens in costs)
+        due = summary_threshold is not None and unsummarised > summary_threshold
+        return int(last), due
 
     def history(self, context_id: str, *, limit: int | None = None) -> builtins.list[StoredMessage]:
         """
@@ -234,38 +292,37 @@ class PostgresHistory:
         """
         The summary and the newest unsummarised messages that fit in ``token_budget``.
 
-        See :meth:`~rhetor.storage._history.SQLiteHistory.window`.
+        See :meth:`~rhetor.storage._history.SQLiteHistory.window`. One statement
+        (one snapshot): the context's summary with its unsummarised messages.
         """
         validate_context_id(context_id)
-        with self._snapshot() as conn:
-            row = conn.execute(
-                "SELECT summary, summary_upto FROM contexts WHERE id = %s", (context_id,)
-            ).fetchone()
-            if row is None:
-                return ContextWindow(None, (), 0)
-            summary, upto = row
-            cursor = conn.execute(_UNSUMMARISED_NEWEST_FIRST, (context_id, upto))
-            return window_of(summary, _entries(cursor), token_budget)
+        with self.db.connection("read") as conn:
+            rows = conn.execute(_WINDOW, (MESSAGE_OVERHEAD, context_id)).fetchall()
+        if not rows:
+            return ContextWindow(None, (), 0)
+        summary = rows[0][0]
+        messages = [row[3:] for row in rows if row[3] is not None]
+        return window_of(summary, _entries(messages), token_budget)
 
     def window_state(self, context_id: str, cap: int) -> WindowState | None:
         """
         The state behind :meth:`window` for a cache (see :class:`WindowState`); None if unknown.
+
+        One statement: the server sums the unsummarised messages and sends
+        only the newest whose running cost stays within ``cap``.
         """
         validate_context_id(context_id)
-        with self._snapshot() as conn:
-            row = conn.execute(
-                "SELECT c.summary, c.summary_upto, (SELECT COALESCE(sum(m.tokens + %s), 0)"
-                " FROM messages m WHERE m.context_id = c.id AND m.seq > c.summary_upto)"
-                " FROM contexts c WHERE c.id = %s",
-                (MESSAGE_OVERHEAD, context_id),
-            ).fetchone()
-            if row is None:
-                return None
-            summary, upto, unsummarised = row
-            cursor = conn.execute(_UNSUMMARISED_NEWEST_FIRST, (context_id, upto))
-            recent, complete = newest_within(_entries(cursor), cap)
+        with self.db.connection("read") as conn:
+            rows = conn.execute(
+                _WINDOW_STATE,
+                {"overhead": MESSAGE_OVERHEAD, "cap": cap, "id": context_id},
+            ).fetchall()
+        if not rows:
+            return None
+        summary, upto, unsummarised = rows[0][:3]
+        recent = list(_entries(row[3:] for row in rows if row[3] is not None))
         recent.reverse()
-        return WindowState(summary, upto, int(unsummarised), tuple(recent), complete)
+        return WindowState(summary, upto, int(unsummarised), tuple(recent), unsummarised <= cap)
 
     def get(self, context_id: str) -> ContextInfo | None:
         """A context's description, or None if there is no such context."""

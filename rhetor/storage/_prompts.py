@@ -21,7 +21,7 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -47,6 +47,7 @@ __all__ = [
     "ListTemplates",
     "PromptLibrary",
     "RenderTemplate",
+    "SharedPromptLibrary",
     "UpdatePrompt",
     "UpdateTemplate",
 ]
@@ -252,6 +253,14 @@ class PromptLibrary(StoreActor[Library]):
     # default_prompt(component) answers now; otherwise the answers last read,
     # used only when the store cannot be read.
     _defaults: dict[str, Prompt | None] = attrs.field(init=False, factory=dict)
+    # Invariant: grows whenever _defaults is emptied; a read of the store keeps
+    # its answer only if no emptying happened while it ran (a concurrent
+    # library's read may outlive a write or a change heard meanwhile).
+    _generation: int = attrs.field(init=False, default=0)
+
+    def _forget_defaults(self) -> None:
+        self._defaults.clear()
+        self._generation += 1
 
     async def handle(self, message: Any) -> Any:
         match message:
@@ -260,7 +269,7 @@ class PromptLibrary(StoreActor[Library]):
             case DefaultsChanged():
                 if message.live:
                     # Changes made while nobody listened were not heard.
-                    self._defaults.clear()
+                    self._forget_defaults()
                 self._cache_defaults = message.live
                 return None
             case GeneratePrompt():
@@ -324,6 +333,7 @@ class PromptLibrary(StoreActor[Library]):
         check_text("component", component)
         if self._cache_defaults and component in self._defaults:
             return self._defaults[component]
+        generation = self._generation
         try:
             prompt = await self.run(lambda s: s.default_prompt(component), "GetDefaultPrompt")
         except StorageUnavailable:
@@ -334,15 +344,22 @@ class PromptLibrary(StoreActor[Library]):
                 "default prompt of %r read from memory: the store is unavailable", component
             )
             return self._defaults[component]
-        if len(self._defaults) >= _MAX_CACHED_DEFAULTS:
-            self._defaults.clear()
-        self._defaults[component] = prompt
+        if generation == self._generation:
+            if len(self._defaults) >= _MAX_CACHED_DEFAULTS:
+                self._forget_defaults()
+            self._defaults[component] = prompt
         return prompt
 
     async def _write_prompt(self, message: CreatePrompt | UpdatePrompt | DeletePrompt) -> Any:
-        # Any prompt write may change a default. Cleared before the write: one
-        # message at a time, so nothing refills it before the write is done.
-        self._defaults.clear()
+        # Any prompt write may change a default. Forgotten before the write and
+        # again after it: a concurrent library may read meanwhile.
+        self._forget_defaults()
+        try:
+            return await self._write(message)
+        finally:
+            self._forget_defaults()
+
+    async def _write(self, message: CreatePrompt | UpdatePrompt | DeletePrompt) -> Any:
         match message:
             case CreatePrompt():
                 return await self.run(
@@ -370,3 +387,23 @@ class PromptLibrary(StoreActor[Library]):
                     "UpdatePrompt",
                 )
         return await self.run(lambda s: s.delete_prompt(message.prompt_id), "DeletePrompt")
+
+
+@attrs.define(eq=False)
+class SharedPromptLibrary(PromptLibrary):
+    """
+    A PromptLibrary over a store other processes write too (PostgreSQL): calls at once.
+
+    The actor answers up to ``max_concurrency`` messages at once, each in a
+    worker thread. Default prompts are read from the store every time
+    (another process may have changed them) until the change feed says it
+    hears other processes' writes (``DefaultsChanged(live=True)``); from then
+    on they are cached, each change heard empties the cache, and a read that
+    overlapped an emptying keeps nothing (see ``_generation``). While the
+    store cannot be read the last default read is served.
+    """
+
+    max_concurrency: ClassVar[int] = 64
+
+    def __attrs_post_init__(self) -> None:
+        self._cache_defaults = False
