@@ -288,10 +288,10 @@ async def test_clamped_max_tokens_keep_the_cap_when_the_upstream_writes_the_full
     warnings = []
     async with rhetor.runtime.start(limited, backends=backends(upstream)) as rt:
         for i in range(3):
-            reply = await rt.message(f"request {i}", max_tokens=1000)
+            reply = await rt.message(f"request {i}", model="alpha-1", max_tokens=1000)
             warnings.append(reply.budget_warning)
         with pytest.raises(BudgetExceeded):
-            await rt.message("nothing is left", max_tokens=1000)
+            await rt.message("nothing is left", model="alpha-1", max_tokens=1000)
     assert upstream.asked[:2] == [1000, 1000] and 64 <= upstream.asked[2] < 1000
     assert warnings[:2] == [None, None]
     assert warnings[2] is not None and f"clamped from 1000 to {upstream.asked[2]}" in warnings[2]

@@ -187,9 +187,10 @@ OPUS_LIMIT = 0.05  # over gpt-4-turbo's worst case for a short prompt, under cla
 async def test_an_explicit_model_over_the_budget_is_refused_naming_it_never_swapped(
     tmp_path: Path,
 ) -> None:
-    """Under enforce, naming claude-3-opus that does not fit is a 402 naming it; no other model answers."""
+    """Under enforce, naming claude-3-opus that does not fit (not even clamped) is a 402 naming it; no other model answers."""
     async with (
-        real_server(tmp_path, budget_policy="enforce", daily_limit=OPUS_LIMIT) as real,
+        # Under what 64 output tokens of claude-3-opus cost ($75/Mtok): no clamp fits either.
+        real_server(tmp_path, budget_policy="enforce", daily_limit=0.004) as real,
         httpx.AsyncClient(base_url=real.server.base_url, timeout=10) as client,
     ):
         body = {"message": "hi", "model": "claude-3-opus-20240229"}
@@ -266,7 +267,8 @@ async def test_a_model_with_no_known_price_never_stands_in_for_a_refused_one(
             openai_models=("gpt-9-mystery",),
             ollama_base_url="http://127.0.0.1:9",  # Ollama is down: no free local model
             budget_policy="enforce",
-            daily_limit=0.0005,
+            # Below what even a clamped reply of the cheapest priced model would cost.
+            daily_limit=0.00005,
         ) as real,
         httpx.AsyncClient(base_url=real.server.base_url, timeout=10) as client,
     ):

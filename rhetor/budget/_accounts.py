@@ -259,15 +259,14 @@ def decide(
     """
     The one budget rule, for a claim against ``used`` (spent plus every open reservation).
 
-    A $0 claim is always granted. ``ignore``: granted. ``warn``: granted, with the first limit it breaks as
+    ``ignore``: granted. ``warn``: granted, with the first limit it breaks as
     a warning. ``enforce``: granted if it fits every limit; else, if it is
     clampable, granted with as many output tokens as the least headroom pays
     for (at least ``min_output_tokens``); else refused, naming the first
     limit it breaks. Pure: the caller makes the check and the hold one step.
     """
     full = Decision(False, claim.output_tokens, claim.amount)
-    if policy == "ignore" or claim.amount == 0:
-        # A free claim spends nothing, so no limit can refuse it.
+    if policy == "ignore":
         return full
     over = first_over(limits, used, claim.provider, claim.amount)
     if over is None:

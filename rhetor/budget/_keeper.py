@@ -579,7 +579,8 @@ class BudgetKeeper(actors.Actor):
             message.output_price if _finite_amount(message.output_price) else 0.0,
             token_count(message.min_output_tokens),
         )
-        if self._shared and claim.amount:
+        if self._shared:
+            # Free claims too: under enforce a budget already spent refuses even those.
             return await self._reserve_shared(message, claim)
         # The check and the hold below run with no checkpoint between them.
         decision = self._accounts.decide(self._policy, claim)

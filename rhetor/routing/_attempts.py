@@ -341,7 +341,9 @@ class CandidateQueue:
 
     When the budget refuses a candidate, cheaper models and then free local
     ones are queued after the plan (the ``enforce`` downgrade path; see
-    :meth:`Planner.downgrades` for what may stand in). Every refusal is kept,
+    :meth:`Planner.downgrades` for what may stand in). When none fits whole,
+    the model first chosen is tried once more with its ``max_tokens``
+    clamped to the headroom left. Every refusal is kept,
     so that a reply from a stand-in says which model it replaced and why.
     """
 
@@ -353,6 +355,7 @@ class CandidateQueue:
     # Invariant: the candidates the budget refused, in the order they were tried.
     _refusals: list[tuple[Candidate, BudgetExceeded]] = attrs.field(init=False, factory=list)
     _extended: bool = attrs.field(init=False, default=False)
+    _clamp_tried: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         self._queue = list(self._prepared.plan.candidates)
@@ -383,7 +386,29 @@ class CandidateQueue:
                     self._queue.extend(d for d in downgrades if d not in self._queue)
                 continue
             return c, reservation
-        return None
+        return await self._clamped()
+
+    async def _clamped(self) -> tuple[Candidate, Reservation] | None:
+        """
+        The last resort under enforce: the first refused candidate, with max_tokens clamped.
+
+        Once neither the plan nor a cheaper stand-in fits whole, the model
+        first chosen is reserved again allowing fewer output tokens (as many
+        as the headroom left pays for, at least ``MIN_CLAMPED_OUTPUT``); the
+        provider is then asked for no more, so the cap holds even if it
+        writes the full length. None if that is refused too.
+        """
+        if self._clamp_tried or not self._refusals:
+            return None
+        self._clamp_tried = True
+        c = self._refusals[0][0]
+        try:
+            reservation = await self._billing.reserve(self._request, self._prepared, c, clamp=True)
+        except BudgetExceeded:
+            return None
+        # Answered by the model first chosen: not a downgrade, and not refused after all.
+        self._refusals = [(other, exc) for other, exc in self._refusals if other is not c]
+        return c, reservation
 
     def explain(self, c: Candidate, failures: Failures) -> str:
         """The reply's ``routing``: the plan's explanation, then what replaced what and why."""

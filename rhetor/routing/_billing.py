@@ -97,9 +97,15 @@ class Billing:
     # current by the Router (BudgetModeChanged). True (reserve) until told otherwise.
     reservations_required: bool = True
 
-    async def reserve(self, request: LLMRequest, prepared: Prepared, c: Candidate) -> Reservation:
+    async def reserve(
+        self, request: LLMRequest, prepared: Prepared, c: Candidate, *, clamp: bool = False
+    ) -> Reservation:
         """
         Reserve the attempt's worst case; answers the reservation once it is durable.
+
+        With ``clamp``, under enforce a worst case that does not fit may be
+        granted with fewer output tokens (at least ``MIN_CLAMPED_OUTPUT``);
+        the answer's ``output_tokens`` then says how many.
 
         Error handling: a refusal is the keeper's :class:`BudgetExceeded`.
         """
@@ -122,7 +128,7 @@ class Billing:
             request.context_id,
             key=_new_key("r"),
             output_price=output_price,
-            min_output_tokens=min(max_tokens, MIN_CLAMPED_OUTPUT),
+            min_output_tokens=min(max_tokens, MIN_CLAMPED_OUTPUT) if clamp else None,
         )
         # The same key again after a keeper restart answers the same reservation.
         reservation: Reservation = await self._ask(message)
