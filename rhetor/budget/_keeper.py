@@ -405,6 +405,11 @@ class BudgetKeeper(actors.Actor):
             write_batch(self.ledger, batch)
         self._commits_since_checkpoint += 1
         for write in batch:
+            if write.release is not None:
+                if write.error is not None and transient(write.error):
+                    self._unrecorded.release(write.release)
+                elif write.error is None:
+                    self._unrecorded.released(write.release)
             if write.error is not None:
                 self._failed_writes += 1
             elif write.charge is not None:
@@ -423,14 +428,16 @@ class BudgetKeeper(actors.Actor):
         while True:
             await anyio.sleep(_REWRITE_EVERY)
             due = self._unrecorded.due()
-            if not due:
+            releases = self._unrecorded.releases_due()
+            if not due and not releases:
                 continue
             writes = [Write(charge=entry, retry=True) for entry in due]
+            writes += [Write(release=reservation_id) for reservation_id in releases]
             for write in writes:
                 self._queue(write)
             for write in writes:
                 await write.done.wait()
-            late = sum(1 for w in writes if w.error is None)
+            late = sum(1 for w in writes if w.error is None and w.charge is not None)
             if late:
                 log.warning(
                     "wrote %d charges the ledger could not take before; %d still wait",
@@ -600,6 +607,9 @@ class BudgetKeeper(actors.Actor):
         await self._wait_written(write, row)
         if write.error is not None:
             log.error("could not record reservation %s: %s", row.id, write.error)
+            if transient(write.error):
+                # Its commit may have happened with only the answer lost.
+                self._unrecorded.release(row.id)
             if self._policy == "enforce":
                 self._accounts.forget(row.id)
                 raise _again(write.error)
@@ -631,9 +641,12 @@ class BudgetKeeper(actors.Actor):
         await self._wait_written(write, row)
         if write.error is not None:
             log.error("could not record reservation %s: %s", row.id, write.error)
+            if transient(write.error):
+                # Its commit may have happened with only the answer lost.
+                self._unrecorded.release(row.id)
             if self._policy == "enforce":
                 raise _again(write.error)
-            # Not recorded, so it holds nothing in the ledger; warn and ignore serve anyway.
+            # Not recorded (or released once the database answers): warn and ignore serve anyway.
             return _granted(row, message, None)
         decision = write.decision
         assert decision is not None, "a checked reservation was written without a decision"

@@ -9,6 +9,11 @@ keeps the charge here (:class:`Unrecorded`), logs it, counts it (in
 and writes it again every second until the database takes it. The charge's
 id makes the rewrite safe to repeat: the ledger records a charge id once.
 
+A reservation whose write the outage cut off may be in the ledger even so
+(the commit may have happened and only its answer been lost); nobody will
+settle it, so it is deleted when the database answers (``release``), as a
+reservation whose asker left is.
+
 Only an outage is kept this way (:func:`transient`): a row the database
 refuses for itself (a constraint) fails its settle, as before, so it cannot
 be retried forever. What is kept lives in this process's memory: a process
@@ -50,6 +55,9 @@ class Unrecorded:
 
     # Invariant: every charge kept and not yet written, by its charge id.
     _entries: dict[str, LedgerEntry] = attrs.field(init=False, factory=dict)
+    # Invariant: reservations that may be in the ledger (a write whose answer
+    # the outage cut off) and that nobody will settle: to be deleted.
+    _releases: set[int] = attrs.field(init=False, factory=set)
     # Charges that could not be written at once, since the keeper started.
     kept: int = attrs.field(init=False, default=0)
     # Of those, how many were written later.
@@ -65,6 +73,19 @@ class Unrecorded:
     def due(self) -> list[LedgerEntry]:
         """Every charge still waiting, oldest first."""
         return list(self._entries.values())
+
+    def release(self, reservation_id: int) -> None:
+        """Delete this reservation when the database answers (it may hold headroom nobody settles)."""
+        if reservation_id:
+            self._releases.add(reservation_id)
+
+    def releases_due(self) -> list[int]:
+        """Every reservation still to be deleted."""
+        return sorted(self._releases)
+
+    def released(self, reservation_id: int) -> None:
+        """The reservation is gone from the ledger."""
+        self._releases.discard(reservation_id)
 
     def written(self, entry: LedgerEntry) -> None:
         """``entry`` is in the ledger now (or was already): stop keeping it."""
