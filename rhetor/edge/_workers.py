@@ -253,7 +253,8 @@ class _Workers:
             self.children.pop(index, None)
             _mark_dead(proc.pid, self.metrics_dir)
             if self.stop.is_set():
-                if returncode != 0:
+                # SIGTERM before it had set up its handlers (still starting) ends it at once.
+                if returncode not in (0, -signal.SIGTERM):
                     self.unclean += 1
                     log.warning("worker %d (pid %d) %s", index, proc.pid, exit_cause(returncode))
                 return
