@@ -101,8 +101,9 @@ class Throwaway:
     @classmethod
     def find(cls) -> Throwaway | None:
         """One from the newest installed PostgreSQL binaries, or None if there are none."""
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        found += [p for p in [shutil.which("initdb")] if p]
+        # On PATH first, so that the newest packaged version (last) wins.
+        found = [p for p in [shutil.which("initdb")] if p]
+        found += sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         return cls(Path(found[-1]).parent) if found else None
 
     @property
