@@ -139,6 +139,7 @@ async def test_the_edge_answers_503_storage_unavailable_while_the_database_is_cu
             proxy.restore()
     assert response.status_code == 503
     assert response.json()["error"]["type"] == "storage_unavailable"
+    assert response.headers["retry-after"] == "1"
 
 
 def test_the_breaker_fails_calls_at_once_and_lets_one_probe_through_after_a_growing_wait() -> None:
@@ -178,3 +179,17 @@ def test_errors_that_are_not_an_outage_leave_the_breaker_closed() -> None:
         error.__cause__ = cause
         breaker.failed(error, probe=False)
     assert breaker.admit() is False
+
+
+def test_the_v1_apis_answer_storage_unavailable_as_a_retryable_503() -> None:
+    """OpenAI's and Anthropic's shapes keep the 503 (their SDKs retry it) and say when to retry."""
+    from rhetor.edge._compat_anthropic import anthropic_error
+    from rhetor.edge._compat_openai import openai_error
+
+    error = StorageUnavailable("the database is unreachable")
+    openai = openai_error(error)
+    anthropic = anthropic_error(error)
+    assert (openai.status, openai.body["error"]["code"]) == (503, "storage_unavailable")
+    assert openai.body["error"]["type"] == "server_error"
+    assert (anthropic.status, anthropic.body["error"]["type"]) == (503, "api_error")
+    assert openai.headers["retry-after"] == anthropic.headers["retry-after"] == "1"

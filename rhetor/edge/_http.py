@@ -25,12 +25,19 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 import actors
-from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable, ValidationError
+from rhetor._errors import (
+    PayloadTooLarge,
+    RhetorError,
+    ServiceUnavailable,
+    StorageUnavailable,
+    ValidationError,
+)
 from rhetor.edge._checks import dumps
 from rhetor.edge._fields import parse_json, query_int
 
 __all__ = [
     "JSON_TYPE",
+    "STORAGE_RETRY_AFTER",
     "as_rhetor_error",
     "error_response",
     "json_response",
@@ -44,6 +51,9 @@ __all__ = [
 log = logging.getLogger("rhetor.edge")
 
 JSON_TYPE = "application/json"
+# Seconds a client is told to wait before retrying a storage_unavailable:
+# about the breaker's probing interval (rhetor.storage._pg_breaker).
+STORAGE_RETRY_AFTER = "1"
 _HTTP_TYPES = {
     400: "bad_request",
     401: "unauthorized",
@@ -126,6 +136,8 @@ def error_response(error: RhetorError) -> Response:
         # Refused before the body was read: the unread body would desynchronise
         # a kept-alive connection, so close it after this response.
         headers["Connection"] = "close"
+    if isinstance(error, StorageUnavailable):
+        headers["Retry-After"] = STORAGE_RETRY_AFTER
     return json_response({"error": error.to_dict()}, error.status, headers or None)
 
 
