@@ -150,6 +150,8 @@ async def start_tree(
                     limits=settings.limits,
                     owner=owner,
                     tz=ZoneInfo(settings.budget_timezone),
+                    # Charges an outage keeps from the ledger, on this machine's disk too.
+                    spool=settings.data_dir / "unrecorded",
                 ),
             ),
             actors.ChildSpec(

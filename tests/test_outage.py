@@ -26,8 +26,10 @@ from rhetor.budget._pg_ledger import PostgresLedger
 from rhetor.providers._simulated import SimulatedBackend
 from rhetor.storage._pg import PgDatabase
 from rhetor.storage._pg_breaker import Breaker
+from tests.fakes.openai import fake_openai
 from tests.fakes.tcp_proxy import CuttableProxy, cuttable_proxy, database_address, proxied_url
 from tests.helpers import running_server
+from tests.instances import instance_env, post, start, stop
 
 PRICE = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}
 
@@ -193,3 +195,47 @@ def test_the_v1_apis_answer_storage_unavailable_as_a_retryable_503() -> None:
     assert openai.body["error"]["type"] == "server_error"
     assert (anthropic.status, anthropic.body["error"]["type"]) == (503, "api_error")
     assert openai.headers["retry-after"] == anthropic.headers["retry-after"] == "1"
+
+
+@pytest.mark.slow
+async def test_charges_kept_during_an_outage_survive_kill_9_and_are_written_by_the_next_start(
+    pg: PgDatabase, tmp_path: Path
+) -> None:
+    """Under warn, replies answered while cut off have their charges synced to disk; killed, the next process on that data directory writes them."""
+    data_dir = tmp_path / "data"
+    async with (
+        fake_openai() as fake,
+        cuttable_proxy(*database_address(pg.url)) as proxy,
+    ):
+        env = instance_env(
+            proxied_url(pg.url, proxy),
+            RHETOR_BUDGET_POLICY="warn",
+            RHETOR_BUDGET_DAILY_LIMIT="100",
+            RHETOR_DATA_DIR=str(data_dir),
+            OPENAI_API_KEY="sk-fake",
+            OPENAI_BASE_URL=fake.base_url,
+        )
+        (first,) = await start(["first"], env, tmp_path)
+        try:
+            body = {"message": "hi", "model": "gpt-4o", "max_tokens": 20}
+            assert (await post(first.url, "/message", body))[0] == 200
+            proxy.cut()
+            answered = []
+            for _ in range(3):
+                status, reply = await post(first.url, "/message", body)
+                assert status == 200
+                answered.append(reply["request_id"])
+            first.kill()
+        finally:
+            await trio.to_thread.run_sync(stop, first)
+        proxy.restore()
+        assert not set(answered) & set(charges(pg))
+        (second,) = await start(["second"], env, tmp_path)
+        try:
+            with trio.fail_after(10):
+                while not set(answered) <= set(charges(pg)):
+                    await trio.sleep(0.1)
+        finally:
+            await trio.to_thread.run_sync(stop, second)
+    assert all(charges(pg)[r].status == "ok" for r in answered)
+    assert not list((data_dir / "unrecorded").glob("*.jsonl"))

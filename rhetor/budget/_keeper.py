@@ -44,10 +44,12 @@ the ``ledger`` factory (twice: a writer and a reader for long reads).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
@@ -75,6 +77,7 @@ from rhetor.budget._messages import (
     StoreActiveModel,
     UsageTotals,
 )
+from rhetor.budget._spool import ChargeSpool
 from rhetor.budget._unrecorded import Unrecorded, transient
 
 __all__ = [
@@ -185,6 +188,10 @@ class BudgetKeeper(actors.Actor):
     _failed_writes: int = attrs.field(init=False, default=0)
     # Charges an outage kept from the ledger, written again every second.
     _unrecorded: Unrecorded = attrs.field(init=False, factory=Unrecorded)
+    # Where kept charges are also written to disk (see _spool); None: memory only.
+    _spool_dir: Path | None = attrs.field(default=None, alias="spool", kw_only=True)
+    _spool: ChargeSpool | None = attrs.field(init=False, default=None)
+    _spooling: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
 
     def __attrs_post_init__(self) -> None:
         self._accounts = self._fresh_accounts()
@@ -198,6 +205,8 @@ class BudgetKeeper(actors.Actor):
     async def started(self) -> None:
         self._ledger, self._reader = await anyio.to_thread.run_sync(self._open_ledgers)
         self._shared = self.ledger.shared
+        if self._spool_dir is not None:
+            await self._adopt_kept_charges(ChargeSpool(self._spool_dir, self._owner))
         self.task_group.start_soon(self._commit_loop)
         self.task_group.start_soon(self._rewrite_loop)
         if self._shared:
@@ -341,10 +350,16 @@ class BudgetKeeper(actors.Actor):
             await self._commit()
             if self._unrecorded.pending:
                 log.error(
-                    "stopping with %d charges (%s) the ledger could not take; they are lost",
+                    "stopping with %d charges (%s) the ledger could not take; %s",
                     self._unrecorded.pending,
                     usd(self._unrecorded.pending_cost),
+                    "they are lost"
+                    if self._spool is None
+                    else f"the next start on this data directory writes them ({self._spool.path})",
                 )
+            if self._spool is not None:
+                with contextlib.suppress(OSError):
+                    await anyio.to_thread.run_sync(self._spool.close)
             async with self._reading:
                 for ledger in (self._ledger, self._reader):
                     if ledger is not None:
@@ -418,6 +433,35 @@ class BudgetKeeper(actors.Actor):
                 self._unrecorded.written(write.charge)
             write.done.set()
 
+    async def _adopt_kept_charges(self, spool: ChargeSpool) -> None:
+        """Keep the charges processes that died kept on disk; they are written with this keeper's."""
+        self._spool = spool
+        try:
+            async with self._spooling:
+                adopted = await anyio.to_thread.run_sync(spool.adopt)
+        except OSError as exc:
+            log.error("cannot read the kept charges under %s: %s", spool.directory, exc)
+            return
+        for entry in adopted:
+            self._unrecorded.keep(entry)
+        if adopted:
+            log.warning(
+                "took over %d charges (%s) that a process which died kept from the ledger",
+                len(adopted),
+                usd(sum(e.cost for e in adopted)),
+            )
+
+    async def _spool_kept(self, entries: list[LedgerEntry]) -> None:
+        """Write kept charges to disk before their settles are answered (see _spool)."""
+        spool = self._spool
+        if spool is None:
+            return
+        try:
+            async with self._spooling:
+                await anyio.to_thread.run_sync(spool.append, entries)
+        except OSError as exc:
+            log.error("kept charges stay in memory only: %s: %s", spool.path, exc)
+
     async def _rewrite_loop(self) -> None:
         """
         Every second, write again the charges an outage kept from the ledger (see _unrecorded).
@@ -438,6 +482,11 @@ class BudgetKeeper(actors.Actor):
             for write in writes:
                 await write.done.wait()
             late = sum(1 for w in writes if w.error is None and w.charge is not None)
+            if not self._unrecorded.pending and self._spool is not None:
+                spool = self._spool
+                async with self._spooling:
+                    with contextlib.suppress(OSError):
+                        await anyio.to_thread.run_sync(spool.clear)
             if late:
                 log.warning(
                     "wrote %d charges the ledger could not take before; %d still wait",
@@ -739,6 +788,7 @@ class BudgetKeeper(actors.Actor):
             if transient(write.error):
                 # The database is out of reach: keep the charge and write it when it answers.
                 self._unrecorded.keep(entry)
+                await self._spool_kept([entry])
                 log.warning(
                     "the ledger cannot take the charge of %s (%s) now; kept, to be written"
                     " when it answers (%d waiting): %s",

@@ -16,9 +16,10 @@ reservation whose asker left is.
 
 Only an outage is kept this way (:func:`transient`): a row the database
 refuses for itself (a constraint) fails its settle, as before, so it cannot
-be retried forever. What is kept lives in this process's memory: a process
-that dies before the database returns loses it (its recorded reservations,
-if any, are still billed at their worst case by the sweeper).
+be retried forever. What is kept lives in this process's memory and, when
+the keeper has a spool directory, on local disk (:mod:`rhetor.budget._spool`),
+synced before the settle is answered: the next runtime to start on the same
+data directory writes what a process that died had kept.
 """
 
 from __future__ import annotations

@@ -238,13 +238,15 @@ class PgDatabase:
         """
         probe = self.breaker.admit()
         try:
-            with unavailable(doing):
-                if probe:
-                    # Replace the idle connections the outage broke, and wait less.
+            if probe:
+                # A connection of its own first: it fails at once while the server
+                # refuses (the pool would wait out its deadline), and once the
+                # server answers, the idle connections the outage broke are replaced.
+                self.connect().close()
+                with unavailable("reached"):
                     self.pool.check()
-                timeout = min(self.pool_timeout, 2.0) if probe else self.pool_timeout
-                with self.pool.connection(timeout=timeout) as conn:
-                    yield conn
+            with unavailable(doing), self.pool.connection(timeout=self.pool_timeout) as conn:
+                yield conn
         except StorageUnavailable as exc:
             self.breaker.failed(exc, probe)
             raise

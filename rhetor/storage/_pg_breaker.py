@@ -11,8 +11,10 @@ refuses every call with :class:`~rhetor.StorageUnavailable` at once, except
 one *probe* at a time, let through after a short wait that doubles while
 the probes fail (0.2 s up to 2 s). The first probe that succeeds closes the
 gate: the database is reachable again, with no restart and nothing done by
-hand. A probe first has the pool check its idle connections, so those the
-outage broke are replaced rather than failing one call each.
+hand. A probe first opens a connection of its own (which fails at once
+while the server refuses, where the pool would wait out its deadline), then
+has the pool check its idle connections, so those the outage broke are
+replaced rather than failing one call each.
 
 Failures that are not about reaching the database (a constraint, a
 statement timeout, a lock wait) do not trip it.
