@@ -171,6 +171,9 @@ class Router(actors.Actor):
     _billing: Billing = attrs.field(init=False)
     _conversations: Conversations = attrs.field(init=False)
     _attempts: Attempts = attrs.field(init=False)
+    # The stored active model last taken in (or found not served), so that a
+    # stored choice is acted on, and logged, once per change.
+    _last_stored: tuple[str, str] | None = attrs.field(init=False, default=None)
     # Invariant: the contexts a background summary is being made for.
     _summarizing: set[str] = attrs.field(init=False, factory=set)
 
@@ -195,9 +198,10 @@ class Router(actors.Actor):
         self.task_group.start_soon(self._watch_status)
 
     def _adopt_active(self, stored: tuple[str, str] | None) -> None:
-        """Head the chain with the stored active model, if a provider serves it."""
-        if stored is None or stored == self._planner.active:
+        """Head the chain with the stored active model, if a provider serves it (once per change)."""
+        if stored is None or stored == self._planner.active or stored == self._last_stored:
             return
+        self._last_stored = stored
         provider, model = stored
         if model in self._catalogue.models().get(provider, []):
             self._planner.set_active((provider, model))
@@ -359,6 +363,24 @@ class Router(actors.Actor):
         while True:
             await anyio.sleep(self._status_interval)
             await self._refresh_status()
+            await self._follow_active()
+
+    async def _follow_active(self) -> None:
+        """
+        Take the keeper's active model: another process may have stored one.
+
+        On a shared ledger the keeper rereads it every 10 s (and at once when
+        the change feed hears of a change, which also tells this router), so
+        the active model follows another process's choice within 12 s even
+        while the feed hears nothing. Error handling: a keeper that does not
+        answer now is asked again next time.
+        """
+        try:
+            stored = await ask(self._budget, GetActiveModel(), timeout=1.0)
+        except RhetorError as exc:
+            log.debug("could not read the active model now: %s", exc)
+            return
+        self._adopt_active(stored)
 
     async def _set_active(self, message: SetActive) -> dict[str, Any]:
         if message.provider not in self._catalogue.names:
@@ -370,6 +392,7 @@ class Router(actors.Actor):
         # Stored first: the choice survives a restart, as limits and policy do.
         await ask(self._budget, StoreActiveModel(message.provider, model))
         self._planner.set_active((message.provider, model))
+        self._last_stored = (message.provider, model)
         return self._catalogue.describe(self._planner.active)
 
     async def _estimate(self, message: Estimate) -> dict[str, Any]:
