@@ -168,10 +168,6 @@ def _mark_dead(pid: int, metrics_dir: str) -> None:
         log.warning("could not clear the metrics of worker pid %d: %s", pid, exc)
 
 
-class _StartFailed(Exception):
-    """A child ended before it ever served."""
-
-
 @attrs.define(eq=False)
 class _Workers:
     """The parent's state: the children, their backoff, and whether it is stopping."""
