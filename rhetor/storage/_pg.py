@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -59,6 +60,8 @@ log = logging.getLogger("rhetor.storage")
 
 # pg_advisory_xact_lock key under which migrations run (any fixed 64-bit number).
 MIGRATION_LOCK = 0x5248_4554_4F52_0001  # "RHETOR" 1
+# Seconds of each wait for a pooled connection between looks at the breaker.
+_POOL_SLICE = 0.25
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -245,8 +248,13 @@ class PgDatabase:
                 self.connect().close()
                 with unavailable("reached"):
                     self.pool.check()
-            with unavailable(doing), self.pool.connection(timeout=self.pool_timeout) as conn:
-                yield conn
+            with unavailable(doing):
+                conn = self._pooled(probe)
+                try:
+                    with conn:
+                        yield conn
+                finally:
+                    self.pool.putconn(conn)
         except StorageUnavailable as exc:
             self.breaker.failed(exc, probe)
             raise
@@ -258,6 +266,24 @@ class PgDatabase:
             self.breaker.abandoned(probe)
             raise
         self.breaker.succeeded(probe)
+
+    def _pooled(self, probe: bool) -> psycopg.Connection[Any]:
+        """
+        A connection of the pool, waited for (up to ``pool_timeout``) in short slices.
+
+        While the pool has none free it may be failing to connect: another call
+        that finds the database out of reach trips the breaker, and then this
+        wait ends at once instead of at the deadline (a probe waits on: it has
+        just reached the server). Error handling: ``PoolTimeout``.
+        """
+        deadline = time.monotonic() + self.pool_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self.pool.getconn(timeout=max(0.001, min(_POOL_SLICE, left)))
+            except psycopg_pool.PoolTimeout:
+                if left <= _POOL_SLICE or (self.breaker.down and not probe):
+                    raise
 
     @contextlib.contextmanager
     def transaction(
