@@ -209,6 +209,8 @@ class Settings:
     metrics: bool = True
     # GET /metrics without the API key (RHETOR_METRICS_PUBLIC=1), for a scraper that has none.
     metrics_public: bool = False
+    # Processes serving the port (rhetor serve --workers); above 1 needs PostgreSQL.
+    workers: int = 1
 
     def __attrs_post_init__(self) -> None:
         check_database_url(self.database_url)
@@ -228,6 +230,8 @@ class Settings:
             raise ValidationError("context_token_budget", "must be positive")
         _log_level(self.log_level, "log_level")
         _log_format(self.log_format, "log_format")
+        if self.workers < 1:
+            raise ValidationError("workers", f"must be at least 1, got {self.workers}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -287,6 +291,7 @@ class Settings:
             log_format=_log_format(env.get("RHETOR_LOG_FORMAT") or "text", "RHETOR_LOG_FORMAT"),
             metrics=_flag(env, "RHETOR_METRICS", default=True),
             metrics_public=_flag(env, "RHETOR_METRICS_PUBLIC"),
+            workers=_int(env, "RHETOR_WORKERS", 1),
         )
 
     def allowed_host_names(self) -> frozenset[str] | None:

@@ -32,6 +32,7 @@ from rhetor._settings import Settings
 from rhetor.budget._interfaces import BudgetLedger
 from rhetor.budget._ledger import SQLiteLedger
 from rhetor.budget._pg_ledger import LEDGER_MIGRATIONS, OwnerLease, PostgresLedger
+from rhetor.storage._changes import CHANGES_MIGRATIONS
 from rhetor.storage._history import SQLiteHistory
 from rhetor.storage._interfaces import ContextHistory, Library
 from rhetor.storage._library import SQLiteLibrary
@@ -62,7 +63,9 @@ __all__ = [
 log = logging.getLogger("rhetor.runtime")
 
 # Every schema step of a PostgreSQL database, part by part (see rhetor.storage._pg).
-MIGRATIONS: tuple[Migration, ...] = LEDGER_MIGRATIONS + HISTORY_MIGRATIONS + LIBRARY_MIGRATIONS
+MIGRATIONS: tuple[Migration, ...] = (
+    LEDGER_MIGRATIONS + HISTORY_MIGRATIONS + LIBRARY_MIGRATIONS + CHANGES_MIGRATIONS
+)
 
 
 @attrs.frozen

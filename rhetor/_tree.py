@@ -10,26 +10,33 @@ otherwise. The stores come from :mod:`rhetor._stores`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import attrs
 
 import actors
+from rhetor._asks import ask
+from rhetor._errors import RhetorError
 from rhetor._settings import Settings
 from rhetor._stores import Stores
-from rhetor.budget._keeper import BudgetKeeper
+from rhetor.budget._keeper import BudgetKeeper, RefreshRules
 from rhetor.budget._pricing import Pricer
 from rhetor.providers._actor import ProviderActor
 from rhetor.providers._backend import ProviderBackend
 from rhetor.providers._simulated import SimulatedBackend
 from rhetor.routing._plan import TaskConfig
-from rhetor.routing._router import Router
+from rhetor.routing._router import ActiveModelChanged, Router
+from rhetor.storage._changes import Change, ChangeFeed
 from rhetor.storage._contexts import ContextStore, SharedContextStore
-from rhetor.storage._prompts import PromptLibrary, SharedPromptLibrary
+from rhetor.storage._prompts import DefaultsChanged, PromptLibrary, SharedPromptLibrary
 
 __all__ = ["BackendFactory", "Tree", "default_backends", "start_tree"]
+
+log = logging.getLogger("rhetor.runtime")
 
 BackendFactory = Callable[[], ProviderBackend]
 
@@ -76,6 +83,33 @@ def default_backends(settings: Settings, config: TaskConfig) -> dict[str, Backen
     return {"simulated": simulated, "anthropic": anthropic, "openai": openai, "ollama": ollama}
 
 
+async def _on_change(
+    budget: actors.Ref, router: actors.Ref, prompts: actors.Ref, change: Change
+) -> None:
+    """
+    What each cache does when another process's change is heard (or the feed went deaf or came back).
+
+    - ``prompts``: the PromptLibrary forgets its default prompts, and caches
+      them again only while the feed is live.
+    - ``settings``: the BudgetKeeper reads the policy, limits and active model
+      again, and the Router heads its chains with that active model. While
+      the feed is not live the keeper's own refresh (every 10 s) is what
+      keeps them; the reservations themselves never depend on them, since
+      the ledger decides each from what is stored, in its own transaction.
+
+    Error handling: a database that cannot be read now is logged; the next
+    change, or the keeper's refresh, reads it again.
+    """
+    try:
+        if "prompts" in change.kinds:
+            await ask(prompts, DefaultsChanged(change.live))
+        if "settings" in change.kinds and change.live:
+            active = await ask(budget, RefreshRules())
+            await ask(router, ActiveModelChanged(active))
+    except RhetorError as exc:
+        log.warning("could not take in another process's change: %s", exc)
+
+
 @attrs.frozen
 class Tree:
     """The refs of a started tree's long-lived actors."""
@@ -102,7 +136,9 @@ async def start_tree(
     Start the storage, providers, router and sessions subtrees in ``system``, in that order.
 
     ``owner`` is the runtime's id in the ledger's reservations. The actors
-    over a ``shared`` store cache nothing another process could change.
+    over a ``shared`` store cache nothing another process could change,
+    except what the ``changes`` actor (:class:`ChangeFeed`, on PostgreSQL)
+    tells them another process changed (see :func:`_on_change`).
     """
     storage = actors.SupervisorSpec(
         children=(
@@ -114,6 +150,8 @@ async def start_tree(
                     limits=settings.limits,
                     owner=owner,
                     tz=ZoneInfo(settings.budget_timezone),
+                    # Charges an outage keeps from the ledger, on this machine's disk too.
+                    spool=settings.data_dir / "unrecorded",
                 ),
             ),
             actors.ChildSpec(
@@ -167,6 +205,15 @@ async def start_tree(
         ),
         name="router",
     )
+    database = stores.database
+    if database is not None:
+        await system.spawn(
+            lambda: ChangeFeed(
+                db=database,
+                on_change=partial(_on_change, budget_ref, router, prompts_ref),
+            ),
+            name="changes",
+        )
     sessions = await system.start_supervisor(
         actors.SupervisorSpec(children=(), strategy="one_for_one", intensity=1000, period=1.0),
         name="sessions",

@@ -176,6 +176,13 @@ def serve(
             help="text or json, one line per record (env RHETOR_LOG_FORMAT, default text).",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Processes serving the port, sharing PostgreSQL (env RHETOR_WORKERS, default 1).",
+        ),
+    ] = None,
 ) -> None:
     """
     Run the Rhetor server (HTTP, SSE and WebSocket) until SIGINT or SIGTERM.
@@ -183,6 +190,9 @@ def serve(
     Logs go to stderr with timestamps, one access-log line per request; see
     docs/observability.md. With OTEL_EXPORTER_OTLP_ENDPOINT set, every request
     is also traced over OTLP.
+
+    With --workers N above 1, N processes serve the one port on a shared
+    PostgreSQL database (RHETOR_DATABASE_URL); see docs/deployment.md.
     """
     import attrs
     import trio
@@ -206,8 +216,19 @@ def serve(
         if log_format is not None:
             fmt: Any = log_format.lower()  # checked by Settings
             settings = attrs.evolve(settings, log_format=fmt)
+        if workers is not None:
+            settings = attrs.evolve(settings, workers=workers)
         # Imported here: the client commands must not pay for the server stack.
         from rhetor import observe
+
+        if settings.workers > 1:
+            from rhetor.edge._workers import serve_workers
+
+            observe.configure_logging(settings.log_level, settings.log_format)
+            status = trio.run(serve_workers, settings, settings.workers)
+            if status:
+                raise typer.Exit(status)
+            return
         from rhetor.edge._server import serve as serve_forever
 
         observe.configure_logging(settings.log_level, settings.log_format)

@@ -236,7 +236,7 @@ def test_db_status_and_upgrade_on_postgresql(pg_url: str, pg: Any) -> None:
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
     assert shown["database"]["backend"] == "postgresql" and shown["pending"] == 0
-    assert {m["part"] for m in shown["migrations"]} == {"ledger", "history", "library"}
+    assert {m["part"] for m in shown["migrations"]} == {"ledger", "history", "library", "changes"}
     upgraded = db("upgrade", "--database-url", pg_url, "--json")
     assert json.loads(upgraded.stdout) == {"applied": []}
 

@@ -115,12 +115,16 @@ def write_batch(ledger: BudgetLedger, batch: list[Write], rules: Rules | None = 
         seen.add(charge_id)
         charges.append(write)
     _isolated(ledger.record_many, charges, lambda w: w.charge, per_row)
-    releases = [w.release for w in batch if w.release is not None]
+    releasing = [w for w in batch if w.release is not None]
+    releases = [w.release for w in releasing if w.release is not None]
     try:
         ledger.release(releases)
     except ServiceUnavailable as exc:
-        # They stay in the ledger; the next start settles them as interrupted.
+        # They stay in the ledger until a release is written again, or the
+        # next start settles them as interrupted.
         log.error("could not release reservations %s: %s", releases, exc)
+        for write in releasing:
+            write.error = exc
 
 
 def _decide(ledger: BudgetLedger, writes: list[Write], rules: Rules | None) -> None:

@@ -44,11 +44,13 @@ the ``ledger`` factory (twice: a writer and a reader for long reads).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
@@ -80,6 +82,7 @@ from rhetor.budget._messages import (
     GetEntries,
     GetUsage,
     Progress,
+    RefreshRules,
     Reservation,
     Reserve,
     SetLimit,
@@ -89,6 +92,8 @@ from rhetor.budget._messages import (
     StoreActiveModel,
     UsageTotals,
 )
+from rhetor.budget._spool import ChargeSpool
+from rhetor.budget._unrecorded import Unrecorded, transient
 
 __all__ = [
     # The messages are re-exported: callers import them from here too.
@@ -101,6 +106,7 @@ __all__ = [
     "GetEntries",
     "GetUsage",
     "Progress",
+    "RefreshRules",
     "Reservation",
     "Reserve",
     "SetLimit",
@@ -116,6 +122,8 @@ _MAX_TOKENS = 2**63 - 1
 # Commits between checkpoints: a few pages each, so the log stays near the
 # 1,000 pages at which SQLite would checkpoint by itself.
 _CHECKPOINT_EVERY = 250
+# Seconds between attempts to write the charges an outage kept from the ledger.
+_REWRITE_EVERY = 1.0
 # Reservation ids claimed from the ledger at a time (see BudgetLedger.claim_reservation_ids).
 _ID_BLOCK = 1024
 
@@ -215,6 +223,12 @@ class BudgetKeeper(actors.Actor):
     _commits_since_checkpoint: int = attrs.field(init=False, default=0)
     _invalid_charges: int = attrs.field(init=False, default=0)
     _failed_writes: int = attrs.field(init=False, default=0)
+    # Charges an outage kept from the ledger, written again every second.
+    _unrecorded: Unrecorded = attrs.field(init=False, factory=Unrecorded)
+    # Where kept charges are also written to disk (see _spool); None: memory only.
+    _spool_dir: Path | None = attrs.field(default=None, alias="spool", kw_only=True)
+    _spool: ChargeSpool | None = attrs.field(init=False, default=None)
+    _spooling: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
 
     def __attrs_post_init__(self) -> None:
         self._accounts = self._fresh_accounts()
@@ -228,7 +242,10 @@ class BudgetKeeper(actors.Actor):
     async def started(self) -> None:
         self._ledger, self._reader = await anyio.to_thread.run_sync(self._open_ledgers)
         self._shared = self.ledger.shared
+        if self._spool_dir is not None:
+            await self._adopt_kept_charges(ChargeSpool(self._spool_dir, self._owner))
         self.task_group.start_soon(self._commit_loop)
+        self.task_group.start_soon(self._rewrite_loop)
         if self._shared:
             self.task_group.start_soon(self._refresh_loop)
 
@@ -345,13 +362,46 @@ class BudgetKeeper(actors.Actor):
                 swept,
                 usd(total),
             )
+        return self._current_rules(ledger)
+
+    def _current_rules(
+        self, ledger: BudgetLedger
+    ) -> tuple[dict[tuple[str, str | None], float], BudgetPolicy | None, tuple[str, str] | None]:
+        """In a worker thread: the stored limits (over the environment's), policy and active model."""
         accounts = self._fresh_accounts()
         policy = self._read_rules(ledger, accounts)
         return accounts.limits, policy, ledger.get_active()
 
+    async def _reread_rules(self) -> tuple[str, str] | None:
+        """
+        A shared ledger's limits, policy and active model, read again now; answers the active model.
+
+        What another process changed (heard through ``RefreshRules``). Error
+        handling: a database that cannot be reached is StorageUnavailable,
+        and the rules stay as they were.
+        """
+        if self._shared:
+            limits, policy, active = await self._read(self._current_rules)
+            self._accounts.replace_limits(limits)
+            self._policy = policy or self._policy
+            self._active = active
+        return self._active
+
     async def stopping(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
             await self._commit()
+            if self._unrecorded.pending:
+                log.error(
+                    "stopping with %d charges (%s) the ledger could not take; %s",
+                    self._unrecorded.pending,
+                    usd(self._unrecorded.pending_cost),
+                    "they are lost"
+                    if self._spool is None
+                    else f"the next start on this data directory writes them ({self._spool.path})",
+                )
+            if self._spool is not None:
+                with contextlib.suppress(OSError):
+                    await anyio.to_thread.run_sync(self._spool.close)
             async with self._reading:
                 for ledger in (self._ledger, self._reader):
                     if ledger is not None:
@@ -412,11 +462,79 @@ class BudgetKeeper(actors.Actor):
             write_batch(self.ledger, batch)
         self._commits_since_checkpoint += 1
         for write in batch:
+            if write.release is not None:
+                if write.error is not None and transient(write.error):
+                    self._unrecorded.release(write.release)
+                elif write.error is None:
+                    self._unrecorded.released(write.release)
             if write.error is not None:
                 self._failed_writes += 1
-            elif write.charge is not None and write.written:
-                self._accounts.apply_charge(write.charge)
+            elif write.charge is not None:
+                if write.written:
+                    self._accounts.apply_charge(write.charge)
+                self._unrecorded.written(write.charge)
             write.done.set()
+
+    async def _adopt_kept_charges(self, spool: ChargeSpool) -> None:
+        """Keep the charges processes that died kept on disk; they are written with this keeper's."""
+        self._spool = spool
+        try:
+            async with self._spooling:
+                adopted = await anyio.to_thread.run_sync(spool.adopt)
+        except OSError as exc:
+            log.error("cannot read the kept charges under %s: %s", spool.directory, exc)
+            return
+        for entry in adopted:
+            self._unrecorded.keep(entry)
+        if adopted:
+            log.warning(
+                "took over %d charges (%s) that a process which died kept from the ledger",
+                len(adopted),
+                usd(sum(e.cost for e in adopted)),
+            )
+
+    async def _spool_kept(self, entries: list[LedgerEntry]) -> None:
+        """Write kept charges to disk before their settles are answered (see _spool)."""
+        spool = self._spool
+        if spool is None:
+            return
+        try:
+            async with self._spooling:
+                await anyio.to_thread.run_sync(spool.append, entries)
+        except OSError as exc:
+            log.error("kept charges stay in memory only: %s: %s", spool.path, exc)
+
+    async def _rewrite_loop(self) -> None:
+        """
+        Every second, write again the charges an outage kept from the ledger (see _unrecorded).
+
+        Each goes into the next group commit as a retried settle, so a charge
+        that did reach the ledger after all is not recorded twice.
+        """
+        while True:
+            await anyio.sleep(_REWRITE_EVERY)
+            due = self._unrecorded.due()
+            releases = self._unrecorded.releases_due()
+            if not due and not releases:
+                continue
+            writes = [Write(charge=entry, retry=True) for entry in due]
+            writes += [Write(release=reservation_id) for reservation_id in releases]
+            for write in writes:
+                self._queue(write)
+            for write in writes:
+                await write.done.wait()
+            late = sum(1 for w in writes if w.error is None and w.charge is not None)
+            if not self._unrecorded.pending and self._spool is not None:
+                spool = self._spool
+                async with self._spooling:
+                    with contextlib.suppress(OSError):
+                        await anyio.to_thread.run_sync(spool.clear)
+            if late:
+                log.warning(
+                    "wrote %d charges the ledger could not take before; %d still wait",
+                    late,
+                    self._unrecorded.pending,
+                )
 
     def _limits_default(self) -> dict[tuple[Period, str | None], float]:
         """The environment's limits, which a stored limit replaces."""
@@ -475,6 +593,8 @@ class BudgetKeeper(actors.Actor):
             return await self._current_status()
         if isinstance(message, GetActiveModel):
             return self._active
+        if isinstance(message, RefreshRules):
+            return await self._reread_rules()
         if isinstance(message, StoreActiveModel):
             await self._store(self.ledger.set_active, message.provider, message.model)
             self._active = (message.provider, message.model)
@@ -611,21 +731,46 @@ class BudgetKeeper(actors.Actor):
         await self._wait_written(write, row)
         if write.error is not None:
             log.error("could not record reservation %s: %s", row.id, write.error)
+            if transient(write.error):
+                # Its commit may have happened with only the answer lost.
+                self._unrecorded.release(row.id)
             if self._policy == "enforce":
                 self._accounts.forget(row.id)
-                raise ServiceUnavailable(write.error.message)
+                raise _again(write.error)
         return _granted(row, message, warning)
 
     async def _reserve_shared(self, message: Reserve, claim: Claim) -> Reservation:
-        """Reserve on a shared ledger: the ledger decides and records the claim in one transaction."""
-        row = self._row(message, None, await self._next_reservation_id())
+        """
+        Reserve on a shared ledger: the ledger decides and records the claim in one transaction.
+
+        Error handling: a ledger that cannot be written fails the reserve
+        under ``enforce`` (closed: nothing is spent that was not checked);
+        under ``warn`` or ``ignore`` the request goes ahead unrecorded (its
+        charge is kept if the settle cannot be written either).
+        """
+        try:
+            reservation_id = await self._next_reservation_id()
+        except ServiceUnavailable as exc:
+            if self._policy == "enforce" or not transient(exc):
+                raise
+            log.warning(
+                "the ledger is out of reach; %s/%s proceeds unreserved under %s",
+                message.provider,
+                message.model,
+                self._policy,
+            )
+            return Reservation(0, message.provider, 0.0)
+        row = self._row(message, None, reservation_id)
         write = Write(reservation=row, claim=claim)
         await self._wait_written(write, row)
         if write.error is not None:
             log.error("could not record reservation %s: %s", row.id, write.error)
+            if transient(write.error):
+                # Its commit may have happened with only the answer lost.
+                self._unrecorded.release(row.id)
             if self._policy == "enforce":
-                raise ServiceUnavailable(write.error.message)
-            # Not recorded, so it holds nothing in the ledger; warn and ignore serve anyway.
+                raise _again(write.error)
+            # Not recorded (or released once the database answers): warn and ignore serve anyway.
             return _granted(row, message, None)
         decision = write.decision
         assert decision is not None, "a checked reservation was written without a decision"
@@ -723,8 +868,21 @@ class BudgetKeeper(actors.Actor):
         self._queue(write)
         await write.done.wait()
         if write.error is not None:
+            if transient(write.error):
+                # The database is out of reach: keep the charge and write it when it answers.
+                self._unrecorded.keep(entry)
+                await self._spool_kept([entry])
+                log.warning(
+                    "the ledger cannot take the charge of %s (%s) now; kept, to be written"
+                    " when it answers (%d waiting): %s",
+                    message.request_id,
+                    usd(entry.cost),
+                    self._unrecorded.pending,
+                    write.error,
+                )
+                return entry.cost
             log.error("could not record the charge of %s: %s", message.request_id, write.error)
-            raise ServiceUnavailable(write.error.message)
+            raise _again(write.error)
         return entry.cost
 
     def _status(self, accounts: Accounts | None = None) -> BudgetStatus:
@@ -735,8 +893,21 @@ class BudgetKeeper(actors.Actor):
             "ledger_errors": {
                 "invalid_charges": self._invalid_charges,
                 "failed_writes": self._failed_writes,
+                "unrecorded_charges": self._unrecorded.kept,
+                "pending_charges": self._unrecorded.pending,
             },
         }
+
+
+def _again(error: ServiceUnavailable) -> ServiceUnavailable:
+    """
+    A fresh error of the same kind as ``error`` (StorageUnavailable stays itself) for one asker.
+
+    One failed commit answers every write of its batch; each asker raises its own copy.
+    """
+    again = type(error)(error.message, field=error.field)
+    again.__cause__ = error.__cause__
+    return again
 
 
 def _granted(row: ReservationRow, message: Reserve, warning: str | None) -> Reservation:

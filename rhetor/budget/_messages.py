@@ -28,6 +28,7 @@ __all__ = [
     "GetUsage",
     "LedgerErrors",
     "Progress",
+    "RefreshRules",
     "Reservation",
     "Reserve",
     "SetLimit",
@@ -47,6 +48,10 @@ class LedgerErrors(TypedDict):
 
     invalid_charges: int
     failed_writes: int
+    # Charges the database was out of reach for, since the keeper started, and
+    # how many of them still wait to be written.
+    unrecorded_charges: int
+    pending_charges: int
 
 
 class BudgetStatus(TypedDict):
@@ -243,6 +248,17 @@ class GetBudgetMode(Ask[bool]):
 @attrs.frozen
 class GetActiveModel(Ask[tuple[str, str] | None]):
     """Answers the stored active ``(provider, model)``, or None."""
+
+
+@attrs.frozen
+class RefreshRules(Ask[tuple[str, str] | None]):
+    """
+    Read the stored policy, limits and active model again now; answers the active ``(provider, model)``.
+
+    Sent when another process changed them (a shared ledger; see
+    :mod:`rhetor.storage._changes`). On a ledger of its own the keeper has
+    nothing to read and answers what it holds.
+    """
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ share one client class.
     ├── NotFound                 an id names nothing (template, context, model, provider)
     ├── RequestCancelled         a session request was cancelled before it completed
     └── ServerError              anything else the server reported, or a connection lost mid-answer
+        └── StorageUnavailable   the server's database cannot be reached now (503; worth retrying)
 
 Translation happens in exactly two functions: :func:`error_from_body` for what
 the server says, and :func:`transport_errors` for what httpx and httpx-ws raise.
@@ -41,6 +42,7 @@ __all__ = [
     "RequestCancelled",
     "RhetorClientError",
     "ServerError",
+    "StorageUnavailable",
     "Timeout",
     "Unauthorized",
     "ValidationError",
@@ -159,6 +161,17 @@ class ServerError(RhetorClientError):
     """
 
 
+class StorageUnavailable(ServerError):
+    """
+    Raised when the server cannot reach its database (``storage_unavailable``, 503).
+
+    Transient: the server recovers by itself when the database is back, so
+    the request is worth sending again a little later. Under the ``enforce``
+    budget policy a request that needs the ledger fails this way rather than
+    spend unchecked.
+    """
+
+
 # Server error types whose meaning a client class already carries.
 _BY_TYPE: Mapping[str, type[RhetorClientError]] = {
     "validation_error": ValidationError,
@@ -175,6 +188,7 @@ _BY_TYPE: Mapping[str, type[RhetorClientError]] = {
     "provider_unavailable": ProviderUnavailable,
     "all_providers_failed": ProviderUnavailable,
     "cancelled": RequestCancelled,
+    "storage_unavailable": StorageUnavailable,
 }
 
 # For a body without a type the client knows, the status still says what happened.

@@ -35,8 +35,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 from quart import Response
 
-from rhetor._errors import BudgetExceeded, NotFound, RateLimited, RhetorError, ValidationError
-from rhetor.edge._http import json_response, read_body
+from rhetor._errors import (
+    BudgetExceeded,
+    NotFound,
+    RateLimited,
+    RhetorError,
+    StorageUnavailable,
+    ValidationError,
+)
+from rhetor.edge._http import STORAGE_RETRY_AFTER, json_response, read_body
 from rhetor.edge._schema import OPERATION_ATTRIBUTE, Body, Operation, convert
 from rhetor.routing._plan import TASK_TYPES
 
@@ -173,6 +180,9 @@ def status_and_headers(error: RhetorError) -> tuple[int, dict[str, str]]:
         headers["x-should-retry"] = "false"
     if isinstance(error, RateLimited) and error.retry_after is not None:
         headers["retry-after"] = f"{error.retry_after:g}"
+    if isinstance(error, StorageUnavailable):
+        # Transient: the SDKs retry a 503, after this long.
+        headers["retry-after"] = STORAGE_RETRY_AFTER
     return status, headers
 
 

@@ -27,12 +27,13 @@ from werkzeug.exceptions import HTTPException
 
 import actors
 from rhetor import observe
-from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable
+from rhetor._errors import PayloadTooLarge, RhetorError, ServiceUnavailable, StorageUnavailable
 from rhetor.edge._fields import parse_json
 from rhetor.edge._json import encode
 
 __all__ = [
     "JSON_TYPE",
+    "STORAGE_RETRY_AFTER",
     "as_rhetor_error",
     "error_body",
     "error_response",
@@ -45,6 +46,9 @@ __all__ = [
 log = logging.getLogger("rhetor.edge")
 
 JSON_TYPE = "application/json"
+# Seconds a client is told to wait before retrying a storage_unavailable:
+# about the breaker's probing interval (rhetor.storage._pg_breaker).
+STORAGE_RETRY_AFTER = "1"
 _HTTP_TYPES = {
     400: "bad_request",
     401: "unauthorized",
@@ -129,6 +133,8 @@ def error_response(error: RhetorError) -> Response:
         # Refused before the body was read: the unread body would desynchronise
         # a kept-alive connection, so close it after this response.
         headers["Connection"] = "close"
+    if isinstance(error, StorageUnavailable):
+        headers["Retry-After"] = STORAGE_RETRY_AFTER
     return json_response({"error": error_body(error)}, error.status, headers or None)
 
 

@@ -37,18 +37,23 @@ from rhetor._settings import Settings, serves_every_interface
 from rhetor.edge._app import asgi_app, create_app, edge_state
 from rhetor.edge._hermes import hermes_registration
 
-__all__ = ["hypercorn_config", "serve", "serve_runtime"]
+__all__ = ["hypercorn_config", "public_url", "serve", "serve_runtime"]
 
 log = logging.getLogger("rhetor.server")
 
 ShutdownTrigger = Callable[[], Awaitable[None]]
 
 
-def hypercorn_config(settings: Settings) -> Config:
-    """Hypercorn's configuration for ``settings``: bind, grace, limits, logging."""
+def hypercorn_config(settings: Settings, listen_fd: int | None = None) -> Config:
+    """
+    Hypercorn's configuration for ``settings``: bind, grace, limits, logging.
+
+    With ``listen_fd`` it serves that listening socket (inherited from the
+    parent of ``--workers``) instead of binding ``settings.host:settings.port``.
+    """
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    config.bind = [f"{host}:{settings.port}"]
+    config.bind = [f"fd://{listen_fd}" if listen_fd is not None else f"{host}:{settings.port}"]
     config.graceful_timeout = settings.shutdown_grace
     # The session answers a frame over max_body_bytes with an ERROR frame and
     # keeps the socket; Hypercorn closes it (1009) only far beyond that.
@@ -99,7 +104,8 @@ def _warn_if_exposed(settings: Settings) -> None:
         )
 
 
-def _public_url(settings: Settings, host: str, port: int) -> str:
+def public_url(settings: Settings, host: str, port: int) -> str:
+    """The URL others reach this server at: ``settings.public_url``, else made from the bind."""
     if settings.public_url:
         return settings.public_url.rstrip("/")
     if host in ("0.0.0.0", "::", ""):
@@ -143,6 +149,7 @@ async def serve_runtime(
     shutdown_trigger: ShutdownTrigger | None = None,
     announce: bool = False,
     freeze_heap: bool = False,
+    listen_fd: int | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """
@@ -154,6 +161,8 @@ async def serve_runtime(
     to stdout, for whoever started the process. With ``freeze_heap`` (for a
     process that only serves; see :func:`_freeze_startup_heap`) everything
     allocated by start-up is moved out of the garbage collector's reach.
+    With ``listen_fd`` it serves that listening socket instead of binding one
+    (a worker of ``rhetor serve --workers``).
 
     Cancellation: cancelling this drops connections at once; the graceful path
     is the signal or the trigger.
@@ -165,7 +174,7 @@ async def serve_runtime(
     _warn_if_exposed(settings)
     app = create_app(runtime, settings)
     state = edge_state(app)
-    config = hypercorn_config(settings)
+    config = hypercorn_config(settings, listen_fd)
     stop = trio.Event()
 
     async def stopping() -> None:
@@ -194,7 +203,7 @@ async def serve_runtime(
             nursery.start_soon(relay, shutdown_trigger)
         binds: list[str] = await nursery.start(run_hypercorn, nursery.cancel_scope)
         port = urlsplit(binds[0]).port or settings.port
-        url = _public_url(settings, settings.host, port)
+        url = public_url(settings, settings.host, port)
         log.info("Rhetor serving on %s", url)
         if announce:
             print(f"Rhetor serving on {url}", flush=True)
@@ -214,6 +223,7 @@ async def serve(
     handle_signals: bool = True,
     shutdown_trigger: ShutdownTrigger | None = None,
     freeze_heap: bool = False,
+    listen_fd: int | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     **runtime_options: Any,
 ) -> None:
@@ -224,7 +234,8 @@ async def serve(
     :func:`rhetor.runtime.start` (e.g. ``backends``). ``task_status.started``
     gets the bound port, which matters when ``settings.port`` is 0.
     ``freeze_heap`` is for a process that does nothing but serve (the CLI and
-    :func:`run` set it): see :func:`serve_runtime`.
+    :func:`run` set it) and ``listen_fd`` for a worker of ``--workers``: see
+    :func:`serve_runtime`.
 
     Cancellation: cancelling this stops at once; the actors still stop in
     order and the ledger is flushed.
@@ -242,6 +253,7 @@ async def serve(
             shutdown_trigger=shutdown_trigger,
             announce=True,
             freeze_heap=freeze_heap,
+            listen_fd=listen_fd,
             task_status=task_status,
         )
     log.info("Rhetor stopped")

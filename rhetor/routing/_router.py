@@ -48,6 +48,7 @@ from rhetor.routing._planning import DEFAULT_MAX_TOKENS, Planner, Prepared, max_
 from rhetor.storage._prompts import GetDefaultPrompt
 
 __all__ = [
+    "ActiveModelChanged",
     "BudgetModeChanged",
     "Estimate",
     "Evaluate",
@@ -98,6 +99,18 @@ class BudgetModeChanged:
     """The BudgetKeeper's limits or policy changed: whether reservations are now needed."""
 
     reservations_required: bool
+
+
+@attrs.frozen
+class ActiveModelChanged:
+    """
+    Another process stored the active model (``POST /provider`` there): head the chain with it.
+
+    None: no active model is stored. A model this router's providers do not
+    serve is ignored (and logged), as at start.
+    """
+
+    active: tuple[str, str] | None
 
 
 @attrs.frozen
@@ -168,6 +181,9 @@ class Router(actors.Actor):
     _billing: Billing = attrs.field(init=False)
     _conversations: Conversations = attrs.field(init=False)
     _attempts: Attempts = attrs.field(init=False)
+    # The stored active model last taken in (or found not served), so that a
+    # stored choice is acted on, and logged, once per change.
+    _last_stored: tuple[str, str] | None = attrs.field(init=False, default=None)
     # Invariant: the contexts a background summary is being made for.
     _summarizing: set[str] = attrs.field(init=False, factory=set)
 
@@ -188,15 +204,19 @@ class Router(actors.Actor):
         self._billing.reservations_required = await ask(self._budget, GetBudgetMode())
         stored = await ask(self._budget, GetActiveModel())
         await self._refresh_status()
-        if stored is not None:
-            provider, model = stored
-            if model in self._catalogue.models().get(provider, []):
-                self._planner.set_active((provider, model))
-            else:
-                log.warning(
-                    "the stored active model %s/%s is not served now; routing by task", *stored
-                )
+        self._adopt_active(stored)
         self.task_group.start_soon(self._watch_status)
+
+    def _adopt_active(self, stored: tuple[str, str] | None) -> None:
+        """Head the chain with the stored active model, if a provider serves it (once per change)."""
+        if stored is None or stored == self._planner.active or stored == self._last_stored:
+            return
+        self._last_stored = stored
+        provider, model = stored
+        if model in self._catalogue.models().get(provider, []):
+            self._planner.set_active((provider, model))
+        else:
+            log.warning("the stored active model %s/%s is not served now; routing by task", *stored)
 
     async def handle(self, message: Any) -> Any:
         if isinstance(message, Generate):
@@ -205,6 +225,9 @@ class Router(actors.Actor):
             return await self._generate(message.request)
         if isinstance(message, BudgetModeChanged):
             self._billing.reservations_required = message.reservations_required
+            return None
+        if isinstance(message, ActiveModelChanged):
+            self._adopt_active(message.active)
             return None
         if isinstance(message, GetProviders):
             return self._catalogue.describe(self._planner.active)
@@ -368,6 +391,24 @@ class Router(actors.Actor):
         while True:
             await anyio.sleep(self._status_interval)
             await self._refresh_status()
+            await self._follow_active()
+
+    async def _follow_active(self) -> None:
+        """
+        Take the keeper's active model: another process may have stored one.
+
+        On a shared ledger the keeper rereads it every 10 s (and at once when
+        the change feed hears of a change, which also tells this router), so
+        the active model follows another process's choice within 12 s even
+        while the feed hears nothing. Error handling: a keeper that does not
+        answer now is asked again next time.
+        """
+        try:
+            stored = await ask(self._budget, GetActiveModel(), timeout=1.0)
+        except RhetorError as exc:
+            log.debug("could not read the active model now: %s", exc)
+            return
+        self._adopt_active(stored)
 
     async def _set_active(self, message: SetActive) -> dict[str, Any]:
         if message.provider not in self._catalogue.names:
@@ -379,6 +420,7 @@ class Router(actors.Actor):
         # Stored first: the choice survives a restart, as limits and policy do.
         await ask(self._budget, StoreActiveModel(message.provider, model))
         self._planner.set_active((message.provider, model))
+        self._last_stored = (message.provider, model)
         return self._catalogue.describe(self._planner.active)
 
     async def _estimate(self, message: Estimate) -> dict[str, Any]:

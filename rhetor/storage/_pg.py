@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -42,6 +43,7 @@ import psycopg_pool
 from psycopg import sql
 
 from rhetor._errors import StorageUnavailable, ValidationError
+from rhetor.storage._pg_breaker import Breaker
 
 __all__ = [
     "MIGRATION_LOCK",
@@ -58,6 +60,8 @@ log = logging.getLogger("rhetor.storage")
 
 # pg_advisory_xact_lock key under which migrations run (any fixed 64-bit number).
 MIGRATION_LOCK = 0x5248_4554_4F52_0001  # "RHETOR" 1
+# Seconds of each wait for a pooled connection between looks at the breaker.
+_POOL_SLICE = 0.25
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -116,6 +120,8 @@ class PgDatabase:
     statement_timeout: float = 15.0
     lock_timeout: float = 10.0
     pool_timeout: float = 10.0
+    # Fails calls at once while the database is out of reach (see rhetor.storage._pg_breaker).
+    breaker: Breaker = attrs.field(factory=Breaker)
     _pool: psycopg_pool.ConnectionPool | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -230,9 +236,54 @@ class PgDatabase:
 
         Error handling: psycopg's errors in the block are :class:`StorageUnavailable`
         (see :func:`unavailable`); a connection left broken is discarded by the pool.
+        While the database is out of reach, :class:`StorageUnavailable` comes at
+        once, but for one probe at a time (:class:`~rhetor.storage._pg_breaker.Breaker`).
         """
-        with unavailable(doing), self.pool.connection(timeout=self.pool_timeout) as conn:
-            yield conn
+        probe = self.breaker.admit()
+        try:
+            if probe:
+                # A connection of its own first: it fails at once while the server
+                # refuses (the pool would wait out its deadline), and once the
+                # server answers, the idle connections the outage broke are replaced.
+                self.connect().close()
+                with unavailable("reached"):
+                    self.pool.check()
+            with unavailable(doing):
+                conn = self._pooled(probe)
+                try:
+                    with conn:
+                        yield conn
+                finally:
+                    self.pool.putconn(conn)
+        except StorageUnavailable as exc:
+            self.breaker.failed(exc, probe)
+            raise
+        except Exception:
+            # The block's own error (a ValidationError): the database answered.
+            self.breaker.succeeded(probe)
+            raise
+        except BaseException:
+            self.breaker.abandoned(probe)
+            raise
+        self.breaker.succeeded(probe)
+
+    def _pooled(self, probe: bool) -> psycopg.Connection[Any]:
+        """
+        A connection of the pool, waited for (up to ``pool_timeout``) in short slices.
+
+        While the pool has none free it may be failing to connect: another call
+        that finds the database out of reach trips the breaker, and then this
+        wait ends at once instead of at the deadline (a probe waits on: it has
+        just reached the server). Error handling: ``PoolTimeout``.
+        """
+        deadline = time.monotonic() + self.pool_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self.pool.getconn(timeout=max(0.001, min(_POOL_SLICE, left)))
+            except psycopg_pool.PoolTimeout:
+                if left <= _POOL_SLICE or (self.breaker.down and not probe):
+                    raise
 
     @contextlib.contextmanager
     def transaction(

@@ -11,18 +11,22 @@ brings no system prompt), up to 1,024 components. This actor's own prompt
 writes clear it. That is right only while this actor is the only writer of
 the prompts: over a store shared by several processes the runtime turns it
 off (``cache_defaults=False``), unless something invalidates it when another
-process writes.
+process writes: :class:`DefaultsChanged`, sent when another process's
+change is heard (:mod:`rhetor.storage._changes`), forgets them and says
+whether to cache again.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
 
 from rhetor._asks import Ask
+from rhetor._errors import StorageUnavailable
 from rhetor.storage._actor import StoreActor
 from rhetor.storage._interfaces import Library, Prompt, Template, TemplateVersion
 from rhetor.storage._rendering import generate_prompt
@@ -31,6 +35,7 @@ from rhetor.storage._sqlite import check_text
 __all__ = [
     "CreatePrompt",
     "CreateTemplate",
+    "DefaultsChanged",
     "DeletePrompt",
     "DeleteTemplate",
     "GeneratePrompt",
@@ -46,6 +51,8 @@ __all__ = [
     "UpdatePrompt",
     "UpdateTemplate",
 ]
+
+log = logging.getLogger("rhetor.prompts")
 
 # Components named in requests are the cache's keys; past this many it starts afresh,
 # so requests naming ever new components cannot grow it without bound.
@@ -206,6 +213,19 @@ class GetDefaultPrompt(Ask[Prompt | None]):
 
 
 @attrs.frozen
+class DefaultsChanged(Ask[None]):
+    """
+    Another process may have changed the prompts: forget the cached default prompts.
+
+    ``live``: whether later changes will be heard (the defaults are cached
+    again), or not (each is read from the store, and the last one read is
+    served only while the store cannot be read).
+    """
+
+    live: bool = True
+
+
+@attrs.frozen
 class GeneratePrompt(Ask[str]):
     """
     A drafted prompt for ``task`` in ``format`` (see :func:`rhetor.storage._rendering.generate_prompt`).
@@ -226,15 +246,32 @@ class PromptLibrary(StoreActor[Library]):
     """
 
     # False: every default prompt is read from the store (a store other
-    # processes write too, with nothing telling this actor of their writes).
+    # processes write too, with nothing telling this actor of their writes),
+    # until a DefaultsChanged(live=True) says their writes will be heard.
     _cache_defaults: bool = attrs.field(default=True, alias="cache_defaults", kw_only=True)
-    # Invariant: holds exactly what the store's default_prompt(component) answers now.
+    # Invariant: while _cache_defaults, holds exactly what the store's
+    # default_prompt(component) answers now; otherwise the answers last read,
+    # used only when the store cannot be read.
     _defaults: dict[str, Prompt | None] = attrs.field(init=False, factory=dict)
+    # Invariant: grows whenever _defaults is emptied; a read of the store keeps
+    # its answer only if no emptying happened while it ran (a concurrent
+    # library's read may outlive a write or a change heard meanwhile).
+    _generation: int = attrs.field(init=False, default=0)
+
+    def _forget_defaults(self) -> None:
+        self._defaults.clear()
+        self._generation += 1
 
     async def handle(self, message: Any) -> Any:
         match message:
             case GetDefaultPrompt():
                 return await self._default_prompt(message.component)
+            case DefaultsChanged():
+                if message.live:
+                    # Changes made while nobody listened were not heard.
+                    self._forget_defaults()
+                self._cache_defaults = message.live
+                return None
             case GeneratePrompt():
                 # Pure text work: no store, no thread.
                 return generate_prompt(message.task, message.context, message.format)
@@ -294,19 +331,35 @@ class PromptLibrary(StoreActor[Library]):
 
     async def _default_prompt(self, component: str) -> Prompt | None:
         check_text("component", component)
-        if not self._cache_defaults:
-            return await self.run(lambda s: s.default_prompt(component), "GetDefaultPrompt")
-        if component not in self._defaults:
+        if self._cache_defaults and component in self._defaults:
+            return self._defaults[component]
+        generation = self._generation
+        try:
             prompt = await self.run(lambda s: s.default_prompt(component), "GetDefaultPrompt")
+        except StorageUnavailable:
+            if self._cache_defaults or component not in self._defaults:
+                raise
+            # The store cannot be read (the database is down): serve what it said last.
+            log.warning(
+                "default prompt of %r read from memory: the store is unavailable", component
+            )
+            return self._defaults[component]
+        if generation == self._generation:
             if len(self._defaults) >= _MAX_CACHED_DEFAULTS:
-                self._defaults.clear()
+                self._forget_defaults()
             self._defaults[component] = prompt
-        return self._defaults[component]
+        return prompt
 
     async def _write_prompt(self, message: CreatePrompt | UpdatePrompt | DeletePrompt) -> Any:
-        # Any prompt write may change a default. Cleared before the write: one
-        # message at a time, so nothing refills it before the write is done.
-        self._defaults.clear()
+        # Any prompt write may change a default. Forgotten before the write and
+        # again after it: a concurrent library may read meanwhile.
+        self._forget_defaults()
+        try:
+            return await self._write(message)
+        finally:
+            self._forget_defaults()
+
+    async def _write(self, message: CreatePrompt | UpdatePrompt | DeletePrompt) -> Any:
         match message:
             case CreatePrompt():
                 return await self.run(
@@ -339,11 +392,15 @@ class PromptLibrary(StoreActor[Library]):
 @attrs.define(eq=False)
 class SharedPromptLibrary(PromptLibrary):
     """
-    A PromptLibrary over a store other processes write too (PostgreSQL): no cache, calls at once.
+    A PromptLibrary over a store other processes write too (PostgreSQL): calls at once.
 
-    Default prompts are read from the store every time (another process may
-    have changed them), and with no state to race on the actor answers up to
-    ``max_concurrency`` messages at once, each in a worker thread.
+    The actor answers up to ``max_concurrency`` messages at once, each in a
+    worker thread. Default prompts are read from the store every time
+    (another process may have changed them) until the change feed says it
+    hears other processes' writes (``DefaultsChanged(live=True)``); from then
+    on they are cached, each change heard empties the cache, and a read that
+    overlapped an emptying keeps nothing (see ``_generation``). While the
+    store cannot be read the last default read is served.
     """
 
     max_concurrency: ClassVar[int] = 64

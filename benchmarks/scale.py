@@ -1,0 +1,308 @@
+"""
+Benchmark scaling: POST /message on one SQLite process, one PostgreSQL process and two PostgreSQL workers.
+
+Run: ``python benchmarks/scale.py`` (about a minute and a half). It needs the
+PostgreSQL the tests use (``RHETOR_TEST_DATABASE_URL``, else
+``postgresql://postgres@127.0.0.1:5432/postgres``), where it creates a
+database of its own and drops it at the end. Every server is a real
+``python -m rhetor serve`` subprocess (``--workers 2`` for the last) on the
+simulated provider with a price (so every request reserves and settles in
+the ledger) under ``enforce`` with a limit it never reaches. The load
+generator is ``wrk`` when installed, else :func:`_load.lean` (bare
+keep-alive sockets in this process), at 32 connections. Each run also
+reports how many of the machine's cores were busy (from ``/proc/stat``):
+on a small machine Rhetor, PostgreSQL and the load generator share them,
+and a second worker can only scale as far as idle cores allow.
+
+It reports:
+
+- requests per second of each setup, in alternating rounds (medians), and
+  the ratios against the baseline measured in the same run: ``pg1_rps``
+  against ``sqlite_rps`` (target ≥ 0.8) and ``pg2_rps`` against
+  ``pg1_rps``, the scaling of two workers (target ≥ 1.6);
+- overspend under contention: two workers and a limit that a tenth of a
+  burst of requests already fills, then the ledger's total against it
+  (target 0).
+
+The ledger is emptied between setups, so that none of them sums the spend
+of another. The last line is JSON: sqlite_rps, pg1_rps, pg2_rps,
+scaling_2w, pg1_vs_sqlite, overspend. On a shared machine the numbers swing;
+compare the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import _load  # benchmarks/_load.py, beside this script
+import psycopg
+from psycopg import sql
+
+REPO = Path(__file__).resolve().parent.parent
+BODY = {"message": "Hello, Rhetor!", "max_tokens": 50}
+PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
+CONNECTIONS = 32
+DURATION = 5
+ROUNDS = 3
+# The contention run: concurrent requests, and a limit a tenth of them fill.
+BURST = 600
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+# -- the database ------------------------------------------------------------------------
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """A database of this run's own on the tests' server; answers its URL, drops it after."""
+    admin = os.environ.get("RHETOR_TEST_DATABASE_URL") or ADMIN
+    name = f"rhetor_bench_scale_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def empty_ledger(url: str) -> None:
+    """Forget every charge and reservation (the schema stays): the next setup starts even."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('rhetor.entries') IS NOT NULL").fetchone()
+        if exists and exists[0]:
+            conn.execute("TRUNCATE rhetor.entries, rhetor.reservations, rhetor.limits")
+
+
+def spent(url: str) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT COALESCE(SUM(cost), 0) FROM rhetor.entries").fetchone()
+    return float(row[0]) if row else 0.0
+
+
+# -- servers as subprocesses ---------------------------------------------------------------
+
+
+def start(
+    workdir: str, prices: Path, limit: float, database_url: str | None, workers: int = 1
+) -> tuple[subprocess.Popen[str], str]:
+    """``rhetor serve`` (with ``--workers``) on a free port; answers the process and its URL."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RHETOR_", "OPENAI_", "ANTHROPIC_", "PROMETHEUS_"))
+    }
+    env.update(
+        RHETOR_PORT="0",
+        RHETOR_HOST_BIND="127.0.0.1",
+        RHETOR_DATA_DIR=str(Path(workdir) / "data"),
+        RHETOR_SIMULATED="always",
+        RHETOR_SIMULATED_CHUNK_DELAY="0",
+        RHETOR_PRICE_OVERRIDES=str(prices),
+        RHETOR_BUDGET_POLICY="enforce",
+        RHETOR_BUDGET_DAILY_LIMIT=repr(limit),
+        HERMES_API_URL="",
+        OLLAMA_BASE_URL="http://127.0.0.1:9",
+        PYTHONPATH=str(REPO),
+    )
+    if database_url:
+        env["RHETOR_DATABASE_URL"] = database_url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rhetor", "serve", "--workers", str(workers)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "serving on" not in line:
+        proc.kill()
+        raise SystemExit(f"rhetor did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def busy_cores() -> tuple[float, float]:
+    """The machine's busy CPU time and wall time so far, in seconds (from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), time.monotonic()
+
+
+def load(url: str, connections: int = CONNECTIONS, duration: float = DURATION) -> float:
+    if shutil.which("wrk"):
+        return _load.wrk(url, BODY, connections, max(1, round(duration)), threads=2)["rps"]
+    return _load.lean(url, BODY, connections, duration)["rps"]
+
+
+# -- the setups ---------------------------------------------------------------------------
+
+
+def throughput(workdir: str, prices: Path, url: str) -> dict[str, float]:
+    """Each setup's req/s, in alternating rounds; answers the medians."""
+    setups = {"sqlite": (None, 1), "pg1": (url, 1), "pg2": (url, 2)}
+    runs: dict[str, list[float]] = {name: [] for name in setups}
+    cores: dict[str, list[float]] = {name: [] for name in setups}
+    for round_number in range(ROUNDS):
+        for name, (database_url, workers) in setups.items():
+            empty_ledger(url)
+            with tempfile.TemporaryDirectory(dir=workdir) as own:
+                proc, base = start(own, prices, 1e9, database_url, workers)
+                try:
+                    load(f"{base}/message", 8, 1.0)  # warm up
+                    cpu, wall = busy_cores()
+                    runs[name].append(load(f"{base}/message"))
+                    cpu_after, wall_after = busy_cores()
+                    cores[name].append((cpu_after - cpu) / (wall_after - wall))
+                finally:
+                    stop(proc)
+        print(
+            f"  round {round_number + 1}: "
+            + ", ".join(
+                f"{name} {runs[name][-1]:.0f} req/s ({cores[name][-1]:.2f} cores busy)"
+                for name in setups
+            ),
+            flush=True,
+        )
+    busy = {f"{name}_cores": statistics.median(values) for name, values in cores.items()}
+    return {name: statistics.median(values) for name, values in runs.items()} | busy
+
+
+def contention(workdir: str, prices: Path, url: str) -> tuple[float, float, int]:
+    """Two workers, a burst, a small limit: answers (spent, limit, replies granted)."""
+    empty_ledger(url)
+    # What a reply costs here, measured, so that the limit is a tenth of the burst.
+    with tempfile.TemporaryDirectory(dir=workdir) as own:
+        proc, base = start(own, prices, 1e9, url, 2)
+        try:
+            burst(f"{base}/message", 20)
+        finally:
+            stop(proc)
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT AVG(cost) FROM rhetor.entries").fetchone()
+    per_reply = float(row[0]) if row and row[0] else 1e-4
+    limit = per_reply * BURST / 10
+    empty_ledger(url)
+    with tempfile.TemporaryDirectory(dir=workdir) as own:
+        proc, base = start(own, prices, limit, url, 2)
+        try:
+            granted = burst(f"{base}/message", BURST)
+        finally:
+            stop(proc)
+    return spent(url), limit, granted
+
+
+def burst(url: str, count: int) -> int:
+    """``count`` requests at once, each on its own connection; answers how many got a 200."""
+    import trio
+
+    target = urlsplit(url)
+    data = json.dumps(BODY).encode()
+    request = (
+        f"POST {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+    statuses: list[bytes] = []
+
+    async def one() -> None:
+        stream = await trio.open_tcp_stream(target.hostname or "127.0.0.1", target.port or 80)
+        async with stream:
+            await stream.send_all(request)
+            answer = b""
+            # The head is enough: its status is all this counts.
+            while b"\r\n\r\n" not in answer:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        statuses.append(answer[9:12])
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(one)
+
+    trio.run(main)
+    unexpected = {s for s in statuses if s not in (b"200", b"402")}
+    if unexpected:
+        raise SystemExit(f"the burst got answers other than 200 and 402: {unexpected}")
+    return statuses.count(b"200")
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir, database() as url:
+        prices = Path(workdir) / "prices.json"
+        prices.write_text(json.dumps({"simulated-echo": PRICE, "simulated-summary": PRICE}))
+        rps = throughput(workdir, prices, url)
+        total, limit, granted = contention(workdir, prices, url)
+    tool = "wrk" if shutil.which("wrk") else "lean sockets (wrk not found)"
+    scaling = rps["pg2"] / rps["pg1"]
+    pg_vs_sqlite = rps["pg1"] / rps["sqlite"]
+    overspend = max(0.0, total - limit)
+    print(f"load generator: {tool}; {CONNECTIONS} connections, {DURATION}s per run")
+    print(
+        f"machine: {os.cpu_count()} cores; busy during the runs (everything: Rhetor, PostgreSQL,"
+        f" the load generator, other work): sqlite {rps['sqlite_cores']:.2f},"
+        f" pg1 {rps['pg1_cores']:.2f}, pg2 {rps['pg2_cores']:.2f}"
+    )
+    print(
+        f"POST /message: sqlite {rps['sqlite']:.0f}, pg1 {rps['pg1']:.0f}, "
+        f"pg2 {rps['pg2']:.0f} req/s"
+    )
+    print(
+        f"pg1 / sqlite {pg_vs_sqlite:.2f} (target >= 0.8); pg2 / pg1 {scaling:.2f} (target >= 1.6)"
+    )
+    print(
+        f"contention: {BURST} requests at once on two workers, limit ${limit:.6f}:"
+        f" {granted} answered, spent ${total:.6f}, overspend ${overspend:.6f} (target 0)"
+    )
+    print(f"total {time.perf_counter() - started:.1f}s")
+    result = {
+        "sqlite_rps": round(rps["sqlite"], 1),
+        "pg1_rps": round(rps["pg1"], 1),
+        "pg2_rps": round(rps["pg2"], 1),
+        "scaling_2w": round(scaling, 3),
+        "pg1_vs_sqlite": round(pg_vs_sqlite, 3),
+        "overspend": round(overspend, 9),
+        "cores": os.cpu_count(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.parse_args()
+    main()
