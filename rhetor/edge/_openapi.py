@@ -42,7 +42,7 @@ from rhetor.edge._schema import Body, Operation, operation, operation_of, schema
 from rhetor.edge._schemas_anthropic import AnthropicErrorBody
 from rhetor.edge._schemas_native import ErrorBody
 from rhetor.edge._schemas_openai import OpenAIErrorBody
-from rhetor.edge._schemas_ws import PAYLOADS, ClientFrame, ServerFrame
+from rhetor.edge._schemas_ws import LEGACY_FRAMES, PAYLOADS, ClientFrame, ServerFrame
 from rhetor.runtime import VERSION
 
 __all__ = [
@@ -119,6 +119,10 @@ request (an API key may be given as `?api_key=`). Each client frame is a
 ClientFrame whose `payload` is the schema of its `type`; the server answers
 with ServerFrames echoing the frame's `id`. A frame that does not fit is
 answered `ERROR` with `{type, message, field}`; the socket stays open.
+
+The first Rhetor's socket, `/ws/rhetor/streaming`, also takes its own
+LegacyRequest (a prompt) and answers LegacyChunk frames, then LegacyComplete
+or LegacyError, each with the request's `request_id`.
 """
 
 
@@ -242,7 +246,12 @@ class _Builder:
         return self._schema(ErrorBody)
 
     def document(self) -> dict[str, Any]:
-        frames: list[Any] = [ClientFrame, ServerFrame, *dict.fromkeys(PAYLOADS.values())]
+        frames: list[Any] = [
+            ClientFrame,
+            ServerFrame,
+            *dict.fromkeys(PAYLOADS.values()),
+            *LEGACY_FRAMES,
+        ]
         for frame in frames:
             self._schema(frame)
         schemas, components = msgspec.json.schema_components(
