@@ -376,6 +376,29 @@ async def test_no_secret_reaches_any_log_line(tmp_path: Path, fmt: observe.LogFo
     assert SERVER_KEY[:-4] not in text and UPSTREAM_KEY[-12:] not in text
 
 
+async def test_a_database_password_never_reaches_the_log_even_when_the_start_fails(
+    tmp_path: Path,
+) -> None:
+    """serve() on an unreachable PostgreSQL URL with a password: the start line and the failure hide it."""
+    settings = settings_for(tmp_path, database_url="postgresql://user:secret@127.0.0.1:1/db")
+    with log_lines("text") as log, pytest.RaisesGroup(Exception, flatten_subgroups=True) as caught:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(
+                        serve,
+                        settings,
+                        handle_signals=False,
+                        shutdown_trigger=trio.sleep_forever,
+                        backends=simulated_backends(settings),
+                    )
+                )
+    text = log.getvalue()
+    assert '"database_url": "postgresql://user:[redacted]@127.0.0.1:1/db"' in text
+    assert "secret" not in text and "secret" not in repr(caught.value)
+    assert "cannot be reached" in repr(caught.value)
+
+
 # -- metrics ------------------------------------------------------------------------------------
 
 
