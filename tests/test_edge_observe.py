@@ -496,6 +496,33 @@ async def test_every_reply_carries_server_timing_with_overhead_and_upstream(tmp_
     assert replies[1].headers["Server-Timing"].endswith("upstream;dur=0.000")
 
 
+async def test_server_timing_is_on_console_files_docs_metrics_404s_and_405s(tmp_path: Path) -> None:
+    """Every kind of HTTP reply outside the LLM routes carries Server-Timing and X-Request-ID too."""
+    async with served(tmp_path) as (_, client):
+        replies = [
+            await client.get("/ui"),
+            await client.get("/ui/"),
+            await client.get("/ui/index.html"),
+            await client.get("/ui/no-such-file.js"),
+            await client.get("/docs"),
+            await client.get("/docs/redoc.standalone.js"),
+            await client.get("/openapi.json"),
+            await client.get("/metrics"),
+            await client.delete("/health"),
+            await client.post(
+                "/message", content=b"{not json", headers={"Content-Type": "application/json"}
+            ),
+            await client.post("/message", content=b"{}"),
+        ]
+    statuses = [r.status_code for r in replies]
+    assert statuses == [308, 200, 200, 404, 200, 200, 200, 200, 405, 400, 415]
+    for response in replies:
+        assert response.headers["X-Request-ID"]
+        rhetor_part, upstream_part = response.headers["Server-Timing"].split(", ")
+        assert rhetor_part.startswith('rhetor;desc="overhead";dur=')
+        assert upstream_part == "upstream;dur=0.000"
+
+
 # -- /ready ---------------------------------------------------------------------------------------
 
 
