@@ -108,7 +108,7 @@ async def served(
 
 @asynccontextmanager
 async def behind_openai(
-    tmp_path: Path, **overrides: Any
+    tmp_path: Path, health_interval: float | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[FakeOpenAI, ServerInfo, httpx.AsyncClient]]:
     """Rhetor with one real provider, OpenAI, reached over HTTP on a fake upstream; a server key."""
     config = tmp_path / "tasks.json"
@@ -124,8 +124,9 @@ async def behind_openai(
             **overrides,
         )
         factory = rhetor.runtime.default_backends(settings, TaskConfig.load(config))["openai"]
+        runtime_kwargs = {} if health_interval is None else {"health_interval": health_interval}
         async with (
-            running_server(settings, backends={"openai": factory}) as server,
+            running_server(settings, backends={"openai": factory}, **runtime_kwargs) as server,
             httpx.AsyncClient(
                 base_url=server.base_url, timeout=10, headers={"X-API-Key": SERVER_KEY}
             ) as client,
@@ -345,6 +346,29 @@ async def test_start_availability_and_shutdown_are_logged(tmp_path: Path) -> Non
     assert "INFO rhetor.server Rhetor serving on http://127.0.0.1:" in text
     assert "INFO rhetor.server Rhetor stopped serving" in text
     assert "INFO rhetor.server Rhetor stopped" in text.rsplit("stopped serving", 1)[1]
+
+
+async def test_a_provider_going_down_and_coming_back_is_logged_once_each_way(
+    tmp_path: Path,
+) -> None:
+    """The upstream starts refusing the key: one warning with the reason; answering again: one info."""
+    with log_lines("text") as log:
+        async with behind_openai(tmp_path, health_interval=0.05) as (upstream, _, _):
+            text = log.getvalue
+            assert "INFO rhetor.providers provider openai is available" in text()
+            upstream.models_failure = Fail(401, "invalid_api_key")
+            with trio.fail_after(10):
+                while "provider openai became unavailable" not in text():
+                    await trio.sleep(0.05)
+            upstream.models_failure = None
+            with trio.fail_after(10):
+                while text().count("provider openai is available") < 2:
+                    await trio.sleep(0.05)
+    lines = log.getvalue().splitlines()
+    [down] = [line for line in lines if "provider openai became unavailable" in line]
+    assert " WARNING rhetor.providers " in down and down.endswith("answered 401: invalid_api_key")
+    assert sum("provider openai is available" in line for line in lines) == 2
+    assert UPSTREAM_KEY not in log.getvalue()
 
 
 # -- secrets ----------------------------------------------------------------------------------
