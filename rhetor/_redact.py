@@ -57,6 +57,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(
             r"""(\b[\w\-]*?(?:api[-_]?key|api[-_]?token|access[-_]token|authorization)"""
             r"""["']?\s*[:=]\s*["']?)"""
+            # An absent key (JSON's null, Python's None) says no key is set: it stays.
+            r"""(?!(?:null|None)(?:[\s"',;&<>)\]}]|$))"""
             r"""(?:(?:bearer|basic|token)\s+)?[^\s"',;&<>]+""",
             re.IGNORECASE,
         ),

@@ -108,7 +108,7 @@ async def served(
 
 @asynccontextmanager
 async def behind_openai(
-    tmp_path: Path, **overrides: Any
+    tmp_path: Path, health_interval: float | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[FakeOpenAI, ServerInfo, httpx.AsyncClient]]:
     """Rhetor with one real provider, OpenAI, reached over HTTP on a fake upstream; a server key."""
     config = tmp_path / "tasks.json"
@@ -124,8 +124,9 @@ async def behind_openai(
             **overrides,
         )
         factory = rhetor.runtime.default_backends(settings, TaskConfig.load(config))["openai"]
+        runtime_kwargs = {} if health_interval is None else {"health_interval": health_interval}
         async with (
-            running_server(settings, backends={"openai": factory}) as server,
+            running_server(settings, backends={"openai": factory}, **runtime_kwargs) as server,
             httpx.AsyncClient(
                 base_url=server.base_url, timeout=10, headers={"X-API-Key": SERVER_KEY}
             ) as client,
@@ -347,6 +348,29 @@ async def test_start_availability_and_shutdown_are_logged(tmp_path: Path) -> Non
     assert "INFO rhetor.server Rhetor stopped" in text.rsplit("stopped serving", 1)[1]
 
 
+async def test_a_provider_going_down_and_coming_back_is_logged_once_each_way(
+    tmp_path: Path,
+) -> None:
+    """The upstream starts refusing the key: one warning with the reason; answering again: one info."""
+    with log_lines("text") as log:
+        async with behind_openai(tmp_path, health_interval=0.05) as (upstream, _, _):
+            text = log.getvalue
+            assert "INFO rhetor.providers provider openai is available" in text()
+            upstream.models_failure = Fail(401, "invalid_api_key")
+            with trio.fail_after(10):
+                while "provider openai became unavailable" not in text():
+                    await trio.sleep(0.05)
+            upstream.models_failure = None
+            with trio.fail_after(10):
+                while text().count("provider openai is available") < 2:
+                    await trio.sleep(0.05)
+    lines = log.getvalue().splitlines()
+    [down] = [line for line in lines if "provider openai became unavailable" in line]
+    assert " WARNING rhetor.providers " in down and down.endswith("answered 401: invalid_api_key")
+    assert sum("provider openai is available" in line for line in lines) == 2
+    assert UPSTREAM_KEY not in log.getvalue()
+
+
 # -- secrets ----------------------------------------------------------------------------------
 
 
@@ -374,6 +398,29 @@ async def test_no_secret_reaches_any_log_line(tmp_path: Path, fmt: observe.LogFo
     assert "rhetor.access" in text and "upstream_server_error" in text
     assert SERVER_KEY not in text and UPSTREAM_KEY not in text
     assert SERVER_KEY[:-4] not in text and UPSTREAM_KEY[-12:] not in text
+
+
+async def test_a_database_password_never_reaches_the_log_even_when_the_start_fails(
+    tmp_path: Path,
+) -> None:
+    """serve() on an unreachable PostgreSQL URL with a password: the start line and the failure hide it."""
+    settings = settings_for(tmp_path, database_url="postgresql://user:secret@127.0.0.1:1/db")
+    with log_lines("text") as log, pytest.RaisesGroup(Exception, flatten_subgroups=True) as caught:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(
+                        serve,
+                        settings,
+                        handle_signals=False,
+                        shutdown_trigger=trio.sleep_forever,
+                        backends=simulated_backends(settings),
+                    )
+                )
+    text = log.getvalue()
+    assert '"database_url": "postgresql://user:[redacted]@127.0.0.1:1/db"' in text
+    assert "secret" not in text and "secret" not in repr(caught.value)
+    assert "cannot be reached" in repr(caught.value)
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -471,6 +518,33 @@ async def test_every_reply_carries_server_timing_with_overhead_and_upstream(tmp_
         assert float(rhetor_part.rsplit("=", 1)[1]) >= 0
     assert float(replies[0].headers["Server-Timing"].rsplit("=", 1)[1]) > 0
     assert replies[1].headers["Server-Timing"].endswith("upstream;dur=0.000")
+
+
+async def test_server_timing_is_on_console_files_docs_metrics_404s_and_405s(tmp_path: Path) -> None:
+    """Every kind of HTTP reply outside the LLM routes carries Server-Timing and X-Request-ID too."""
+    async with served(tmp_path) as (_, client):
+        replies = [
+            await client.get("/ui"),
+            await client.get("/ui/"),
+            await client.get("/ui/index.html"),
+            await client.get("/ui/no-such-file.js"),
+            await client.get("/docs"),
+            await client.get("/docs/redoc.standalone.js"),
+            await client.get("/openapi.json"),
+            await client.get("/metrics"),
+            await client.delete("/health"),
+            await client.post(
+                "/message", content=b"{not json", headers={"Content-Type": "application/json"}
+            ),
+            await client.post("/message", content=b"{}"),
+        ]
+    statuses = [r.status_code for r in replies]
+    assert statuses == [308, 200, 200, 404, 200, 200, 200, 200, 405, 400, 415]
+    for response in replies:
+        assert response.headers["X-Request-ID"]
+        rhetor_part, upstream_part = response.headers["Server-Timing"].split(", ")
+        assert rhetor_part.startswith('rhetor;desc="overhead";dur=')
+        assert upstream_part == "upstream;dur=0.000"
 
 
 # -- /ready ---------------------------------------------------------------------------------------

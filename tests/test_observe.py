@@ -170,6 +170,35 @@ def test_the_start_line_shows_the_configuration_without_secrets(tmp_path: Path) 
     assert shown["port"] == 8300 and shown["data_dir"] == str(tmp_path)
 
 
+def test_the_start_line_redacts_the_database_urls_password_and_shows_absent_keys(
+    tmp_path: Path,
+) -> None:
+    """RHETOR_DATABASE_URL's password never reaches the start line; a key not set stays null."""
+    env = {
+        "RHETOR_DATABASE_URL": "postgresql://user:secret@host/db",
+        "RHETOR_DATA_DIR": str(tmp_path),
+    }
+    settings = Settings.from_env(env)
+    assert settings.database_url == "postgresql://user:secret@host/db"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(observe.TextFormatter())
+    logger = logging.getLogger("rhetor.lifecycle")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        observe.log_configuration(settings)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    line = stream.getvalue()
+    shown = json.loads(line.split("starting with configuration ", 1)[1])
+    assert shown["database_url"] == "postgresql://user:[redacted]@host/db"
+    assert "secret" not in line
+    assert shown["api_key"] is None and shown["anthropic_api_key"] is None
+
+
 def test_settings_read_the_log_and_metrics_variables() -> None:
     """RHETOR_LOG_LEVEL, RHETOR_LOG_FORMAT, RHETOR_METRICS and RHETOR_METRICS_PUBLIC, checked."""
     env = {"RHETOR_LOG_LEVEL": "DEBUG", "RHETOR_LOG_FORMAT": "json", "RHETOR_METRICS_PUBLIC": "1"}

@@ -38,6 +38,8 @@ CONFIGURED = "configured-secret-7d1e0c55"
         ("GET http://h/v1?key=AIzaXYZ&x=1", "GET http://h/v1?key=[redacted]&x=1"),
         ("wss://h/ws?api_key=abc&token=t#f", "wss://h/ws?api_key=[redacted]&token=[redacted]#f"),
         ("http://user:pw@host:11434/api", "http://user:[redacted]@host:11434/api"),
+        ("api_key=null-but-a-key-really", "api_key=[redacted]"),
+        ('{"api_key": "None.of.your.business"}', '{"api_key": "[redacted]"}'),
     ],
 )
 def test_credential_shapes_are_redacted(text: str, expected: str) -> None:
@@ -53,10 +55,12 @@ def test_credential_shapes_are_redacted(text: str, expected: str) -> None:
         "task-management-system and desk-organizer-tips",
         "the model's maximum context length is 128000 tokens",
         "http://localhost:11434/api/chat",
+        '{"anthropic_api_key": null, "api_key": null}',
+        "Settings(api_key=None)",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
-    """Text that only names a key, or merely contains 'sk-', is unchanged."""
+    """Text that only names a key (or says it is absent), or merely contains 'sk-', is unchanged."""
     assert redact(text) == text
 
 

@@ -44,7 +44,7 @@ from rhetor._errors import (
     ValidationError,
 )
 from rhetor.edge._http import STORAGE_RETRY_AFTER, json_response, read_body
-from rhetor.edge._schema import OPERATION_ATTRIBUTE, Body, Operation, convert
+from rhetor.edge._schema import OPERATION_ATTRIBUTE, Body, Operation, StreamEvent, convert
 from rhetor.routing._plan import TASK_TYPES
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class CompatRequest:
 
 
 def compat_operation(
-    *, body: type[Body], reply: Any
+    *, body: type[Body], reply: Any, events: tuple[StreamEvent, ...] = ()
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """
     ``rhetor.edge._schema.operation`` for a compatible route: the view gets the checked
@@ -102,13 +102,13 @@ def compat_operation(
 
     The translation reads the conversation and every field from ``raw``, so that
     parameters the schema does not declare reach the passthrough (or its refusal)
-    instead of being dropped. The route streams as well; the OpenAPI document reads
-    the same :class:`Operation`.
+    instead of being dropped. The route streams as well (``events``: what its stream
+    sends); the OpenAPI document reads the same :class:`Operation`.
 
     Error handling: a body that does not fit its schema is a :class:`ValidationError`
     raised before the view runs (``InvalidJSON`` when it is not JSON).
     """
-    spec = Operation(body=body, reply=reply, streams=True)
+    spec = Operation(body=body, reply=reply, streams=True, events=events)
 
     def decorate(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(view)

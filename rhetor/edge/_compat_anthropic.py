@@ -31,6 +31,7 @@ from rhetor.edge._compat import (
 )
 from rhetor.edge._http import json_response
 from rhetor.edge._schemas_anthropic import MessagesBody, MessagesReply
+from rhetor.edge._schemas_events import ANTHROPIC_EVENTS
 from rhetor.edge._sse import EventsOf, event, sse_response
 from rhetor.providers._anthropic_replies import AnthropicEvents, message_to_anthropic
 from rhetor.providers._anthropic_shapes import fields_from_anthropic
@@ -180,7 +181,7 @@ def anthropic_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.post("/messages")
-    @compat_operation(body=MessagesBody, reply=MessagesReply)
+    @compat_operation(body=MessagesBody, reply=MessagesReply, events=ANTHROPIC_EVENTS)
     async def messages(body: MessagesBody, raw: Mapping[str, Any]) -> Response:
         """
         Anthropic Messages: a ``message``, or with ``stream`` its events from ``message_start`` to ``message_stop``.

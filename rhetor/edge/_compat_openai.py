@@ -30,6 +30,7 @@ from rhetor.edge._compat import (
     status_and_headers,
 )
 from rhetor.edge._http import json_response
+from rhetor.edge._schemas_events import OPENAI_EVENTS
 from rhetor.edge._schemas_openai import ChatCompletionBody, ChatCompletionReply
 from rhetor.edge._sse import EventsOf, data, sse_response
 from rhetor.providers._openai_replies import OpenAIChunks, completion_to_openai
@@ -190,7 +191,7 @@ def openai_blueprint(runtime: Runtime) -> Blueprint:
     rt = runtime
 
     @bp.post("/chat/completions")
-    @compat_operation(body=ChatCompletionBody, reply=ChatCompletionReply)
+    @compat_operation(body=ChatCompletionBody, reply=ChatCompletionReply, events=OPENAI_EVENTS)
     async def chat_completions(body: ChatCompletionBody, raw: Mapping[str, Any]) -> Response:
         """
         OpenAI Chat Completions: a ``chat.completion``, or with ``stream`` its chunks ending in ``[DONE]``.

@@ -47,6 +47,7 @@ from rhetor._types import ChatMessage
 from rhetor.edge._compat import reply_headers, rhetor_headers, route_model
 from rhetor.edge._http import json_response, read_body
 from rhetor.edge._schema import OPERATION_ATTRIBUTE, Operation, convert
+from rhetor.edge._schemas_events import RESPONSES_EVENTS
 from rhetor.edge._schemas_responses import ResponsesBody, ResponsesReply
 from rhetor.edge._sse import event, sse_response
 from rhetor.providers._responses_shapes import (
@@ -266,6 +267,6 @@ def responses_blueprint(runtime: Runtime) -> Blueprint:
     setattr(
         responses,
         OPERATION_ATTRIBUTE,
-        Operation(body=ResponsesBody, reply=ResponsesReply, streams=True),
+        Operation(body=ResponsesBody, reply=ResponsesReply, streams=True, events=RESPONSES_EVENTS),
     )
     return bp

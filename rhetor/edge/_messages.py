@@ -24,6 +24,7 @@ from rhetor._errors import RhetorError
 from rhetor.edge._http import error_body, json_response
 from rhetor.edge._schema import operation
 from rhetor.edge._schemas_content import tool_call_deltas
+from rhetor.edge._schemas_events import NATIVE_EVENTS
 from rhetor.edge._schemas_native import ChatBody, MessageBody, ReplyBody
 from rhetor.edge._sse import ErrorEvent, EventsOf, data, sse_response
 
@@ -96,7 +97,7 @@ def messages_blueprint(runtime: Runtime) -> Blueprint:
         return json_response(reply.to_dict())
 
     @bp.post("/message")
-    @operation(body=MessageBody, reply=ReplyBody, streams=True)
+    @operation(body=MessageBody, reply=ReplyBody, streams=True, events=NATIVE_EVENTS)
     async def message(body: MessageBody) -> Response:
         """
         One message to a model; with ``streaming``, answered as ``/stream`` is.
@@ -106,7 +107,9 @@ def messages_blueprint(runtime: Runtime) -> Blueprint:
         )
 
     @bp.post("/stream")
-    @operation(body=MessageBody, streams=True, content_type="text/event-stream")
+    @operation(
+        body=MessageBody, streams=True, content_type="text/event-stream", events=NATIVE_EVENTS
+    )
     async def stream(body: MessageBody) -> Response:
         """
         One message to a model, answered as Server-Sent Events.
@@ -119,7 +122,7 @@ def messages_blueprint(runtime: Runtime) -> Blueprint:
         return await answer({**body.request_kwargs(), **body.message_kwargs()}, True)
 
     @bp.post("/chat")
-    @operation(body=ChatBody, reply=ReplyBody, streams=True)
+    @operation(body=ChatBody, reply=ReplyBody, streams=True, events=NATIVE_EVENTS)
     async def chat(body: ChatBody) -> Response:
         """
         A conversation; with a ``context_id``, the turns it already holds are not repeated.

@@ -38,11 +38,18 @@ from werkzeug.routing import Rule
 
 from rhetor._errors import NotFound
 from rhetor.edge._http import json_response
-from rhetor.edge._schema import Body, Operation, operation, operation_of, schema_hook
+from rhetor.edge._schema import (
+    Body,
+    Operation,
+    StreamEvent,
+    operation,
+    operation_of,
+    schema_hook,
+)
 from rhetor.edge._schemas_anthropic import AnthropicErrorBody
 from rhetor.edge._schemas_native import ErrorBody
 from rhetor.edge._schemas_openai import OpenAIErrorBody
-from rhetor.edge._schemas_ws import PAYLOADS, ClientFrame, ServerFrame
+from rhetor.edge._schemas_ws import LEGACY_FRAMES, PAYLOADS, ClientFrame, ServerFrame
 from rhetor.runtime import VERSION
 
 __all__ = [
@@ -119,6 +126,10 @@ request (an API key may be given as `?api_key=`). Each client frame is a
 ClientFrame whose `payload` is the schema of its `type`; the server answers
 with ServerFrames echoing the frame's `id`. A frame that does not fit is
 answered `ERROR` with `{type, message, field}`; the socket stays open.
+
+The first Rhetor's socket, `/ws/rhetor/streaming`, also takes its own
+LegacyRequest (a prompt) and answers LegacyChunk frames, then LegacyComplete
+or LegacyError, each with the request's `request_id`.
 """
 
 
@@ -192,11 +203,11 @@ class _Builder:
             schema = self._reply_schema(spec.reply)
             content["application/json"] = {"schema": schema}
         elif spec.content_type == "text/event-stream":
-            content[spec.content_type] = {"schema": _EVENT}
+            content[spec.content_type] = {"schema": self._events_schema(spec.events)}
         elif spec.content_type:
             content[spec.content_type] = {"schema": {"type": "string"}}
         if spec.streams and "text/event-stream" not in content:
-            content["text/event-stream"] = {"schema": _EVENT}
+            content["text/event-stream"] = {"schema": self._events_schema(spec.events)}
         success: dict[str, Any] = {"description": _STATUS_TEXT.get(spec.status, "Success")}
         if content:
             success["content"] = content
@@ -225,6 +236,35 @@ class _Builder:
             },
         }
 
+    def _events_schema(self, events: tuple[StreamEvent, ...]) -> dict[str, Any]:
+        """
+        One Server-Sent Event of a stream, as OpenAPI 3.1 tools read a text/event-stream
+        schema: any of the stream's kinds, each its ``event:`` name (where the API names
+        its events) and its ``data``: JSON of the kind's schema, or a literal.
+        """
+        if not events:
+            return _EVENT
+        kinds = []
+        for kind in events:
+            data: dict[str, Any] = {"type": "string"}
+            if kind.schema is None:
+                data["const"] = kind.literal
+                title = kind.literal or "data"
+            else:
+                data["contentMediaType"] = "application/json"
+                data["contentSchema"] = self._schema(kind.schema)
+                title = kind.schema.__name__
+            properties: dict[str, Any] = {"data": data}
+            required = ["data"]
+            names = kind.names()
+            if names:
+                properties["event"] = {"enum": list(names)}
+                required.append("event")
+            kinds.append(
+                {"title": title, "type": "object", "properties": properties, "required": required}
+            )
+        return {"anyOf": kinds}
+
     def _reply_schema(self, reply: Any) -> dict[str, Any]:
         if reply is None:
             return {"type": "object"}
@@ -242,7 +282,12 @@ class _Builder:
         return self._schema(ErrorBody)
 
     def document(self) -> dict[str, Any]:
-        frames: list[Any] = [ClientFrame, ServerFrame, *dict.fromkeys(PAYLOADS.values())]
+        frames: list[Any] = [
+            ClientFrame,
+            ServerFrame,
+            *dict.fromkeys(PAYLOADS.values()),
+            *LEGACY_FRAMES,
+        ]
         for frame in frames:
             self._schema(frame)
         schemas, components = msgspec.json.schema_components(
@@ -281,8 +326,8 @@ class _Builder:
 
 
 _STATUS_TEXT = {200: "Success", 201: "Created", 308: "Moved", 503: "Unavailable"}
-# One Server-Sent Event, as OpenAPI 3.1 tools read a text/event-stream schema (per event);
-# what its data holds is the route's (see its description).
+# One Server-Sent Event of a route that declares no events: what its data holds is the
+# route's (see its description).
 _EVENT: dict[str, Any] = {
     "type": "object",
     "properties": {

@@ -51,6 +51,7 @@ __all__ = [
     "PositiveInt",
     "Query",
     "QueryCount",
+    "StreamEvent",
     "convert",
     "operation",
     "operation_of",
@@ -364,14 +365,43 @@ def _choices(schema: type, path: Path) -> list[str]:
 
 
 @attrs.frozen
+class StreamEvent:
+    """
+    One kind of Server-Sent Event a stream sends: the schema of its JSON ``data``.
+
+    ``named``: the event carries ``event:``, the ``type`` its data holds (the
+    Anthropic and Responses streams), read from the schema's tag or its
+    ``type`` literal; otherwise it is ``data:`` alone. ``literal``: the data is
+    this text instead of JSON (OpenAI's ``[DONE]``), and ``schema`` is None.
+    """
+
+    schema: type[msgspec.Struct] | None
+    named: bool = False
+    literal: str | None = None
+
+    def names(self) -> tuple[str, ...]:
+        """The ``event:`` names this kind is sent under (none when unnamed)."""
+        if not self.named or self.schema is None:
+            return ()
+        info = mi.type_info(self.schema)
+        assert isinstance(info, mi.StructType)
+        if info.tag is not None:
+            return (str(info.tag),)
+        kind = next(f.type for f in info.fields if f.name == "type")
+        assert isinstance(kind, mi.LiteralType), f"{self.schema.__name__}.type is not a literal"
+        return tuple(str(v) for v in kind.values)
+
+
+@attrs.frozen
 class Operation:
     """
     What one route takes and answers, for :func:`operation` and the OpenAPI document.
 
     ``body`` and ``query`` are checked before the view runs; ``reply`` is the
     schema of its success answer (None: a JSON object), sent with
-    ``status``; ``streams`` says it may answer Server-Sent Events instead;
-    ``also`` is another status answered with the same schema (``/ready``'s 503).
+    ``status``; ``streams`` says it may answer Server-Sent Events instead,
+    ``events`` (when declared) which; ``also`` is another status answered
+    with the same schema (``/ready``'s 503).
     """
 
     body: type[Body] | None = None
@@ -382,6 +412,7 @@ class Operation:
     streams: bool = False
     content_type: str = "application/json"
     also: int | None = None
+    events: tuple[StreamEvent, ...] = ()
 
 
 def operation(
@@ -393,6 +424,7 @@ def operation(
     streams: bool = False,
     content_type: str = "application/json",
     also: int | None = None,
+    events: tuple[StreamEvent, ...] = (),
 ) -> Callable[[View], View]:
     """
     Declare a view's schemas; the view then gets ``body=`` and ``query=`` already checked.
@@ -401,7 +433,7 @@ def operation(
     :class:`ValidationError` (or ``InvalidJSON``) raised before the view
     runs, which the app's error handlers answer in the route's API shape.
     """
-    spec = Operation(body, query, reply, status, streams, content_type, also)
+    spec = Operation(body, query, reply, status, streams, content_type, also, events)
 
     def decorate(view: View) -> View:
         @functools.wraps(view)

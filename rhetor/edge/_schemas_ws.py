@@ -9,6 +9,10 @@ error can echo the frame's ``id``. An LLM payload is a ``POST /message`` or
 accepted too) and it streams by default; its errors name its fields as the
 HTTP body's do (``message``, ``routing_parameters.max_cost``). The protocol
 is ``rhetor.edge._session``; see ``docs/websocket.md``.
+
+The first Rhetor's socket (``/ws/rhetor/streaming``) has its own frames:
+:class:`LegacyRequest` from the client, and :class:`LegacyChunk`,
+:class:`LegacyComplete` and :class:`LegacyError` back (:data:`LEGACY_FRAMES`).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from rhetor.edge._schema import Body
-from rhetor.edge._schemas_native import ChatBody, MessageBody
+from rhetor.edge._schema import Body, PositiveInt
+from rhetor.edge._schemas_content import BlockBody
+from rhetor.edge._schemas_native import ChatBody, MessageBody, ReplyBody, Temperature
 
 __all__ = [
+    "LEGACY_FRAMES",
     "PAYLOADS",
     "CancelPayload",
     "ChatRequestPayload",
@@ -31,6 +37,10 @@ __all__ = [
     "FrameId",
     "FrameType",
     "LLMRequestPayload",
+    "LegacyChunk",
+    "LegacyComplete",
+    "LegacyError",
+    "LegacyRequest",
     "ServerFrame",
 ]
 
@@ -110,3 +120,72 @@ class ServerFrame(msgspec.Struct, frozen=True, kw_only=True):
     request_id: (
         Annotated[str, Meta(description="The id of the request this frame is about.")] | None
     ) = None
+
+
+# -- the first Rhetor's streaming socket (/ws/rhetor/streaming) ------------------------------
+
+
+class LegacyRequest(Body, frozen=True, kw_only=True):
+    """
+    A request on ``/ws/rhetor/streaming``: one prompt, streamed unless ``stream`` is false.
+
+    A frame with a ``type`` is a ``/ws`` frame (:class:`ClientFrame`) instead.
+    """
+
+    prompt: Annotated[
+        Annotated[str, Meta(min_length=1)] | list[BlockBody],
+        Meta(description="Text, or blocks of one user turn (as POST /message's message)."),
+    ]
+    stream: bool = True
+    model: str | None = None
+    provider: str | None = None
+    temperature: Temperature | None = None
+    max_tokens: PositiveInt | None = None
+    task_type: str | None = None
+    context: str | None = None
+    component: str | None = None
+    system_prompt: str | None = None
+
+
+class LegacyChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    ``content_chunk``: the next piece of the reply's text.
+    """
+
+    type: Literal["content_chunk"]
+    text: str
+    request_id: (
+        Annotated[str, Meta(description="The id of the request this frame is about.")] | None
+    ) = None
+
+
+class LegacyComplete(ReplyBody, frozen=True, kw_only=True):
+    """
+    ``content_complete``: the whole reply (``text`` is its ``message``), as ``POST /message`` answers.
+    """
+
+    type: Literal["content_complete"]
+    text: str
+
+
+class LegacyError(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    ``error``: the request failed or was refused; ``error_type`` is the error's ``type``.
+    """
+
+    type: Literal["error"]
+    error: Annotated[str, Meta(description="The message.")]
+    error_type: str | None
+    field: Annotated[str, Meta(description="The field at fault.")] | None = None
+    request_id: (
+        Annotated[str, Meta(description="The id of the request this frame is about.")] | None
+    ) = None
+
+
+# The legacy socket's frames: the client's request, then what the server sends back.
+LEGACY_FRAMES: tuple[type[msgspec.Struct], ...] = (
+    LegacyRequest,
+    LegacyChunk,
+    LegacyComplete,
+    LegacyError,
+)

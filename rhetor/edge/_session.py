@@ -50,6 +50,7 @@ __all__ = [
     "FRAME_TYPES",
     "Inbound",
     "Oversized",
+    "Refused",
     "Session",
     "error_frame",
     "make_frame",
@@ -69,6 +70,14 @@ class Inbound:
     """One frame as the client sent it (a tell from the edge)."""
 
     data: str | bytes
+
+
+@attrs.frozen
+class Refused:
+    """A frame the edge refused before it became one the Session reads (a tell): answer ``error``."""
+
+    route: str
+    error: RhetorError
 
 
 @attrs.frozen
@@ -277,6 +286,9 @@ class Session(actors.Actor):
                 f"frame of {message.size} bytes is over the {message.limit} byte limit"
             )
             await self._refuse("(frame)", None, error, self._source)
+            return
+        if isinstance(message, Refused):
+            await self._refuse(message.route, None, message.error, self._source)
             return
         if not isinstance(message, Inbound):
             raise TypeError(f"Session cannot handle {type(message).__name__}")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import attrs
+import msgspec
 import trio
 from werkzeug.datastructures import Headers, MultiDict
 
@@ -30,7 +31,9 @@ from rhetor.edge._checks import authorized, check_host, check_origin, presented_
 from rhetor.edge._fields import parse_json
 from rhetor.edge._json import dumps, encode
 from rhetor.edge._observing import Observer, request_id_of
-from rhetor.edge._session import Frame, Inbound, Oversized, Session, error_frame
+from rhetor.edge._schema import convert
+from rhetor.edge._schemas_ws import LegacyChunk, LegacyError, LegacyRequest
+from rhetor.edge._session import Frame, Inbound, Oversized, Refused, Session, error_frame
 
 if TYPE_CHECKING:
     from rhetor.runtime import Runtime
@@ -164,7 +167,10 @@ class _Legacy:
     Translation for the first Rhetor's streaming socket (``/ws/rhetor/streaming``).
 
     Its clients send ``{"prompt", "temperature", "stream", "model"?}`` and read
-    ``content_chunk`` / ``content_complete`` / ``error`` messages. Each request
+    ``content_chunk`` / ``content_complete`` / ``error`` messages, each with
+    its request's ``request_id`` (the schemas are ``LEGACY_FRAMES`` in
+    ``rhetor.edge._schemas_ws``). A request is checked against
+    :class:`LegacyRequest` (a refusal names its fields: ``prompt``), then
     becomes an ``LLM_REQUEST`` frame for the same Session actor, and the
     Session's frames are translated back; nothing else differs.
     """
@@ -183,13 +189,17 @@ class _Legacy:
     def __init__(self) -> None:
         self._ids = itertools.count(1)
 
-    def inbound(self, data: str | bytes) -> str | bytes:
+    def inbound(self, data: str | bytes) -> str | bytes | Refused:
         try:
             body = parse_json(data, what="frame")
         except RhetorError:
             return data  # the Session answers a bad frame with an ERROR
         if not isinstance(body, dict) or "type" in body:
             return data
+        try:
+            convert(body, LegacyRequest, what="frame")
+        except RhetorError as exc:
+            return Refused("LLM_REQUEST", exc)
         payload: dict[str, Any] = {
             "message": body.get("prompt"),
             "streaming": body.get("stream", True),
@@ -205,18 +215,27 @@ class _Legacy:
 
     def outbound(self, frame: Frame) -> dict[str, Any] | None:
         payload = frame.get("payload") or {}
+        request_id = frame.get("request_id")
         if frame["type"] == "UPDATE":
-            return (
-                {"type": "content_chunk", "text": payload["chunk"]} if "chunk" in payload else None
-            )
+            if "chunk" not in payload:
+                return None
+            chunk = LegacyChunk(type="content_chunk", text=payload["chunk"], request_id=request_id)
+            shown: dict[str, Any] = msgspec.to_builtins(chunk)
+            return shown
         if frame["type"] == "RESPONSE":
             return {"type": "content_complete", "text": payload.get("message", ""), **payload}
         if frame["type"] == "ERROR":
-            return {
-                "type": "error",
-                "error": payload.get("message", ""),
-                "error_type": payload.get("type"),
-            }
+            error = LegacyError(
+                type="error",
+                error=payload.get("message", ""),
+                error_type=payload.get("type"),
+                field=payload.get("field"),
+                request_id=request_id,
+            )
+            shown = msgspec.to_builtins(error)
+            if error.field is None:
+                del shown["field"]  # as before: a field only when one is at fault
+            return shown
         return None
 
 
@@ -296,8 +315,12 @@ async def _pump_in(ref: actors.Ref, receive: Any, limit: int, legacy: _Legacy | 
             data = event.get("bytes") or b""
         if legacy is not None:
             data = legacy.inbound(data)
-        size = len(data.encode()) if isinstance(data, str) else len(data)
-        message: Inbound | Oversized = Oversized(size, limit) if size > limit else Inbound(data)
+        message: Inbound | Oversized | Refused
+        if isinstance(data, Refused):
+            message = data
+        else:
+            size = len(data.encode()) if isinstance(data, str) else len(data)
+            message = Oversized(size, limit) if size > limit else Inbound(data)
         try:
             await ref.tell(message)
         except actors.ActorError:
