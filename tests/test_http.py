@@ -142,6 +142,53 @@ async def test_keep_alive_reuses_one_connection() -> None:
     assert seen == [b"/base/a", b"/base/b", b"/base/c"]
 
 
+async def test_each_request_carries_its_own_headers_and_length() -> None:
+    """Repeated and changing header sets each arrive as sent, with the body's own length."""
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def handler(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            seen.append(list(request.headers))
+            await peer.answer()
+
+    calls = [
+        ((("x-key", "a"),), b"one"),
+        ((("x-key", "a"),), b"three"),
+        ((("x-key", "b"), ("x-more", "c")), b""),
+    ]
+    async with serving(handler) as server:
+        client = HttpClient(server.url)
+        for headers, body in calls:
+            await (await client.request("POST", "/", headers, body)).read()
+        await client.aclose()
+    host = (b"host", server.url.split("/")[2].encode())
+    assert seen == [
+        [host, (b"x-key", b"a"), (b"content-length", b"3")],
+        [host, (b"x-key", b"a"), (b"content-length", b"5")],
+        [host, (b"x-key", b"b"), (b"x-more", b"c"), (b"content-length", b"0")],
+    ]
+
+
+async def test_a_header_h11_refuses_is_connect_failed_every_time() -> None:
+    """A header value with a newline is refused before sending, on each call, not only the first."""
+    async with serving(keep_answering) as server:
+        client = HttpClient(server.url)
+        for _ in range(2):
+            with pytest.raises(ConnectFailed, match="cannot be sent"):
+                await client.request("POST", "/", (("x-key", "a\r\nx-evil: 1"),), b"x")
+        await client.aclose()
+    assert server.connections == 0
+
+
+async def test_a_callers_conflicting_length_is_refused() -> None:
+    """A caller's content-length that differs from the body's is refused, not sent twice."""
+    async with serving(keep_answering) as server:
+        client = HttpClient(server.url)
+        with pytest.raises(ConnectFailed, match="cannot be sent"):
+            await client.request("POST", "/", (("content-length", "9"),), b"x")
+        await client.aclose()
+
+
 async def test_reply_headers_are_lower_case_and_repeats_joined() -> None:
     """Header names arrive lower case; a repeated header's values are joined with commas."""
 

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 import attrs
 import h11
 import trio
+from h11._headers import Headers as h11_headers
+from h11._headers import normalize_and_validate as h11_normalize
 
 from rhetor.providers._connect import (
     ConnectFailed,
@@ -78,6 +80,10 @@ USER_AGENT = "Rhetor (Tekton LLM gateway)"
 # near it, and a hostile upstream cannot make Rhetor buffer more.
 MAX_REPLY_BYTES = 32 * 1024 * 1024
 _RECEIVE = 65536
+# Distinct header sets whose validated form a client keeps (a backend sends a few):
+# h11 checks every name and value against its grammar, a tenth of a relayed call's
+# client time, so a set is checked once, not on every request.
+_HEADER_SETS = 32
 
 Headers = Sequence[tuple[str, str]]
 
@@ -96,6 +102,14 @@ class Timeouts:
     write: float = 30.0
     read: float = 600.0
     pool: float = 30.0
+
+
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
+def _checked(headers: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes, bytes]]:
+    """``headers`` checked and normalised by h11: (name as given, lower-case name, value)."""
+    return list(h11_normalize(list(headers))._full_items)
 
 
 @attrs.define(eq=False)
@@ -127,6 +141,10 @@ class HttpClient:
     # Invariant: one token per connection in use; busy + idle <= max_connections.
     _slots: trio.Semaphore = attrs.field(init=False)
     _closed: bool = attrs.field(init=False, default=False)
+    # The validated heads' fields by the caller's headers: host first, then theirs.
+    _validated: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes, bytes]]] = attrs.field(
+        init=False, factory=dict
+    )
 
     def __attrs_post_init__(self) -> None:
         self._origin = Origin.of(self.base_url)
@@ -200,9 +218,8 @@ class HttpClient:
     def _head(self, method: str, path: str, headers: Headers, body: bytes) -> h11.Request:
         origin = self._origin
         target = origin.base_path + path
-        fields = [("host", origin.authority), *headers]
-        if body or method in ("POST", "PUT", "PATCH"):
-            fields.append(("content-length", str(len(body))))
+        framing = body or method in ("POST", "PUT", "PATCH")
+        fields: list[tuple[str, str]] = []
         proxy = self._proxy
         if proxy is not None and origin.scheme == "http":
             # A plain request goes to the proxy whole, its target in absolute form.
@@ -210,9 +227,40 @@ class HttpClient:
             if proxy.authorization:
                 fields.append(("proxy-authorization", proxy.authorization))
         try:
-            return h11.Request(method=method, target=target, headers=fields)
+            checked = self._checked(tuple(headers))
+            if checked is None:  # the caller's own framing headers: h11 checks them together
+                length = [("content-length", str(len(body)))] if framing else []
+                return h11.Request(
+                    method=method,
+                    target=target,
+                    headers=[("host", origin.authority), *headers, *length, *fields],
+                )
+            if framing:
+                checked = [*checked, (b"content-length", b"content-length", b"%d" % len(body))]
+            if fields:
+                checked = [*checked, *_checked(fields)]
+            return h11.Request(method=method, target=target, headers=h11_headers(checked))
         except h11.LocalProtocolError as exc:
             raise ConnectFailed(f"the request cannot be sent: {exc}") from exc
+
+    def _checked(
+        self, headers: tuple[tuple[str, str], ...]
+    ) -> list[tuple[bytes, bytes, bytes]] | None:
+        """
+        ``host`` and ``headers`` as h11 holds them, checked by h11 once per distinct set;
+        None when they set the framing (``content-length``, ``transfer-encoding``).
+
+        Error handling: ``h11.LocalProtocolError`` for a name or value h11 refuses.
+        """
+        checked = self._validated.get(headers)
+        if checked is None:
+            checked = _checked([("host", self._origin.authority), *headers])
+            if any(name in _FRAMING for _, name, _ in checked):
+                return None
+            if len(self._validated) >= _HEADER_SETS:
+                self._validated.clear()
+            self._validated[headers] = checked
+        return checked
 
     async def _acquire(self) -> None:
         try:
