@@ -367,7 +367,6 @@ async def test_an_upstream_broken_mid_stream_ends_with_an_error_event(tmp_path: 
         ({"background": True}, "background"),
         ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"reasoning": {"effort": "high"}}, "reasoning"),
-        ({"made_up": 1}, "made_up"),
         ({"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
         ({"input": [{"type": "input_file"}]}, "input[0].type"),
         ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
@@ -377,7 +376,7 @@ async def test_an_upstream_broken_mid_stream_ends_with_an_error_event(tmp_path: 
 async def test_what_rhetor_cannot_honour_is_a_400_naming_it(
     tmp_path: Path, extra: dict[str, Any], param: str
 ) -> None:
-    """Stored responses, built-in tools, unknown parameters and bad items are 400s naming the field."""
+    """Stored responses, built-in tools and bad items are 400s naming the field."""
     async with served(tmp_path) as s:
         with pytest.raises(openai.BadRequestError) as caught:
             await s.client.responses.create(model=GPT, input="Hello?", extra_body=extra)
@@ -386,6 +385,34 @@ async def test_what_rhetor_cannot_honour_is_a_400_naming_it(
     assert isinstance(error, dict) and error["param"] == param
     assert error["type"] == "invalid_request_error"
     assert calls == 0
+
+
+async def test_unknown_parameters_reach_an_openai_upstream_untouched(tmp_path: Path) -> None:
+    """Parameters Rhetor does not read are relayed as sent to an OpenAI upstream, as for Chat Completions."""
+    extra = {"logit_bias": {"50256": -100}, "made_up": {"deep": [1, "two"]}}
+    async with served(tmp_path) as s:
+        s.openai.script(Reply("Hi"))
+        response = await s.client.responses.create(model=GPT, input="Hello?", extra_body=extra)
+        sent = s.sent("openai")
+    assert response.output_text == "Hi"
+    assert sent["logit_bias"] == extra["logit_bias"] and sent["made_up"] == extra["made_up"]
+    assert sent["messages"] == [{"role": "user", "content": "Hello?"}]
+
+
+async def test_unknown_parameters_keep_the_request_from_other_families(tmp_path: Path) -> None:
+    """To Anthropic an unknown parameter is a 400 naming it and the model; a harmless one is left behind."""
+    async with served(tmp_path) as s:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await s.client.responses.create(model=HAIKU, input="Hello?", extra_body={"made_up": 1})
+        refused_calls = len(s.anthropic.completions)
+        s.anthropic.script(Reply("Hi"))
+        response = await s.client.responses.create(
+            model=HAIKU, input="Hello?", extra_body={"frequency_penalty": 0.5}
+        )
+        sent = s.sent("anthropic")
+    assert caught.value.param == "made_up" and f"anthropic/{HAIKU}" in caught.value.message
+    assert refused_calls == 0
+    assert response.output_text == "Hi" and "frequency_penalty" not in sent
 
 
 async def test_harmless_parameters_are_accepted(tmp_path: Path) -> None:

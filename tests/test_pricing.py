@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import genai_prices
 import pytest
 
 from rhetor._errors import ValidationError
@@ -120,10 +121,52 @@ def test_worst_case_assumes_every_output_token() -> None:
 
 
 def test_load_overrides(tmp_path: Path) -> None:
-    """A JSON overrides file becomes a dict of ModelPrice."""
+    """A JSON overrides file becomes a dict of ModelPrice, with an optional cached-input rate."""
     path = tmp_path / "prices.json"
-    path.write_text(json.dumps({"m": {"input_per_mtok": 1, "output_per_mtok": 2.5}}))
-    assert load_overrides(path) == {"m": ModelPrice(1.0, 2.5)}
+    cached = {"input_per_mtok": 2, "output_per_mtok": 8, "cached_input_per_mtok": 0.5}
+    path.write_text(json.dumps({"m": {"input_per_mtok": 1, "output_per_mtok": 2.5}, "c": cached}))
+    assert load_overrides(path) == {"m": ModelPrice(1.0, 2.5), "c": ModelPrice(2.0, 8.0, 0.5)}
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "per_in", "per_cached", "per_out"),
+    [
+        ("openai", "gpt-4o-mini", 0.15, 0.075, 0.6),
+        ("anthropic", "claude-3-5-haiku-20241022", 0.8, 0.08, 4.0),
+    ],
+)
+def test_cached_input_is_billed_at_the_models_cached_rate(
+    provider: str, model: str, per_in: float, per_cached: float, per_out: float
+) -> None:
+    """Of the input, the tokens read from the prompt cache cost the table's cache_read rate, the rest the input rate."""
+    pricer = Pricer()
+    usage = Usage(input_tokens=10_000, output_tokens=1_000, cached_input_tokens=8_000)
+    expected = (2_000 * per_in + 8_000 * per_cached + 1_000 * per_out) / 1_000_000
+    assert pricer.price(provider, model, usage) == pytest.approx(expected)
+    assert pricer.price(provider, model, usage) < pricer.price(
+        provider, model, Usage(10_000, 1_000)
+    )
+    # The same as genai-prices' own calculation of that usage.
+    calc = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=10_000, output_tokens=1_000, cache_read_tokens=8_000),
+        model,
+        provider_id=provider,
+    )
+    assert pricer.price(provider, model, usage) == float(calc.total_price)
+
+
+def test_cached_input_costs_the_input_rate_without_a_cached_price() -> None:
+    """An override with no cached rate, and a model priced by the guess, bill cached input in full."""
+    usage = Usage(input_tokens=1_000, output_tokens=0, cached_input_tokens=1_000)
+    overridden = Pricer(overrides={"m": ModelPrice(2.0, 4.0)})
+    assert overridden.price("p", "m", usage) == 0.002
+    cheaper = Pricer(overrides={"m": ModelPrice(2.0, 4.0, 0.5)})
+    assert cheaper.price("p", "m", usage) == 0.0005
+    top_in, _ = dearest_rates("openai")
+    assert Pricer().price("openai", "no-such-model-xyz", usage) == float(1_000 * top_in / 1_000_000)
+    # Counts the upstream got wrong never make a price negative or above the uncached one.
+    odd = Usage(input_tokens=100, output_tokens=0, cached_input_tokens=500)
+    assert cheaper.price("p", "m", odd) == 0.00005
 
 
 @pytest.mark.parametrize(
@@ -138,6 +181,14 @@ def test_load_overrides(tmp_path: Path) -> None:
         # Python's json reads these; a NaN price would make every budget check pass.
         ('{"m": {"input_per_mtok": NaN, "output_per_mtok": 1}}', "m.input_per_mtok"),
         ('{"m": {"input_per_mtok": 1, "output_per_mtok": Infinity}}', "m.output_per_mtok"),
+        (
+            '{"m": {"input_per_mtok": 1, "output_per_mtok": 1, "cached_input_per_mtok": -1}}',
+            "m.cached_input_per_mtok",
+        ),
+        (
+            '{"m": {"input_per_mtok": 1, "output_per_mtok": 1, "cached_input_per_mtok": true}}',
+            "m.cached_input_per_mtok",
+        ),
     ],
 )
 def test_load_overrides_rejects_bad_entries(tmp_path: Path, body: str, field: str) -> None:

@@ -9,6 +9,13 @@ table lists for its provider (for a provider the table does not know, the
 dearest of all). :meth:`Pricer.known` says when a price is such a guess; a
 price override gives the model its real price (0 for a free local server).
 
+Cached input: of a usage's ``input_tokens``, the ``cached_input_tokens`` the
+upstream read from its prompt cache are billed at the model's cached-input rate
+(genai-prices' ``cache_read_mtok``, or an override's ``cached_input_per_mtok``)
+and the rest at the input rate. A model with no cached-input rate, and a model
+priced by the conservative guess, bills them at the full input rate (never less
+than the price could be). Tokens written to a cache are input at the input rate.
+
 Costs are computed in :class:`~decimal.Decimal` and converted to float once, so
 a reply's cost carries no float noise (``0.45``, not ``0.44999999999999996``).
 
@@ -84,6 +91,8 @@ class ModelPrice:
 
     input_per_mtok: float
     output_per_mtok: float
+    # The rate of input read from the upstream's prompt cache; None: the input rate.
+    cached_input_per_mtok: float | None = None
 
     def cost(self, usage: Usage) -> float:
         """
@@ -91,11 +100,25 @@ class ModelPrice:
         """
         # repr() is the shortest decimal that reads back as the float: the
         # price as the operator wrote it, so Decimal arithmetic adds no noise.
-        total = (
-            usage.input_tokens * Decimal(repr(self.input_per_mtok))
-            + usage.output_tokens * Decimal(repr(self.output_per_mtok))
-        ) / 1_000_000
-        return float(total)
+        rate_in = Decimal(repr(self.input_per_mtok))
+        cached = self.cached_input_per_mtok
+        rate_cached = rate_in if cached is None else Decimal(repr(cached))
+        return _total(usage, rate_in, Decimal(repr(self.output_per_mtok)), rate_cached)
+
+
+def _total(usage: Usage, rate_in: Decimal, rate_out: Decimal, rate_cached: Decimal) -> float:
+    """The USD cost of ``usage`` at per-Mtok rates, its cached input at ``rate_cached``."""
+    cached = min(max(usage.cached_input_tokens, 0), usage.input_tokens)
+    total = (
+        (usage.input_tokens - cached) * rate_in
+        + cached * rate_cached
+        + usage.output_tokens * rate_out
+    ) / 1_000_000
+    return float(total)
+
+
+# Per-Mtok input, output and cached-input rates (the last None when not flat).
+_Rates = tuple[Decimal, Decimal, Decimal | None]
 
 
 def _rate(price: object) -> Decimal | None:
@@ -161,10 +184,11 @@ class Pricer:
     # matters most: the library caches its hits, but each miss costs a scan and
     # an exception.
     _known: dict[tuple[str, str], bool] = attrs.field(init=False, factory=dict)
-    # (provider, model) -> (per-Mtok input and output rates, or None when the price
-    # is not flat, monotonic expiry). genai-prices' general calculation costs about
-    # 0.15 ms a call; most models have a flat price that needs two multiplications.
-    _flat: dict[tuple[str, str], tuple[tuple[Decimal, Decimal] | None, float]] = attrs.field(
+    # (provider, model) -> (per-Mtok input, output and cached-input rates, or None
+    # when the price is not flat, monotonic expiry; the cached rate is None when it
+    # is not flat). genai-prices' general calculation costs about 0.15 ms a call;
+    # most models have a flat price that needs a few multiplications.
+    _flat: dict[tuple[str, str], tuple[_Rates | None, float]] = attrs.field(
         init=False, factory=dict
     )
 
@@ -182,12 +206,16 @@ class Pricer:
             total = (usage.input_tokens * rate_in + usage.output_tokens * rate_out) / 1_000_000
             return float(total)
         rates = self._flat_rates(provider, model)
-        if rates is not None:
+        if rates is not None and (rates[2] is not None or not usage.cached_input_tokens):
             # Exactly genai-prices' sum of count * price / 1M, in Decimal.
-            total = (usage.input_tokens * rates[0] + usage.output_tokens * rates[1]) / 1_000_000
-            return float(total)
+            return _total(usage, rates[0], rates[1], rates[2] or rates[0])
+        cached = min(max(usage.cached_input_tokens, 0), usage.input_tokens)
         calc = genai_prices.calc_price(
-            genai_prices.Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens),
+            genai_prices.Usage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=cached or None,
+            ),
             model,
             provider_id=_PROVIDER_IDS.get(provider, provider),
         )
@@ -221,9 +249,10 @@ class Pricer:
     def _override(self, provider: str, model: str) -> ModelPrice | None:
         return self._overrides.get(f"{provider}/{model}") or self._overrides.get(model)
 
-    def _flat_rates(self, provider: str, model: str) -> tuple[Decimal, Decimal] | None:
+    def _flat_rates(self, provider: str, model: str) -> _Rates | None:
         """
-        The model's current input and output prices per Mtok, when those are all it has.
+        The model's current input, output and cached-input prices per Mtok, when
+        those are all a text usage costs (the cached rate None when it is tiered).
 
         Re-read every minute, since a model's price can change on a date.
         """
@@ -244,7 +273,12 @@ class Pricer:
                 and type(given.get("output_mtok")) is Decimal
             )
             if flat_io and given.keys() <= _ZERO_FOR_TEXT_USAGE:
-                rates = (given["input_mtok"], given["output_mtok"])
+                read = given.get("cache_read_mtok", given["input_mtok"])
+                rates = (
+                    given["input_mtok"],
+                    given["output_mtok"],
+                    read if type(read) is Decimal else None,
+                )
         except LookupError:
             pass
         self._flat[key] = (rates, now + 60.0)
@@ -283,7 +317,9 @@ def load_overrides(path: str | os.PathLike[str]) -> dict[str, ModelPrice]:
     Read price overrides from a JSON file.
 
     The file maps model names (or ``"provider/model"``) to prices:
-    ``{"my-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}``.
+    ``{"my-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}``, and
+    optionally ``cached_input_per_mtok`` (input read from a prompt cache; the
+    input rate when left out).
 
     Error handling: a malformed entry raises :class:`ValidationError` naming the
     model and field; an unreadable file raises ``OSError``.
@@ -310,5 +346,15 @@ def load_overrides(path: str | os.PathLike[str]) -> dict[str, ModelPrice]:
             ):
                 raise ValidationError(f"{model}.{name}", "must be a finite, non-negative number")
             values.append(float(value))
-        prices[model] = ModelPrice(*values)
+        cached = entry.get("cached_input_per_mtok")
+        if cached is not None and (
+            isinstance(cached, bool)
+            or not isinstance(cached, int | float)
+            or not math.isfinite(cached)
+            or cached < 0
+        ):
+            raise ValidationError(
+                f"{model}.cached_input_per_mtok", "must be a finite, non-negative number"
+            )
+        prices[model] = ModelPrice(values[0], values[1], None if cached is None else float(cached))
     return prices

@@ -19,8 +19,11 @@ Reading (:func:`responses_request`):
 - nothing is stored for later retrieval: ``previous_response_id``,
   ``conversation``, ``background`` and ``prompt`` are refused by name (a
   context, ``X-Rhetor-Context``, keeps the history instead), as are built-in
-  tools, ``reasoning``, ``include`` and any parameter Rhetor does not know;
-  :data:`HARMLESS` ones are accepted and ignored.
+  tools, ``reasoning`` and ``include``; :data:`HARMLESS` ones are accepted and
+  ignored;
+- any other parameter is an OpenAI passthrough, as for Chat Completions:
+  relayed untouched to an OpenAI-compatible upstream, and keeping the request
+  from other families' models (a 400 naming it when none is left).
 
 Writing: a ``message`` item with one ``output_text`` part (when the reply has
 text, or no tool call), then one ``function_call`` item per tool call. A reply
@@ -42,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from quart import Blueprint, Response, request
 
+from rhetor._content import Passthrough
 from rhetor._errors import RhetorError, ValidationError
 from rhetor._types import ChatMessage
 from rhetor.edge._compat import reply_headers, rhetor_headers, route_model
@@ -50,6 +54,7 @@ from rhetor.edge._schema import OPERATION_ATTRIBUTE, Operation, convert
 from rhetor.edge._schemas_events import RESPONSES_EVENTS
 from rhetor.edge._schemas_responses import ResponsesBody, ResponsesReply
 from rhetor.edge._sse import event, sse_response
+from rhetor.providers._families import OPENAI
 from rhetor.providers._responses_shapes import (
     ResponsesEvents,
     format_echo,
@@ -150,7 +155,7 @@ def responses_request(
     Error handling: a :class:`ValidationError` naming the first field Rhetor
     cannot read or honour; :class:`NotFound` for an unknown ``rhetor/`` alias.
     """
-    _refuse_unsupported(raw)
+    extra = _passthrough(raw)
     messages: list[ChatMessage] = []
     if body.instructions:
         messages.append(ChatMessage("system", body.instructions))
@@ -177,6 +182,8 @@ def responses_request(
         "user": body.user,
         "metadata": body.metadata,
     }
+    if extra:
+        kwargs["passthrough"] = Passthrough(OPENAI, extra)
     echo = {
         "instructions": body.instructions,
         "max_output_tokens": kwargs["max_tokens"],
@@ -192,7 +199,14 @@ def responses_request(
     return ResponsesRequest(kwargs, bool(body.stream), echo)
 
 
-def _refuse_unsupported(raw: Mapping[str, Any]) -> None:
+def _passthrough(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    The body's parameters Rhetor does not read, to relay to an OpenAI-family upstream.
+
+    Error handling: a :class:`ValidationError` naming the first of :data:`REFUSED`
+    asking for something (not null, not its default).
+    """
+    extra: dict[str, Any] = {}
     for key, value in raw.items():
         if key in _READ or key in HARMLESS or value is None:
             continue
@@ -200,7 +214,8 @@ def _refuse_unsupported(raw: Mapping[str, Any]) -> None:
             if value in _DEFAULTS.get(key, ()):
                 continue
             raise ValidationError(key, REFUSED[key])
-        raise ValidationError(key, "is not a Responses API parameter Rhetor supports")
+        extra[key] = value
+    return extra
 
 
 @attrs.frozen

@@ -12,6 +12,11 @@ Router checks like a model's capabilities:
 - ``image_url``: images given by URL (Ollama takes base64 data only);
 - ``forced_tool_choice``: a tool choice of ``required`` or a named tool (Ollama has
   no tool choice);
+- ``tool_result_image``: images inside a tool result (OpenAI's ``tool`` messages
+  carry text only);
+- ``loose_tool_arguments``: a tool call whose arguments are not a JSON object (only
+  OpenAI keeps the arguments as text; Anthropic's ``input`` and Ollama's
+  ``arguments`` are objects);
 - ``family:<name>``: the family's own parameters, relayed untouched
   (:class:`rhetor._content.Passthrough`).
 
@@ -53,9 +58,13 @@ def family_feature(family: str) -> str:
 
 # What each family's wire format carries (see the module docstring).
 FEATURES: dict[str, frozenset[str]] = {
-    OPENAI: frozenset({"image_url", "forced_tool_choice", family_feature(OPENAI)}),
-    ANTHROPIC: frozenset({"image_url", "forced_tool_choice", family_feature(ANTHROPIC)}),
-    OLLAMA: frozenset({family_feature(OLLAMA)}),
+    OPENAI: frozenset(
+        {"image_url", "forced_tool_choice", "loose_tool_arguments", family_feature(OPENAI)}
+    ),
+    ANTHROPIC: frozenset(
+        {"image_url", "forced_tool_choice", "tool_result_image", family_feature(ANTHROPIC)}
+    ),
+    OLLAMA: frozenset({"tool_result_image", family_feature(OLLAMA)}),
 }
 
 # Per family: its parameters that may be dropped when a request goes to another family.

@@ -10,6 +10,7 @@ OpenAI and Anthropic endpoints.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import attrs
 import actors
 from rhetor import observe
 from rhetor._asks import ask
+from rhetor._content import ToolCall
 from rhetor._errors import NotFound
 from rhetor._types import ChatMessage, LLMRequest, Reply
 from rhetor.storage._contexts import AppendTurns, GetHistory, GetWindow, ReadContext, SetSummary
@@ -63,16 +65,50 @@ def unstored_turns(
     they overlap, every turn must match (role and content); when nothing
     lines up (a fresh context, a client sending only the new turn, or a
     history that differs from what was stored) every turn is new. The last
-    turn, the user's, is always new.
+    turn, the user's, is always new. A tool call's arguments match when they
+    are the same JSON, however the client wrote them (:func:`_matching_key`).
     """
     if stored:
+        held_keys = [_matching_key(m) for m in stored]
+        keys = [_matching_key(m) for m in turns]
         for held in range(len(turns) - 1, 0, -1):
             overlap = min(held, len(stored))
-            if turns[held - 1] == stored[-1] and list(turns[held - overlap : held]) == list(
-                stored[-overlap:]
+            if (
+                keys[held - 1] == held_keys[-1]
+                and keys[held - overlap : held] == held_keys[-overlap:]
             ):
                 return tuple(turns[held:])
     return tuple(turns)
+
+
+def _matching_key(message: ChatMessage) -> ChatMessage:
+    """
+    A turn as :func:`unstored_turns` compares it: its tool calls' arguments in canonical JSON.
+
+    Clients re-serialise the arguments they got (``{"city": "Paris"}`` back as
+    ``{"city":"Paris"}``, keys reordered), so arguments are compared as the JSON
+    values they parse to; arguments that are not JSON are compared as text.
+    """
+    if not message.tool_calls:
+        return message
+    blocks = tuple(
+        attrs.evolve(block, arguments=_canonical_json(block.arguments))
+        if isinstance(block, ToolCall)
+        else block
+        for block in message.blocks
+    )
+    return attrs.evolve(message, blocks=blocks)
+
+
+def _canonical_json(text: str) -> str:
+    """JSON text in one canonical form (sorted keys, no spaces); other text as it is."""
+    if not text.strip():
+        return "{}"
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @attrs.define(eq=False)
@@ -117,7 +153,7 @@ class Conversations:
                 stored = await ask(self._contexts, GetHistory(context_id, limit=len(turns) - 1))
         except NotFound:
             return []
-        return [ChatMessage(m.role, m.content) for m in stored]
+        return [m.message for m in stored]
 
     async def append(
         self,

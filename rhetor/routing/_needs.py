@@ -12,7 +12,9 @@ Two kinds of need (:class:`Need`): a model's own *capabilities*, stated in the
 model catalogue (``capabilities`` in ``config/tasks.json``: ``tools``, ``vision``,
 ``json_schema``, ``json_mode``), and the *features* of its provider's wire format
 (:mod:`rhetor.providers._families`: ``image_url``, ``forced_tool_choice``,
-``family:<name>``). A model the catalogue does not list is taken at its word for
+``tool_result_image``, ``loose_tool_arguments``, ``family:<name>``). Whatever a
+provider's wire module would refuse to write is one of these, so it is refused
+here, before any model is tried, as a 400 (never a provider failure). A model the catalogue does not list is taken at its word for
 its capabilities; a provider of a family Rhetor does not know, for every feature
 but another family's parameters. The simulated provider has everything.
 """
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from rhetor._content import Image, ToolCall, ToolResult
 from rhetor._errors import ValidationError
 from rhetor._types import ChatMessage, LLMRequest
 from rhetor.providers._families import SIMULATED, family_feature, features_of, unportable
@@ -37,6 +40,8 @@ DESCRIPTIONS = {
     "json_mode": "JSON output",
     "image_url": "images given by URL",
     "forced_tool_choice": "a forced tool choice",
+    "tool_result_image": "images in tool results",
+    "loose_tool_arguments": "tool-call arguments that are not a JSON object",
 }
 
 
@@ -75,6 +80,10 @@ def needs_of(request: LLMRequest, messages: Sequence[ChatMessage]) -> tuple[Need
         needs.append(Need("vision", "messages"))
         if any(image.url is not None for image in images):
             needs.append(Need("image_url", "messages", model_level=False))
+        if any(_has_image(result) for m in messages for result in m.tool_results):
+            needs.append(Need("tool_result_image", "messages", model_level=False))
+    if any(_loose(call) for m in messages if m.blocks for call in m.tool_calls):
+        needs.append(Need("loose_tool_arguments", "messages", model_level=False))
     fmt = request.response_format
     if fmt is not None and fmt.type == "json_schema":
         needs.append(Need("json_schema", "response_format"))
@@ -84,6 +93,19 @@ def needs_of(request: LLMRequest, messages: Sequence[ChatMessage]) -> tuple[Need
     if extra is not None and (names := unportable(extra.family, extra.params)):
         needs.append(Need(family_feature(extra.family), names[0], model_level=False))
     return tuple(needs)
+
+
+def _has_image(result: ToolResult) -> bool:
+    return any(isinstance(block, Image) for block in result.content)
+
+
+def _loose(call: ToolCall) -> bool:
+    """Whether a call's arguments are not a JSON object (the text OpenAI's models may write)."""
+    try:
+        call.input()
+    except ValueError:
+        return True
+    return False
 
 
 def _has(capabilities: frozenset[str], capability: str) -> bool:
