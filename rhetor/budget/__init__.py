@@ -5,7 +5,9 @@ How the parts fit: ``_accounts`` is the budget's arithmetic (pure, in memory);
 ``_interfaces`` holds the ledger's rows and :class:`BudgetLedger`, the
 interface a ledger store implements; ``_ledger`` (with ``_ledger_schema``) is
 the SQLite ledger and ``_pg_ledger`` the PostgreSQL one, shared by processes; ``_commits`` writes a group commit to a ledger;
-``_messages`` are what the keeper answers; ``_keeper`` is the actor;
+``_messages`` are what the keeper answers; ``_keeper`` is the actor (its
+reserve, settle and report handlers) over ``_keeper_ledger`` (its state, ledger
+reads, refreshes and group commits), with pure helpers in ``_keeper_values``;
 ``_pricing`` prices requests. budget imports storage's SQLite helpers, never
 routing, providers or the edge.
 """
