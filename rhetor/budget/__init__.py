@@ -4,7 +4,9 @@ Budgets: the BudgetKeeper actor, its messages, pricing, and the ledger of every 
 How the parts fit: ``_accounts`` is the budget's arithmetic (pure, in memory);
 ``_interfaces`` holds the ledger's rows and :class:`BudgetLedger`, the
 interface a ledger store implements; ``_ledger`` (with ``_ledger_schema``) is
-the SQLite ledger and ``_pg_ledger`` the PostgreSQL one, shared by processes; ``_commits`` writes a group commit to a ledger;
+the SQLite ledger and ``_pg_ledger`` the PostgreSQL one, shared by processes
+(its migrations in ``_pg_ledger_schema``, its statements in ``_pg_ledger_sql``,
+the owners' lease in ``_pg_owners``); ``_commits`` writes a group commit to a ledger;
 ``_messages`` are what the keeper answers; ``_keeper`` is the actor (its
 reserve, settle and report handlers) over ``_keeper_ledger`` (its state, ledger
 reads, refreshes and group commits), with pure helpers in ``_keeper_values``;
