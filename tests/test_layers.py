@@ -41,7 +41,7 @@ def layer_of(module: str) -> str | None:
         return "shared"  # a name ``rhetor`` itself exports (from rhetor import RhetorError)
     if head == "client":
         return None
-    if head in ("cli", "__main__"):
+    if head in ("cli", "__main__") or head.startswith("_cli_"):
         return "entry"
     if head in SHARED:
         return "shared"
