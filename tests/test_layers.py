@@ -45,7 +45,7 @@ def layer_of(module: str) -> str | None:
         return "entry"
     if head in SHARED:
         return "shared"
-    if head in ("_stores", "_tree"):
+    if head in ("_stores", "_tree") or head.startswith("_runtime_"):
         return "runtime"  # the runtime's stores and actor tree, split out of runtime.py
     if head in ("edge", "runtime", "routing", "budget", "providers", "storage", "observe"):
         return head
