@@ -16,13 +16,11 @@ import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
-    Collection,
-    Iterable,
     Mapping,
     Sequence,
 )
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypedDict
+from typing import Any
 
 import anyio
 import attrs
@@ -32,6 +30,14 @@ from rhetor import observe
 from rhetor._asks import as_rhetor_error, ask
 from rhetor._errors import NotFound, RhetorError, ValidationError
 from rhetor._redact import install_log_redaction
+from rhetor._runtime_library import LibraryMethods
+from rhetor._runtime_requests import (
+    ContextDetail,
+    Readiness,
+    StoreCheck,
+    _generate,
+    _messages,
+)
 from rhetor._settings import Settings
 from rhetor._stores import Stores, database_password, open_stores
 from rhetor._tree import BackendFactory, default_backends, start_tree
@@ -63,40 +69,11 @@ from rhetor.routing._router import (
     BudgetModeChanged,
     Estimate,
     Evaluate,
-    Generate,
     GetProviders,
     SetActive,
-    Summarize,
 )
-from rhetor.storage._contexts import (
-    DeleteContext,
-    ListContexts,
-    ReadContext,
-    SearchContexts,
-)
-from rhetor.storage._interfaces import (
-    ContextInfo,
-    Prompt,
-    SearchHit,
-    StoredMessage,
-    Template,
-    TemplateVersion,
-)
-from rhetor.storage._prompts import (
-    CreatePrompt,
-    CreateTemplate,
-    DeletePrompt,
-    DeleteTemplate,
-    GeneratePrompt,
-    GetPrompt,
-    GetTemplate,
-    GetTemplateVersions,
-    ListPrompts,
-    ListTemplates,
-    RenderTemplate,
-    UpdatePrompt,
-    UpdateTemplate,
-)
+from rhetor.storage._contexts import ListContexts
+from rhetor.storage._prompts import ListPrompts
 
 __all__ = [
     "BackendFactory",
@@ -113,73 +90,8 @@ log = logging.getLogger("rhetor.runtime")
 VERSION = "0.1.0"
 
 
-def _messages(raw: Iterable[Any], field: str = "messages") -> tuple[ChatMessage, ...]:
-    out = []
-    for i, m in enumerate(raw):
-        if isinstance(m, ChatMessage):
-            out.append(m)
-            continue
-        if not isinstance(m, Mapping):
-            raise ValidationError(f"{field}[{i}]", "must be an object with role and content")
-        role, content = m.get("role"), m.get("content")
-        if role not in ("system", "user", "assistant"):
-            raise ValidationError(f"{field}[{i}].role", "must be system, user or assistant")
-        if not isinstance(content, str):
-            raise ValidationError(f"{field}[{i}].content", "must be a string")
-        out.append(ChatMessage(role, content))
-    if not out:
-        raise ValidationError(field, "must not be empty")
-    return tuple(out)
-
-
-def _refuse_unknown(fields: Mapping[str, Any], message: type[Any], *positional: str) -> None:
-    """
-    Check that each of ``fields`` names a field of ``message`` given by keyword.
-
-    Error handling: ``ValidationError(<name>, "unknown field")`` for the first
-    one that does not (a stray field of a request body is the client's mistake).
-    """
-    allowed: Collection[str] = attrs.fields_dict(message).keys() - set(positional)
-    for name in fields:
-        if name not in allowed:
-            raise ValidationError(name, "unknown field")
-
-
-def _generate(request: LLMRequest) -> Generate:
-    """The router's message for ``request``, carrying the observation of the request it serves."""
-    observation = observe.current()
-    return Generate(request, None if observation is observe.DISCARD else observation)
-
-
-class StoreCheck(TypedDict):
-    """Whether one store answered a read, and if not, why."""
-
-    reachable: bool
-    reason: str | None
-
-
-class Readiness(TypedDict):
-    """
-    What ``GET /ready`` sends: ``ready`` with 200, or ``not_ready`` with 503 and the reasons.
-    """
-
-    status: Literal["ready", "not_ready"]
-    stores: dict[str, StoreCheck]
-    providers: dict[str, bool]
-    reasons: list[str]
-
-
-class ContextDetail(TypedDict):
-    """
-    A context's description and its messages (oldest first): what ``GET /contexts/<id>`` sends.
-    """
-
-    info: ContextInfo
-    messages: list[StoredMessage]
-
-
 @attrs.define(eq=False)
-class Runtime:
+class Runtime(LibraryMethods):
     """
     The handle to a running Rhetor: every operation the edges offer, in-process.
 
@@ -389,83 +301,6 @@ class Runtime:
             "providers": providers,
             "reasons": sorted(reasons),
         }
-
-    # -- templates and prompts ----------------------------------------------
-
-    async def create_template(self, name: str, content: str, **fields: Any) -> Template:
-        _refuse_unknown(fields, CreateTemplate, "name", "content")
-        return await ask(self.prompts, CreateTemplate(name, content, **fields))
-
-    async def update_template(self, template: str, **fields: Any) -> Template:
-        _refuse_unknown(fields, UpdateTemplate, "template")
-        return await ask(self.prompts, UpdateTemplate(template, **fields))
-
-    async def get_template(self, template: str, version: int | None = None) -> Template:
-        return await ask(self.prompts, GetTemplate(template, version))
-
-    async def list_templates(self, category: str | None = None) -> list[Template]:
-        return await ask(self.prompts, ListTemplates(category))
-
-    async def template_versions(self, template: str) -> list[TemplateVersion]:
-        return await ask(self.prompts, GetTemplateVersions(template))
-
-    async def delete_template(self, template: str) -> bool:
-        if not await ask(self.prompts, DeleteTemplate(template)):
-            raise NotFound("template", template)
-        return True
-
-    async def render_template(self, template: str, variables: Mapping[str, Any]) -> str:
-        return await ask(self.prompts, RenderTemplate(template, variables))
-
-    async def create_prompt(self, name: str, component: str, content: str, **fields: Any) -> Prompt:
-        _refuse_unknown(fields, CreatePrompt, "name", "component", "content")
-        return await ask(self.prompts, CreatePrompt(name, component, content, **fields))
-
-    async def update_prompt(self, prompt_id: str, **fields: Any) -> Prompt:
-        _refuse_unknown(fields, UpdatePrompt, "prompt_id")
-        return await ask(self.prompts, UpdatePrompt(prompt_id, **fields))
-
-    async def get_prompt(self, prompt_id: str) -> Prompt:
-        return await ask(self.prompts, GetPrompt(prompt_id))
-
-    async def list_prompts(self, component: str | None = None) -> list[Prompt]:
-        return await ask(self.prompts, ListPrompts(component))
-
-    async def delete_prompt(self, prompt_id: str) -> bool:
-        if not await ask(self.prompts, DeletePrompt(prompt_id)):
-            raise NotFound("prompt", prompt_id)
-        return True
-
-    async def generate_prompt(
-        self, task: str, context: Any = None, format: str = "instruction"
-    ) -> str:
-        return await ask(self.prompts, GeneratePrompt(task, context, format))
-
-    # -- contexts -----------------------------------------------------------
-
-    async def list_contexts(self, limit: int = 100, offset: int = 0) -> list[ContextInfo]:
-        return await ask(self.contexts, ListContexts(limit, offset))
-
-    async def get_context(self, context_id: str, limit: int | None = None) -> ContextDetail:
-        """A context's description and messages (the newest ``limit``); NotFound if unknown."""
-        record = await ask(self.contexts, ReadContext(context_id, limit))
-        return {"info": record.info, "messages": record.messages}
-
-    async def delete_context(self, context_id: str) -> bool:
-        if not await ask(self.contexts, DeleteContext(context_id)):
-            raise NotFound("context", context_id)
-        return True
-
-    async def search_contexts(self, query: str, limit: int = 20) -> list[SearchHit]:
-        if not query:
-            raise ValidationError("q", "must not be empty")
-        return await ask(self.contexts, SearchContexts(query, limit))
-
-    async def summarize_context(self, context_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await ask(
-            self.router, Summarize(context_id), timeout=self.settings.request_timeout + 5
-        )
-        return result
 
     # -- budget -------------------------------------------------------------
 

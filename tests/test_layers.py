@@ -41,11 +41,11 @@ def layer_of(module: str) -> str | None:
         return "shared"  # a name ``rhetor`` itself exports (from rhetor import RhetorError)
     if head == "client":
         return None
-    if head in ("cli", "__main__"):
+    if head in ("cli", "__main__") or head.startswith("_cli_"):
         return "entry"
     if head in SHARED:
         return "shared"
-    if head in ("_stores", "_tree"):
+    if head in ("_stores", "_tree") or head.startswith("_runtime_"):
         return "runtime"  # the runtime's stores and actor tree, split out of runtime.py
     if head in ("edge", "runtime", "routing", "budget", "providers", "storage", "observe"):
         return head

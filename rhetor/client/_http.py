@@ -8,23 +8,21 @@ Every call either returns what the server answered or raises a
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, aclosing
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
-from rhetor.client._errors import (
-    RhetorClientError,
-    ServerError,
-    error_from_body,
-    transport_errors,
-)
+from rhetor.client._admin import DEFAULT_ESTIMATE_MAX_TOKENS as DEFAULT_ESTIMATE_MAX_TOKENS
+from rhetor.client._admin import AdminMethods
+from rhetor.client._errors import ServerError, transport_errors
 from rhetor.client._models import Reply
+from rhetor.client._stream import ReplyStream, _base_url, _check
+from rhetor.client._stream import _object as _object  # _prompts reads it from here
 
 if TYPE_CHECKING:
     from rhetor.client._session import Session
@@ -36,158 +34,9 @@ DEFAULT_PORT = 8300
 # Rhetor's own per-request deadline is 120 s by default; wait a little longer
 # than that so the server's answer (even a timeout error) reaches the caller.
 DEFAULT_TIMEOUT = 130.0
-# What the seeds' estimate calls assume when they give no max_tokens.
-DEFAULT_ESTIMATE_MAX_TOKENS = 1000
 
 
-def _base_url(host: str, port: int) -> str:
-    if host.startswith(("http://", "https://")):
-        return host.rstrip("/")
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # a bare IPv6 address
-    return f"http://{host}:{port}"
-
-
-def _decode(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def _check(response: httpx.Response) -> Any:
-    """The response's JSON, or the error it reports raised as a client error."""
-    body = _decode(response)
-    if response.status_code >= 400:
-        raise error_from_body(body, response.status_code)
-    if body is None:
-        raise ServerError(
-            f"Rhetor answered {response.status_code} with a body that is not JSON",
-            status=response.status_code,
-        )
-    return body
-
-
-def _object(body: Any, what: str) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ServerError(f"Rhetor's {what} answer is not a JSON object")
-    return body
-
-
-def _sse_payload(data: list[str]) -> dict[str, Any] | None:
-    payload = "\n".join(data)
-    try:
-        event = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise ServerError(f"Rhetor sent a stream event that is not JSON: {payload!r}") from exc
-    return event if isinstance(event, dict) else None
-
-
-async def _sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
-    """Decode Server-Sent Events' ``data:`` payloads as JSON objects, one per event."""
-    lines = response.aiter_lines()
-    data: list[str] = []
-    try:
-        async for line in lines:
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            elif not line.strip() and data:
-                event, data = _sse_payload(data), []
-                if event is not None:
-                    yield event
-            # Anything else is a comment, an event name or an id: not used.
-        if data and (event := _sse_payload(data)) is not None:
-            yield event
-    finally:
-        # httpx's line iterator is an async generator too; close it now, not at GC.
-        aclose = getattr(lines, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-class ReplyStream(AsyncIterator[str], AbstractAsyncContextManager["ReplyStream"]):
-    """
-    A streamed reply: iterate it for text chunks; ``.reply`` is set once it ends.
-
-    It behaves like an async generator: ``aclose()`` (or leaving ``async with``)
-    closes the HTTP response, and the server cancels the request down to the
-    provider call. Breaking out of ``async for`` without closing it leaves the
-    close to garbage collection; use ``async with`` to make it prompt.
-
-    Error handling: an error event mid-stream raises the matching
-    :class:`~rhetor.client.RhetorClientError` from the iteration.
-    """
-
-    def __init__(
-        self, client: RhetorClient, path: str, body: dict[str, Any], headers: dict[str, str]
-    ) -> None:
-        self._parts: list[str] = []
-        #: The whole reply (text, model, provider, usage, cost), once the stream is done.
-        self.reply: Reply | None = None
-        self._events = self._run(client, path, body, headers)
-
-    @property
-    def text(self) -> str:
-        """The text streamed so far."""
-        return "".join(self._parts)
-
-    def __aiter__(self) -> ReplyStream:
-        return self
-
-    async def __anext__(self) -> str:
-        return await self._events.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop reading; the server cancels the request if it is still running."""
-        await self._events.aclose()
-
-    async def __aenter__(self) -> ReplyStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def _run(
-        self, client: RhetorClient, path: str, body: dict[str, Any], headers: dict[str, str]
-    ) -> AsyncGenerator[str, None]:
-        last: dict[str, Any] = {}
-        failure: RhetorClientError | None = None
-        url = client.base_url + path
-        with transport_errors(url):
-            async with client.http.stream("POST", path, json=body, headers=headers) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise error_from_body(_decode(response), response.status_code)
-                # Read to the end of the stream even after the final event (the
-                # server ends it there): an exhausted stream leaves no half-read
-                # httpx generators behind for the garbage collector.
-                async with aclosing(_sse_events(response)) as events:
-                    async for event in events:
-                        if failure is not None or self.reply is not None:
-                            continue
-                        if event.get("error") is not None:
-                            failure = error_from_body(event)
-                            continue
-                        chunk = event.get("chunk")
-                        if isinstance(chunk, str) and chunk:
-                            self._parts.append(chunk)
-                            yield chunk
-                        if event.get("done"):
-                            self.reply = Reply.from_dict({**last, **event, "message": self.text})
-                        else:
-                            last = {k: v for k, v in event.items() if k not in ("chunk", "done")}
-        if failure is not None:
-            raise failure
-        if self.reply is None:
-            raise ServerError(f"Rhetor's stream from {path} ended before its final event")
-
-
-class RhetorClient:
+class RhetorClient(AdminMethods):
     """
     A connection to one Rhetor server, for components that want LLM answers.
 
@@ -597,104 +446,6 @@ class RhetorClient:
             tool_choice=tool_choice,
             response_format=response_format,
         )
-
-    # -- budget and evaluation ----------------------------------------------
-
-    async def estimate_cost(
-        self,
-        prompt: str,
-        model: str | None = None,
-        max_tokens: int = DEFAULT_ESTIMATE_MAX_TOKENS,
-        *,
-        task_type: str | None = None,
-    ) -> dict[str, Any]:
-        """
-        What a prompt would cost at worst: ``estimated_cost``, ``estimated_tokens``
-        (``input_tokens``, ``output_tokens``, ``total_tokens``) and ``under_budget``.
-        """
-        fields = {
-            "prompt": prompt,
-            "model": model,
-            "max_tokens": max_tokens,
-            "task_type": task_type,
-        }
-        body = {k: v for k, v in fields.items() if v is not None}
-        return _object(await self.request("POST", "/budget/estimate", json=body), "estimate")
-
-    async def evaluate(
-        self, prompt: str, response: str, criteria: Sequence[str] | None = None
-    ) -> dict[str, Any]:
-        """
-        Score a response to a prompt: ``evaluation`` holds ``overall_score`` (0-10),
-        per-criterion ``scores`` and ``feedback``.
-        """
-        body: dict[str, Any] = {"prompt": prompt, "response": response}
-        if criteria is not None:
-            body["criteria"] = list(criteria)
-        return _object(await self.request("POST", "/evaluate", json=body), "evaluation")
-
-    async def get_budget(self) -> dict[str, Any]:
-        """The budget policy and each period's spend, limit and remaining (``GET /budget``)."""
-        return _object(await self.request("GET", "/budget"), "budget")
-
-    async def get_usage(self, period: str = "daily", group_by: str = "provider") -> Any:
-        """Spend in ``period`` grouped by provider, model or component (``GET /budget/usage``)."""
-        return await self.request(
-            "GET", "/budget/usage", params={"period": period, "group_by": group_by}
-        )
-
-    async def get_budget_entries(
-        self, limit: int = 50, since: float | None = None
-    ) -> list[dict[str, Any]]:
-        """
-        The latest requests' charges, newest first (``GET /budget/entries``).
-
-        Each has ``time``, ``component``, ``provider``, ``model``, the tokens,
-        ``cost`` and ``status`` (``ok``, ``partial``, ``failed`` or
-        ``interrupted``). At most ``limit`` (1 to 500) of them, at or after the
-        unix timestamp ``since`` when given.
-        """
-        params: dict[str, Any] = {"limit": limit}
-        if since is not None:
-            params["since"] = since
-        answer = _object(await self.request("GET", "/budget/entries", params=params), "entries")
-        entries = answer.get("entries")
-        if not isinstance(entries, list):
-            raise ServerError("Rhetor's entries answer holds no list of entries")
-        return entries
-
-    # -- providers, contexts, health ----------------------------------------
-
-    async def get_providers(self) -> dict[str, Any]:
-        """Every provider, its models and availability, and the active provider and model."""
-        return _object(await self.request("GET", "/providers"), "providers")
-
-    async def set_provider(self, provider: str, model: str | None = None) -> dict[str, Any]:
-        """Make ``provider`` (and ``model``, else its first) the active choice."""
-        body = {"provider": provider} if model is None else {"provider": provider, "model": model}
-        return _object(await self.request("POST", "/provider", json=body), "provider")
-
-    async def get_contexts(self) -> list[dict[str, Any]]:
-        """The stored conversation contexts, most recent first."""
-        answer = await self.request("GET", "/contexts")
-        if isinstance(answer, dict):
-            answer = answer.get("contexts", [])
-        if not isinstance(answer, list):
-            raise ServerError("Rhetor's contexts answer is not a list")
-        return [c for c in answer if isinstance(c, dict)]
-
-    async def get_context(self, context_id: str) -> dict[str, Any]:
-        """One context's details and messages."""
-        path = f"/contexts/{quote(context_id, safe='')}"
-        return _object(await self.request("GET", path), "context")
-
-    async def delete_context(self, context_id: str) -> None:
-        """Forget a context and its messages."""
-        await self.request("DELETE", f"/contexts/{quote(context_id, safe='')}")
-
-    async def health(self) -> dict[str, Any]:
-        """``status`` (healthy or degraded), each provider's availability, uptime, version."""
-        return _object(await self.request("GET", "/health"), "health")
 
     # -- WebSocket ----------------------------------------------------------
 
