@@ -22,6 +22,7 @@ SHARED = {
     "_http",
     "_sse",
     "_compat",
+    "_openai_wire",
     "_schema",
     "_schemas_native",
     "_schemas_admin",

@@ -186,7 +186,7 @@ def test_errors_that_are_not_an_outage_leave_the_breaker_closed() -> None:
 def test_the_v1_apis_answer_storage_unavailable_as_a_retryable_503() -> None:
     """OpenAI's and Anthropic's shapes keep the 503 (their SDKs retry it) and say when to retry."""
     from rhetor.edge._compat_anthropic import anthropic_error
-    from rhetor.edge._compat_openai import openai_error
+    from rhetor.edge._openai_wire import openai_error
 
     error = StorageUnavailable("the database is unreachable")
     openai = openai_error(error)

@@ -54,6 +54,7 @@ from rhetor.edge._checks import UnreadBody, has_body, origin_allowed, refusal
 from rhetor.edge._compat_v1 import compat_blueprint
 from rhetor.edge._contexts import contexts_blueprint
 from rhetor.edge._core import core_blueprint
+from rhetor.edge._direct import direct_routes
 from rhetor.edge._evaluate import evaluate_blueprint
 from rhetor.edge._http import error_response, rhetor_error
 from rhetor.edge._messages import messages_blueprint
@@ -209,16 +210,27 @@ def asgi_app(app: QuartTrio) -> ASGIFramework:
     body was read closes the connection instead of stalling it.
     """
     state = edge_state(app)
+    direct = direct_routes(state.runtime, state.settings)
 
     async def serve_http(scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         # Checked once here, on the raw headers; the app's guard raises the
         # verdict so that its error handlers give it the route's shape.
-        scope = {**scope, _REFUSAL: refusal(state.settings, state.allowed_hosts, scope)}
+        refused = refusal(state.settings, state.allowed_hosts, scope)
+        scope = {**scope, _REFUSAL: refused}
+        route = direct.get(scope["path"]) if scope["method"] == "POST" else None
+        if route is not None and (refused is not None or route.declines(scope["headers"])):
+            route = None
         if has_body(scope["headers"]):
             # A drain, when one is needed, runs in the app's own background
             # nursery (opened by the lifespan): one per request would cost every POST.
             watch = UnreadBody(receive, send, app.nursery)
+            if route is not None:
+                await route.serve(app, scope, watch.receive, watch.send)
+                return
             await app(scope, watch.receive, watch.send)
+            return
+        if route is not None:
+            await route.serve(app, scope, receive, send)
             return
         await app(scope, receive, send)
 

@@ -22,9 +22,10 @@ from quart import Blueprint, Response, request
 from rhetor._errors import NotFound
 from rhetor.edge._compat import error_reply_response, routable_models
 from rhetor.edge._compat_anthropic import anthropic_blueprint, anthropic_error, anthropic_model
-from rhetor.edge._compat_openai import openai_blueprint, openai_error, openai_model
+from rhetor.edge._compat_openai import openai_blueprint
 from rhetor.edge._compat_responses import responses_blueprint
 from rhetor.edge._http import json_response, rhetor_error
+from rhetor.edge._openai_wire import openai_error, openai_model
 from rhetor.edge._schema import operation
 from rhetor.edge._schemas_anthropic import AnthropicModel, AnthropicModelList
 from rhetor.edge._schemas_openai import OpenAIModel, OpenAIModelList

@@ -36,6 +36,7 @@ __all__ = [
     "STORAGE_RETRY_AFTER",
     "as_rhetor_error",
     "error_body",
+    "error_parts",
     "error_response",
     "json_response",
     "plain",
@@ -126,6 +127,12 @@ def json_response(
 
 def error_response(error: RhetorError) -> Response:
     """``error`` in Rhetor's shape, with the headers its status calls for."""
+    status, headers, body = error_parts(error)
+    return json_response(body, status, headers or None)
+
+
+def error_parts(error: RhetorError) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """:func:`error_response`'s status, headers and body (for replies made without Quart)."""
     headers: dict[str, str] = {}
     if error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="rhetor"'
@@ -135,7 +142,7 @@ def error_response(error: RhetorError) -> Response:
         headers["Connection"] = "close"
     if isinstance(error, StorageUnavailable):
         headers["Retry-After"] = STORAGE_RETRY_AFTER
-    return json_response({"error": error_body(error)}, error.status, headers or None)
+    return error.status, headers, {"error": error_body(error)}
 
 
 def error_body(error: RhetorError) -> dict[str, Any]:
