@@ -3,7 +3,7 @@ A generic supervised-actor runtime on anyio (fast paths on trio).
 
 How the layers fit: ``_specs`` and ``_events`` are plain values; ``_envelope`` is one
 message and its reply slot; ``_ref`` sends envelopes; ``_cell`` owns an actor's mailbox
-and runs its incarnations; ``_supervisor`` restarts cells; ``_system`` holds the root
+and runs its incarnations, and ``_serving`` serves that mailbox; ``_supervisor`` restarts cells; ``_system`` holds the root
 supervisor inside one task group (``open_system``). ``_faults`` lets tests break actors
 on purpose. Only the names below are public.
 """

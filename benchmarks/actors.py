@@ -9,7 +9,7 @@ The baseline is two tasks and two trio memory channels (buffer 1). Trio's ``send
 always yields once, while an ask puts its envelope with ``send_nowait`` and parks only
 for the reply, so the runtime can beat the baseline. An actor kept busy by a stream of
 quick messages also keeps its handler cancel scope while waiting (~600 bytes more),
-see ``actors._cell``; the idle-actor figures are for actors that are really idle.
+see ``actors._serving``; the idle-actor figures are for actors that are really idle.
 
 Run: ``python benchmarks/actors.py`` (about 10 s).
 """

@@ -20,13 +20,8 @@ from rhetor.storage._contexts import (
     ReadContext,
     SearchContexts,
 )
-from rhetor.storage._interfaces import (
-    ContextInfo,
-    Prompt,
-    SearchHit,
-    Template,
-    TemplateVersion,
-)
+from rhetor.storage._interfaces import ContextInfo, SearchHit
+from rhetor.storage._library_interfaces import Prompt, Template, TemplateVersion
 from rhetor.storage._prompts import (
     CreatePrompt,
     CreateTemplate,

@@ -34,8 +34,9 @@ from rhetor.budget._ledger import SQLiteLedger
 from rhetor.budget._pg_ledger import LEDGER_MIGRATIONS, OwnerLease, PostgresLedger
 from rhetor.storage._changes import CHANGES_MIGRATIONS
 from rhetor.storage._history import SQLiteHistory
-from rhetor.storage._interfaces import ContextHistory, Library
+from rhetor.storage._interfaces import ContextHistory
 from rhetor.storage._library import SQLiteLibrary
+from rhetor.storage._library_interfaces import Library
 from rhetor.storage._pg import Migration, MigrationState, PgDatabase, migrate, migration_status
 from rhetor.storage._pg_history import HISTORY_MIGRATIONS, PostgresHistory
 from rhetor.storage._pg_library import LIBRARY_MIGRATIONS, PostgresLibrary

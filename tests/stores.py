@@ -19,8 +19,9 @@ from rhetor.budget._interfaces import BudgetLedger
 from rhetor.budget._ledger import SQLiteLedger
 from rhetor.budget._pg_ledger import PostgresLedger
 from rhetor.storage._history import SQLiteHistory
-from rhetor.storage._interfaces import ContextHistory, Library
+from rhetor.storage._interfaces import ContextHistory
 from rhetor.storage._library import SQLiteLibrary
+from rhetor.storage._library_interfaces import Library
 from rhetor.storage._pg import PgDatabase
 from rhetor.storage._pg_history import PostgresHistory
 from rhetor.storage._pg_library import PostgresLibrary

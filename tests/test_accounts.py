@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from rhetor._errors import ValidationError
-from rhetor.budget._accounts import Accounts, Claim, decide, period_end, period_start, usd
+from rhetor.budget._accounts import Accounts
 from rhetor.budget._interfaces import LedgerEntry, ReservationRow
+from rhetor.budget._rules import Claim, decide, period_end, period_start, usd
 
 
 def reservation(rid: int, amount: float, provider: str = "openai", key: str = "") -> ReservationRow:

@@ -17,8 +17,8 @@ import trustme
 from rhetor._errors import ProviderUnavailable, UpstreamConnectionError
 from rhetor._types import ChatMessage, ProviderRequest, StreamEnd, TextDelta, Usage
 from rhetor.providers._anthropic import AnthropicBackend
-from rhetor.providers._connect import Origin, proxy_for, trust_store
-from rhetor.providers._http import ConnectFailed, HttpClient
+from rhetor.providers._connect import ConnectFailed, Origin, proxy_for, trust_store
+from rhetor.providers._http import HttpClient
 from rhetor.providers._ollama import OllamaBackend
 from rhetor.providers._openai import OpenAIBackend
 from tests.fakes import Reply

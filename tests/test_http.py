@@ -16,18 +16,18 @@ import trio
 import trio.testing
 
 from rhetor.providers import _http
-from rhetor.providers._http import (
+from rhetor.providers._connect import (
     ConnectFailed,
     ConnectionBroken,
     ConnectTimeout,
     DeadlineExceeded,
-    HttpClient,
     PoolTimeout,
     ReadTimeout,
     ReplyTooLarge,
     Timeouts,
     WriteTimeout,
 )
+from rhetor.providers._http import HttpClient
 
 Handler = Callable[["Peer"], Awaitable[None]]
 
@@ -383,7 +383,7 @@ async def test_an_idle_connection_the_upstream_closed_is_not_reused() -> None:
         assert client.idle == 1
         # Taking it from the pool finds it closed (the retry on a dead reused
         # connection would hide a missing check; this looks at the check alone).
-        assert client._pooled() is None
+        assert client._pool.pooled() is None
         assert client.idle == 0
         second = await client.request("GET", "/", ())
         assert await second.read() == b"ok"

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from rhetor._errors import ServiceUnavailable, ValidationError
-from rhetor.budget._accounts import Claim
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow, UsageRow
 from rhetor.budget._ledger import SQLiteLedger
+from rhetor.budget._rules import Claim
 from tests.stores import ledger_opener
 
 

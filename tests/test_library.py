@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from rhetor._errors import NotFound, StorageUnavailable, ValidationError
-from rhetor.storage._interfaces import Library
 from rhetor.storage._library import SQLiteLibrary
+from rhetor.storage._library_interfaces import Library
 from rhetor.storage._pg import PgDatabase
 from rhetor.storage._pg_library import PostgresLibrary
 from tests.stores import library_opener

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import pytest
 
-from rhetor.budget._accounts import Claim
 from rhetor.budget._interfaces import LedgerEntry, ReservationRow
 from rhetor.budget._ledger_schema import ENTRY_FIELDS
 from rhetor.budget._pg_ledger import (
@@ -22,6 +21,7 @@ from rhetor.budget._pg_ledger import (
     PostgresLedger,
     _settle_sql,
 )
+from rhetor.budget._rules import Claim
 from rhetor.storage._pg import PgDatabase
 
 

@@ -14,8 +14,8 @@ import actors
 import rhetor.storage._prompts
 from rhetor._errors import NotFound, ValidationError
 from rhetor.storage._actor import StoreActor
-from rhetor.storage._interfaces import Library, Prompt, Template
 from rhetor.storage._library import SQLiteLibrary
+from rhetor.storage._library_interfaces import Library, Prompt, Template
 from rhetor.storage._pg_library import PostgresLibrary
 from rhetor.storage._prompts import (
     CreatePrompt,

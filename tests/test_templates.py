@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor.storage._interfaces import Library
+from rhetor.storage._library_interfaces import Library
 from tests.stores import library_opener
 
 

@@ -17,8 +17,8 @@ import anyio
 import attrs
 
 from rhetor._errors import ServiceUnavailable
-from rhetor.budget._accounts import Claim, Decision, Period
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow
+from rhetor.budget._rules import Claim, Decision, Period
 
 __all__ = ["Rules", "Write", "write_batch"]
 

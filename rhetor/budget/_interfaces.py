@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, Protocol, get_args
 import attrs
 
 from rhetor._errors import ValidationError
-from rhetor.budget._accounts import COMPONENT_SCOPE, Claim, Decision, Period, component_scope
+from rhetor.budget._rules import COMPONENT_SCOPE, Claim, Decision, Period, component_scope
 from rhetor.storage._interfaces import Store
 
 __all__ = [
@@ -313,7 +313,7 @@ class BudgetLedger(Store, Protocol):
         policy or limit stored with :meth:`set_policy` or :meth:`set_limit`
         replaces them, as read inside the transaction. ``starts`` are the
         epoch seconds at which each period began (in the budget's time zone).
-        Each claim is decided by :func:`~rhetor.budget._accounts.decide`
+        Each claim is decided by :func:`~rhetor.budget._rules.decide`
         against the spend since each start plus every open reservation (of
         every process), plus the claims before it in the batch; a granted
         claim is stored as its row with the decision's ``output_tokens`` and
@@ -376,7 +376,7 @@ class BudgetLedger(Store, Protocol):
         """
         Every limit, keyed by (period, scope): None for all providers, a
         provider's name, or ``component:NAME`` for a component's
-        (:func:`~rhetor.budget._accounts.component_scope`).
+        (:func:`~rhetor.budget._rules.component_scope`).
         """
         ...
 

@@ -53,7 +53,6 @@ import attrs
 
 from rhetor._errors import RhetorError, ServiceUnavailable, ValidationError
 from rhetor._settings import POLICIES
-from rhetor.budget._accounts import PERIODS, Claim, Decision, period_start, usd
 from rhetor.budget._commits import Write
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow
 from rhetor.budget._keeper_ledger import KeeperLedger
@@ -85,6 +84,7 @@ from rhetor.budget._messages import (
     StoreActiveModel,
     UsageTotals,
 )
+from rhetor.budget._rules import PERIODS, Claim, Decision, period_start, usd
 from rhetor.budget._spool import ChargeSpool
 from rhetor.budget._unrecorded import transient
 

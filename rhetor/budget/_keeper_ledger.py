@@ -24,11 +24,12 @@ import attrs
 import actors
 from rhetor._errors import ServiceUnavailable, ValidationError
 from rhetor._settings import POLICIES, BudgetPolicy
-from rhetor.budget._accounts import PERIODS, Accounts, Period, component_scope, usd
+from rhetor.budget._accounts import Accounts
 from rhetor.budget._commits import Rules, Write, write_batch
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry
 from rhetor.budget._keeper_values import utcnow
 from rhetor.budget._messages import BudgetStatus
+from rhetor.budget._rules import PERIODS, Period, component_scope, usd
 from rhetor.budget._spool import ChargeSpool
 from rhetor.budget._unrecorded import Unrecorded, transient
 

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rhetor._errors import BudgetExceeded, ServiceUnavailable
-from rhetor.budget._accounts import Decision, component_of
 from rhetor.budget._interfaces import LedgerEntry, ReservationRow
 from rhetor.budget._messages import Reservation, Reserve, SpendEntry
+from rhetor.budget._rules import Decision, component_of
 
 __all__ = [
     "again",

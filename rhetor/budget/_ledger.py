@@ -6,7 +6,7 @@ budget actor calls it on the event loop's thread (commits) or through
 ``anyio.to_thread.run_sync`` (long reads, checkpoints), one call at a time,
 which is why the connection allows use from a thread other than its creator's.
 Its tables, and how a charge replaces its reservation in one statement, are
-in :mod:`rhetor.budget._ledger_schema`.
+in :mod:`rhetor.budget._ledger_schema`; its statements in :mod:`rhetor.budget._ledger_sql`.
 
 SQLite's errors become :class:`~rhetor.StorageUnavailable` (a ServiceUnavailable) in one place,
 :func:`_unavailable`, with the SQLite error as the cause.
@@ -15,28 +15,16 @@ SQLite's errors become :class:`~rhetor.StorageUnavailable` (a ServiceUnavailable
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import attrs
 
 from rhetor._errors import StorageUnavailable, ValidationError
 from rhetor._settings import POLICIES
-from rhetor.budget._accounts import (
-    COMPONENT_SCOPE,
-    PERIODS,
-    Claim,
-    Decision,
-    Period,
-    check_period,
-    component_of,
-    decide_batch,
-    effective_limits,
-)
 from rhetor.budget._interfaces import (
     Billed,
     GroupBy,
@@ -55,6 +43,37 @@ from rhetor.budget._ledger_schema import (
     SCHEMA_VERSION,
     upgrade,
 )
+from rhetor.budget._ledger_sql import (
+    _ENTRY_COLUMNS,
+    _FIRST_RESERVATION_IDS,
+    _GROUP_COLUMNS,
+    _LAST_RESERVATION_ID,
+    _MORE_RESERVATION_IDS,
+    _ON_CHARGE_CONFLICT,
+    _RECORD_PROGRESS,
+    _RESERVED_BY_PROVIDER,
+    _ROWS_PER_STATEMENT,
+    _SET_LIMIT,
+    _SET_SETTING,
+    _SPENT_BY_PROVIDER,
+    _SWEEP,
+    _SWEPT_TOTAL,
+    _USED_BY_COMPONENT,
+    _insert,
+    _insert_sql,
+    _named,
+)
+from rhetor.budget._rules import (
+    COMPONENT_SCOPE,
+    PERIODS,
+    Claim,
+    Decision,
+    Period,
+    check_period,
+    component_of,
+    decide_batch,
+    effective_limits,
+)
 from rhetor.storage._sqlite import SQLiteStore, check_int, transaction
 
 __all__ = [
@@ -69,50 +88,6 @@ __all__ = [
     "clean_text",
 ]
 
-# Whitelist of group_by values to column names: the column is spliced into SQL.
-_GROUP_COLUMNS: dict[str, str] = {
-    "provider": "provider",
-    "model": "model",
-    "component": "component",
-    "context": "context_id",
-}
-# Rows per INSERT: SQLite allows 32,766 bound values in one statement.
-_ROWS_PER_STATEMENT = 1000
-
-
-@functools.lru_cache(maxsize=128)
-def _insert_sql(table: str, fields: tuple[str, ...], rows: int, tail: str = "") -> str:
-    """``INSERT INTO table (fields) VALUES (?, ...), ...`` for ``rows`` rows."""
-    row = f"({', '.join('?' * len(fields))})"
-    return f"INSERT INTO {table} ({', '.join(fields)}) VALUES {', '.join([row] * rows)}{tail}"
-
-
-# The sweeper: every reservation of another owner becomes an interrupted charge
-# at its stream's recorded progress, else at its worst case, in one statement
-# (the trigger deletes the reservations).
-_SWEPT_COST = "CASE WHEN used_cost IS NULL THEN amount ELSE MIN(used_cost, amount) END"
-_SWEEP = (
-    f"INSERT INTO entries ({', '.join(ENTRY_FIELDS)})"
-    " SELECT ts, request_id, provider, model, component, context_id, input_tokens,"
-    " CASE WHEN used_cost IS NULL THEN output_tokens ELSE MIN(used_output, output_tokens) END,"
-    f" {_SWEPT_COST}, 'interrupted',"
-    " CASE WHEN used_cost IS NULL THEN 'worst_case'"
-    " WHEN used_cost > amount THEN 'capped' ELSE 'usage' END,"
-    " 'interrupted:' || owner || ':' || id, id"
-    " FROM reservations WHERE owner != ? ORDER BY id"
-    " ON CONFLICT DO NOTHING"
-)
-# One charge per reservation and per charge id: a real charge replaces the
-# sweeper's interrupted one for its reservation; any other second charge is skipped.
-_ON_CHARGE_CONFLICT = (
-    " ON CONFLICT (reservation_id) DO UPDATE SET "
-    + ", ".join(f"{f} = excluded.{f}" for f in ENTRY_FIELDS)
-    + " WHERE entries.status = 'interrupted' AND entries.charge_id LIKE 'interrupted:%'"
-    " ON CONFLICT DO NOTHING"
-)
-_ENTRY_COLUMNS = ", ".join(("id", *ENTRY_FIELDS))
-_LAST_RESERVATION_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'reservations'"
-
 
 @contextlib.contextmanager
 def _unavailable(doing: str) -> Iterator[None]:
@@ -125,24 +100,6 @@ def _unavailable(doing: str) -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise StorageUnavailable(f"the budget ledger cannot be {doing}: {exc}") from exc
-
-
-def _named(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
-
-
-def _insert(
-    conn: sqlite3.Connection, table: str, fields: tuple[str, ...], rows: list[Any], tail: str = ""
-) -> None:
-    """Insert ``rows`` (objects with the ``fields`` as attributes): all of them, or none."""
-    if len(rows) <= _ROWS_PER_STATEMENT:
-        if rows:
-            values = [getattr(row, name) for row in rows for name in fields]
-            conn.execute(_insert_sql(table, fields, len(rows), tail), values)
-        return
-    with transaction(conn):
-        for first in range(0, len(rows), _ROWS_PER_STATEMENT):
-            _insert(conn, table, fields, rows[first : first + _ROWS_PER_STATEMENT], tail)
 
 
 @attrs.define(eq=False)
@@ -206,9 +163,7 @@ class SQLiteLedger(SQLiteStore):
         """
         if progress:
             self._conn.execute(
-                "UPDATE reservations SET used_output = p.value ->> 1, used_cost = p.value ->> 2"
-                " FROM json_each(?) AS p WHERE reservations.id = p.value ->> 0"
-                " AND p.value ->> 1 >= reservations.used_output",
+                _RECORD_PROGRESS,
                 (json.dumps([[rid, t, c] for rid, (t, c) in progress.items()]),),
             )
 
@@ -306,30 +261,15 @@ class SQLiteLedger(SQLiteStore):
             used: dict[tuple[Period, str], float] = {}
             if policy != "ignore" and in_force:
                 periods = [starts[p] for p in PERIODS]
-                cursor = conn.execute(
-                    "SELECT provider, TOTAL(CASE WHEN ts >= ? THEN cost END),"
-                    " TOTAL(CASE WHEN ts >= ? THEN cost END), TOTAL(CASE WHEN ts >= ? THEN cost END)"
-                    " FROM entries WHERE ts >= ? GROUP BY provider",
-                    (*periods, min(periods)),
-                )
+                cursor = conn.execute(_SPENT_BY_PROVIDER, (*periods, min(periods)))
                 for provider, *totals in cursor:
                     for period, total in zip(PERIODS, totals, strict=True):
                         used[(period, provider)] = float(total)
-                for provider, amount in conn.execute(
-                    "SELECT provider, TOTAL(amount) FROM reservations GROUP BY provider"
-                ):
+                for provider, amount in conn.execute(_RESERVED_BY_PROVIDER):
                     for period in PERIODS:
                         used[(period, provider)] = used.get((period, provider), 0.0) + amount
                 if any(component_of(scope) for _, scope in in_force):
-                    cursor = conn.execute(
-                        "SELECT component, TOTAL(CASE WHEN ts >= ? THEN cost END),"
-                        " TOTAL(CASE WHEN ts >= ? THEN cost END),"
-                        " TOTAL(CASE WHEN ts >= ? THEN cost END) FROM"
-                        " (SELECT ts, component, cost FROM entries WHERE ts >= ? AND component != ''"
-                        "  UNION ALL SELECT 1e999, component, amount FROM reservations"
-                        "  WHERE component != '') GROUP BY component",
-                        (*periods, min(periods)),
-                    )
+                    cursor = conn.execute(_USED_BY_COMPONENT, (*periods, min(periods)))
                     for component, *totals in cursor:
                         for period, total in zip(PERIODS, totals, strict=True):
                             used[(period, f"{COMPONENT_SCOPE}{component}")] = float(total)
@@ -383,16 +323,9 @@ class SQLiteLedger(SQLiteStore):
         with transaction(self._conn) as conn:
             row = conn.execute(_LAST_RESERVATION_ID).fetchone()
             last = 0 if row is None else int(row[0])
-            if row is None:
-                conn.execute(
-                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('reservations', ?)",
-                    (last + count,),
-                )
-            else:
-                conn.execute(
-                    "UPDATE sqlite_sequence SET seq = ? WHERE name = 'reservations'",
-                    (last + count,),
-                )
+            conn.execute(
+                _FIRST_RESERVATION_IDS if row is None else _MORE_RESERVATION_IDS, (last + count,)
+            )
         return range(last + 1, last + count + 1)
 
     @_unavailable("written")
@@ -408,10 +341,7 @@ class SQLiteLedger(SQLiteStore):
         can no longer settle. Answers how many were settled and their total.
         """
         with transaction(self._conn) as conn:
-            count, total = conn.execute(
-                f"SELECT COUNT(*), TOTAL({_SWEPT_COST}) FROM reservations WHERE owner != ?",
-                (owner,),
-            ).fetchone()
+            count, total = conn.execute(_SWEPT_TOTAL, (owner,)).fetchone()
             conn.execute(_SWEEP, (owner,))
             # A reservation whose charge was already recorded has nothing left to bill.
             conn.execute("DELETE FROM reservations WHERE owner != ?", (owner,))
@@ -441,11 +371,7 @@ class SQLiteLedger(SQLiteStore):
         ):
             raise ValidationError("amount", "must be a finite, non-negative number")
         with transaction(self._conn) as conn:
-            conn.execute(
-                "INSERT INTO limits (period, provider, component, amount) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (period, provider, component) DO UPDATE SET amount = excluded.amount",
-                (period, *key, float(amount)),
-            )
+            conn.execute(_SET_LIMIT, (period, *key, float(amount)))
 
     @_unavailable("written")
     def clear_limit(
@@ -486,11 +412,7 @@ class SQLiteLedger(SQLiteStore):
             if value is None:
                 conn.execute("DELETE FROM settings WHERE key = ?", (key,))
             else:
-                conn.execute(
-                    "INSERT INTO settings (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (key, clean_text(value)),
-                )
+                conn.execute(_SET_SETTING, (key, clean_text(value)))
 
     @_unavailable("read")
     def get_setting(self, key: str) -> str | None:

@@ -14,8 +14,9 @@ import attrs
 from rhetor._asks import Ask
 from rhetor._settings import BudgetPolicy
 from rhetor._types import Usage
-from rhetor.budget._accounts import Period, PeriodStatus
+from rhetor.budget._accounts import PeriodStatus
 from rhetor.budget._interfaces import Billed, GroupBy, Status
+from rhetor.budget._rules import Period
 
 __all__ = [
     "ENTRIES_LIMIT",

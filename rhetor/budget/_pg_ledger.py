@@ -46,17 +46,6 @@ import psycopg
 
 from rhetor._errors import ValidationError
 from rhetor._settings import POLICIES
-from rhetor.budget._accounts import (
-    COMPONENT_SCOPE,
-    PERIODS,
-    Claim,
-    Decision,
-    Period,
-    check_period,
-    component_of,
-    decide_batch,
-    effective_limits,
-)
 from rhetor.budget._interfaces import (
     GroupBy,
     LedgerEntry,
@@ -86,6 +75,17 @@ from rhetor.budget._pg_ledger_sql import (
 # Re-exported: the tests import it from here.
 from rhetor.budget._pg_ledger_sql import _settle_sql as _settle_sql
 from rhetor.budget._pg_owners import OwnerLease
+from rhetor.budget._rules import (
+    COMPONENT_SCOPE,
+    PERIODS,
+    Claim,
+    Decision,
+    Period,
+    check_period,
+    component_of,
+    decide_batch,
+    effective_limits,
+)
 from rhetor.storage._pg import PgDatabase, pg_text
 
 __all__ = [

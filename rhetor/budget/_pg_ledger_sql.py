@@ -13,9 +13,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from rhetor.budget._accounts import PERIODS
 from rhetor.budget._ledger_schema import ENTRY_FIELDS
 from rhetor.budget._pg_ledger_schema import OWNER_LOCKS
+from rhetor.budget._rules import PERIODS
 from rhetor.storage._pg import pg_text
 
 # Rows per INSERT: PostgreSQL allows 65,535 bound values in one statement.

@@ -55,15 +55,17 @@ from rhetor.edge._schemas_events import RESPONSES_EVENTS
 from rhetor.edge._schemas_responses import ResponsesBody, ResponsesReply
 from rhetor.edge._sse import event, sse_response
 from rhetor.providers._families import OPENAI
-from rhetor.providers._responses_shapes import (
+from rhetor.providers._responses_replies import (
     ResponsesEvents,
     format_echo,
+    tool_echo,
+    whole_response,
+)
+from rhetor.providers._responses_shapes import (
     format_from_responses,
     input_items,
     tool_choice_from_responses,
-    tool_echo,
     tools_from_responses,
-    whole_response,
 )
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from msgspec import Meta
 
 from rhetor._settings import BudgetPolicy
 from rhetor.budget import BudgetStatus, UsageTotals
-from rhetor.budget._accounts import Period
 from rhetor.budget._messages import ENTRIES_LIMIT
+from rhetor.budget._rules import Period
 from rhetor.edge._fields import MAX_INT
 from rhetor.edge._schema import Body, Closed, NonEmpty, PositiveInt, Query, QueryCount
 from rhetor.edge._schemas_native import ChatTurn

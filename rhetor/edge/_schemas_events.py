@@ -12,7 +12,7 @@ name where the API names its events). The writers are
 ``rhetor.edge._messages.chunk_event`` and ``native_error_event``,
 ``rhetor.providers._openai_replies.OpenAIChunks``,
 ``rhetor.providers._anthropic_replies.AnthropicEvents`` and
-``rhetor.providers._responses_shapes.ResponsesEvents``;
+``rhetor.providers._responses_replies.ResponsesEvents``;
 tests/test_event_schemas.py validates what they send on a live stream against
 the served document, so that the two cannot drift apart.
 

@@ -44,8 +44,9 @@ from rhetor.providers._anthropic_wire import (
     translated,
 )
 from rhetor.providers._calls import Outgoing
+from rhetor.providers._connect import Timeouts
 from rhetor.providers._families import ANTHROPIC
-from rhetor.providers._http import USER_AGENT, HttpClient, Timeouts
+from rhetor.providers._http import USER_AGENT, HttpClient
 from rhetor.providers._wire import encode_json, merge_models, model_ids, model_names
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODELS", "AnthropicBackend"]

@@ -30,13 +30,8 @@ from rhetor._errors import (
 )
 from rhetor._redact import redact_error
 from rhetor._types import StreamEnd, TextDelta, ToolCallDelta
-from rhetor.providers._http import (
-    HttpClient,
-    ReplyTooLarge,
-    Response,
-    TransportError,
-    TransportTimeout,
-)
+from rhetor.providers._connect import ReplyTooLarge, TransportError, TransportTimeout
+from rhetor.providers._http import HttpClient, Response
 from rhetor.providers._wire import MALFORMED, StreamIncomplete, UpstreamStatus, decode_json
 
 __all__ = [

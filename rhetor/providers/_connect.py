@@ -56,6 +56,7 @@ __all__ = [
     "ReadTimeout",
     "ReplyTooLarge",
     "Stream",
+    "Timeouts",
     "TransportError",
     "TransportTimeout",
     "Unheard",
@@ -124,6 +125,22 @@ class ReadTimeout(TransportTimeout):
 
 class PoolTimeout(TransportTimeout):
     """Every pooled connection stayed busy for longer than the pool bound."""
+
+
+@attrs.frozen
+class Timeouts:
+    """
+    Seconds each phase of one call may take; each backend's call also has its own deadline.
+
+    ``read`` bounds the silence between two pieces of a reply (a model may think
+    for minutes before its first token, so it is generous); ``pool`` the wait for a
+    free connection when all ``max_connections`` are busy.
+    """
+
+    connect: float = 10.0
+    write: float = 30.0
+    read: float = 600.0
+    pool: float = 30.0
 
 
 @attrs.define(eq=False)

@@ -18,7 +18,8 @@ trio stream and about 600 µs through ``httpcore.AsyncConnectionPool``, and 16
 concurrent callers got about five times the calls per second; the pool, timeouts and
 checks here cost a fraction of bare h11's own time.
 
-Every failure is one of the transport's signals, drawn in
+The pool of connections, and how they are opened (proxies, TLS), is
+:mod:`rhetor.providers._pool`. Every failure is one of the transport's signals, drawn in
 :mod:`rhetor.providers._connect` and translated in
 :func:`rhetor.providers._calls.transport_error`.
 """
@@ -42,36 +43,17 @@ from rhetor.providers._connect import (
     ConnectTimeout,
     DeadlineExceeded,
     Origin,
-    PoolTimeout,
-    Proxy,
     ReadTimeout,
     ReplyTooLarge,
+    Timeouts,
     TransportError,
     TransportTimeout,
     Unheard,
     WriteTimeout,
-    open_stream,
-    proxy_for,
-    trust_store,
 )
+from rhetor.providers._pool import ConnectionPool
 
-__all__ = [
-    "MAX_REPLY_BYTES",
-    "USER_AGENT",
-    "ConnectFailed",
-    "ConnectTimeout",
-    "ConnectionBroken",
-    "DeadlineExceeded",
-    "HttpClient",
-    "PoolTimeout",
-    "ReadTimeout",
-    "ReplyTooLarge",
-    "Response",
-    "Timeouts",
-    "TransportError",
-    "TransportTimeout",
-    "WriteTimeout",
-]
+__all__ = ["MAX_REPLY_BYTES", "USER_AGENT", "HttpClient", "Response"]
 
 # Every request's User-Agent.
 USER_AGENT = "Rhetor (Tekton LLM gateway)"
@@ -86,22 +68,6 @@ _RECEIVE = 65536
 _HEADER_SETS = 32
 
 Headers = Sequence[tuple[str, str]]
-
-
-@attrs.frozen
-class Timeouts:
-    """
-    Seconds each phase of one call may take; each backend's call also has its own deadline.
-
-    ``read`` bounds the silence between two pieces of a reply (a model may think
-    for minutes before its first token, so it is generous); ``pool`` the wait for a
-    free connection when all ``max_connections`` are busy.
-    """
-
-    connect: float = 10.0
-    write: float = 30.0
-    read: float = 600.0
-    pool: float = 30.0
 
 
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
@@ -134,13 +100,7 @@ class HttpClient:
     trust_env: bool = True
     tls: ssl.SSLContext | None = None
     _origin: Origin = attrs.field(init=False)
-    _proxy: Proxy | None = attrs.field(init=False, default=None)
-    _proxy_error: str | None = attrs.field(init=False, default=None)
-    # Invariant: the connections open and not in use, the last put back at the end.
-    _idle: list[Connection] = attrs.field(init=False, factory=list)
-    # Invariant: one token per connection in use; busy + idle <= max_connections.
-    _slots: trio.Semaphore = attrs.field(init=False)
-    _closed: bool = attrs.field(init=False, default=False)
+    _pool: ConnectionPool = attrs.field(init=False)
     # The validated heads' fields by the caller's headers: host first, then theirs.
     _validated: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes, bytes]]] = attrs.field(
         init=False, factory=dict
@@ -148,14 +108,15 @@ class HttpClient:
 
     def __attrs_post_init__(self) -> None:
         self._origin = Origin.of(self.base_url)
-        self._slots = trio.Semaphore(self.max_connections)
-        if self.trust_env:
-            try:
-                self._proxy = proxy_for(self._origin)
-            except ValueError as exc:
-                self._proxy_error = str(exc)
-        if self._origin.scheme == "https" and self.tls is None:
-            self.tls = trust_store() if self.trust_env else ssl.create_default_context()
+        self._pool = ConnectionPool(
+            self._origin,
+            self.max_connections,
+            self.keepalive_expiry,
+            self.timeouts.pool,
+            self.trust_env,
+            self.tls,
+        )
+        self.tls = self._pool.tls
 
     @property
     def origin(self) -> Origin:
@@ -169,7 +130,7 @@ class HttpClient:
         """
         How many connections wait in the pool.
         """
-        return len(self._idle)
+        return self._pool.idle
 
     async def request(
         self,
@@ -198,13 +159,14 @@ class HttpClient:
         idle, and never saw the request) is retried once on a fresh one.
         Cancellation: closes the connection; nothing is returned to the pool.
         """
-        if self._closed:
+        pool = self._pool
+        if pool.closed:
             raise ConnectFailed("the client is closed")
         head = self._head(method, path, headers, body)
-        await self._acquire()
+        await pool.acquire()
         try:
             for attempt in (1, 2):
-                connection = self._pooled()
+                connection = pool.pooled()
                 try:
                     return await self._exchange(connection, head, body, deadline, whole)
                 except Unheard:
@@ -212,7 +174,7 @@ class HttpClient:
                         raise
             raise AssertionError("unreachable")  # pragma: no cover
         except BaseException:
-            self._slots.release()
+            pool.release()
             raise
 
     def _head(self, method: str, path: str, headers: Headers, body: bytes) -> h11.Request:
@@ -220,7 +182,7 @@ class HttpClient:
         target = origin.base_path + path
         framing = body or method in ("POST", "PUT", "PATCH")
         fields: list[tuple[str, str]] = []
-        proxy = self._proxy
+        proxy = self._pool.proxy
         if proxy is not None and origin.scheme == "http":
             # A plain request goes to the proxy whole, its target in absolute form.
             target = f"http://{origin.authority}{target}"
@@ -262,30 +224,6 @@ class HttpClient:
             self._validated[headers] = checked
         return checked
 
-    async def _acquire(self) -> None:
-        try:
-            self._slots.acquire_nowait()
-        except trio.WouldBlock:
-            with trio.move_on_after(self.timeouts.pool) as waited:
-                await self._slots.acquire()
-            if waited.cancelled_caught:
-                raise PoolTimeout(
-                    f"all {self.max_connections} connections stayed busy for"
-                    f" {self.timeouts.pool:g} s"
-                ) from None
-
-    def _pooled(self) -> Connection | None:
-        """
-        The most recently used idle connection that is still good, if any.
-        """
-        now = trio.current_time()
-        while self._idle:
-            connection = self._idle.pop()
-            if now - connection.idle_since <= self.keepalive_expiry and not connection.stale():
-                return connection
-            connection.close()
-        return None
-
     async def _exchange(
         self,
         connection: Connection | None,
@@ -304,10 +242,8 @@ class HttpClient:
         with trio.CancelScope() as scope:
             try:
                 if connection is None:
-                    if self._proxy_error is not None:
-                        raise ConnectFailed(self._proxy_error)
                     scope.deadline = min(deadline, trio.current_time() + timeouts.connect)
-                    connection = Connection(await open_stream(self._origin, self._proxy, self.tls))
+                    connection = await self._pool.open()
                 conn = connection.h11
                 data = conn.send(head)
                 if body:
@@ -348,43 +284,11 @@ class HttpClient:
             return f"sending the request took over {self.timeouts.write:g} s"
         return f"the upstream sent nothing for {self.timeouts.read:g} s"
 
-    def _put_back(self, connection: Connection) -> None:
-        """
-        End one exchange: the connection back in the pool if it may be reused, else closed.
-        """
-        try:
-            conn = connection.h11
-            if (
-                not self._closed
-                and conn.our_state is h11.DONE
-                and conn.their_state is h11.DONE
-                and len(self._idle) < self.max_connections
-            ):
-                conn.start_next_cycle()
-                connection.idle_since = trio.current_time()
-                connection.reused = False
-                self._idle.append(connection)
-            else:
-                connection.close()
-        finally:
-            self._slots.release()
-
-    def _discard(self, connection: Connection) -> None:
-        """
-        End one exchange that did not finish: close its connection now.
-        """
-        try:
-            connection.close()
-        finally:
-            self._slots.release()
-
     async def aclose(self) -> None:
         """
         Close the idle connections; those in use close as their responses end.
         """
-        self._closed = True
-        while self._idle:
-            self._idle.pop().close()
+        self._pool.close()
         await trio.lowlevel.checkpoint()
 
 
@@ -469,7 +373,7 @@ class Response:
                 return bytes(event.data)
             if type(event) is h11.EndOfMessage:
                 self._ended = True
-                self._client._put_back(self._connection)
+                self._client._pool.put_back(self._connection)
                 return None
             if isinstance(event, h11.ConnectionClosed):
                 raise ConnectionBroken("the connection closed mid-reply")
@@ -549,7 +453,7 @@ class Response:
         """
         if not self._ended:
             self._ended = True
-            self._client._discard(self._connection)
+            self._client._pool.discard(self._connection)
 
     async def aclose(self) -> None:
         """

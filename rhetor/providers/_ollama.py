@@ -26,8 +26,9 @@ from rhetor._types import (
 )
 from rhetor.providers import _calls
 from rhetor.providers._calls import Outgoing
+from rhetor.providers._connect import Timeouts
 from rhetor.providers._families import OLLAMA
-from rhetor.providers._http import USER_AGENT, HttpClient, Timeouts
+from rhetor.providers._http import USER_AGENT, HttpClient
 from rhetor.providers._ollama_wire import LineReading, chat_body, reply, translated
 from rhetor.providers._wire import encode_json, merge_models, model_ids, model_names
 

@@ -41,8 +41,9 @@ from rhetor._types import (
 )
 from rhetor.providers import _calls
 from rhetor.providers._calls import Outgoing
+from rhetor.providers._connect import Timeouts
 from rhetor.providers._families import OPENAI
-from rhetor.providers._http import USER_AGENT, HttpClient, Timeouts
+from rhetor.providers._http import USER_AGENT, HttpClient
 from rhetor.providers._openai_wire import ChunkReading, chat_body, completion, translated
 from rhetor.providers._wire import encode_json, merge_models, model_ids, model_names
 

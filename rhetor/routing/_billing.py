@@ -25,10 +25,10 @@ from rhetor import observe
 from rhetor._asks import as_rhetor_error
 from rhetor._errors import RhetorError
 from rhetor._types import LLMRequest, Usage
-from rhetor.budget._accounts import usd
 from rhetor.budget._keeper import Progress, Reservation, Reserve, Settle, token_count
 from rhetor.budget._ledger import Billed
 from rhetor.budget._pricing import Pricer
+from rhetor.budget._rules import usd
 from rhetor.routing._plan import Candidate
 from rhetor.routing._planning import Prepared, padded
 

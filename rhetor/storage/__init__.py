@@ -33,18 +33,20 @@ from rhetor.storage._interfaces import (
     ContextInfo,
     ContextRecord,
     ContextWindow,
-    Library,
-    Prompt,
     SearchHit,
     Store,
     StoredMessage,
+    WindowState,
+)
+from rhetor.storage._library import SQLiteLibrary
+from rhetor.storage._library_interfaces import (
+    Library,
+    Prompt,
     SystemPrompts,
     Template,
     TemplateLibrary,
     TemplateVersion,
-    WindowState,
 )
-from rhetor.storage._library import SQLiteLibrary
 from rhetor.storage._pg import PgDatabase
 from rhetor.storage._pg_history import PostgresHistory
 from rhetor.storage._pg_library import PostgresLibrary

@@ -1,5 +1,5 @@
 """
-Templates and system prompts in one SQLite file: the SQLite :class:`~rhetor.storage._interfaces.Library`.
+Templates and system prompts in one SQLite file: the SQLite :class:`~rhetor.storage._library_interfaces.Library`.
 
 A :class:`SQLiteLibrary` owns one connection and is synchronous: the
 PromptLibrary actor calls it through ``anyio.to_thread.run_sync``, one call
@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import attrs
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor.storage._interfaces import Prompt
+from rhetor.storage._library_interfaces import Prompt
 from rhetor.storage._rendering import non_empty
 from rhetor.storage._sqlite import SQLiteStore, check_optional_text, check_text, transaction
 from rhetor.storage._templates import TemplateTables
@@ -74,7 +74,7 @@ _PROMPT_COLUMNS = "id, name, component, content, description, tags, is_default, 
 @attrs.define(eq=False)
 class SQLiteLibrary(TemplateTables, SQLiteStore):
     """
-    Templates and system prompts in one SQLite file (a :class:`~rhetor.storage._interfaces.Library`).
+    Templates and system prompts in one SQLite file (a :class:`~rhetor.storage._library_interfaces.Library`).
 
     Not safe for concurrent use: one owner calls it, one call at a time.
     """

@@ -1,5 +1,5 @@
 """
-Templates and system prompts in PostgreSQL: the shared :class:`~rhetor.storage._interfaces.Library`.
+Templates and system prompts in PostgreSQL: the shared :class:`~rhetor.storage._library_interfaces.Library`.
 
 A :class:`PostgresLibrary` borrows a pooled connection per call, so it is safe
 from several threads and shared by every process on the database. It keeps
@@ -31,8 +31,8 @@ import psycopg
 import psycopg.errors
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor.storage._interfaces import Prompt, Template, TemplateVersion
 from rhetor.storage._library import _prompt, _tags_json
+from rhetor.storage._library_interfaces import Prompt, Template, TemplateVersion
 from rhetor.storage._pg import Migration, PgDatabase, pg_text
 from rhetor.storage._rendering import non_empty
 from rhetor.storage._sqlite import (
@@ -116,7 +116,7 @@ def _name_taken() -> ValidationError:
 @attrs.define(eq=False)
 class PostgresLibrary:
     """
-    Templates and system prompts in PostgreSQL (a :class:`~rhetor.storage._interfaces.Library`).
+    Templates and system prompts in PostgreSQL (a :class:`~rhetor.storage._library_interfaces.Library`).
     """
 
     db: PgDatabase

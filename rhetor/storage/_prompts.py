@@ -1,7 +1,7 @@
 """
 PromptLibrary: the actor that owns prompt templates and per-component system prompts.
 
-It keeps them in a :class:`~rhetor.storage._interfaces.Library` (SQLite today,
+It keeps them in a :class:`~rhetor.storage._library_interfaces.Library` (SQLite today,
 see :mod:`rhetor.storage._library`) and answers one message per operation,
 defined here.
 
@@ -28,7 +28,7 @@ import attrs
 from rhetor._asks import Ask
 from rhetor._errors import StorageUnavailable
 from rhetor.storage._actor import StoreActor
-from rhetor.storage._interfaces import Library, Prompt, Template, TemplateVersion
+from rhetor.storage._library_interfaces import Library, Prompt, Template, TemplateVersion
 from rhetor.storage._rendering import generate_prompt
 from rhetor.storage._sqlite import check_text
 

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from rhetor._errors import NotFound, ValidationError
-from rhetor.storage._interfaces import Template, TemplateVersion
+from rhetor.storage._library_interfaces import Template, TemplateVersion
 from rhetor.storage._rendering import non_empty, parse_variables
 from rhetor.storage._sqlite import (
     SQLITE_INT_MIN,
