@@ -1,0 +1,176 @@
+"""
+The direct routes (rhetor/edge/_direct.py): POST /message and /v1/chat/completions answered on ASGI.
+
+What a client gets from them must be what the Quart views answer: the same
+status, body and headers, errors included. Each comparison sends one request
+over a real socket (the direct route) and the same one to the Quart app of
+the same runtime through Quart's test client (the view).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+import rhetor.edge._direct
+from rhetor.edge._app import create_app
+from tests.edge_helpers import JSON, events, served
+
+# Ids and times that differ between any two replies.
+VOLATILE = {"request_id", "id", "created", "timestamp", "latency_ms", "elapsed"}
+MESSAGE = {"message": "hello direct", "model": "simulated-echo"}
+COMPLETION = {"model": "simulated-echo", "messages": [{"role": "user", "content": "hello"}]}
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+CASES = [
+    pytest.param("/message", MESSAGE, id="message-ok"),
+    pytest.param("/message", {}, id="message-empty"),
+    pytest.param("/message", {"message": 3}, id="message-wrong-type"),
+    pytest.param("/message", {"message": "x", "temperature": 9}, id="message-out-of-range"),
+    pytest.param("/message", {"message": "x", "model": "no-such-model"}, id="message-no-model"),
+    pytest.param("/message", [1, 2], id="message-not-an-object"),
+    pytest.param("/v1/chat/completions", COMPLETION, id="openai-ok"),
+    pytest.param("/v1/chat/completions", {"model": "x"}, id="openai-no-messages"),
+    pytest.param(
+        "/v1/chat/completions", {**COMPLETION, "model": "rhetor/nope"}, id="openai-bad-alias"
+    ),
+    pytest.param(
+        "/v1/chat/completions", {**COMPLETION, "max_tokens": -1}, id="openai-bad-max-tokens"
+    ),
+]
+
+
+@pytest.fixture
+async def both(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """A client of the real server (direct routes) and Quart's test client of its app."""
+    async with served(tmp_path) as (server, client):
+        app = create_app(server.runtime, server.settings)
+        async with app.test_app() as test_app:
+            yield client, test_app.test_client()
+
+
+@pytest.mark.parametrize(("path", "body"), CASES)
+async def test_a_direct_route_answers_what_its_quart_view_answers(
+    both: tuple[httpx.AsyncClient, Any], path: str, body: Any
+) -> None:
+    """Status, content type, Rhetor's headers and the JSON body (ids aside) are the same."""
+    client, quart = both
+    direct = await client.post(path, json=body)
+    viewed = await quart.post(path, json=body)
+    assert direct.status_code == viewed.status_code
+    assert direct.headers["content-type"] == viewed.headers["content-type"]
+    rhetor_headers = {
+        k.lower() for k, _ in viewed.headers.items() if k.lower().startswith("x-rhetor-")
+    }
+    assert rhetor_headers == {k for k in direct.headers if k.startswith("x-rhetor-")}
+    assert _stable(direct.json()) == _stable(await viewed.get_json())
+    # The direct reply is observed like any other: it carries its request id.
+    assert direct.headers["x-request-id"]
+    if direct.status_code >= 400:
+        assert direct.json()["error"]["request_id"] == direct.headers["x-request-id"]
+
+
+async def test_invalid_json_is_refused_as_the_view_refuses_it(
+    both: tuple[httpx.AsyncClient, Any],
+) -> None:
+    """A body that is not JSON gets the same typed 400 on both paths."""
+    client, quart = both
+    for path in ("/message", "/v1/chat/completions"):
+        direct = await client.post(path, content=b"{not json", headers=JSON)
+        viewed = await quart.post(path, data=b"{not json", headers=JSON)
+        assert direct.status_code == viewed.status_code == 400
+        assert _stable(direct.json()) == _stable(await viewed.get_json())
+
+
+async def test_a_streamed_request_on_a_direct_route_is_answered_by_quart_in_full(
+    tmp_path: Path,
+) -> None:
+    """``streaming``/``stream`` hands the request on, its body replayed: SSE comes back."""
+    async with served(tmp_path) as (_, client):
+        native = await client.post("/message", json={**MESSAGE, "streaming": True})
+        openai = await client.post("/v1/chat/completions", json={**COMPLETION, "stream": True})
+    assert native.headers["content-type"].startswith("text/event-stream")
+    assert events(native.text)[-1]["done"] is True
+    assert openai.headers["content-type"].startswith("text/event-stream")
+    assert openai.text.rstrip().endswith("data: [DONE]")
+
+
+async def test_with_anthropic_version_a_chat_completions_error_keeps_anthropics_shape(
+    tmp_path: Path,
+) -> None:
+    """The /v1 blueprint answers such a request's errors in Anthropic's format; so it goes to Quart."""
+    async with served(tmp_path) as (_, client):
+        response = await client.post(
+            "/v1/chat/completions", json={"model": "x"}, headers={"anthropic-version": "2023-06-01"}
+        )
+    assert response.status_code == 400
+    assert response.json()["type"] == "error"
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_and_the_server_goes_on(
+    tmp_path: Path,
+) -> None:
+    """No Content-Length to refuse it early: the read stops at the limit, answers 413 and closes."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"message": "'
+        for _ in range(8):
+            yield b"x" * 500
+
+    async with served(tmp_path, max_body_bytes=1000) as (_, client):
+        response = await client.post("/message", content=chunks(), headers=JSON)
+        after = await client.post("/message", json=MESSAGE)
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "payload_too_large"
+    assert response.headers["connection"] == "close"
+    assert after.status_code == 200
+
+
+async def test_a_body_that_stops_arriving_is_answered_408(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that announces a body and never sends it all gets request_timeout, not a hang."""
+    monkeypatch.setattr(rhetor.edge._direct, "BODY_TIMEOUT", 0.3)
+    async with served(tmp_path) as (server, _):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all(
+                b"POST /message HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            received = b""
+            with trio.fail_after(5):
+                while b"\r\n\r\n" not in received or b"}" not in received.split(b"\r\n\r\n")[1]:
+                    received += await stream.receive_some(4096)
+    assert received.startswith(b"HTTP/1.1 408")
+    assert b'"request_timeout"' in received
+
+
+async def test_an_allowed_origin_gets_cors_headers_from_a_direct_route(tmp_path: Path) -> None:
+    """CORS applies to the direct routes as to every other: the allowed origin, and no other."""
+    origin = "http://ui.example"
+    async with served(tmp_path, cors_origins=(origin,)) as (_, client):
+        allowed = await client.post("/message", json=MESSAGE, headers={"Origin": origin})
+        other = await client.post(
+            "/v1/chat/completions", json=COMPLETION, headers={"Origin": "http://evil.example"}
+        )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == origin
+    assert allowed.headers["vary"] == "Origin"
+    assert other.status_code == 403
+    assert "access-control-allow-origin" not in other.headers
