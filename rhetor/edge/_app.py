@@ -220,17 +220,14 @@ def asgi_app(app: QuartTrio) -> ASGIFramework:
         route = direct.get(scope["path"]) if scope["method"] == "POST" else None
         if route is not None and (refused is not None or route.declines(scope["headers"])):
             route = None
+        if route is not None:
+            await route.serve(app, scope, receive, send)
+            return
         if has_body(scope["headers"]):
             # A drain, when one is needed, runs in the app's own background
             # nursery (opened by the lifespan): one per request would cost every POST.
             watch = UnreadBody(receive, send, app.nursery)
-            if route is not None:
-                await route.serve(app, scope, watch.receive, watch.send)
-                return
             await app(scope, watch.receive, watch.send)
-            return
-        if route is not None:
-            await route.serve(app, scope, receive, send)
             return
         await app(scope, receive, send)
 

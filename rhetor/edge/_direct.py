@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestTimeout
 
 from rhetor import observe
 from rhetor._errors import PayloadTooLarge, RhetorError
-from rhetor.edge._checks import origin_allowed
+from rhetor.edge._checks import UnreadBody, origin_allowed
 from rhetor.edge._compat import COMPONENT_HEADER, CONTEXT_HEADER, present, reply_headers
 from rhetor.edge._fields import parse_json
 from rhetor.edge._http import JSON_TYPE, error_parts, rhetor_error
@@ -94,18 +95,31 @@ class DirectRoute:
 
     async def serve(
         self,
-        app: ASGIFramework,
+        app: QuartTrio,
         scope: Any,
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
     ) -> None:
-        """Answer the request, or hand it (its body replayed) to ``app``."""
+        """
+        Answer the request, or hand it (its body replayed) to ``app``.
+
+        Unlike the app's routes, it is not wrapped in ``UnreadBody``: it reads
+        the whole body before it answers, except when it refuses the body
+        itself (then it wraps its reply).
+        """
         observe.current().routed(self.rule)
         where = f"{scope['method']} {self.rule}"
         try:
             raw = await self._read_body(receive)
-            if raw is None:  # the client left before its body was all sent
-                return
+        except Exception as exc:
+            # Answered before the whole body arrived (413, 408): UnreadBody
+            # closes the connection after the reply and drains the rest.
+            unread = UnreadBody(receive, send, app.nursery)
+            await self._send(unread.send, scope, self._error(exc, where))
+            return
+        if raw is None:  # the client left before its body was all sent
+            return
+        try:
             value = parse_json(raw) if raw.strip() else {}
             make = self.answer(value, scope["headers"])
         except Exception as exc:
