@@ -1,7 +1,7 @@
 """
 Benchmark the OpenAI relay: Rhetor's /v1/chat/completions against three baselines.
 
-Run: ``python benchmarks/relay.py`` (about two minutes). Subprocesses:
+Run: ``python benchmarks/relay.py`` (about two and a half minutes). Subprocesses:
 
 - the lean upstream (``benchmarks/_upstream.py``), answering a canned chat completion
   at once (the issue measured with an nginx answering a fixed file; this one costs
@@ -14,7 +14,11 @@ Run: ``python benchmarks/relay.py`` (about two minutes). Subprocesses:
 - a minimal Quart-Trio relay through the ``openai`` SDK: no actors, routing, budget
   or storage;
 - a bare h11 relay on trio: requests forwarded byte for byte over one upstream
-  connection per client connection, no JSON, no framework (the floor of this stack).
+  connection per client connection, no JSON, no framework (the floor of trio and h11);
+- the Hypercorn floor: a bare ASGI app on Hypercorn (no Quart) relaying each body
+  through Rhetor's own HTTP client (``rhetor.providers._http.HttpClient``), no JSON:
+  the most any relay served by Hypercorn with this client can do, Rhetor's own
+  ceiling on its stack.
 
 The load generator is ``wrk`` (``apt-get install wrk``; without it, a multiprocess
 httpx client): requests per second at 32 connections and p50/p99 latency at 1
@@ -22,7 +26,9 @@ connection, the four targets alternating over three rounds, each result the medi
 of its rounds. The machine is shared; the runs' spread is printed.
 
 The last line is JSON: relay_rps, simulated_rps, sdk_relay_rps, floor_rps,
-relay_vs_simulated, relay_vs_sdk_relay, relay_vs_floor, p50_ms (the relay's),
+hypercorn_floor_rps, relay_vs_simulated, relay_vs_sdk_relay, relay_vs_floor,
+relay_vs_hypercorn_floor, hypercorn_floor_vs_sdk_relay (the most relay_vs_sdk_relay
+could be on this stack), p50_ms (the relay's),
 simulated_p50_ms, sdk_relay_p50_ms, floor_p50_ms, and the p99s. Targets:
 relay_vs_simulated >= 0.6, relay_vs_sdk_relay >= 3, p50_ms within 0.5 ms of
 simulated_p50_ms.
@@ -169,6 +175,68 @@ def floor_server(upstream: str) -> None:
     trio.run(main)
 
 
+# -- the Hypercorn floor: bare ASGI through Rhetor's HTTP client ----------------------------
+
+
+def hypercorn_floor_server(upstream: str) -> None:
+    """A bare ASGI app on Hypercorn: each body forwarded with ``HttpClient``, the reply returned."""
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    from rhetor.providers._http import HttpClient
+
+    client = HttpClient(upstream)
+    headers = [("authorization", "Bearer sk-bench"), ("content-type", "application/json")]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        parts = []
+        while True:
+            event = await receive()
+            parts.append(event.get("body", b""))
+            if not event.get("more_body"):
+                break
+        response = await client.request(
+            "POST",
+            scope["path"],
+            headers,
+            b"".join(parts),
+            deadline=trio.current_time() + 30,
+            whole=True,
+        )
+        body = await response.read()
+        response.close()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(body)),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    config.backlog = 2048
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, app, config)
+            print(f"serving on {binds[0]}", flush=True)
+
+    trio.run(main)
+
+
 # -- subprocesses ------------------------------------------------------------------------
 
 
@@ -229,6 +297,12 @@ def start_floor(upstream: str) -> tuple[Any, str]:
     return _started([sys.executable, __file__, "--floor-server", upstream], dict(os.environ))
 
 
+def start_hypercorn_floor(upstream: str) -> tuple[Any, str]:
+    return _started(
+        [sys.executable, __file__, "--hypercorn-floor-server", upstream], dict(os.environ)
+    )
+
+
 def stop(proc: Any) -> None:
     proc.terminate()
     try:
@@ -263,11 +337,13 @@ def main() -> None:
         rhetor, rhetor_url = start_rhetor(data_dir, upstream_url)
         sdk_relay, sdk_url = start_sdk_relay(upstream_url)
         floor, floor_url = start_floor(upstream_url)
+        hypercorn_floor, hypercorn_url = start_hypercorn_floor(upstream_url)
         targets = {
             "relay": (f"{rhetor_url}/v1/chat/completions", RELAY_BODY),
             "simulated": (f"{rhetor_url}/message", SIMULATED_BODY),
             "sdk_relay": (f"{sdk_url}/v1/chat/completions", RELAY_BODY),
             "floor": (f"{floor_url}/v1/chat/completions", RELAY_BODY),
+            "hypercorn_floor": (f"{hypercorn_url}/v1/chat/completions", RELAY_BODY),
         }
         try:
             for url, body in targets.values():
@@ -282,7 +358,7 @@ def main() -> None:
                         result = _load.load(url, body, connections, DURATION, headers=HEADERS)
                         runs.setdefault((name, connections), []).append(result)
         finally:
-            for proc in (floor, sdk_relay, rhetor, upstream):
+            for proc in (hypercorn_floor, floor, sdk_relay, rhetor, upstream):
                 stop(proc)
     results = {
         name: {
@@ -299,24 +375,29 @@ def main() -> None:
     for name in targets:
         r = results[name]
         print(
-            f"{name:10} 32 connections {r['rps']:6.0f} req/s (runs {r['rps_runs']});"
+            f"{name:15} 32 connections {r['rps']:6.0f} req/s (runs {r['rps_runs']});"
             f" 1 connection p50 {r['p50_ms']:.2f} ms (runs {r['p50_runs']}), p99 {r['p99_ms']:.2f} ms"
         )
     print(f"total {time.perf_counter() - started:.1f}s")
     relay, simulated = results["relay"], results["simulated"]
     sdk, floor_ = results["sdk_relay"], results["floor"]
+    hypercorn_ = results["hypercorn_floor"]
     summary = {
         "relay_rps": round(relay["rps"], 1),
         "simulated_rps": round(simulated["rps"], 1),
         "sdk_relay_rps": round(sdk["rps"], 1),
         "floor_rps": round(floor_["rps"], 1),
+        "hypercorn_floor_rps": round(hypercorn_["rps"], 1),
         "relay_vs_simulated": round(relay["rps"] / simulated["rps"], 3),
         "relay_vs_sdk_relay": round(relay["rps"] / sdk["rps"], 3),
         "relay_vs_floor": round(relay["rps"] / floor_["rps"], 3),
+        "relay_vs_hypercorn_floor": round(relay["rps"] / hypercorn_["rps"], 3),
+        "hypercorn_floor_vs_sdk_relay": round(hypercorn_["rps"] / sdk["rps"], 3),
         "p50_ms": round(relay["p50_ms"], 3),
         "simulated_p50_ms": round(simulated["p50_ms"], 3),
         "sdk_relay_p50_ms": round(sdk["p50_ms"], 3),
         "floor_p50_ms": round(floor_["p50_ms"], 3),
+        "hypercorn_floor_p50_ms": round(hypercorn_["p50_ms"], 3),
         "p99_ms": round(relay["p99_ms"], 3),
         "simulated_p99_ms": round(simulated["p99_ms"], 3),
     }
@@ -327,10 +408,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
     parser.add_argument("--sdk-relay-server", metavar="UPSTREAM", help=argparse.SUPPRESS)
     parser.add_argument("--floor-server", metavar="UPSTREAM", help=argparse.SUPPRESS)
+    parser.add_argument("--hypercorn-floor-server", metavar="UPSTREAM", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sdk_relay_server:
         sdk_relay_server(args.sdk_relay_server)
     elif args.floor_server:
         floor_server(args.floor_server)
+    elif args.hypercorn_floor_server:
+        hypercorn_floor_server(args.hypercorn_floor_server)
     else:
         main()
