@@ -39,10 +39,9 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import attrs
-import psycopg
 
 from rhetor._errors import ValidationError
 from rhetor._settings import POLICIES
@@ -72,19 +71,17 @@ from rhetor.budget._pg_ledger_sql import (
     _ENTRY_COLUMNS,
     _FORGET_DEAD_OWNERS,
     _GROUP_COLUMNS,
-    _ROWS_PER_STATEMENT,
+    _LOCK_AND_RULES,
+    _RESERVE,
+    _SETTLE,
+    _SETTLE_AND_SPEND,
     _SPEND,
     _SPEND_BY_COMPONENT,
     _SWEEP,
-    _TAKE_RESERVATIONS,
-    _settle_batch_sql,
+    _json_rows,
     _spend_args,
-    _text_fields,
     _values,
 )
-
-# Re-exported: the tests import it from here.
-from rhetor.budget._pg_ledger_sql import _settle_sql as _settle_sql
 from rhetor.budget._pg_owners import OwnerLease
 from rhetor.storage._pg import PgDatabase, pg_text
 
@@ -136,37 +133,17 @@ class PostgresLedger:
 
     def record_many(self, entries: Iterable[LedgerEntry]) -> None:
         """
-        Store a batch of charges in one transaction: all of them, or none.
+        Store a batch of charges in one statement (so one transaction): all of them, or none.
 
         The reservations they name are deleted first (locked in id order),
-        then the charges are inserted, up to 1,000 a statement: one charge
-        per reservation (a second is skipped, except that a real charge
-        replaces the sweeper's interrupted one) and one per charge id. In
-        pipeline mode the whole batch is one round trip.
+        then the charges are inserted: one charge per reservation (a second
+        is skipped, except that a real charge replaces the sweeper's
+        interrupted one) and one per charge id.
         """
-        reserved: dict[int, LedgerEntry] = {}
-        unreserved: list[LedgerEntry] = []
-        for row in entries:
-            if row.reservation_id is None:
-                unreserved.append(row)
-            else:
-                # One statement may not update a row twice: the first charge of a reservation wins.
-                reserved.setdefault(row.reservation_id, row)
-        if not reserved and not unreserved:
-            return
-        with self.db.transaction("written", pipeline=True) as conn:
-            if reserved:
-                conn.execute(_TAKE_RESERVATIONS, (sorted(reserved),))
-            rows = [*reserved.values(), *unreserved]
-            for first in range(0, len(rows), _ROWS_PER_STATEMENT):
-                # One statement for both kinds: the spend_hours triggers then
-                # run once for it, taking their rows' locks in one order.
-                chunk = rows[first : first + _ROWS_PER_STATEMENT]
-                with_reservation = sum(row.reservation_id is not None for row in chunk)
-                values = [v for row in chunk for v in _text_fields(row, ENTRY_FIELDS)]
-                conn.execute(
-                    _settle_batch_sql(with_reservation, len(chunk) - with_reservation), values
-                )
+        charges = _charges_json(entries)
+        if charges is not None:
+            with self.db.connection("written") as conn:
+                conn.execute(_SETTLE, {"charges": charges})
 
     def record_progress(self, progress: Mapping[int, tuple[int, float]]) -> None:
         """Note how far streams got on their open reservations, in one statement."""
@@ -256,26 +233,11 @@ class PostgresLedger:
         return range(last - count + 1, last + 1)
 
     def reserve_many(self, reservations: Iterable[ReservationRow]) -> None:
-        """Store a batch of open reservations, unchecked, in one transaction: all or none."""
+        """Store a batch of open reservations, unchecked, in one statement: all or none."""
         rows = list(reservations)
-        if not rows:
-            return
-        with self.db.transaction("written") as conn:
-            self._insert_reservations(conn, rows)
-
-    @staticmethod
-    def _insert_reservations(conn: psycopg.Connection[Any], rows: Sequence[ReservationRow]) -> None:
-        """Insert ``rows``; the high-water mark of ids rises past theirs in the same statement."""
-        for first in range(0, len(rows), _ROWS_PER_STATEMENT):
-            chunk = rows[first : first + _ROWS_PER_STATEMENT]
-            values = [v for row in chunk for v in _text_fields(row, RESERVATION_FIELDS)]
-            conn.execute(
-                f"WITH held AS (INSERT INTO reservations ({', '.join(RESERVATION_FIELDS)})"
-                f" VALUES {_values(len(RESERVATION_FIELDS), len(chunk))} RETURNING id)"
-                " UPDATE reservation_ids SET last = (SELECT max(id) FROM held)"
-                " WHERE last < (SELECT max(id) FROM held)",
-                values,
-            )
+        if rows:
+            with self.db.connection("written") as conn:
+                conn.execute(_RESERVE, {"reservations": _json_rows(rows, RESERVATION_FIELDS)})
 
     def reserve_checked(
         self,
@@ -285,36 +247,61 @@ class PostgresLedger:
         limits: Mapping[tuple[Period, str | None], float],
         starts: Mapping[Period, float],
     ) -> list[Decision]:
-        """
-        Decide each claim against every limit and record those granted, in one transaction.
+        """Decide each claim against every limit and record those granted (see :meth:`settle_and_reserve`)."""
+        return self.settle_and_reserve((), claims, policy=policy, limits=limits, starts=starts)
 
-        Under ``pg_advisory_xact_lock(BUDGET_LOCK)``: the stored limits and
-        policy, then the spend since each period's start and every open
-        reservation, summed in one statement (one snapshot, so a charge
-        replacing its reservation meanwhile is seen whole or not at all),
-        then the decisions and the insert. The lock is released by the commit.
+    def settle_and_reserve(
+        self,
+        entries: Iterable[LedgerEntry],
+        claims: Sequence[tuple[ReservationRow, Claim]],
+        *,
+        policy: str,
+        limits: Mapping[tuple[Period, str | None], float],
+        starts: Mapping[Period, float],
+    ) -> list[Decision]:
+        """
+        Store charges (as :meth:`record_many`), then decide each claim and record those granted.
+
+        One transaction, in three round trips: ``BEGIN``, then
+        ``pg_advisory_xact_lock(BUDGET_LOCK)``, then the stored limits and
+        policy (one simple query); then the charges and, in the same
+        statement (one snapshot, so a charge replacing its reservation
+        meanwhile is seen whole or not at all), the spend since each
+        period's start and every open reservation, as the charges leave
+        them; then the decisions, the insert of those granted and ``COMMIT``.
+        The lock is released by the commit. Without claims the charges are
+        one statement of their own (:meth:`record_many`) and take no lock.
         """
         pairs = list(claims)
+        charges = _charges_json(entries)
         if not pairs:
+            if charges is not None:
+                with self.db.connection("written") as conn:
+                    conn.execute(_SETTLE, {"charges": charges})
             return []
         periods = [starts[p] for p in PERIODS]
-        # Pipeline mode: BEGIN, the lock, the rules and the sums go out together
-        # (one round trip); the insert goes out with COMMIT (the second).
-        with self.db.transaction("written", pipeline=True) as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUDGET_LOCK,))
-            policy_row = conn.execute("SELECT value FROM settings WHERE key = 'policy'")
-            limit_rows = conn.execute("SELECT period, provider, component, amount FROM limits")
-            # Summed even when no limit turns out to apply: the rules are not known yet.
-            spend = conn.execute(_SPEND, _spend_args(periods))
-            stored_policy = policy_row.fetchone()
+        args = _spend_args(periods)
+        with self.db.connection("written") as conn:
+            # A block that raises leaves the transaction to the connection, which rolls it back.
+            rules = conn.execute(_LOCK_AND_RULES)
+            rules.nextset()  # the lock
+            rules.nextset()
+            stored_policy = rules.fetchone()
+            rules.nextset()
+            limit_rows = rules.fetchall()
             if stored_policy is not None and stored_policy[0] in POLICIES:
                 policy = str(stored_policy[0])
             in_force = effective_limits(
                 limits,
-                {(p, limit_scope(pr, co)): float(a) for p, pr, co, a in limit_rows.fetchall()},
+                {(p, limit_scope(pr, co)): float(a) for p, pr, co, a in limit_rows},
             )
+            if charges is None:
+                spend = conn.execute(_SPEND, args).fetchall()
+            else:
+                # Summed even when no limit turns out to apply: the rules are not known yet.
+                spend = conn.execute(_SETTLE_AND_SPEND, args | {"charges": charges}).fetchall()
             used: dict[tuple[Period, str], float] = {}
-            for provider, *totals in spend.fetchall():
+            for provider, *totals in spend:
                 for period, total in zip(PERIODS, totals, strict=True):
                     used[(period, provider)] = float(total)
             components = sorted({c for _, s in in_force if (c := component_of(s)) is not None})
@@ -332,7 +319,8 @@ class PostgresLedger:
                 if not d.refused and d.amount > 0
             ]
             if granted:
-                self._insert_reservations(conn, granted)
+                conn.execute(_RESERVE, {"reservations": _json_rows(granted, RESERVATION_FIELDS)})
+            conn.execute("COMMIT")
         return decisions
 
     def release(self, reservation_ids: Iterable[int]) -> None:
@@ -473,3 +461,22 @@ class PostgresLedger:
         if not isinstance(provider, str) or not isinstance(model, str):
             return None
         return provider, model
+
+
+def _charges_json(entries: Iterable[LedgerEntry]) -> str | None:
+    """
+    Charges as the JSON of :data:`_SETTLE_WITH`; None if there are none.
+
+    One statement may not update a row twice: of two charges for one
+    reservation, the first wins (the second is skipped, as it would be later).
+    """
+    reserved: dict[int, LedgerEntry] = {}
+    unreserved: list[LedgerEntry] = []
+    for row in entries:
+        if row.reservation_id is None:
+            unreserved.append(row)
+        else:
+            reserved.setdefault(row.reservation_id, row)
+    if not reserved and not unreserved:
+        return None
+    return _json_rows([*reserved.values(), *unreserved], ENTRY_FIELDS)
