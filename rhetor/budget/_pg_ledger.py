@@ -38,10 +38,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
+import psycopg
+from psycopg import pq
 
 from rhetor._errors import ValidationError
 from rhetor._settings import POLICIES
@@ -72,11 +75,14 @@ from rhetor.budget._pg_ledger_sql import (
     _FORGET_DEAD_OWNERS,
     _GROUP_COLUMNS,
     _LOCK_AND_RULES,
+    _PREPARE_BATCH,
     _RESERVE,
+    _RESERVE_PREPARED,
     _SETTLE,
-    _SETTLE_AND_SPEND,
-    _SPEND,
+    _SETTLE_AND_SPEND_PREPARED,
     _SPEND_BY_COMPONENT,
+    _SPEND_PARAMS,
+    _SPEND_PREPARED,
     _SWEEP,
     _json_rows,
     _spend_args,
@@ -262,15 +268,17 @@ class PostgresLedger:
         """
         Store charges (as :meth:`record_many`), then decide each claim and record those granted.
 
-        One transaction, in three round trips: ``BEGIN``, then
-        ``pg_advisory_xact_lock(BUDGET_LOCK)``, then the stored limits and
-        policy (one simple query); then the charges and, in the same
-        statement (one snapshot, so a charge replacing its reservation
-        meanwhile is seen whole or not at all), the spend since each
-        period's start and every open reservation, as the charges leave
-        them; then the decisions, the insert of those granted and ``COMMIT``.
-        The lock is released by the commit. Without claims the charges are
-        one statement of their own (:meth:`record_many`) and take no lock.
+        One transaction, in two round trips, each one simple query: first
+        ``BEGIN``, ``pg_advisory_xact_lock(BUDGET_LOCK)``, the stored limits
+        and policy, and one statement that writes the charges and sums (one
+        snapshot, so a charge replacing its reservation meanwhile is seen
+        whole or not at all) the spend since each period's start and every
+        open reservation, as the charges leave them; then, after the
+        decisions, the insert of those granted and ``COMMIT``, which releases
+        the lock. The statements are prepared once per connection and
+        executed with their rows as escaped JSON literals. Without claims the
+        charges are one statement of their own (:meth:`record_many`) and
+        take no lock.
         """
         pairs = list(claims)
         charges = _charges_json(entries)
@@ -281,25 +289,30 @@ class PostgresLedger:
             return []
         periods = [starts[p] for p in PERIODS]
         args = _spend_args(periods)
+        floats = ", ".join(f"'{float(args[name])!r}'" for name in _SPEND_PARAMS)
         with self.db.connection("written") as conn:
             # A block that raises leaves the transaction to the connection, which rolls it back.
-            rules = conn.execute(_LOCK_AND_RULES)
-            rules.nextset()  # the lock
-            rules.nextset()
-            stored_policy = rules.fetchone()
-            rules.nextset()
-            limit_rows = rules.fetchall()
+            _prepare_batch(conn)
+            escaping = pq.Escaping(conn.pgconn)
+            if charges is None:
+                sums = f"EXECUTE {_SPEND_PREPARED}({floats})"
+            else:
+                literal = escaping.escape_literal(charges.encode()).decode()
+                sums = f"EXECUTE {_SETTLE_AND_SPEND_PREPARED}({literal}, {floats})"
+            cursor = conn.execute(f"{_LOCK_AND_RULES}; {sums}")
+            cursor.nextset()  # the lock
+            cursor.nextset()
+            stored_policy = cursor.fetchone()
+            cursor.nextset()
+            limit_rows = cursor.fetchall()
+            cursor.nextset()
+            spend = cursor.fetchall()
             if stored_policy is not None and stored_policy[0] in POLICIES:
                 policy = str(stored_policy[0])
             in_force = effective_limits(
                 limits,
                 {(p, limit_scope(pr, co)): float(a) for p, pr, co, a in limit_rows},
             )
-            if charges is None:
-                spend = conn.execute(_SPEND, args).fetchall()
-            else:
-                # Summed even when no limit turns out to apply: the rules are not known yet.
-                spend = conn.execute(_SETTLE_AND_SPEND, args | {"charges": charges}).fetchall()
             used: dict[tuple[Period, str], float] = {}
             for provider, *totals in spend:
                 for period, total in zip(PERIODS, totals, strict=True):
@@ -319,8 +332,11 @@ class PostgresLedger:
                 if not d.refused and d.amount > 0
             ]
             if granted:
-                conn.execute(_RESERVE, {"reservations": _json_rows(granted, RESERVATION_FIELDS)})
-            conn.execute("COMMIT")
+                rows_json = _json_rows(granted, RESERVATION_FIELDS).encode()
+                literal = escaping.escape_literal(rows_json).decode()
+                conn.execute(f"EXECUTE {_RESERVE_PREPARED}({literal}); COMMIT")
+            else:
+                conn.execute("COMMIT")
         return decisions
 
     def release(self, reservation_ids: Iterable[int]) -> None:
@@ -461,6 +477,18 @@ class PostgresLedger:
         if not isinstance(provider, str) or not isinstance(model, str):
             return None
         return provider, model
+
+
+# The pool's connections on which the batch statements are prepared (a
+# connection the pool replaces is a new object, and prepares them again).
+_PREPARED: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+
+def _prepare_batch(conn: psycopg.Connection[Any]) -> None:
+    """Prepare the statements of :meth:`PostgresLedger.settle_and_reserve` on ``conn``, once."""
+    if conn not in _PREPARED:
+        conn.execute(_PREPARE_BATCH)
+        _PREPARED.add(conn)
 
 
 def _charges_json(entries: Iterable[LedgerEntry]) -> str | None:

@@ -122,9 +122,11 @@ WITH held AS (
 )
 UPDATE reservation_ids SET last = (SELECT max(id) FROM held) WHERE last < (SELECT max(id) FROM held)
 """
-# The first round trip of a reservation check, as one simple query (no
+# The first round trip of a reservation check begins as one simple query (no
 # parameters): the transaction, the reservation lock, then the rules, each
-# statement with its own snapshot, taken once the lock is held.
+# statement with its own snapshot, taken once the lock is held. The spend
+# sums follow in the same query, as an EXECUTE of a statement prepared on
+# the connection (see _PREPARE_BATCH).
 _LOCK_AND_RULES = (
     f"BEGIN; SELECT pg_advisory_xact_lock({BUDGET_LOCK});"
     " SELECT value FROM settings WHERE key = 'policy';"
@@ -237,3 +239,30 @@ _FORGET_DEAD_OWNERS = f"""
 DELETE FROM owners d WHERE d.owner <> %(owner)s AND NOT {_ALIVE.format(owner="d.owner")}
 AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.owner = d.owner)
 """
+
+
+def _positional(statement: str, names: Sequence[str]) -> str:
+    """``statement`` with its ``%(name)s`` parameters as ``$1``, ``$2``... in the order of ``names``."""
+    for number, name in enumerate(names, 1):
+        statement = statement.replace(f"%({name})s", f"${number}")
+    return statement.replace("%%", "%")
+
+
+# The parameters of _SPEND and _SETTLE_AND_SPEND after the charges, in order.
+_SPEND_PARAMS = ("s0", "c0", "s1", "c1", "s2", "c2", "first")
+_FLOATS = ", ".join(["float8"] * len(_SPEND_PARAMS))
+# The statements of a batch's transaction, prepared once on each connection
+# (names with a version: a change of text needs a new name), so the simple
+# queries that carry a batch EXECUTE them: the lock, the rules and the sums
+# go out as one round trip, the reservations' insert and COMMIT as another.
+_SPEND_PREPARED = "rhetor_ledger_spend_1"
+_SETTLE_AND_SPEND_PREPARED = "rhetor_ledger_settle_and_spend_1"
+_RESERVE_PREPARED = "rhetor_ledger_reserve_1"
+_PREPARE_BATCH = "; ".join(
+    [
+        f"PREPARE {_SPEND_PREPARED} ({_FLOATS}) AS {_positional(_SPEND, _SPEND_PARAMS)}",
+        f"PREPARE {_SETTLE_AND_SPEND_PREPARED} (json, {_FLOATS}) AS"
+        f" {_positional(_SETTLE_AND_SPEND, ('charges', *_SPEND_PARAMS))}",
+        f"PREPARE {_RESERVE_PREPARED} (json) AS {_positional(_RESERVE, ('reservations',))}",
+    ]
+)
