@@ -12,6 +12,7 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
+from rhetor._errors import StorageUnavailable
 from rhetor.budget._accounts import Claim
 from rhetor.budget._interfaces import LedgerEntry, ReservationRow
 from rhetor.budget._pg_ledger import (
@@ -307,3 +308,34 @@ def test_settle_and_reserve_checks_claims_against_the_charges_it_writes(
     assert [r.id for r in ledger.reservations()] == [2]
     assert [(e.reservation_id, e.cost) for e in ledger.entries()] == [(1, 0.125)]
     assert ledger.spent(0.0) == 0.125
+
+
+def test_a_batch_whose_prepared_statements_were_discarded_fails_once_then_prepares_them_again(
+    pg: PgDatabase,
+) -> None:
+    """DISCARD ALL on the connection: the next batch is StorageUnavailable, the one after works."""
+    one = PgDatabase(pg.url, max_size=1).open()
+    try:
+        ledger = PostgresLedger(one)
+        starts = {"daily": 0.0, "weekly": 0.0, "monthly": 0.0}
+
+        def reserve(rid: int) -> list[bool]:
+            decisions = ledger.settle_and_reserve(
+                [],
+                [(reservation(rid, "me", 0.25), Claim("openai", 0.25))],
+                policy="enforce",
+                limits={("daily", None): 1.0},
+                starts=starts,
+            )
+            return [d.refused for d in decisions]
+
+        assert reserve(1) == [False]
+        with one.connection("written") as conn:
+            conn.execute("DISCARD ALL")
+            conn.execute(f"SET search_path TO {one.schema}, public")
+        with pytest.raises(StorageUnavailable):
+            reserve(2)
+        assert reserve(3) == [False]
+        assert [r.id for r in ledger.reservations()] == [1, 3]
+    finally:
+        one.close()

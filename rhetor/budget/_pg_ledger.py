@@ -299,7 +299,12 @@ class PostgresLedger:
             else:
                 literal = escaping.escape_literal(charges.encode()).decode()
                 sums = f"EXECUTE {_SETTLE_AND_SPEND_PREPARED}({literal}, {floats})"
-            cursor = conn.execute(f"{_LOCK_AND_RULES}; {sums}")
+            try:
+                cursor = conn.execute(f"{_LOCK_AND_RULES}; {sums}")
+            except psycopg.errors.InvalidSqlStatementName:
+                # Deallocated behind our back (DISCARD ALL): the next batch prepares them again.
+                _PREPARED.discard(conn)
+                raise
             cursor.nextset()  # the lock
             cursor.nextset()
             stored_policy = cursor.fetchone()
