@@ -310,10 +310,10 @@ def test_settle_and_reserve_checks_claims_against_the_charges_it_writes(
     assert ledger.spent(0.0) == 0.125
 
 
-def test_a_batch_whose_prepared_statements_were_discarded_fails_once_then_prepares_them_again(
+def test_a_batch_whose_prepared_statements_were_deallocated_prepares_them_again(
     pg: PgDatabase,
 ) -> None:
-    """DISCARD ALL on the connection: the next batch is StorageUnavailable, the one after works."""
+    """After a rollback psycopg deallocates every prepared statement: the next batch still works."""
     one = PgDatabase(pg.url, max_size=1).open()
     try:
         ledger = PostgresLedger(one)
@@ -331,11 +331,11 @@ def test_a_batch_whose_prepared_statements_were_discarded_fails_once_then_prepar
 
         assert reserve(1) == [False]
         with one.connection("written") as conn:
-            conn.execute("DISCARD ALL")
-            conn.execute(f"SET search_path TO {one.schema}, public")
-        with pytest.raises(StorageUnavailable):
-            reserve(2)
+            conn.execute("DEALLOCATE ALL")
+        assert reserve(2) == [False]
+        with pytest.raises(StorageUnavailable), one.transaction("written") as conn:
+            conn.execute("SELECT 1 / 0")  # rolled back: psycopg deallocates
         assert reserve(3) == [False]
-        assert [r.id for r in ledger.reservations()] == [1, 3]
+        assert [r.id for r in ledger.reservations()] == [1, 2, 3]
     finally:
         one.close()

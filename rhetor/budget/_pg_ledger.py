@@ -292,19 +292,13 @@ class PostgresLedger:
         floats = ", ".join(f"'{float(args[name])!r}'" for name in _SPEND_PARAMS)
         with self.db.connection("written") as conn:
             # A block that raises leaves the transaction to the connection, which rolls it back.
-            _prepare_batch(conn)
             escaping = pq.Escaping(conn.pgconn)
             if charges is None:
                 sums = f"EXECUTE {_SPEND_PREPARED}({floats})"
             else:
                 literal = escaping.escape_literal(charges.encode()).decode()
                 sums = f"EXECUTE {_SETTLE_AND_SPEND_PREPARED}({literal}, {floats})"
-            try:
-                cursor = conn.execute(f"{_LOCK_AND_RULES}; {sums}")
-            except psycopg.errors.InvalidSqlStatementName:
-                # Deallocated behind our back (DISCARD ALL): the next batch prepares them again.
-                _PREPARED.discard(conn)
-                raise
+            cursor = _execute_prepared(conn, f"{_LOCK_AND_RULES}; {sums}")
             cursor.nextset()  # the lock
             cursor.nextset()
             stored_policy = cursor.fetchone()
@@ -489,11 +483,26 @@ class PostgresLedger:
 _PREPARED: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
 
-def _prepare_batch(conn: psycopg.Connection[Any]) -> None:
-    """Prepare the statements of :meth:`PostgresLedger.settle_and_reserve` on ``conn``, once."""
-    if conn not in _PREPARED:
-        conn.execute(_PREPARE_BATCH)
-        _PREPARED.add(conn)
+def _execute_prepared(conn: psycopg.Connection[Any], query: str) -> psycopg.Cursor[Any]:
+    """
+    Run ``query`` (a simple query that EXECUTEs the batch statements), preparing them first.
+
+    psycopg deallocates every prepared statement of a connection (``DEALLOCATE
+    ALL``) after a rollback on it, ours too: a query that finds them gone is
+    rolled back, and sent again once they are prepared again.
+    """
+    for attempt in range(2):
+        if conn not in _PREPARED:
+            conn.execute(_PREPARE_BATCH)
+            _PREPARED.add(conn)
+        try:
+            return conn.execute(query)
+        except psycopg.errors.InvalidSqlStatementName:
+            _PREPARED.discard(conn)
+            if attempt:
+                raise
+            conn.rollback()
+    raise AssertionError("unreachable")
 
 
 def _charges_json(entries: Iterable[LedgerEntry]) -> str | None:
