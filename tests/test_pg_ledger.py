@@ -9,17 +9,17 @@ import random
 import threading
 from collections.abc import Callable
 
+import msgspec
 import pytest
 
+from rhetor._errors import StorageUnavailable
 from rhetor.budget._interfaces import LedgerEntry, ReservationRow
-from rhetor.budget._ledger_schema import ENTRY_FIELDS
 from rhetor.budget._pg_ledger import (
+    _SETTLE,
     _SWEEP,
-    _TAKE_RESERVATIONS,
     BUDGET_LOCK,
     OwnerLease,
     PostgresLedger,
-    _settle_sql,
 )
 from rhetor.budget._rules import Claim
 from rhetor.storage._pg import PgDatabase
@@ -145,9 +145,7 @@ def test_a_sweep_and_a_settle_racing_on_two_connections_bill_once(
                 conn.execute(_SWEEP, {"owner": "me"})
                 thread, out = _in_thread(lambda: ledger.record_many([actual]))
             else:
-                conn.execute(_TAKE_RESERVATIONS, ([1],))
-                values = [v for v in (getattr(actual, f) for f in ENTRY_FIELDS)]
-                conn.execute(_settle_sql(1, reserved=True), values)
+                conn.execute(_SETTLE, {"charges": msgspec.json.encode([actual]).decode()})
                 thread, out = _in_thread(lambda: ledger.sweep("me"))
             _wait_until_someone_waits_for_a_lock(pg)
         thread.join(10)
@@ -286,3 +284,58 @@ def test_the_check_reads_whole_hours_from_spend_hours_and_a_partial_first_hour_f
 
     assert not decide(0.5626, 1)  # spent 0.25 + 0.125 + 0.0625 = 0.4375
     assert decide(0.5625, 2)
+
+
+def test_settle_and_reserve_checks_claims_against_the_charges_it_writes(
+    ledger: PostgresLedger,
+) -> None:
+    """The charges of the same transaction count, and the reservations they replace no longer do."""
+    ledger.reserve_many([reservation(1, "me", 0.5)])
+    actual = LedgerEntry(
+        "req-1", "openai", "gpt-4o", 10, 20, 0.125, charge_id="c1", reservation_id=1, ts=600.0
+    )
+    decisions = ledger.settle_and_reserve(
+        [actual],
+        [
+            (reservation(2, "me", 0.75), Claim("openai", 0.75)),  # 0.125 + 0.75 fits 1.0
+            (reservation(3, "me", 0.25), Claim("openai", 0.25)),  # with the one before, it does not
+        ],
+        policy="enforce",
+        limits={("daily", None): 1.0},
+        starts={"daily": 0.0, "weekly": 0.0, "monthly": 0.0},
+    )
+    assert [d.refused for d in decisions] == [False, True]
+    assert [r.id for r in ledger.reservations()] == [2]
+    assert [(e.reservation_id, e.cost) for e in ledger.entries()] == [(1, 0.125)]
+    assert ledger.spent(0.0) == 0.125
+
+
+def test_a_batch_whose_prepared_statements_were_deallocated_prepares_them_again(
+    pg: PgDatabase,
+) -> None:
+    """After a rollback psycopg deallocates every prepared statement: the next batch still works."""
+    one = PgDatabase(pg.url, max_size=1).open()
+    try:
+        ledger = PostgresLedger(one)
+        starts = {"daily": 0.0, "weekly": 0.0, "monthly": 0.0}
+
+        def reserve(rid: int) -> list[bool]:
+            decisions = ledger.settle_and_reserve(
+                [],
+                [(reservation(rid, "me", 0.25), Claim("openai", 0.25))],
+                policy="enforce",
+                limits={("daily", None): 1.0},
+                starts=starts,
+            )
+            return [d.refused for d in decisions]
+
+        assert reserve(1) == [False]
+        with one.connection("written") as conn:
+            conn.execute("DEALLOCATE ALL")
+        assert reserve(2) == [False]
+        with pytest.raises(StorageUnavailable), one.transaction("written") as conn:
+            conn.execute("SELECT 1 / 0")  # rolled back: psycopg deallocates
+        assert reserve(3) == [False]
+        assert [r.id for r in ledger.reservations()] == [1, 2, 3]
+    finally:
+        one.close()

@@ -10,8 +10,8 @@ row, and only the rows that fail again carry the error.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import attrs
@@ -20,7 +20,7 @@ from rhetor._errors import ServiceUnavailable
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry, ReservationRow
 from rhetor.budget._rules import Claim, Decision, Period
 
-__all__ = ["Rules", "Write", "write_batch"]
+__all__ = ["Rules", "SettlesAndReserves", "Write", "write_batch"]
 
 log = logging.getLogger("rhetor.budget")
 
@@ -49,6 +49,23 @@ class Write:
     written: bool = True
 
 
+@runtime_checkable
+class SettlesAndReserves(Protocol):
+    """A ledger that writes charges and checked reservations in one transaction (PostgreSQL)."""
+
+    def settle_and_reserve(
+        self,
+        entries: Iterable[LedgerEntry],
+        claims: Sequence[tuple[ReservationRow, Claim]],
+        *,
+        policy: str,
+        limits: Mapping[tuple[Period, str | None], float],
+        starts: Mapping[Period, float],
+    ) -> list[Decision]:
+        """Record ``entries`` (as ``record_many``), then decide and record ``claims`` (as ``reserve_checked``)."""
+        ...
+
+
 @attrs.frozen
 class Rules:
     """What checked reservations are decided by, unless the ledger stores others: the environment's."""
@@ -64,7 +81,9 @@ def write_batch(ledger: BudgetLedger, batch: list[Write], rules: Rules | None = 
     Write ``batch`` with at most one statement (or transaction) for each kind of change.
 
     Reservations with a claim are decided and written by ``reserve_checked``
-    under ``rules``. On a ledger that is not ``shared`` a failed batch is
+    under ``rules``; on a ledger that :class:`SettlesAndReserves` (PostgreSQL),
+    by ``settle_and_reserve``, in one transaction with the batch's charges,
+    which then fail with them. On a ledger that is not ``shared`` a failed batch is
     retried row by row, so that one row the database refuses keeps no other
     out; on a shared one a failure is the database's, not a row's (every
     row is checked before it is built), and fails the batch's rows at once
@@ -76,7 +95,12 @@ def write_batch(ledger: BudgetLedger, batch: list[Write], rules: Rules | None = 
     """
     per_row = not ledger.shared
     checked = [w for w in batch if w.reservation and w.claim]
-    if checked:
+    charges = _charges(ledger, batch)
+    if checked and charges and isinstance(ledger, SettlesAndReserves):
+        # One transaction for both: on a shared ledger a batch's cost is its round trips.
+        _decide(ledger, checked, rules, charges)
+        charges = []
+    elif checked:
         _decide(ledger, checked, rules)
     _isolated(
         ledger.reserve_many,
@@ -97,6 +121,27 @@ def write_batch(ledger: BudgetLedger, batch: list[Write], rules: Rules | None = 
         except ServiceUnavailable as exc:
             # Only the sweeper reads it: it then bills the worst case instead.
             log.error("could not record the progress of %d streams: %s", len(progress), exc)
+    _isolated(ledger.record_many, charges, lambda w: w.charge, per_row)
+    releasing = [w for w in batch if w.release is not None]
+    releases = [w.release for w in releasing if w.release is not None]
+    try:
+        ledger.release(releases)
+    except ServiceUnavailable as exc:
+        # They stay in the ledger until a release is written again, or the
+        # next start settles them as interrupted.
+        log.error("could not release reservations %s: %s", releases, exc)
+        for write in releasing:
+            write.error = exc
+
+
+def _charges(ledger: BudgetLedger, batch: list[Write]) -> list[Write]:
+    """
+    The batch's charges to write: each charge id once, and no retried one the ledger already has.
+
+    Those skipped are marked not ``written``. Error handling: a lookup that
+    fails is logged, and the retried charges are written anyway (the ledger
+    records a charge id at most once).
+    """
     retried = [w.charge.charge_id for w in batch if w.charge and w.retry and w.charge.charge_id]
     seen: set[str | None] = set()
     if retried:
@@ -114,32 +159,40 @@ def write_batch(ledger: BudgetLedger, batch: list[Write], rules: Rules | None = 
             continue
         seen.add(charge_id)
         charges.append(write)
-    _isolated(ledger.record_many, charges, lambda w: w.charge, per_row)
-    releasing = [w for w in batch if w.release is not None]
-    releases = [w.release for w in releasing if w.release is not None]
-    try:
-        ledger.release(releases)
-    except ServiceUnavailable as exc:
-        # They stay in the ledger until a release is written again, or the
-        # next start settles them as interrupted.
-        log.error("could not release reservations %s: %s", releases, exc)
-        for write in releasing:
-            write.error = exc
+    return charges
 
 
-def _decide(ledger: BudgetLedger, writes: list[Write], rules: Rules | None) -> None:
-    """Decide and store checked reservations in one transaction; a failure fails them all."""
+def _decide(
+    ledger: BudgetLedger,
+    writes: list[Write],
+    rules: Rules | None,
+    charges: list[Write] | None = None,
+) -> None:
+    """
+    Decide and store checked reservations in one transaction; a failure fails them all.
+
+    With ``charges`` (on a ledger that :class:`SettlesAndReserves`) the
+    charges are written first in the same transaction, and fail with it.
+    """
     if rules is None:
         raise ValueError("checked reservations need the rules they are decided by")
+    claims = [(w.reservation, w.claim) for w in writes if w.reservation and w.claim]
     try:
-        decisions = ledger.reserve_checked(
-            [(w.reservation, w.claim) for w in writes if w.reservation and w.claim],
-            policy=rules.policy,
-            limits=rules.limits,
-            starts=rules.starts,
-        )
+        if charges:
+            assert isinstance(ledger, SettlesAndReserves)
+            decisions = ledger.settle_and_reserve(
+                [w.charge for w in charges if w.charge],
+                claims,
+                policy=rules.policy,
+                limits=rules.limits,
+                starts=rules.starts,
+            )
+        else:
+            decisions = ledger.reserve_checked(
+                claims, policy=rules.policy, limits=rules.limits, starts=rules.starts
+            )
     except ServiceUnavailable as exc:
-        for write in writes:
+        for write in [*writes, *(charges or ())]:
             write.error = exc
         return
     for write, decision in zip(writes, decisions, strict=True):

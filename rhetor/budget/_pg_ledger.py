@@ -38,11 +38,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
 import psycopg
+from psycopg import pq
 
 from rhetor._errors import ValidationError
 from rhetor._settings import POLICIES
@@ -61,19 +63,20 @@ from rhetor.budget._pg_ledger_sql import (
     _ENTRY_COLUMNS,
     _FORGET_DEAD_OWNERS,
     _GROUP_COLUMNS,
-    _ROWS_PER_STATEMENT,
-    _SPEND,
+    _LOCK_AND_RULES,
+    _PREPARE_BATCH,
+    _RESERVE,
+    _RESERVE_PREPARED,
+    _SETTLE,
+    _SETTLE_AND_SPEND_PREPARED,
     _SPEND_BY_COMPONENT,
+    _SPEND_PARAMS,
+    _SPEND_PREPARED,
     _SWEEP,
-    _TAKE_RESERVATIONS,
-    _settle_batch_sql,
+    _json_rows,
     _spend_args,
-    _text_fields,
     _values,
 )
-
-# Re-exported: the tests import it from here.
-from rhetor.budget._pg_ledger_sql import _settle_sql as _settle_sql
 from rhetor.budget._pg_owners import OwnerLease
 from rhetor.budget._rules import (
     COMPONENT_SCOPE,
@@ -136,37 +139,17 @@ class PostgresLedger:
 
     def record_many(self, entries: Iterable[LedgerEntry]) -> None:
         """
-        Store a batch of charges in one transaction: all of them, or none.
+        Store a batch of charges in one statement (so one transaction): all of them, or none.
 
         The reservations they name are deleted first (locked in id order),
-        then the charges are inserted, up to 1,000 a statement: one charge
-        per reservation (a second is skipped, except that a real charge
-        replaces the sweeper's interrupted one) and one per charge id. In
-        pipeline mode the whole batch is one round trip.
+        then the charges are inserted: one charge per reservation (a second
+        is skipped, except that a real charge replaces the sweeper's
+        interrupted one) and one per charge id.
         """
-        reserved: dict[int, LedgerEntry] = {}
-        unreserved: list[LedgerEntry] = []
-        for row in entries:
-            if row.reservation_id is None:
-                unreserved.append(row)
-            else:
-                # One statement may not update a row twice: the first charge of a reservation wins.
-                reserved.setdefault(row.reservation_id, row)
-        if not reserved and not unreserved:
-            return
-        with self.db.transaction("written", pipeline=True) as conn:
-            if reserved:
-                conn.execute(_TAKE_RESERVATIONS, (sorted(reserved),))
-            rows = [*reserved.values(), *unreserved]
-            for first in range(0, len(rows), _ROWS_PER_STATEMENT):
-                # One statement for both kinds: the spend_hours triggers then
-                # run once for it, taking their rows' locks in one order.
-                chunk = rows[first : first + _ROWS_PER_STATEMENT]
-                with_reservation = sum(row.reservation_id is not None for row in chunk)
-                values = [v for row in chunk for v in _text_fields(row, ENTRY_FIELDS)]
-                conn.execute(
-                    _settle_batch_sql(with_reservation, len(chunk) - with_reservation), values
-                )
+        charges = _charges_json(entries)
+        if charges is not None:
+            with self.db.connection("written") as conn:
+                conn.execute(_SETTLE, {"charges": charges})
 
     def record_progress(self, progress: Mapping[int, tuple[int, float]]) -> None:
         """Note how far streams got on their open reservations, in one statement."""
@@ -256,26 +239,11 @@ class PostgresLedger:
         return range(last - count + 1, last + 1)
 
     def reserve_many(self, reservations: Iterable[ReservationRow]) -> None:
-        """Store a batch of open reservations, unchecked, in one transaction: all or none."""
+        """Store a batch of open reservations, unchecked, in one statement: all or none."""
         rows = list(reservations)
-        if not rows:
-            return
-        with self.db.transaction("written") as conn:
-            self._insert_reservations(conn, rows)
-
-    @staticmethod
-    def _insert_reservations(conn: psycopg.Connection[Any], rows: Sequence[ReservationRow]) -> None:
-        """Insert ``rows``; the high-water mark of ids rises past theirs in the same statement."""
-        for first in range(0, len(rows), _ROWS_PER_STATEMENT):
-            chunk = rows[first : first + _ROWS_PER_STATEMENT]
-            values = [v for row in chunk for v in _text_fields(row, RESERVATION_FIELDS)]
-            conn.execute(
-                f"WITH held AS (INSERT INTO reservations ({', '.join(RESERVATION_FIELDS)})"
-                f" VALUES {_values(len(RESERVATION_FIELDS), len(chunk))} RETURNING id)"
-                " UPDATE reservation_ids SET last = (SELECT max(id) FROM held)"
-                " WHERE last < (SELECT max(id) FROM held)",
-                values,
-            )
+        if rows:
+            with self.db.connection("written") as conn:
+                conn.execute(_RESERVE, {"reservations": _json_rows(rows, RESERVATION_FIELDS)})
 
     def reserve_checked(
         self,
@@ -285,36 +253,67 @@ class PostgresLedger:
         limits: Mapping[tuple[Period, str | None], float],
         starts: Mapping[Period, float],
     ) -> list[Decision]:
-        """
-        Decide each claim against every limit and record those granted, in one transaction.
+        """Decide each claim against every limit and record those granted (see :meth:`settle_and_reserve`)."""
+        return self.settle_and_reserve((), claims, policy=policy, limits=limits, starts=starts)
 
-        Under ``pg_advisory_xact_lock(BUDGET_LOCK)``: the stored limits and
-        policy, then the spend since each period's start and every open
-        reservation, summed in one statement (one snapshot, so a charge
-        replacing its reservation meanwhile is seen whole or not at all),
-        then the decisions and the insert. The lock is released by the commit.
+    def settle_and_reserve(
+        self,
+        entries: Iterable[LedgerEntry],
+        claims: Sequence[tuple[ReservationRow, Claim]],
+        *,
+        policy: str,
+        limits: Mapping[tuple[Period, str | None], float],
+        starts: Mapping[Period, float],
+    ) -> list[Decision]:
+        """
+        Store charges (as :meth:`record_many`), then decide each claim and record those granted.
+
+        One transaction, in two round trips, each one simple query: first
+        ``BEGIN``, ``pg_advisory_xact_lock(BUDGET_LOCK)``, the stored limits
+        and policy, and one statement that writes the charges and sums (one
+        snapshot, so a charge replacing its reservation meanwhile is seen
+        whole or not at all) the spend since each period's start and every
+        open reservation, as the charges leave them; then, after the
+        decisions, the insert of those granted and ``COMMIT``, which releases
+        the lock. The statements are prepared once per connection and
+        executed with their rows as escaped JSON literals. Without claims the
+        charges are one statement of their own (:meth:`record_many`) and
+        take no lock.
         """
         pairs = list(claims)
+        charges = _charges_json(entries)
         if not pairs:
+            if charges is not None:
+                with self.db.connection("written") as conn:
+                    conn.execute(_SETTLE, {"charges": charges})
             return []
         periods = [starts[p] for p in PERIODS]
-        # Pipeline mode: BEGIN, the lock, the rules and the sums go out together
-        # (one round trip); the insert goes out with COMMIT (the second).
-        with self.db.transaction("written", pipeline=True) as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUDGET_LOCK,))
-            policy_row = conn.execute("SELECT value FROM settings WHERE key = 'policy'")
-            limit_rows = conn.execute("SELECT period, provider, component, amount FROM limits")
-            # Summed even when no limit turns out to apply: the rules are not known yet.
-            spend = conn.execute(_SPEND, _spend_args(periods))
-            stored_policy = policy_row.fetchone()
+        args = _spend_args(periods)
+        floats = ", ".join(f"'{float(args[name])!r}'" for name in _SPEND_PARAMS)
+        with self.db.connection("written") as conn:
+            # A block that raises leaves the transaction to the connection, which rolls it back.
+            escaping = pq.Escaping(conn.pgconn)
+            if charges is None:
+                sums = f"EXECUTE {_SPEND_PREPARED}({floats})"
+            else:
+                literal = escaping.escape_literal(charges.encode()).decode()
+                sums = f"EXECUTE {_SETTLE_AND_SPEND_PREPARED}({literal}, {floats})"
+            cursor = _execute_prepared(conn, f"{_LOCK_AND_RULES}; {sums}")
+            cursor.nextset()  # the lock
+            cursor.nextset()
+            stored_policy = cursor.fetchone()
+            cursor.nextset()
+            limit_rows = cursor.fetchall()
+            cursor.nextset()
+            spend = cursor.fetchall()
             if stored_policy is not None and stored_policy[0] in POLICIES:
                 policy = str(stored_policy[0])
             in_force = effective_limits(
                 limits,
-                {(p, limit_scope(pr, co)): float(a) for p, pr, co, a in limit_rows.fetchall()},
+                {(p, limit_scope(pr, co)): float(a) for p, pr, co, a in limit_rows},
             )
             used: dict[tuple[Period, str], float] = {}
-            for provider, *totals in spend.fetchall():
+            for provider, *totals in spend:
                 for period, total in zip(PERIODS, totals, strict=True):
                     used[(period, provider)] = float(total)
             components = sorted({c for _, s in in_force if (c := component_of(s)) is not None})
@@ -332,7 +331,11 @@ class PostgresLedger:
                 if not d.refused and d.amount > 0
             ]
             if granted:
-                self._insert_reservations(conn, granted)
+                rows_json = _json_rows(granted, RESERVATION_FIELDS).encode()
+                literal = escaping.escape_literal(rows_json).decode()
+                conn.execute(f"EXECUTE {_RESERVE_PREPARED}({literal}); COMMIT")
+            else:
+                conn.execute("COMMIT")
         return decisions
 
     def release(self, reservation_ids: Iterable[int]) -> None:
@@ -473,3 +476,49 @@ class PostgresLedger:
         if not isinstance(provider, str) or not isinstance(model, str):
             return None
         return provider, model
+
+
+# The pool's connections on which the batch statements are prepared (a
+# connection the pool replaces is a new object, and prepares them again).
+_PREPARED: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+
+def _execute_prepared(conn: psycopg.Connection[Any], query: str) -> psycopg.Cursor[Any]:
+    """
+    Run ``query`` (a simple query that EXECUTEs the batch statements), preparing them first.
+
+    psycopg deallocates every prepared statement of a connection (``DEALLOCATE
+    ALL``) after a rollback on it, ours too: a query that finds them gone is
+    rolled back, and sent again once they are prepared again.
+    """
+    for attempt in range(2):
+        if conn not in _PREPARED:
+            conn.execute(_PREPARE_BATCH)
+            _PREPARED.add(conn)
+        try:
+            return conn.execute(query)
+        except psycopg.errors.InvalidSqlStatementName:
+            _PREPARED.discard(conn)
+            if attempt:
+                raise
+            conn.rollback()
+    raise AssertionError("unreachable")
+
+
+def _charges_json(entries: Iterable[LedgerEntry]) -> str | None:
+    """
+    Charges as the JSON of :data:`_SETTLE_WITH`; None if there are none.
+
+    One statement may not update a row twice: of two charges for one
+    reservation, the first wins (the second is skipped, as it would be later).
+    """
+    reserved: dict[int, LedgerEntry] = {}
+    unreserved: list[LedgerEntry] = []
+    for row in entries:
+        if row.reservation_id is None:
+            unreserved.append(row)
+        else:
+            reserved.setdefault(row.reservation_id, row)
+    if not reserved and not unreserved:
+        return None
+    return _json_rows([*reserved.values(), *unreserved], ENTRY_FIELDS)

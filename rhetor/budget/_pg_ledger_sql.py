@@ -13,13 +13,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from rhetor.budget._ledger_schema import ENTRY_FIELDS
-from rhetor.budget._pg_ledger_schema import OWNER_LOCKS
+import msgspec
+
+from rhetor.budget._ledger_schema import ENTRY_FIELDS, RESERVATION_FIELDS
+from rhetor.budget._pg_ledger_schema import BUDGET_LOCK, OWNER_LOCKS
 from rhetor.budget._rules import PERIODS
 from rhetor.storage._pg import pg_text
 
-# Rows per INSERT: PostgreSQL allows 65,535 bound values in one statement.
-_ROWS_PER_STATEMENT = 1000
 _ENTRY_COLUMNS = ", ".join(("id", *ENTRY_FIELDS))
 _GROUP_COLUMNS: dict[str, str] = {
     "provider": "provider",
@@ -51,56 +51,105 @@ def _text_fields(row: Any, fields: Sequence[str]) -> list[Any]:
 
 
 _SETTLE_COLUMNS = ", ".join(f"{f} = excluded.{f}" for f in ENTRY_FIELDS)
-# A settle's reservations go first, locked in id order (as the sweep locks
-# them), so a settle and a sweep of the same reservation wait for each other
-# instead of deadlocking.
-_TAKE_RESERVATIONS = (
-    "DELETE FROM reservations WHERE id IN"
-    " (SELECT id FROM reservations WHERE id = ANY(%s) ORDER BY id FOR UPDATE)"
+# A batch of rows travels as one JSON parameter (msgspec encodes it in C), and
+# json_to_recordset types its columns: one statement text whatever the batch's
+# size, so psycopg converts it once and the server plans it once (prepared).
+_COLUMN_TYPES = {
+    "id": "bigint",
+    "key": "text",
+    "owner": "text",
+    "ts": "float8",
+    "request_id": "text",
+    "provider": "text",
+    "model": "text",
+    "component": "text",
+    "context_id": "text",
+    "input_tokens": "bigint",
+    "output_tokens": "bigint",
+    "cost": "float8",
+    "amount": "float8",
+    "status": "text",
+    "billed": "text",
+    "charge_id": "text",
+    "reservation_id": "bigint",
+}
+
+
+def _record(fields: Sequence[str]) -> str:
+    """The column definitions of json_to_recordset for ``fields``."""
+    return ", ".join(f"{f} {_COLUMN_TYPES[f]}" for f in fields)
+
+
+_ENTRY_LIST = ", ".join(ENTRY_FIELDS)
+# Charges, as one statement: the reservations they name are deleted first,
+# locked in id order (each insert reads `taken` whole before its first row,
+# so the deletes come first, as a sweep's do), then the charges are inserted:
+# one per reservation (a real charge replaces the sweeper's interrupted one,
+# any other second one is skipped) and one per charge id. Both inserts are
+# one statement, so the spend_hours triggers run once for it.
+_SETTLE_WITH = f"""
+WITH charge AS MATERIALIZED (
+    SELECT * FROM json_to_recordset(%(charges)s::json) AS c ({_record(ENTRY_FIELDS)})
+), taken AS (
+    DELETE FROM reservations WHERE id IN (
+        SELECT id FROM reservations WHERE id IN (SELECT reservation_id FROM charge)
+        ORDER BY id FOR UPDATE
+    )
+    RETURNING provider, component, amount
+), settled AS (
+    INSERT INTO entries ({_ENTRY_LIST})
+    SELECT {_ENTRY_LIST} FROM charge
+    WHERE reservation_id IS NOT NULL AND (SELECT count(*) FROM taken) >= 0
+    ON CONFLICT (reservation_id) DO UPDATE SET {_SETTLE_COLUMNS}
+    WHERE entries.status = 'interrupted' AND entries.charge_id LIKE 'interrupted:%%'
+    RETURNING ts, provider, component, cost
+), unreserved AS (
+    INSERT INTO entries ({_ENTRY_LIST})
+    SELECT {_ENTRY_LIST} FROM charge
+    WHERE reservation_id IS NULL AND (SELECT count(*) FROM taken) >= 0
+    ON CONFLICT (charge_id) DO NOTHING
+    RETURNING ts, provider, component, cost
+)
+"""
+_SETTLE = _SETTLE_WITH + "SELECT (SELECT count(*) FROM settled) + (SELECT count(*) FROM unreserved)"
+# Reservations, as one statement; the high-water mark of ids rises past theirs.
+_RESERVE = f"""
+WITH held AS (
+    INSERT INTO reservations ({", ".join(RESERVATION_FIELDS)})
+    SELECT {", ".join(RESERVATION_FIELDS)}
+    FROM json_to_recordset(%(reservations)s::json) AS r ({_record(RESERVATION_FIELDS)})
+    RETURNING id
+)
+UPDATE reservation_ids SET last = (SELECT max(id) FROM held) WHERE last < (SELECT max(id) FROM held)
+"""
+# The first round trip of a reservation check begins as one simple query (no
+# parameters): the transaction, the reservation lock, then the rules, each
+# statement with its own snapshot, taken once the lock is held. The spend
+# sums follow in the same query, as an EXECUTE of a statement prepared on
+# the connection (see _PREPARE_BATCH).
+_LOCK_AND_RULES = (
+    f"BEGIN; SELECT pg_advisory_xact_lock({BUDGET_LOCK});"
+    " SELECT value FROM settings WHERE key = 'policy';"
+    " SELECT period, provider, component, amount FROM limits"
 )
 
 
-@functools.lru_cache(maxsize=64)
-def _settle_sql(rows: int, *, reserved: bool) -> str:
-    """
-    Insert ``rows`` charges: at most one per reservation, at most one per charge id.
-
-    A reservation has one charge (the unique index ``entries_reservation``):
-    a charge for a reservation the sweeper already billed as interrupted (its
-    owner was only cut off, not dead) replaces that interrupted charge in
-    place; any other second charge for it is skipped. Whichever of a settle
-    and a sweep commits first, the other one finds its row and gives way.
-    """
-    head = (
-        f"INSERT INTO entries ({', '.join(ENTRY_FIELDS)}) VALUES {_values(len(ENTRY_FIELDS), rows)}"
-    )
-    if not reserved:
-        return head + " ON CONFLICT (charge_id) DO NOTHING"
-    return (
-        head + f" ON CONFLICT (reservation_id) DO UPDATE SET {_SETTLE_COLUMNS}"
-        " WHERE entries.status = 'interrupted' AND entries.charge_id LIKE 'interrupted:%%'"
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _settle_batch_sql(reserved: int, unreserved: int) -> str:
-    """:func:`_settle_sql` for ``reserved`` charges then ``unreserved`` ones, as one statement."""
-    if not unreserved:
-        return _settle_sql(reserved, reserved=True)
-    if not reserved:
-        return _settle_sql(unreserved, reserved=False)
-    return (
-        f"WITH settled AS ({_settle_sql(reserved, reserved=True)} RETURNING 1),"
-        f" unreserved AS ({_settle_sql(unreserved, reserved=False)} RETURNING 1)"
-        " SELECT (SELECT count(*) FROM settled) + (SELECT count(*) FROM unreserved)"
-    )
+def _json_rows(rows: Sequence[Any], fields: Sequence[str]) -> str:
+    """``rows`` (LedgerEntry or ReservationRow) as the JSON of :data:`_SETTLE_WITH` or :data:`_RESERVE`."""
+    payload = msgspec.json.encode(rows)
+    if b"\\u0000" in payload:
+        # A NUL, which PostgreSQL's text cannot hold (or text that merely looks like one).
+        payload = msgspec.json.encode(
+            [dict(zip(fields, _text_fields(row, fields), strict=True)) for row in rows]
+        )
+    return payload.decode()
 
 
 # Seconds in one bucket of spend_hours.
 _HOUR = 3600
 
 
-def _spend_sql(column: str, *, only: bool = False) -> str:
+def _spend_sql(column: str, *, only: bool = False, settling: bool = False) -> str:
     """
     What is spent since each period's start and held by every open reservation, per ``column``.
 
@@ -111,21 +160,37 @@ def _spend_sql(column: str, *, only: bool = False) -> str:
     hour (a start at a half-hour in its time zone) are read one by one. So
     its cost grows with the hours of the month, not its charges. With
     ``only``, just the components named.
+
+    With ``settling``, the statement follows :data:`_SETTLE_WITH` and sums
+    the ledger as that settle leaves it: a statement does not see its own
+    writes, so the reservations it took are subtracted and the charges it
+    wrote added (a charge that replaced an interrupted one is counted as
+    well as the one it replaced: the sum errs high, never low).
     """
     keep = f" AND {column} = ANY(%(only)s)" if only else ""
+    # kind 0: an hour's total or a reservation; 1: a charge of a first partial
+    # hour; 2: a charge this statement wrote (in no hour's total yet).
     sums = ", ".join(
-        f"COALESCE(sum(cost) FILTER (WHERE (NOT raw AND t >= %(c{p})s)"
-        f" OR (raw AND t >= %(s{p})s AND t < %(c{p})s)), 0)"
+        f"COALESCE(sum(cost) FILTER (WHERE (kind = 0 AND t >= %(c{p})s)"
+        f" OR (kind = 1 AND t >= %(s{p})s AND t < %(c{p})s)"
+        f" OR (kind = 2 AND t >= %(s{p})s)), 0)"
         for p in range(len(PERIODS))
     )
     edges = " OR ".join(f"(ts >= %(s{p})s AND ts < %(c{p})s)" for p in range(len(PERIODS)))
+    written = (
+        f" UNION ALL SELECT 'Infinity'::float8, {column}, -amount, 0 FROM taken"
+        f" UNION ALL SELECT ts, {column}, cost, 2 FROM settled"
+        f" UNION ALL SELECT ts, {column}, cost, 2 FROM unreserved"
+        if settling
+        else ""
+    )
     return (
         f"SELECT {column}, {sums} FROM ("
-        f" SELECT hour AS t, {column}, cost, false AS raw FROM spend_hours"
+        f" SELECT hour AS t, {column}, cost, 0 AS kind FROM spend_hours"
         f"  WHERE hour >= %(first)s{keep}"
-        f" UNION ALL SELECT ts, {column}, cost, true FROM entries WHERE ({edges}){keep}"
-        f" UNION ALL SELECT 'Infinity'::float8, {column}, amount, false FROM reservations"
-        f"  WHERE true{keep}"
+        f" UNION ALL SELECT ts, {column}, cost, 1 FROM entries WHERE ({edges}){keep}"
+        f" UNION ALL SELECT 'Infinity'::float8, {column}, amount, 0 FROM reservations"
+        f"  WHERE true{keep}{written}"
         f") AS spend GROUP BY {column}"
     )
 
@@ -141,6 +206,8 @@ def _spend_args(starts: Sequence[float], only: Sequence[str] = ()) -> dict[str, 
 
 
 _SPEND = _spend_sql("provider")
+# The same after a settle in the same statement (see _SETTLE_WITH).
+_SETTLE_AND_SPEND = _SETTLE_WITH + _spend_sql("provider", settling=True)
 # The same per component, for the components that have a limit: read only
 # when one is in force (one more round trip then).
 _SPEND_BY_COMPONENT = _spend_sql("component", only=True)
@@ -172,3 +239,30 @@ _FORGET_DEAD_OWNERS = f"""
 DELETE FROM owners d WHERE d.owner <> %(owner)s AND NOT {_ALIVE.format(owner="d.owner")}
 AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.owner = d.owner)
 """
+
+
+def _positional(statement: str, names: Sequence[str]) -> str:
+    """``statement`` with its ``%(name)s`` parameters as ``$1``, ``$2``... in the order of ``names``."""
+    for number, name in enumerate(names, 1):
+        statement = statement.replace(f"%({name})s", f"${number}")
+    return statement.replace("%%", "%")
+
+
+# The parameters of _SPEND and _SETTLE_AND_SPEND after the charges, in order.
+_SPEND_PARAMS = ("s0", "c0", "s1", "c1", "s2", "c2", "first")
+_FLOATS = ", ".join(["float8"] * len(_SPEND_PARAMS))
+# The statements of a batch's transaction, prepared once on each connection
+# (names with a version: a change of text needs a new name), so the simple
+# queries that carry a batch EXECUTE them: the lock, the rules and the sums
+# go out as one round trip, the reservations' insert and COMMIT as another.
+_SPEND_PREPARED = "rhetor_ledger_spend_1"
+_SETTLE_AND_SPEND_PREPARED = "rhetor_ledger_settle_and_spend_1"
+_RESERVE_PREPARED = "rhetor_ledger_reserve_1"
+_PREPARE_BATCH = "; ".join(
+    [
+        f"PREPARE {_SPEND_PREPARED} ({_FLOATS}) AS {_positional(_SPEND, _SPEND_PARAMS)}",
+        f"PREPARE {_SETTLE_AND_SPEND_PREPARED} (json, {_FLOATS}) AS"
+        f" {_positional(_SETTLE_AND_SPEND, ('charges', *_SPEND_PARAMS))}",
+        f"PREPARE {_RESERVE_PREPARED} (json) AS {_positional(_RESERVE, ('reservations',))}",
+    ]
+)
