@@ -16,9 +16,12 @@ inserts those granted, all in one transaction. Reservations therefore
 serialise on that lock, a batch at a time; nothing checks in one
 transaction and inserts in another.
 
-Settling is one transaction (one round trip in pipeline mode): the
-reservations are deleted, locked in id order, then the charges inserted, so
-a crash leaves one or the other. A reservation has at most one charge (a
+Settling is one statement (so one transaction): the reservations are
+deleted, locked in id order, then the charges inserted, so a crash leaves
+one or the other. A group commit's charges and checked reservations go in
+one transaction of two round trips (:meth:`PostgresLedger.settle_and_reserve`),
+its rows as one JSON parameter to statements prepared once per connection
+(``_pg_ledger_sql``). A reservation has at most one charge (a
 unique index on ``entries.reservation_id``).
 
 Owners and the sweeper: every runtime registers its owner id in ``owners``
@@ -38,12 +41,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import attrs
-import psycopg
 from psycopg import pq
 
 from rhetor._errors import ValidationError
@@ -57,14 +58,13 @@ from rhetor.budget._interfaces import (
     limit_key,
     limit_scope,
 )
-from rhetor.budget._ledger_schema import ENTRY_FIELDS, RESERVATION_FIELDS
+from rhetor.budget._ledger_schema import RESERVATION_FIELDS
 from rhetor.budget._pg_ledger_schema import BUDGET_LOCK, LEDGER_MIGRATIONS, OWNER_LOCKS
 from rhetor.budget._pg_ledger_sql import (
     _ENTRY_COLUMNS,
     _FORGET_DEAD_OWNERS,
     _GROUP_COLUMNS,
     _LOCK_AND_RULES,
-    _PREPARE_BATCH,
     _RESERVE,
     _RESERVE_PREPARED,
     _SETTLE,
@@ -73,6 +73,8 @@ from rhetor.budget._pg_ledger_sql import (
     _SPEND_PARAMS,
     _SPEND_PREPARED,
     _SWEEP,
+    _charges_json,
+    _execute_prepared,
     _json_rows,
     _spend_args,
     _values,
@@ -476,49 +478,3 @@ class PostgresLedger:
         if not isinstance(provider, str) or not isinstance(model, str):
             return None
         return provider, model
-
-
-# The pool's connections on which the batch statements are prepared (a
-# connection the pool replaces is a new object, and prepares them again).
-_PREPARED: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-
-
-def _execute_prepared(conn: psycopg.Connection[Any], query: str) -> psycopg.Cursor[Any]:
-    """
-    Run ``query`` (a simple query that EXECUTEs the batch statements), preparing them first.
-
-    psycopg deallocates every prepared statement of a connection (``DEALLOCATE
-    ALL``) after a rollback on it, ours too: a query that finds them gone is
-    rolled back, and sent again once they are prepared again.
-    """
-    for attempt in range(2):
-        if conn not in _PREPARED:
-            conn.execute(_PREPARE_BATCH)
-            _PREPARED.add(conn)
-        try:
-            return conn.execute(query)
-        except psycopg.errors.InvalidSqlStatementName:
-            _PREPARED.discard(conn)
-            if attempt:
-                raise
-            conn.rollback()
-    raise AssertionError("unreachable")
-
-
-def _charges_json(entries: Iterable[LedgerEntry]) -> str | None:
-    """
-    Charges as the JSON of :data:`_SETTLE_WITH`; None if there are none.
-
-    One statement may not update a row twice: of two charges for one
-    reservation, the first wins (the second is skipped, as it would be later).
-    """
-    reserved: dict[int, LedgerEntry] = {}
-    unreserved: list[LedgerEntry] = []
-    for row in entries:
-        if row.reservation_id is None:
-            unreserved.append(row)
-        else:
-            reserved.setdefault(row.reservation_id, row)
-    if not reserved and not unreserved:
-        return None
-    return _json_rows([*reserved.values(), *unreserved], ENTRY_FIELDS)

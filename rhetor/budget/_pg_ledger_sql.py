@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
+import psycopg
 
+from rhetor.budget._interfaces import LedgerEntry
 from rhetor.budget._ledger_schema import ENTRY_FIELDS, RESERVATION_FIELDS
 from rhetor.budget._pg_ledger_schema import BUDGET_LOCK, OWNER_LOCKS
 from rhetor.budget._rules import PERIODS
@@ -266,3 +269,49 @@ _PREPARE_BATCH = "; ".join(
         f"PREPARE {_RESERVE_PREPARED} (json) AS {_positional(_RESERVE, ('reservations',))}",
     ]
 )
+
+
+# The pool's connections on which the batch statements are prepared (a
+# connection the pool replaces is a new object, and prepares them again).
+_PREPARED: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+
+def _execute_prepared(conn: psycopg.Connection[Any], query: str) -> psycopg.Cursor[Any]:
+    """
+    Run ``query`` (a simple query that EXECUTEs the batch statements), preparing them first.
+
+    psycopg deallocates every prepared statement of a connection (``DEALLOCATE
+    ALL``) after a rollback on it, ours too: a query that finds them gone is
+    rolled back, and sent again once they are prepared again.
+    """
+    for attempt in range(2):
+        if conn not in _PREPARED:
+            conn.execute(_PREPARE_BATCH)
+            _PREPARED.add(conn)
+        try:
+            return conn.execute(query)
+        except psycopg.errors.InvalidSqlStatementName:
+            _PREPARED.discard(conn)
+            if attempt:
+                raise
+            conn.rollback()
+    raise AssertionError("unreachable")
+
+
+def _charges_json(entries: Iterable[LedgerEntry]) -> str | None:
+    """
+    Charges as the JSON of :data:`_SETTLE_WITH`; None if there are none.
+
+    One statement may not update a row twice: of two charges for one
+    reservation, the first wins (the second is skipped, as it would be later).
+    """
+    reserved: dict[int, LedgerEntry] = {}
+    unreserved: list[LedgerEntry] = []
+    for row in entries:
+        if row.reservation_id is None:
+            unreserved.append(row)
+        else:
+            reserved.setdefault(row.reservation_id, row)
+    if not reserved and not unreserved:
+        return None
+    return _json_rows([*reserved.values(), *unreserved], ENTRY_FIELDS)
