@@ -26,8 +26,10 @@ It reports:
 
 The ledger is emptied between setups, so that none of them sums the spend
 of another. The last line is JSON: sqlite_rps, pg1_rps, pg2_rps,
-scaling_2w, pg1_vs_sqlite, overspend. On a shared machine the numbers swing;
-compare the ratios of one run.
+scaling_2w, scaling_bound (the machine's cores over the cores busy while one
+worker runs: what two workers could reach at most, with every core busy at
+one worker's machine CPU per request), pg1_cores, pg2_cores, pg1_vs_sqlite,
+overspend. On a shared machine the numbers swing; compare the ratios of one run.
 """
 
 from __future__ import annotations
@@ -273,6 +275,10 @@ def main() -> None:
         total, limit, granted = contention(workdir, prices, url)
     tool = "wrk" if shutil.which("wrk") else "lean sockets (wrk not found)"
     scaling = rps["pg2"] / rps["pg1"]
+    # What two workers could reach at most on this machine: every core busy
+    # at one worker's machine CPU (Rhetor, PostgreSQL, wrk) per request.
+    cores = os.cpu_count() or 1
+    bound = cores / rps["pg1_cores"] if rps["pg1_cores"] else float("inf")
     pg_vs_sqlite = rps["pg1"] / rps["sqlite"]
     overspend = max(0.0, total - limit)
     print(f"load generator: {tool}; {CONNECTIONS} connections, {DURATION}s per run")
@@ -286,7 +292,8 @@ def main() -> None:
         f"pg2 {rps['pg2']:.0f} req/s"
     )
     print(
-        f"pg1 / sqlite {pg_vs_sqlite:.2f} (target >= 0.8); pg2 / pg1 {scaling:.2f} (target >= 1.6)"
+        f"pg1 / sqlite {pg_vs_sqlite:.2f} (target >= 0.8); pg2 / pg1 {scaling:.2f} (target >= 1.6;"
+        f" at most {bound:.2f} here: {cores} cores over the {rps['pg1_cores']:.2f} one worker keeps busy)"
     )
     print(
         f"contention: {BURST} requests at once on two workers, limit ${limit:.6f}:"
@@ -301,6 +308,9 @@ def main() -> None:
         "pg1_rps": round(rps["pg1"], 1),
         "pg2_rps": round(rps["pg2"], 1),
         "scaling_2w": round(scaling, 3),
+        "scaling_bound": round(bound, 3),
+        "pg1_cores": round(rps["pg1_cores"], 3),
+        "pg2_cores": round(rps["pg2_cores"], 3),
         "pg1_vs_sqlite": round(pg_vs_sqlite, 3),
         "overspend": round(overspend, 9),
         "contention_granted": granted,
