@@ -165,7 +165,12 @@ class DirectRoute:
         headers = [
             (b"content-type", JSON_TYPE.encode()),
             (b"content-length", str(len(whole.body)).encode()),
-            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in whole.headers.items()),
+            # A value outside Latin-1 (none of Rhetor's should be) loses those characters,
+            # rather than the reply.
+            *(
+                (k.encode("latin-1"), v.encode("latin-1", "replace"))
+                for k, v in whole.headers.items()
+            ),
         ]
         if self._settings.cors_origins:
             headers.extend(self._cors(scope))
