@@ -461,6 +461,35 @@ async def test_metrics_count_requests_tokens_latency_and_sessions(tmp_path: Path
     assert "rhetor_ledger_errors" in after
 
 
+@pytest.mark.parametrize("path", ["/message", "/chat"])
+async def test_a_client_that_gives_up_is_a_499_not_a_server_error(
+    tmp_path: Path, path: str
+) -> None:
+    """
+    A client that leaves before its reply (``/message``: the direct route; ``/chat``: a
+    Quart view) is logged and counted as status 499, error type ``cancelled``.
+    """
+    words = "a b c"
+    body: dict[str, Any] = (
+        {"message": words}
+        if path == "/message"
+        else {"messages": [{"role": "user", "content": words}]}
+    )
+    with log_lines("json") as log:
+        # A whole simulated reply takes the chunk delay: far longer than the client waits.
+        async with served(tmp_path, simulated_chunk_delay=5) as (_, client):
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(path, json=body, timeout=0.3)
+            with trio.fail_after(5):
+                while not [a for a in access(log) if a.get("path") == path]:
+                    await trio.sleep(0.05)
+            page = await metrics_page(client)
+    [line] = [a for a in access(log) if a.get("path") == path]
+    assert line["status"] == 499 and line["error_type"] == "cancelled"
+    assert metric(page, "rhetor_requests_total", route=path, status="499") == 1
+    assert metric(page, "rhetor_requests_total", route=path, status="500") == 0
+
+
 async def test_websocket_sessions_are_a_gauge(tmp_path: Path) -> None:
     """An open WebSocket counts in rhetor_websocket_sessions until it closes."""
     async with served(tmp_path) as (server, client):

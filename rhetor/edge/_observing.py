@@ -7,7 +7,8 @@ the request's :class:`~rhetor.observe.Observation` (its id: the client's
 ``X-Request-ID`` when it is a safe one, else a new one), binds it to the
 serving task, adds ``X-Request-ID`` and ``Server-Timing`` to the response
 head, and when the app is done writes the access-log line, the metrics and
-the span. A WebSocket request (one ``LLM_REQUEST``, ``CHAT_REQUEST`` or
+the span. A client that goes away before its reply starts is a 499 with
+the error type ``cancelled``, not a 500. A WebSocket request (one ``LLM_REQUEST``, ``CHAT_REQUEST`` or
 ``STATUS`` frame) gets its own observation from the Session
 (:meth:`Observer.begin` and :meth:`Observer.finish`).
 
@@ -135,11 +136,17 @@ class Observer:
                 message = {**message, "headers": headers}
             await send(message)
 
+        async def observed_receive() -> Any:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                observation.client_left()  # a 499 unless a reply had started
+            return event
+
         in_flight = self.metrics.in_flight if self.recording else None
         if in_flight is not None:
             in_flight.inc()
         try:
-            await app(scope, receive, observed_send)
+            await app(scope, observed_receive, observed_send)
         except BaseException as exc:
             observation.failed(exc)
             raise

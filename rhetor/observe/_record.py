@@ -30,6 +30,7 @@ import attrs
 from rhetor._types import new_request_id
 
 __all__ = [
+    "CLIENT_CLOSED",
     "DISCARD",
     "REQUEST_ID_HEADER",
     "Attempt",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# The status of a request whose client went away before it was answered (nginx's).
+CLIENT_CLOSED = 499
 # A client's X-Request-ID is used only when it is this shape: bounded, and made
 # of characters that need no quoting in a header, a log line or a metric.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=\-]{0,127}")
@@ -178,6 +181,18 @@ class Observation:
         """A reservation or a charge became durable after ``seconds``."""
         self.ledger_writes.append(seconds)
 
+    def client_left(self) -> None:
+        """
+        The client went away before any reply started: status 499, error type ``cancelled``.
+
+        What a WebSocket request its client cancels is logged as, so that a
+        client that gives up is not counted as a server error (a 500).
+        """
+        if self.status == 0:
+            self.status = CLIENT_CLOSED
+            if self.error_type is None:
+                self.error_type, self.error = "cancelled", "the client went away before the reply"
+
     def failed(self, error: BaseException) -> None:
         """The request failed with ``error`` (the first failure recorded is kept)."""
         if self.error_type is None:
@@ -250,6 +265,9 @@ class _Discarded(Observation):
         return None
 
     def ledger_written(self, seconds: float) -> None:
+        return None
+
+    def client_left(self) -> None:
         return None
 
     def failed(self, error: BaseException) -> None:
