@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import _load  # benchmarks/_load.py, beside this script
+from _servers import started, stop
 
-REPO = Path(__file__).resolve().parent.parent
 BODY = {"message": "Hello, Rhetor!", "task_type": "chat"}
 DURATION = 5
 ROUNDS = 3
@@ -116,50 +116,21 @@ def start_rhetor(
         "RHETOR_SIMULATED_CHUNK_DELAY": "0",
         "HERMES_API_URL": "",
         "OLLAMA_BASE_URL": f"http://127.0.0.1:{_free_port()}",
-        "PYTHONPATH": str(REPO),
         **(extra_env or {}),
     }
     for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "RHETOR_API_KEY"):
         env.pop(key, None)
-    proc = subprocess.Popen(
+    return started(
         [sys.executable, "-m", "rhetor", "serve"],
+        env,
         cwd=data_dir,
-        env=env,
-        stdout=subprocess.PIPE,
         stderr=stderr,
-        text=True,
         preexec_fn=_raise_fd_limit,
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "serving on" not in line:
-        proc.kill()
-        raise SystemExit(f"rhetor did not start: {line!r}")
-    return proc, line.split()[-1]
 
 
 def start_bare() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--bare-server"],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    return proc, line.split()[-1]
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+    return started([sys.executable, __file__, "--bare-server"], os.environ)
 
 
 # -- load ----------------------------------------------------------------------------

@@ -41,7 +41,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,8 +49,8 @@ from statistics import median
 from typing import Any
 
 import _load  # benchmarks/_load.py, beside this script
+from _servers import started, stop
 
-REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 MODEL = "gpt-4o-mini"
 RELAY_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hello, relay!"}]}
@@ -64,15 +63,35 @@ WARMUP = 2
 ROUNDS = 3
 
 
+# -- the baselines on Hypercorn ---------------------------------------------------------
+
+
+def serve_on_hypercorn(app: Any) -> None:
+    """Serve ``app`` on Hypercorn's trio worker on a free port, saying where on stdout."""
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    config.backlog = 2048
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, app, config)
+            print(f"serving on {binds[0]}", flush=True)
+
+    trio.run(main)
+
+
 # -- the minimal SDK relay ---------------------------------------------------------------
 
 
 def sdk_relay_server(upstream: str) -> None:
     """Quart-Trio on Hypercorn relaying /v1/chat/completions through the openai SDK."""
     import openai
-    import trio
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
     from quart import Response, request
     from quart_trio import QuartTrio
 
@@ -87,18 +106,7 @@ def sdk_relay_server(upstream: str) -> None:
         )
         return Response(completion.model_dump_json(), content_type="application/json")
 
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.backlog = 2048
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(serve, app, config)
-            print(f"serving on {binds[0]}", flush=True)
-
-    trio.run(main)
+    serve_on_hypercorn(app)
 
 
 # -- the bare h11 relay (the floor) ------------------------------------------------------
@@ -181,8 +189,6 @@ def floor_server(upstream: str) -> None:
 def hypercorn_floor_server(upstream: str) -> None:
     """A bare ASGI app on Hypercorn: each body forwarded with ``HttpClient``, the reply returned."""
     import trio
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
 
     from rhetor.providers._http import HttpClient
 
@@ -223,18 +229,7 @@ def hypercorn_floor_server(upstream: str) -> None:
         )
         await send({"type": "http.response.body", "body": body})
 
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.backlog = 2048
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(serve, app, config)
-            print(f"serving on {binds[0]}", flush=True)
-
-    trio.run(main)
+    serve_on_hypercorn(app)
 
 
 # -- subprocesses ------------------------------------------------------------------------
@@ -248,21 +243,9 @@ def _free_port() -> int:
 
 
 def _started(args: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[Any, str]:
-    """Start a server subprocess; answer it and the URL from its first output line."""
-    proc = subprocess.Popen(
-        args,
-        cwd=cwd,
-        env={**env, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "serving" not in line:
-        proc.kill()
-        raise SystemExit(f"{args} did not start: {line!r}")
-    return proc, line.split()[-1].removesuffix("/v1")
+    """Start a server subprocess; answer it and its URL (without ``/v1``)."""
+    proc, url = started(args, env, cwd=cwd)
+    return proc, url.removesuffix("/v1")
 
 
 def start_upstream() -> tuple[Any, str]:
@@ -301,16 +284,6 @@ def start_hypercorn_floor(upstream: str) -> tuple[Any, str]:
     return _started(
         [sys.executable, __file__, "--hypercorn-floor-server", upstream], dict(os.environ)
     )
-
-
-def stop(proc: Any) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    proc.stdout.close()
 
 
 # -- main ----------------------------------------------------------------------------------

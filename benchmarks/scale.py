@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,9 +51,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import _load  # benchmarks/_load.py, beside this script
 import psycopg
+from _servers import started, stop
 from psycopg import sql
 
-REPO = Path(__file__).resolve().parent.parent
 BODY = {"message": "Hello, Rhetor!", "max_tokens": 50}
 PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
 CONNECTIONS = 32
@@ -125,35 +124,12 @@ def start(
         RHETOR_BUDGET_DAILY_LIMIT=repr(limit),
         HERMES_API_URL="",
         OLLAMA_BASE_URL="http://127.0.0.1:9",
-        PYTHONPATH=str(REPO),
     )
     if database_url:
         env["RHETOR_DATABASE_URL"] = database_url
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rhetor", "serve", "--workers", str(workers)],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    return started(
+        [sys.executable, "-m", "rhetor", "serve", "--workers", str(workers)], env, cwd=workdir
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "serving on" not in line:
-        proc.kill()
-        raise SystemExit(f"rhetor did not start: {line!r}")
-    return proc, line.split()[-1]
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 def busy_cores() -> tuple[float, float]:
@@ -189,7 +165,7 @@ def throughput(workdir: str, prices: Path, url: str) -> dict[str, float]:
                     cpu_after, wall_after = busy_cores()
                     cores[name].append((cpu_after - cpu) / (wall_after - wall))
                 finally:
-                    stop(proc)
+                    stop(proc, grace=30)  # workers take longer to stop than one process
         print(
             f"  round {round_number + 1}: "
             + ", ".join(
@@ -211,7 +187,7 @@ def contention(workdir: str, prices: Path, url: str) -> tuple[float, float, int]
         try:
             burst(f"{base}/message", 20)
         finally:
-            stop(proc)
+            stop(proc, grace=30)  # workers take longer to stop than one process
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT AVG(cost) FROM rhetor.entries").fetchone()
     per_reply = float(row[0]) if row and row[0] else 1e-4
@@ -222,7 +198,7 @@ def contention(workdir: str, prices: Path, url: str) -> tuple[float, float, int]
         try:
             granted = burst(f"{base}/message", BURST)
         finally:
-            stop(proc)
+            stop(proc, grace=30)  # workers take longer to stop than one process
     return spent(url), limit, granted
 
 

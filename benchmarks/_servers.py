@@ -1,0 +1,62 @@
+"""
+What the benchmarks share to run their servers: a subprocess started and its URL, a stop.
+
+Every server a benchmark starts (Rhetor, a baseline app, an upstream) prints
+one line ending in its URL once it serves; :func:`started` waits for that
+line, and :func:`stop` ends the process (SIGTERM, then SIGKILL after a grace).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+__all__ = ["REPO", "started", "stop"]
+
+
+def started(
+    args: list[str],
+    env: Mapping[str, str],
+    *,
+    cwd: str | None = None,
+    stderr: Any = subprocess.DEVNULL,
+    preexec_fn: Callable[[], Any] | None = None,
+) -> tuple[subprocess.Popen[str], str]:
+    """
+    Start ``args`` with this checkout on ``PYTHONPATH``; answer the process and its URL.
+
+    Error handling: a first line that does not say it serves kills the process
+    and ends the benchmark with that line.
+    """
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env={**env, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        preexec_fn=preexec_fn,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "serving" not in line:
+        proc.kill()
+        raise SystemExit(f"{args} did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+def stop(proc: subprocess.Popen[str], grace: float = 15) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not ended within ``grace`` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
