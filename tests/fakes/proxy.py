@@ -18,7 +18,7 @@ import attrs
 import h11
 import trio
 
-__all__ = ["FakeProxy", "fake_proxy"]
+__all__ = ["FakeProxy", "fake_proxy", "pipe"]
 
 
 @attrs.define(eq=False)
@@ -61,8 +61,8 @@ class FakeProxy:
         upstream = await trio.open_tcp_stream(host.strip("[]"), int(port))
         await client.send_all(conn.send(h11.Response(status_code=200, headers=[])))
         async with upstream, trio.open_nursery() as nursery:
-            nursery.start_soon(_pipe, client, upstream, nursery.cancel_scope)
-            nursery.start_soon(_pipe, upstream, client, nursery.cancel_scope)
+            nursery.start_soon(pipe, client, upstream, nursery.cancel_scope)
+            nursery.start_soon(pipe, upstream, client, nursery.cancel_scope)
 
     async def _forward(
         self, client: trio.SocketStream, request: h11.Request, body: bytes, target: str
@@ -118,9 +118,8 @@ async def _answer(
     await stream.send_all(data + conn.send(h11.Data(data=text)) + conn.send(h11.EndOfMessage()))
 
 
-async def _pipe(
-    source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
-) -> None:
+async def pipe(source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope) -> None:
+    """Copy ``source`` to ``sink`` until either ends, then cancel ``scope`` (the other way too)."""
     try:
         while data := await source.receive_some(65536):
             await sink.send_all(data)

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 import trio
 
+from tests.fakes.proxy import pipe
+
 __all__ = ["CuttableProxy", "cuttable_proxy", "database_address", "proxied_url"]
 
 
@@ -68,8 +70,8 @@ class CuttableProxy:
                 server = await trio.open_tcp_stream(self.target_host, self.target_port)
                 try:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_pipe, client, server, nursery.cancel_scope)
-                        nursery.start_soon(_pipe, server, client, nursery.cancel_scope)
+                        nursery.start_soon(pipe, client, server, nursery.cancel_scope)
+                        nursery.start_soon(pipe, server, client, nursery.cancel_scope)
                 finally:
                     await trio.aclose_forcefully(server)
         except OSError:
@@ -77,16 +79,6 @@ class CuttableProxy:
         finally:
             self._scopes.discard(scope)
             await trio.aclose_forcefully(client)
-
-
-async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope) -> None:
-    try:
-        while data := await source.receive_some(65536):
-            await sink.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    finally:
-        done.cancel()
 
 
 @asynccontextmanager
