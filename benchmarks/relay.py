@@ -3,9 +3,11 @@ Benchmark the OpenAI relay: Rhetor's /v1/chat/completions against three baseline
 
 Run: ``python benchmarks/relay.py`` (about two and a half minutes). Subprocesses:
 
-- the lean upstream (``benchmarks/_upstream.py``), answering a canned chat completion
-  at once (the issue measured with an nginx answering a fixed file; this one costs
-  a few tens of microseconds a request);
+- the upstream, answering a canned chat completion at once: an nginx when one is
+  installed (``apt-get install nginx-light``), as in the issue's measurements, else
+  the lean Python upstream (``benchmarks/_upstream.py``, 300-400 us of CPU a call at
+  one connection here, on the relay's critical path); ``--python-upstream`` forces
+  the latter. The JSON line says which (``upstream``);
 - Rhetor (``python -m rhetor serve``) with its OpenAI provider pointed at the
   upstream and the simulated provider on. It serves both measured routes:
   ``POST /v1/chat/completions`` (the relay: edge, router, budget keeper, ledger,
@@ -248,9 +250,10 @@ def _started(args: list[str], env: dict[str, str], cwd: str | None = None) -> tu
     return proc, url.removesuffix("/v1")
 
 
-def start_upstream() -> tuple[Any, str]:
-    """The lean upstream; its URL without /v1."""
-    return _started([sys.executable, str(HERE / "_upstream.py")], dict(os.environ))
+def start_upstream(nginx: bool) -> tuple[Any, str]:
+    """The canned upstream (nginx, or the Python one); its URL without /v1."""
+    flags = ["--nginx"] if nginx else []
+    return _started([sys.executable, str(HERE / "_upstream.py"), *flags], dict(os.environ))
 
 
 def start_rhetor(data_dir: str, upstream: str) -> tuple[Any, str]:
@@ -303,10 +306,11 @@ def check_reply(url: str, body: dict[str, Any]) -> None:
         assert answer["model"] == "simulated-echo" and answer["message"], answer
 
 
-def main() -> None:
+def main(python_upstream: bool = False) -> None:
     started = time.perf_counter()
+    nginx = not python_upstream and shutil.which("nginx") is not None
     with tempfile.TemporaryDirectory() as data_dir:
-        upstream, upstream_url = start_upstream()
+        upstream, upstream_url = start_upstream(nginx)
         rhetor, rhetor_url = start_rhetor(data_dir, upstream_url)
         sdk_relay, sdk_url = start_sdk_relay(upstream_url)
         floor, floor_url = start_floor(upstream_url)
@@ -344,7 +348,10 @@ def main() -> None:
         for name in targets
     }
     tool = "wrk" if shutil.which("wrk") else "httpx (wrk not found)"
-    print(f"load generator: {tool}; {ROUNDS} rounds of {DURATION}s runs; {os.cpu_count()} CPUs")
+    print(
+        f"load generator: {tool}; upstream: {'nginx' if nginx else 'python'};"
+        f" {ROUNDS} rounds of {DURATION}s runs; {os.cpu_count()} CPUs"
+    )
     for name in targets:
         r = results[name]
         print(
@@ -356,6 +363,7 @@ def main() -> None:
     sdk, floor_ = results["sdk_relay"], results["floor"]
     hypercorn_ = results["hypercorn_floor"]
     summary = {
+        "upstream": "nginx" if nginx else "python",
         "relay_rps": round(relay["rps"], 1),
         "simulated_rps": round(simulated["rps"], 1),
         "sdk_relay_rps": round(sdk["rps"], 1),
@@ -382,6 +390,9 @@ if __name__ == "__main__":
     parser.add_argument("--sdk-relay-server", metavar="UPSTREAM", help=argparse.SUPPRESS)
     parser.add_argument("--floor-server", metavar="UPSTREAM", help=argparse.SUPPRESS)
     parser.add_argument("--hypercorn-floor-server", metavar="UPSTREAM", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--python-upstream", action="store_true", help="the Python upstream even if nginx is here"
+    )
     args = parser.parse_args()
     if args.sdk_relay_server:
         sdk_relay_server(args.sdk_relay_server)
@@ -390,4 +401,4 @@ if __name__ == "__main__":
     elif args.hypercorn_floor_server:
         hypercorn_floor_server(args.hypercorn_floor_server)
     else:
-        main()
+        main(args.python_upstream)
