@@ -18,9 +18,10 @@ Run: ``python benchmarks/relay.py`` (about two and a half minutes). Subprocesses
 - a bare h11 relay on trio: requests forwarded byte for byte over one upstream
   connection per client connection, no JSON, no framework (the floor of trio and h11);
 - the Hypercorn floor: a bare ASGI app on Hypercorn (no Quart) relaying each body
-  through Rhetor's own HTTP client (``rhetor.providers._http.HttpClient``), no JSON:
-  the most any relay served by Hypercorn with this client can do, Rhetor's own
-  ceiling on its stack.
+  through Rhetor's own HTTP client (``rhetor.providers._http.HttpClient``), no JSON,
+  with Rhetor's adjustments to Hypercorn (``rhetor.edge._hypercorn``): the most any
+  relay served by Rhetor's Hypercorn with this client can do, Rhetor's own ceiling
+  on its stack. The SDK relay runs on Hypercorn as released.
 
 The load generator is ``wrk`` (``apt-get install wrk``; without it, a multiprocess
 httpx client): requests per second at 32 connections and p50/p99 latency at 1
@@ -192,8 +193,10 @@ def hypercorn_floor_server(upstream: str) -> None:
     """A bare ASGI app on Hypercorn: each body forwarded with ``HttpClient``, the reply returned."""
     import trio
 
+    from rhetor.edge._hypercorn import adjust_hypercorn
     from rhetor.providers._http import HttpClient
 
+    adjust_hypercorn()
     client = HttpClient(upstream)
     headers = [("authorization", "Bearer sk-bench"), ("content-type", "application/json")]
 

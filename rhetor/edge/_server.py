@@ -9,8 +9,8 @@ give in-flight requests ``settings.shutdown_grace`` seconds, deregister, stop
 the actors (which flushes the ledger) and return normally.
 
 It binds ``127.0.0.1`` unless told otherwise, and warns at start when it
-serves every interface with no API key. This is also the one place Rhetor
-adjusts Hypercorn (:func:`_close_websockets_on_protocol_errors`).
+serves every interface with no API key. Importing it adjusts Hypercorn
+(:mod:`rhetor.edge._hypercorn`, the one place that does).
 """
 
 from __future__ import annotations
@@ -18,24 +18,21 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-import hypercorn.protocol.ws_stream
 import hypercorn.trio
 import trio
-import wsproto.connection
 from hypercorn.config import Config
-from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Event
 
 import rhetor.runtime
 from rhetor import observe
 from rhetor._settings import Settings, serves_every_interface
 from rhetor.edge._app import asgi_app, create_app, edge_state
 from rhetor.edge._hermes import hermes_registration
+from rhetor.edge._hypercorn import adjust_hypercorn
 
 __all__ = ["hypercorn_config", "public_url", "serve", "serve_runtime"]
 
@@ -64,33 +61,7 @@ def hypercorn_config(settings: Settings, listen_fd: int | None = None) -> Config
     return config
 
 
-class _RFC6455Connection(wsproto.connection.Connection):
-    """
-    wsproto's server connection, answering a client's protocol error with a close frame.
-
-    When a client breaks the protocol (invalid UTF-8 in a text frame, an
-    unknown opcode, a bad close code, an unmasked frame), wsproto reports a
-    ``CloseConnection`` with the code RFC 6455 asks for (1007 or 1002) but
-    stays ``OPEN``, and Hypercorn (0.18) answers a close only in
-    ``REMOTE_CLOSING``: it dropped the TCP connection without one. Moving to
-    ``REMOTE_CLOSING`` here makes Hypercorn send the close frame with that
-    code before it closes the connection.
-    """
-
-    def events(self) -> Generator[Event, None, None]:
-        for event in super().events():
-            if isinstance(event, CloseConnection) and self.state is ConnectionState.OPEN:
-                self._state = ConnectionState.REMOTE_CLOSING
-            yield event
-
-
-def _close_websockets_on_protocol_errors() -> None:
-    """Make Hypercorn's WebSocket streams use :class:`_RFC6455Connection` (idempotent)."""
-    # Hypercorn builds each connection from this module-level name (Handshake.accept).
-    setattr(hypercorn.protocol.ws_stream, "Connection", _RFC6455Connection)  # noqa: B010
-
-
-_close_websockets_on_protocol_errors()
+adjust_hypercorn()
 
 
 def _warn_if_exposed(settings: Settings) -> None:

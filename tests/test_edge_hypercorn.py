@@ -1,0 +1,247 @@
+"""
+Rhetor's adjustments to Hypercorn (rhetor.edge._hypercorn), over real sockets.
+
+A small ASGI app on Hypercorn's trio worker, in the test's own trio run, with
+the adjustments applied as ``rhetor serve`` applies them; the client is a raw
+socket, so what is checked is exactly what goes on the wire. Real sockets run
+on the real clock (see tests/helpers.py), so the keep-alive cases use a
+half-second timeout and generous bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import h11
+import hypercorn.protocol
+import hypercorn.protocol.ws_stream
+import hypercorn.trio.tcp_server
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.events import RawData
+from hypercorn.protocol.events import Body, EndBody, Response
+from hypercorn.trio import serve
+from hypercorn.trio.worker_context import WorkerContext
+
+import rhetor.edge._server  # noqa: F401  (importing it adjusts Hypercorn, as rhetor serve does)
+from rhetor.edge._hypercorn import CoalescingH11Protocol, QuickSingleTask, RFC6455Connection
+
+App = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+@asynccontextmanager
+async def serving(app: App, keep_alive: float = 5.0) -> AsyncIterator[int]:
+    """Serve ``app`` on 127.0.0.1 with Hypercorn; yield its port."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.keep_alive_timeout = keep_alive
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await app(scope, receive, send)
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, asgi, config)
+        yield int(binds[0].rsplit(":", 1)[1])
+        nursery.cancel_scope.cancel()
+
+
+async def whole(scope: Any, receive: Any, send: Any) -> None:
+    """A reply with content-length: the request's path echoed."""
+    while (await receive()).get("more_body"):
+        pass
+    body = scope["path"].encode()
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Client:
+    """HTTP/1.1 over one raw connection, read with h11."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = h11.Connection(h11.CLIENT)
+
+    def request(self, path: str) -> bytes:
+        """The request's bytes, h11 moved on as though they were sent."""
+        data = self.conn.send(h11.Request(method="GET", target=path, headers=[("host", "t")]))
+        return (data or b"") + (self.conn.send(h11.EndOfMessage()) or b"")
+
+    async def send(self, path: str) -> None:
+        await self.stream.send_all(self.request(path))
+
+    async def event(self) -> Any:
+        while (event := self.conn.next_event()) is h11.NEED_DATA:
+            self.conn.receive_data(await self.stream.receive_some(65536))
+        return event
+
+    async def reply(self) -> tuple[int, bytes]:
+        head = await self.event()
+        assert isinstance(head, h11.Response)
+        body = b""
+        while isinstance(event := await self.event(), h11.Data):
+            body += event.data
+        assert isinstance(event, h11.EndOfMessage)
+        self.conn.start_next_cycle()
+        return head.status_code, body
+
+
+@asynccontextmanager
+async def client(port: int) -> AsyncIterator[Client]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    try:
+        yield Client(stream)
+    finally:
+        await stream.aclose()
+
+
+def test_importing_the_server_adjusts_hypercorn() -> None:
+    assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
+    assert hypercorn.trio.tcp_server.TrioSingleTask is QuickSingleTask
+    assert hypercorn.protocol.ws_stream.Connection is RFC6455Connection
+
+
+async def test_whole_replies_keep_alive_across_many_requests_on_one_connection() -> None:
+    with trio.fail_after(20):
+        async with serving(whole) as port, client(port) as c:
+            for i in range(50):
+                await c.send(f"/n{i}")
+                assert await c.reply() == (200, f"/n{i}".encode())
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    with trio.fail_after(20):
+        async with serving(whole) as port, client(port) as c:
+            # All five requests in one write, before any reply.
+            raw = b"".join(b"GET /p%d HTTP/1.1\r\nhost: t\r\n\r\n" % i for i in range(5))
+            await c.stream.send_all(raw)
+            for i in range(5):
+                c.request(f"/p{i}")  # h11 reads a reply only to a request it saw go out
+                assert await c.reply() == (200, f"/p{i}".encode())
+
+
+async def test_a_streamed_reply_sends_its_head_before_its_first_chunk() -> None:
+    head_seen = trio.Event()
+
+    async def streamed(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        start = {"type": "http.response.start", "status": 200, "headers": []}
+        await send(start)
+        await head_seen.wait()  # only the client, having read the head, lets the body go
+        await send({"type": "http.response.body", "body": b"late", "more_body": False})
+
+    with trio.fail_after(20):
+        async with serving(streamed) as port, client(port) as c:
+            await c.send("/s")
+            head = await c.event()
+            assert isinstance(head, h11.Response) and head.status_code == 200
+            head_seen.set()
+            data = await c.event()
+            assert isinstance(data, h11.Data) and data.data == b"late"
+
+
+async def test_an_app_that_fails_after_its_head_still_sends_the_head_then_closes() -> None:
+    async def fails(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"content-length", b"10")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        raise RuntimeError("the app broke mid-reply")
+
+    with trio.fail_after(20):
+        async with serving(fails) as port, client(port) as c:
+            await c.send("/f")
+            head = await c.event()
+            assert isinstance(head, h11.Response) and head.status_code == 200
+            with pytest.raises(h11.RemoteProtocolError):
+                await c.event()  # the connection closed before the 10 bytes
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    with trio.fail_after(20):
+        async with serving(whole, keep_alive=0.5) as port, client(port) as c:
+            await c.send("/a")
+            assert await c.reply() == (200, b"/a")
+            answered = trio.current_time()
+            assert await c.stream.receive_some(1024) == b""  # the server closed it
+            assert trio.current_time() - answered >= 0.45
+
+
+async def test_the_keep_alive_timer_is_stopped_while_a_request_runs() -> None:
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await trio.sleep(1.2)  # over twice the keep-alive timeout
+        await whole(scope, receive, send)
+
+    with trio.fail_after(20):
+        async with serving(slow, keep_alive=0.5) as port, client(port) as c:
+            await c.send("/first")
+            assert await c.reply() == (200, b"/first")
+            await c.send("/second")  # the timer restarted after the first: still open
+            assert await c.reply() == (200, b"/second")
+
+
+async def test_a_stop_before_the_timer_task_starts_still_stops_it() -> None:
+    async def action() -> None:
+        await trio.sleep(math.inf)
+
+    class Group:
+        def __init__(self, nursery: trio.Nursery) -> None:
+            self._nursery = nursery
+
+    # The nursery ends only if no timer task is left waiting.
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            task = QuickSingleTask()
+            await task.restart(Group(nursery), action)  # type: ignore[arg-type]
+            await task.restart(Group(nursery), action)  # type: ignore[arg-type]
+            await task.stop()  # neither spawned task has run yet
+
+
+async def test_a_whole_reply_is_one_write_and_a_streamed_one_is_not_held() -> None:
+    written: list[bytes] = []
+
+    async def send(event: Any) -> None:
+        if isinstance(event, RawData):
+            written.append(event.data)
+
+    protocol = CoalescingH11Protocol(
+        None,  # type: ignore[arg-type]  (no app: the stream's events are driven here)
+        Config(),
+        WorkerContext(None),
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        False,
+        None,
+        None,
+        send,
+    )
+    protocol.connection.receive_data(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+    protocol.connection.next_event()
+    protocol.connection.next_event()
+    await protocol.stream_send(
+        Response(stream_id=1, headers=[(b"content-length", b"2")], status_code=200)
+    )
+    await protocol.stream_send(Body(stream_id=1, data=b"ok"))
+    await protocol.stream_send(EndBody(stream_id=1))
+    assert len(written) == 1
+    assert written[0].startswith(b"HTTP/1.1 200 ") and written[0].endswith(b"\r\n\r\nok")
+
+    written.clear()
+    protocol.connection.start_next_cycle()
+    protocol.connection.receive_data(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+    protocol.connection.next_event()
+    protocol.connection.next_event()
+    await protocol.stream_send(Response(stream_id=1, headers=[], status_code=200))
+    assert len(written) == 1  # no content-length: a stream, its head written at once
+    await protocol.stream_send(Body(stream_id=1, data=b"x"))
+    await protocol.stream_send(EndBody(stream_id=1))
+    assert written[1:] == [b"1\r\nx\r\n", b"0\r\n\r\n"]
