@@ -13,5 +13,6 @@ schemas and their one error translation) with the schemas themselves
 (``_schemas_native``, ``_schemas_admin``, ``_schemas_openai``,
 ``_schemas_anthropic``, ``_schemas_ws``), ``_json`` (writing every reply's JSON), ``_http`` (bodies, JSON
 replies, errors) and ``_sse`` (every stream). ``_openapi`` publishes the schemas as
-``/openapi.json`` and ``/docs``. ``_hermes`` registers with Hermes.
+``/openapi.json`` and ``/docs``. ``_hermes`` registers with Hermes. ``_hypercorn``
+holds Rhetor's adjustments to Hypercorn, which importing ``_server`` applies.
 """
