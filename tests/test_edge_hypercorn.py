@@ -72,13 +72,13 @@ class Client:
         self.stream = stream
         self.conn = h11.Connection(h11.CLIENT)
 
-    def request(self, path: str) -> bytes:
+    def request(self, path: str, method: str = "GET") -> bytes:
         """The request's bytes, h11 moved on as though they were sent."""
-        data = self.conn.send(h11.Request(method="GET", target=path, headers=[("host", "t")]))
+        data = self.conn.send(h11.Request(method=method, target=path, headers=[("host", "t")]))
         return (data or b"") + (self.conn.send(h11.EndOfMessage()) or b"")
 
-    async def send(self, path: str) -> None:
-        await self.stream.send_all(self.request(path))
+    async def send(self, path: str, method: str = "GET") -> None:
+        await self.stream.send_all(self.request(path, method))
 
     async def event(self) -> Any:
         while (event := self.conn.next_event()) is h11.NEED_DATA:
@@ -128,6 +128,59 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
             for i in range(5):
                 c.request(f"/p{i}")  # h11 reads a reply only to a request it saw go out
                 assert await c.reply() == (200, f"/p{i}".encode())
+
+
+async def test_a_head_request_gets_the_head_alone_and_the_connection_goes_on() -> None:
+    with trio.fail_after(20):
+        async with serving(whole) as port, client(port) as c:
+            await c.send("/h", "HEAD")
+            head = await c.event()
+            assert isinstance(head, h11.Response) and head.status_code == 200
+            assert dict(head.headers)[b"content-length"] == b"2"
+            assert isinstance(await c.event(), h11.EndOfMessage)
+            c.conn.start_next_cycle()
+            await c.send("/after")
+            assert await c.reply() == (200, b"/after")
+
+
+async def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body() -> None:
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        headers = [(b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    with trio.fail_after(20):
+        async with serving(echo) as port, client(port) as c:
+            headers = [("host", "t"), ("expect", "100-continue"), ("content-length", "5")]
+            await c.stream.send_all(
+                c.conn.send(h11.Request(method="POST", target="/e", headers=headers)) or b""
+            )
+            informational = await c.event()
+            assert isinstance(informational, h11.InformationalResponse)
+            assert informational.status_code == 100
+            data = c.conn.send(h11.Data(data=b"hello")) or b""
+            await c.stream.send_all(data + (c.conn.send(h11.EndOfMessage()) or b""))
+            assert await c.reply() == (200, b"hello")
+
+
+async def test_an_empty_whole_reply_is_sent_with_its_end() -> None:
+    async def empty(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"content-length", b"0")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    with trio.fail_after(20):
+        async with serving(empty) as port, client(port) as c:
+            for _ in range(3):
+                await c.send("/empty")
+                assert await c.reply() == (200, b"")
 
 
 async def test_a_streamed_reply_sends_its_head_before_its_first_chunk() -> None:
