@@ -1,5 +1,5 @@
 """
-What the benchmarks share to run their servers: a subprocess started and its URL, a stop.
+What the benchmarks share to run their servers: a subprocess started and its URL, a stop, a free port.
 
 Every server a benchmark starts (Rhetor, a baseline app, an upstream) prints
 one line ending in its URL once it serves; :func:`started` waits for that
@@ -9,6 +9,7 @@ line, and :func:`stop` ends the process (SIGTERM, then SIGKILL after a grace).
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,7 +17,15 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["REPO", "started", "stop"]
+__all__ = ["REPO", "free_port", "started", "stop"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
 
 
 def started(

@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 
 import trio
+from _servers import free_port  # benchmarks/_servers.py, beside this script
 
 __all__ = ["COMPLETION", "serve"]
 
@@ -132,16 +133,9 @@ http {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def run_nginx(port: int) -> None:
     """Serve the same canned replies from nginx (in the foreground) until SIGTERM."""
-    port = port or _free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory() as where:
         conf = Path(where) / "nginx.conf"
         conf.write_text(
@@ -158,6 +152,8 @@ def run_nginx(port: int) -> None:
                 break
             except OSError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
                     log = (Path(where) / "error.log").read_text()
                     raise SystemExit(f"nginx did not start: {log}") from exc
                 time.sleep(0.05)

@@ -36,7 +36,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import _load  # benchmarks/_load.py, beside this script
-from _servers import started, stop
+from _servers import free_port, started, stop
 
 BODY = {"message": "Hello, Rhetor!", "task_type": "chat"}
 DURATION = 5
@@ -98,13 +97,6 @@ def bare_server() -> None:
 # -- servers as subprocesses ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def start_rhetor(
     data_dir: str, extra_env: dict[str, str] | None = None, stderr: Any = subprocess.DEVNULL
 ) -> tuple[subprocess.Popen[str], str]:
@@ -115,7 +107,7 @@ def start_rhetor(
         "RHETOR_DATA_DIR": data_dir,
         "RHETOR_SIMULATED_CHUNK_DELAY": "0",
         "HERMES_API_URL": "",
-        "OLLAMA_BASE_URL": f"http://127.0.0.1:{_free_port()}",
+        "OLLAMA_BASE_URL": f"http://127.0.0.1:{free_port()}",
         **(extra_env or {}),
     }
     for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "RHETOR_API_KEY"):

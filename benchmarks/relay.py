@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -52,7 +51,7 @@ from statistics import median
 from typing import Any
 
 import _load  # benchmarks/_load.py, beside this script
-from _servers import started, stop
+from _servers import free_port, started, stop
 
 HERE = Path(__file__).resolve().parent
 MODEL = "gpt-4o-mini"
@@ -87,6 +86,20 @@ def serve_on_hypercorn(app: Any) -> None:
             print(f"serving on {binds[0]}", flush=True)
 
     trio.run(main)
+
+
+def http_only(handler: Any) -> Any:
+    """An ASGI app that answers the lifespan itself and hands each HTTP request to ``handler``."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await handler(scope, receive, send)
+
+    return app
 
 
 # -- the minimal SDK relay ---------------------------------------------------------------
@@ -200,12 +213,7 @@ def hypercorn_floor_server(upstream: str) -> None:
     client = HttpClient(upstream)
     headers = [("authorization", "Bearer sk-bench"), ("content-type", "application/json")]
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    async def relay(scope: Any, receive: Any, send: Any) -> None:
         parts = []
         while True:
             event = await receive()
@@ -234,17 +242,10 @@ def hypercorn_floor_server(upstream: str) -> None:
         )
         await send({"type": "http.response.body", "body": body})
 
-    serve_on_hypercorn(app)
+    serve_on_hypercorn(http_only(relay))
 
 
 # -- subprocesses ------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def _started(args: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[Any, str]:
@@ -259,7 +260,8 @@ def start_upstream(nginx: bool) -> tuple[Any, str]:
     return _started([sys.executable, str(HERE / "_upstream.py"), *flags], dict(os.environ))
 
 
-def start_rhetor(data_dir: str, upstream: str) -> tuple[Any, str]:
+def rhetor_env(data_dir: str, upstream: str) -> dict[str, str]:
+    """Rhetor's environment: its OpenAI provider on ``upstream`` (no /v1), the simulated one on."""
     env = {
         **os.environ,
         "RHETOR_PORT": "0",
@@ -269,11 +271,17 @@ def start_rhetor(data_dir: str, upstream: str) -> tuple[Any, str]:
         "OPENAI_API_KEY": "sk-bench",
         "OPENAI_BASE_URL": f"{upstream}/v1",
         "HERMES_API_URL": "",
-        "OLLAMA_BASE_URL": f"http://127.0.0.1:{_free_port()}",
+        "OLLAMA_BASE_URL": f"http://127.0.0.1:{free_port()}",
     }
     for key in ("ANTHROPIC_API_KEY", "RHETOR_API_KEY", "RHETOR_PRICE_OVERRIDES"):
         env.pop(key, None)
-    return _started([sys.executable, "-m", "rhetor", "serve"], env, data_dir)
+    return env
+
+
+def start_rhetor(data_dir: str, upstream: str) -> tuple[Any, str]:
+    return _started(
+        [sys.executable, "-m", "rhetor", "serve"], rhetor_env(data_dir, upstream), data_dir
+    )
 
 
 def start_sdk_relay(upstream: str) -> tuple[Any, str]:

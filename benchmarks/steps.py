@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from _servers import started, stop
+from relay import rhetor_env as rhetor_env_for
+from relay import start_upstream
 
 HERE = Path(__file__).resolve().parent
 WARMUP = 100
@@ -94,19 +96,14 @@ def _instrumented(out: str) -> None:
 
 def bare_server(adjusted: bool) -> None:
     """A bare ASGI app answering at once, on Hypercorn (adjusted as Rhetor adjusts it, or not)."""
-    from relay import serve_on_hypercorn
+    from relay import http_only, serve_on_hypercorn
 
     if adjusted:
         from rhetor.edge._hypercorn import adjust_hypercorn
 
         adjust_hypercorn()
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
         while (await receive()).get("more_body"):
             pass
         headers = [
@@ -116,7 +113,7 @@ def bare_server(adjusted: bool) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": _REPLY_BODY})
 
-    serve_on_hypercorn(app)
+    serve_on_hypercorn(http_only(answer))
 
 
 # -- the driver ----------------------------------------------------------------------------
@@ -204,25 +201,10 @@ def main(python_upstream: bool) -> None:
                 results[name] = measure(proc, url, "/x", {"a": 1}, out)
             finally:
                 stop(proc)
-        upstream_flags = ["--nginx"] if nginx else []
-        upstream, upstream_url = started(
-            [sys.executable, str(HERE / "_upstream.py"), *upstream_flags], dict(os.environ)
-        )
+        upstream, upstream_url = start_upstream(nginx)
         data_dir = Path(where) / "data"
         data_dir.mkdir()
-        rhetor_env = {
-            **env,
-            "RHETOR_PORT": "0",
-            "RHETOR_HOST_BIND": "127.0.0.1",
-            "RHETOR_DATA_DIR": str(data_dir),
-            "RHETOR_SIMULATED": "always",
-            "OPENAI_API_KEY": "sk-bench",
-            "OPENAI_BASE_URL": upstream_url,
-            "HERMES_API_URL": "",
-            "OLLAMA_BASE_URL": "http://127.0.0.1:9",
-        }
-        for key in ("ANTHROPIC_API_KEY", "RHETOR_API_KEY", "RHETOR_PRICE_OVERRIDES"):
-            rhetor_env.pop(key, None)
+        rhetor_env = {**rhetor_env_for(str(data_dir), upstream_url), "STEPS_OUT": str(out)}
         try:
             rhetor, rhetor_url = started([*me, "--rhetor"], rhetor_env, cwd=str(data_dir))
             try:
