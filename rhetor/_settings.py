@@ -211,6 +211,9 @@ class Settings:
     metrics_public: bool = False
     # Processes serving the port (rhetor serve --workers); above 1 needs PostgreSQL.
     workers: int = 1
+    # Serve on Hypercorn's own per-request machinery (RHETOR_STOCK_HYPERCORN=1),
+    # without Rhetor's two performance adjustments (rhetor.edge._hypercorn).
+    stock_hypercorn: bool = False
 
     def __attrs_post_init__(self) -> None:
         check_database_url(self.database_url)
@@ -291,6 +294,7 @@ class Settings:
             log_format=_log_format(env.get("RHETOR_LOG_FORMAT") or "text", "RHETOR_LOG_FORMAT"),
             metrics=_flag(env, "RHETOR_METRICS", default=True),
             metrics_public=_flag(env, "RHETOR_METRICS_PUBLIC"),
+            stock_hypercorn=_flag(env, "RHETOR_STOCK_HYPERCORN"),
             workers=_int(env, "RHETOR_WORKERS", 1),
         )
 

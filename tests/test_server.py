@@ -15,11 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypercorn.protocol
+import hypercorn.protocol.ws_stream
+import hypercorn.trio.tcp_server
 import pytest
 import trio
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.trio.worker_context import TrioSingleTask
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from rhetor._errors import ValidationError
 from rhetor._settings import Settings
+from rhetor.edge._hypercorn import (
+    CoalescingH11Protocol,
+    QuickSingleTask,
+    RFC6455Connection,
+    adjust_hypercorn,
+)
 from rhetor.edge._server import serve
 from tests.helpers import settings_for, simulated_backends
 
@@ -55,6 +67,54 @@ async def test_serve_reports_the_bound_port_and_stops_on_its_trigger(tmp_path: P
         stop.set()
     assert health.json()["status"] == "healthy"
     assert (tmp_path / "data" / "ledger.db").exists()
+
+
+async def test_stock_hypercorn_serves_on_hypercorns_own_classes_and_keeps_the_websocket_fix(
+    tmp_path: Path,
+) -> None:
+    """RHETOR_STOCK_HYPERCORN=1 undoes the two performance adjustments, process-wide; replies are the same."""
+    settings = settings_for(tmp_path, stock_hypercorn=True)
+    stop = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            port = await start_serving(nursery, settings, stop)
+            assert hypercorn.protocol.H11Protocol is H11Protocol
+            assert hypercorn.trio.tcp_server.TrioSingleTask is TrioSingleTask
+            assert hypercorn.protocol.ws_stream.Connection is RFC6455Connection
+            async with httpx.AsyncClient() as client:
+                health = await client.get(f"http://127.0.0.1:{port}/health")
+                reply = await client.post(
+                    f"http://127.0.0.1:{port}/message", json={"message": "hi"}
+                )
+            stop.set()
+    finally:
+        adjust_hypercorn()
+    assert health.json()["status"] == "healthy"
+    assert reply.status_code == 200
+    assert reply.json()["message"]
+    assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
+    assert hypercorn.trio.tcp_server.TrioSingleTask is QuickSingleTask
+
+
+async def test_serve_applies_the_adjustments_again_after_a_stock_server(tmp_path: Path) -> None:
+    """The default (no RHETOR_STOCK_HYPERCORN) puts Rhetor's classes back, whatever ran before."""
+    adjust_hypercorn(performance=False)
+    stop = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            await start_serving(nursery, settings_for(tmp_path), stop)
+            assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
+            assert hypercorn.trio.tcp_server.TrioSingleTask is QuickSingleTask
+            stop.set()
+    finally:
+        adjust_hypercorn()
+
+
+def test_the_stock_hypercorn_flag_is_read_from_the_environment() -> None:
+    assert Settings.from_env({"RHETOR_STOCK_HYPERCORN": "1"}).stock_hypercorn is True
+    assert Settings.from_env({}).stock_hypercorn is False
+    with pytest.raises(ValidationError, match="RHETOR_STOCK_HYPERCORN"):
+        Settings.from_env({"RHETOR_STOCK_HYPERCORN": "maybe"})
 
 
 async def test_serve_with_freeze_heap_takes_start_up_objects_out_of_the_collector(

@@ -24,6 +24,10 @@ wire; ``tests/test_edge_hypercorn.py`` checks them over real sockets.
 Measured on a bare ASGI app (``docs/architecture.md``): about a quarter less
 CPU a request at one connection, and about 1.45 times the requests per second
 at 32 connections.
+
+The last two are performance only: ``RHETOR_STOCK_HYPERCORN=1`` makes
+``rhetor serve`` put Hypercorn's own classes back (``adjust_hypercorn(performance=False)``),
+for an operator who suspects them; the WebSocket fix stays.
 """
 
 from __future__ import annotations
@@ -135,9 +139,25 @@ class QuickSingleTask:
         self._handle = None
 
 
-def adjust_hypercorn() -> None:
+# Hypercorn's own classes for the two performance adjustments, as imported.
+_STOCK: dict[tuple[Any, str], Any] = {
+    (module, name): getattr(module, name)
+    for module, name in (
+        (hypercorn.protocol, "H11Protocol"),
+        (hypercorn.trio.tcp_server, "TrioSingleTask"),
+    )
+    if hasattr(module, name)
+}
+
+
+def adjust_hypercorn(*, performance: bool = True) -> None:
     """
     Replace the three names in Hypercorn's modules (idempotent).
+
+    With ``performance`` False, the two performance adjustments are undone
+    (Hypercorn's own classes put back) and only the WebSocket fix is applied.
+    It is process-wide: it acts on every Hypercorn server the process starts
+    afterwards.
 
     Error handling: a name this Hypercorn no longer has is left alone and
     logged as a warning (``tests/test_edge_hypercorn.py`` then fails).
@@ -153,4 +173,6 @@ def adjust_hypercorn() -> None:
         if not hasattr(module, name):
             log.warning("Hypercorn has no %s.%s: not adjusted", module.__name__, name)
             continue
+        if not performance and (module, name) in _STOCK:
+            replacement = _STOCK[(module, name)]
         setattr(module, name, replacement)

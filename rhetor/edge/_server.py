@@ -133,7 +133,9 @@ async def serve_runtime(
     process that only serves; see :func:`_freeze_startup_heap`) everything
     allocated by start-up is moved out of the garbage collector's reach.
     With ``listen_fd`` it serves that listening socket instead of binding one
-    (a worker of ``rhetor serve --workers``).
+    (a worker of ``rhetor serve --workers``). ``settings.stock_hypercorn``
+    decides whether Rhetor's performance adjustments to Hypercorn apply
+    (process-wide: see :mod:`rhetor.edge._hypercorn`).
 
     Cancellation: cancelling this drops connections at once; the graceful path
     is the signal or the trigger.
@@ -143,6 +145,9 @@ async def serve_runtime(
     """
     settings = runtime.settings if settings is None else settings
     _warn_if_exposed(settings)
+    adjust_hypercorn(performance=not settings.stock_hypercorn)
+    if settings.stock_hypercorn:
+        log.info("serving on Hypercorn's own per-request machinery (RHETOR_STOCK_HYPERCORN=1)")
     app = create_app(runtime, settings)
     state = edge_state(app)
     config = hypercorn_config(settings, listen_fd)
