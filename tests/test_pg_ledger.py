@@ -1,5 +1,6 @@
 """
-What only the shared ledger does: owners with leases, and a sweep that takes only the dead.
+What only the shared ledger does: owners with leases, a sweep that takes only the dead,
+and the keeper's group commits pipelined two at a time.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from collections.abc import Callable
 
 import msgspec
 import pytest
+import trio
 
+import actors
 from rhetor._errors import StorageUnavailable
+from rhetor._types import Usage
 from rhetor.budget._interfaces import LedgerEntry, ReservationRow
+from rhetor.budget._keeper import BudgetKeeper, Settle
+from rhetor.budget._keeper_ledger import SHARED_COMMITS_IN_FLIGHT
 from rhetor.budget._pg_ledger import (
     _SETTLE,
     _SWEEP,
@@ -339,3 +345,62 @@ def test_a_batch_whose_prepared_statements_were_deallocated_prepares_them_again(
         assert [r.id for r in ledger.reservations()] == [1, 2, 3]
     finally:
         one.close()
+
+
+def _waiting_for_locks(pg: PgDatabase) -> int:
+    """How many sessions of the database wait for a lock now."""
+    with pg.connection() as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted AND pid IN"
+            " (SELECT pid FROM pg_stat_activity WHERE datname = current_database())"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_the_keeper_has_two_group_commits_in_flight_on_a_shared_ledger_and_no_more(
+    pg: PgDatabase,
+) -> None:
+    """
+    While another session holds the charges' table, the keeper's settles wait in two
+    transactions at once, never three; released, every settle is answered and written once.
+    """
+    assert SHARED_COMMITS_IN_FLIGHT == 2
+    blocker = pg.connect()
+    answered: list[int] = []
+    try:
+        async with actors.open_system() as system:
+            ref = await system.spawn(
+                lambda: BudgetKeeper(
+                    lambda: PostgresLedger(pg),
+                    policy="warn",
+                    limits={"daily": 0.0, "weekly": 0.0, "monthly": 0.0},
+                    owner="pipelined",
+                ),
+                name="budget",
+            )
+            # Taken once the keeper has started (its start sweeps into this table).
+            blocker.execute("BEGIN")
+            blocker.execute("LOCK TABLE entries IN EXCLUSIVE MODE")
+
+            async def one(i: int) -> None:
+                # Reservation 0: a charge with no reservation (nothing to check).
+                charge = Settle(0, f"r{i}", "openai", "gpt-4o", "test", None, Usage(1, 1), 0.01)
+                await ref.ask(charge, timeout=30)
+                answered.append(i)
+
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    for i in range(12):
+                        nursery.start_soon(one, i)
+                        await trio.sleep(0.01)  # one batch each, while slots are free
+                    while await trio.to_thread.run_sync(_waiting_for_locks, pg) < 2:
+                        await trio.sleep(0.02)
+                    await trio.sleep(0.3)  # a third commit would have started by now
+                    assert await trio.to_thread.run_sync(_waiting_for_locks, pg) == 2
+                    assert answered == []
+                    await trio.to_thread.run_sync(blocker.rollback)
+    finally:
+        blocker.close()
+    assert sorted(answered) == list(range(12))
+    entries = PostgresLedger(pg).entries()
+    assert sorted(e.request_id for e in entries) == sorted(f"r{i}" for i in range(12))
