@@ -258,13 +258,13 @@ class KeeperLedger(actors.Actor):
         trips, the database's own commit. With one at a time the next batch
         waits all that while, and the further the database the longer (see
         docs/storage.md for what two bought at 0, 2 and 5 ms round trips);
-        with two, the next batch is on its way while the first commits. Each commit takes the
-        writes queued when it starts, so no write is in two batches. The
-        ledger decides every claim under its budget lock inside the
-        transaction (see ``_pg_ledger``), so two batches of one process are
-        serialised there exactly as two processes' batches are, and nothing
-        here depends on their order: the in-memory totals are a report, and
-        each write is answered when its own batch is durable.
+        with two, the next batch is on its way while the first commits.
+        Each commit takes the writes queued when it starts, so no write is
+        in two batches. The ledger decides every claim under its budget lock
+        inside the transaction (see ``_pg_ledger``), so two batches of one
+        process are serialised there exactly as two processes' batches are,
+        and nothing here depends on their order: the in-memory totals are a
+        report, and each write is answered when its own batch is durable.
         """
         slots = anyio.CapacityLimiter(SHARED_COMMITS_IN_FLIGHT)
 
