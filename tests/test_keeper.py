@@ -229,6 +229,24 @@ async def test_charge_without_component_reaches_the_ledger(path: Opener) -> None
     assert rows[0]["key"] == "alpha" and rows[0]["output_tokens"] == 6
 
 
+async def test_the_status_counts_group_commits_and_the_writes_they_carried(path: Opener) -> None:
+    """Twenty settles at once go in fewer commits than twenty; the status counts every write."""
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, policy="warn"), name="budget")
+        before = (await ref.ask(GetBudget()))["ledger_commits"]
+        await ref.ask(settle(0, 0.01))
+        one = (await ref.ask(GetBudget()))["ledger_commits"]
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(ref.ask, settle(0, 0.01))
+        after = (await ref.ask(GetBudget()))["ledger_commits"]
+    assert (one["commits"] - before["commits"], one["writes"] - before["writes"]) == (1, 1)
+    assert one["seconds"] > before["seconds"]
+    assert after["writes"] - one["writes"] == 20
+    assert 1 <= after["commits"] - one["commits"] < 20
+    assert after["seconds"] > one["seconds"]
+
+
 # -- durability: restarts, retries, bad numbers, failing rows ------------------------------
 
 

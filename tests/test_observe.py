@@ -283,12 +283,13 @@ def test_label_values_a_client_chooses_are_bounded() -> None:
 
 
 def test_sampled_gauges_show_providers_budget_and_actors() -> None:
-    """Availability, budget left per period, mailboxes, restarts and ledger errors."""
+    """Availability, budget left per period, mailboxes, restarts, ledger errors and group commits."""
     metrics = Metrics()
     stats = type("Stats", (), {"name": "router", "mailbox_depth": 3, "restarts": 2, "failed": 1})
     budget = {
         "periods": {"daily": {"spent": 1.5, "remaining": 8.5, "providers": {}}},
         "ledger_errors": {"failed_writes": 4, "invalid_charges": 0},
+        "ledger_commits": {"commits": 7, "writes": 40, "seconds": 0.25},
     }
     metrics.sample(providers={"simulated": True, "openai": False}, budget=budget, actors=[stats])
     text = metrics.render().decode()
@@ -302,6 +303,9 @@ def test_sampled_gauges_show_providers_budget_and_actors() -> None:
     assert samples(text, "rhetor_actor_mailbox_depth") == {(("actor", "router"),): 3.0}
     assert samples(text, "rhetor_actor_restarts") == {(("actor", "router"),): 2.0}
     assert samples(text, "rhetor_ledger_errors")[(("kind", "failed_writes"),)] == 4.0
+    assert samples(text, "rhetor_ledger_group_commits") == {(): 7.0}
+    assert samples(text, "rhetor_ledger_group_commit_writes") == {(): 40.0}
+    assert samples(text, "rhetor_ledger_group_commit_seconds") == {(): 0.25}
 
 
 _WORKER = """

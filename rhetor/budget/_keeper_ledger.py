@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -80,6 +81,10 @@ class KeeperLedger(actors.Actor):
     _commits_since_checkpoint: int = attrs.field(init=False, default=0)
     _invalid_charges: int = attrs.field(init=False, default=0)
     _failed_writes: int = attrs.field(init=False, default=0)
+    # Group commits that wrote anything since the keeper started, their writes and seconds.
+    _commits: int = attrs.field(init=False, default=0)
+    _committed_writes: int = attrs.field(init=False, default=0)
+    _commit_seconds: float = attrs.field(init=False, default=0.0)
     # Charges an outage kept from the ledger, written again every second.
     _unrecorded: Unrecorded = attrs.field(init=False, factory=Unrecorded)
     # Where kept charges are also written to disk (see _spool); None: memory only.
@@ -297,6 +302,7 @@ class KeeperLedger(actors.Actor):
         batch, self._writes = self._writes, []
         if not batch:
             return
+        began = time.perf_counter()
         if self._shared:
             rules = Rules(
                 self._policy,
@@ -320,6 +326,9 @@ class KeeperLedger(actors.Actor):
                     self._accounts.apply_charge(write.charge)
                 self._unrecorded.written(write.charge)
             write.done.set()
+        self._commits += 1
+        self._committed_writes += len(batch)
+        self._commit_seconds += time.perf_counter() - began
 
     async def _adopt_kept_charges(self, spool: ChargeSpool) -> None:
         """Keep the charges processes that died kept on disk; they are written with this keeper's."""
@@ -429,5 +438,10 @@ class KeeperLedger(actors.Actor):
                 "failed_writes": self._failed_writes,
                 "unrecorded_charges": self._unrecorded.kept,
                 "pending_charges": self._unrecorded.pending,
+            },
+            "ledger_commits": {
+                "commits": self._commits,
+                "writes": self._committed_writes,
+                "seconds": self._commit_seconds,
             },
         }

@@ -27,6 +27,7 @@ __all__ = [
     "GetBudgetMode",
     "GetEntries",
     "GetUsage",
+    "LedgerCommits",
     "LedgerErrors",
     "Progress",
     "RefreshRules",
@@ -55,13 +56,27 @@ class LedgerErrors(TypedDict):
     pending_charges: int
 
 
+class LedgerCommits(TypedDict):
+    """
+    The keeper's group commits since it started: how many wrote anything, the writes
+    (reservations, charges, releases) they carried, and the seconds they took in all.
+
+    ``writes / commits`` is the mean batch; ``seconds / commits`` the mean commit.
+    """
+
+    commits: int
+    writes: int
+    seconds: float
+
+
 class BudgetStatus(TypedDict):
-    """The budget now: the policy, each period's spend and limits, and the ledger's errors."""
+    """The budget now: the policy, each period's spend and limits, and the ledger's errors and commits."""
 
     policy: BudgetPolicy
     periods: dict[Period, PeriodStatus]
     reservations_required: bool
     ledger_errors: LedgerErrors
+    ledger_commits: LedgerCommits
 
 
 class UsageTotals(TypedDict):

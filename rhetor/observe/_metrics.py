@@ -314,6 +314,24 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.ledger_commits = Gauge(
+            "rhetor_ledger_group_commits",
+            "The budget keeper's group commits that wrote anything, since it started.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_commit_writes = Gauge(
+            "rhetor_ledger_group_commit_writes",
+            "Reservations, charges and releases those group commits carried, since the keeper started.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_commit_seconds = Gauge(
+            "rhetor_ledger_group_commit_seconds",
+            "Seconds those group commits took in all, since the keeper started.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
         # The per-request metrics' children, cached (see _Children).
         self._requests = _Children(self.requests)
@@ -409,6 +427,11 @@ class Metrics:
             errors = budget.get("ledger_errors", {})
             for kind in ("failed_writes", "invalid_charges"):
                 self.ledger_errors.labels(kind).set(errors.get(kind, 0))
+            commits = budget.get("ledger_commits")
+            if commits is not None:
+                self.ledger_commits.set(commits.get("commits", 0))
+                self.ledger_commit_writes.set(commits.get("writes", 0))
+                self.ledger_commit_seconds.set(commits.get("seconds", 0.0))
         for stats in actors:
             self.mailbox.labels(stats.name).set(stats.mailbox_depth)
             self.restarts.labels(stats.name).set(stats.restarts)
