@@ -388,17 +388,21 @@ async def test_the_keeper_has_two_group_commits_in_flight_on_a_shared_ledger_and
                 await ref.ask(charge, timeout=30)
                 answered.append(i)
 
-            with trio.fail_after(20):
-                async with trio.open_nursery() as nursery:
-                    for i in range(12):
-                        nursery.start_soon(one, i)
-                        await trio.sleep(0.01)  # one batch each, while slots are free
-                    while await trio.to_thread.run_sync(_waiting_for_locks, pg) < 2:
-                        await trio.sleep(0.02)
-                    await trio.sleep(0.3)  # a third commit would have started by now
-                    assert await trio.to_thread.run_sync(_waiting_for_locks, pg) == 2
-                    assert answered == []
-                    await trio.to_thread.run_sync(blocker.rollback)
+            try:
+                with trio.fail_after(20):
+                    async with trio.open_nursery() as nursery:
+                        for i in range(12):
+                            nursery.start_soon(one, i)
+                            await trio.sleep(0.01)  # one batch each, while slots are free
+                        while await trio.to_thread.run_sync(_waiting_for_locks, pg) < 2:
+                            await trio.sleep(0.02)
+                        await trio.sleep(0.3)  # a third commit would have started by now
+                        assert await trio.to_thread.run_sync(_waiting_for_locks, pg) == 2
+                        assert answered == []
+                        await trio.to_thread.run_sync(blocker.rollback)
+            finally:
+                # Also when an assertion failed: the keeper's stop must not wait on the lock.
+                await trio.to_thread.run_sync(blocker.rollback)
     finally:
         blocker.close()
     assert sorted(answered) == list(range(12))

@@ -271,21 +271,20 @@ class KeeperLedger(actors.Actor):
         and nothing here depends on their order: the in-memory totals are a
         report, and each write is answered when its own batch is durable.
         """
-        slots = anyio.CapacityLimiter(SHARED_COMMITS_IN_FLIGHT)
+        slots = anyio.Semaphore(SHARED_COMMITS_IN_FLIGHT)
 
-        async def commit(slot: object) -> None:
+        async def commit() -> None:
             try:
                 await self._commit()
             finally:
-                slots.release_on_behalf_of(slot)
+                slots.release()
 
         async with anyio.create_task_group() as commits:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
-                slot = object()
-                await slots.acquire_on_behalf_of(slot)
-                commits.start_soon(commit, slot)
+                await slots.acquire()
+                commits.start_soon(commit)
 
     async def _commit(self) -> None:
         """

@@ -1,5 +1,8 @@
 """
-Where Rhetor adjusts Hypercorn (0.18): three module-level names, replaced once at import.
+Where Rhetor adjusts Hypercorn (0.18): three module-level names, replaced process-wide.
+
+Importing ``rhetor.edge._server`` replaces all three; ``serve_runtime`` then
+applies the operator's choice (``RHETOR_STOCK_HYPERCORN``) before it serves.
 
 Hypercorn builds its per-connection objects from module-level names, and
 these are the only changes Rhetor makes to it. Each keeps what goes on the
@@ -26,8 +29,9 @@ CPU a request at one connection, and about 1.45 times the requests per second
 at 32 connections.
 
 The last two are performance only: ``RHETOR_STOCK_HYPERCORN=1`` makes
-``rhetor serve`` put Hypercorn's own classes back (``adjust_hypercorn(performance=False)``),
-for an operator who suspects them; the WebSocket fix stays.
+``rhetor serve`` put Hypercorn's own classes back
+(``adjust_hypercorn(performance=False)``), for an operator who suspects
+them; the WebSocket fix stays.
 """
 
 from __future__ import annotations
