@@ -26,7 +26,14 @@ import actors
 from rhetor._errors import ServiceUnavailable, ValidationError
 from rhetor._settings import POLICIES, BudgetPolicy
 from rhetor.budget._accounts import Accounts
-from rhetor.budget._commits import Rules, Write, write_batch
+from rhetor.budget._commits import (
+    Rules,
+    SettlesAndReservesOnTrio,
+    Write,
+    takes_on_trio,
+    write_batch,
+    write_batch_on_trio,
+)
 from rhetor.budget._interfaces import BudgetLedger, LedgerEntry
 from rhetor.budget._keeper_values import utcnow
 from rhetor.budget._messages import BudgetStatus
@@ -240,9 +247,21 @@ class KeeperLedger(actors.Actor):
         self._writes.append(write)
         self._wake.set()
 
+    @property
+    def _on_trio(self) -> SettlesAndReservesOnTrio | None:
+        """The ledger's writer of hot batches on trio (PostgreSQL's), if it has one."""
+        writer = getattr(self._ledger, "trio_batches", None)
+        return writer if isinstance(writer, SettlesAndReservesOnTrio) else None
+
     async def _commit_loop(self) -> None:
         if self._shared:
-            await self._pipelined_commits()
+            try:
+                await self._pipelined_commits()
+            finally:
+                # The loop ends (a crash, a stop) only once no commit is in
+                # flight; a crashed incarnation never reaches stopping().
+                if (writer := self._on_trio) is not None:
+                    writer.close()
             return
         while True:
             await self._wake.wait()
@@ -308,7 +327,13 @@ class KeeperLedger(actors.Actor):
                 dict(self._limits_default()),
                 {p: start.timestamp() for p, start in self._accounts.period_starts().items()},
             )
-            await anyio.to_thread.run_sync(write_batch, self.ledger, batch, rules)
+            on_trio = self._on_trio
+            if on_trio is not None and on_trio.ready and takes_on_trio(batch):
+                # Like the worker thread's write, it runs to its end (its own deadline bounds it).
+                with anyio.CancelScope(shield=True):
+                    await write_batch_on_trio(self.ledger, on_trio, batch, rules)
+            else:
+                await anyio.to_thread.run_sync(write_batch, self.ledger, batch, rules)
         else:
             write_batch(self.ledger, batch)
         self._commits_since_checkpoint += 1

@@ -48,7 +48,6 @@ import attrs
 from psycopg import pq
 
 from rhetor._errors import ValidationError
-from rhetor._settings import POLICIES
 from rhetor.budget._interfaces import (
     GroupBy,
     LedgerEntry,
@@ -59,19 +58,15 @@ from rhetor.budget._interfaces import (
     limit_scope,
 )
 from rhetor.budget._ledger_schema import RESERVATION_FIELDS
+from rhetor.budget._pg_batch import Read, decide, reserve_and_commit, rules_and_sums, spend_starts
 from rhetor.budget._pg_ledger_schema import BUDGET_LOCK, LEDGER_MIGRATIONS, OWNER_LOCKS
 from rhetor.budget._pg_ledger_sql import (
     _ENTRY_COLUMNS,
     _FORGET_DEAD_OWNERS,
     _GROUP_COLUMNS,
-    _LOCK_AND_RULES,
     _RESERVE,
-    _RESERVE_PREPARED,
     _SETTLE,
-    _SETTLE_AND_SPEND_PREPARED,
     _SPEND_BY_COMPONENT,
-    _SPEND_PARAMS,
-    _SPEND_PREPARED,
     _SWEEP,
     _charges_json,
     _execute_prepared,
@@ -79,17 +74,13 @@ from rhetor.budget._pg_ledger_sql import (
     _spend_args,
     _values,
 )
+from rhetor.budget._pg_ledger_trio import TrioBatches
 from rhetor.budget._pg_owners import OwnerLease
 from rhetor.budget._rules import (
-    COMPONENT_SCOPE,
-    PERIODS,
     Claim,
     Decision,
     Period,
     check_period,
-    component_of,
-    decide_batch,
-    effective_limits,
 )
 from rhetor.storage._pg import PgDatabase, pg_text
 
@@ -122,13 +113,18 @@ class PostgresLedger:
 
     db: PgDatabase
     lease: OwnerLease | None = None
+    # The hot group commits, written on trio (see _pg_ledger_trio); only the keeper's writer uses it.
+    trio_batches: TrioBatches = attrs.field(
+        init=False, default=attrs.Factory(lambda self: TrioBatches(self.db), takes_self=True)
+    )
 
     def broken(self) -> str | None:
         """Never: a broken connection goes back to the pool, which replaces it."""
         return None
 
     def close(self) -> None:
-        """Nothing to release: the pool belongs to the runtime."""
+        """Close the connections of :attr:`trio_batches`; the pool belongs to the runtime."""
+        self.trio_batches.close()
 
     def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL checkpoints by itself."""
@@ -289,55 +285,23 @@ class PostgresLedger:
                 with self.db.connection("written") as conn:
                     conn.execute(_SETTLE, {"charges": charges})
             return []
-        periods = [starts[p] for p in PERIODS]
-        args = _spend_args(periods)
-        floats = ", ".join(f"'{float(args[name])!r}'" for name in _SPEND_PARAMS)
+        starts_list = spend_starts(starts)
         with self.db.connection("written") as conn:
             # A block that raises leaves the transaction to the connection, which rolls it back.
             escaping = pq.Escaping(conn.pgconn)
-            if charges is None:
-                sums = f"EXECUTE {_SPEND_PREPARED}({floats})"
-            else:
-                literal = escaping.escape_literal(charges.encode()).decode()
-                sums = f"EXECUTE {_SETTLE_AND_SPEND_PREPARED}({literal}, {floats})"
-            cursor = _execute_prepared(conn, f"{_LOCK_AND_RULES}; {sums}")
+            cursor = _execute_prepared(conn, rules_and_sums(escaping, charges, starts_list))
             cursor.nextset()  # the lock
             cursor.nextset()
             stored_policy = cursor.fetchone()
             cursor.nextset()
             limit_rows = cursor.fetchall()
             cursor.nextset()
-            spend = cursor.fetchall()
-            if stored_policy is not None and stored_policy[0] in POLICIES:
-                policy = str(stored_policy[0])
-            in_force = effective_limits(
-                limits,
-                {(p, limit_scope(pr, co)): float(a) for p, pr, co, a in limit_rows},
-            )
-            used: dict[tuple[Period, str], float] = {}
-            for provider, *totals in spend:
-                for period, total in zip(PERIODS, totals, strict=True):
-                    used[(period, provider)] = float(total)
-            components = sorted({c for _, s in in_force if (c := component_of(s)) is not None})
-            if components and policy != "ignore":
-                rows = conn.execute(
-                    _SPEND_BY_COMPONENT, _spend_args(periods, components)
-                ).fetchall()
-                for component, *totals in rows:
-                    for period, total in zip(PERIODS, totals, strict=True):
-                        used[(period, f"{COMPONENT_SCOPE}{component}")] = float(total)
-            decisions = decide_batch(policy, in_force, used, (claim for _, claim in pairs))
-            granted = [
-                attrs.evolve(row, output_tokens=d.output_tokens, amount=d.amount)
-                for (row, _), d in zip(pairs, decisions, strict=True)
-                if not d.refused and d.amount > 0
-            ]
-            if granted:
-                rows_json = _json_rows(granted, RESERVATION_FIELDS).encode()
-                literal = escaping.escape_literal(rows_json).decode()
-                conn.execute(f"EXECUTE {_RESERVE_PREPARED}({literal}); COMMIT")
-            else:
-                conn.execute("COMMIT")
+            read = Read.of(policy, limits, stored_policy, limit_rows, cursor.fetchall())
+            if components := read.components():
+                args = _spend_args(starts_list, components)
+                read.add_components(conn.execute(_SPEND_BY_COMPONENT, args).fetchall())
+            decisions, granted = decide(read, pairs)
+            conn.execute(reserve_and_commit(escaping, granted))
         return decisions
 
     def release(self, reservation_ids: Iterable[int]) -> None:

@@ -261,12 +261,14 @@ _FLOATS = ", ".join(["float8"] * len(_SPEND_PARAMS))
 _SPEND_PREPARED = "rhetor_ledger_spend_1"
 _SETTLE_AND_SPEND_PREPARED = "rhetor_ledger_settle_and_spend_1"
 _RESERVE_PREPARED = "rhetor_ledger_reserve_1"
+_SETTLE_PREPARED = "rhetor_ledger_settle_1"
 _PREPARE_BATCH = "; ".join(
     [
         f"PREPARE {_SPEND_PREPARED} ({_FLOATS}) AS {_positional(_SPEND, _SPEND_PARAMS)}",
         f"PREPARE {_SETTLE_AND_SPEND_PREPARED} (json, {_FLOATS}) AS"
         f" {_positional(_SETTLE_AND_SPEND, ('charges', *_SPEND_PARAMS))}",
         f"PREPARE {_RESERVE_PREPARED} (json) AS {_positional(_RESERVE, ('reservations',))}",
+        f"PREPARE {_SETTLE_PREPARED} (json) AS {_positional(_SETTLE, ('charges',))}",
     ]
 )
 
