@@ -15,7 +15,7 @@ import actors
 from rhetor._errors import StorageUnavailable
 from rhetor._types import Usage
 from rhetor.budget._interfaces import LedgerEntry, ReservationRow
-from rhetor.budget._keeper import BudgetKeeper, Reserve, Settle
+from rhetor.budget._keeper import BudgetKeeper, GetBudget, Reserve, Settle
 from rhetor.budget._pg_ledger import BUDGET_LOCK, PostgresLedger
 from rhetor.budget._pg_ledger_trio import TrioBatches
 from rhetor.budget._rules import Claim
@@ -219,3 +219,31 @@ async def test_the_keeper_writes_a_steady_load_on_trio(pg: PgDatabase) -> None:
     assert PostgresLedger(pg).reservations() == []
     assert _sessions(pg) >= 1  # the pool's; the writer's were closed with the keeper
     assert writer._sessions == []
+
+
+async def test_a_crashed_keeper_closes_the_writers_connections(pg: PgDatabase) -> None:
+    """A crash never reaches stopping(); the commit loop's end closes what the writer kept."""
+    ledgers: list[PostgresLedger] = []
+
+    def open_ledger() -> PostgresLedger:
+        ledgers.append(PostgresLedger(pg))
+        return ledgers[-1]
+
+    async with actors.open_system() as system:
+        ref = await system.spawn(
+            lambda: BudgetKeeper(
+                open_ledger,
+                policy="enforce",
+                limits={"daily": 100.0, "weekly": 0.0, "monthly": 0.0},
+                owner="crashing",
+            ),
+            name="budget",
+        )
+        await ref.ask(Reserve("r1", "openai", "gpt-4o", 0.5), timeout=30)
+        first = ledgers[0].trio_batches
+        assert (first.written, len(first._sessions)) == (1, 1)
+        kept = first._sessions[0]
+        system.faults.crash_next("budget")
+        await ref.ask(GetBudget())  # crashes that incarnation; a new one answers
+        await ref.ask(Reserve("r2", "openai", "gpt-4o", 0.5), timeout=30)  # restarted
+        assert kept.closed and first._sessions == []

@@ -109,7 +109,7 @@ class Read:
         used: dict[tuple[Period, str], float] = {}
         for provider, *totals in spend_rows:
             for period, total in zip(PERIODS, totals, strict=True):
-                used[(period, str(provider))] = float(total)
+                used[(period, provider)] = float(total)
         return cls(policy, in_force, used)
 
     def components(self) -> list[str]:
