@@ -160,6 +160,11 @@ class Usage:
     cached_input_tokens: int = 0
     # Of the output, how many tokens the model spent reasoning (where reported).
     reasoning_tokens: int = 0
+    # Of the input, how many tokens the upstream wrote to its prompt cache
+    # (Anthropic's cache_creation_input_tokens), and of those, how many for an
+    # hour (its dearer TTL); billed at the cache-write rates.
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -171,6 +176,8 @@ class Usage:
             self.output_tokens + other.output_tokens,
             self.cached_input_tokens + other.cached_input_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
     def to_dict(self) -> dict[str, int]:

@@ -5,7 +5,9 @@ A real server relays the openai SDK's requests to the fake OpenAI and Anthropic
 upstreams, which report cached input in their own usage shapes
 (``prompt_tokens_details.cached_tokens``, ``cache_read_input_tokens``); the cost
 Rhetor answers with (``X-Rhetor-Cost``) and records in its ledger prices those
-tokens at the bundled table's ``cache_read_mtok``.
+tokens at the bundled table's ``cache_read_mtok``. Input Anthropic wrote to its
+cache (``cache_creation_input_tokens``) costs its ``cache_write_mtok``, and
+``cache_write_1h_mtok`` for what it keeps an hour.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 
+from rhetor._content import Passthrough
+from rhetor._types import LLMRequest
+from rhetor.budget._pricing import Pricer
+from rhetor.routing._billing import asks_to_cache
 from tests.fakes import Reply
 from tests.test_compat_tools import GPT_MINI, HAIKU, Stack, stacked
 
@@ -53,3 +60,66 @@ async def test_cached_input_is_billed_at_the_cached_rate(
         entries = (await http.get("/budget/entries")).json()
     [entry] = entries["entries"]
     assert entry["cost"] == pytest.approx(expected)
+
+
+# claude-haiku-4-5 in the bundled table: USD per Mtok of input, of a 5-minute cache
+# write, of a one-hour one, of a cache read, of output.
+HAIKU_RATES = {"in": 1.0, "write": 1.25, "write_1h": 2.0, "read": 0.1, "out": 5.0}
+
+
+async def test_cache_writes_are_billed_at_the_write_rates(
+    stack: Stack,
+) -> None:
+    """
+    A Messages request with cache_control: the upstream reports 3000 tokens written
+    (1000 of them for an hour) and 500 read; the reply, the cost and the ledger
+    price each part at its rate.
+    """
+    usage = {
+        "input_tokens": 500,
+        "cache_creation_input_tokens": 3_000,
+        "cache_read_input_tokens": 500,
+        "cache_creation": {"ephemeral_5m_input_tokens": 2_000, "ephemeral_1h_input_tokens": 1_000},
+        "output_tokens": 100,
+    }
+    stack.anthropic.script(Reply("ok", raw_usage=usage))
+    raw = await stack.ant.messages.with_raw_response.create(
+        model=HAIKU,
+        max_tokens=200,
+        cache_control={"type": "ephemeral"},
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    message = await raw.parse()
+    assert message.usage.cache_creation_input_tokens == 3_000
+    assert message.usage.cache_read_input_tokens == 500
+    assert message.usage.input_tokens == 500
+    assert stack.sent("anthropic")["cache_control"] == {"type": "ephemeral"}
+    r = HAIKU_RATES
+    expected = (
+        500 * r["in"]
+        + 2_000 * r["write"]
+        + 1_000 * r["write_1h"]
+        + 500 * r["read"]
+        + 100 * r["out"]
+    ) / 1_000_000
+    assert float(raw.headers["X-Rhetor-Cost"]) == pytest.approx(expected)
+    async with httpx.AsyncClient(base_url=stack.server.base_url, verify=False) as http:
+        [entry] = (await http.get("/budget/entries")).json()["entries"]
+    assert entry["cost"] == pytest.approx(expected)
+    assert entry["billed"] == "usage"
+
+
+async def test_a_request_without_cache_control_reserves_its_input_at_the_input_rate() -> None:
+    """Only a request that asks an Anthropic upstream to cache reserves its input at the one-hour write rate."""
+    plain = LLMRequest(message="hi")
+    cached = attrs.evolve(
+        plain, passthrough=Passthrough("anthropic", {"cache_control": {"type": "ephemeral"}})
+    )
+    elsewhere = attrs.evolve(
+        plain, passthrough=Passthrough("openai", {"cache_control": {"type": "ephemeral"}})
+    )
+    assert [asks_to_cache(r) for r in (plain, cached, elsewhere)] == [False, True, False]
+    pricer = Pricer()
+    plain_cost = pricer.worst_case("anthropic", HAIKU, 10_000, 0)
+    writes_cost = pricer.worst_case("anthropic", HAIKU, 10_000, 0, cache_writes=True)
+    assert (plain_cost, writes_cost) == (pytest.approx(0.01), pytest.approx(0.02))

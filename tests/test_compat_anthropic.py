@@ -144,6 +144,7 @@ async def test_stream_sends_anthropic_event_sequence(tmp_path: Path) -> None:
     assert bodies[5]["delta"]["stop_reason"] == "end_turn"
     assert bodies[5]["usage"] == {
         "input_tokens": 5,
+        "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
         "output_tokens": 2,
     }

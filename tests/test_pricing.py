@@ -34,7 +34,7 @@ def test_known_model_priced_per_token(
 def test_unknown_model_is_priced_at_its_providers_dearest_rates_and_flagged() -> None:
     """A model nobody knows is never free: it costs its provider's dearest listed rates, and known() says False."""
     pricer = Pricer()
-    top_in, top_out = dearest_rates("openai")
+    top_in, top_out, _ = dearest_rates("openai")
     assert top_in >= Decimal(150) and top_out >= Decimal(600)  # o1-pro, in the bundled table
     cost = pricer.price("openai", "no-such-model-xyz", Usage(1000, 1000))
     assert cost == float((1000 * top_in + 1000 * top_out) / 1_000_000)
@@ -162,7 +162,7 @@ def test_cached_input_costs_the_input_rate_without_a_cached_price() -> None:
     assert overridden.price("p", "m", usage) == 0.002
     cheaper = Pricer(overrides={"m": ModelPrice(2.0, 4.0, 0.5)})
     assert cheaper.price("p", "m", usage) == 0.0005
-    top_in, _ = dearest_rates("openai")
+    top_in, _, _ = dearest_rates("openai")
     assert Pricer().price("openai", "no-such-model-xyz", usage) == float(1_000 * top_in / 1_000_000)
     # Counts the upstream got wrong never make a price negative or above the uncached one.
     odd = Usage(input_tokens=100, output_tokens=0, cached_input_tokens=500)

@@ -153,7 +153,31 @@ def test_any_usage_reads_as_counts_or_as_invalid_never_raising(provider: str) ->
                 "cache_creation_input_tokens": 100,
                 "cache_read_input_tokens": None,
             },
-            (Usage(105, 2), True),
+            (Usage(105, 2, cache_write_tokens=100), True),
+        ),
+        (
+            "anthropic",
+            {
+                "input_tokens": 5,
+                "output_tokens": 2,
+                "cache_creation_input_tokens": 100,
+                "cache_read_input_tokens": 20,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": 60,
+                    "ephemeral_1h_input_tokens": 40,
+                },
+            },
+            (Usage(125, 2, 20, cache_write_tokens=100, cache_write_1h_tokens=40), True),
+        ),
+        (
+            "anthropic",
+            {
+                "input_tokens": 5,
+                "output_tokens": 2,
+                "cache_creation_input_tokens": 10,
+                "cache_creation": {"ephemeral_1h_input_tokens": 99},
+            },
+            (Usage(15, 2, cache_write_tokens=10, cache_write_1h_tokens=10), True),
         ),
         ("anthropic", {}, (Usage(), False)),
         ("anthropic", {"input_tokens": 5, "output_tokens": None}, (Usage(5, 0), False)),

@@ -14,7 +14,13 @@ upstream read from its prompt cache are billed at the model's cached-input rate
 (genai-prices' ``cache_read_mtok``, or an override's ``cached_input_per_mtok``)
 and the rest at the input rate. A model with no cached-input rate, and a model
 priced by the conservative guess, bills them at the full input rate (never less
-than the price could be). Tokens written to a cache are input at the input rate.
+than the price could be). The ``cache_write_tokens`` written to a prompt cache
+(Anthropic's) are billed at the cache-write rate (genai-prices'
+``cache_write_mtok``, and ``cache_write_1h_mtok`` for those kept an hour, or an
+override's ``cache_write_per_mtok``); the conservative guess bills them at the
+dearest cache-write rate of the provider. A request that asks for its prompt to
+be cached reserves its input at the one-hour write rate (``worst_case``'s
+``cache_writes``).
 
 Costs are computed in :class:`~decimal.Decimal` and converted to float once, so
 a reply's cost carries no float noise (``0.45``, not ``0.44999999999999996``).
@@ -93,6 +99,8 @@ class ModelPrice:
     output_per_mtok: float
     # The rate of input read from the upstream's prompt cache; None: the input rate.
     cached_input_per_mtok: float | None = None
+    # The rate of input written to the upstream's prompt cache (any TTL); None: the input rate.
+    cache_write_per_mtok: float | None = None
 
     def cost(self, usage: Usage) -> float:
         """
@@ -101,17 +109,35 @@ class ModelPrice:
         # repr() is the shortest decimal that reads back as the float: the
         # price as the operator wrote it, so Decimal arithmetic adds no noise.
         rate_in = Decimal(repr(self.input_per_mtok))
-        cached = self.cached_input_per_mtok
+        cached, written = self.cached_input_per_mtok, self.cache_write_per_mtok
         rate_cached = rate_in if cached is None else Decimal(repr(cached))
-        return _total(usage, rate_in, Decimal(repr(self.output_per_mtok)), rate_cached)
+        rate_write = rate_in if written is None else Decimal(repr(written))
+        return _total(
+            usage, rate_in, Decimal(repr(self.output_per_mtok)), rate_cached, rate_write, rate_write
+        )
 
 
-def _total(usage: Usage, rate_in: Decimal, rate_out: Decimal, rate_cached: Decimal) -> float:
-    """The USD cost of ``usage`` at per-Mtok rates, its cached input at ``rate_cached``."""
+def _total(
+    usage: Usage,
+    rate_in: Decimal,
+    rate_out: Decimal,
+    rate_cached: Decimal,
+    rate_write: Decimal | None = None,
+    rate_write_1h: Decimal | None = None,
+) -> float:
+    """
+    The USD cost of ``usage`` at per-Mtok rates: its cached input at ``rate_cached``,
+    its cache writes at ``rate_write`` (those kept an hour at ``rate_write_1h``), the
+    rest of the input at ``rate_in``. A rate left out is the input rate.
+    """
     cached = min(max(usage.cached_input_tokens, 0), usage.input_tokens)
+    written = min(max(usage.cache_write_tokens, 0), usage.input_tokens - cached)
+    hour = min(max(usage.cache_write_1h_tokens, 0), written)
     total = (
-        (usage.input_tokens - cached) * rate_in
+        (usage.input_tokens - cached - written) * rate_in
         + cached * rate_cached
+        + (written - hour) * (rate_in if rate_write is None else rate_write)
+        + hour * (rate_in if rate_write_1h is None else rate_write_1h)
         + usage.output_tokens * rate_out
     ) / 1_000_000
     return float(total)
@@ -133,10 +159,11 @@ def _rate(price: object) -> Decimal | None:
 
 
 @functools.lru_cache(maxsize=64)
-def dearest_rates(provider_id: str | None) -> tuple[Decimal, Decimal]:
+def dearest_rates(provider_id: str | None) -> tuple[Decimal, Decimal, Decimal]:
     """
-    The highest input and output rates per Mtok in the bundled table: of one
-    genai-prices provider, or of all of them (None, or a provider it does not know).
+    The highest input, output and cache-write rates per Mtok in the bundled table:
+    of one genai-prices provider, or of all of them (None, or a provider it does
+    not know). The cache-write rate is at least the input rate.
 
     The price of a model nobody knows: a guess that never undercharges a
     model of that provider that the table lists. Cached for the process; the
@@ -145,7 +172,7 @@ def dearest_rates(provider_id: str | None) -> tuple[Decimal, Decimal]:
     snapshot = genai_prices.data_snapshot.get_snapshot()
     providers = [p for p in snapshot.providers if p.id == provider_id] or snapshot.providers
     now = datetime.now(UTC)
-    top_in = top_out = Decimal(0)
+    top_in = top_out = top_write = Decimal(0)
     for provider in providers:
         for model in provider.models:
             prices = model.get_prices(now)
@@ -153,7 +180,10 @@ def dearest_rates(provider_id: str | None) -> tuple[Decimal, Decimal]:
             rate_out = _rate(getattr(prices, "output_mtok", None))
             top_in = max(top_in, rate_in or top_in)
             top_out = max(top_out, rate_out or top_out)
-    return top_in, top_out
+            for name in ("cache_write_mtok", "cache_write_1h_mtok"):
+                rate_write = _rate(getattr(prices, name, None))
+                top_write = max(top_write, rate_write or top_write)
+    return top_in, top_out, max(top_in, top_write)
 
 
 def _as_frozenset(names: Iterable[str]) -> frozenset[str]:
@@ -202,19 +232,27 @@ class Pricer:
         if provider in self._free_providers:
             return 0.0
         if not self._library_knows(provider, model):
-            rate_in, rate_out = dearest_rates(_PROVIDER_IDS.get(provider, provider))
-            total = (usage.input_tokens * rate_in + usage.output_tokens * rate_out) / 1_000_000
-            return float(total)
+            rate_in, rate_out, rate_write = dearest_rates(_PROVIDER_IDS.get(provider, provider))
+            # Cache reads at the input rate: never less than the price could be.
+            return _total(usage, rate_in, rate_out, rate_in, rate_write, rate_write)
         rates = self._flat_rates(provider, model)
-        if rates is not None and (rates[2] is not None or not usage.cached_input_tokens):
+        if (
+            rates is not None
+            and (rates[2] is not None or not usage.cached_input_tokens)
+            and not usage.cache_write_tokens
+        ):
             # Exactly genai-prices' sum of count * price / 1M, in Decimal.
             return _total(usage, rates[0], rates[1], rates[2] or rates[0])
         cached = min(max(usage.cached_input_tokens, 0), usage.input_tokens)
+        written = min(max(usage.cache_write_tokens, 0), usage.input_tokens - cached)
+        hour = min(max(usage.cache_write_1h_tokens, 0), written)
         calc = genai_prices.calc_price(
             genai_prices.Usage(
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cache_read_tokens=cached or None,
+                cache_write_tokens=written or None,
+                cache_write_1h_tokens=hour or None,
             ),
             model,
             provider_id=_PROVIDER_IDS.get(provider, provider),
@@ -232,12 +270,29 @@ class Pricer:
         )
 
     def worst_case(
-        self, provider: str, model: str, input_tokens: int, max_output_tokens: int
+        self,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int,
+        *,
+        cache_writes: bool = False,
     ) -> float:
         """
         The USD cost if the reply uses every one of ``max_output_tokens``.
+
+        With ``cache_writes`` (a request that asks the upstream to cache its
+        prompt), every input token is priced as written to the cache for an
+        hour, the dearest input there is.
         """
-        return self.price(provider, model, Usage(input_tokens, max_output_tokens))
+        written = input_tokens if cache_writes else 0
+        usage = Usage(
+            input_tokens,
+            max_output_tokens,
+            cache_write_tokens=written,
+            cache_write_1h_tokens=written,
+        )
+        return self.price(provider, model, usage)
 
     def close(self) -> None:
         """
@@ -297,7 +352,7 @@ class Pricer:
             except LookupError:
                 known = False
                 if provider not in self._free_providers:
-                    rate_in, rate_out = dearest_rates(_PROVIDER_IDS.get(provider, provider))
+                    rate_in, rate_out, _ = dearest_rates(_PROVIDER_IDS.get(provider, provider))
                     log.warning(
                         "no price known for %s/%s: priced at $%s/$%s per million input/output"
                         " tokens until a price override names it",
@@ -318,8 +373,9 @@ def load_overrides(path: str | os.PathLike[str]) -> dict[str, ModelPrice]:
 
     The file maps model names (or ``"provider/model"``) to prices:
     ``{"my-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}``, and
-    optionally ``cached_input_per_mtok`` (input read from a prompt cache; the
-    input rate when left out).
+    optionally ``cached_input_per_mtok`` (input read from a prompt cache) and
+    ``cache_write_per_mtok`` (input written to a prompt cache, any TTL); each the
+    input rate when left out.
 
     Error handling: a malformed entry raises :class:`ValidationError` naming the
     model and field; an unreadable file raises ``OSError``.
@@ -346,15 +402,16 @@ def load_overrides(path: str | os.PathLike[str]) -> dict[str, ModelPrice]:
             ):
                 raise ValidationError(f"{model}.{name}", "must be a finite, non-negative number")
             values.append(float(value))
-        cached = entry.get("cached_input_per_mtok")
-        if cached is not None and (
-            isinstance(cached, bool)
-            or not isinstance(cached, int | float)
-            or not math.isfinite(cached)
-            or cached < 0
-        ):
-            raise ValidationError(
-                f"{model}.cached_input_per_mtok", "must be a finite, non-negative number"
-            )
-        prices[model] = ModelPrice(values[0], values[1], None if cached is None else float(cached))
+        optional: list[float | None] = []
+        for name in ("cached_input_per_mtok", "cache_write_per_mtok"):
+            value = entry.get(name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValidationError(f"{model}.{name}", "must be a finite, non-negative number")
+            optional.append(None if value is None else float(value))
+        prices[model] = ModelPrice(values[0], values[1], *optional)
     return prices

@@ -37,11 +37,13 @@ def _input(call: ToolCall) -> dict[str, Any]:
 
 def usage_to_anthropic(usage: Usage) -> dict[str, Any]:
     """
-    Usage as a Messages API ``usage``: fresh input apart from what was read from the cache.
+    Usage as a Messages API ``usage``: fresh input apart from what was written to and read from the cache.
     """
     cached = min(usage.cached_input_tokens, usage.input_tokens)
+    written = min(usage.cache_write_tokens, usage.input_tokens - cached)
     return {
-        "input_tokens": usage.input_tokens - cached,
+        "input_tokens": usage.input_tokens - cached - written,
+        "cache_creation_input_tokens": written,
         "cache_read_input_tokens": cached,
         "output_tokens": usage.output_tokens,
     }

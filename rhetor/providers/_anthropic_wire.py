@@ -151,7 +151,9 @@ def usage_of(usage: object, provider: str = "anthropic") -> tuple[Usage, bool]:
     The one reading of an Anthropic ``usage`` object: the tokens, and whether they are valid.
 
     Cached prompt tokens (written or read) count as input; those read from the cache
-    are also the usage's ``cached_input_tokens``, and ``output_tokens_details.thinking_tokens``
+    are also the usage's ``cached_input_tokens``, those written its
+    ``cache_write_tokens`` (of which ``cache_creation.ephemeral_1h_input_tokens``
+    its ``cache_write_1h_tokens``), and ``output_tokens_details.thinking_tokens``
     its ``reasoning_tokens``. ``input_tokens`` and
     ``output_tokens`` must be counts (:func:`token_count`), the cache counts counts or
     null; when the usage is missing or is not so, the anomaly is logged and the answer
@@ -172,7 +174,25 @@ def usage_of(usage: object, provider: str = "anthropic") -> tuple[Usage, bool]:
     details = usage.get("output_tokens_details")
     thinking = token_count(details.get("thinking_tokens")) if isinstance(details, Mapping) else None
     total = sum(n or 0 for n in (counts[0], *cached))
-    return Usage(total, output, cached[1] or 0, min(thinking or 0, output)), True
+    written = cached[0] or 0
+    return (
+        Usage(
+            total,
+            output,
+            cached[1] or 0,
+            min(thinking or 0, output),
+            written,
+            min(_written_for_an_hour(usage.get("cache_creation")), written),
+        ),
+        True,
+    )
+
+
+def _written_for_an_hour(breakdown: object) -> int:
+    """Of the cache writes, those kept an hour (``cache_creation.ephemeral_1h_input_tokens``); 0 if not said."""
+    if not isinstance(breakdown, Mapping):
+        return 0
+    return token_count(breakdown.get("ephemeral_1h_input_tokens")) or 0
 
 
 def merged_usage(earlier: object, update: object) -> object:

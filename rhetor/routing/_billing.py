@@ -29,10 +29,11 @@ from rhetor.budget._keeper import Progress, Reservation, Reserve, Settle, token_
 from rhetor.budget._ledger import Billed
 from rhetor.budget._pricing import Pricer
 from rhetor.budget._rules import usd
+from rhetor.providers._families import ANTHROPIC
 from rhetor.routing._plan import Candidate
 from rhetor.routing._planning import Prepared, padded
 
-__all__ = ["MIN_CLAMPED_OUTPUT", "Billing", "Charge", "Outcome"]
+__all__ = ["MIN_CLAMPED_OUTPUT", "Billing", "Charge", "Outcome", "asks_to_cache"]
 
 log = logging.getLogger("rhetor.router")
 
@@ -61,6 +62,18 @@ _ABSURD_INPUT_SLACK = 4096
 # and never chosen by a client (a client may reuse its own request_id).
 _KEY_PREFIX = uuid.uuid4().hex[:12]
 _KEY_COUNTER = itertools.count(1)
+
+
+def asks_to_cache(request: LLMRequest) -> bool:
+    """
+    Whether ``request`` asks an Anthropic upstream to cache its prompt (a relayed ``cache_control``).
+
+    Its reservation then prices the input as written to the cache for an
+    hour (Anthropic bills a write at up to twice the input rate), so that the
+    charge cannot exceed what was reserved.
+    """
+    extra = request.passthrough
+    return extra is not None and extra.family == ANTHROPIC and "cache_control" in extra.params
 
 
 def _new_key(kind: str) -> str:
@@ -116,8 +129,13 @@ class Billing:
             return Reservation(0, c.provider, 0.0)
         max_tokens = prepared.max_tokens
         input_tokens = padded(prepared.input_estimate)
-        amount = self._pricer.worst_case(c.provider, c.model, input_tokens, max_tokens)
-        input_cost = self._pricer.worst_case(c.provider, c.model, input_tokens, 0)
+        writes = asks_to_cache(request)
+        amount = self._pricer.worst_case(
+            c.provider, c.model, input_tokens, max_tokens, cache_writes=writes
+        )
+        input_cost = self._pricer.worst_case(
+            c.provider, c.model, input_tokens, 0, cache_writes=writes
+        )
         output_price = max(0.0, amount - input_cost) / max_tokens if max_tokens else 0.0
         message = Reserve(
             request.request_id,
@@ -253,11 +271,14 @@ class Billing:
                 outputs <= _ABSURD_OUTPUT * max_tokens
                 and inputs <= _ABSURD_INPUT * input_tokens + _ABSURD_INPUT_SLACK
             ):
+                written = min(token_count(usage.cache_write_tokens) or 0, inputs)
                 counted = Usage(
                     inputs,
                     outputs,
                     min(token_count(usage.cached_input_tokens) or 0, inputs),
                     min(token_count(usage.reasoning_tokens) or 0, outputs),
+                    written,
+                    min(token_count(usage.cache_write_1h_tokens) or 0, written),
                 )
                 return Charge(self._pricer.price(c.provider, c.model, counted), counted)
             billed: Billed = "capped"
@@ -265,7 +286,9 @@ class Billing:
         else:
             billed = "worst_case"
             counted = Usage(input_tokens, max_tokens)
-        cost = self._pricer.worst_case(c.provider, c.model, input_tokens, max_tokens)
+        cost = self._pricer.worst_case(
+            c.provider, c.model, input_tokens, max_tokens, cache_writes=asks_to_cache(request)
+        )
         log.warning(
             "%s/%s reported usage %r%s for request %s (max_tokens %d, input estimate %d);"
             " billed at the worst case %s",
