@@ -247,3 +247,23 @@ async def test_a_crashed_keeper_closes_the_writers_connections(pg: PgDatabase) -
         await ref.ask(GetBudget())  # crashes that incarnation; a new one answers
         await ref.ask(Reserve("r2", "openai", "gpt-4o", 0.5), timeout=30)  # restarted
         assert kept.closed and first._sessions == []
+
+
+async def test_connections_kept_from_before_an_outage_are_not_used_after_it(pg: PgDatabase) -> None:
+    """A restarted server closed them; the first batch after the outage opens a new one."""
+    own = PgDatabase(pg.url, max_size=1).open()
+    writer = TrioBatches(own)
+    claim = [(reservation(1, "me", 0.25), Claim("openai", 0.25))]
+    try:
+        await writer.settle_and_reserve([], claim, policy="ignore", limits={}, starts=STARTS)
+        [kept] = writer._sessions
+        own.breaker.failed(psycopg.OperationalError("server closed the connection"), probe=False)
+        assert own.breaker.down and not writer.ready  # the keeper writes through the thread path
+        own.breaker.succeeded(probe=True)  # that path's probe reached the database
+        claim = [(reservation(2, "me", 0.25), Claim("openai", 0.25))]
+        await writer.settle_and_reserve([], claim, policy="ignore", limits={}, starts=STARTS)
+        assert kept.closed
+        assert (writer.written, writer.connected) == (2, 2)
+    finally:
+        writer.close()
+        own.close()

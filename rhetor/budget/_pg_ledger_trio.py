@@ -74,6 +74,8 @@ class TrioBatches:
     idle: int = 2
     _sessions: list[TrioSession] = attrs.field(init=False, factory=list)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    # The breaker's outage count when the kept sessions were last known good.
+    _outages: int = attrs.field(init=False, default=0)
     # Batches written here since the start (and the connections opened for them).
     written: int = attrs.field(init=False, default=0)
     connected: int = attrs.field(init=False, default=0)
@@ -154,7 +156,7 @@ class TrioBatches:
         starts_list = spend_starts(starts)
         results = await session.query(rules_and_sums(escaping, charges, starts_list))
         if len(results) != 5:
-            raise psycopg.InterfaceError(f"a ledger batch got {len(results)} results, not 5")
+            raise psycopg.ProgrammingError(f"a ledger batch got {len(results)} results, not 5")
         stored_policy = text_rows(results[2])
         read = Read.of(
             policy,
@@ -174,6 +176,11 @@ class TrioBatches:
         return decisions
 
     async def _session(self) -> TrioSession:
+        if self.db.breaker.outages != self._outages:
+            # Kept from before an outage: a restarted server closed them, and
+            # libpq would find out only by failing a batch.
+            self._outages = self.db.breaker.outages
+            self.close()
         while True:
             with self._lock:
                 session = self._sessions.pop() if self._sessions else None
