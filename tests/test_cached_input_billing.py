@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anthropic
 import attrs
 import httpx
 import pytest
@@ -123,3 +124,33 @@ async def test_a_request_without_cache_control_reserves_its_input_at_the_input_r
     plain_cost = pricer.worst_case("anthropic", HAIKU, 10_000, 0)
     writes_cost = pricer.worst_case("anthropic", HAIKU, 10_000, 0, cache_writes=True)
     assert (plain_cost, writes_cost) == (pytest.approx(0.01), pytest.approx(0.02))
+
+
+async def test_under_enforce_a_request_asking_to_cache_is_held_to_its_dearer_worst_case(
+    stack: Stack,
+) -> None:
+    """
+    A limit between the two worst cases of one ~1000-token prompt: with cache_control
+    it is refused before any upstream call (its input could cost twice the input
+    rate), without it the same prompt goes through.
+    """
+    prompt = "word " * 800
+    async with httpx.AsyncClient(base_url=stack.server.base_url, verify=False) as http:
+        assert (await http.post("/budget/policy", json={"policy": "enforce"})).status_code == 200
+        set_limit = await http.post("/budget/limit", json={"period": "daily", "limit": 0.0016})
+        assert set_limit.status_code == 200
+    stack.anthropic.script(Reply("ok", input_tokens=1_000, output_tokens=1))
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        await stack.ant.messages.create(
+            model=HAIKU,
+            max_tokens=1,
+            cache_control={"type": "ephemeral"},
+            messages=[{"role": "user", "content": prompt}],
+        )
+    assert refused.value.status_code == 402
+    # Refused before the upstream was called.
+    assert [r for r in stack.anthropic.requests if r.path == "/v1/messages"] == []
+    message = await stack.ant.messages.create(
+        model=HAIKU, max_tokens=1, messages=[{"role": "user", "content": prompt}]
+    )
+    assert message.usage.input_tokens == 1_000
