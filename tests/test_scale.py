@@ -146,12 +146,21 @@ async def test_a_killed_instance_loses_nothing_acknowledged_and_its_reservations
                     nursery.start_soon(
                         trio.to_thread.run_sync, _load, survivor.url, w, on_survivor, done
                     )
+                dead = f"{victim.process.pid}-"
+
+                def victims_open() -> set[int]:
+                    return {r.id for r in ledger(pg).reservations() if r.owner.startswith(dead)}
+
                 with trio.fail_after(30):
                     while len(on_victim) < 40:
                         await trio.sleep(0.01)
+                    # The clients move in waves (each request waits out the upstream's
+                    # delay, all at once): kill while a wave is in its upstream calls,
+                    # not in the moment between a wave's settles and the next reserves.
+                    while not victims_open():
+                        await trio.sleep(0.005)
                 victim.kill()
-                dead = f"{victim.process.pid}-"
-                open_at_kill = {r.id for r in ledger(pg).reservations() if r.owner.startswith(dead)}
+                open_at_kill = victims_open()
                 served_before = len(on_survivor)
                 with trio.fail_after(30):
                     while len(on_survivor) < served_before + 20:
