@@ -29,7 +29,9 @@ of another. The last line is JSON: sqlite_rps, pg1_rps, pg2_rps,
 scaling_2w, scaling_bound (the machine's cores over the cores busy while one
 worker runs: what two workers could reach at most, with every core busy at
 one worker's machine CPU per request), pg1_cores, pg2_cores, pg1_vs_sqlite,
-overspend. On a shared machine the numbers swing; compare the ratios of one run.
+overspend, and each setup's microseconds of CPU a request in Rhetor's
+processes and in PostgreSQL's (``pg2_rhetor_us``, ``pg2_postgres_us``...,
+from /proc: where a second worker's cost goes). On a shared machine the numbers swing; compare the ratios of one run.
 """
 
 from __future__ import annotations
@@ -139,6 +141,31 @@ def busy_cores() -> tuple[float, float]:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), time.monotonic()
 
 
+def process_cpu(rhetor_pid: int) -> dict[str, float]:
+    """
+    CPU seconds so far of Rhetor (the process ``rhetor_pid`` and its children:
+    the workers) and of PostgreSQL (every process named ``postgres``), from /proc.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = {"rhetor": 0.0, "postgres": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid, parent = int(entry.name), int(fields[1])
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if rhetor_pid in (pid, parent):
+            totals["rhetor"] += seconds
+        elif name.startswith("postgres"):
+            totals["postgres"] += seconds
+    return totals
+
+
 def load(url: str, connections: int = CONNECTIONS, duration: float = DURATION) -> float:
     if shutil.which("wrk"):
         return _load.wrk(url, BODY, connections, max(1, round(duration)), threads=2)["rps"]
@@ -153,6 +180,8 @@ def throughput(workdir: str, prices: Path, url: str) -> dict[str, float]:
     setups = {"sqlite": (None, 1), "pg1": (url, 1), "pg2": (url, 2)}
     runs: dict[str, list[float]] = {name: [] for name in setups}
     cores: dict[str, list[float]] = {name: [] for name in setups}
+    # Microseconds of CPU a request: Rhetor's processes', PostgreSQL's.
+    per_request: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
     for round_number in range(ROUNDS):
         for name, (database_url, workers) in setups.items():
             empty_ledger(url)
@@ -161,9 +190,18 @@ def throughput(workdir: str, prices: Path, url: str) -> dict[str, float]:
                 try:
                     load(f"{base}/message", 8, 1.0)  # warm up
                     cpu, wall = busy_cores()
+                    own = process_cpu(proc.pid)
                     runs[name].append(load(f"{base}/message"))
+                    own_after = process_cpu(proc.pid)
                     cpu_after, wall_after = busy_cores()
                     cores[name].append((cpu_after - cpu) / (wall_after - wall))
+                    served = runs[name][-1] * (wall_after - wall)
+                    per_request[name].append(
+                        (
+                            (own_after["rhetor"] - own["rhetor"]) / served * 1e6,
+                            (own_after["postgres"] - own["postgres"]) / served * 1e6,
+                        )
+                    )
                 finally:
                     stop(proc, grace=30)  # workers take longer to stop than one process
         print(
@@ -175,7 +213,12 @@ def throughput(workdir: str, prices: Path, url: str) -> dict[str, float]:
             flush=True,
         )
     busy = {f"{name}_cores": statistics.median(values) for name, values in cores.items()}
-    return {name: statistics.median(values) for name, values in runs.items()} | busy
+    cpu = {
+        f"{name}_{part}_us": statistics.median(v[index] for v in values)
+        for name, values in per_request.items()
+        for index, part in enumerate(("rhetor", "postgres"))
+    }
+    return {name: statistics.median(values) for name, values in runs.items()} | busy | cpu
 
 
 def contention(workdir: str, prices: Path, url: str) -> tuple[float, float, int]:
@@ -268,6 +311,13 @@ def main() -> None:
         f"pg2 {rps['pg2']:.0f} req/s"
     )
     print(
+        "CPU a request (us; Rhetor's processes / PostgreSQL's): "
+        + ", ".join(
+            f"{name} {rps[f'{name}_rhetor_us']:.0f} / {rps[f'{name}_postgres_us']:.0f}"
+            for name in ("sqlite", "pg1", "pg2")
+        )
+    )
+    print(
         f"pg1 / sqlite {pg_vs_sqlite:.2f} (target >= 0.8); pg2 / pg1 {scaling:.2f} (target >= 1.6;"
         f" at most {bound:.2f} here: {cores} cores over the {rps['pg1_cores']:.2f} one worker keeps busy)"
     )
@@ -291,6 +341,11 @@ def main() -> None:
         "overspend": round(overspend, 9),
         "contention_granted": granted,
         "cores": os.cpu_count(),
+        **{
+            key: round(value)
+            for key, value in rps.items()
+            if key.endswith(("_rhetor_us", "_postgres_us"))
+        },
     }
     print(json.dumps(result))
 
