@@ -43,6 +43,21 @@ def _sessions(pg: PgDatabase) -> int:
     return int(row[0]) if row else 0
 
 
+def _keeper(pg: PgDatabase, owner: str, ledgers: list[PostgresLedger]) -> BudgetKeeper:
+    """A keeper under enforce on ``pg``; each ledger it opens is appended to ``ledgers``."""
+
+    def open_ledger() -> PostgresLedger:
+        ledgers.append(PostgresLedger(pg))
+        return ledgers[-1]
+
+    return BudgetKeeper(
+        open_ledger,
+        policy="enforce",
+        limits={"daily": 100.0, "weekly": 0.0, "monthly": 0.0},
+        owner=owner,
+    )
+
+
 async def test_a_session_reads_every_result_of_a_simple_query_as_text(pg: PgDatabase) -> None:
     session = TrioSession(await trio.to_thread.run_sync(pg.connect))
     try:
@@ -188,21 +203,8 @@ async def test_a_cancelled_batch_closes_its_connection_and_commits_nothing(
 async def test_the_keeper_writes_a_steady_load_on_trio(pg: PgDatabase) -> None:
     """Reserves and settles go through the trio writer; every charge lands once."""
     ledgers: list[PostgresLedger] = []
-
-    def open_ledger() -> PostgresLedger:
-        ledgers.append(PostgresLedger(pg))
-        return ledgers[-1]
-
     async with actors.open_system() as system:
-        ref = await system.spawn(
-            lambda: BudgetKeeper(
-                open_ledger,
-                policy="enforce",
-                limits={"daily": 100.0, "weekly": 0.0, "monthly": 0.0},
-                owner="steady",
-            ),
-            name="budget",
-        )
+        ref = await system.spawn(lambda: _keeper(pg, "steady", ledgers), name="budget")
 
         async def one(i: int) -> None:
             held = await ref.ask(Reserve(f"r{i}", "openai", "gpt-4o", 0.5), timeout=30)
@@ -212,33 +214,21 @@ async def test_the_keeper_writes_a_steady_load_on_trio(pg: PgDatabase) -> None:
         async with trio.open_nursery() as nursery:
             for i in range(40):
                 nursery.start_soon(one, i)
-    writer = ledgers[0].trio_batches
+        writer = ledgers[0].trio_batches
+        kept = list(writer._sessions)
     assert writer.written > 0
+    assert kept and all(session.closed for session in kept)  # closed with the keeper
     entries = PostgresLedger(pg).entries()
     assert sorted(e.request_id for e in entries) == sorted(f"r{i}" for i in range(40))
     assert PostgresLedger(pg).reservations() == []
-    assert _sessions(pg) >= 1  # the pool's; the writer's were closed with the keeper
     assert writer._sessions == []
 
 
 async def test_a_crashed_keeper_closes_the_writers_connections(pg: PgDatabase) -> None:
     """A crash never reaches stopping(); the commit loop's end closes what the writer kept."""
     ledgers: list[PostgresLedger] = []
-
-    def open_ledger() -> PostgresLedger:
-        ledgers.append(PostgresLedger(pg))
-        return ledgers[-1]
-
     async with actors.open_system() as system:
-        ref = await system.spawn(
-            lambda: BudgetKeeper(
-                open_ledger,
-                policy="enforce",
-                limits={"daily": 100.0, "weekly": 0.0, "monthly": 0.0},
-                owner="crashing",
-            ),
-            name="budget",
-        )
+        ref = await system.spawn(lambda: _keeper(pg, "crashing", ledgers), name="budget")
         await ref.ask(Reserve("r1", "openai", "gpt-4o", 0.5), timeout=30)
         first = ledgers[0].trio_batches
         assert (first.written, len(first._sessions)) == (1, 1)
