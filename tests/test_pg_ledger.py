@@ -408,3 +408,47 @@ async def test_the_keeper_has_two_group_commits_in_flight_on_a_shared_ledger_and
     assert sorted(answered) == list(range(12))
     entries = PostgresLedger(pg).entries()
     assert sorted(e.request_id for e in entries) == sorted(f"r{i}" for i in range(12))
+
+
+def test_settles_replacing_the_same_interrupted_charges_in_opposite_orders_never_deadlock(
+    pg: PgDatabase, ledger: PostgresLedger
+) -> None:
+    """
+    Two settles at once for the same swept reservations, their charges in opposite
+    orders: each real charge replaces the interrupted one once, and neither fails.
+    """
+    for round_ in range(8):
+        ids = list(range(1 + 100 * round_, 61 + 100 * round_))
+        ledger.reserve_many([reservation(rid, "cut-off") for rid in ids])
+        assert ledger.sweep("me")[0] == len(ids)  # every one is now an interrupted charge
+
+        def settle(order: list[int], copy: int) -> None:
+            ledger.record_many(
+                [
+                    LedgerEntry(
+                        f"req-{rid}",
+                        "openai",
+                        "gpt-4o",
+                        1,
+                        1,
+                        0.01,
+                        charge_id=f"c{rid}-{copy}",
+                        reservation_id=rid,
+                        ts=600.0,
+                    )
+                    for rid in order
+                ]
+            )
+
+        started = [
+            _in_thread(functools.partial(settle, ids, 1)),
+            _in_thread(functools.partial(settle, ids[::-1], 2)),
+        ]
+        for thread, _ in started:
+            thread.join(30)
+        for thread, out in started:
+            assert not thread.is_alive()
+            assert not any(isinstance(o, BaseException) for o in out), out
+    charges = ledger.entries()
+    assert all(e.status == "ok" for e in charges)
+    assert len({e.reservation_id for e in charges}) == len(charges) == 8 * 60

@@ -88,8 +88,11 @@ _ENTRY_LIST = ", ".join(ENTRY_FIELDS)
 # locked in id order (each insert reads `taken` whole before its first row,
 # so the deletes come first, as a sweep's do), then the charges are inserted:
 # one per reservation (a real charge replaces the sweeper's interrupted one,
-# any other second one is skipped) and one per charge id. Both inserts are
-# one statement, so the spend_hours triggers run once for it.
+# any other second one is skipped) and one per charge id, in reservation id
+# and charge id order: two settles replacing the same interrupted charges (or
+# racing on the same charge ids) then wait for each other's rows in one order
+# and cannot deadlock. Both inserts are one statement, so the spend_hours
+# triggers run once for it.
 _SETTLE_WITH = f"""
 WITH charge AS MATERIALIZED (
     SELECT * FROM json_to_recordset(%(charges)s::json) AS c ({_record(ENTRY_FIELDS)})
@@ -103,6 +106,7 @@ WITH charge AS MATERIALIZED (
     INSERT INTO entries ({_ENTRY_LIST})
     SELECT {_ENTRY_LIST} FROM charge
     WHERE reservation_id IS NOT NULL AND (SELECT count(*) FROM taken) >= 0
+    ORDER BY reservation_id
     ON CONFLICT (reservation_id) DO UPDATE SET {_SETTLE_COLUMNS}
     WHERE entries.status = 'interrupted' AND entries.charge_id LIKE 'interrupted:%%'
     RETURNING ts, provider, component, cost
@@ -110,6 +114,7 @@ WITH charge AS MATERIALIZED (
     INSERT INTO entries ({_ENTRY_LIST})
     SELECT {_ENTRY_LIST} FROM charge
     WHERE reservation_id IS NULL AND (SELECT count(*) FROM taken) >= 0
+    ORDER BY charge_id
     ON CONFLICT (charge_id) DO NOTHING
     RETURNING ts, provider, component, cost
 )
@@ -259,9 +264,9 @@ _FLOATS = ", ".join(["float8"] * len(_SPEND_PARAMS))
 # queries that carry a batch EXECUTE them: the lock, the rules and the sums
 # go out as one round trip, the reservations' insert and COMMIT as another.
 _SPEND_PREPARED = "rhetor_ledger_spend_1"
-_SETTLE_AND_SPEND_PREPARED = "rhetor_ledger_settle_and_spend_1"
+_SETTLE_AND_SPEND_PREPARED = "rhetor_ledger_settle_and_spend_2"
 _RESERVE_PREPARED = "rhetor_ledger_reserve_1"
-_SETTLE_PREPARED = "rhetor_ledger_settle_1"
+_SETTLE_PREPARED = "rhetor_ledger_settle_2"
 _PREPARE_BATCH = "; ".join(
     [
         f"PREPARE {_SPEND_PREPARED} ({_FLOATS}) AS {_positional(_SPEND, _SPEND_PARAMS)}",
