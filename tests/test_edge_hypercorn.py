@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import h11
@@ -240,6 +241,96 @@ async def test_the_keep_alive_timer_is_stopped_while_a_request_runs() -> None:
             assert await c.reply() == (200, b"/first")
             await c.send("/second")  # the timer restarted after the first: still open
             assert await c.reply() == (200, b"/second")
+
+
+class _Spawns(trio.abc.Instrument):
+    """Counts the tasks spawned, by name."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+
+async def test_the_keep_alive_timer_is_one_task_per_connection_however_many_requests() -> None:
+    """A request moves the idle timer's deadline; it neither starts nor cancels a task for it."""
+    spawns = _Spawns()
+    with trio.fail_after(20):
+        async with serving(whole, keep_alive=0.5) as port, client(port) as c:
+            trio.lowlevel.add_instrument(spawns)
+            try:
+                for i in range(20):
+                    await c.send(f"/n{i}")
+                    assert await c.reply() == (200, f"/n{i}".encode())
+                    await trio.sleep(0.02)  # idle between requests: the timer is armed
+            finally:
+                trio.lowlevel.remove_instrument(spawns)
+            timers = [n for n in spawns.names if "QuickSingleTask" in n or "_run_in" in n]
+            assert timers == []  # the watcher started with the connection, before these
+            answered = trio.current_time()
+            assert await c.stream.receive_some(1024) == b""  # still closed once idle 0.5 s
+            assert trio.current_time() - answered >= 0.45
+
+
+async def test_a_connection_the_client_closed_leaves_no_timer_behind() -> None:
+    """The watcher ends when its connection closes, not at the keep-alive timeout."""
+    ended = trio.Event()
+
+    class Exits(trio.abc.Instrument):
+        def task_exited(self, task: trio.lowlevel.Task) -> None:
+            if task.name.endswith("QuickSingleTask._watch"):
+                ended.set()
+
+    instrument = Exits()
+    with trio.fail_after(10):
+        async with serving(whole, keep_alive=30.0) as port:
+            trio.lowlevel.add_instrument(instrument)
+            try:
+                async with client(port) as c:
+                    await c.send("/a")
+                    assert await c.reply() == (200, b"/a")
+                closed = trio.current_time()
+                await ended.wait()
+                assert trio.current_time() - closed < 2.0  # not the 30 s
+            finally:
+                trio.lowlevel.remove_instrument(instrument)
+
+
+async def test_a_terminating_server_closes_an_idle_connection_at_once() -> None:
+    """The watcher closes an idle connection when the server terminates, not at the timeout."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.keep_alive_timeout = 30.0
+    config.graceful_timeout = 8.0  # past it Hypercorn cancels every connection itself
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await whole(scope, receive, send)
+
+    stopping = trio.Event()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def until_stopped() -> None:
+                await stopping.wait()
+
+            binds = await nursery.start(
+                partial(serve, asgi, config, shutdown_trigger=until_stopped)
+            )
+            port = int(binds[0].rsplit(":", 1)[1])
+            async with client(port) as c:
+                await c.send("/a")
+                assert await c.reply() == (200, b"/a")
+                stopping.set()
+                asked = trio.current_time()
+                assert await c.stream.receive_some(1024) == b""
+                assert trio.current_time() - asked < 2.0  # not the 30 s, nor the 8 s
 
 
 async def test_a_stop_before_the_timer_task_starts_still_stops_it() -> None:

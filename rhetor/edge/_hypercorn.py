@@ -20,9 +20,10 @@ wire; ``tests/test_edge_hypercorn.py`` checks them over real sockets.
   stream's client sees its head before the first event.
 - **The keep-alive timer** (:class:`QuickSingleTask`): Hypercorn restarts a
   connection's idle timer after every request with a lock and ``nursery.start``
-  (the caller waits for the new task to begin). Here the old timer is
-  cancelled and the new one spawned without waiting; its cancel scope exists
-  before the task does, so a stop that comes first still stops it.
+  (the caller waits for the new task to begin), and cancels it when the next
+  request arrives. Here one watcher task per connection sleeps in a cancel
+  scope whose deadline is moved instead (idle: ``keep_alive_timeout`` from
+  now; busy: never), so a request starts and cancels no task for it.
 
 Measured on a bare ASGI app (``docs/architecture.md``): about a quarter less
 CPU a request at one connection, and about 1.45 times the requests per second
@@ -37,6 +38,7 @@ them; the WebSocket fix stays.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -46,7 +48,8 @@ import hypercorn.protocol.ws_stream
 import hypercorn.trio.tcp_server
 import trio
 import wsproto.connection
-from hypercorn.events import RawData
+from hypercorn.events import Closed, RawData
+from hypercorn.events import Event as HypercornEvent
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
@@ -88,6 +91,13 @@ class CoalescingH11Protocol(H11Protocol):
     """
 
     _pending: bytes = b""
+    # Told once the connection has closed (the idle timer's watcher, which then ends).
+    on_closed: Callable[[], None] | None = None
+
+    async def handle(self, event: HypercornEvent) -> None:
+        await super().handle(event)
+        if isinstance(event, Closed) and self.on_closed is not None:
+            self.on_closed()
 
     async def _send_h11_event(self, event: H11SendableEvent) -> None:
         try:
@@ -122,25 +132,103 @@ async def _run_in(scope: trio.CancelScope, action: Callable[[], Awaitable[None]]
 
 class QuickSingleTask:
     """
-    Hypercorn's ``SingleTask`` for a connection's idle timer: restart without waiting.
+    Hypercorn's ``SingleTask`` for a connection's idle timer: re-armed, not respawned.
+
+    Hypercorn restarts the timer (``TCPServer._idle_timeout``: wait up to
+    ``keep_alive_timeout`` for the server to terminate, then close the
+    connection) each time the connection goes idle, and stops it when a
+    request arrives: a new task and a cancelled one for every request. For
+    that action this keeps one watcher task per connection instead, asleep
+    in a cancel scope whose deadline is moved to ``keep_alive_timeout`` from
+    now at each restart and each stop. A request then costs two deadline
+    changes, no task. The watcher closes the connection as the action would:
+    when the deadline passes while idle, or at once when the server
+    terminates while it is idle. It ends without closing anything, as the
+    stopped task would have, when the server terminates or the deadline
+    passes while a request runs (a long one, a WebSocket); the next restart
+    starts another, which closes at once if the server is terminating. It
+    also ends when the connection closes (``CoalescingH11Protocol`` tells it),
+    so it never holds a closed connection open. Any other action runs as
+    before, in a task that a restart or a stop cancels.
 
     Needs no lock: neither method awaits, so in trio each runs whole.
     """
 
     def __init__(self) -> None:
+        # Any other action: the cancel scope of its task (made before the task runs).
         self._handle: trio.CancelScope | None = None
+        # The idle timer's watcher: whether it runs; the scope it waits in now;
+        # when it next looks; whether a request runs (stopped) or the connection idles.
+        self._watching = False
+        self._waiting: trio.CancelScope | None = None
+        self._deadline = math.inf
+        self._busy = False
+        self._keep_alive = math.inf
+        # Set once the connection has closed: the watcher ends, with nothing to close.
+        self._closed = False
 
     async def restart(self, task_group: TaskGroup, action: Callable[[], Awaitable[None]]) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = scope = trio.CancelScope()
         nursery: Any = task_group._nursery  # type: ignore[attr-defined]
-        nursery.start_soon(_run_in, scope, action)
+        server = getattr(action, "__self__", None)
+        if getattr(action, "__func__", None) is not _IDLE_TIMEOUT or server is None:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = scope = trio.CancelScope()
+            nursery.start_soon(_run_in, scope, action)
+            return
+        self._keep_alive = server.config.keep_alive_timeout
+        terminating = server.context.terminated.is_set()
+        self._busy = False
+        self._move(trio.current_time() + (0.0 if terminating else self._keep_alive))
+        if not self._watching and not self._closed:
+            self._watching = True
+            protocol = getattr(getattr(server, "protocol", None), "protocol", None)
+            if isinstance(protocol, CoalescingH11Protocol):
+                protocol.on_closed = self._connection_closed
+            nursery.start_soon(self._watch, server)
 
     async def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
         self._handle = None
+        if self._watching:
+            self._busy = True
+            self._move(trio.current_time() + self._keep_alive)
+
+    def _connection_closed(self) -> None:
+        self._closed = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    def _move(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._waiting is not None:
+            self._waiting.deadline = deadline
+
+    async def _watch(self, server: Any) -> None:
+        terminated = server.context.terminated
+        try:
+            while True:
+                with trio.CancelScope(deadline=self._deadline) as waiting:
+                    self._waiting = waiting
+                    await terminated.wait()
+                self._waiting = None
+                expired = trio.current_time() >= self._deadline
+                if self._closed or (self._busy and (expired or terminated.is_set())):
+                    # Closed: the connection's own close follows. Busy: a stop
+                    # would have ended the timer; a restart starts another.
+                    return
+                if expired or terminated.is_set():
+                    break
+        finally:
+            self._waiting = None
+            self._watching = False
+        with trio.CancelScope(shield=True):
+            await server._initiate_server_close()
+
+
+# The action whose task QuickSingleTask replaces with a re-armed watcher.
+_IDLE_TIMEOUT = getattr(hypercorn.trio.tcp_server.TCPServer, "_idle_timeout", None)
 
 
 # Hypercorn's own classes for the two performance adjustments, as imported.
