@@ -215,3 +215,26 @@ async def test_for_arbitrary_bodies_a_direct_route_and_its_view_answer_alike(
         trio.from_thread.run(compare, *example)
 
     await trio.to_thread.run_sync(parity)
+
+
+async def test_a_direct_route_on_rhetors_protocol_starts_no_task_to_watch_for_the_client(
+    tmp_path: Path,
+) -> None:
+    """Rhetor's HTTP/1.1 protocol cancels the request when its stream closes: no watcher task."""
+    spawned: list[str] = []
+
+    class Spawns(trio.abc.Instrument):
+        def task_spawned(self, task: trio.lowlevel.Task) -> None:
+            spawned.append(task.name)
+
+    instrument = Spawns()
+    async with served(tmp_path) as (_, client):
+        trio.lowlevel.add_instrument(instrument)
+        try:
+            for _ in range(5):
+                response = await client.post("/message", json=MESSAGE)
+                assert response.status_code == 200
+        finally:
+            trio.lowlevel.remove_instrument(instrument)
+    assert spawned  # the requests' own tasks were seen
+    assert not [name for name in spawned if name.endswith("_cancel_on_disconnect")]

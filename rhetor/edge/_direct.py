@@ -17,9 +17,13 @@ A request that asks for a stream is handed on to Quart, its body replayed:
 streams are long, and their per-request cost does not matter. So is one the
 checks refused, to be answered in its route's shape by the app's guard.
 
-Cancellation: a client that leaves while its reply is being made (the
-``http.disconnect`` Hypercorn then delivers) cancels the call, as Quart
-does: the provider call and everything under it.
+Cancellation: a client that leaves while its reply is being made cancels
+the call, as Quart does: the provider call and everything under it. On
+Rhetor's HTTP/1.1 protocol (``rhetor.edge._hypercorn.CoalescingH11Protocol``)
+the protocol cancels it when the request's stream closes, through the list
+it leaves in the scope (``DISCONNECT_HOOK``); elsewhere (HTTP/2, or
+``RHETOR_STOCK_HYPERCORN=1``) a task of the request's own watches
+``receive()`` for the ``http.disconnect`` Hypercorn delivers.
 
 Error handling: every error is answered in its route's shape, as the Quart
 route would answer it; a bug is logged with its traceback and answered
@@ -44,6 +48,7 @@ from rhetor.edge._checks import UnreadBody, origin_allowed
 from rhetor.edge._compat import COMPONENT_HEADER, CONTEXT_HEADER, present, reply_headers
 from rhetor.edge._fields import parse_json
 from rhetor.edge._http import JSON_TYPE, error_parts, rhetor_error
+from rhetor.edge._hypercorn import DISCONNECT_HOOK
 from rhetor.edge._json import encode
 from rhetor.edge._openai_wire import openai_completion, openai_error, openai_request
 from rhetor.edge._schema import convert
@@ -129,13 +134,27 @@ class DirectRoute:
             await app(scope, _replay(raw, receive), send)
             return
         whole: Whole | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-            try:
-                whole = await make()
-            except Exception as exc:
-                whole = self._error(exc, where)
-            nursery.cancel_scope.cancel()
+        hook = scope.get(DISCONNECT_HOOK)
+        if isinstance(hook, list):
+            # Rhetor's HTTP/1.1 protocol cancels this scope when the stream closes.
+            with trio.CancelScope() as watched:
+                hook.append(watched.cancel)
+                try:
+                    whole = await make()
+                except Exception as exc:
+                    whole = self._error(exc, where)
+            if watched.cancelled_caught:
+                # What seeing http.disconnect tells the observation otherwise: a 499.
+                observe.current().client_left()
+                whole = None
+        else:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+                try:
+                    whole = await make()
+                except Exception as exc:
+                    whole = self._error(exc, where)
+                nursery.cancel_scope.cancel()
         if whole is not None:  # None: the client left, and nobody is there to answer
             await self._send(send, scope, whole)
 

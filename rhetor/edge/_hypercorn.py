@@ -53,11 +53,18 @@ from hypercorn.events import Event as HypercornEvent
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import H11SendableEvent, TaskGroup
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event
 
-__all__ = ["CoalescingH11Protocol", "QuickSingleTask", "RFC6455Connection", "adjust_hypercorn"]
+__all__ = [
+    "DISCONNECT_HOOK",
+    "CoalescingH11Protocol",
+    "QuickSingleTask",
+    "RFC6455Connection",
+    "adjust_hypercorn",
+]
 
 log = logging.getLogger("rhetor.server")
 
@@ -82,6 +89,14 @@ class RFC6455Connection(wsproto.connection.Connection):
             yield event
 
 
+# The ASGI scope key under which CoalescingH11Protocol leaves a list for a
+# request's app: callables it calls when the request's stream closes (the
+# client left, or the reply is done), before the app is told
+# ``http.disconnect``. An app that finds it needs no task of its own to
+# watch ``receive()`` for the disconnect (``rhetor.edge._direct``).
+DISCONNECT_HOOK = "rhetor.on_stream_closed"
+
+
 class CoalescingH11Protocol(H11Protocol):
     """
     Hypercorn's HTTP/1.1 protocol, writing a whole reply's head and body in one write.
@@ -98,6 +113,20 @@ class CoalescingH11Protocol(H11Protocol):
         await super().handle(event)
         if isinstance(event, Closed) and self.on_closed is not None:
             self.on_closed()
+
+    async def _create_stream(self, request: h11.Request) -> None:
+        await super()._create_stream(request)
+        stream_scope = getattr(self.stream, "scope", None)
+        if type(self.stream) is HTTPStream and isinstance(stream_scope, dict):
+            # The app has not run yet: it finds the list in its scope (see DISCONNECT_HOOK).
+            stream_scope[DISCONNECT_HOOK] = []
+
+    async def _close_stream(self) -> None:
+        stream_scope = getattr(self.stream, "scope", None)
+        if isinstance(stream_scope, dict):
+            for callback in stream_scope.get(DISCONNECT_HOOK, ()):
+                callback()
+        await super()._close_stream()
 
     async def _send_h11_event(self, event: H11SendableEvent) -> None:
         try:
