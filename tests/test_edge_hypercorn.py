@@ -35,12 +35,15 @@ App = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 @asynccontextmanager
-async def serving(app: App, keep_alive: float = 5.0) -> AsyncIterator[int]:
-    """Serve ``app`` on 127.0.0.1 with Hypercorn; yield its port."""
+async def serving(
+    app: App, keep_alive: float = 5.0, stopping: trio.Event | None = None
+) -> AsyncIterator[int]:
+    """Serve ``app`` on 127.0.0.1 with Hypercorn; yield its port. ``stopping`` set: it terminates."""
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
     config.keep_alive_timeout = keep_alive
+    config.graceful_timeout = 8.0  # past it Hypercorn cancels every connection itself
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -51,7 +54,8 @@ async def serving(app: App, keep_alive: float = 5.0) -> AsyncIterator[int]:
         await app(scope, receive, send)
 
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(serve, asgi, config)
+        trigger = None if stopping is None else stopping.wait
+        binds = await nursery.start(partial(serve, asgi, config, shutdown_trigger=trigger))
         yield int(binds[0].rsplit(":", 1)[1])
         nursery.cancel_scope.cancel()
 
@@ -299,38 +303,15 @@ async def test_a_connection_the_client_closed_leaves_no_timer_behind() -> None:
 
 async def test_a_terminating_server_closes_an_idle_connection_at_once() -> None:
     """The watcher closes an idle connection when the server terminates, not at the timeout."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.keep_alive_timeout = 30.0
-    config.graceful_timeout = 8.0  # past it Hypercorn cancels every connection itself
-
-    async def asgi(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        await whole(scope, receive, send)
-
     stopping = trio.Event()
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-
-            async def until_stopped() -> None:
-                await stopping.wait()
-
-            binds = await nursery.start(
-                partial(serve, asgi, config, shutdown_trigger=until_stopped)
-            )
-            port = int(binds[0].rsplit(":", 1)[1])
-            async with client(port) as c:
-                await c.send("/a")
-                assert await c.reply() == (200, b"/a")
-                stopping.set()
-                asked = trio.current_time()
-                assert await c.stream.receive_some(1024) == b""
-                assert trio.current_time() - asked < 2.0  # not the 30 s, nor the 8 s
+        async with serving(whole, keep_alive=30.0, stopping=stopping) as port, client(port) as c:
+            await c.send("/a")
+            assert await c.reply() == (200, b"/a")
+            stopping.set()
+            asked = trio.current_time()
+            assert await c.stream.receive_some(1024) == b""
+            assert trio.current_time() - asked < 2.0  # not the 30 s, nor the 8 s graceful timeout
 
 
 async def test_a_stop_before_the_timer_task_starts_still_stops_it() -> None:

@@ -117,6 +117,21 @@ async def test_fractional_counts_are_rounded_and_stay_valid() -> None:
     assert items[-1] == StreamEnd(Usage(13, 3))
 
 
+async def test_a_rebuilt_usage_keeps_its_cache_writes_within_the_input() -> None:
+    """Rounding a count keeps the cache writes (billed at their own rates), never above the input."""
+    odd = Usage(12.7, 3, cache_write_tokens=40, cache_write_1h_tokens=50)  # type: ignore[arg-type]
+    backend = Misbehaving(
+        reply=ProviderReply("text", "m", odd), items=[TextDelta("t"), StreamEnd(odd)]
+    )
+    async with actors.open_system() as system:
+        ref = await spawned(system, backend)
+        reply = await ref.ask(Complete(REQUEST))
+    assert (reply.usage, reply.usage_valid) == (
+        Usage(13, 3, cache_write_tokens=13, cache_write_1h_tokens=13),
+        True,
+    )
+
+
 async def test_valid_usage_passes_untouched() -> None:
     """Well-formed counts reach the router as they came, marked valid."""
     async with actors.open_system() as system:

@@ -176,11 +176,12 @@ def takes_on_trio(batch: list[Write]) -> bool:
     progress, an unchecked reservation, a charge retried after an outage)
     goes through :func:`write_batch`.
     """
+    # A write is exactly one change (see Write): a release or progress matches neither.
     return all(
-        (w.reservation is not None and w.claim is not None and w.charge is None)
-        or (w.charge is not None and w.reservation is None and not w.retry)
+        (w.reservation is not None and w.claim is not None)
+        or (w.charge is not None and not w.retry)
         for w in batch
-    ) and all(w.release is None and w.progress is None for w in batch)
+    )
 
 
 async def write_batch_on_trio(

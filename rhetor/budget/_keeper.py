@@ -28,8 +28,10 @@ lock).
 A ``shared`` ledger (PostgreSQL) is spent against by other processes too. The
 keeper then decides nothing from memory: each reservation is a claim that the
 ledger decides and records in one transaction (``reserve_checked``), a batch
-of them per group commit, and every write runs in a worker thread, two
-group commits in flight at once (``_keeper_ledger._pipelined_commits``). The
+of them per group commit, two group commits in flight at once
+(``_keeper_ledger._pipelined_commits``); a batch of checked reservations
+and new charges is sent from the event loop (``_pg_ledger_trio``), any
+other write in a worker thread. The
 in-memory totals become a report, read afresh from the ledger for
 ``GetBudget`` and ``CheckBudget``; the policy, limits and active model are
 read again every ``refresh_interval`` seconds, when the keeper also renews

@@ -278,8 +278,7 @@ class KeeperLedger(actors.Actor):
         A shared ledger's group commits, up to ``SHARED_COMMITS_IN_FLIGHT`` at once.
 
         One commit on PostgreSQL spends much of its time away from this
-        process: handing the batch to a worker thread and back, the round
-        trips, the database's own commit. With one at a time the next batch
+        process: the round trips and the database's own commit. With one at a time the next batch
         waits all that while, and the further the database the longer (see
         docs/storage.md for what two bought at 0, 2 and 5 ms round trips);
         with two, the next batch is on its way while the first commits.
@@ -314,8 +313,10 @@ class KeeperLedger(actors.Actor):
         fsync), which costs less than handing the work to a worker thread and
         waiting for the busy loop to notice it finished. Writes that arrive
         while the loop is busy elsewhere all go into the next commit. A shared
-        ledger waits on a network, so its batch is written in a worker thread;
-        what arrives meanwhile goes into the next batch.
+        ledger waits on a network: a batch of checked reservations and new
+        charges is sent from the event loop with libpq's non-blocking calls
+        (``_pg_ledger_trio``), any other in a worker thread; what arrives
+        meanwhile goes into the next batch.
         """
         batch, self._writes = self._writes, []
         if not batch:

@@ -354,6 +354,8 @@ def _checked_usage(provider: str, usage: object) -> tuple[Usage, bool]:
     details = (
         getattr(usage, "cached_input_tokens", None),
         getattr(usage, "reasoning_tokens", None),
+        getattr(usage, "cache_write_tokens", None),
+        getattr(usage, "cache_write_1h_tokens", None),
     )
     parts = tuple(token_count(n) or 0 for n in details)
     if isinstance(usage, Usage) and None not in whole:
@@ -362,9 +364,20 @@ def _checked_usage(provider: str, usage: object) -> tuple[Usage, bool]:
             and parts == details
             and parts[0] <= usage.input_tokens
             and parts[1] <= usage.output_tokens
+            and parts[2] <= usage.input_tokens
+            and parts[3] <= parts[2]
         ):
             return usage, True
         inputs, outputs = (n or 0 for n in whole)
-        return Usage(inputs, outputs, min(parts[0], inputs), min(parts[1], outputs)), True
+        written = min(parts[2], inputs)
+        checked = Usage(
+            inputs,
+            outputs,
+            min(parts[0], inputs),
+            min(parts[1], outputs),
+            written,
+            min(parts[3], written),
+        )
+        return checked, True
     log.warning("%s backend reported token usage %s; billed as unknown", provider, preview(usage))
     return Usage(*(n or 0 for n in whole)), False
