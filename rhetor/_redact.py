@@ -91,6 +91,8 @@ _TRIGGERS: tuple[tuple[str, ...], ...] = (
     ("?", "&", ";"),
     ("://",),
 )
+# Any trigger at all, in one scan.
+_ANY_TRIGGER = re.compile("|".join(re.escape(t) for ts in _TRIGGERS for t in ts))
 
 _lock = threading.Lock()
 # Invariant: replaced whole under _lock, never mutated, so readers need no lock;
@@ -121,6 +123,8 @@ def redact(text: str) -> str:
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     low = text.lower()
+    if _ANY_TRIGGER.search(low) is None:  # most lines: one scan, no shape searched
+        return text
     for (shape, replacement), triggers in zip(_PATTERNS, _TRIGGERS, strict=True):
         # A shape is searched for only when text it needs is there: most log
         # lines hold none, and the search is what costs (tens of microseconds).

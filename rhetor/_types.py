@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import attrs
@@ -77,8 +77,18 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
+# The last second formatted, and its text: most timestamps fall in the same second.
+_second: list[Any] = [None, ""]
+
+
 def _now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """Now in UTC, ``2025-05-01T12:00:00.123456Z`` (microseconds always written)."""
+    now = time.time()
+    seconds = int(now)
+    if _second[0] != seconds:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    micros = min(int((now - seconds) * 1_000_000), 999_999)
+    return f"{_second[1]}.{micros:06d}Z"
 
 
 def _tool_tuple(tools: Iterable[Tool]) -> tuple[Tool, ...]:

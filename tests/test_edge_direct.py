@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import rhetor.edge._direct
 from rhetor.edge._app import create_app
+from rhetor.edge._hypercorn import CoalescingH11Protocol
 from tests.edge_helpers import JSON, events, served
 from tests.test_edge_properties import PROPERTY, _body_for, _raw
 
@@ -238,3 +239,29 @@ async def test_a_direct_route_on_rhetors_protocol_starts_no_task_to_watch_for_th
             trio.lowlevel.remove_instrument(instrument)
     assert spawned  # the requests' own tasks were seen
     assert not [name for name in spawned if name.endswith("_cancel_on_disconnect")]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/message", MESSAGE), ("/v1/chat/completions", COMPLETION)]
+)
+async def test_a_direct_route_sends_its_reply_as_one_whole_reply_message_with_rhetors_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, body: Any
+) -> None:
+    """On Rhetor's HTTP/1.1 protocol the reply is one message; the observer still adds its headers."""
+    sent: list[int] = []
+    original = CoalescingH11Protocol._send_whole
+
+    async def counted(self: CoalescingH11Protocol, event: Any) -> None:
+        sent.append(event.status_code)
+        await original(self, event)
+
+    monkeypatch.setattr(CoalescingH11Protocol, "_send_whole", counted)
+    async with served(tmp_path) as (_, client):
+        ok = await client.post(path, json=body)
+        refused = await client.post(path, json={"model": 3})
+    assert sent == [200, refused.status_code] and refused.status_code >= 400
+    for response in (ok, refused):
+        assert response.headers["x-request-id"]
+        assert response.headers["server-timing"].startswith("rhetor;")
+        assert int(response.headers["content-length"]) == len(response.content)
+    assert ok.json()

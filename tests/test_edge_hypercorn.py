@@ -29,7 +29,14 @@ from hypercorn.trio import serve
 from hypercorn.trio.worker_context import WorkerContext
 
 import rhetor.edge._server  # noqa: F401  (importing it adjusts Hypercorn, as rhetor serve does)
-from rhetor.edge._hypercorn import CoalescingH11Protocol, QuickSingleTask, RFC6455Connection
+from rhetor.edge._hypercorn import (
+    WHOLE_REPLY,
+    CoalescingH11Protocol,
+    QuickSingleTask,
+    RFC6455Connection,
+    WholeReplyStream,
+    adjust_hypercorn,
+)
 
 App = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -114,6 +121,7 @@ def test_importing_the_server_adjusts_hypercorn() -> None:
     assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
     assert hypercorn.trio.tcp_server.TrioSingleTask is QuickSingleTask
     assert hypercorn.protocol.ws_stream.Connection is RFC6455Connection
+    assert hypercorn.protocol.h11.HTTPStream is WholeReplyStream
 
 
 async def test_whole_replies_keep_alive_across_many_requests_on_one_connection() -> None:
@@ -370,3 +378,98 @@ async def test_a_whole_reply_is_one_write_and_a_streamed_one_is_not_held() -> No
     await protocol.stream_send(Body(stream_id=1, data=b"x"))
     await protocol.stream_send(EndBody(stream_id=1))
     assert written[1:] == [b"1\r\nx\r\n", b"0\r\n\r\n"]
+
+
+async def whole_in_one(scope: Any, receive: Any, send: Any) -> None:
+    """As ``whole``, sent as one WHOLE_REPLY message where the server offers it."""
+    while (await receive()).get("more_body"):
+        pass
+    body = scope["path"].encode()
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+    if WHOLE_REPLY not in scope["extensions"]:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    await send({"type": WHOLE_REPLY, "status": 201, "headers": headers, "body": body})
+
+
+async def test_a_whole_reply_message_is_one_write_with_hypercorns_head_and_keeps_alive() -> None:
+    written: list[bytes] = []
+    original = CoalescingH11Protocol._send_whole
+
+    async def counted(self: CoalescingH11Protocol, event: Any) -> None:
+        sends = self.send
+
+        async def send(raw: Any) -> None:
+            written.append(raw.data)
+            await sends(raw)
+
+        self.send = send  # type: ignore[method-assign]
+        try:
+            await original(self, event)
+        finally:
+            self.send = sends  # type: ignore[method-assign]
+
+    with trio.fail_after(20), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CoalescingH11Protocol, "_send_whole", counted)
+        async with serving(whole_in_one) as port, client(port) as c:
+            for i in range(20):
+                await c.send(f"/w{i}")
+                head = await c.event()
+                assert isinstance(head, h11.Response) and head.status_code == 201
+                names = {name for name, _ in head.headers}
+                assert {b"date", b"server", b"content-type", b"content-length"} <= names
+                data = await c.event()
+                assert isinstance(data, h11.Data) and data.data == f"/w{i}".encode()
+                assert isinstance(await c.event(), h11.EndOfMessage)
+                c.conn.start_next_cycle()
+    assert len(written) == 20  # head, body and end: one write each
+
+
+async def test_a_whole_reply_past_the_keep_alive_limit_closes_the_connection() -> None:
+    config = Config()
+    protocol_sends: list[bytes] = []
+
+    async def send(event: Any) -> None:
+        if isinstance(event, RawData):
+            protocol_sends.append(event.data)
+
+    config.keep_alive_max_requests = 1
+    protocol = CoalescingH11Protocol(
+        None,  # type: ignore[arg-type]  (no app: the stream's events are driven here)
+        config,
+        WorkerContext(None),
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        False,
+        None,
+        None,
+        send,
+    )
+    protocol.connection.receive_data(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
+    protocol.connection.next_event()
+    protocol.connection.next_event()
+    protocol.keep_alive_requests = 1
+    from rhetor.edge._hypercorn import _WholeResponse
+
+    await protocol.stream_send(
+        _WholeResponse(
+            stream_id=1, status_code=200, headers=[(b"content-length", b"2")], body=b"ok"
+        )
+    )
+    assert len(protocol_sends) == 1
+    assert b"\r\nconnection: close\r\n" in protocol_sends[0].lower()
+    assert protocol_sends[0].endswith(b"\r\n\r\nok")
+    assert protocol.connection.our_state is h11.MUST_CLOSE
+
+
+async def test_stock_hypercorn_offers_no_whole_reply_and_the_app_sends_two_messages() -> None:
+    adjust_hypercorn(performance=False)
+    try:
+        assert hypercorn.protocol.h11.HTTPStream is not WholeReplyStream
+        with trio.fail_after(20):
+            async with serving(whole_in_one) as port, client(port) as c:
+                await c.send("/stock")
+                assert await c.reply() == (200, b"/stock")
+    finally:
+        adjust_hypercorn()

@@ -121,3 +121,13 @@ def test_installed_redaction_covers_child_loggers(caplog: pytest.LogCaptureFixtu
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [f"key {REDACTED}", f"x-api-key: {REDACTED}", f"key {CONFIGURED}"]
     assert logging.getLogRecordFactory().__name__ == "redacted_record"
+
+
+def test_every_trigger_of_every_shape_still_leads_to_its_search() -> None:
+    """The one-scan precheck lets through every line that a shape's trigger is in."""
+    from rhetor._redact import _ANY_TRIGGER, _TRIGGERS
+
+    for triggers in _TRIGGERS:
+        for trigger in triggers:
+            assert _ANY_TRIGGER.search(f"plain text {trigger} more") is not None
+    assert _ANY_TRIGGER.search("post /v1/chat/completions 200 status=200") is None

@@ -687,3 +687,19 @@ async def test_every_acknowledged_charge_is_in_the_ledger_after_a_restart(tmp_pa
         rows = await rt.budget_usage("daily", "component")
     recorded = next(r for r in rows if r["key"] == "ledger-test")
     assert recorded["requests"] == answered == 100
+
+
+async def test_reply_timestamps_are_utc_iso_with_microseconds_and_move_forward(
+    tmp_path: Path,
+) -> None:
+    import datetime
+
+    async with rhetor.runtime.start(plain(tmp_path), backends=simulated_only()) as rt:
+        first = (await rt.message("one")).timestamp
+        await trio.sleep(0.002)
+        second = (await rt.message("two")).timestamp
+    assert first.endswith("Z") and len(first) == len("2026-01-01T00:00:00.000000Z")
+    parsed = [datetime.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (first, second)]
+    assert parsed[0] < parsed[1]
+    now = datetime.datetime.now(datetime.UTC)
+    assert abs((now - parsed[1]).total_seconds()) < 5

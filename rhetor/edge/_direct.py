@@ -48,7 +48,7 @@ from rhetor.edge._checks import UnreadBody, origin_allowed
 from rhetor.edge._compat import COMPONENT_HEADER, CONTEXT_HEADER, present, reply_headers
 from rhetor.edge._fields import parse_json
 from rhetor.edge._http import JSON_TYPE, error_parts, rhetor_error
-from rhetor.edge._hypercorn import DISCONNECT_HOOK
+from rhetor.edge._hypercorn import DISCONNECT_HOOK, WHOLE_REPLY
 from rhetor.edge._json import encode
 from rhetor.edge._openai_wire import openai_completion, openai_error, openai_request
 from rhetor.edge._schema import convert
@@ -120,7 +120,7 @@ class DirectRoute:
             # Answered before the whole body arrived (413, 408): UnreadBody
             # closes the connection after the reply and drains the rest.
             unread = UnreadBody(receive, send, app.nursery)
-            await self._send(unread.send, scope, self._error(exc, where))
+            await self._send(unread.send, scope, self._error(exc, where), whole_reply=False)
             return
         if raw is None:  # the client left before its body was all sent
             return
@@ -180,7 +180,9 @@ class DirectRoute:
         status, headers, body = self.error_shape(rhetor_error(exc, where))
         return Whole(encode(body), status, headers)
 
-    async def _send(self, send: ASGISendCallable, scope: Any, whole: Whole) -> None:
+    async def _send(
+        self, send: ASGISendCallable, scope: Any, whole: Whole, *, whole_reply: bool = True
+    ) -> None:
         headers = [
             (b"content-type", JSON_TYPE.encode()),
             (b"content-length", str(len(whole.body)).encode()),
@@ -193,6 +195,16 @@ class DirectRoute:
         ]
         if self._settings.cors_origins:
             headers.extend(self._cors(scope))
+        if whole_reply and WHOLE_REPLY in scope["extensions"]:
+            # One message where the server takes it (see rhetor.edge._hypercorn).
+            reply: Any = {
+                "type": WHOLE_REPLY,
+                "status": whole.status,
+                "headers": headers,
+                "body": whole.body,
+            }
+            await send(reply)
+            return
         start: Any = {"type": "http.response.start", "status": whole.status, "headers": headers}
         await send(start)
         await send({"type": "http.response.body", "body": whole.body, "more_body": False})

@@ -39,11 +39,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import h11
 import hypercorn.protocol
+import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
 import hypercorn.trio.tcp_server
 import trio
@@ -53,16 +56,19 @@ from hypercorn.events import Event as HypercornEvent
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.protocol.http_stream import HTTPStream
-from hypercorn.typing import H11SendableEvent, TaskGroup
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+from hypercorn.typing import ASGISendEvent, H11SendableEvent, TaskGroup
+from hypercorn.utils import build_and_validate_headers, suppress_body
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event
 
 __all__ = [
     "DISCONNECT_HOOK",
+    "WHOLE_REPLY",
     "CoalescingH11Protocol",
     "QuickSingleTask",
     "RFC6455Connection",
+    "WholeReplyStream",
     "adjust_hypercorn",
 ]
 
@@ -96,6 +102,55 @@ class RFC6455Connection(wsproto.connection.Connection):
 # watch ``receive()`` for the disconnect (``rhetor.edge._direct``).
 DISCONNECT_HOOK = "rhetor.on_stream_closed"
 
+# An ASGI extension (in ``scope["extensions"]``) and the message type it allows:
+# ``{"type": WHOLE_REPLY, "status": int, "headers": [...], "body": bytes}``, a
+# whole reply (its head, its body framed by the ``content-length`` it declares,
+# its end) sent as one message instead of ``http.response.start`` and
+# ``http.response.body``. Offered by :class:`WholeReplyStream` on
+# :class:`CoalescingH11Protocol` only; an app that finds no extension sends the
+# two messages.
+WHOLE_REPLY = "rhetor.http.whole_reply"
+
+
+@dataclass(frozen=True)
+class _WholeResponse(StreamEvent):
+    """A whole reply, from the stream to the protocol: head, body and end in one event."""
+
+    status_code: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class WholeReplyStream(HTTPStream):
+    """
+    Hypercorn's HTTP stream, also taking a whole reply as one ASGI message (``WHOLE_REPLY``).
+
+    What the two messages would do, with one pass through the stream and the
+    protocol: the head's headers checked as Hypercorn checks them, the access
+    log told, the stream closed. Any other message is Hypercorn's.
+    """
+
+    async def app_send(self, message: ASGISendEvent | None) -> None:
+        if (
+            message is None
+            or message["type"] != WHOLE_REPLY
+            or self.state != ASGIHTTPState.REQUEST
+            or self.closed
+        ):
+            await super().app_send(message)
+            return
+        whole: Any = message
+        status = int(whole["status"])
+        headers = build_and_validate_headers(whole["headers"])
+        self.response = {"type": "http.response.start", "status": status, "headers": headers}
+        body = b"" if suppress_body(self.scope["method"], status) else bytes(whole["body"])
+        await self.send(
+            _WholeResponse(stream_id=self.stream_id, status_code=status, headers=headers, body=body)
+        )
+        self.state = ASGIHTTPState.CLOSED
+        await self.config.log.access(self.scope, self.response, time.time() - self.start_time)
+        await self.send(StreamClosed(stream_id=self.stream_id))
+
 
 class CoalescingH11Protocol(H11Protocol):
     """
@@ -116,10 +171,13 @@ class CoalescingH11Protocol(H11Protocol):
 
     async def _create_stream(self, request: h11.Request) -> None:
         await super()._create_stream(request)
-        stream_scope = getattr(self.stream, "scope", None)
-        if type(self.stream) is HTTPStream and isinstance(stream_scope, dict):
+        stream = self.stream
+        stream_scope = getattr(stream, "scope", None)
+        if isinstance(stream, HTTPStream) and isinstance(stream_scope, dict):
             # The app has not run yet: it finds the list in its scope (see DISCONNECT_HOOK).
             stream_scope[DISCONNECT_HOOK] = []
+            if isinstance(stream, WholeReplyStream):
+                stream_scope["extensions"][WHOLE_REPLY] = {}
 
     async def _close_stream(self) -> None:
         stream_scope = getattr(self.stream, "scope", None)
@@ -147,11 +205,33 @@ class CoalescingH11Protocol(H11Protocol):
             await self.send(RawData(data=data))
 
     async def stream_send(self, event: StreamEvent) -> None:
+        if type(event) is _WholeResponse:
+            await self._send_whole(event)
+            return
         if isinstance(event, StreamClosed) and self._pending:
             # A head whose body never came (the app failed after starting it).
             data, self._pending = self._pending, b""
             await self.send(RawData(data=data))
         await super().stream_send(event)
+
+    async def _send_whole(self, event: _WholeResponse) -> None:
+        """Hypercorn's head (its date and server headers, its close), body and end: one write."""
+        headers = [*event.headers, *self.config.response_headers("h11")]
+        if self.keep_alive_requests >= self.config.keep_alive_max_requests:
+            headers.append((b"connection", b"close"))
+        connection = self.connection
+        try:
+            data = connection.send(h11.Response(status_code=event.status_code, headers=headers))
+            if event.body:
+                data += connection.send(h11.Data(data=event.body)) or b""
+            data += connection.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            # As Hypercorn's own: nothing is sent once the client broke the protocol.
+            if connection.their_state != h11.ERROR:
+                raise
+            return
+        await self.send(RawData(data=self._pending + (data or b"")))
+        self._pending = b""
 
 
 async def _run_in(scope: trio.CancelScope, action: Callable[[], Awaitable[None]]) -> None:
@@ -265,6 +345,7 @@ _STOCK: dict[tuple[Any, str], Any] = {
     (module, name): getattr(module, name)
     for module, name in (
         (hypercorn.protocol, "H11Protocol"),
+        (hypercorn.protocol.h11, "HTTPStream"),
         (hypercorn.trio.tcp_server, "TrioSingleTask"),
     )
     if hasattr(module, name)
@@ -289,6 +370,7 @@ def adjust_hypercorn(*, performance: bool = True) -> None:
     for module, name, replacement in (
         (hypercorn.protocol.ws_stream, "Connection", RFC6455Connection),
         (hypercorn.protocol, "H11Protocol", CoalescingH11Protocol),
+        (hypercorn.protocol.h11, "HTTPStream", WholeReplyStream),
         (hypercorn.trio.tcp_server, "TrioSingleTask", QuickSingleTask),
     ):
         if not hasattr(module, name):

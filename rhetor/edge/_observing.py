@@ -26,6 +26,7 @@ import trio
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable
 
 from rhetor import observe
+from rhetor.edge._hypercorn import WHOLE_REPLY
 from rhetor.observe import Observation
 
 __all__ = ["UNMATCHED", "Observer", "request_id_of", "server_timing"]
@@ -37,6 +38,8 @@ UNMATCHED = "(unmatched)"
 _HEADER = observe.REQUEST_ID_HEADER.lower().encode()
 # Seconds between two samplings of the actors' state into the gauges.
 SAMPLE_INTERVAL = 5.0
+# The ASGI messages that carry a reply's status and head.
+_REPLY_STARTS = frozenset({"http.response.start", WHOLE_REPLY})
 
 
 def request_id_of(headers: Any) -> str:
@@ -125,7 +128,7 @@ class Observer:
         request_id = observation.request_id.encode()
 
         async def observed_send(message: Any) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] in _REPLY_STARTS:
                 observation.status = message["status"]
                 timing = server_timing(observation, time.perf_counter())
                 headers = [

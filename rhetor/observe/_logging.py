@@ -55,6 +55,8 @@ lifecycle_log = logging.getLogger("rhetor.lifecycle")
 _FIELDS = "rhetor_fields"
 # Which worker process this is, when several serve one port (set by their parent).
 _WORKER = os.environ.get("RHETOR_WORKER_INDEX") or None
+# The access line's source, as its records give it.
+_HERE = __file__
 
 
 # The last second formatted, and its text: most lines fall in the same second as the one before.
@@ -93,6 +95,23 @@ def _logfmt_value(value: Any) -> str:
     return text
 
 
+def _logfmt_fields(parts: list[str], fields: Mapping[str, Any]) -> None:
+    """Append ``key=value`` to ``parts`` for each field that is not None (as _logfmt_value)."""
+    for key, value in fields.items():
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is str:  # most: the common case written out
+            if value and _NEEDS_QUOTES.isdisjoint(value):
+                parts.append(f"{key}={value}")
+            else:
+                parts.append(f"{key}={json.dumps(value)}")
+        elif kind is int or kind is float:
+            parts.append(f"{key}={value!r}")
+        else:
+            parts.append(f"{key}={_logfmt_value(value)}")
+
+
 class TextFormatter(logging.Formatter):
     """
     ``2025-05-01T12:00:00.123Z INFO rhetor.access [request_id] message key=value...``, redacted.
@@ -106,7 +125,7 @@ class TextFormatter(logging.Formatter):
         parts.append(record.getMessage())
         fields: Mapping[str, Any] | None = getattr(record, _FIELDS, None)
         if fields:
-            parts.extend(f"{k}={_logfmt_value(v)}" for k, v in fields.items() if v is not None)
+            _logfmt_fields(parts, fields)
         line = " ".join(parts)
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -244,14 +263,19 @@ def access_line(observation: Observation) -> None:
     fields = access_fields(observation)
     fields.pop("request_id")  # every line about a request carries it already
     level = logging.WARNING if observation.status >= 500 else logging.INFO
-    access_log.log(
+    # Made and handled as Logger.log would, without its search of the stack
+    # for the caller (which no format prints): one a request adds up.
+    record = access_log.makeRecord(
+        access_log.name,
         level,
+        _HERE,
+        0,
         "%s %s %d",
-        observation.method,
-        observation.path or observation.route,
-        observation.status,
+        (observation.method, observation.path or observation.route, observation.status),
+        None,
         extra={_FIELDS: fields, "request_id": observation.request_id},
     )
+    access_log.handle(record)
 
 
 async def log_lifecycle(events: actors.Subscription) -> None:
