@@ -16,11 +16,13 @@ from typing import Any
 
 import httpx
 import hypercorn.protocol
+import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
 import hypercorn.trio.tcp_server
 import pytest
 import trio
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio.worker_context import TrioSingleTask
 from trio_websocket import ConnectionClosed, open_websocket_url
 
@@ -30,6 +32,7 @@ from rhetor.edge._hypercorn import (
     CoalescingH11Protocol,
     QuickSingleTask,
     RFC6455Connection,
+    WholeReplyStream,
     adjust_hypercorn,
 )
 from rhetor.edge._server import serve
@@ -72,7 +75,7 @@ async def test_serve_reports_the_bound_port_and_stops_on_its_trigger(tmp_path: P
 async def test_stock_hypercorn_serves_on_hypercorns_own_classes_and_keeps_the_websocket_fix(
     tmp_path: Path,
 ) -> None:
-    """RHETOR_STOCK_HYPERCORN=1 undoes the two performance adjustments, process-wide; replies are the same."""
+    """RHETOR_STOCK_HYPERCORN=1 undoes the performance adjustments, process-wide; replies are the same."""
     settings = settings_for(tmp_path, stock_hypercorn=True)
     stop = trio.Event()
     try:
@@ -80,6 +83,7 @@ async def test_stock_hypercorn_serves_on_hypercorns_own_classes_and_keeps_the_we
             port = await start_serving(nursery, settings, stop)
             assert hypercorn.protocol.H11Protocol is H11Protocol
             assert hypercorn.trio.tcp_server.TrioSingleTask is TrioSingleTask
+            assert hypercorn.protocol.h11.HTTPStream is HTTPStream
             assert hypercorn.protocol.ws_stream.Connection is RFC6455Connection
             async with httpx.AsyncClient() as client:
                 health = await client.get(f"http://127.0.0.1:{port}/health")
@@ -94,6 +98,7 @@ async def test_stock_hypercorn_serves_on_hypercorns_own_classes_and_keeps_the_we
     assert reply.json()["message"]
     assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
     assert hypercorn.trio.tcp_server.TrioSingleTask is QuickSingleTask
+    assert hypercorn.protocol.h11.HTTPStream is WholeReplyStream
 
 
 async def test_serve_applies_the_adjustments_again_after_a_stock_server(tmp_path: Path) -> None:
@@ -105,6 +110,7 @@ async def test_serve_applies_the_adjustments_again_after_a_stock_server(tmp_path
             await start_serving(nursery, settings_for(tmp_path), stop)
             assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
             assert hypercorn.trio.tcp_server.TrioSingleTask is QuickSingleTask
+            assert hypercorn.protocol.h11.HTTPStream is WholeReplyStream
             stop.set()
     finally:
         adjust_hypercorn()

@@ -1,7 +1,7 @@
 """
-Where Rhetor adjusts Hypercorn (0.18): three module-level names, replaced process-wide.
+Where Rhetor adjusts Hypercorn (0.18): four module-level names, replaced process-wide.
 
-Importing ``rhetor.edge._server`` replaces all three; ``serve_runtime`` then
+Importing ``rhetor.edge._server`` replaces all four; ``serve_runtime`` then
 applies the operator's choice (``RHETOR_STOCK_HYPERCORN``) before it serves.
 
 Hypercorn builds its per-connection objects from module-level names, and
@@ -18,6 +18,10 @@ wire; ``tests/test_edge_hypercorn.py`` checks them over real sockets.
   body and goes with it, and an empty write is skipped. A head without it (a
   stream: server-sent events, chunked) is still written at once, so a
   stream's client sees its head before the first event.
+- **A whole reply in one message** (:class:`WholeReplyStream`): an app that
+  finds ``WHOLE_REPLY`` in ``scope["extensions"]`` may send its status,
+  headers and body as one ASGI message; the stream and the protocol then
+  build and write the head, body and end in one pass instead of three.
 - **The keep-alive timer** (:class:`QuickSingleTask`): Hypercorn restarts a
   connection's idle timer after every request with a lock and ``nursery.start``
   (the caller waits for the new task to begin), and cancels it when the next
@@ -29,7 +33,7 @@ Measured on a bare ASGI app (``docs/architecture.md``): about a quarter less
 CPU a request at one connection, and about 1.45 times the requests per second
 at 32 connections.
 
-The last two are performance only: ``RHETOR_STOCK_HYPERCORN=1`` makes
+The last three are performance only: ``RHETOR_STOCK_HYPERCORN=1`` makes
 ``rhetor serve`` put Hypercorn's own classes back
 (``adjust_hypercorn(performance=False)``), for an operator who suspects
 them; the WebSocket fix stays.
@@ -340,7 +344,7 @@ class QuickSingleTask:
 _IDLE_TIMEOUT = getattr(hypercorn.trio.tcp_server.TCPServer, "_idle_timeout", None)
 
 
-# Hypercorn's own classes for the two performance adjustments, as imported.
+# Hypercorn's own classes for the three performance adjustments, as imported.
 _STOCK: dict[tuple[Any, str], Any] = {
     (module, name): getattr(module, name)
     for module, name in (
@@ -354,9 +358,9 @@ _STOCK: dict[tuple[Any, str], Any] = {
 
 def adjust_hypercorn(*, performance: bool = True) -> None:
     """
-    Replace the three names in Hypercorn's modules (idempotent).
+    Replace the four names in Hypercorn's modules (idempotent).
 
-    With ``performance`` False, the two performance adjustments are undone
+    With ``performance`` False, the three performance adjustments are undone
     (Hypercorn's own classes put back) and only the WebSocket fix is applied.
     It is process-wide: it acts on every Hypercorn server the process starts
     afterwards.
