@@ -200,6 +200,9 @@ class Settings:
     # runtime settings), shared by any number of processes; None: SQLite
     # files under data_dir, for one process. Never printed: it may hold a password.
     database_url: str | None = attrs.field(default=None, repr=False)
+    # Seconds a starting process keeps trying to reach a database that is out
+    # of reach (refusing, restarting) before it gives up; 0: it gives up at once.
+    database_start_timeout: float = 60.0
     # The zone whose midnights, Mondays and 1sts start the budget's periods.
     budget_timezone: str = "UTC"
     # The log's threshold and format (rhetor serve's --log-level and --log-format).
@@ -212,7 +215,7 @@ class Settings:
     # Processes serving the port (rhetor serve --workers); above 1 needs PostgreSQL.
     workers: int = 1
     # Serve on Hypercorn's own per-request machinery (RHETOR_STOCK_HYPERCORN=1),
-    # without Rhetor's two performance adjustments (rhetor.edge._hypercorn).
+    # without Rhetor's performance adjustments (rhetor.edge._hypercorn).
     stock_hypercorn: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -287,6 +290,7 @@ class Settings:
             database_url=check_database_url(
                 env.get("RHETOR_DATABASE_URL") or None, "RHETOR_DATABASE_URL"
             ),
+            database_start_timeout=_float(env, "RHETOR_DATABASE_START_TIMEOUT", 60.0),
             budget_timezone=check_timezone(
                 env.get("RHETOR_BUDGET_TIMEZONE") or "UTC", "RHETOR_BUDGET_TIMEZONE"
             ),

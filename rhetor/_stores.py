@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import attrs
 
-from rhetor._errors import ValidationError
+from rhetor._errors import StorageUnavailable, ValidationError
 from rhetor._settings import Settings
 from rhetor.budget._interfaces import BudgetLedger
 from rhetor.budget._ledger import SQLiteLedger
@@ -38,6 +38,7 @@ from rhetor.storage._interfaces import ContextHistory
 from rhetor.storage._library import SQLiteLibrary
 from rhetor.storage._library_interfaces import Library
 from rhetor.storage._pg import Migration, MigrationState, PgDatabase, migrate, migration_status
+from rhetor.storage._pg_breaker import out_of_reach
 from rhetor.storage._pg_history import HISTORY_MIGRATIONS, PostgresHistory
 from rhetor.storage._pg_library import LIBRARY_MIGRATIONS, PostgresLibrary
 
@@ -48,6 +49,7 @@ except ImportError:  # pragma: no cover - not POSIX
 
 __all__ = [
     "MIGRATIONS",
+    "START_WAITS",
     "Stores",
     "database_password",
     "database_status",
@@ -55,10 +57,12 @@ __all__ = [
     "lock_data_dir",
     "open_database",
     "open_stores",
+    "reach_database",
     "sqlite_status",
     "unlock_data_dir",
     "upgrade_database",
     "upgrade_sqlite",
+    "worth_waiting_for",
 ]
 
 log = logging.getLogger("rhetor.runtime")
@@ -108,8 +112,8 @@ async def open_stores(settings: Settings, owner: str) -> AsyncIterator[Stores]:
 
     Error handling: a data directory another runtime holds is a
     :class:`ValidationError` on ``data_dir``; a database that cannot be
-    reached, or whose schema is newer than this Rhetor's, is
-    :class:`~rhetor.StorageUnavailable`.
+    reached (after :func:`reach_database`'s attempts), or whose schema is
+    newer than this Rhetor's, is :class:`~rhetor.StorageUnavailable`.
     """
     if settings.database_url:
         async with _postgres(settings, owner) as stores:
@@ -131,9 +135,70 @@ async def open_stores(settings: Settings, owner: str) -> AsyncIterator[Stores]:
         unlock_data_dir(lock)
 
 
+# Pauses between a starting process's attempts to reach its database, in
+# seconds; the last repeats.
+START_WAITS = (0.5, 1.0, 2.0, 4.0, 5.0)
+
+
+# What a server that is there but not ready says as it turns a connection away
+# (libpq hands it on with no SQLSTATE): starting, stopping, recovering, full.
+_NOT_READY = ("starting up", "shutting down", "in recovery", "too many", "connection slots")
+
+
+def worth_waiting_for(error: StorageUnavailable) -> bool:
+    """
+    Whether a start that could not reach its database should try again.
+
+    An outage is (nothing answers, or the connection breaks: see
+    :func:`~rhetor.storage._pg_breaker.out_of_reach`), and so is a server
+    that answers it is starting, stopping or full. A server's refusal of the
+    connection itself (a wrong password, a database or role that does not
+    exist, no ``pg_hba.conf`` entry: a ``FATAL`` that says none of those)
+    is a configuration error, and waiting would not mend it. Servers that
+    answer in another language than English are read as refusing.
+    """
+    if not out_of_reach(error):
+        return False
+    text = str(error.__cause__ or error)
+    return "FATAL:" not in text or any(phrase in text for phrase in _NOT_READY)
+
+
+async def reach_database(settings: Settings) -> PgDatabase:
+    """
+    ``settings``' database, open; while it is out of reach, tried again for ``database_start_timeout``.
+
+    A database that starts after Rhetor (a compose file, a reboot) is waited
+    for instead of failing the start: each failed attempt is logged with its
+    reason and the pause before the next. Error handling: what is not an
+    outage (a refused password, a database that does not exist, a bad URL)
+    raises at once; an outage that outlasts the timeout raises its last
+    :class:`~rhetor.StorageUnavailable`. Cancellation: a wait is cancelled
+    as any sleep (a signal at start stops it).
+    """
+    deadline = anyio.current_time() + settings.database_start_timeout
+    attempt = 0
+    while True:
+        try:
+            return await anyio.to_thread.run_sync(open_database, settings)
+        except StorageUnavailable as exc:
+            pause = START_WAITS[min(attempt, len(START_WAITS) - 1)]
+            if not worth_waiting_for(exc) or anyio.current_time() + pause > deadline:
+                raise
+            attempt += 1
+            log.warning(
+                "the database is out of reach (%s); trying again in %g s"
+                " (attempt %d; giving up %g s after start)",
+                exc,
+                pause,
+                attempt,
+                settings.database_start_timeout,
+            )
+            await anyio.sleep(pause)
+
+
 @asynccontextmanager
 async def _postgres(settings: Settings, owner: str) -> AsyncIterator[Stores]:
-    db = await anyio.to_thread.run_sync(open_database, settings)
+    db = await reach_database(settings)
     lease = OwnerLease(db, owner)
     try:
 

@@ -398,8 +398,10 @@ async def start(
 
     Error handling: a bad setting or task config, or a data directory that
     another runtime holds (``data_dir/rhetor.lock``), raises
-    :class:`ValidationError` before anything starts; a database that cannot
-    be reached raises :class:`~rhetor.StorageUnavailable`.
+    :class:`ValidationError` before anything starts; a database that
+    refuses the connection, or stays out of reach for
+    ``settings.database_start_timeout`` seconds (tried again meanwhile),
+    raises :class:`~rhetor.StorageUnavailable`.
     """
     settings = Settings.from_env() if settings is None else settings
     install_log_redaction(

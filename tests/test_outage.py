@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -239,3 +240,89 @@ async def test_charges_kept_during_an_outage_survive_kill_9_and_are_written_by_t
             await trio.to_thread.run_sync(stop, second)
     assert all(charges(pg)[r].status == "ok" for r in answered)
     assert not list((data_dir / "unrecorded").glob("*.jsonl"))
+
+
+@pytest.mark.slow
+async def test_a_start_waits_for_a_database_that_is_out_of_reach_and_then_serves(
+    pg: PgDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that comes up after Rhetor (compose, a reboot) is waited for, each attempt logged."""
+    async with cuttable_proxy(*database_address(pg.url)) as proxy:
+        proxy.cut()
+        config = settings(tmp_path, proxied_url(pg.url, proxy), "warn")
+
+        async def restore_later() -> None:
+            await trio.sleep(1.2)
+            proxy.restore()
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(restore_later)
+                async with rhetor.runtime.start(
+                    config, backends={"simulated": lambda: SimulatedBackend()}
+                ) as rt:
+                    reply = await rt.message("after the wait", max_tokens=20)
+    assert reply.message
+    assert proxy.refused >= 2  # it tried while the database was out of reach
+    waits = [r for r in caplog.records if "trying again in" in r.getMessage()]
+    assert len(waits) >= 2 and all(r.levelname == "WARNING" for r in waits)
+    assert "out of reach" in waits[0].getMessage()
+
+
+@pytest.mark.slow
+async def test_a_start_gives_up_on_an_unreachable_database_after_its_start_timeout(
+    pg: PgDatabase, tmp_path: Path
+) -> None:
+    async with cuttable_proxy(*database_address(pg.url)) as proxy:
+        proxy.cut()
+        config = settings(tmp_path, proxied_url(pg.url, proxy), "warn", database_start_timeout=1.0)
+        began = trio.current_time()
+        with trio.fail_after(20), pytest.raises(StorageUnavailable):
+            async with rhetor.runtime.start(
+                config, backends={"simulated": lambda: SimulatedBackend()}
+            ):
+                pass
+        assert trio.current_time() - began < 5
+        assert proxy.refused >= 2
+
+
+async def test_a_database_that_does_not_exist_fails_the_start_at_once_without_waiting(
+    pg: PgDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    parts = urlsplit(pg.url)
+    missing = urlunsplit(parts._replace(path="/rhetor_no_such_database"))
+    config = settings(tmp_path, missing, "warn")  # the default start timeout: 60 s
+    began = trio.current_time()
+    with trio.fail_after(20), pytest.raises(StorageUnavailable, match="does not exist"):
+        async with rhetor.runtime.start(config, backends={"simulated": lambda: SimulatedBackend()}):
+            pass
+    assert trio.current_time() - began < 5
+    assert not [r for r in caplog.records if "trying again in" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("message", "waits"),
+    [
+        ('connection to server at "db", port 5432 failed: Connection refused', True),
+        ("server closed the connection unexpectedly", True),
+        ("failed: FATAL:  the database system is starting up", True),
+        ("failed: FATAL:  the database system is shutting down", True),
+        ("failed: FATAL:  sorry, too many clients already", True),
+        ('failed: FATAL:  password authentication failed for user "rhetor"', False),
+        ('failed: FATAL:  database "nope" does not exist', False),
+        ('failed: FATAL:  no pg_hba.conf entry for host "10.0.0.9"', False),
+    ],
+)
+def test_a_start_waits_for_an_outage_or_a_server_not_ready_never_for_a_refusal(
+    message: str, waits: bool
+) -> None:
+    import psycopg
+
+    from rhetor._stores import worth_waiting_for
+
+    error = StorageUnavailable(f"the database cannot be reached: {message}")
+    error.__cause__ = psycopg.OperationalError(f"connection failed: {message}")
+    assert worth_waiting_for(error) is waits
+    refused = StorageUnavailable("the database cannot be written: UniqueViolation")
+    refused.__cause__ = psycopg.errors.UniqueViolation("duplicate key")
+    assert worth_waiting_for(refused) is False

@@ -79,9 +79,12 @@ def test_environment_variables_are_read() -> None:
             "RHETOR_PROVIDER_TIMEOUT": "15",
             "RHETOR_SHUTDOWN_GRACE": "3",
             "RHETOR_CONTEXT_TOKENS": "2000",
+            "RHETOR_DATABASE_START_TIMEOUT": "7.5",
         }
     )
     assert (settings.provider_timeout, settings.shutdown_grace) == (15.0, 3.0)
+    assert settings.database_start_timeout == 7.5
+    assert Settings.from_env({}).database_start_timeout == 60.0
     assert settings.context_token_budget == 2000
     assert (settings.port, settings.budget_policy) == (9000, "enforce")
     assert settings.limits["daily"] == 1.5 and settings.limits["monthly"] == 20
@@ -98,6 +101,8 @@ def test_environment_variables_are_read() -> None:
         ("RHETOR_PORT", "eighty"),
         ("RHETOR_REQUEST_TIMEOUT", "nan"),
         ("RHETOR_PROVIDER_TIMEOUT", "inf"),
+        ("RHETOR_DATABASE_START_TIMEOUT", "-5"),
+        ("RHETOR_DATABASE_START_TIMEOUT", "nan"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
