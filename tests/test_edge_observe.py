@@ -404,7 +404,9 @@ async def test_a_database_password_never_reaches_the_log_even_when_the_start_fai
     tmp_path: Path,
 ) -> None:
     """serve() on an unreachable PostgreSQL URL with a password: the start line and the failure hide it."""
-    settings = settings_for(tmp_path, database_url="postgresql://user:secret@127.0.0.1:1/db")
+    settings = settings_for(
+        tmp_path, database_url="postgresql://user:secret@127.0.0.1:1/db", database_start_timeout=1.0
+    )
     with log_lines("text") as log, pytest.RaisesGroup(Exception, flatten_subgroups=True) as caught:
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
@@ -421,6 +423,7 @@ async def test_a_database_password_never_reaches_the_log_even_when_the_start_fai
     assert '"database_url": "postgresql://user:[redacted]@127.0.0.1:1/db"' in text
     assert "secret" not in text and "secret" not in repr(caught.value)
     assert "cannot be reached" in repr(caught.value)
+    assert "trying again in" in text  # the waits for the database are logged, password hidden
 
 
 # -- metrics ------------------------------------------------------------------------------------
