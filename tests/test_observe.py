@@ -350,3 +350,68 @@ def test_the_observe_package_exports_exactly_its_public_names() -> None:
     public = {n for n in vars(observe) if not n.startswith("_")}
     modules = {n for n in public if type(getattr(observe, n)).__name__ == "module"}
     assert public - modules == set(observe.__all__)
+
+
+def _access_lines(fmt: str, *, extra_handler: bool = False, drop: bool = False) -> list[str]:
+    """The lines configure_logging's handler writes for two observations (a 200, a 502)."""
+    root = logging.getLogger()
+    access = logging.getLogger("rhetor.access")
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    other = logging.NullHandler()
+    dropper = logging.Filter("nothing.matches")
+    try:
+        observe.configure_logging("info", fmt, stream)  # type: ignore[arg-type]
+        if extra_handler:
+            root.addHandler(other)
+        if drop:
+            access.addFilter(dropper)
+        for status, path in ((200, f"/v1/chat/completions?api_key={SECRET}"), (502, "/message")):
+            o = Observation("req-fast-1", "POST", "/v1/chat/completions", path=path, client="::1")
+            o.status = status
+            o.attempted(Attempt("openai", "gpt-4o-mini", "ok", input_tokens=3, output_tokens=2))
+            o.ended = o.started + 0.25
+            observe.access_line(o)
+    finally:
+        root.handlers[:], root.level = saved
+        access.removeFilter(dropper)
+    return stream.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_an_access_line_written_straight_is_the_line_its_log_record_gives(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone, configure_logging's handler gets the line without a record; the text is the same."""
+    made: list[object] = []
+    access = logging.getLogger("rhetor.access")
+    original = access.makeRecord
+
+    def counted(*args: object, **kwargs: object) -> logging.LogRecord:
+        made.append(args)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(access, "makeRecord", counted)
+    straight = _access_lines(fmt)
+    assert made == []  # no record was made
+    through_logging = _access_lines(fmt, extra_handler=True)  # another handler: records again
+    assert len(made) == 2
+
+    def without_time(line: str) -> str:
+        if fmt == "json":
+            body = json.loads(line)
+            body.pop("ts")
+            return json.dumps(body, sort_keys=True)
+        return line.split(" ", 1)[1]
+
+    assert len(straight) == 2 and [without_time(x) for x in straight] == [
+        without_time(x) for x in through_logging
+    ]
+    assert SECRET not in "".join(straight) and "[redacted]" in straight[0]
+    levels = [json.loads(x)["level"] if fmt == "json" else x.split()[1] for x in straight]
+    assert levels == ["INFO", "WARNING"]
+
+
+def test_a_filter_on_the_access_logger_still_decides_what_is_written() -> None:
+    assert _access_lines("text", drop=True) == []
+    assert len(_access_lines("text")) == 2
