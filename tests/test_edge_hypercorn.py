@@ -473,3 +473,59 @@ async def test_stock_hypercorn_offers_no_whole_reply_and_the_app_sends_two_messa
                 assert await c.reply() == (200, b"/stock")
     finally:
         adjust_hypercorn()
+
+
+async def test_a_whole_reply_after_the_client_left_is_dropped_and_one_after_a_start_refused() -> (
+    None
+):
+    from hypercorn.protocol.events import Request, StreamClosed
+    from hypercorn.utils import UnexpectedMessageError
+
+    sent: list[Any] = []
+
+    async def send(event: Any) -> None:
+        sent.append(event)
+
+    class Group:
+        async def spawn_app(self, *args: Any) -> Any:
+            async def app_put(message: Any) -> None:
+                pass
+
+            return app_put
+
+    def stream() -> WholeReplyStream:
+        made = WholeReplyStream(
+            None,  # type: ignore[arg-type]
+            Config(),
+            WorkerContext(None),
+            Group(),  # type: ignore[arg-type]
+            False,
+            None,
+            None,
+            send,
+            1,
+        )
+        return made
+
+    reply = {
+        "type": WHOLE_REPLY,
+        "status": 200,
+        "headers": [(b"content-length", b"2")],
+        "body": b"ok",
+    }
+    request = Request(
+        stream_id=1, headers=[], http_version="1.1", method="POST", raw_path=b"/", state={}
+    )
+    left = stream()
+    await left.handle(request)
+    await left.handle(StreamClosed(stream_id=1))
+    await left.app_send(reply)  # type: ignore[arg-type]
+    assert sent == []  # nothing sent, nothing raised
+
+    started = stream()
+    await started.handle(request)
+    await started.app_send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    with pytest.raises(UnexpectedMessageError):
+        await started.app_send(reply)  # type: ignore[arg-type]

@@ -135,13 +135,13 @@ class WholeReplyStream(HTTPStream):
     """
 
     async def app_send(self, message: ASGISendEvent | None) -> None:
-        if (
-            message is None
-            or message["type"] != WHOLE_REPLY
-            or self.state != ASGIHTTPState.REQUEST
-            or self.closed
-        ):
+        if message is None or message["type"] != WHOLE_REPLY:
             await super().app_send(message)
+            return
+        if self.closed:  # the client left: nobody to send it to
+            return
+        if self.state != ASGIHTTPState.REQUEST:  # a reply already started: the app's bug
+            await super().app_send(message)  # Hypercorn's UnexpectedMessageError
             return
         whole: Any = message
         status = int(whole["status"])
