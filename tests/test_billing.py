@@ -334,3 +334,13 @@ async def test_clamped_max_tokens_keep_the_cap_when_the_upstream_writes_the_full
         assert [e.billed for e in ledger.entries()] == ["usage"] * 3
     finally:
         ledger.close()
+
+
+def test_a_processs_charge_and_reservation_keys_sort_in_the_order_they_were_made() -> None:
+    """Zero-padded counters: each new key's index entry lands after the last one's."""
+    from rhetor.routing._billing import _new_key
+
+    keys = [_new_key("c") for _ in range(300)]
+    assert keys == sorted(keys) and len(set(keys)) == 300
+    # Past a hex digit boundary too (0xf -> 0x10, 0xff -> 0x100): no shorter key sorts later.
+    assert all(len(k) == len(keys[0]) for k in keys)
