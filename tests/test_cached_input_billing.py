@@ -154,3 +154,37 @@ async def test_under_enforce_a_request_asking_to_cache_is_held_to_its_dearer_wor
         model=HAIKU, max_tokens=1, messages=[{"role": "user", "content": prompt}]
     )
     assert message.usage.input_tokens == 1_000
+
+
+async def test_a_cut_stream_that_asked_to_cache_bills_its_input_at_the_hour_write_rate(
+    stack: Stack,
+) -> None:
+    """
+    Upstream counts never come from a cut stream: its input is Rhetor's estimate,
+    and with cache_control that estimate counts as written to the cache for an
+    hour (what the upstream may charge, and what was reserved), never less.
+    """
+    from tests.fakes import Cut
+
+    body = {
+        "model": HAIKU,
+        "max_tokens": 50,
+        "stream": True,
+        "messages": [{"role": "user", "content": "word " * 200}],
+    }
+    headers = {"anthropic-version": "2023-06-01", "x-api-key": "any"}
+    async with httpx.AsyncClient(base_url=stack.server.base_url, verify=False) as http:
+        for extra in ({}, {"cache_control": {"type": "ephemeral"}}):
+            stack.anthropic.script(Cut(after=1))
+            async with http.stream(
+                "POST", "/v1/messages", json={**body, **extra}, headers=headers
+            ) as streamed:
+                text = "".join([chunk async for chunk in streamed.aiter_text()])
+            assert "event: error" in text  # the client saw the break
+        entries = (await http.get("/budget/entries")).json()["entries"]
+    plain, cached = sorted(entries, key=lambda e: e["cost"])
+    assert plain["status"] == cached["status"] == "partial"
+    assert plain["input_tokens"] == cached["input_tokens"] > 200
+    # Haiku: input 1.0, one-hour cache write 2.0 USD per Mtok.
+    extra_cost = cached["cost"] - plain["cost"]
+    assert extra_cost == pytest.approx(cached["input_tokens"] * 1.0 / 1_000_000)

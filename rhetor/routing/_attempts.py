@@ -49,7 +49,7 @@ from rhetor.budget._keeper import Reservation
 from rhetor.observe import Attempt
 from rhetor.observe._record import AttemptOutcome
 from rhetor.providers._actor import Complete, StreamCompletion
-from rhetor.routing._billing import Billing, Charge, Outcome
+from rhetor.routing._billing import Billing, Charge, Outcome, estimated_usage
 from rhetor.routing._candidates import CandidateQueue, Failures, clamped, explain
 from rhetor.routing._catalogue import Catalogue
 from rhetor.routing._plan import Candidate
@@ -141,7 +141,9 @@ class Attempts:
                                     # The first piece, then every few seconds: what a
                                     # sweep bills if this process dies mid-stream.
                                     noted = anyio.current_time()
-                                    self._note(prepared, reservation, c, produced, calls, item)
+                                    self._note(
+                                        request, prepared, reservation, c, produced, calls, item
+                                    )
                                 if isinstance(item, TextDelta):
                                     observation.token_arrived()
                                     produced.append(item.text)
@@ -230,6 +232,7 @@ class Attempts:
 
     def _note(
         self,
+        request: LLMRequest,
         prepared: Prepared,
         reservation: Reservation,
         c: Candidate,
@@ -243,7 +246,7 @@ class Attempts:
             text += item.text
         else:
             text += item.arguments
-        self._billing.progress(prepared, reservation, c, count_tokens(text))
+        self._billing.progress(request, prepared, reservation, c, count_tokens(text))
 
     async def _settle_partial(
         self,
@@ -255,7 +258,8 @@ class Attempts:
         outcome: Outcome = "partial",
     ) -> Charge:
         """Bill an attempt that ended early: the prompt's input and the text produced so far."""
-        usage = Usage(prepared.input_estimate, count_tokens("".join(produced)))
+        sent = count_tokens("".join(produced))
+        usage = estimated_usage(request, prepared.input_estimate, sent)
         return await self._billing.settle(request, prepared, reservation, c, usage, outcome)
 
     async def _answer(
@@ -278,7 +282,7 @@ class Attempts:
         if end is None:
             # A stream that ended without its StreamEnd: count what it sent.
             sent = count_tokens(text + assembly.produced())
-            usage, usage_valid = Usage(prepared.input_estimate, sent), True
+            usage, usage_valid = estimated_usage(request, prepared.input_estimate, sent), True
         else:
             usage, usage_valid = end.usage, end.usage_valid
         charge = await self._billing.settle(

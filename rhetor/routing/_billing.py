@@ -33,7 +33,14 @@ from rhetor.providers._families import ANTHROPIC
 from rhetor.routing._plan import Candidate
 from rhetor.routing._planning import Prepared, padded
 
-__all__ = ["MIN_CLAMPED_OUTPUT", "Billing", "Charge", "Outcome", "asks_to_cache"]
+__all__ = [
+    "MIN_CLAMPED_OUTPUT",
+    "Billing",
+    "Charge",
+    "Outcome",
+    "asks_to_cache",
+    "estimated_usage",
+]
 
 log = logging.getLogger("rhetor.router")
 
@@ -74,6 +81,20 @@ def asks_to_cache(request: LLMRequest) -> bool:
     """
     extra = request.passthrough
     return extra is not None and extra.family == ANTHROPIC and "cache_control" in extra.params
+
+
+def estimated_usage(request: LLMRequest, input_estimate: int, output_tokens: int) -> Usage:
+    """
+    The usage of an attempt whose upstream counts never came (a cut or cancelled stream).
+
+    The input is the offline estimate; a request that asked Anthropic to cache
+    its prompt counts all of it as written to the cache for an hour, the
+    dearest it can have cost upstream and what its reservation assumed, so a
+    cut stream is never billed below what the upstream may charge for it.
+    """
+    if asks_to_cache(request):
+        return Usage(input_estimate, output_tokens, 0, 0, input_estimate, input_estimate)
+    return Usage(input_estimate, output_tokens)
 
 
 def _new_key(kind: str) -> str:
@@ -234,7 +255,12 @@ class Billing:
         return attrs.evolve(charge, cost=cost)
 
     def progress(
-        self, prepared: Prepared, reservation: Reservation, c: Candidate, output_tokens: int
+        self,
+        request: LLMRequest,
+        prepared: Prepared,
+        reservation: Reservation,
+        c: Candidate,
+        output_tokens: int,
     ) -> None:
         """
         Tell the keeper how far a stream got, so a sweep after a crash bills that, not the worst case.
@@ -244,7 +270,7 @@ class Billing:
         """
         if not reservation.id:
             return
-        usage = Usage(prepared.input_estimate, output_tokens)
+        usage = estimated_usage(request, prepared.input_estimate, output_tokens)
         cost = self._pricer.price(c.provider, c.model, usage)
         try:
             self._budget.try_tell(Progress(reservation.id, output_tokens, cost))
