@@ -81,14 +81,20 @@ def new_request_id() -> str:
 _second: list[Any] = [None, ""]
 
 
+def utc_second(seconds: int) -> str:
+    """``seconds`` since the epoch as ``2025-05-01T12:00:00`` (UTC), the last one remembered."""
+    if _second[0] != seconds:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    text: str = _second[1]
+    return text
+
+
 def _now_iso() -> str:
     """Now in UTC, ``2025-05-01T12:00:00.123456Z`` (microseconds always written)."""
     now = time.time()
     seconds = int(now)
-    if _second[0] != seconds:
-        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
     micros = min(int((now - seconds) * 1_000_000), 999_999)
-    return f"{_second[1]}.{micros:06d}Z"
+    return f"{utc_second(seconds)}.{micros:06d}Z"
 
 
 def _tool_tuple(tools: Iterable[Tool]) -> tuple[Tool, ...]:

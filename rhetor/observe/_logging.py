@@ -27,6 +27,7 @@ import attrs
 
 from rhetor._redact import REDACTED, redact
 from rhetor._settings import LOG_FORMATS, LOG_LEVELS, LogFormat, Settings
+from rhetor._types import utc_second
 from rhetor.observe._record import current
 
 if TYPE_CHECKING:
@@ -59,20 +60,10 @@ _WORKER = os.environ.get("RHETOR_WORKER_INDEX") or None
 _HERE = __file__
 
 
-# The last second formatted, and its text: most lines fall in the same second as the one before.
-_second: list[Any] = [None, ""]
-
-
-def _timestamp(record: logging.LogRecord) -> str:
-    return _timestamp_of(record.created)
-
-
-def _timestamp_of(created: float) -> str:
+def _timestamp(created: float) -> str:
     seconds = int(created)
     millis = int((created - seconds) * 1000)
-    if _second[0] != seconds:
-        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
-    return f"{_second[1]}.{millis:03d}Z"
+    return f"{utc_second(seconds)}.{millis:03d}Z"
 
 
 class RequestIdFilter(logging.Filter):
@@ -116,21 +107,36 @@ def _logfmt_fields(parts: list[str], fields: Mapping[str, Any]) -> None:
             parts.append(f"{key}={_logfmt_value(value)}")
 
 
+@attrs.frozen
+class LogLine:
+    """What a line says before its traceback: when, how grave, whose, which request, what."""
+
+    created: float
+    level: str
+    name: str
+    request_id: str | None
+    message: str
+    fields: Mapping[str, Any] | None
+
+    @classmethod
+    def of(cls, record: logging.LogRecord) -> LogLine:
+        return cls(
+            record.created,
+            record.levelname,
+            record.name,
+            getattr(record, "request_id", None),
+            record.getMessage(),
+            getattr(record, _FIELDS, None),
+        )
+
+
 class TextFormatter(logging.Formatter):
     """
     ``2025-05-01T12:00:00.123Z INFO rhetor.access [request_id] message key=value...``, redacted.
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: Mapping[str, Any] | None = getattr(record, _FIELDS, None)
-        line = self.line(
-            record.created,
-            record.levelname,
-            record.name,
-            getattr(record, "request_id", None),
-            record.getMessage(),
-            fields,
-        )
+        line = self.line(LogLine.of(record))
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -139,22 +145,14 @@ class TextFormatter(logging.Formatter):
             line = f"{line}\n{self.formatStack(record.stack_info)}"
         return redact(line)
 
-    def line(
-        self,
-        created: float,
-        level: str,
-        name: str,
-        request_id: str | None,
-        message: str,
-        fields: Mapping[str, Any] | None,
-    ) -> str:
-        """A record's line without its traceback, not yet redacted."""
-        parts = [_timestamp_of(created), level, name]
-        if request_id:
-            parts.append(f"[{request_id}]")
-        parts.append(message)
-        if fields:
-            _logfmt_fields(parts, fields)
+    def line(self, line: LogLine) -> str:
+        """``line`` as text, not yet redacted."""
+        parts = [_timestamp(line.created), line.level, line.name]
+        if line.request_id:
+            parts.append(f"[{line.request_id}]")
+        parts.append(line.message)
+        if line.fields:
+            _logfmt_fields(parts, line.fields)
         return " ".join(parts)
 
 
@@ -162,15 +160,7 @@ class JSONFormatter(logging.Formatter):
     """One JSON object a line: ``ts``, ``level``, ``logger``, ``message``, ``request_id``, fields, ``exc``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: Mapping[str, Any] | None = getattr(record, _FIELDS, None)
-        body = self.body(
-            record.created,
-            record.levelname,
-            record.name,
-            getattr(record, "request_id", None),
-            record.getMessage(),
-            fields,
-        )
+        body = self.body(LogLine.of(record))
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -179,39 +169,23 @@ class JSONFormatter(logging.Formatter):
             body["stack"] = self.formatStack(record.stack_info)
         return redact(json.dumps(body, default=str))
 
-    def body(
-        self,
-        created: float,
-        level: str,
-        name: str,
-        request_id: str | None,
-        message: str,
-        fields: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
-        """A record's object without its traceback."""
+    def body(self, line: LogLine) -> dict[str, Any]:
+        """``line`` as a JSON object."""
         body: dict[str, Any] = {
-            "ts": _timestamp_of(created),
-            "level": level,
-            "logger": name,
-            "message": message,
+            "ts": _timestamp(line.created),
+            "level": line.level,
+            "logger": line.name,
+            "message": line.message,
         }
-        if request_id:
-            body["request_id"] = request_id
-        if fields:
-            body.update((k, v) for k, v in fields.items() if v is not None and k not in body)
+        if line.request_id:
+            body["request_id"] = line.request_id
+        if line.fields:
+            body.update((k, v) for k, v in line.fields.items() if v is not None and k not in body)
         return body
 
-    def line(
-        self,
-        created: float,
-        level: str,
-        name: str,
-        request_id: str | None,
-        message: str,
-        fields: Mapping[str, Any] | None,
-    ) -> str:
-        """A record's line without its traceback, not yet redacted."""
-        return json.dumps(self.body(created, level, name, request_id, message, fields), default=str)
+    def line(self, line: LogLine) -> str:
+        """``line`` as JSON text, not yet redacted."""
+        return json.dumps(self.body(line), default=str)
 
 
 def configure_logging(
@@ -365,12 +339,14 @@ def access_line(observation: Observation) -> None:
             f"{observation.method} {observation.path or observation.route} {observation.status}"
         )
         line = formatter.line(
-            time.time(),
-            logging.getLevelName(level),
-            access_log.name,
-            observation.request_id,
-            message,
-            fields,
+            LogLine(
+                time.time(),
+                logging.getLevelName(level),
+                access_log.name,
+                observation.request_id,
+                message,
+                fields,
+            )
         )
         try:
             handler.acquire()
