@@ -139,10 +139,7 @@ class DirectRoute:
             # Rhetor's HTTP/1.1 protocol cancels this scope when the stream closes.
             with trio.CancelScope() as watched:
                 hook.append(watched.cancel)
-                try:
-                    whole = await make()
-                except Exception as exc:
-                    whole = self._error(exc, where)
+                whole = await self._answered(make, where)
             if watched.cancelled_caught:
                 # What seeing http.disconnect tells the observation otherwise: a 499.
                 observe.current().client_left()
@@ -150,10 +147,7 @@ class DirectRoute:
         else:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                try:
-                    whole = await make()
-                except Exception as exc:
-                    whole = self._error(exc, where)
+                whole = await self._answered(make, where)
                 nursery.cancel_scope.cancel()
         if whole is not None:  # None: the client left, and nobody is there to answer
             await self._send(send, scope, whole)
@@ -175,6 +169,13 @@ class DirectRoute:
                 if not event.get("more_body", False):
                     return parts[0] if len(parts) == 1 else b"".join(parts)
         raise RequestTimeout("the request body did not arrive in time")
+
+    async def _answered(self, make: Callable[[], Awaitable[Whole]], where: str) -> Whole:
+        """The route's reply, or its error in the route's shape."""
+        try:
+            return await make()
+        except Exception as exc:
+            return self._error(exc, where)
 
     def _error(self, exc: Exception, where: str) -> Whole:
         status, headers, body = self.error_shape(rhetor_error(exc, where))
