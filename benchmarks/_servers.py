@@ -35,9 +35,10 @@ def started(
     cwd: str | None = None,
     stderr: Any = subprocess.DEVNULL,
     preexec_fn: Callable[[], Any] | None = None,
+    code: Path = REPO,
 ) -> tuple[subprocess.Popen[str], str]:
     """
-    Start ``args`` with this checkout on ``PYTHONPATH``; answer the process and its URL.
+    Start ``args`` with ``code`` (this checkout) on ``PYTHONPATH``; answer the process and its URL.
 
     Error handling: a first line that does not say it serves kills the process
     and ends the benchmark with that line.
@@ -45,7 +46,7 @@ def started(
     proc = subprocess.Popen(
         args,
         cwd=cwd,
-        env={**env, "PYTHONPATH": str(REPO)},
+        env={**env, "PYTHONPATH": str(code)},
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,

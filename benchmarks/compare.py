@@ -45,7 +45,7 @@ from statistics import median
 from typing import Any
 
 import _load  # benchmarks/_load.py, beside this script
-from _servers import REPO, stop
+from _servers import REPO, started, stop
 from relay import HEADERS, RELAY_BODY, SIMULATED_BODY, rhetor_env, start_upstream
 
 CONNECTIONS = 32
@@ -60,21 +60,9 @@ def cpu_seconds(pid: int) -> float:
 def start_rhetor_from(code: Path, upstream: str, extra: dict[str, str]) -> tuple[Any, str]:
     """``rhetor serve`` with ``code`` on PYTHONPATH (relay.py's settings, plus ``extra``)."""
     data_dir = tempfile.mkdtemp(prefix="rhetor-compare-")
-    env = {**rhetor_env(data_dir, upstream), **extra, "PYTHONPATH": str(code)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rhetor", "serve"],
-        cwd=data_dir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "serving" not in line:
-        proc.kill()
-        raise SystemExit(f"Rhetor from {code} did not start: {line!r}")
-    return proc, line.split()[-1].removesuffix("/v1")
+    env = {**rhetor_env(data_dir, upstream), **extra}
+    proc, url = started([sys.executable, "-m", "rhetor", "serve"], env, cwd=data_dir, code=code)
+    return proc, url.removesuffix("/v1")
 
 
 def measured(proc: Any, url: str, body: dict[str, Any], seconds: int) -> tuple[float, float]:

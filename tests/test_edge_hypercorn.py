@@ -117,6 +117,21 @@ async def client(port: int) -> AsyncIterator[Client]:
         await stream.aclose()
 
 
+def driven_protocol(send: Any, config: Config | None = None) -> CoalescingH11Protocol:
+    """Rhetor's HTTP/1.1 protocol with no app or socket: a test drives its events, ``send`` gets its writes."""
+    return CoalescingH11Protocol(
+        None,  # type: ignore[arg-type]  (no app: the stream's events are driven here)
+        config or Config(),
+        WorkerContext(None),
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        False,
+        None,
+        None,
+        send,
+    )
+
+
 def test_importing_the_server_adjusts_hypercorn() -> None:
     assert hypercorn.protocol.H11Protocol is CoalescingH11Protocol
     assert hypercorn.trio.tcp_server.TrioSingleTask is QuickSingleTask
@@ -346,17 +361,7 @@ async def test_a_whole_reply_is_one_write_and_a_streamed_one_is_not_held() -> No
         if isinstance(event, RawData):
             written.append(event.data)
 
-    protocol = CoalescingH11Protocol(
-        None,  # type: ignore[arg-type]  (no app: the stream's events are driven here)
-        Config(),
-        WorkerContext(None),
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        False,
-        None,
-        None,
-        send,
-    )
+    protocol = driven_protocol(send)
     protocol.connection.receive_data(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
     protocol.connection.next_event()
     protocol.connection.next_event()
@@ -435,17 +440,7 @@ async def test_a_whole_reply_past_the_keep_alive_limit_closes_the_connection() -
             protocol_sends.append(event.data)
 
     config.keep_alive_max_requests = 1
-    protocol = CoalescingH11Protocol(
-        None,  # type: ignore[arg-type]  (no app: the stream's events are driven here)
-        config,
-        WorkerContext(None),
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        False,
-        None,
-        None,
-        send,
-    )
+    protocol = driven_protocol(send, config)
     protocol.connection.receive_data(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
     protocol.connection.next_event()
     protocol.connection.next_event()

@@ -46,6 +46,21 @@ def reservation(rid: int, owner: str, amount: float = 0.5) -> ReservationRow:
     )
 
 
+def settled(rid: int, charge_id: str) -> LedgerEntry:
+    """The one-cent charge that settles reservation ``rid`` at t=600 s."""
+    return LedgerEntry(
+        f"req-{rid}",
+        "openai",
+        "gpt-4o",
+        1,
+        1,
+        0.01,
+        charge_id=charge_id,
+        reservation_id=rid,
+        ts=600.0,
+    )
+
+
 @pytest.fixture
 def ledger(pg: PgDatabase) -> PostgresLedger:
     return PostgresLedger(pg)
@@ -174,22 +189,7 @@ def test_many_settles_and_sweeps_at_once_bill_each_reservation_once(
     batches = [rng.sample(ids, 30) for _ in range(4)]
 
     def settle(batch: list[int]) -> None:
-        ledger.record_many(
-            [
-                LedgerEntry(
-                    f"req-{rid}",
-                    "openai",
-                    "gpt-4o",
-                    1,
-                    1,
-                    0.01,
-                    charge_id=f"c{rid}",
-                    reservation_id=rid,
-                    ts=600.0,
-                )
-                for rid in batch
-            ]
-        )
+        ledger.record_many([settled(rid, f"c{rid}") for rid in batch])
 
     calls: list[Callable[[], object]] = [functools.partial(settle, b) for b in batches]
     calls += [functools.partial(ledger.sweep, "me") for _ in range(2)]
@@ -201,10 +201,10 @@ def test_many_settles_and_sweeps_at_once_bill_each_reservation_once(
         assert not any(isinstance(o, BaseException) for o in out), out
     charges = ledger.entries()
     assert sorted(e.reservation_id or 0 for e in charges) == ids
-    settled = {rid for batch in batches for rid in batch}
+    paid = {rid for batch in batches for rid in batch}
     for charge in charges:
         # A settled request's real charge always wins over the sweeper's worst case.
-        assert charge.status == ("ok" if charge.reservation_id in settled else "interrupted")
+        assert charge.status == ("ok" if charge.reservation_id in paid else "interrupted")
     assert ledger.reservations() == []
 
 
@@ -423,22 +423,7 @@ def test_settles_replacing_the_same_interrupted_charges_in_opposite_orders_never
         assert ledger.sweep("me")[0] == len(ids)  # every one is now an interrupted charge
 
         def settle(order: list[int], copy: int) -> None:
-            ledger.record_many(
-                [
-                    LedgerEntry(
-                        f"req-{rid}",
-                        "openai",
-                        "gpt-4o",
-                        1,
-                        1,
-                        0.01,
-                        charge_id=f"c{rid}-{copy}",
-                        reservation_id=rid,
-                        ts=600.0,
-                    )
-                    for rid in order
-                ]
-            )
+            ledger.record_many([settled(rid, f"c{rid}-{copy}") for rid in order])
 
         started = [
             _in_thread(functools.partial(settle, ids, 1)),
