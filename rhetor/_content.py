@@ -6,13 +6,16 @@ One internal model for every API family (see ``docs/providers.md``, "Content blo
 
 - a message (:class:`rhetor.ChatMessage`) is plain text, or a sequence of blocks:
   :class:`Text`, :class:`Image` (a URL, or base64 data with its media type),
-  :class:`ToolCall` (in an assistant turn: id, name, arguments as JSON text) and
-  :class:`ToolResult` (in a user turn: the call's id, its content, whether it failed);
+  :class:`ToolCall` (in an assistant turn: id, name, arguments as JSON text),
+  :class:`ToolResult` (in a user turn: the call's id, its content, whether it failed)
+  and :class:`Thinking` (in an assistant turn: Anthropic's extended thinking, with the
+  signature that must travel back with it, or its redacted form);
 - a request may offer :class:`Tool` definitions, say how they may be used
   (:class:`ToolChoice`), ask for JSON output (:class:`ResponseFormat`), and carry the
   parameters Rhetor does not translate (:class:`Passthrough`);
 - a streamed reply carries :class:`ToolCallDelta` pieces, which
-  :class:`ToolCallAssembly` puts together.
+  :class:`ToolCallAssembly` puts together, and :class:`ThinkingDelta` pieces, which
+  :class:`ThinkingAssembly` puts together.
 
 Tool results live in user turns, as in Anthropic's Messages API; OpenAI's ``role:
 "tool"`` messages and Ollama's are translated to and from them by the providers'
@@ -41,6 +44,9 @@ __all__ = [
     "Passthrough",
     "ResponseFormat",
     "Text",
+    "Thinking",
+    "ThinkingAssembly",
+    "ThinkingDelta",
     "Tool",
     "ToolCall",
     "ToolCallAssembly",
@@ -218,7 +224,23 @@ class ToolResult:
         return "".join(b.text for b in self.content if isinstance(b, Text))
 
 
-ContentBlock = Text | Image | ToolCall | ToolResult
+@attrs.frozen
+class Thinking:
+    """
+    A model's extended thinking (Anthropic's ``thinking`` block): its text and its ``signature``.
+
+    ``redacted`` holds the encrypted data of a ``redacted_thinking`` block instead
+    (then ``text`` and ``signature`` are empty). Both are relayed back to Anthropic
+    exactly as they came, which a conversation with thinking and tool calls needs;
+    other API families cannot take them, and their shapes leave them out.
+    """
+
+    text: str = ""
+    signature: str = ""
+    redacted: str | None = None
+
+
+ContentBlock = Text | Image | ToolCall | ToolResult | Thinking
 
 
 def _merged_text(blocks: tuple[Text | Image, ...]) -> tuple[Text | Image, ...]:
@@ -243,7 +265,7 @@ def text_of(blocks: Iterable[ContentBlock]) -> str:
 ALLOWED_BLOCKS: dict[str, tuple[type, ...]] = {
     "system": (Text,),
     "user": (Text, Image, ToolResult),
-    "assistant": (Text, ToolCall),
+    "assistant": (Text, ToolCall, Thinking),
 }
 
 
@@ -326,6 +348,55 @@ class ToolCallAssembly:
             "".join(name) + "".join(fragments)
             for _, (_, name, fragments) in sorted(self._calls.items())
         )
+
+
+@attrs.frozen
+class ThinkingDelta:
+    """
+    One streamed piece of a thinking block: the block's index among the reply's thinking
+    blocks, and what it adds (text, signature, or a redacted block's data, whole).
+    """
+
+    index: int
+    text: str = ""
+    signature: str = ""
+    redacted: str | None = None
+
+
+@attrs.define
+class ThinkingAssembly:
+    """
+    The thinking blocks of one streamed reply, put together from their deltas as they arrive.
+    """
+
+    # Invariant: index -> [text fragments, signature fragments, redacted data or None].
+    _blocks: dict[int, tuple[list[str], list[str], list[str]]] = attrs.field(factory=dict)
+
+    def add(self, delta: ThinkingDelta) -> None:
+        """Take one delta."""
+        text, signature, redacted = self._blocks.setdefault(delta.index, ([], [], []))
+        if delta.text:
+            text.append(delta.text)
+        if delta.signature:
+            signature.append(delta.signature)
+        if delta.redacted is not None:
+            redacted.append(delta.redacted)
+
+    def __bool__(self) -> bool:
+        return bool(self._blocks)
+
+    def blocks(self) -> tuple[Thinking, ...]:
+        """The thinking blocks so far, in index order."""
+        return tuple(
+            Thinking(redacted="".join(redacted))
+            if redacted
+            else Thinking("".join(text), "".join(signature))
+            for _, (text, signature, redacted) in sorted(self._blocks.items())
+        )
+
+    def produced(self) -> str:
+        """The thinking text the deltas carried (what a partial bill counts as output)."""
+        return "".join("".join(text) for _, (text, _, _) in sorted(self._blocks.items()))
 
 
 @attrs.frozen

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rhetor._content import Image, ResponseFormat, Text, Tool, ToolCall, ToolResult
+from rhetor._content import Image, ResponseFormat, Text, Thinking, Tool, ToolCall, ToolResult
 from rhetor._types import ChatMessage
 
 __all__ = [
@@ -110,6 +110,9 @@ def _block_tokens(blocks: Sequence[object]) -> int:
             total += BLOCK_OVERHEAD + count_tokens(block.name) + count_tokens(block.arguments)
         elif isinstance(block, ToolResult):
             total += BLOCK_OVERHEAD + _block_tokens(block.content)
+        elif isinstance(block, Thinking):
+            # The text, or a redacted block's data: high for data, never low.
+            total += BLOCK_OVERHEAD + count_tokens(block.text or block.redacted or "")
     return total
 
 

@@ -27,6 +27,8 @@ from rhetor._content import (
     Passthrough,
     ResponseFormat,
     Text,
+    Thinking,
+    ThinkingDelta,
     Tool,
     ToolCall,
     ToolCallDelta,
@@ -54,6 +56,8 @@ __all__ = [
     "StreamEnd",
     "Text",
     "TextDelta",
+    "Thinking",
+    "ThinkingDelta",
     "Tool",
     "ToolCall",
     "ToolCallDelta",
@@ -250,6 +254,8 @@ class ProviderReply:
     # then bills the reservation's worst case instead of ``usage``.
     usage_valid: bool = True
     tool_calls: tuple[ToolCall, ...] = ()
+    # Anthropic's extended thinking, in the order it came (before the text).
+    thinking: tuple[Thinking, ...] = ()
 
 
 @attrs.frozen
@@ -266,7 +272,8 @@ class StreamEnd:
     """
     The last item of a stream: the usage the upstream reported, and why it stopped.
 
-    A stream's tool calls arrive before it as :class:`ToolCallDelta` items.
+    A stream's tool calls arrive before it as :class:`ToolCallDelta` items, its
+    thinking (Anthropic's extended thinking) as :class:`ThinkingDelta` items.
     """
 
     usage: Usage
@@ -467,6 +474,9 @@ class Reply:
     finished: bool = True
     timestamp: str = attrs.field(factory=_now_iso)
     tool_calls: tuple[ToolCall, ...] = ()
+    # Anthropic's extended thinking blocks, when the request asked for thinking;
+    # only /v1/messages shows them (to_dict leaves them out).
+    thinking: tuple[Thinking, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The reply as JSON: the body of ``POST /message``, the last SSE event, a WebSocket RESPONSE."""
@@ -508,3 +518,5 @@ class Chunk:
     done: bool = False
     reply: Reply | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
+    # A piece of a thinking block (then ``text`` is empty); only /v1/messages shows them.
+    thinking: tuple[ThinkingDelta, ...] = ()

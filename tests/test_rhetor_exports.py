@@ -44,6 +44,8 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "StorageUnavailable",
         "StreamBroken",
         "Text",
+        "Thinking",
+        "ThinkingDelta",
         "Tool",
         "ToolCall",
         "ToolCallDelta",

@@ -230,7 +230,8 @@ def test_an_unsupported_part_says_which_types_are() -> None:
     """The message of an unknown ``type`` lists the types the API takes."""
     error = error_of({"role": "user", "content": [{"type": "document"}]}, AnthropicMessage)
     assert error.message == (
-        "content[0]: type 'document' is not supported; use text, image, tool_use or tool_result"
+        "content[0]: type 'document' is not supported; use text, image, tool_use, "
+        "tool_result, thinking or redacted_thinking"
     )
 
 

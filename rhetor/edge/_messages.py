@@ -60,11 +60,14 @@ def native_events(context: str | None) -> EventsOf:
     """The events of a stream for ``context``: one per chunk, ending with the done one."""
 
     async def events(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncGenerator[bytes, None]:
-        yield chunk_event(first, context)
+        # A piece of Anthropic thinking carries neither text nor calls: not shown here.
+        if first.text or first.tool_calls or first.done or not first.thinking:
+            yield chunk_event(first, context)
         if first.done:
             return
         async for chunk in rest:
-            yield chunk_event(chunk, context)
+            if chunk.text or chunk.tool_calls or chunk.done or not chunk.thinking:
+                yield chunk_event(chunk, context)
 
     return events
 

@@ -120,9 +120,37 @@ class AnthropicToolResultBlock(
     is_error: bool | None = None
 
 
-# Every kind of content block Rhetor reads; others (documents, thinking) are a 400.
+class AnthropicThinkingBlock(Body, tag_field="type", tag="thinking", frozen=True, kw_only=True):
+    """
+    Extended thinking an assistant turn began with, sent back exactly as it came.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    thinking: str
+    signature: str
+
+
+class AnthropicRedactedThinkingBlock(
+    Body, tag_field="type", tag="redacted_thinking", frozen=True, kw_only=True
+):
+    """
+    Extended thinking the safety systems encrypted, sent back exactly as it came.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    data: str
+
+
+# Every kind of content block Rhetor reads; others (documents) are a 400.
 AnthropicBlock = (
-    AnthropicTextBlock | AnthropicImageBlock | AnthropicToolUseBlock | AnthropicToolResultBlock
+    AnthropicTextBlock
+    | AnthropicImageBlock
+    | AnthropicToolUseBlock
+    | AnthropicToolResultBlock
+    | AnthropicThinkingBlock
+    | AnthropicRedactedThinkingBlock
 )
 
 
@@ -225,6 +253,17 @@ class MessagesBody(Body, frozen=True, kw_only=True):
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     metadata: AnthropicMetadata | None = None
     output_config: AnthropicOutputConfig | None = None
+    thinking: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description=(
+                "Extended thinking, relayed to Anthropic as given (e.g. "
+                '{"type": "enabled", "budget_tokens": 2048}); such a request goes to '
+                "Anthropic models only."
+            ),
+            examples=[{"type": "enabled", "budget_tokens": 2048}],
+        ),
+    ] = None
 
     def system_text(self) -> str | None:
         """The system prompt as one text (None when absent or empty)."""
@@ -254,7 +293,33 @@ class AnthropicReplyToolUse(
     input: dict[str, Any]
 
 
-AnthropicReplyBlock = AnthropicReplyText | AnthropicReplyToolUse
+class AnthropicReplyThinking(
+    msgspec.Struct, tag_field="type", tag="thinking", frozen=True, kw_only=True
+):
+    """
+    The model's extended thinking (when the request asked for it) and its signature.
+    """
+
+    thinking: str
+    signature: str
+
+
+class AnthropicReplyRedactedThinking(
+    msgspec.Struct, tag_field="type", tag="redacted_thinking", frozen=True, kw_only=True
+):
+    """
+    Extended thinking the safety systems encrypted.
+    """
+
+    data: str
+
+
+AnthropicReplyBlock = (
+    AnthropicReplyText
+    | AnthropicReplyToolUse
+    | AnthropicReplyThinking
+    | AnthropicReplyRedactedThinking
+)
 
 
 class AnthropicUsage(msgspec.Struct, frozen=True, kw_only=True):

@@ -50,7 +50,9 @@ __all__ = [
     "AnthropicMessageDeltaBody",
     "AnthropicMessageStart",
     "AnthropicMessageStop",
+    "AnthropicSignatureDelta",
     "AnthropicTextDelta",
+    "AnthropicThinkingDelta",
     "ChatCompletionChunk",
     "OpenAIChunkChoice",
     "OpenAIChunkDelta",
@@ -233,15 +235,40 @@ class AnthropicInputJSONDelta(
     partial_json: str
 
 
+class AnthropicThinkingDelta(
+    msgspec.Struct, tag_field="type", tag="thinking_delta", frozen=True, kw_only=True
+):
+    """
+    The next text of a thinking block.
+    """
+
+    thinking: str
+
+
+class AnthropicSignatureDelta(
+    msgspec.Struct, tag_field="type", tag="signature_delta", frozen=True, kw_only=True
+):
+    """
+    A thinking block's signature, sent back with the block in later turns.
+    """
+
+    signature: str
+
+
 class AnthropicContentBlockDelta(
     msgspec.Struct, tag_field="type", tag="content_block_delta", frozen=True, kw_only=True
 ):
     """
-    ``content_block_delta``: the open block's next text or input.
+    ``content_block_delta``: the open block's next text, input, thinking or signature.
     """
 
     index: int
-    delta: AnthropicTextDelta | AnthropicInputJSONDelta
+    delta: (
+        AnthropicTextDelta
+        | AnthropicInputJSONDelta
+        | AnthropicThinkingDelta
+        | AnthropicSignatureDelta
+    )
 
 
 class AnthropicContentBlockStop(

@@ -33,6 +33,8 @@ from rhetor._types import (
     ProviderStatus,
     StreamEnd,
     TextDelta,
+    Thinking,
+    ThinkingDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -199,7 +201,7 @@ class ProviderActor(actors.Actor):
 
     async def handle_stream(
         self, message: Any
-    ) -> AsyncIterator[TextDelta | ToolCallDelta | StreamEnd]:
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd]:
         if not isinstance(message, StreamCompletion):
             raise TypeError(f"ProviderActor cannot stream {type(message).__name__}")
         self._require_available(message.request)
@@ -233,6 +235,8 @@ class ProviderActor(actors.Actor):
             )
             or not isinstance(reply.tool_calls, tuple)
             or not all(_is_call(c) for c in reply.tool_calls)
+            or not isinstance(reply.thinking, tuple)
+            or not all(_is_thinking(t) for t in reply.thinking)
         ):
             raise self._malformed(reply, request)
         text = well_formed(reply.text)
@@ -241,6 +245,9 @@ class ProviderActor(actors.Actor):
         calls = tuple(_mended_call(c) for c in reply.tool_calls)
         if any(a is not b for a, b in zip(calls, reply.tool_calls, strict=True)):
             reply = attrs.evolve(reply, tool_calls=calls)
+        thinking = tuple(_mended_thinking(t) for t in reply.thinking)
+        if any(a is not b for a, b in zip(thinking, reply.thinking, strict=True)):
+            reply = attrs.evolve(reply, thinking=thinking)
         usage, valid = _checked_usage(self.backend.name, reply.usage)
         if usage is reply.usage:
             return reply
@@ -248,7 +255,7 @@ class ProviderActor(actors.Actor):
 
     def _checked_item(
         self, item: object, request: ProviderRequest
-    ) -> TextDelta | ToolCallDelta | StreamEnd:
+    ) -> TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd:
         """
         ``item`` when it is a well-formed stream item, usage checked; else this request's error.
         """
@@ -259,6 +266,10 @@ class ProviderActor(actors.Actor):
             if not _is_delta(item):
                 raise self._malformed(item, request)
             return _mended_delta(item)
+        if isinstance(item, ThinkingDelta):
+            if not _is_thinking_delta(item):
+                raise self._malformed(item, request)
+            return _mended_thinking_delta(item)
         if not isinstance(item, StreamEnd) or not all(
             isinstance(field, str) for field in (item.model, item.finish_reason)
         ):
@@ -309,6 +320,43 @@ def _mended_call(call: ToolCall) -> ToolCall:
     if all(a is b for a, b in zip(parts, given, strict=True)):
         return call
     return ToolCall(*parts)
+
+
+def _is_thinking(block: object) -> bool:
+    return isinstance(block, Thinking) and (
+        isinstance(block.text, str)
+        and isinstance(block.signature, str)
+        and isinstance(block.redacted, str | None)
+    )
+
+
+def _mended_thinking(block: Thinking) -> Thinking:
+    """``block`` itself, or a copy with its strings made valid Unicode (see :func:`well_formed`)."""
+    text, signature = well_formed(block.text), well_formed(block.signature)
+    redacted = None if block.redacted is None else well_formed(block.redacted)
+    if text is block.text and signature is block.signature and redacted is block.redacted:
+        return block
+    return Thinking(text, signature, redacted)
+
+
+def _is_thinking_delta(delta: ThinkingDelta) -> bool:
+    return (
+        type(delta.index) is int
+        and delta.index >= 0
+        and isinstance(delta.text, str)
+        and isinstance(delta.signature, str)
+        and isinstance(delta.redacted, str | None)
+    )
+
+
+def _mended_thinking_delta(delta: ThinkingDelta) -> ThinkingDelta:
+    block = _mended_thinking(Thinking(delta.text, delta.signature, delta.redacted))
+    given = (delta.text, delta.signature, delta.redacted)
+    if all(
+        a is b for a, b in zip((block.text, block.signature, block.redacted), given, strict=True)
+    ):
+        return delta
+    return ThinkingDelta(delta.index, block.text, block.signature, block.redacted)
 
 
 def _is_delta(delta: ToolCallDelta) -> bool:

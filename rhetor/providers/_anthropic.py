@@ -33,6 +33,7 @@ from rhetor._types import (
     ProviderStatus,
     StreamEnd,
     TextDelta,
+    ThinkingDelta,
     ToolCallDelta,
 )
 from rhetor.providers import _calls
@@ -170,7 +171,7 @@ class AnthropicBackend:
 
     def stream(
         self, request: ProviderRequest
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta | StreamEnd, None]:
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd, None]:
         """
         Stream the reply as :class:`TextDelta` and :class:`ToolCallDelta` items, then one
         :class:`StreamEnd`.

@@ -1,8 +1,8 @@
 """
 A reply written for an Anthropic client: a Messages API ``message``
 (:func:`message_to_anthropic`), or its stream's server-sent events
-(:class:`AnthropicEvents`), with ``tool_use`` blocks, the stop reason in Anthropic's
-words and the usage with cache reads apart; no I/O.
+(:class:`AnthropicEvents`), with ``thinking`` and ``tool_use`` blocks, the stop reason
+in Anthropic's words and the usage with cache reads apart; no I/O.
 
 The edge's ``/v1/messages`` answers with these, whatever provider answered.
 """
@@ -13,8 +13,9 @@ from typing import Any
 
 import attrs
 
-from rhetor._content import ToolCall
+from rhetor._content import ThinkingDelta, ToolCall
 from rhetor._types import Chunk, Reply, Usage
+from rhetor.providers._anthropic_shapes import thinking_to_anthropic
 
 __all__ = ["STOP_REASONS", "AnthropicEvents", "message_to_anthropic", "usage_to_anthropic"]
 
@@ -50,8 +51,11 @@ def usage_to_anthropic(usage: Usage) -> dict[str, Any]:
 
 
 def message_to_anthropic(reply: Reply, ident: str | None = None) -> dict[str, Any]:
-    """A whole reply as a Messages API ``message``: text, then one ``tool_use`` block per call."""
-    content: list[dict[str, Any]] = []
+    """
+    A whole reply as a Messages API ``message``: its thinking blocks, its text, then one
+    ``tool_use`` block per call.
+    """
+    content: list[dict[str, Any]] = [thinking_to_anthropic(t) for t in reply.thinking]
     if reply.message or not reply.tool_calls:
         content.append({"type": "text", "text": reply.message})
     for call in reply.tool_calls:
@@ -76,7 +80,9 @@ class AnthropicEvents:
     One stream's server-sent events in the Messages API's order, made from its :class:`Chunk` items.
 
     :meth:`first` is ``message_start``; :meth:`of` opens and closes content blocks
-    as a chunk's text or tool-call deltas need them (a ``text`` block, one
+    as a chunk's text, thinking or tool-call deltas need them (a ``thinking`` block
+    per thinking block, its text as ``thinking_delta`` and its signature as
+    ``signature_delta``, or a whole ``redacted_thinking`` block; a ``text`` block; one
     ``tool_use`` block per call, its arguments as ``input_json_delta``); :meth:`last`
     closes the open block and sends ``message_delta`` and ``message_stop``. Each
     event is ``(type, data)``.
@@ -125,6 +131,8 @@ class AnthropicEvents:
     def of(self, chunk: Chunk) -> list[tuple[str, dict[str, Any]]]:
         """The events one streamed piece makes."""
         events: list[tuple[str, dict[str, Any]]] = []
+        for thought in chunk.thinking:
+            events += self._thinking(thought)
         if chunk.text:
             if self._open is None or self._open[1] != "text":
                 events += self._switch("text", {"type": "text", "text": ""})
@@ -142,6 +150,20 @@ class AnthropicEvents:
             if delta.arguments:
                 partial = {"type": "input_json_delta", "partial_json": delta.arguments}
                 events.append(self._delta(partial))
+        return events
+
+    def _thinking(self, delta: ThinkingDelta) -> list[tuple[str, dict[str, Any]]]:
+        key = f"thinking:{delta.index}"
+        if delta.redacted is not None:
+            block = {"type": "redacted_thinking", "data": delta.redacted}
+            return self._switch(key, block) + self._close()
+        events: list[tuple[str, dict[str, Any]]] = []
+        if self._open is None or self._open[1] != key:
+            events += self._switch(key, {"type": "thinking", "thinking": "", "signature": ""})
+        if delta.text:
+            events.append(self._delta({"type": "thinking_delta", "thinking": delta.text}))
+        if delta.signature:
+            events.append(self._delta({"type": "signature_delta", "signature": delta.signature}))
         return events
 
     def last(self, reply: Reply) -> list[tuple[str, dict[str, Any]]]:

@@ -4,7 +4,9 @@ Anthropic Messages shapes <-> the internal model, both ways, with no I/O.
 Anthropic's content blocks are the internal model's (:mod:`rhetor._content`) almost
 one for one: ``text``, ``image`` (a ``base64`` or ``url`` source), ``tool_use``
 (whose ``input`` object is a :class:`~rhetor._content.ToolCall`'s arguments, as
-JSON text) and ``tool_result`` (its ``content`` a string or text and image blocks).
+JSON text), ``tool_result`` (its ``content`` a string or text and image blocks), and
+``thinking`` and ``redacted_thinking`` (a :class:`~rhetor._content.Thinking`, kept
+exactly as it came so that it can go back with its signature).
 Reading (a client's request at the edge, an upstream's reply here) and writing (a
 request upstream, a reply to an Anthropic client) go through the functions below;
 replies written for Anthropic clients are in :mod:`rhetor.providers._anthropic_replies`.
@@ -30,6 +32,7 @@ from rhetor._content import (
     Passthrough,
     ResponseFormat,
     Text,
+    Thinking,
     Tool,
     ToolCall,
     ToolChoice,
@@ -59,6 +62,7 @@ __all__ = [
     "response_format_from_anthropic",
     "response_format_to_anthropic",
     "system_from_anthropic",
+    "thinking_to_anthropic",
     "tool_choice_from_anthropic",
     "tool_choice_to_anthropic",
     "tools_from_anthropic",
@@ -150,15 +154,17 @@ def messages_from_anthropic(raw: object, field: str = "messages") -> tuple[ChatM
     return tuple(turns)
 
 
-_ROLE_BLOCKS = {"user": ("text", "image", "tool_result"), "assistant": ("text", "tool_use")}
+_ROLE_BLOCKS = {
+    "user": ("text", "image", "tool_result"),
+    "assistant": ("text", "tool_use", "thinking", "redacted_thinking"),
+}
+Block = Text | Image | ToolCall | ToolResult | Thinking
 
 
-def _blocks(
-    content: object, field: str, role: str
-) -> tuple[Text | Image | ToolCall | ToolResult, ...]:
+def _blocks(content: object, field: str, role: str) -> tuple[Block, ...]:
     if isinstance(content, str):
         return (Text(content),)
-    blocks: list[Text | Image | ToolCall | ToolResult] = []
+    blocks: list[Block] = []
     for j, item in enumerate(as_list(content, field)):
         where = f"{field}[{j}]"
         block = as_object(item, where)
@@ -175,9 +181,18 @@ def _blocks(
             blocks.append(_image(block, where))
         elif kind == "tool_use":
             blocks.append(_tool_use(block, where))
+        elif kind in ("thinking", "redacted_thinking"):
+            blocks.append(_thinking(block, where))
         else:
             blocks.append(_tool_result(block, where))
     return tuple(blocks)
+
+
+def _thinking(block: Mapping[str, Any], where: str) -> Thinking:
+    """A ``thinking`` block (its text and signature) or a ``redacted_thinking`` one (its data)."""
+    if block.get("type") == "redacted_thinking":
+        return Thinking(redacted=required_str(block, "data", where))
+    return Thinking(required_str(block, "thinking", where), required_str(block, "signature", where))
 
 
 def _image(block: Mapping[str, Any], where: str) -> Image:
@@ -246,21 +261,25 @@ def system_from_anthropic(raw: object, field: str = "system") -> str | None:
 
 def content_from_anthropic(
     content: object, field: str = "content"
-) -> tuple[str, tuple[ToolCall, ...]]:
+) -> tuple[str, tuple[ToolCall, ...], tuple[Thinking, ...]]:
     """
-    A reply's content blocks: its text (text blocks joined) and its tool calls.
+    A reply's content blocks: its text (text blocks joined), its tool calls, its thinking.
 
-    Blocks of other types (thinking, server tool results) are read past.
+    Blocks of other types (server tool results) are read past.
     """
     texts: list[str] = []
     calls: list[ToolCall] = []
+    thinking: list[Thinking] = []
     for j, item in enumerate(as_list(content, field)):
         block = as_object(item, f"{field}[{j}]")
-        if block.get("type") == "text":
+        kind = block.get("type")
+        if kind == "text":
             texts.append(required_str(block, "text", f"{field}[{j}]"))
-        elif block.get("type") == "tool_use":
+        elif kind == "tool_use":
             calls.append(_tool_use(block, f"{field}[{j}]"))
-    return "".join(texts), tuple(calls)
+        elif kind in ("thinking", "redacted_thinking"):
+            thinking.append(_thinking(block, f"{field}[{j}]"))
+    return "".join(texts), tuple(calls), tuple(thinking)
 
 
 def tools_from_anthropic(raw: object, field: str = "tools") -> tuple[Tool, ...]:
@@ -360,7 +379,7 @@ def _content(turns: Sequence[tuple[int, ChatMessage]]) -> str | list[dict[str, A
     return results + rest
 
 
-def _block(block: Text | Image | ToolCall | ToolResult, where: str) -> dict[str, Any]:
+def _block(block: Block, where: str) -> dict[str, Any]:
     if isinstance(block, Text):
         return {"type": "text", "text": block.text}
     if isinstance(block, Image):
@@ -373,6 +392,8 @@ def _block(block: Text | Image | ToolCall | ToolResult, where: str) -> dict[str,
                 where, f"tool call {block.id}'s arguments are not a JSON object"
             ) from None
         return {"type": "tool_use", "id": block.id, "name": block.name, "input": arguments}
+    if isinstance(block, Thinking):
+        return thinking_to_anthropic(block)
     written: dict[str, Any] = {"type": "tool_result", "tool_use_id": block.call_id}
     if all(isinstance(b, Text) for b in block.content):
         written["content"] = block.text
@@ -381,6 +402,13 @@ def _block(block: Text | Image | ToolCall | ToolResult, where: str) -> dict[str,
     if block.is_error:
         written["is_error"] = True
     return written
+
+
+def thinking_to_anthropic(block: Thinking) -> dict[str, Any]:
+    """A thinking block as Anthropic wrote it: ``thinking`` with its signature, or ``redacted_thinking``."""
+    if block.redacted is not None:
+        return {"type": "redacted_thinking", "data": block.redacted}
+    return {"type": "thinking", "thinking": block.text, "signature": block.signature}
 
 
 def _source(image: Image) -> dict[str, Any]:

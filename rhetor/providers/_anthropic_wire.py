@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from rhetor._content import ToolCallDelta, finish_reason
+from rhetor._content import ThinkingDelta, ToolCallDelta, finish_reason
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -131,7 +131,28 @@ def messages_body(
     extra = request.passthrough
     if extra is not None and extra.family == ANTHROPIC:
         relay(body, extra.params)
+        _fit_thinking(body)
     return body
+
+
+# The least thinking budget the Messages API takes.
+MIN_THINKING_BUDGET = 1024
+
+
+def _fit_thinking(body: dict[str, Any]) -> None:
+    """
+    Lower an enabled thinking budget to below ``max_tokens`` (which the API requires).
+
+    Under ``enforce`` the budget may have granted fewer output tokens than the
+    client asked for; the thinking budget then shrinks with them rather than
+    making the call a 400, as long as the API's least budget still fits.
+    """
+    thinking = body.get("thinking")
+    if not isinstance(thinking, Mapping) or thinking.get("type") != "enabled":
+        return
+    budget, most = thinking.get("budget_tokens"), body["max_tokens"] - 1
+    if type(budget) is int and budget > most >= MIN_THINKING_BUDGET:
+        body["thinking"] = {**thinking, "budget_tokens": most}
 
 
 def anthropic_messages(history: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -222,7 +243,7 @@ def message(body: object, request: ProviderRequest, provider: str) -> ProviderRe
     if not isinstance(content, list):
         raise MalformedReply("the message's content is not a list")
     try:
-        text, calls = content_from_anthropic(content)
+        text, calls, thinking = content_from_anthropic(content)
     except ValidationError as exc:
         raise MalformedReply(exc.message) from None
     stop_reason = optional_text(body.get("stop_reason"), "stop_reason")
@@ -234,7 +255,12 @@ def message(body: object, request: ProviderRequest, provider: str) -> ProviderRe
         finish_reason=finish_reason(stop_reason, tool_calls=bool(calls)),
         usage_valid=valid,
         tool_calls=calls,
+        thinking=thinking,
     )
+
+
+# What a stream's events read to.
+Item = TextDelta | ToolCallDelta | ThinkingDelta
 
 
 @attrs.define
@@ -247,8 +273,10 @@ class EventReading:
     :class:`StreamedError`. Each event type is read by its own method. A
     ``tool_use`` block becomes tool-call deltas numbered in the order the calls
     come (not by the block's index, which counts text blocks too): its id and
-    name, then each ``input_json_delta`` fragment; blocks of other types
-    (thinking) are read past.
+    name, then each ``input_json_delta`` fragment. A ``thinking`` block becomes
+    thinking deltas, numbered in the order the thinking blocks come: its
+    ``thinking_delta`` text and its ``signature_delta`` (a ``redacted_thinking``
+    block is one delta with its data). Blocks of other types are read past.
     """
 
     model: str
@@ -260,6 +288,8 @@ class EventReading:
     _events: ServerSentEvents = attrs.field(factory=lambda: ServerSentEvents(keep_dataless=True))
     # Invariant: content block index -> the tool call's number, for each tool_use block so far.
     _calls: dict[int, int] = attrs.field(factory=dict)
+    # Invariant: content block index -> the thinking block's number, likewise.
+    _thinking: dict[int, int] = attrs.field(factory=dict)
 
     def feed(self, data: bytes) -> list[tuple[str, str]]:
         """
@@ -273,7 +303,7 @@ class EventReading:
         """
         return ()
 
-    def take(self, event: tuple[str, str]) -> Sequence[TextDelta | ToolCallDelta]:
+    def take(self, event: tuple[str, str]) -> Sequence[Item]:
         """
         Read one event; the text or tool-call delta it adds, if any.
         """
@@ -284,7 +314,7 @@ class EventReading:
         read = _READERS.get(kind)
         return read(self, decoded) if read is not None else ()
 
-    def _message_start(self, event: Mapping[str, Any]) -> Sequence[TextDelta | ToolCallDelta]:
+    def _message_start(self, event: Mapping[str, Any]) -> Sequence[Item]:
         started = event.get("message")
         if not isinstance(started, Mapping):
             raise MalformedReply("message_start has no message object")
@@ -292,11 +322,14 @@ class EventReading:
         self.usage = merged_usage(self.usage, started.get("usage"))
         return ()
 
-    def _content_block_start(self, event: Mapping[str, Any]) -> Sequence[TextDelta | ToolCallDelta]:
+    def _content_block_start(self, event: Mapping[str, Any]) -> Sequence[Item]:
         block = event.get("content_block")
         if not isinstance(block, Mapping):
             raise MalformedReply("content_block_start has no content_block object")
-        if block.get("type") != "tool_use":
+        kind = block.get("type")
+        if kind in ("thinking", "redacted_thinking"):
+            return self._thinking_start(_block_index(event), block)
+        if kind != "tool_use":
             text = optional_text(block.get("text"), "a text block's text")
             return (TextDelta(text),) if block.get("type") == "text" and text else ()
         index = _block_index(event)
@@ -311,7 +344,18 @@ class EventReading:
         arguments = compact_json(given) if isinstance(given, Mapping) and given else ""
         return (ToolCallDelta(number, ident, name, arguments),)
 
-    def _content_block_delta(self, event: Mapping[str, Any]) -> Sequence[TextDelta | ToolCallDelta]:
+    def _thinking_start(self, index: int, block: Mapping[str, Any]) -> Sequence[Item]:
+        number = self._thinking[index] = len(self._thinking)
+        if block.get("type") == "redacted_thinking":
+            data = optional_text(block.get("data"), "a redacted_thinking block's data")
+            if not data:
+                raise MalformedReply("a redacted_thinking block has no data")
+            return (ThinkingDelta(number, redacted=data),)
+        text = optional_text(block.get("thinking"), "a thinking block's thinking")
+        signature = optional_text(block.get("signature"), "a thinking block's signature")
+        return (ThinkingDelta(number, text or "", signature or ""),) if text or signature else ()
+
+    def _content_block_delta(self, event: Mapping[str, Any]) -> Sequence[Item]:
         delta = event.get("delta")
         if not isinstance(delta, Mapping):
             raise MalformedReply("content_block_delta has no delta object")
@@ -324,9 +368,18 @@ class EventReading:
                 raise MalformedReply("an input_json_delta for no tool_use block")
             partial = optional_text(delta.get("partial_json"), "an input_json_delta's partial_json")
             return (ToolCallDelta(number, arguments=partial),) if partial else ()
+        if delta.get("type") in ("thinking_delta", "signature_delta"):
+            number = self._thinking.get(_block_index(event))
+            if number is None:
+                raise MalformedReply(f"a {delta.get('type')} for no thinking block")
+            if delta.get("type") == "thinking_delta":
+                text = optional_text(delta.get("thinking"), "a thinking delta's thinking")
+                return (ThinkingDelta(number, text),) if text else ()
+            signature = optional_text(delta.get("signature"), "a signature delta's signature")
+            return (ThinkingDelta(number, signature=signature),) if signature else ()
         return ()
 
-    def _message_delta(self, event: Mapping[str, Any]) -> Sequence[TextDelta | ToolCallDelta]:
+    def _message_delta(self, event: Mapping[str, Any]) -> Sequence[Item]:
         delta = event.get("delta")
         if delta is not None and not isinstance(delta, Mapping):
             raise MalformedReply("message_delta's delta is not an object")
@@ -335,7 +388,7 @@ class EventReading:
         self.usage = merged_usage(self.usage, event.get("usage"))
         return ()
 
-    def _message_stop(self, event: Mapping[str, Any]) -> Sequence[TextDelta | ToolCallDelta]:
+    def _message_stop(self, event: Mapping[str, Any]) -> Sequence[Item]:
         self.finished = True
         return ()
 
@@ -363,9 +416,7 @@ def _block_index(event: Mapping[str, Any]) -> int:
 
 
 # How each event type is read; the others (ping, content_block_stop) add nothing.
-_READERS: dict[
-    str, Callable[[EventReading, Mapping[str, Any]], Sequence[TextDelta | ToolCallDelta]]
-] = {
+_READERS: dict[str, Callable[[EventReading, Mapping[str, Any]], Sequence[Item]]] = {
     "message_start": EventReading._message_start,
     "content_block_start": EventReading._content_block_start,
     "content_block_delta": EventReading._content_block_delta,

@@ -17,6 +17,7 @@ from rhetor._types import (
     ProviderStatus,
     StreamEnd,
     TextDelta,
+    ThinkingDelta,
     ToolCallDelta,
 )
 
@@ -44,7 +45,7 @@ class ProviderBackend(Protocol):
 
     def stream(
         self, request: ProviderRequest
-    ) -> AsyncIterator[TextDelta | ToolCallDelta | StreamEnd]:
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd]:
         """
         Stream text and tool-call deltas, ending with exactly one :class:`StreamEnd` (an async generator).
         """

@@ -22,6 +22,7 @@ from rhetor._types import (
     ProviderStatus,
     StreamEnd,
     TextDelta,
+    ThinkingDelta,
     ToolCallDelta,
 )
 from rhetor.providers import _calls
@@ -126,7 +127,7 @@ class OllamaBackend:
 
     def stream(
         self, request: ProviderRequest
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta | StreamEnd, None]:
+    ) -> AsyncGenerator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd, None]:
         """
         Stream the reply as :class:`TextDelta` and :class:`ToolCallDelta` items, then one
         :class:`StreamEnd`.

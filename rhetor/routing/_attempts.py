@@ -25,7 +25,7 @@ import attrs
 import actors
 from rhetor import observe
 from rhetor._asks import as_provider_error
-from rhetor._content import Text, ToolCallAssembly, finish_reason
+from rhetor._content import Text, ThinkingAssembly, ToolCallAssembly, finish_reason
 from rhetor._errors import (
     ProviderError,
     ProviderUnavailable,
@@ -42,6 +42,7 @@ from rhetor._types import (
     Reply,
     StreamEnd,
     TextDelta,
+    ThinkingDelta,
     ToolCallDelta,
     Usage,
 )
@@ -69,7 +70,7 @@ _MIN_ITEM_TIMEOUT = 0.001
 # piece is always noted): each costs the keeper one row in a group commit.
 PROGRESS_EVERY = 2.0
 
-ProviderItem = TextDelta | ToolCallDelta | StreamEnd | ProviderReply
+ProviderItem = TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd | ProviderReply
 
 
 @attrs.define(eq=False)
@@ -128,6 +129,7 @@ class Attempts:
                 call = provider_request(request, prepared, c, timeout)
                 produced: list[str] = []
                 calls = ToolCallAssembly()
+                thinking = ThinkingAssembly()
                 end: StreamEnd | ProviderReply | None = None
                 began = observation.call_begins()
                 noted: float | None = None
@@ -135,14 +137,21 @@ class Attempts:
                     with observation.traced(f"chat {c.model}", _call_attributes(c, call)) as span:
                         async with self._open(c, call, timeout, streamed) as items:
                             async for item in items:
-                                if isinstance(item, TextDelta | ToolCallDelta) and (
+                                if isinstance(item, TextDelta | ToolCallDelta | ThinkingDelta) and (
                                     noted is None or anyio.current_time() - noted >= PROGRESS_EVERY
                                 ):
                                     # The first piece, then every few seconds: what a
                                     # sweep bills if this process dies mid-stream.
                                     noted = anyio.current_time()
                                     self._note(
-                                        request, prepared, reservation, c, produced, calls, item
+                                        request,
+                                        prepared,
+                                        reservation,
+                                        c,
+                                        produced,
+                                        calls,
+                                        thinking,
+                                        item,
                                     )
                                 if isinstance(item, TextDelta):
                                     observation.token_arrived()
@@ -158,6 +167,16 @@ class Attempts:
                                         request.context_id,
                                         tool_calls=(item,),
                                     )
+                                elif isinstance(item, ThinkingDelta):
+                                    observation.token_arrived()
+                                    thinking.add(item)
+                                    yield Chunk(
+                                        "",
+                                        c.model,
+                                        c.provider,
+                                        request.context_id,
+                                        thinking=(item,),
+                                    )
                                 elif isinstance(item, StreamEnd | ProviderReply):
                                     end = item
                         if span is not None and end is not None:
@@ -165,8 +184,8 @@ class Attempts:
                 except (ProviderError, actors.ActorError) as raw:
                     exc = as_provider_error(raw, c.provider, c.model, timeout)
                     seconds = observation.call_ends(began)
-                    if produced or calls:
-                        produced.append(calls.produced())
+                    if produced or calls or thinking:
+                        produced.append(calls.produced() + thinking.produced())
                         # Text reached the caller: no other model may continue it.
                         charge = await self._settle_partial(
                             request, prepared, reservation, c, produced
@@ -191,7 +210,7 @@ class Attempts:
                     # Cancelled, or the reader left: the upstream saw the prompt
                     # (and produced what a stream sent), so bill that.
                     outcome: Outcome = "partial" if streamed else "failed"
-                    produced.append(calls.produced())
+                    produced.append(calls.produced() + thinking.produced())
                     charge = await self._settle_partial(
                         request, prepared, reservation, c, produced, outcome
                     )
@@ -202,7 +221,15 @@ class Attempts:
                 seconds = observation.call_ends(began)
                 observation.token_arrived()
                 reply = await self._answer(
-                    request, prepared, reservation, c, end, produced, calls, candidates, failures
+                    request,
+                    prepared,
+                    reservation,
+                    c,
+                    end,
+                    produced,
+                    (calls, thinking),
+                    candidates,
+                    failures,
                 )
                 observation.attempted(
                     _attempt(c, "ok", None, seconds, reply, attempt, _cached_input_tokens(end))
@@ -238,11 +265,12 @@ class Attempts:
         c: Candidate,
         produced: list[str],
         calls: ToolCallAssembly,
-        item: TextDelta | ToolCallDelta,
+        thinking: ThinkingAssembly,
+        item: TextDelta | ToolCallDelta | ThinkingDelta,
     ) -> None:
         """Tell the budget how many tokens the stream has produced, ``item`` included."""
-        text = "".join(produced) + calls.produced()
-        if isinstance(item, TextDelta):
+        text = "".join(produced) + calls.produced() + thinking.produced()
+        if isinstance(item, TextDelta | ThinkingDelta):
             text += item.text
         else:
             text += item.arguments
@@ -270,18 +298,19 @@ class Attempts:
         c: Candidate,
         end: StreamEnd | ProviderReply | None,
         produced: list[str],
-        assembly: ToolCallAssembly,
+        assemblies: tuple[ToolCallAssembly, ThinkingAssembly],
         candidates: CandidateQueue,
         failures: Failures,
     ) -> Reply:
         """Settle a call that succeeded, store its turns, and make its reply."""
+        assembly, thought = assemblies
         if isinstance(end, ProviderReply):
-            text, calls = end.text, end.tool_calls
+            text, calls, thinking = end.text, end.tool_calls, end.thinking
         else:
-            text, calls = "".join(produced), assembly.calls()
+            text, calls, thinking = "".join(produced), assembly.calls(), thought.blocks()
         if end is None:
             # A stream that ended without its StreamEnd: count what it sent.
-            sent = count_tokens(text + assembly.produced())
+            sent = count_tokens(text + assembly.produced() + thought.produced())
             usage, usage_valid = estimated_usage(request, prepared.input_estimate, sent), True
         else:
             usage, usage_valid = end.usage, end.usage_valid
@@ -291,7 +320,8 @@ class Attempts:
         reason = finish_reason(
             end.finish_reason if end is not None else None, tool_calls=bool(calls)
         )
-        turn = ChatMessage("assistant", blocks=(Text(text), *calls)) if calls else None
+        rich = calls or thinking
+        turn = ChatMessage("assistant", blocks=(*thinking, Text(text), *calls)) if rich else None
         await self._store(request, prepared, turn or ChatMessage("assistant", text))
         warning = candidates.budget_warning(c, reservation)
         if warning is not None:
@@ -309,6 +339,7 @@ class Attempts:
             budget_warning=warning,
             finish_reason=reason,
             tool_calls=calls,
+            thinking=thinking,
         )
 
 

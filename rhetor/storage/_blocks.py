@@ -6,7 +6,9 @@ NULL); a turn with an image, a tool call or a tool result keeps all of its
 blocks, in order, as a JSON array in the shape Rhetor's own API takes them
 (``docs/api.md``, "Tools, images and content blocks"): ``{type: text, text}``,
 ``{type: image, url | data + media_type, detail?}``, ``{type: tool_call, id,
-name, arguments}`` and ``{type: tool_result, call_id, content, is_error}``.
+name, arguments}``, ``{type: tool_result, call_id, content, is_error}``, and
+Anthropic's ``{type: thinking, thinking, signature}`` and ``{type:
+redacted_thinking, data}``.
 The same JSON is what ``GET /contexts/{id}`` shows as a message's ``blocks``.
 Rows written before blocks were stored have none, and read as plain text.
 """
@@ -17,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rhetor._content import ContentBlock, Image, Text, ToolCall, ToolResult
+from rhetor._content import ContentBlock, Image, Text, Thinking, ToolCall, ToolResult
 from rhetor._tokens import MESSAGE_OVERHEAD, count_message_tokens
 from rhetor._types import ChatMessage, Role
 
@@ -44,6 +46,10 @@ def _wire(block: ContentBlock) -> dict[str, Any]:
             "name": block.name,
             "arguments": block.arguments,
         }
+    if isinstance(block, Thinking):
+        if block.redacted is not None:
+            return {"type": "redacted_thinking", "data": block.redacted}
+        return {"type": "thinking", "thinking": block.text, "signature": block.signature}
     return {
         "type": "tool_result",
         "call_id": block.call_id,
@@ -80,6 +86,10 @@ def _block(raw: Mapping[str, Any]) -> ContentBlock:
             tuple(b for b in content if isinstance(b, Text | Image)),
             bool(raw.get("is_error", False)),
         )
+    if kind == "thinking":
+        return Thinking(raw["thinking"], raw.get("signature", ""))
+    if kind == "redacted_thinking":
+        return Thinking(redacted=raw["data"])
     raise ValueError(f"a stored block has an unknown type {kind!r}")
 
 

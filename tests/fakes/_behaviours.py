@@ -149,6 +149,11 @@ class Reply:
     tool_calls: tuple[Call, ...] = ()
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # Anthropic's extended thinking before the text: thinking blocks (their text;
+    # the fake signs each, see tests.fakes.anthropic.signature), then redacted
+    # blocks (their data). Other fakes ignore them.
+    thinking: tuple[str, ...] = ()
+    redacted_thinking: tuple[str, ...] = ()
 
     @property
     def reason(self) -> str:

@@ -9,10 +9,18 @@ its text, or streamed as the Messages API streams them (the SDK's
 fragment of the input's JSON, then ``content_block_stop``; the stop reason is
 ``tool_use``. As the API does, a request whose messages hold ``tool_use`` or
 ``tool_result`` blocks but define no ``tools`` is refused with a 400.
+
+A reply's thinking (``Reply.thinking``, ``Reply.redacted_thinking``) comes first:
+``thinking`` blocks signed by :func:`signature`, streamed as ``thinking_delta``
+events and one ``signature_delta``, then ``redacted_thinking`` blocks, whole. As the
+API does, a request with thinking enabled whose last assistant turn calls tools
+but does not begin with a thinking block, or that sends back a thinking block whose
+signature is not the fake's, is refused with a 400.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import ssl
 from collections.abc import AsyncIterator
@@ -44,7 +52,7 @@ from tests.fakes._server import (
     split_text,
 )
 
-__all__ = ["DEFAULT_MODELS", "FakeAnthropic", "fake_anthropic"]
+__all__ = ["DEFAULT_MODELS", "FakeAnthropic", "fake_anthropic", "signature"]
 
 DEFAULT_MODELS = ("claude-sonnet-5-5", "claude-haiku-5-5")
 
@@ -153,6 +161,8 @@ class FakeAnthropic(FakeUpstream):
             behaviour = Fail.bad_request(
                 "Requests which include `tool_use` or `tool_result` blocks must define tools."
             )
+        elif (refusal := _thinking_refusal(body)) is not None:
+            behaviour = Fail.bad_request(refusal)
         match behaviour:
             case Fail(status=status, kind=kind, message=message, headers=headers):
                 if kind == "overloaded":
@@ -249,6 +259,47 @@ def _uses_tools(body: dict[str, Any]) -> bool:
     return False
 
 
+def signature(thinking: str) -> str:
+    """The signature the fake gives a thinking block (and checks when it comes back)."""
+    return "sig-" + hashlib.sha256(thinking.encode()).hexdigest()[:24]
+
+
+def _thinking_refusal(body: dict[str, Any]) -> str | None:
+    """What the API says of a request's thinking blocks, or None when it takes them."""
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        for j, block in enumerate(content if isinstance(content, list) else []):
+            if not isinstance(block, dict) or block.get("type") != "thinking":
+                continue
+            if block.get("signature") != signature(str(block.get("thinking"))):
+                return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    assistant = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if not assistant:
+        return None
+    last = assistant[-1]
+    content = messages[last].get("content")
+    blocks = content if isinstance(content, list) else []
+    if any(isinstance(b, dict) and b.get("type") == "tool_use" for b in blocks):
+        first = blocks[0].get("type") if isinstance(blocks[0], dict) else None
+        if first not in ("thinking", "redacted_thinking"):
+            return (
+                f"messages.{last}.content.0.type: Expected `thinking` or `redacted_thinking`, "
+                f"but found `{first}`. When `thinking` is enabled, a final `assistant` message "
+                "must start with a thinking block."
+            )
+    return None
+
+
+def _thinking_blocks(reply: Reply) -> list[dict[str, Any]]:
+    return [
+        {"type": "thinking", "thinking": t, "signature": signature(t)} for t in reply.thinking
+    ] + [{"type": "redacted_thinking", "data": d} for d in reply.redacted_thinking]
+
+
 def _call_id(call: Call, index: int) -> str:
     return call.id or f"toolu_fake{index}{call.name}"
 
@@ -276,12 +327,38 @@ def _content_events(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
     """A stream's content blocks: the text block (when there is text), then each tool_use block."""
     events: list[tuple[str, dict[str, Any]]] = []
     index = 0
+    for block in _thinking_blocks(reply):
+        start = {"type": "content_block_start", "index": index}
+        if block["type"] == "thinking":
+            text = block["thinking"]
+            start["content_block"] = {"type": "thinking", "thinking": "", "signature": ""}
+            events.append(("content_block_start", start))
+            for piece in (text[: len(text) // 2], text[len(text) // 2 :]):
+                delta = {"type": "thinking_delta", "thinking": piece}
+                events.append(
+                    (
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": index, "delta": delta},
+                    )
+                )
+            delta = {"type": "signature_delta", "signature": block["signature"]}
+            events.append(
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            )
+        else:
+            start["content_block"] = block
+            events.append(("content_block_start", start))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
     if reply.pieces() or not reply.tool_calls:
-        events.append(("content_block_start", _block_start()))
+        events.append(("content_block_start", _block_start(index)))
         events.append(("ping", {"type": "ping"}))
-        events += [("content_block_delta", _text_delta(piece)) for piece in reply.pieces()]
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
-        index = 1
+        events += [("content_block_delta", _text_delta(piece, index)) for piece in reply.pieces()]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
     for number, call in enumerate(reply.tool_calls):
         block = {"type": "tool_use", "id": _call_id(call, number), "name": call.name, "input": {}}
         events.append(
@@ -304,7 +381,7 @@ def _content_events(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _message(model: str, reply: Reply) -> dict[str, Any]:
-    content: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] = _thinking_blocks(reply)
     if reply.joined or not reply.tool_calls:
         content.append({"type": "text", "text": reply.joined})
     content += [
@@ -352,18 +429,18 @@ def _message_start(model: str, input_tokens: int) -> dict[str, Any]:
     }
 
 
-def _block_start() -> dict[str, Any]:
+def _block_start(index: int = 0) -> dict[str, Any]:
     return {
         "type": "content_block_start",
-        "index": 0,
+        "index": index,
         "content_block": {"type": "text", "text": ""},
     }
 
 
-def _text_delta(text: str) -> dict[str, Any]:
+def _text_delta(text: str, index: int = 0) -> dict[str, Any]:
     return {
         "type": "content_block_delta",
-        "index": 0,
+        "index": index,
         "delta": {"type": "text_delta", "text": text},
     }
 
