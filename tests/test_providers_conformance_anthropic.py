@@ -15,7 +15,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from rhetor._content import ToolChoice
+from rhetor._content import Passthrough, Text, Thinking, ThinkingAssembly, ToolCall, ToolChoice
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -25,10 +25,17 @@ from rhetor._errors import (
     RateLimited,
     UpstreamServerError,
 )
-from rhetor._types import ProviderRequest, StreamEnd, TextDelta, ToolCallDelta
+from rhetor._types import (
+    ChatMessage,
+    ProviderRequest,
+    StreamEnd,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+)
 from rhetor.providers._anthropic import AnthropicBackend
 from tests.fakes import Fail, Reply
-from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
+from tests.fakes.anthropic import FakeAnthropic, fake_anthropic, signature
 from tests.fakes.reference import (
     HISTORY,
     KEY,
@@ -66,6 +73,8 @@ async def anthropic_pair(
     await sdk.close()
     await backend.aclose()
 
+
+THINKING = {"type": "enabled", "budget_tokens": 2048}
 
 ANTHROPIC_CASES = [
     pytest.param(
@@ -144,6 +153,59 @@ ANTHROPIC_CASES = [
             "metadata": {"user_id": "user-1"},
         },
         id="tools-image-results-format-stop",
+    ),
+    pytest.param(
+        ProviderRequest(
+            "claude-sonnet-5-5",
+            (
+                ChatMessage("user", "Weather?"),
+                ChatMessage(
+                    "assistant",
+                    blocks=(
+                        Thinking("Call the tool.", signature("Call the tool.")),
+                        Thinking(redacted="EncryptedBlob=="),
+                        ToolCall("call_1", "get_weather", '{"city":"Paris"}'),
+                    ),
+                ),
+                ChatMessage("user", blocks=(Text("Sunny."),)),
+            ),
+            max_tokens=4096,
+            tools=(WEATHER,),
+            passthrough=Passthrough("anthropic", {"thinking": THINKING}),
+        ),
+        {
+            "max_tokens": 4096,
+            "thinking": THINKING,
+            "messages": [
+                {"role": "user", "content": "Weather?"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "type": "thinking",
+                            "thinking": "Call the tool.",
+                            "signature": signature("Call the tool."),
+                        },
+                        {"type": "redacted_thinking", "data": "EncryptedBlob=="},
+                        {
+                            "type": "tool_use",
+                            "id": "call_1",
+                            "name": "get_weather",
+                            "input": {"city": "Paris"},
+                        },
+                    ],
+                },
+                {"role": "user", "content": "Sunny."},
+            ],
+            "tools": [
+                {
+                    "name": "get_weather",
+                    "description": "The weather now in a city.",
+                    "input_schema": WEATHER.parameters,
+                }
+            ],
+        },
+        id="thinking-history",
     ),
 ]
 
@@ -278,6 +340,43 @@ async def test_anthropic_tool_calls_read_as_the_sdk_reads_them(
     ]
     text = "".join(i.text for i in items if isinstance(i, TextDelta))
     assert text == "".join(b.text for b in final.content if b.type == "text")
+
+
+async def test_anthropic_thinking_reads_as_the_sdk_reads_it(
+    anthropic_fake: FakeAnthropic,
+    anthropic_pair: tuple[anthropic.AsyncAnthropic, AnthropicBackend],
+) -> None:
+    """thinking and redacted_thinking blocks read alike: whole, and streamed as the SDK accumulates them."""
+    sdk, backend = anthropic_pair
+    reply = Reply("Blue.", thinking=("A colour, then.",), redacted_thinking=("EncryptedBlob==",))
+    anthropic_fake.script(reply, reply, reply, reply)
+    passthrough = Passthrough("anthropic", {"thinking": THINKING})
+    request = ProviderRequest("claude-haiku-5-5", HISTORY[:1], passthrough=passthrough)
+    args: dict[str, Any] = {
+        "model": "claude-haiku-5-5",
+        "max_tokens": 1024,
+        "thinking": THINKING,
+        "messages": [{"role": "user", "content": "Name a colour."}],
+    }
+
+    def blocks_of(message: Any) -> list[Thinking]:
+        return [
+            Thinking(b.thinking, b.signature) if b.type == "thinking" else Thinking(redacted=b.data)
+            for b in message.content
+            if b.type in ("thinking", "redacted_thinking")
+        ]
+
+    message = await sdk.messages.create(**args)
+    ours = await backend.complete(request)
+    assert list(ours.thinking) == blocks_of(message) and len(ours.thinking) == 2
+
+    async with sdk.messages.stream(**args) as stream:
+        final = await stream.get_final_message()
+    assembly = ThinkingAssembly()
+    for item in await collect(backend.stream(request)):
+        if isinstance(item, ThinkingDelta):
+            assembly.add(item)
+    assert list(assembly.blocks()) == blocks_of(final)
 
 
 @pytest.mark.parametrize(
