@@ -67,6 +67,7 @@ from rhetor.providers._actor import CheckHealth
 from rhetor.routing._plan import TaskConfig
 from rhetor.routing._router import (
     BudgetModeChanged,
+    CountInput,
     Estimate,
     Evaluate,
     GetProviders,
@@ -192,6 +193,20 @@ class Runtime(LibraryMethods):
         """Run a prepared request to completion."""
         reply: Reply = await ask(self.router, _generate(request), timeout=self._deadline(request))
         return reply
+
+    async def count_tokens(self, request: LLMRequest) -> dict[str, Any]:
+        """
+        The input tokens of a prepared request, as its first planned model would be sent it.
+
+        Answers ``{"input_tokens", "counted_by", "provider", "model"}``:
+        ``counted_by`` names the provider that counted (Anthropic counts
+        upstream, free of charge), or is ``"estimate"`` for Rhetor's own count
+        (every other provider, or Anthropic failing). Nothing is reserved or billed.
+        """
+        observation = observe.current()
+        message = CountInput(request, None if observation is observe.DISCARD else observation)
+        counted: dict[str, Any] = await ask(self.router, message, timeout=self._deadline(request))
+        return counted
 
     async def send_stream(self, request: LLMRequest) -> AsyncGenerator[Chunk, None]:
         """

@@ -93,7 +93,11 @@ class CompatRequest:
 
 
 def compat_operation(
-    *, body: type[Body], reply: Any, events: tuple[StreamEvent, ...] = ()
+    *,
+    body: type[Body],
+    reply: Any,
+    events: tuple[StreamEvent, ...] = (),
+    streams: bool = True,
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """
     ``rhetor.edge._schema.operation`` for a compatible route: the view gets the checked
@@ -103,12 +107,13 @@ def compat_operation(
     The translation reads the conversation and every field from ``raw``, so that
     parameters the schema does not declare reach the passthrough (or its refusal)
     instead of being dropped. The route streams as well (``events``: what its stream
-    sends); the OpenAPI document reads the same :class:`Operation`.
+    sends; ``streams=False`` for a route that never streams); the OpenAPI document
+    reads the same :class:`Operation`.
 
     Error handling: a body that does not fit its schema is a :class:`ValidationError`
     raised before the view runs (``InvalidJSON`` when it is not JSON).
     """
-    spec = Operation(body=body, reply=reply, streams=True, events=events)
+    spec = Operation(body=body, reply=reply, streams=streams, events=events)
 
     def decorate(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(view)

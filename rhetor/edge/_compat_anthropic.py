@@ -5,7 +5,8 @@ The Anthropic half of ``/v1``: Messages, whole or streamed, in Anthropic's wire 
 ``rhetor.edge._schemas_anthropic.MessagesBody``, turned into a request by
 :func:`anthropic_request`) and
 answers a ``message`` object, or with ``stream`` the ``message_start`` ...
-``message_stop`` events. :func:`anthropic_error` is the one place a
+``message_stop`` events; ``POST /v1/messages/count_tokens`` answers a
+request's ``input_tokens``. :func:`anthropic_error` is the one place a
 :class:`RhetorError` becomes Anthropic's error body; :func:`anthropic_model`
 is a model in Anthropic's list format, for ``/v1/models`` when the request
 carries ``anthropic-version`` (``rhetor.edge._compat_v1``).
@@ -30,7 +31,12 @@ from rhetor.edge._compat import (
     status_and_headers,
 )
 from rhetor.edge._http import json_response
-from rhetor.edge._schemas_anthropic import MessagesBody, MessagesReply
+from rhetor.edge._schemas_anthropic import (
+    CountTokensBody,
+    CountTokensReply,
+    MessagesBody,
+    MessagesReply,
+)
 from rhetor.edge._schemas_events import ANTHROPIC_EVENTS
 from rhetor.edge._sse import EventsOf, event, sse_response
 from rhetor.providers._anthropic_replies import AnthropicEvents, message_to_anthropic
@@ -202,5 +208,31 @@ def anthropic_blueprint(runtime: Runtime) -> Blueprint:
             )
         reply = await rt.send(llm_request)
         return json_response(anthropic_message(reply), headers=reply_headers(reply))
+
+    @bp.post("/messages/count_tokens")
+    @compat_operation(body=CountTokensBody, reply=CountTokensReply, streams=False)
+    async def count_tokens(body: CountTokensBody, raw: Mapping[str, Any]) -> Response:
+        """
+        Anthropic's token count: ``{"input_tokens"}`` of the request as Rhetor would send it.
+
+        The count covers what the first planned model would be sent: the
+        context's window (``X-Rhetor-Context``), the component's system prompt,
+        the tools. Anthropic's models are counted by Anthropic (free of
+        charge); others, or Anthropic failing, by Rhetor's own estimate.
+        ``X-Rhetor-Counted-By`` says which (a provider, or ``estimate``), with
+        ``X-Rhetor-Provider`` and ``X-Rhetor-Model``. Nothing is reserved or billed.
+        """
+        kwargs = {
+            **rhetor_headers(request.headers),
+            **route_model(body.model),
+            **fields_from_anthropic(raw),
+        }
+        counted = await rt.count_tokens(rt.request(**kwargs))
+        headers = {
+            "X-Rhetor-Counted-By": counted["counted_by"],
+            "X-Rhetor-Provider": counted["provider"],
+            "X-Rhetor-Model": counted["model"],
+        }
+        return json_response({"input_tokens": counted["input_tokens"]}, headers=headers)
 
     return bp

@@ -270,6 +270,33 @@ class MessagesBody(Body, frozen=True, kw_only=True):
         return None if self.system is None else _text(self.system) or None
 
 
+class CountTokensBody(Body, frozen=True, kw_only=True):
+    """
+    What ``POST /v1/messages/count_tokens`` counts: a Messages request without ``max_tokens``.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    model: Annotated[str, Meta(min_length=1, examples=["rhetor/chat"])]
+    messages: Annotated[
+        list[AnthropicMessage],
+        Meta(min_length=1, examples=[[{"role": "user", "content": "Hello"}]]),
+    ]
+    system: str | list[AnthropicTextBlock] | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+    output_config: AnthropicOutputConfig | None = None
+    thinking: dict[str, Any] | None = None
+
+
+class CountTokensReply(msgspec.Struct, frozen=True, kw_only=True):
+    """
+    The input tokens the request would take (the header ``X-Rhetor-Counted-By`` says who counted).
+    """
+
+    input_tokens: int
+
+
 # -- replies and errors -----------------------------------------------------------------
 
 

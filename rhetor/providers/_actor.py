@@ -42,7 +42,14 @@ from rhetor._types import (
 from rhetor.providers._backend import ProviderBackend
 from rhetor.providers._wire import preview, token_count
 
-__all__ = ["CheckHealth", "Complete", "GetStatus", "ProviderActor", "StreamCompletion"]
+__all__ = [
+    "CheckHealth",
+    "Complete",
+    "CountTokens",
+    "GetStatus",
+    "ProviderActor",
+    "StreamCompletion",
+]
 
 log = logging.getLogger("rhetor.provider")
 
@@ -57,6 +64,15 @@ class Complete:
 @attrs.frozen
 class StreamCompletion:
     """Stream a completion: :class:`TextDelta` and :class:`ToolCallDelta` items, then one :class:`StreamEnd`."""
+
+    request: ProviderRequest
+
+
+@attrs.frozen
+class CountTokens:
+    """
+    Count a request's input tokens as the provider counts them; None when its backend cannot.
+    """
 
     request: ProviderRequest
 
@@ -193,6 +209,19 @@ class ProviderActor(actors.Actor):
                 self._failed(exc)
                 raise
             return self._checked_reply(reply, message.request)
+        if isinstance(message, CountTokens):
+            count = getattr(self.backend, "count_tokens", None)
+            if count is None:
+                return None
+            self._require_available(message.request)
+            try:
+                counted = await count(message.request)
+            except ProviderError as exc:
+                self._failed(exc)
+                raise
+            if type(counted) is not int or counted < 0:
+                raise self._malformed(counted, message.request)
+            return counted
         if isinstance(message, GetStatus):
             return self._status
         if isinstance(message, CheckHealth):

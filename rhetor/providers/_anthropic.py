@@ -40,6 +40,8 @@ from rhetor.providers import _calls
 from rhetor.providers._anthropic_wire import (
     API_VERSION,
     EventReading,
+    count_body,
+    input_count,
     message,
     messages_body,
     translated,
@@ -197,5 +199,25 @@ class AnthropicBackend:
             translated,
         )
 
-    def _post(self, body: object) -> Outgoing:
-        return Outgoing("POST", "/v1/messages", self._json_headers, encode_json(body))
+    async def count_tokens(self, request: ProviderRequest) -> int:
+        """
+        The input tokens Anthropic counts for ``request`` (``POST /v1/messages/count_tokens``).
+
+        Error handling: as :meth:`complete`; an answer without ``input_tokens`` is
+        :class:`rhetor.UpstreamServerError`.
+        """
+        if self._client is None:
+            raise self._unavailable(request.model)
+        counted: int = await _calls.fetch(
+            self._client,
+            self._post(count_body(request, self.name), "/v1/messages/count_tokens"),
+            request.timeout,
+            self.name,
+            request.model,
+            translated,
+            input_count,
+        )
+        return counted
+
+    def _post(self, body: object, path: str = "/v1/messages") -> Outgoing:
+        return Outgoing("POST", path, self._json_headers, encode_json(body))

@@ -135,6 +135,30 @@ def messages_body(
     return body
 
 
+# What POST /v1/messages/count_tokens takes of a Messages body (it refuses max_tokens,
+# stream, metadata, stop_sequences and the rest).
+COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config")
+
+
+def count_body(request: ProviderRequest, provider: str = ANTHROPIC) -> dict[str, Any]:
+    """
+    The JSON body of ``POST /v1/messages/count_tokens``: the request's Messages body,
+    what the endpoint takes of it.
+
+    Error handling: as :func:`messages_body`.
+    """
+    body = messages_body(request, stream=False, provider=provider)
+    return {key: body[key] for key in COUNT_FIELDS if key in body}
+
+
+def input_count(body: object) -> int:
+    """``input_tokens`` of a count_tokens answer; :class:`MalformedReply` when it has none."""
+    count = token_count(body.get("input_tokens")) if isinstance(body, Mapping) else None
+    if count is None:
+        raise MalformedReply(f"the token count is {preview(body)}, not {{input_tokens}}")
+    return count
+
+
 # The least thinking budget the Messages API takes.
 MIN_THINKING_BUDGET = 1024
 

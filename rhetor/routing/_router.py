@@ -24,10 +24,11 @@ import attrs
 
 import actors
 from rhetor import observe
-from rhetor._asks import ask
+from rhetor._asks import as_provider_error, ask
 from rhetor._errors import (
     AllProvidersFailed,
     NotFound,
+    ProviderError,
     RhetorError,
     UpstreamTimeout,
     ValidationError,
@@ -37,7 +38,8 @@ from rhetor._types import ChatMessage, Chunk, LLMRequest, Reply, RoutingParamete
 from rhetor.budget._keeper import CheckBudget, GetActiveModel, GetBudgetMode, StoreActiveModel
 from rhetor.budget._pricing import Pricer
 from rhetor.observe import Observation
-from rhetor.routing._attempts import Attempts
+from rhetor.providers._actor import CountTokens
+from rhetor.routing._attempts import Attempts, provider_request
 from rhetor.routing._billing import Billing
 from rhetor.routing._catalogue import Catalogue
 from rhetor.routing._conversations import Conversations, split_messages, unstored_turns
@@ -50,6 +52,7 @@ from rhetor.storage._prompts import GetDefaultPrompt
 __all__ = [
     "ActiveModelChanged",
     "BudgetModeChanged",
+    "CountInput",
     "Estimate",
     "Evaluate",
     "Generate",
@@ -111,6 +114,21 @@ class ActiveModelChanged:
     """
 
     active: tuple[str, str] | None
+
+
+@attrs.frozen
+class CountInput:
+    """
+    Answers the input tokens of ``request`` as its first planned model would be sent it:
+    ``{"input_tokens", "counted_by", "provider", "model"}``.
+
+    ``counted_by`` is the provider when its backend counted (Anthropic's
+    ``count_tokens``), else ``"estimate"``: Rhetor's own estimate, the one its
+    reservations use.
+    """
+
+    request: LLMRequest
+    observation: Observation | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -233,6 +251,9 @@ class Router(actors.Actor):
             return self._catalogue.describe(self._planner.active)
         if isinstance(message, SetActive):
             return await self._set_active(message)
+        if isinstance(message, CountInput):
+            observe.bind(message.observation)
+            return await self._count_input(message.request)
         if isinstance(message, Estimate):
             return await self._estimate(message)
         if isinstance(message, Evaluate):
@@ -422,6 +443,46 @@ class Router(actors.Actor):
         self._planner.set_active((message.provider, model))
         self._last_stored = (message.provider, model)
         return self._catalogue.describe(self._planner.active)
+
+    async def _count_input(self, request: LLMRequest) -> dict[str, Any]:
+        """
+        The input tokens of what the first candidate would be sent (the context's window,
+        the system prompt, the tools included), counted by its provider where it can.
+
+        Error handling: a provider that cannot count, or fails to, leaves Rhetor's
+        estimate (a failure is logged); nothing is reserved or billed.
+        """
+        prepared = await self._prepare(request)
+        if not prepared.plan.candidates:
+            raise AllProvidersFailed([])
+        c = prepared.plan.candidates[0]
+        answer: dict[str, Any] = {
+            "input_tokens": prepared.input_estimate,
+            "counted_by": "estimate",
+            "provider": c.provider,
+            "model": c.model,
+        }
+        ref = self._catalogue.ref(c.provider)
+        if ref is None:
+            return answer
+        timeout = request.timeout or self._request_timeout
+        call = provider_request(request, prepared, c, timeout)
+        try:
+            counted = await ref.ask(CountTokens(call), timeout=timeout)
+        except (ProviderError, actors.ActorError) as raw:
+            exc = as_provider_error(raw, c.provider, c.model, timeout)
+            log.warning(
+                "request %s: %s/%s could not count tokens (%s: %s); answering Rhetor's estimate",
+                request.request_id,
+                c.provider,
+                c.model,
+                exc.code,
+                exc.message,
+            )
+            return answer
+        if isinstance(counted, int):
+            answer.update(input_tokens=counted, counted_by=c.provider)
+        return answer
 
     async def _estimate(self, message: Estimate) -> dict[str, Any]:
         max_tokens = message.max_tokens or DEFAULT_MAX_TOKENS

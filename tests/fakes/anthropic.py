@@ -52,7 +52,7 @@ from tests.fakes._server import (
     split_text,
 )
 
-__all__ = ["DEFAULT_MODELS", "FakeAnthropic", "fake_anthropic", "signature"]
+__all__ = ["DEFAULT_MODELS", "FakeAnthropic", "counted", "fake_anthropic", "signature"]
 
 DEFAULT_MODELS = ("claude-sonnet-5-5", "claude-haiku-5-5")
 
@@ -128,6 +128,8 @@ class FakeAnthropic(FakeUpstream):
             await respond.json(200, self._model_list())
         elif request.method == "POST" and request.path == "/v1/messages":
             await self._messages(request, respond, self.next_behaviour())
+        elif request.method == "POST" and request.path == "/v1/messages/count_tokens":
+            await self._count(request, respond)
         else:
             await respond.json(404, error_body("not_found", f"no route {request.path}"))
 
@@ -147,6 +149,28 @@ class FakeAnthropic(FakeUpstream):
             "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None,
         }
+
+    async def _count(self, request: ReceivedRequest, respond: Responder) -> None:
+        """
+        ``{"input_tokens"}``: :func:`counted` of the body; a ``Fail`` next in the script fails it.
+
+        As the API does, a field the endpoint does not take (``max_tokens``,
+        ``stream``, ...) is a 400.
+        """
+        body = request.json or {}
+        # Only a scripted failure is this request's; a scripted reply waits for a message.
+        failing = bool(self._script) and isinstance(self._script[0], Fail)
+        behaviour = self.next_behaviour() if failing else None
+        extra = sorted(set(body) - set(_COUNT_FIELDS))
+        if isinstance(behaviour, Fail):
+            await respond.json(behaviour.status, error_body(behaviour.kind, behaviour.message))
+        elif extra:
+            message = f"{extra[0]}: Extra inputs are not permitted"
+            await respond.json(400, error_body("bad_request", message))
+        elif not body.get("messages") or not body.get("model"):
+            await respond.json(400, error_body("bad_request", "messages: Field required"))
+        else:
+            await respond.json(200, {"input_tokens": counted(body)})
 
     async def _messages(
         self, request: ReceivedRequest, respond: Responder, behaviour: Behaviour
@@ -257,6 +281,25 @@ def _uses_tools(body: dict[str, Any]) -> bool:
         ):
             return True
     return False
+
+
+# What the count_tokens endpoint takes.
+_COUNT_FIELDS = (
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "output_config",
+    "mcp_servers",
+)
+
+
+def counted(body: dict[str, Any]) -> int:
+    """The fake's token count of a count_tokens body: its messages', system's and tools' JSON, a token per 3 bytes."""
+    parts = (body.get("messages"), body.get("system"), body.get("tools"))
+    return 3 + sum(len(dumps(p)) // 3 for p in parts if p)
 
 
 def signature(thinking: str) -> str:
