@@ -55,6 +55,7 @@ from rhetor.providers._shapes import (
 __all__ = [
     "JSON_OBJECT_INSTRUCTION",
     "TRANSLATED",
+    "block_cache_control",
     "content_from_anthropic",
     "fields_from_anthropic",
     "messages_from_anthropic",
@@ -103,7 +104,8 @@ def fields_from_anthropic(body: Mapping[str, Any]) -> dict[str, Any]:
     ``tools``, ``tool_choice``, ``response_format`` (from ``output_config.format``),
     ``stop`` (``stop_sequences``), ``top_p``, ``user`` (``metadata.user_id``), and
     every parameter not in :data:`TRANSLATED` as an Anthropic ``passthrough``, with
-    whatever ``output_config`` holds besides its format.
+    whatever ``output_config`` holds besides its format, and the request-level
+    ``cache_control`` that stands for block-level ones (:func:`block_cache_control`).
 
     ``model``, ``max_tokens``, ``stream`` and ``temperature`` are left to the edge.
 
@@ -128,12 +130,55 @@ def fields_from_anthropic(body: Mapping[str, Any]) -> dict[str, Any]:
     }
     fields.pop("seed", None)
     extra = {k: v for k, v in body.items() if k not in TRANSLATED}
+    if "cache_control" not in extra and (marked := block_cache_control(body)) is not None:
+        extra["cache_control"] = marked
     config = body.get("output_config")
     if isinstance(config, Mapping) and (rest := {k: v for k, v in config.items() if k != "format"}):
         extra["output_config"] = rest
     if extra:
         fields["passthrough"] = Passthrough(ANTHROPIC, extra)
     return fields
+
+
+def block_cache_control(body: Mapping[str, Any]) -> dict[str, str] | None:
+    """
+    The request-level ``cache_control`` that stands for a body's block-level ones; None without any.
+
+    Blocks are not carried one by one (the internal model has no place for a
+    breakpoint, and the system prompt is one text), so a ``cache_control`` on
+    any system block, tool, message block or tool result's block becomes
+    Anthropic's automatic caching: one breakpoint at the last cacheable block,
+    which reads any prefix cached before. Its ``ttl`` is ``1h`` when any block
+    asked for an hour, else the default five minutes.
+    """
+    marks = [_marked(item) for item in _as_items(body.get("system"))]
+    marks += [_marked(item) for item in _as_items(body.get("tools"))]
+    for message in _as_items(body.get("messages")):
+        for block in _as_items(message.get("content")):
+            marks.append(_marked(block))
+            marks += [_marked(inner) for inner in _as_items(block.get("content"))]
+    asked = [m for m in marks if m is not None]
+    if not asked:
+        return None
+    if "1h" in asked:
+        return {"type": "ephemeral", "ttl": "1h"}
+    return {"type": "ephemeral"}
+
+
+def _as_items(value: object) -> list[Mapping[str, Any]]:
+    """The objects of a JSON array (anything else: none; the edge checks shapes elsewhere)."""
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, Mapping)]
+
+
+def _marked(item: Mapping[str, Any]) -> str | None:
+    """An object's ``cache_control`` TTL (``""`` for the default), or None when it has none."""
+    control = item.get("cache_control")
+    if not isinstance(control, Mapping) or control.get("type") != "ephemeral":
+        return None
+    ttl = control.get("ttl")
+    return ttl if ttl == "1h" else ""
 
 
 def messages_from_anthropic(raw: object, field: str = "messages") -> tuple[ChatMessage, ...]:
