@@ -58,6 +58,7 @@ from rhetor._types import (
     ToolChoice,
     ToolResult,
     Usage,
+    Verbatim,
 )
 
 __version__ = "0.1.0"
@@ -105,5 +106,6 @@ __all__ = [
     "UpstreamTimeout",
     "Usage",
     "ValidationError",
+    "Verbatim",
     "__version__",
 ]

@@ -8,8 +8,10 @@ One internal model for every API family (see ``docs/providers.md``, "Content blo
   :class:`Text`, :class:`Image` (a URL, or base64 data with its media type),
   :class:`ToolCall` (in an assistant turn: id, name, arguments as JSON text),
   :class:`ToolResult` (in a user turn: the call's id, its content, whether it failed)
-  and :class:`Thinking` (in an assistant turn: Anthropic's extended thinking, with the
-  signature that must travel back with it, or its redacted form);
+  :class:`Thinking` (in an assistant turn: Anthropic's extended thinking, with the
+  signature that must travel back with it, or its redacted form) and :class:`Verbatim`
+  (a block of one API family that Rhetor relays as it came, such as Anthropic's
+  ``document``: only a provider of that family may be sent it);
 - a request may offer :class:`Tool` definitions, say how they may be used
   (:class:`ToolChoice`), ask for JSON output (:class:`ResponseFormat`), and carry the
   parameters Rhetor does not translate (:class:`Passthrough`);
@@ -53,6 +55,7 @@ __all__ = [
     "ToolCallDelta",
     "ToolChoice",
     "ToolResult",
+    "Verbatim",
     "finish_reason",
     "text_of",
 ]
@@ -240,7 +243,23 @@ class Thinking:
     redacted: str | None = None
 
 
-ContentBlock = Text | Image | ToolCall | ToolResult | Thinking
+@attrs.frozen
+class Verbatim:
+    """
+    A content block of one API family that Rhetor does not translate, relayed as it came.
+
+    Anthropic's ``document`` (a PDF, plain text or content blocks, with its
+    title, context and citations setting) and ``search_result`` blocks are
+    carried so: an upstream of ``family`` gets ``block`` unchanged, and a
+    request holding one needs a provider of that family (the Router skips the
+    others). ``block`` is the JSON object as sent; it must not be changed.
+    """
+
+    family: str
+    block: Mapping[str, Any]
+
+
+ContentBlock = Text | Image | ToolCall | ToolResult | Thinking | Verbatim
 
 
 def _merged_text(blocks: tuple[Text | Image, ...]) -> tuple[Text | Image, ...]:
@@ -264,7 +283,7 @@ def text_of(blocks: Iterable[ContentBlock]) -> str:
 # The blocks each role may hold.
 ALLOWED_BLOCKS: dict[str, tuple[type, ...]] = {
     "system": (Text,),
-    "user": (Text, Image, ToolResult),
+    "user": (Text, Image, ToolResult, Verbatim),
     "assistant": (Text, ToolCall, Thinking),
 }
 

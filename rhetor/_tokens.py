@@ -26,7 +26,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rhetor._content import Image, ResponseFormat, Text, Thinking, Tool, ToolCall, ToolResult
+from rhetor._content import (
+    Image,
+    ResponseFormat,
+    Text,
+    Thinking,
+    Tool,
+    ToolCall,
+    ToolResult,
+    Verbatim,
+)
 from rhetor._types import ChatMessage
 
 __all__ = [
@@ -110,6 +119,10 @@ def _block_tokens(blocks: Sequence[object]) -> int:
             total += BLOCK_OVERHEAD + count_tokens(block.name) + count_tokens(block.arguments)
         elif isinstance(block, ToolResult):
             total += BLOCK_OVERHEAD + _block_tokens(block.content)
+        elif isinstance(block, Verbatim):
+            # Its JSON, a token per three characters: high for a base64 PDF
+            # (a page is a few thousand tokens upstream), never low.
+            total += BLOCK_OVERHEAD + len(json.dumps(block.block, separators=(",", ":"))) // 3
         elif isinstance(block, Thinking):
             # The text, or a redacted block's data: high for data, never low.
             total += BLOCK_OVERHEAD + count_tokens(block.text or block.redacted or "")

@@ -34,6 +34,7 @@ from rhetor._content import (
     ToolCallDelta,
     ToolChoice,
     ToolResult,
+    Verbatim,
     normalised_blocks,
     text_of,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "ToolChoice",
     "ToolResult",
     "Usage",
+    "Verbatim",
     "new_request_id",
 ]
 

@@ -58,6 +58,7 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "UpstreamTimeout",
         "Usage",
         "ValidationError",
+        "Verbatim",
         "__version__",
     ]
 

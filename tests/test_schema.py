@@ -228,10 +228,10 @@ def test_content_of_another_kind_is_refused_naming_the_part(content: Any, field:
 
 def test_an_unsupported_part_says_which_types_are() -> None:
     """The message of an unknown ``type`` lists the types the API takes."""
-    error = error_of({"role": "user", "content": [{"type": "document"}]}, AnthropicMessage)
+    error = error_of({"role": "user", "content": [{"type": "container_upload"}]}, AnthropicMessage)
     assert error.message == (
-        "content[0]: type 'document' is not supported; use text, image, tool_use, "
-        "tool_result, thinking or redacted_thinking"
+        "content[0]: type 'container_upload' is not supported; use text, image, tool_use, "
+        "tool_result, thinking, redacted_thinking, document or search_result"
     )
 
 

@@ -143,7 +143,39 @@ class AnthropicRedactedThinkingBlock(
     data: str
 
 
-# Every kind of content block Rhetor reads; others (documents) are a 400.
+class AnthropicDocumentBlock(Body, tag_field="type", tag="document", frozen=True, kw_only=True):
+    """
+    A document (a PDF as base64 or URL, plain text, or content blocks), relayed to
+    Anthropic models as sent.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    source: Annotated[
+        dict[str, Any],
+        Meta(examples=[{"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}]),
+    ]
+    title: str | None = None
+    context: str | None = None
+    citations: dict[str, Any] | None = None
+
+
+class AnthropicSearchResultBlock(
+    Body, tag_field="type", tag="search_result", frozen=True, kw_only=True
+):
+    """
+    A search result with its source and title, relayed to Anthropic models as sent.
+    """
+
+    required_message: ClassVar[str] = "Field required"
+
+    source: str
+    title: str
+    content: list[AnthropicTextBlock]
+    citations: dict[str, Any] | None = None
+
+
+# Every kind of content block Rhetor reads; others are a 400.
 AnthropicBlock = (
     AnthropicTextBlock
     | AnthropicImageBlock
@@ -151,6 +183,8 @@ AnthropicBlock = (
     | AnthropicToolResultBlock
     | AnthropicThinkingBlock
     | AnthropicRedactedThinkingBlock
+    | AnthropicDocumentBlock
+    | AnthropicSearchResultBlock
 )
 
 

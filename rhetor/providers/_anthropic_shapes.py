@@ -6,7 +6,9 @@ one for one: ``text``, ``image`` (a ``base64`` or ``url`` source), ``tool_use``
 (whose ``input`` object is a :class:`~rhetor._content.ToolCall`'s arguments, as
 JSON text), ``tool_result`` (its ``content`` a string or text and image blocks), and
 ``thinking`` and ``redacted_thinking`` (a :class:`~rhetor._content.Thinking`, kept
-exactly as it came so that it can go back with its signature).
+exactly as it came so that it can go back with its signature). A user turn's
+``document`` and ``search_result`` blocks are relayed as they came
+(:class:`~rhetor._content.Verbatim`), to Anthropic models only.
 Reading (a client's request at the edge, an upstream's reply here) and writing (a
 request upstream, a reply to an Anthropic client) go through the functions below;
 replies written for Anthropic clients are in :mod:`rhetor.providers._anthropic_replies`.
@@ -37,6 +39,7 @@ from rhetor._content import (
     ToolCall,
     ToolChoice,
     ToolResult,
+    Verbatim,
 )
 from rhetor._errors import ValidationError
 from rhetor._types import ChatMessage
@@ -199,11 +202,13 @@ def messages_from_anthropic(raw: object, field: str = "messages") -> tuple[ChatM
     return tuple(turns)
 
 
+# Blocks relayed as they came, to Anthropic models only (see Verbatim).
+VERBATIM = ("document", "search_result")
 _ROLE_BLOCKS = {
-    "user": ("text", "image", "tool_result"),
+    "user": ("text", "image", "tool_result", *VERBATIM),
     "assistant": ("text", "tool_use", "thinking", "redacted_thinking"),
 }
-Block = Text | Image | ToolCall | ToolResult | Thinking
+Block = Text | Image | ToolCall | ToolResult | Thinking | Verbatim
 
 
 def _blocks(content: object, field: str, role: str) -> tuple[Block, ...]:
@@ -228,6 +233,8 @@ def _blocks(content: object, field: str, role: str) -> tuple[Block, ...]:
             blocks.append(_tool_use(block, where))
         elif kind in ("thinking", "redacted_thinking"):
             blocks.append(_thinking(block, where))
+        elif kind in VERBATIM:
+            blocks.append(Verbatim(ANTHROPIC, dict(block)))
         else:
             blocks.append(_tool_result(block, where))
     return tuple(blocks)
@@ -439,6 +446,10 @@ def _block(block: Block, where: str) -> dict[str, Any]:
         return {"type": "tool_use", "id": block.id, "name": block.name, "input": arguments}
     if isinstance(block, Thinking):
         return thinking_to_anthropic(block)
+    if isinstance(block, Verbatim):
+        if block.family != ANTHROPIC:
+            raise Untranslatable(where, f"a block of {block.family}'s cannot go to Anthropic")
+        return dict(block.block)
     written: dict[str, Any] = {"type": "tool_result", "tool_use_id": block.call_id}
     if all(isinstance(b, Text) for b in block.content):
         written["content"] = block.text

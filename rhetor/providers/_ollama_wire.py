@@ -28,7 +28,15 @@ from typing import Any
 
 import attrs
 
-from rhetor._content import Image, Text, ToolCall, ToolCallDelta, ToolResult, finish_reason
+from rhetor._content import (
+    Image,
+    Text,
+    ToolCall,
+    ToolCallDelta,
+    ToolResult,
+    Verbatim,
+    finish_reason,
+)
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -181,6 +189,10 @@ def chat_message(
             written.append(tool)
         elif isinstance(block, Text | Image):
             rest.append(block)
+        elif isinstance(block, Verbatim):
+            raise Untranslatable(
+                where, f"{block.family}'s {block.block.get('type')} block cannot go to Ollama"
+            )
     if rest:
         user: dict[str, Any] = {
             "role": message.role,

@@ -36,6 +36,7 @@ from rhetor._content import (
     ToolCall,
     ToolChoice,
     ToolResult,
+    Verbatim,
 )
 from rhetor._errors import ValidationError
 from rhetor._types import ChatMessage
@@ -361,6 +362,11 @@ def message_to_openai(message: ChatMessage, field: str = "message") -> list[dict
             written.append(_tool_message(block, f"{field}.content[{j}]"))
         elif isinstance(block, Text | Image):
             rest.append(block)
+        elif isinstance(block, Verbatim):
+            raise Untranslatable(
+                f"{field}.content[{j}]",
+                f"{block.family}'s {block.block.get('type')} block cannot go to OpenAI",
+            )
     if rest:
         if all(isinstance(b, Text) for b in rest):
             written.append({"role": message.role, "content": "".join(_text(b) for b in rest)})

@@ -3,7 +3,8 @@ What a request needs of the model that answers it, and whether a model has it.
 
 A request with tools needs a model that can call them; one with images, a model
 that sees; one asking for JSON, a model that can hold to it; one carrying a
-client's untranslated parameters, a provider of that client's API family. Each
+client's untranslated parameters or blocks relayed as they came (an Anthropic
+``document``), a provider of that client's API family. Each
 such need names the request field that makes it, so that a request no candidate
 can serve is refused with a 400 naming that field (never answered by a model that
 silently ignores it).
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from rhetor._content import Image, ToolCall, ToolResult
+from rhetor._content import Image, ToolCall, ToolResult, Verbatim
 from rhetor._errors import ValidationError
 from rhetor._types import ChatMessage, LLMRequest
 from rhetor.providers._families import SIMULATED, family_feature, features_of, unportable
@@ -60,7 +61,8 @@ class Need:
     def description(self) -> str:
         """The need in words."""
         if self.capability.startswith("family:"):
-            return f"{self.capability.removeprefix('family:')}'s own parameters"
+            what = "content blocks" if self.field == "messages" else "parameters"
+            return f"{self.capability.removeprefix('family:')}'s own {what}"
         return DESCRIPTIONS.get(self.capability, self.capability)
 
 
@@ -89,6 +91,9 @@ def needs_of(request: LLMRequest, messages: Sequence[ChatMessage]) -> tuple[Need
         needs.append(Need("json_schema", "response_format"))
     elif fmt is not None and fmt.type == "json_object":
         needs.append(Need("json_mode", "response_format"))
+    relayed = {b.family for m in messages if m.blocks for b in m.blocks if isinstance(b, Verbatim)}
+    for family in sorted(relayed):
+        needs.append(Need(family_feature(family), "messages", model_level=False))
     extra = request.passthrough
     if extra is not None and (names := unportable(extra.family, extra.params)):
         needs.append(Need(family_feature(extra.family), names[0], model_level=False))

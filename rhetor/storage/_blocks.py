@@ -8,7 +8,8 @@ blocks, in order, as a JSON array in the shape Rhetor's own API takes them
 ``{type: image, url | data + media_type, detail?}``, ``{type: tool_call, id,
 name, arguments}``, ``{type: tool_result, call_id, content, is_error}``, and
 Anthropic's ``{type: thinking, thinking, signature}`` and ``{type:
-redacted_thinking, data}``.
+redacted_thinking, data}``, and a block relayed as it came, ``{type: verbatim,
+family, block}``.
 The same JSON is what ``GET /contexts/{id}`` shows as a message's ``blocks``.
 Rows written before blocks were stored have none, and read as plain text.
 """
@@ -19,7 +20,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rhetor._content import ContentBlock, Image, Text, Thinking, ToolCall, ToolResult
+from rhetor._content import ContentBlock, Image, Text, Thinking, ToolCall, ToolResult, Verbatim
 from rhetor._tokens import MESSAGE_OVERHEAD, count_message_tokens
 from rhetor._types import ChatMessage, Role
 
@@ -46,6 +47,8 @@ def _wire(block: ContentBlock) -> dict[str, Any]:
             "name": block.name,
             "arguments": block.arguments,
         }
+    if isinstance(block, Verbatim):
+        return {"type": "verbatim", "family": block.family, "block": dict(block.block)}
     if isinstance(block, Thinking):
         if block.redacted is not None:
             return {"type": "redacted_thinking", "data": block.redacted}
@@ -86,6 +89,8 @@ def _block(raw: Mapping[str, Any]) -> ContentBlock:
             tuple(b for b in content if isinstance(b, Text | Image)),
             bool(raw.get("is_error", False)),
         )
+    if kind == "verbatim":
+        return Verbatim(raw["family"], raw["block"])
     if kind == "thinking":
         return Thinking(raw["thinking"], raw.get("signature", ""))
     if kind == "redacted_thinking":
