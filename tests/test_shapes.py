@@ -327,7 +327,19 @@ def test_bad_openai_messages_name_their_field(messages: Any, field: str) -> None
     ("messages", "field"),
     [
         ([{"role": "system", "content": "x"}], "messages[0].role"),
-        ([{"role": "user", "content": [{"type": "document"}]}], "messages[0].content[0].type"),
+        (
+            [{"role": "user", "content": [{"type": "container_upload"}]}],
+            "messages[0].content[0].type",
+        ),
+        ([{"role": "user", "content": [{"type": "document"}]}], "messages[0].content[0].source"),
+        (
+            [{"role": "user", "content": [{"type": "document", "source": {"type": "zip"}}]}],
+            "messages[0].content[0].source.type",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "document", "source": {"type": "url"}}]}],
+            "messages[0].content[0].source.url",
+        ),
         (
             [{"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "b"}]}],
             "messages[0].content[0].type",

@@ -234,10 +234,34 @@ def _blocks(content: object, field: str, role: str) -> tuple[Block, ...]:
         elif kind in ("thinking", "redacted_thinking"):
             blocks.append(_thinking(block, where))
         elif kind in VERBATIM:
+            if kind == "document":
+                _check_document_source(block.get("source"), f"{where}.source")
             blocks.append(Verbatim(ANTHROPIC, dict(block)))
         else:
             blocks.append(_tool_result(block, where))
     return tuple(blocks)
+
+
+# A document's source types, and the fields each needs (Anthropic checks the rest).
+_DOCUMENT_SOURCES = {
+    "base64": ("media_type", "data"),
+    "text": ("data",),
+    "url": ("url",),
+    "file": ("file_id",),
+}
+
+
+def _check_document_source(raw: object, where: str) -> None:
+    """A ``document`` block's ``source``: a known type with the fields that type needs."""
+    source = as_object(raw, where)
+    kind = source.get("type")
+    if kind == "content":
+        as_list(source.get("content"), f"{where}.content")
+        return
+    if not isinstance(kind, str) or kind not in _DOCUMENT_SOURCES:
+        raise ValidationError(f"{where}.type", "must be base64, text, content, url or file")
+    for name in _DOCUMENT_SOURCES[kind]:
+        required_str(source, name, where)
 
 
 def _thinking(block: Mapping[str, Any], where: str) -> Thinking:
