@@ -14,6 +14,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import openai
 import pytest
 
 from rhetor._content import Text, Verbatim
@@ -143,3 +144,54 @@ def test_a_verbatim_block_is_stored_and_read_back_exactly() -> None:
     stored = blocks_json(turn)
     assert stored is not None
     assert message_of("user", turn.content, stored) == turn
+
+
+# -- OpenAI's file and audio parts -----------------------------------------------------------
+
+FILE_PART: dict[str, Any] = {
+    "type": "file",
+    "file": {"filename": "report.pdf", "file_data": f"data:application/pdf;base64,{PDF}"},
+}
+AUDIO_PART: dict[str, Any] = {
+    "type": "input_audio",
+    "input_audio": {"data": "UklGRg==", "format": "wav"},
+}
+
+
+def openai_asking(part: dict[str, Any]) -> list[Any]:
+    return [{"role": "user", "content": [part, {"type": "text", "text": "Summarise it."}]}]
+
+
+@pytest.mark.parametrize("part", [FILE_PART, AUDIO_PART], ids=["file", "input_audio"])
+async def test_an_openai_part_reaches_openai_exactly_as_sent(
+    stack: Stack, part: dict[str, Any]
+) -> None:
+    stack.openai.script(Reply("A summary."))
+    completion = await stack.oai.chat.completions.create(
+        model=GPT_MINI, messages=openai_asking(part)
+    )
+    assert completion.choices[0].message.content == "A summary."
+    sent = stack.sent("openai")["messages"][0]["content"]
+    assert sent == [part, {"type": "text", "text": "Summarise it."}]
+
+
+async def test_an_openai_file_for_anthropic_is_a_400_naming_messages(stack: Stack) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await stack.oai.chat.completions.create(model=HAIKU, messages=openai_asking(FILE_PART))
+    assert "messages" in str(caught.value)
+    assert stack.anthropic.completions == []
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "file", "file": {"filename": "x.pdf"}},
+        {"type": "file", "file": "x"},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg=="}},
+    ],
+    ids=["file-without-data-or-id", "file-not-an-object", "audio-without-format"],
+)
+async def test_a_malformed_openai_part_is_a_400(stack: Stack, part: dict[str, Any]) -> None:
+    with pytest.raises(openai.BadRequestError):
+        await stack.oai.chat.completions.create(model=GPT_MINI, messages=openai_asking(part))
+    assert stack.openai.completions == []

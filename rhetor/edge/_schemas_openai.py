@@ -11,7 +11,7 @@ family (``docs/compat.md``). The schema checks the shapes; the translation
 (``rhetor.providers._openai_shapes.fields_from_openai``) reads the values.
 A message's content is a string or an array of parts, each a class tagged
 by its ``type`` (:class:`OpenAITextPart`, :class:`OpenAIRefusalPart`,
-:class:`OpenAIImagePart`); a new kind of part is one more class in
+:class:`OpenAIImagePart`, :class:`OpenAIFilePart`, :class:`OpenAIAudioPart`); a new kind of part is one more class in
 :data:`OpenAIPart`.
 """
 
@@ -28,14 +28,18 @@ from rhetor.edge._schemas_native import Temperature
 __all__ = [
     "ChatCompletionBody",
     "ChatCompletionReply",
+    "OpenAIAudioPart",
     "OpenAIChoice",
     "OpenAICompletionDetails",
     "OpenAIErrorBody",
     "OpenAIErrorDetail",
+    "OpenAIFile",
+    "OpenAIFilePart",
     "OpenAIFunction",
     "OpenAIFunctionCall",
     "OpenAIImagePart",
     "OpenAIImageURL",
+    "OpenAIInputAudio",
     "OpenAIJSONSchema",
     "OpenAIMessage",
     "OpenAIModel",
@@ -88,8 +92,43 @@ class OpenAIImagePart(Body, tag_field="type", tag="image_url", frozen=True, kw_o
     image_url: OpenAIImageURL
 
 
-# Every kind of content part Rhetor reads; others (audio, files) are a 400 naming the part.
-OpenAIPart = OpenAITextPart | OpenAIRefusalPart | OpenAIImagePart
+class OpenAIFile(Body, frozen=True, kw_only=True):
+    """
+    A file: its data as a ``data:`` URL (``file_data``) or an uploaded file's id.
+    """
+
+    file_data: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class OpenAIFilePart(Body, tag_field="type", tag="file", frozen=True, kw_only=True):
+    """
+    A file (a PDF) in a user message, relayed to OpenAI-compatible models as sent.
+    """
+
+    file: OpenAIFile
+
+
+class OpenAIInputAudio(Body, frozen=True, kw_only=True):
+    """
+    Audio as base64 data, and its format (``wav``, ``mp3``).
+    """
+
+    data: str
+    format: str
+
+
+class OpenAIAudioPart(Body, tag_field="type", tag="input_audio", frozen=True, kw_only=True):
+    """
+    Audio in a user message, relayed to OpenAI-compatible models as sent.
+    """
+
+    input_audio: OpenAIInputAudio
+
+
+# Every kind of content part Rhetor reads; others are a 400 naming the part.
+OpenAIPart = OpenAITextPart | OpenAIRefusalPart | OpenAIImagePart | OpenAIFilePart | OpenAIAudioPart
 
 
 class OpenAIFunctionCall(Body, frozen=True, kw_only=True):

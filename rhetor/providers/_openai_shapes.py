@@ -155,8 +155,8 @@ def messages_from_openai(raw: object, field: str = "messages") -> tuple[ChatMess
             text = _parts(message.get("content"), f"{where}.content", images=False)
             turns.append(ChatMessage("system", blocks=text))
         elif role == "user":
-            content = _parts(message.get("content"), f"{where}.content", images=True)
-            turns.append(ChatMessage("user", blocks=(*results, *content)))
+            parts = _user_parts(message.get("content"), f"{where}.content")
+            turns.append(ChatMessage("user", blocks=(*results, *parts)))
             results = []
         elif role == "assistant":
             turns.append(_assistant(message, where))
@@ -189,14 +189,44 @@ def _assistant(message: Mapping[str, Any], where: str) -> ChatMessage:
 
 def _parts(content: object, field: str, *, images: bool) -> tuple[Text | Image, ...]:
     """A message's content: a string, or an array of text (and, for a user, image) parts."""
+    blocks = _user_parts(content, field, images=images, files=False)
+    return tuple(b for b in blocks if not isinstance(b, Verbatim))
+
+
+# The parts of a user message relayed as they came, to OpenAI-compatible models only
+# (a file as file_data or file_id, audio as base64 data and its format).
+_VERBATIM_PARTS = {"file": ("file", ("file_data", "file_id")), "input_audio": ("input_audio", ())}
+
+
+def _verbatim_part(part: Mapping[str, Any], where: str) -> Verbatim:
+    kind = str(part.get("type"))
+    key, either = _VERBATIM_PARTS[kind]
+    inner = as_object(part.get(key), f"{where}.{key}")
+    if either and not any(isinstance(inner.get(name), str) for name in either):
+        raise ValidationError(f"{where}.{key}", f"needs {' or '.join(either)}")
+    if kind == "input_audio":
+        required_str(inner, "data", f"{where}.{key}")
+        required_str(inner, "format", f"{where}.{key}")
+    return Verbatim(OPENAI, dict(part))
+
+
+def _user_parts(
+    content: object, field: str, *, images: bool = True, files: bool = True
+) -> tuple[Text | Image | Verbatim, ...]:
+    """
+    A message's content: a string, or an array of text parts, and for a user image parts
+    and (``files``) file and audio parts, which are relayed as they came.
+    """
     if isinstance(content, str):
         return (Text(content),)
-    blocks: list[Text | Image] = []
+    blocks: list[Text | Image | Verbatim] = []
     for j, item in enumerate(as_list(content, field)):
         where = f"{field}[{j}]"
         part = as_object(item, where)
         kind = part.get("type")
-        if kind == "text":
+        if files and kind in _VERBATIM_PARTS:
+            blocks.append(_verbatim_part(part, where))
+        elif kind == "text":
             blocks.append(Text(required_str(part, "text", where)))
         elif kind == "refusal":
             blocks.append(Text(required_str(part, "refusal", where)))
@@ -212,6 +242,8 @@ def _parts(content: object, field: str, *, images: bool) -> tuple[Text | Image, 
                 raise ValidationError(f"{where}.image_url.url", exc.message) from None
         else:
             allowed = "text and image_url" if images else "text"
+            if files:
+                allowed = "text, image_url, file and input_audio"
             raise ValidationError(
                 f"{where}.type", f"content part type {kind!r} is not supported here; only {allowed}"
             )
@@ -356,11 +388,13 @@ def message_to_openai(message: ChatMessage, field: str = "message") -> list[dict
             ]
         return [out]
     written: list[dict[str, Any]] = []
-    rest: list[Text | Image] = []
+    rest: list[Text | Image | Verbatim] = []
     for j, block in enumerate(message.blocks):
         if isinstance(block, ToolResult):
             written.append(_tool_message(block, f"{field}.content[{j}]"))
-        elif isinstance(block, Text | Image):
+        elif isinstance(block, Text | Image) or (
+            isinstance(block, Verbatim) and block.family == OPENAI
+        ):
             rest.append(block)
         elif isinstance(block, Verbatim):
             raise Untranslatable(
@@ -375,7 +409,7 @@ def message_to_openai(message: ChatMessage, field: str = "message") -> list[dict
     return written
 
 
-def _text(block: Text | Image) -> str:
+def _text(block: Text | Image | Verbatim) -> str:
     return block.text if isinstance(block, Text) else ""
 
 
@@ -388,9 +422,11 @@ def _tool_message(result: ToolResult, field: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": result.call_id, "content": text}
 
 
-def _part(block: Text | Image) -> dict[str, Any]:
+def _part(block: Text | Image | Verbatim) -> dict[str, Any]:
     if isinstance(block, Text):
         return {"type": "text", "text": block.text}
+    if isinstance(block, Verbatim):
+        return dict(block.block)
     image: dict[str, Any] = {"url": block.as_url()}
     if block.detail is not None:
         image["detail"] = block.detail
