@@ -327,7 +327,7 @@ async def test_malformed_bodies_are_bad_request_errors(tmp_path: Path) -> None:
         ([{"role": "function", "content": "x", "name": "f"}], "messages[0].role"),
         ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id"),
         (
-            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}],
+            [{"role": "user", "content": [{"type": "video_url", "video_url": {}}]}],
             "messages[0].content[0]",
         ),
         (

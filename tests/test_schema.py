@@ -212,7 +212,7 @@ def test_content_is_a_string_or_the_text_of_its_parts() -> None:
     ("content", "field"),
     [
         (5, "m.content"),
-        ([{"type": "input_audio", "input_audio": {}}], "m.content[0]"),
+        ([{"type": "video_url", "video_url": {}}], "m.content[0]"),
         ([{"type": "image_url", "image_url": {}}], "m.content[0].image_url.url"),
         (["text"], "m.content[0]"),
         ([{"type": ["text"]}], "m.content[0]"),

@@ -275,7 +275,7 @@ def test_a_data_url_image_becomes_base64_data() -> None:
     ("messages", "field"),
     [
         ([{"role": "function", "content": "x"}], "messages[0].role"),
-        ([{"role": "user", "content": [{"type": "input_audio"}]}], "messages[0].content[0].type"),
+        ([{"role": "user", "content": [{"type": "video_url"}]}], "messages[0].content[0].type"),
         ([{"role": "user", "content": [{"type": "text"}]}], "messages[0].content[0].text"),
         (
             [
