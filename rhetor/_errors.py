@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AllProvidersFailed",
+    "AllProvidersRefused",
     "AuthenticationFailed",
     "BadRequest",
     "BudgetExceeded",
@@ -365,6 +366,9 @@ class StreamBroken(ProviderError):
 class AllProvidersFailed(RhetorError):
     """
     Raised when every candidate in the routing chain failed; lists each attempt.
+
+    A 503: retrying may find a provider back. When every attempt was an upstream
+    refusing the request itself, it is :class:`AllProvidersRefused` (a 400).
     """
 
     code = "all_providers_failed"
@@ -375,6 +379,14 @@ class AllProvidersFailed(RhetorError):
         super().__init__(f"all providers failed ({tried or 'no candidates'})")
         self.attempts = list(attempts)
 
+    @staticmethod
+    def of(attempts: Sequence[tuple[str, str, RhetorError]]) -> AllProvidersFailed:
+        """The error for ``attempts``: :class:`AllProvidersRefused` when each refused the request."""
+        refused = all(isinstance(e, BadRequest | ContextTooLong) for _, _, e in attempts)
+        if attempts and refused:
+            return AllProvidersRefused(attempts)
+        return AllProvidersFailed(attempts)
+
     def to_dict(self) -> dict[str, Any]:
         body = super().to_dict()
         body["attempts"] = [
@@ -382,3 +394,13 @@ class AllProvidersFailed(RhetorError):
             for p, m, e in self.attempts
         ]
         return body
+
+
+class AllProvidersRefused(AllProvidersFailed):
+    """
+    Every candidate's upstream refused the request itself (a bad request, a prompt
+    over its context window): a 400, which no client retries, since the same request
+    would be refused again. Its code and body are :class:`AllProvidersFailed`'s.
+    """
+
+    status = 400

@@ -201,4 +201,4 @@ class CandidateQueue:
                 )
                 for c in self._prepared.plan.skipped
             ]
-        raise AllProvidersFailed(failures)
+        raise AllProvidersFailed.of(failures)
