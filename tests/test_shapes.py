@@ -24,11 +24,13 @@ from rhetor._content import (
     Passthrough,
     ResponseFormat,
     Text,
+    Thinking,
     Tool,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolResult,
+    Verbatim,
 )
 from rhetor._types import ChatMessage, Chunk, LLMRequest, Reply, Usage
 from rhetor.providers._anthropic_replies import AnthropicEvents, message_to_anthropic
@@ -100,32 +102,51 @@ def results(draw: st.DrawFn, *, images_inside: bool, errors: bool) -> ToolResult
 
 
 @st.composite
-def user_turns(draw: st.DrawFn, *, openai: bool) -> ChatMessage:
+def verbatim_blocks(draw: st.DrawFn, *, openai: bool) -> Verbatim:
+    """A block relayed as it came: an OpenAI file part, or an Anthropic document."""
+    if openai:
+        return Verbatim("openai", {"type": "file", "file": {"file_id": draw(ids)}})
+    source = {"type": "text", "media_type": "text/plain", "data": draw(texts)}
+    return Verbatim("anthropic", {"type": "document", "source": source, "title": draw(texts)})
+
+
+@st.composite
+def user_turns(draw: st.DrawFn, *, openai: bool, rich: bool = False) -> ChatMessage:
     found = draw(st.lists(results(images_inside=not openai, errors=not openai), max_size=2))
-    rest: list[Text | Image] = []
+    rest: list[Text | Image | Verbatim] = []
     if draw(st.booleans()) or not found:
         rest.append(Text(draw(texts)))
     rest += draw(st.lists(images(detail=openai), max_size=2))
+    if rich:
+        rest += draw(st.lists(verbatim_blocks(openai=openai), max_size=2))
     return ChatMessage("user", blocks=(*found, *rest))
 
 
+thoughts = st.builds(Thinking, texts, texts) | st.builds(Thinking, redacted=texts)
+
+
 @st.composite
-def assistant_turns(draw: st.DrawFn) -> ChatMessage:
+def assistant_turns(draw: st.DrawFn, *, thinking: bool = False) -> ChatMessage:
     calls = draw(st.lists(st.builds(ToolCall, ids, names, arguments), max_size=2))
     text = draw(texts) if draw(st.booleans()) or not calls else ""
-    return ChatMessage("assistant", blocks=(Text(text), *calls))
+    thought = draw(st.lists(thoughts, max_size=2)) if thinking else []
+    return ChatMessage("assistant", blocks=(*thought, Text(text), *calls))
 
 
 @st.composite
-def conversations(draw: st.DrawFn, *, openai: bool) -> tuple[ChatMessage, ...]:
-    """Turns alternating from the user's, each non-empty, results first in a user turn."""
+def conversations(draw: st.DrawFn, *, openai: bool, rich: bool = False) -> tuple[ChatMessage, ...]:
+    """
+    Turns alternating from the user's, each non-empty, results first in a user turn;
+    ``rich`` adds what only the family itself carries (its verbatim blocks, and for
+    Anthropic thinking).
+    """
     count = draw(st.integers(1, 5))
     turns = []
     for i in range(count):
         if i % 2 == 0:
-            turns.append(draw(user_turns(openai=openai)))
+            turns.append(draw(user_turns(openai=openai, rich=rich)))
         else:
-            turns.append(draw(assistant_turns()))
+            turns.append(draw(assistant_turns(thinking=rich and not openai)))
     return tuple(turns)
 
 
@@ -141,7 +162,7 @@ tools = st.builds(
 
 
 @settings(max_examples=200, deadline=None)
-@given(conversations(openai=True))
+@given(conversations(openai=True, rich=True))
 def test_openai_messages_round_trip(turns: tuple[ChatMessage, ...]) -> None:
     """Internal turns written as Chat Completions messages read back as the same turns."""
     written = messages_to_openai(turns)
@@ -149,7 +170,7 @@ def test_openai_messages_round_trip(turns: tuple[ChatMessage, ...]) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(conversations(openai=False))
+@given(conversations(openai=False, rich=True))
 def test_anthropic_messages_round_trip(turns: tuple[ChatMessage, ...]) -> None:
     """Internal turns written as Messages API messages read back as the same turns."""
     written = messages_to_anthropic(turns)

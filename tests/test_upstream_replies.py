@@ -267,6 +267,12 @@ def body_like(provider: str) -> st.SearchStrategy[Any]:
             "name",
             "input",
             "partial_json",
+            "thinking",
+            "signature",
+            "redacted_thinking",
+            "data",
+            "thinking_delta",
+            "signature_delta",
         ],
         "ollama": [
             "message",
@@ -310,6 +316,9 @@ def test_any_whole_body_is_a_reply_or_a_typed_error(provider: str) -> None:
         assert_counts(reply.usage)
         for call in reply.tool_calls:
             assert all(isinstance(part, str) for part in (call.id, call.name, call.arguments))
+        for thought in reply.thinking:
+            assert isinstance(thought.text, str) and isinstance(thought.signature, str)
+            assert thought.redacted is None or isinstance(thought.redacted, str)
 
     logging.disable(logging.WARNING)
     try:
