@@ -244,6 +244,31 @@ async def test_an_input_image_reaches_anthropic_as_base64(tmp_path: Path) -> Non
     assert image["source"] == {"type": "base64", "media_type": "image/png", "data": pixel}
 
 
+async def test_an_input_file_reaches_openai_as_a_chat_file_part(tmp_path: Path) -> None:
+    """input_file becomes the Chat Completions file part, relayed to OpenAI-compatible models only."""
+    data = "data:application/pdf;base64,JVBERi0xLjQK"
+    part = {"type": "input_file", "filename": "a.pdf", "file_data": data}
+    turn = [{"role": "user", "content": [{"type": "input_text", "text": "Sum up."}, part]}]
+    async with served(tmp_path) as s:
+        s.openai.script(Reply("Short."))
+        response = await s.client.responses.create(model=GPT, input=turn)
+        sent = s.sent("openai")
+        with pytest.raises(openai.BadRequestError) as caught:
+            await s.client.responses.create(model=HAIKU, input=turn)
+        with pytest.raises(openai.BadRequestError) as unsupported:
+            await s.client.responses.create(
+                model=GPT,
+                input=[{"role": "user", "content": [{**part, "file_url": "https://x/a.pdf"}]}],
+            )
+    assert response.output_text == "Short."
+    assert sent["messages"][-1]["content"] == [
+        {"type": "text", "text": "Sum up."},
+        {"type": "file", "file": {"file_data": data, "filename": "a.pdf"}},
+    ]
+    assert "messages" in str(caught.value)
+    assert "file_url" in str(unsupported.value)
+
+
 async def test_a_reply_cut_at_its_limit_is_incomplete(tmp_path: Path) -> None:
     """A reply that hit max_output_tokens is status incomplete, reason max_output_tokens."""
     async with served(tmp_path) as s:

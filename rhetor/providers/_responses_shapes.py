@@ -21,9 +21,11 @@ from rhetor._content import (
     ToolCall,
     ToolChoice,
     ToolResult,
+    Verbatim,
 )
 from rhetor._errors import ValidationError
 from rhetor._types import ChatMessage
+from rhetor.providers._families import OPENAI
 from rhetor.providers._shapes import as_list, as_object, optional_bool, optional_str, required_str
 
 __all__ = [
@@ -97,22 +99,40 @@ def _turn(role: str, blocks: list[Any], field: str) -> ChatMessage:
         raise _renamed(exc, field) from None
 
 
-def _message(item: Mapping[str, Any], where: str) -> tuple[str, list[Text | Image]]:
+def _message(item: Mapping[str, Any], where: str) -> tuple[str, list[Text | Image | Verbatim]]:
     role = item.get("role")
     if not isinstance(role, str) or role not in ("system", "developer", "user", "assistant"):
         raise ValidationError(f"{where}.role", "must be system, developer, user or assistant")
     content = item.get("content")
     if isinstance(content, str):
-        blocks: list[Text | Image] = [Text(content)]
+        blocks: list[Text | Image | Verbatim] = [Text(content)]
     else:
-        blocks = [
-            _part(part, f"{where}.content[{j}]", role)
-            for j, part in enumerate(as_list(content, f"{where}.content"))
-        ]
+        blocks = []
+        for j, part in enumerate(as_list(content, f"{where}.content")):
+            at = f"{where}.content[{j}]"
+            is_file = isinstance(part, Mapping) and part.get("type") == "input_file"
+            if is_file and role == "user":
+                blocks.append(_file(part, at))
+            else:
+                blocks.append(_part(part, at, role, files=True))
     return ("system" if role in _SYSTEM_ROLES else role), blocks
 
 
-def _part(value: object, where: str, role: str) -> Text | Image:
+def _file(part: Mapping[str, Any], where: str) -> Verbatim:
+    """
+    An ``input_file`` part as the Chat Completions ``file`` part it is relayed as (to
+    OpenAI-compatible models only): its ``file_data`` or ``file_id``, and ``filename``.
+    """
+    if part.get("file_url") is not None:
+        raise ValidationError(f"{where}.file_url", "is not supported; send file_data or file_id")
+    file = {name: optional_str(part, name, where) for name in ("file_data", "file_id", "filename")}
+    if file["file_data"] is None and file["file_id"] is None:
+        raise ValidationError(where, "needs file_data or file_id")
+    kept = {name: value for name, value in file.items() if value is not None}
+    return Verbatim(OPENAI, {"type": "file", "file": kept})
+
+
+def _part(value: object, where: str, role: str, *, files: bool = False) -> Text | Image:
     part = as_object(value, where)
     kind = part.get("type")
     if kind in ("input_text", "output_text"):
@@ -130,7 +150,9 @@ def _part(value: object, where: str, role: str) -> Text | Image:
             return Image.from_url(url, cast("Any", detail))
         except ValidationError as exc:
             raise _renamed(exc, f"{where}.image_url") from None
-    allowed = "input_text, output_text, refusal" + (" and input_image" if role == "user" else "")
+    allowed = "input_text, output_text, refusal" + (
+        (", input_image and input_file" if files else " and input_image") if role == "user" else ""
+    )
     raise ValidationError(
         f"{where}.type", f"content part type {kind!r} is not supported here; only {allowed}"
     )
