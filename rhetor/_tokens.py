@@ -10,6 +10,9 @@ Content beyond text is counted by one rule (``docs/providers.md``, "Tokens"):
 - a message costs :data:`MESSAGE_OVERHEAD` plus its text;
 - an image costs :data:`IMAGE_TOKENS` (:data:`LOW_DETAIL_IMAGE_TOKENS` when it
   asks for low detail), whatever its size, since its pixels are not read here;
+- a block relayed as it came (an Anthropic document, an OpenAI file) costs
+  :data:`BLOCK_OVERHEAD` plus :func:`rhetor._documents.verbatim_tokens` (a PDF
+  by its pages);
 - a tool call costs :data:`BLOCK_OVERHEAD` plus its name and arguments text;
   a tool result :data:`BLOCK_OVERHEAD` plus its content;
 - each tool offered costs :data:`TOOL_OVERHEAD` plus its name, description and
@@ -36,6 +39,7 @@ from rhetor._content import (
     ToolResult,
     Verbatim,
 )
+from rhetor._documents import verbatim_tokens
 from rhetor._types import ChatMessage
 
 __all__ = [
@@ -120,9 +124,7 @@ def _block_tokens(blocks: Sequence[object]) -> int:
         elif isinstance(block, ToolResult):
             total += BLOCK_OVERHEAD + _block_tokens(block.content)
         elif isinstance(block, Verbatim):
-            # Its JSON, a token per three characters: high for a base64 PDF
-            # (a page is a few thousand tokens upstream), never low.
-            total += BLOCK_OVERHEAD + len(json.dumps(block.block, separators=(",", ":"))) // 3
+            total += BLOCK_OVERHEAD + verbatim_tokens(block, count_tokens)
         elif isinstance(block, Thinking):
             # The text, or a redacted block's data: high for data, never low.
             total += BLOCK_OVERHEAD + count_tokens(block.text or block.redacted or "")

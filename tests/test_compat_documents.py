@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from rhetor._content import Text, Verbatim
+from rhetor._documents import PAGE_TOKENS
 from rhetor._tokens import count_message_tokens
 from rhetor._types import ChatMessage
 from rhetor.storage._blocks import blocks_json, message_of
@@ -129,6 +130,52 @@ async def test_a_malformed_block_is_a_400_before_anything_goes_upstream(
     assert stack.anthropic.completions == []
 
 
+def _pdf(pages: int, padding: int) -> str:
+    """A base64 PDF declaring ``pages`` page objects, with ``padding`` bytes of image data."""
+    objects = b"".join(
+        b"%d 0 obj << /Type /Page /Parent 2 0 R >> endobj\n" % i for i in range(pages)
+    )
+    body = b"%PDF-1.4\n1 0 obj << /Type /Pages /Count 3 >> endobj\n" + objects
+    return base64.b64encode(body + b"\x89" * padding + b"\n%%EOF").decode()
+
+
+@pytest.mark.parametrize("padding", [0, 300_000], ids=["text", "scanned"])
+def test_a_pdf_is_estimated_by_its_pages_whatever_its_size(padding: int) -> None:
+    """Three page objects: three pages' worth of tokens, for a small file or a large scan."""
+    for block in (
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": _pdf(3, padding)},
+        },
+        {
+            "type": "file",
+            "file": {"file_data": f"data:application/pdf;base64,{_pdf(3, padding)}"},
+        },
+    ):
+        family = "anthropic" if block["type"] == "document" else "openai"
+        turn = ChatMessage("user", blocks=(Verbatim(family, block), Text("Sum up.")))
+        plain = ChatMessage("user", "Sum up.")
+        added = count_message_tokens([turn]) - count_message_tokens([plain])
+        assert 3 * PAGE_TOKENS <= added <= 3 * PAGE_TOKENS + 16
+
+
+@pytest.mark.parametrize(
+    "source",
+    [{"type": "url", "url": "https://example.com/a.pdf"}, {"type": "file", "file_id": "file_1"}],
+    ids=["url", "file-id"],
+)
+async def test_a_document_of_unknown_size_is_refused_naming_its_source(
+    stack: Stack, source: dict[str, Any]
+) -> None:
+    """Its cost could not be reserved: a 400 naming the source's type, nothing sent upstream."""
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        await stack.ant.messages.create(
+            model=HAIKU, max_tokens=100, messages=asking({"type": "document", "source": source})
+        )
+    assert "source.type" in str(caught.value) and "size" in str(caught.value)
+    assert stack.anthropic.completions == []
+
+
 def test_a_documents_tokens_are_estimated_high_never_low() -> None:
     """A third of its JSON's length: above the bytes Anthropic would read as a page or two."""
     with_document = ChatMessage(
@@ -186,10 +233,11 @@ async def test_an_openai_file_for_anthropic_is_a_400_naming_messages(stack: Stac
     "part",
     [
         {"type": "file", "file": {"filename": "x.pdf"}},
+        {"type": "file", "file": {"file_id": "file-1"}},
         {"type": "file", "file": "x"},
         {"type": "input_audio", "input_audio": {"data": "UklGRg=="}},
     ],
-    ids=["file-without-data-or-id", "file-not-an-object", "audio-without-format"],
+    ids=["file-without-data", "file-by-id", "file-not-an-object", "audio-without-format"],
 )
 async def test_a_malformed_openai_part_is_a_400(stack: Stack, part: dict[str, Any]) -> None:
     with pytest.raises(openai.BadRequestError):

@@ -105,7 +105,12 @@ def results(draw: st.DrawFn, *, images_inside: bool, errors: bool) -> ToolResult
 def verbatim_blocks(draw: st.DrawFn, *, openai: bool) -> Verbatim:
     """A block relayed as it came: an OpenAI file part, or an Anthropic document."""
     if openai:
-        return Verbatim("openai", {"type": "file", "file": {"file_id": draw(ids)}})
+        data = base64.b64encode(draw(st.binary(min_size=1, max_size=24))).decode()
+        file = {
+            "filename": f"{draw(names)}.pdf",
+            "file_data": f"data:application/pdf;base64,{data}",
+        }
+        return Verbatim("openai", {"type": "file", "file": file})
     source = {"type": "text", "media_type": "text/plain", "data": draw(texts)}
     return Verbatim("anthropic", {"type": "document", "source": source, "title": draw(texts)})
 
@@ -359,7 +364,11 @@ def test_bad_openai_messages_name_their_field(messages: Any, field: str) -> None
         ),
         (
             [{"role": "user", "content": [{"type": "document", "source": {"type": "url"}}]}],
-            "messages[0].content[0].source.url",
+            "messages[0].content[0].source.type",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "document", "source": {"type": "base64"}}]}],
+            "messages[0].content[0].source.media_type",
         ),
         (
             [{"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "b"}]}],

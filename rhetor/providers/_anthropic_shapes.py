@@ -243,12 +243,9 @@ def _blocks(content: object, field: str, role: str) -> tuple[Block, ...]:
 
 
 # A document's source types, and the fields each needs (Anthropic checks the rest).
-_DOCUMENT_SOURCES = {
-    "base64": ("media_type", "data"),
-    "text": ("data",),
-    "url": ("url",),
-    "file": ("file_id",),
-}
+# Not a URL or an uploaded file's id: a document's cost is reserved before it is sent,
+# which needs its size (rhetor._documents).
+_DOCUMENT_SOURCES = {"base64": ("media_type", "data"), "text": ("data",)}
 
 
 def _check_document_source(raw: object, where: str) -> None:
@@ -259,7 +256,11 @@ def _check_document_source(raw: object, where: str) -> None:
         as_list(source.get("content"), f"{where}.content")
         return
     if not isinstance(kind, str) or kind not in _DOCUMENT_SOURCES:
-        raise ValidationError(f"{where}.type", "must be base64, text, content, url or file")
+        raise ValidationError(
+            f"{where}.type",
+            "must be base64, text or content: a document's cost is reserved before it is "
+            "sent, which needs its size (a URL or a file id has none here)",
+        )
     for name in _DOCUMENT_SOURCES[kind]:
         required_str(source, name, where)
 

@@ -194,8 +194,9 @@ def _parts(content: object, field: str, *, images: bool) -> tuple[Text | Image, 
 
 
 # The parts of a user message relayed as they came, to OpenAI-compatible models only
-# (a file as file_data or file_id, audio as base64 data and its format).
-_VERBATIM_PARTS = {"file": ("file", ("file_data", "file_id")), "input_audio": ("input_audio", ())}
+# (a file as file_data, audio as base64 data and its format). Not a file by its id:
+# its cost is reserved before it is sent, which needs its size (rhetor._documents).
+_VERBATIM_PARTS = {"file": ("file", ("file_data",)), "input_audio": ("input_audio", ())}
 
 
 def _verbatim_part(part: Mapping[str, Any], where: str) -> Verbatim:
@@ -203,7 +204,11 @@ def _verbatim_part(part: Mapping[str, Any], where: str) -> Verbatim:
     key, either = _VERBATIM_PARTS[kind]
     inner = as_object(part.get(key), f"{where}.{key}")
     if either and not any(isinstance(inner.get(name), str) for name in either):
-        raise ValidationError(f"{where}.{key}", f"needs {' or '.join(either)}")
+        raise ValidationError(
+            f"{where}.{key}",
+            f"needs {' or '.join(either)}: its cost is reserved before it is sent, which "
+            "needs its size (a file id has none here)",
+        )
     if kind == "input_audio":
         required_str(inner, "data", f"{where}.{key}")
         required_str(inner, "format", f"{where}.{key}")

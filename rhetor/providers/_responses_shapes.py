@@ -121,13 +121,17 @@ def _message(item: Mapping[str, Any], where: str) -> tuple[str, list[Text | Imag
 def _file(part: Mapping[str, Any], where: str) -> Verbatim:
     """
     An ``input_file`` part as the Chat Completions ``file`` part it is relayed as (to
-    OpenAI-compatible models only): its ``file_data`` or ``file_id``, and ``filename``.
+    OpenAI-compatible models only): its ``file_data`` and ``filename``.
     """
     if part.get("file_url") is not None:
         raise ValidationError(f"{where}.file_url", "is not supported; send file_data or file_id")
     file = {name: optional_str(part, name, where) for name in ("file_data", "file_id", "filename")}
-    if file["file_data"] is None and file["file_id"] is None:
-        raise ValidationError(where, "needs file_data or file_id")
+    if file["file_data"] is None:
+        raise ValidationError(
+            f"{where}.file_data",
+            "is required: a file's cost is reserved before it is sent, which needs its size "
+            "(a file id has none here)",
+        )
     kept = {name: value for name, value in file.items() if value is not None}
     return Verbatim(OPENAI, {"type": "file", "file": kept})
 
