@@ -5,7 +5,7 @@ The direction of dependencies between Rhetor's parts, read from the source.
 
 ``shared`` is the value objects and helpers every layer uses (``rhetor``'s
 ``__init__``, ``_types``, ``_content``, ``_errors``, ``_settings``, ``_asks``, ``_redact``,
-``_tokens``). ``observe`` (request ids, the access log, metrics, traces) sits
+``_tokens``, ``_documents``). ``observe`` (request ids, the access log, metrics, traces) sits
 just above it, so that every layer may record what it sees. A module may import its own layer and any layer to its right,
 never one to its left; ``budget`` and ``providers`` do not import each other.
 ``actors`` never imports ``rhetor``, and ``rhetor.client`` imports nothing of
@@ -22,7 +22,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = {"__init__", "_types", "_content", "_errors", "_settings", "_asks", "_redact", "_tokens"}
+SHARED = {
+    "__init__",
+    "_types",
+    "_content",
+    "_errors",
+    "_settings",
+    "_asks",
+    "_redact",
+    "_tokens",
+    "_documents",
+}
 # Left to right: a layer may import itself and anything after it.
 ORDER = ["entry", "edge", "runtime", "routing", "budget|providers", "storage", "observe", "shared"]
 # Layers in one slot of ORDER that may not import each other.
