@@ -40,6 +40,8 @@ from rhetor._errors import ValidationError
 __all__ = [
     "FINISH_REASONS",
     "IMAGE_MEDIA_TYPES",
+    "CitationDelta",
+    "CitedText",
     "ContentBlock",
     "FinishReason",
     "Image",
@@ -367,6 +369,24 @@ class ToolCallAssembly:
             "".join(name) + "".join(fragments)
             for _, (_, name, fragments) in sorted(self._calls.items())
         )
+
+
+@attrs.frozen
+class CitedText:
+    """
+    A text block of a reply with the citations Anthropic attached to it (each relayed
+    as it came: the cited text and where in which document it stands).
+    """
+
+    text: str
+    citations: tuple[Mapping[str, Any], ...] = ()
+
+
+@attrs.frozen
+class CitationDelta:
+    """One streamed citation of the text block being streamed, relayed as it came."""
+
+    citation: Mapping[str, Any]
 
 
 @attrs.frozen

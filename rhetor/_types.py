@@ -22,6 +22,8 @@ from typing import Any, Literal
 import attrs
 
 from rhetor._content import (
+    CitationDelta,
+    CitedText,
     ContentBlock,
     Image,
     Passthrough,
@@ -43,6 +45,8 @@ from rhetor._errors import ValidationError
 __all__ = [
     "ChatMessage",
     "Chunk",
+    "CitationDelta",
+    "CitedText",
     "ContentBlock",
     "Image",
     "LLMRequest",
@@ -258,6 +262,9 @@ class ProviderReply:
     tool_calls: tuple[ToolCall, ...] = ()
     # Anthropic's extended thinking, in the order it came (before the text).
     thinking: tuple[Thinking, ...] = ()
+    # The text blocks, each with its citations, when any block had citations
+    # (Anthropic's, for documents with citations enabled); their texts join to ``text``.
+    cited: tuple[CitedText, ...] = ()
 
 
 @attrs.frozen
@@ -479,6 +486,9 @@ class Reply:
     # Anthropic's extended thinking blocks, when the request asked for thinking;
     # only /v1/messages shows them (to_dict leaves them out).
     thinking: tuple[Thinking, ...] = ()
+    # A whole reply's text blocks with their citations, when any had citations;
+    # only /v1/messages shows them. A stream sends its citations as chunks instead.
+    cited: tuple[CitedText, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The reply as JSON: the body of ``POST /message``, the last SSE event, a WebSocket RESPONSE."""
@@ -522,3 +532,5 @@ class Chunk:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     # A piece of a thinking block (then ``text`` is empty); only /v1/messages shows them.
     thinking: tuple[ThinkingDelta, ...] = ()
+    # Citations of the text being streamed (then ``text`` is empty); only /v1/messages shows them.
+    citations: tuple[Mapping[str, Any], ...] = ()

@@ -8,6 +8,7 @@ whole by a context.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ import pytest
 from rhetor._content import Text, Verbatim
 from rhetor._documents import PAGE_TOKENS
 from rhetor._tokens import count_message_tokens
-from rhetor._types import ChatMessage
+from rhetor._types import ChatMessage, ProviderRequest
+from rhetor.providers._anthropic_wire import message as read_message
+from rhetor.providers._wire import MalformedReply
 from rhetor.storage._blocks import blocks_json, message_of
 from tests.fakes import Reply
 from tests.test_compat_tools import GPT_MINI, HAIKU, LLAMA, Stack, stacked
@@ -243,3 +246,70 @@ async def test_a_malformed_openai_part_is_a_400(stack: Stack, part: dict[str, An
     with pytest.raises(openai.BadRequestError):
         await stack.oai.chat.completions.create(model=GPT_MINI, messages=openai_asking(part))
     assert stack.openai.completions == []
+
+
+# -- citations --------------------------------------------------------------------------------
+
+CITATION: dict[str, Any] = {
+    "type": "char_location",
+    "cited_text": "Sunny in Paris.",
+    "document_index": 0,
+    "document_title": "Weather",
+    "start_char_index": 0,
+    "end_char_index": 15,
+}
+CITED = {
+    **DOCUMENT,
+    "source": {"type": "text", "media_type": "text/plain", "data": "Sunny in Paris."},
+}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_a_replys_citations_reach_the_sdk(stack: Stack, streamed: bool) -> None:
+    """A cited text block comes back with its citations, whole and as citations_delta events."""
+    stack.anthropic.script(Reply("It is sunny.", citations=(CITATION,)))
+    params: dict[str, Any] = {"model": HAIKU, "max_tokens": 100, "messages": asking(CITED)}
+    if streamed:
+        async with stack.ant.messages.stream(**params) as stream:
+            message = await stream.get_final_message()
+    else:
+        message = await stack.ant.messages.create(**params)
+    [block] = message.content
+    assert block.type == "text" and block.text == "It is sunny."
+    assert [c.model_dump(exclude_none=True) for c in block.citations or []] == [CITATION]
+
+
+async def test_a_reply_without_citations_has_none(stack: Stack) -> None:
+    stack.anthropic.script(Reply("It is sunny."))
+    message = await stack.ant.messages.create(model=HAIKU, max_tokens=100, messages=asking(CITED))
+    assert message.content[0].type == "text" and message.content[0].citations is None
+
+
+async def test_citations_are_not_shown_on_the_native_stream(stack: Stack) -> None:
+    """/stream shows text only: no event for a citation alone."""
+    stack.anthropic.script(Reply("It is sunny.", citations=(CITATION,)))
+    async with httpx.AsyncClient(base_url=stack.server.base_url) as http:
+        response = await http.post("/stream", json={"message": "Weather?", "model": HAIKU})
+    events = [
+        json.loads(line.removeprefix("data: "))
+        for line in response.text.splitlines()
+        if line.startswith("data: ")
+    ]
+    assert events[-1]["done"] is True
+    assert all(e["chunk"] for e in events[:-1]) and len(events) > 1
+    assert "cited_text" not in response.text
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        [{"type": "text", "text": "x", "citations": "not a list"}],
+        [{"type": "text", "text": "x", "citations": [7]}],
+    ],
+    ids=["not-a-list", "not-objects"],
+)
+def test_malformed_citations_are_a_malformed_reply(content: list[Any]) -> None:
+
+    body = {"content": content, "model": HAIKU, "stop_reason": "end_turn", "usage": {}}
+    with pytest.raises(MalformedReply):
+        read_message(body, ProviderRequest(HAIKU, (ChatMessage("user", "x"),)), "anthropic")

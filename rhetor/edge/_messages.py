@@ -60,16 +60,23 @@ def native_events(context: str | None) -> EventsOf:
     """The events of a stream for ``context``: one per chunk, ending with the done one."""
 
     async def events(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncGenerator[bytes, None]:
-        # A piece of Anthropic thinking carries neither text nor calls: not shown here.
-        if first.text or first.tool_calls or first.done or not first.thinking:
+        # A piece of Anthropic thinking, or a citation, carries neither text nor calls:
+        # not shown here.
+        if _shown(first):
             yield chunk_event(first, context)
         if first.done:
             return
         async for chunk in rest:
-            if chunk.text or chunk.tool_calls or chunk.done or not chunk.thinking:
+            if _shown(chunk):
                 yield chunk_event(chunk, context)
 
     return events
+
+
+def _shown(chunk: Chunk) -> bool:
+    return bool(chunk.text or chunk.tool_calls or chunk.done) or not (
+        chunk.thinking or chunk.citations
+    )
 
 
 def native_error_event(context: str | None) -> ErrorEvent:

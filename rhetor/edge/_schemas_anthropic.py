@@ -336,10 +336,11 @@ class CountTokensReply(msgspec.Struct, frozen=True, kw_only=True):
 
 class AnthropicReplyText(msgspec.Struct, tag_field="type", tag="text", frozen=True, kw_only=True):
     """
-    A text block of a reply.
+    A text block of a reply; ``citations`` when it cites a document (as Anthropic sent them).
     """
 
     text: str
+    citations: list[dict[str, Any]] | None = None
 
 
 class AnthropicReplyToolUse(

@@ -42,6 +42,7 @@ __all__ = [
     "NATIVE_EVENTS",
     "OPENAI_EVENTS",
     "RESPONSES_EVENTS",
+    "AnthropicCitationsDelta",
     "AnthropicContentBlockDelta",
     "AnthropicContentBlockStart",
     "AnthropicContentBlockStop",
@@ -235,6 +236,16 @@ class AnthropicInputJSONDelta(
     partial_json: str
 
 
+class AnthropicCitationsDelta(
+    msgspec.Struct, tag_field="type", tag="citations_delta", frozen=True, kw_only=True
+):
+    """
+    A citation of the text block being streamed (as Anthropic sent it).
+    """
+
+    citation: dict[str, Any]
+
+
 class AnthropicThinkingDelta(
     msgspec.Struct, tag_field="type", tag="thinking_delta", frozen=True, kw_only=True
 ):
@@ -268,6 +279,7 @@ class AnthropicContentBlockDelta(
         | AnthropicInputJSONDelta
         | AnthropicThinkingDelta
         | AnthropicSignatureDelta
+        | AnthropicCitationsDelta
     )
 
 

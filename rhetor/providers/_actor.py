@@ -17,7 +17,7 @@ are rounded, and a health check that raises or answers nonsense marks the provid
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar
 
 import anyio
@@ -28,6 +28,8 @@ import actors
 from rhetor._errors import ProviderError, ProviderUnavailable, UpstreamServerError
 from rhetor._redact import redact
 from rhetor._types import (
+    CitationDelta,
+    CitedText,
     ProviderReply,
     ProviderRequest,
     ProviderStatus,
@@ -230,7 +232,7 @@ class ProviderActor(actors.Actor):
 
     async def handle_stream(
         self, message: Any
-    ) -> AsyncIterator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd]:
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta | StreamEnd]:
         if not isinstance(message, StreamCompletion):
             raise TypeError(f"ProviderActor cannot stream {type(message).__name__}")
         self._require_available(message.request)
@@ -266,6 +268,8 @@ class ProviderActor(actors.Actor):
             or not all(_is_call(c) for c in reply.tool_calls)
             or not isinstance(reply.thinking, tuple)
             or not all(_is_thinking(t) for t in reply.thinking)
+            or not isinstance(reply.cited, tuple)
+            or not all(_is_cited(c) for c in reply.cited)
         ):
             raise self._malformed(reply, request)
         text = well_formed(reply.text)
@@ -284,7 +288,7 @@ class ProviderActor(actors.Actor):
 
     def _checked_item(
         self, item: object, request: ProviderRequest
-    ) -> TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd:
+    ) -> TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta | StreamEnd:
         """
         ``item`` when it is a well-formed stream item, usage checked; else this request's error.
         """
@@ -299,6 +303,10 @@ class ProviderActor(actors.Actor):
             if not _is_thinking_delta(item):
                 raise self._malformed(item, request)
             return _mended_thinking_delta(item)
+        if isinstance(item, CitationDelta):
+            if not isinstance(item.citation, Mapping):
+                raise self._malformed(item, request)
+            return item
         if not isinstance(item, StreamEnd) or not all(
             isinstance(field, str) for field in (item.model, item.finish_reason)
         ):
@@ -349,6 +357,15 @@ def _mended_call(call: ToolCall) -> ToolCall:
     if all(a is b for a, b in zip(parts, given, strict=True)):
         return call
     return ToolCall(*parts)
+
+
+def _is_cited(block: object) -> bool:
+    return (
+        isinstance(block, CitedText)
+        and isinstance(block.text, str)
+        and isinstance(block.citations, tuple)
+        and all(isinstance(c, Mapping) for c in block.citations)
+    )
 
 
 def _is_thinking(block: object) -> bool:

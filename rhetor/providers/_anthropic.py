@@ -28,6 +28,7 @@ from rhetor._errors import (
 )
 from rhetor._redact import register_secret
 from rhetor._types import (
+    CitationDelta,
     ProviderReply,
     ProviderRequest,
     ProviderStatus,
@@ -173,7 +174,9 @@ class AnthropicBackend:
 
     def stream(
         self, request: ProviderRequest
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd, None]:
+    ) -> AsyncGenerator[
+        TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta | StreamEnd, None
+    ]:
         """
         Stream the reply as :class:`TextDelta` and :class:`ToolCallDelta` items, then one
         :class:`StreamEnd`.

@@ -52,11 +52,16 @@ def usage_to_anthropic(usage: Usage) -> dict[str, Any]:
 
 def message_to_anthropic(reply: Reply, ident: str | None = None) -> dict[str, Any]:
     """
-    A whole reply as a Messages API ``message``: its thinking blocks, its text, then one
-    ``tool_use`` block per call.
+    A whole reply as a Messages API ``message``: its thinking blocks, its text (its text
+    blocks with their citations, when it has citations), then one ``tool_use`` block per call.
     """
     content: list[dict[str, Any]] = [thinking_to_anthropic(t) for t in reply.thinking]
-    if reply.message or not reply.tool_calls:
+    for block in reply.cited:
+        text: dict[str, Any] = {"type": "text", "text": block.text}
+        if block.citations:
+            text["citations"] = [dict(c) for c in block.citations]
+        content.append(text)
+    if not reply.cited and (reply.message or not reply.tool_calls):
         content.append({"type": "text", "text": reply.message})
     for call in reply.tool_calls:
         content.append(
@@ -82,7 +87,8 @@ class AnthropicEvents:
     :meth:`first` is ``message_start``; :meth:`of` opens and closes content blocks
     as a chunk's text, thinking or tool-call deltas need them (a ``thinking`` block
     per thinking block, its text as ``thinking_delta`` and its signature as
-    ``signature_delta``, or a whole ``redacted_thinking`` block; a ``text`` block; one
+    ``signature_delta``, or a whole ``redacted_thinking`` block; a ``text`` block, its
+    citations as ``citations_delta`` events; one
     ``tool_use`` block per call, its arguments as ``input_json_delta``); :meth:`last`
     closes the open block and sends ``message_delta`` and ``message_stop``. Each
     event is ``(type, data)``.
@@ -133,6 +139,10 @@ class AnthropicEvents:
         events: list[tuple[str, dict[str, Any]]] = []
         for thought in chunk.thinking:
             events += self._thinking(thought)
+        for citation in chunk.citations:
+            if self._open is None or self._open[1] != "text":
+                events += self._switch("text", {"type": "text", "text": ""})
+            events.append(self._delta({"type": "citations_delta", "citation": dict(citation)}))
         if chunk.text:
             if self._open is None or self._open[1] != "text":
                 events += self._switch("text", {"type": "text", "text": ""})

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rhetor._content import (
+    CitedText,
     Image,
     Passthrough,
     ResponseFormat,
@@ -59,6 +60,8 @@ __all__ = [
     "JSON_OBJECT_INSTRUCTION",
     "TRANSLATED",
     "block_cache_control",
+    "citations_of",
+    "cited_from_anthropic",
     "content_from_anthropic",
     "fields_from_anthropic",
     "messages_from_anthropic",
@@ -357,6 +360,30 @@ def content_from_anthropic(
         elif kind in ("thinking", "redacted_thinking"):
             thinking.append(_thinking(block, f"{field}[{j}]"))
     return "".join(texts), tuple(calls), tuple(thinking)
+
+
+def cited_from_anthropic(content: object, field: str = "content") -> tuple[CitedText, ...]:
+    """
+    A reply's text blocks with their ``citations``, when any text block has some; else ``()``.
+
+    Error handling: citations that are not a list of objects are a :class:`ValidationError`.
+    """
+    blocks: list[CitedText] = []
+    for j, item in enumerate(as_list(content, field)):
+        block = as_object(item, f"{field}[{j}]")
+        if block.get("type") != "text":
+            continue
+        cites = block.get("citations")
+        found = () if cites is None else citations_of(cites, f"{field}[{j}].citations")
+        blocks.append(CitedText(required_str(block, "text", f"{field}[{j}]"), found))
+    return tuple(blocks) if any(b.citations for b in blocks) else ()
+
+
+def citations_of(raw: object, field: str) -> tuple[Mapping[str, Any], ...]:
+    """A ``citations`` list: each an object, kept as it came."""
+    return tuple(
+        dict(as_object(item, f"{field}[{k}]")) for k, item in enumerate(as_list(raw, field))
+    )
 
 
 def tools_from_anthropic(raw: object, field: str = "tools") -> tuple[Tool, ...]:

@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from rhetor._content import ThinkingDelta, ToolCallDelta, finish_reason
+from rhetor._content import CitationDelta, ThinkingDelta, ToolCallDelta, finish_reason
 from rhetor._errors import (
     AuthenticationFailed,
     BadRequest,
@@ -43,6 +43,8 @@ from rhetor._errors import (
 )
 from rhetor._types import ChatMessage, ProviderReply, ProviderRequest, StreamEnd, TextDelta, Usage
 from rhetor.providers._anthropic_shapes import (
+    citations_of,
+    cited_from_anthropic,
     content_from_anthropic,
     messages_to_anthropic,
     response_format_to_anthropic,
@@ -268,6 +270,7 @@ def message(body: object, request: ProviderRequest, provider: str) -> ProviderRe
         raise MalformedReply("the message's content is not a list")
     try:
         text, calls, thinking = content_from_anthropic(content)
+        cited = cited_from_anthropic(content)
     except ValidationError as exc:
         raise MalformedReply(exc.message) from None
     stop_reason = optional_text(body.get("stop_reason"), "stop_reason")
@@ -280,11 +283,12 @@ def message(body: object, request: ProviderRequest, provider: str) -> ProviderRe
         usage_valid=valid,
         tool_calls=calls,
         thinking=thinking,
+        cited=cited,
     )
 
 
 # What a stream's events read to.
-Item = TextDelta | ToolCallDelta | ThinkingDelta
+Item = TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta
 
 
 @attrs.define
@@ -355,7 +359,11 @@ class EventReading:
             return self._thinking_start(_block_index(event), block)
         if kind != "tool_use":
             text = optional_text(block.get("text"), "a text block's text")
-            return (TextDelta(text),) if block.get("type") == "text" and text else ()
+            if kind != "text":
+                return ()
+            cites = block.get("citations")
+            items: list[Item] = [CitationDelta(c) for c in _citations(cites)] if cites else []
+            return [*items, TextDelta(text)] if text else items
         index = _block_index(event)
         ident = optional_text(block.get("id"), "a tool_use block's id")
         name = optional_text(block.get("name"), "a tool_use block's name")
@@ -392,6 +400,11 @@ class EventReading:
                 raise MalformedReply("an input_json_delta for no tool_use block")
             partial = optional_text(delta.get("partial_json"), "an input_json_delta's partial_json")
             return (ToolCallDelta(number, arguments=partial),) if partial else ()
+        if delta.get("type") == "citations_delta":
+            citation = delta.get("citation")
+            if not isinstance(citation, Mapping):
+                raise MalformedReply("a citations_delta has no citation object")
+            return (CitationDelta(dict(citation)),)
         if delta.get("type") in ("thinking_delta", "signature_delta"):
             number = self._thinking.get(_block_index(event))
             if number is None:
@@ -430,6 +443,13 @@ class EventReading:
             model=self.model,
             usage_valid=valid,
         )
+
+
+def _citations(raw: object) -> tuple[Mapping[str, Any], ...]:
+    try:
+        return citations_of(raw, "citations")
+    except ValidationError as exc:
+        raise MalformedReply(f"a text block's {exc.message}") from None
 
 
 def _block_index(event: Mapping[str, Any]) -> int:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from rhetor._types import (
+    CitationDelta,
     ProviderReply,
     ProviderRequest,
     ProviderStatus,
@@ -45,7 +46,7 @@ class ProviderBackend(Protocol):
 
     def stream(
         self, request: ProviderRequest
-    ) -> AsyncIterator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd]:
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta | StreamEnd]:
         """
         Stream text and tool-call deltas, ending with exactly one :class:`StreamEnd` (an async generator).
         """

@@ -29,7 +29,7 @@ from rhetor._errors import (
     UpstreamTimeout,
 )
 from rhetor._redact import redact_error
-from rhetor._types import StreamEnd, TextDelta, ThinkingDelta, ToolCallDelta
+from rhetor._types import CitationDelta, StreamEnd, TextDelta, ThinkingDelta, ToolCallDelta
 from rhetor.providers._connect import ReplyTooLarge, TransportError, TransportTimeout
 from rhetor.providers._http import HttpClient, Response
 from rhetor.providers._wire import MALFORMED, StreamIncomplete, UpstreamStatus, decode_json
@@ -91,7 +91,9 @@ class StreamReading(Protocol):
         """The events a body ending here completes (a last line without its newline)."""
         ...
 
-    def take(self, event: Any) -> Sequence[TextDelta | ToolCallDelta | ThinkingDelta]:
+    def take(
+        self, event: Any
+    ) -> Sequence[TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta]:
         """Read one event; the items it adds."""
         ...
 
@@ -194,7 +196,7 @@ async def stream(
     provider: str,
     model: str,
     translated: Translation,
-) -> AsyncGenerator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd, None]:
+) -> AsyncGenerator[TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta | StreamEnd, None]:
     """
     Send ``outgoing``; yield the items ``reading`` reads as the body arrives, then its end.
 
@@ -248,7 +250,7 @@ async def stream(
 
 async def failing(
     error: ProviderError,
-) -> AsyncGenerator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd, None]:
+) -> AsyncGenerator[TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta | StreamEnd, None]:
     """
     A stream that fails with ``error`` at its first item (a backend that cannot call).
     """

@@ -17,6 +17,7 @@ import attrs
 
 from rhetor._errors import ProviderError, ProviderUnavailable
 from rhetor._types import (
+    CitationDelta,
     ProviderReply,
     ProviderRequest,
     ProviderStatus,
@@ -127,7 +128,9 @@ class OllamaBackend:
 
     def stream(
         self, request: ProviderRequest
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd, None]:
+    ) -> AsyncGenerator[
+        TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta | StreamEnd, None
+    ]:
         """
         Stream the reply as :class:`TextDelta` and :class:`ToolCallDelta` items, then one
         :class:`StreamEnd`.

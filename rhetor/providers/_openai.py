@@ -32,6 +32,7 @@ from rhetor._errors import (
 )
 from rhetor._redact import register_secret
 from rhetor._types import (
+    CitationDelta,
     ProviderReply,
     ProviderRequest,
     ProviderStatus,
@@ -185,7 +186,9 @@ class OpenAIBackend:
 
     def stream(
         self, request: ProviderRequest
-    ) -> AsyncGenerator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd, None]:
+    ) -> AsyncGenerator[
+        TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta | StreamEnd, None
+    ]:
         """
         Stream the reply as :class:`TextDelta` and :class:`ToolCallDelta` items, then one
         :class:`StreamEnd`.

@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 import attrs
 
-from rhetor._content import ThinkingDelta, ToolCall, ToolCallDelta
+from rhetor._content import CitationDelta, ThinkingDelta, ToolCall, ToolCallDelta
 from rhetor._errors import BadRequest, ProviderUnavailable
 from rhetor._tokens import count_message_tokens, count_request_tokens, count_tokens
 from rhetor._types import (
@@ -218,7 +218,7 @@ class SimulatedBackend:
 
     async def stream(
         self, request: ProviderRequest
-    ) -> AsyncIterator[TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd]:
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta | StreamEnd]:
         self._validate(request)
         text, calls, usage = self._reply(request)
         for piece in _CHUNK.findall(text):

@@ -36,6 +36,7 @@ from rhetor._tokens import count_tokens
 from rhetor._types import (
     ChatMessage,
     Chunk,
+    CitationDelta,
     LLMRequest,
     ProviderReply,
     ProviderRequest,
@@ -70,7 +71,7 @@ _MIN_ITEM_TIMEOUT = 0.001
 # piece is always noted): each costs the keeper one row in a group commit.
 PROGRESS_EVERY = 2.0
 
-ProviderItem = TextDelta | ToolCallDelta | ThinkingDelta | StreamEnd | ProviderReply
+ProviderItem = TextDelta | ToolCallDelta | ThinkingDelta | CitationDelta | StreamEnd | ProviderReply
 
 
 @attrs.define(eq=False)
@@ -176,6 +177,14 @@ class Attempts:
                                         c.provider,
                                         request.context_id,
                                         thinking=(item,),
+                                    )
+                                elif isinstance(item, CitationDelta):
+                                    yield Chunk(
+                                        "",
+                                        c.model,
+                                        c.provider,
+                                        request.context_id,
+                                        citations=(item.citation,),
                                     )
                                 elif isinstance(item, StreamEnd | ProviderReply):
                                     end = item
@@ -340,6 +349,7 @@ class Attempts:
             finish_reason=reason,
             tool_calls=calls,
             thinking=thinking,
+            cited=end.cited if isinstance(end, ProviderReply) else (),
         )
 
 

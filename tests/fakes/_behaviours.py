@@ -154,6 +154,9 @@ class Reply:
     # blocks (their data). Other fakes ignore them.
     thinking: tuple[str, ...] = ()
     redacted_thinking: tuple[str, ...] = ()
+    # Anthropic's citations of the text (its text block's citations; streamed as
+    # citations_delta events before the text). Other fakes ignore them.
+    citations: tuple[dict[str, Any], ...] = ()
 
     @property
     def reason(self) -> str:

@@ -397,8 +397,19 @@ def _content_events(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
         index += 1
     if reply.pieces() or not reply.tool_calls:
-        events.append(("content_block_start", _block_start(index)))
+        start = _block_start(index)
+        if reply.citations:
+            start["content_block"]["citations"] = []
+        events.append(("content_block_start", start))
         events.append(("ping", {"type": "ping"}))
+        for citation in reply.citations:
+            delta = {"type": "citations_delta", "citation": citation}
+            events.append(
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            )
         events += [("content_block_delta", _text_delta(piece, index)) for piece in reply.pieces()]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
         index += 1
@@ -426,7 +437,10 @@ def _content_events(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
 def _message(model: str, reply: Reply) -> dict[str, Any]:
     content: list[dict[str, Any]] = _thinking_blocks(reply)
     if reply.joined or not reply.tool_calls:
-        content.append({"type": "text", "text": reply.joined})
+        text: dict[str, Any] = {"type": "text", "text": reply.joined}
+        if reply.citations:
+            text["citations"] = list(reply.citations)
+        content.append(text)
     content += [
         {
             "type": "tool_use",
