@@ -27,6 +27,7 @@ from rhetor._errors import (
 )
 from rhetor._types import (
     ChatMessage,
+    CitationDelta,
     ProviderRequest,
     StreamEnd,
     TextDelta,
@@ -377,6 +378,44 @@ async def test_anthropic_thinking_reads_as_the_sdk_reads_it(
         if isinstance(item, ThinkingDelta):
             assembly.add(item)
     assert list(assembly.blocks()) == blocks_of(final)
+
+
+async def test_anthropic_citations_read_as_the_sdk_reads_them(
+    anthropic_fake: FakeAnthropic,
+    anthropic_pair: tuple[anthropic.AsyncAnthropic, AnthropicBackend],
+) -> None:
+    """A cited text block reads alike: whole (text and citations), and streamed (the citations)."""
+    sdk, backend = anthropic_pair
+    citation = {
+        "type": "char_location",
+        "cited_text": "Blue.",
+        "document_index": 0,
+        "document_title": "Colours",
+        "start_char_index": 0,
+        "end_char_index": 5,
+    }
+    reply = Reply("Blue.", citations=(citation,))
+    anthropic_fake.script(reply, reply, reply, reply)
+    request = ProviderRequest("claude-haiku-5-5", HISTORY[:1])
+    args: dict[str, Any] = {
+        "model": "claude-haiku-5-5",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "Name a colour."}],
+    }
+    message = await sdk.messages.create(**args)
+    ours = await backend.complete(request)
+    [block] = message.content
+    assert block.type == "text"
+    sdk_cites = [c.model_dump(exclude_none=True) for c in block.citations or []]
+    assert [(b.text, list(b.citations)) for b in ours.cited] == [(block.text, sdk_cites)]
+
+    async with sdk.messages.stream(**args) as stream:
+        final = await stream.get_final_message()
+    items = await collect(backend.stream(request))
+    streamed = [dict(i.citation) for i in items if isinstance(i, CitationDelta)]
+    [final_block] = final.content
+    assert final_block.type == "text"
+    assert streamed == [c.model_dump(exclude_none=True) for c in final_block.citations or []]
 
 
 @pytest.mark.parametrize(

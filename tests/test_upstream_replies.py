@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -273,6 +273,9 @@ def body_like(provider: str) -> st.SearchStrategy[Any]:
             "data",
             "thinking_delta",
             "signature_delta",
+            "citations",
+            "citations_delta",
+            "citation",
         ],
         "ollama": [
             "message",
@@ -316,6 +319,9 @@ def test_any_whole_body_is_a_reply_or_a_typed_error(provider: str) -> None:
         assert_counts(reply.usage)
         for call in reply.tool_calls:
             assert all(isinstance(part, str) for part in (call.id, call.name, call.arguments))
+        for block in reply.cited:
+            assert isinstance(block.text, str)
+            assert all(isinstance(c, Mapping) for c in block.citations)
         for thought in reply.thinking:
             assert isinstance(thought.text, str) and isinstance(thought.signature, str)
             assert thought.redacted is None or isinstance(thought.redacted, str)
