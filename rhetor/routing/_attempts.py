@@ -158,34 +158,16 @@ class Attempts:
                                     observation.token_arrived()
                                     produced.append(item.text)
                                     yield Chunk(item.text, c.model, c.provider, request.context_id)
-                                elif isinstance(item, ToolCallDelta):
-                                    observation.token_arrived()
-                                    calls.add(item)
-                                    yield Chunk(
-                                        "",
-                                        c.model,
-                                        c.provider,
-                                        request.context_id,
-                                        tool_calls=(item,),
-                                    )
-                                elif isinstance(item, ThinkingDelta):
-                                    observation.token_arrived()
-                                    thinking.add(item)
-                                    yield Chunk(
-                                        "",
-                                        c.model,
-                                        c.provider,
-                                        request.context_id,
-                                        thinking=(item,),
-                                    )
-                                elif isinstance(item, CitationDelta):
-                                    yield Chunk(
-                                        "",
-                                        c.model,
-                                        c.provider,
-                                        request.context_id,
-                                        citations=(item.citation,),
-                                    )
+                                elif isinstance(
+                                    item, ToolCallDelta | ThinkingDelta | CitationDelta
+                                ):
+                                    if isinstance(item, ToolCallDelta):
+                                        calls.add(item)
+                                    elif isinstance(item, ThinkingDelta):
+                                        thinking.add(item)
+                                    if not isinstance(item, CitationDelta):
+                                        observation.token_arrived()
+                                    yield _piece(item, c, request.context_id)
                                 elif isinstance(item, StreamEnd | ProviderReply):
                                     end = item
                         if span is not None and end is not None:
@@ -351,6 +333,17 @@ class Attempts:
             thinking=thinking,
             cited=end.cited if isinstance(end, ProviderReply) else (),
         )
+
+
+def _piece(
+    item: ToolCallDelta | ThinkingDelta | CitationDelta, c: Candidate, context_id: str | None
+) -> Chunk:
+    """The chunk that carries a streamed piece other than text to the caller."""
+    if isinstance(item, ToolCallDelta):
+        return Chunk("", c.model, c.provider, context_id, tool_calls=(item,))
+    if isinstance(item, ThinkingDelta):
+        return Chunk("", c.model, c.provider, context_id, thinking=(item,))
+    return Chunk("", c.model, c.provider, context_id, citations=(item.citation,))
 
 
 class _WholeReply:
