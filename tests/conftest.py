@@ -1,5 +1,7 @@
 """
-Shared fixtures: the mock clock, and the two storage backends every store test runs on.
+Shared fixtures: the mock clock, the two storage backends every store test runs on, and
+the ``/v1`` compat stack (``stack``: the three fake upstreams, Rhetor relaying to them,
+and both SDK clients; built by ``tests.test_compat_tools.stacked``).
 
 PostgreSQL: the run uses ``RHETOR_TEST_DATABASE_URL`` when set, else the server
 at 127.0.0.1:5432 (user ``postgres``, trust auth). When neither answers it
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio.testing
@@ -22,6 +26,9 @@ import trio.testing
 from rhetor._stores import MIGRATIONS
 from rhetor.storage._pg import PgDatabase, migrate
 from tests.pg_server import Throwaway, admin_url, create_database, drop_database, reachable
+
+if TYPE_CHECKING:
+    from tests.test_compat_tools import Stack
 
 # Every table the migrations create, emptied before each PostgreSQL test.
 _TABLES = (
@@ -88,3 +95,12 @@ def pg(pg_database: PgDatabase) -> PgDatabase:
 def backend(request: pytest.FixtureRequest) -> str:
     """Each storage backend in turn: a store test runs once on SQLite, once on PostgreSQL."""
     return str(request.param)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    """The ``/v1`` compat stack (imported here, so that only the tests using it load the SDKs)."""
+    from tests.test_compat_tools import stacked
+
+    async with stacked(tmp_path) as running:
+        yield running

@@ -44,6 +44,12 @@ def events(text: str) -> list[dict[str, Any]]:
     return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
 
 
+def named_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every event of an SSE body whose events are named (Anthropic's): ``(event, its JSON)``."""
+    blocks = [b.split("\n") for b in text.split("\n\n") if b.strip()]
+    return [(b[0].removeprefix("event: "), json.loads(b[1].removeprefix("data: "))) for b in blocks]
+
+
 @attrs.define
 class BrokenBackend:
     """A provider that fails: before anything (``mid_stream=False``) or after one chunk."""

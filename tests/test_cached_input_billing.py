@@ -12,9 +12,6 @@ cache (``cache_creation_input_tokens``) costs its ``cache_write_mtok``, and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import anthropic
 import attrs
 import httpx
@@ -25,14 +22,7 @@ from rhetor._types import LLMRequest
 from rhetor.budget._pricing import Pricer
 from rhetor.routing._billing import asks_to_cache
 from tests.fakes import Reply
-from tests.test_compat_tools import GPT_MINI, HAIKU, Stack, stacked
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with stacked(tmp_path) as running:
-        yield running
-
+from tests.test_compat_tools import GPT_MINI, HAIKU, Stack
 
 # (provider, model, USD per Mtok of input, of cached input, of output), the bundled table's.
 PRICES = [("openai", GPT_MINI, 0.15, 0.075, 0.6), ("anthropic", HAIKU, 1.0, 0.1, 5.0)]

@@ -6,26 +6,16 @@ turn) becomes Anthropic's request-level automatic caching, so prompts sent throu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from rhetor._types import LLMRequest
 from rhetor.providers._anthropic_shapes import block_cache_control, fields_from_anthropic
 from rhetor.routing._billing import asks_to_cache
 from tests.fakes import Reply
-from tests.test_compat_tools import ANTHROPIC_TOOL, GPT_MINI, HAIKU, QUESTION, Stack, stacked
+from tests.test_compat_tools import ANTHROPIC_TOOL, GPT_MINI, HAIKU, QUESTION, Stack
 
 EPHEMERAL = {"type": "ephemeral"}
 HOUR = {"type": "ephemeral", "ttl": "1h"}
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with stacked(tmp_path) as running:
-        yield running
 
 
 def marked_system(control: dict[str, Any]) -> list[dict[str, Any]]:

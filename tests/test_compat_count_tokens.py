@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -20,16 +18,10 @@ from rhetor.providers._anthropic_wire import input_count
 from rhetor.providers._wire import MalformedReply
 from tests.fakes import Fail, Reply
 from tests.fakes.anthropic import counted
-from tests.test_compat_tools import ANTHROPIC_TOOL, GPT_MINI, HAIKU, QUESTION, Stack, stacked
+from tests.test_compat_tools import ANTHROPIC_TOOL, GPT_MINI, HAIKU, QUESTION, Stack
 
 SYSTEM = "Answer in one word."
 MESSAGES: list[Any] = [{"role": "user", "content": QUESTION}]
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with stacked(tmp_path) as running:
-        yield running
 
 
 def count_requests(stack: Stack) -> list[dict[str, Any]]:

@@ -8,9 +8,6 @@ whole by a context.
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -25,8 +22,9 @@ from rhetor._types import ChatMessage, ProviderRequest
 from rhetor.providers._anthropic_wire import message as read_message
 from rhetor.providers._wire import MalformedReply
 from rhetor.storage._blocks import blocks_json, message_of
+from tests.edge_helpers import events as sse_events
 from tests.fakes import Reply
-from tests.test_compat_tools import GPT_MINI, HAIKU, LLAMA, Stack, stacked
+from tests.test_compat_tools import GPT_MINI, HAIKU, LLAMA, Stack
 
 PDF = base64.b64encode(b"%PDF-1.4\n" + b"0" * 3000 + b"\n%%EOF").decode()
 DOCUMENT: dict[str, Any] = {
@@ -42,12 +40,6 @@ SEARCH_RESULT: dict[str, Any] = {
     "title": "Weather",
     "content": [{"type": "text", "text": "Sunny in Paris."}],
 }
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with stacked(tmp_path) as running:
-        yield running
 
 
 def asking(*blocks: dict[str, Any]) -> list[dict[str, Any]]:
@@ -290,11 +282,7 @@ async def test_citations_are_not_shown_on_the_native_stream(stack: Stack) -> Non
     stack.anthropic.script(Reply("It is sunny.", citations=(CITATION,)))
     async with httpx.AsyncClient(base_url=stack.server.base_url) as http:
         response = await http.post("/stream", json={"message": "Weather?", "model": HAIKU})
-    events = [
-        json.loads(line.removeprefix("data: "))
-        for line in response.text.splitlines()
-        if line.startswith("data: ")
-    ]
+    events = sse_events(response.text)
     assert events[-1]["done"] is True
     assert all(e["chunk"] for e in events[:-1]) and len(events) > 1
     assert "cited_text" not in response.text

@@ -14,8 +14,6 @@ fake upstreams (the stack of ``tests.test_compat_tools``).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -33,15 +31,7 @@ from tests.test_compat_tools import (
     Stack,
     ask_anthropic,
     ask_openai,
-    stacked,
 )
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with stacked(tmp_path) as running:
-        yield running
-
 
 WEATHER_TOOL: Any = {
     "name": "get_weather",

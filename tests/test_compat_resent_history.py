@@ -12,8 +12,6 @@ the client of a real server relaying to the fake upstreams over loopback.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,15 +21,9 @@ from rhetor._content import ToolCall
 from rhetor._types import ChatMessage
 from rhetor.routing._conversations import unstored_turns
 from tests.fakes import Call, Reply
-from tests.test_compat_tools import OPENAI_TOOL, QUESTION, Stack, ask_openai, stacked
+from tests.test_compat_tools import OPENAI_TOOL, QUESTION, Stack, ask_openai
 
 ARGUMENTS = {"city": "Paris", "unit": "celsius"}
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with stacked(tmp_path) as running:
-        yield running
 
 
 def reserialised(text: str) -> str:

@@ -9,8 +9,6 @@ as the API does). Other families never see thinking blocks.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +19,7 @@ from rhetor._types import ChatMessage, Passthrough, ProviderRequest
 from rhetor.providers._anthropic_wire import EventReading, messages_body
 from rhetor.providers._wire import MalformedReply
 from rhetor.storage._blocks import blocks_json, message_of
+from tests.edge_helpers import named_events
 from tests.fakes import Call, Recorded, Reply
 from tests.fakes.anthropic import signature
 from tests.test_compat_openai import reads_sdk_stream
@@ -32,17 +31,10 @@ from tests.test_compat_tools import (
     QUESTION,
     STREAMED,
     Stack,
-    stacked,
 )
 
 THINKING = {"type": "enabled", "budget_tokens": 2048}
 THOUGHT = "The user wants the weather; I should call the tool."
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with stacked(tmp_path) as running:
-        yield running
 
 
 async def ask(stack: Stack, messages: list[Any], streamed: bool, **extra: Any) -> Any:
@@ -202,10 +194,7 @@ async def test_a_raw_thinking_stream_is_as_anthropic_sends_it(stack: Stack) -> N
     }
     async with httpx.AsyncClient(base_url=stack.server.base_url) as raw:
         response = await raw.post("/v1/messages", json=body)
-    blocks = [b.split("\n") for b in response.text.split("\n\n") if b.strip()]
-    events = [
-        (b[0].removeprefix("event: "), json.loads(b[1].removeprefix("data: "))) for b in blocks
-    ]
+    events = named_events(response.text)
     starts = [data for kind, data in events if kind == "content_block_start"]
     assert starts[0] == {
         "type": "content_block_start",

@@ -27,6 +27,7 @@ import pytest
 import rhetor.runtime
 from rhetor.providers._anthropic_shapes import JSON_OBJECT_INSTRUCTION
 from rhetor.routing._plan import TaskConfig
+from tests.edge_helpers import named_events
 from tests.fakes import Call, Reply
 from tests.fakes.anthropic import FakeAnthropic, fake_anthropic
 from tests.fakes.ollama import FakeOllama, fake_ollama
@@ -139,12 +140,6 @@ async def stacked(tmp_path: Path) -> AsyncIterator[Stack]:
             ) as ant_client,
         ):
             yield Stack(ant, oai, oll, server, oai_client, ant_client)
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with stacked(tmp_path) as running:
-        yield running
 
 
 @attrs.frozen
@@ -328,10 +323,7 @@ async def test_anthropic_streamed_tool_use_is_as_anthropic_sends_it(stack: Stack
     }
     async with httpx.AsyncClient(base_url=stack.server.base_url) as raw:
         response = await raw.post("/v1/messages", json=body)
-    blocks = [b.split("\n") for b in response.text.split("\n\n") if b.strip()]
-    events = [
-        (b[0].removeprefix("event: "), json.loads(b[1].removeprefix("data: "))) for b in blocks
-    ]
+    events = named_events(response.text)
     starts = [data for kind, data in events if kind == "content_block_start"]
     assert [s["content_block"]["type"] for s in starts] == ["text", "tool_use"]
     assert starts[1] == {

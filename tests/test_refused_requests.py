@@ -6,9 +6,6 @@ among the attempts keeps the 503.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import anthropic
 import openai
 import pytest
@@ -21,13 +18,7 @@ from rhetor._errors import (
     Overloaded,
 )
 from tests.fakes import Fail
-from tests.test_compat_tools import GPT_MINI, HAIKU, QUESTION, Stack, stacked
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with stacked(tmp_path) as running:
-        yield running
+from tests.test_compat_tools import GPT_MINI, HAIKU, QUESTION, Stack
 
 
 async def test_an_upstream_refusal_reaches_the_anthropic_sdk_as_a_400_not_retried(
