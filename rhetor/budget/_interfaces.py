@@ -225,8 +225,9 @@ class BudgetLedger(Store, Protocol):
         """
         Housekeeping the keeper runs in a worker thread every few hundred commits.
 
-        SQLite copies its write-ahead log into the database file; a store with
-        nothing to do does nothing.
+        SQLite copies its write-ahead log into the database file (the writes
+        wait); PostgreSQL vacuums the reservations (beside the writes); a
+        store with nothing to do does nothing.
         """
         ...
 

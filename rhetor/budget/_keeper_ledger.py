@@ -52,6 +52,9 @@ _CHECKPOINT_EVERY = 250
 _REWRITE_EVERY = 1.0
 # Group commits a shared ledger may have in flight at once (see _pipelined_commits).
 SHARED_COMMITS_IN_FLIGHT = 2
+# A shared ledger's commits between housekeepings (PostgreSQL: a vacuum of the
+# reservations, which every commit churns; see PostgresLedger.checkpoint).
+SHARED_CHECKPOINT_EVERY = 100
 
 
 @attrs.define(eq=False)
@@ -290,6 +293,7 @@ class KeeperLedger(actors.Actor):
         report, and each write is answered when its own batch is durable.
         """
         slots = anyio.Semaphore(SHARED_COMMITS_IN_FLIGHT)
+        tidying = False
 
         async def commit() -> None:
             try:
@@ -297,12 +301,25 @@ class KeeperLedger(actors.Actor):
             finally:
                 slots.release()
 
+        async def tidy() -> None:
+            nonlocal tidying
+            try:
+                await self._checkpoint()
+            finally:
+                tidying = False
+
         async with anyio.create_task_group() as commits:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 await slots.acquire()
                 commits.start_soon(commit)
+                # The housekeeping runs beside the commits (on the reader's
+                # connection), one at a time: nothing waits for it.
+                if self._commits_since_checkpoint >= SHARED_CHECKPOINT_EVERY and not tidying:
+                    self._commits_since_checkpoint = 0
+                    tidying = True
+                    commits.start_soon(tidy)
 
     async def _commit(self) -> None:
         """
@@ -421,7 +438,10 @@ class KeeperLedger(actors.Actor):
         return {(p, None): float(a) for p, a in self._limits.items() if p in PERIODS and a}
 
     async def _checkpoint(self) -> None:
-        """The ledger's housekeeping (SQLite: copy its log into the file), in a worker thread."""
+        """
+        The ledger's housekeeping in a worker thread: SQLite copies its log into
+        the file, PostgreSQL vacuums the reservations.
+        """
         try:
             await self._read(lambda reader: reader.checkpoint())
         except ServiceUnavailable as exc:

@@ -68,6 +68,7 @@ from rhetor.budget._pg_ledger_sql import (
     _SETTLE,
     _SPEND_BY_COMPONENT,
     _SWEEP,
+    _VACUUM_RESERVATIONS,
     _charges_json,
     _execute_prepared,
     _json_rows,
@@ -127,7 +128,21 @@ class PostgresLedger:
         self.trio_batches.close()
 
     def checkpoint(self) -> None:
-        """Nothing to do: PostgreSQL checkpoints by itself."""
+        """
+        Vacuum ``reservations`` (the keeper runs this every ``SHARED_CHECKPOINT_EVERY`` commits).
+
+        Every request inserts a reservation and deletes it when it settles,
+        and every checked batch sums the table whole, so its dead rows are
+        read by every batch until a vacuum frees their pages. Autovacuum
+        wakes once a minute at most (``autovacuum_naptime``): at 2,500
+        requests a second, two workers' batches slowed by a third within 40
+        seconds. Vacuumed every few hundred commits, the table stays a few
+        pages. ``SKIP_LOCKED``: when another process is vacuuming it, this
+        one skips; ``TRUNCATE false``: a vacuum never takes the exclusive
+        lock that would stall reservations (its freed pages are reused).
+        """
+        with self.db.connection("vacuumed") as conn:
+            conn.execute(_VACUUM_RESERVATIONS)
 
     # -- charges ---------------------------------------------------------------
 

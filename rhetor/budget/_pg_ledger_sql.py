@@ -85,7 +85,9 @@ def _record(fields: Sequence[str]) -> str:
 
 _ENTRY_LIST = ", ".join(ENTRY_FIELDS)
 # Charges, as one statement: the reservations they name are deleted first,
-# locked in id order (each insert reads `taken` whole before its first row,
+# locked in id order (once, looked up by id: a vacuum that finds the table
+# empty leaves the planner thinking it always is, and a lock inside the
+# delete's IN was then run again for every row, its time the batch squared) (each insert reads `taken` whole before its first row,
 # so the deletes come first, as a sweep's do), then the charges are inserted:
 # one per reservation (a real charge replaces the sweeper's interrupted one,
 # any other second one is skipped) and one per charge id, in reservation id
@@ -96,11 +98,12 @@ _ENTRY_LIST = ", ".join(ENTRY_FIELDS)
 _SETTLE_WITH = f"""
 WITH charge AS MATERIALIZED (
     SELECT * FROM json_to_recordset(%(charges)s::json) AS c ({_record(ENTRY_FIELDS)})
+), locked AS MATERIALIZED (
+    SELECT id FROM reservations
+    WHERE id = ANY(ARRAY(SELECT reservation_id FROM charge WHERE reservation_id IS NOT NULL))
+    ORDER BY id FOR UPDATE
 ), taken AS (
-    DELETE FROM reservations WHERE id IN (
-        SELECT id FROM reservations WHERE id IN (SELECT reservation_id FROM charge)
-        ORDER BY id FOR UPDATE
-    )
+    DELETE FROM reservations WHERE id = ANY(ARRAY(SELECT id FROM locked))
     RETURNING provider, component, amount
 ), settled AS (
     INSERT INTO entries ({_ENTRY_LIST})
@@ -220,12 +223,12 @@ _SETTLE_AND_SPEND = _SETTLE_WITH + _spend_sql("provider", settling=True)
 # when one is in force (one more round trip then).
 _SPEND_BY_COMPONENT = _spend_sql("component", only=True)
 _SWEEP = f"""
-WITH gone AS (
-    DELETE FROM reservations WHERE id IN (
-        SELECT r.id FROM reservations r
-        WHERE r.owner <> %(owner)s AND NOT {_ALIVE.format(owner="r.owner")}
-        ORDER BY r.id FOR UPDATE
-    )
+WITH locked AS MATERIALIZED (
+    SELECT r.id FROM reservations r
+    WHERE r.owner <> %(owner)s AND NOT {_ALIVE.format(owner="r.owner")}
+    ORDER BY r.id FOR UPDATE
+), gone AS (
+    DELETE FROM reservations WHERE id = ANY(ARRAY(SELECT id FROM locked))
     RETURNING *
 ), billed AS (
     INSERT INTO entries ({", ".join(ENTRY_FIELDS)})
@@ -243,6 +246,8 @@ WITH gone AS (
 )
 SELECT count(*), COALESCE(sum(cost), 0) FROM billed
 """
+# A vacuum that waits for no lock and never takes the exclusive one (see PostgresLedger.checkpoint).
+_VACUUM_RESERVATIONS = "VACUUM (SKIP_LOCKED, TRUNCATE false) reservations"
 _FORGET_DEAD_OWNERS = f"""
 DELETE FROM owners d WHERE d.owner <> %(owner)s AND NOT {_ALIVE.format(owner="d.owner")}
 AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.owner = d.owner)
@@ -264,9 +269,9 @@ _FLOATS = ", ".join(["float8"] * len(_SPEND_PARAMS))
 # queries that carry a batch EXECUTE them: the lock, the rules and the sums
 # go out as one round trip, the reservations' insert and COMMIT as another.
 _SPEND_PREPARED = "rhetor_ledger_spend_1"
-_SETTLE_AND_SPEND_PREPARED = "rhetor_ledger_settle_and_spend_2"
+_SETTLE_AND_SPEND_PREPARED = "rhetor_ledger_settle_and_spend_3"
 _RESERVE_PREPARED = "rhetor_ledger_reserve_1"
-_SETTLE_PREPARED = "rhetor_ledger_settle_2"
+_SETTLE_PREPARED = "rhetor_ledger_settle_3"
 _PREPARE_BATCH = "; ".join(
     [
         f"PREPARE {_SPEND_PREPARED} ({_FLOATS}) AS {_positional(_SPEND, _SPEND_PARAMS)}",
