@@ -1,37 +1,48 @@
 """
 Benchmark scaling: POST /message on one SQLite process, one PostgreSQL process and two PostgreSQL workers.
 
-Run: ``python benchmarks/scale.py`` (about a minute and a half). It needs the
-PostgreSQL the tests use (``RHETOR_TEST_DATABASE_URL``, else
+Run: ``python benchmarks/scale.py`` (about two and a half minutes). It needs
+the PostgreSQL the tests use (``RHETOR_TEST_DATABASE_URL``, else
 ``postgresql://postgres@127.0.0.1:5432/postgres``), where it creates a
 database of its own and drops it at the end. Every server is a real
 ``python -m rhetor serve`` subprocess (``--workers 2`` for the last) on the
 simulated provider with a price (so every request reserves and settles in
 the ledger) under ``enforce`` with a limit it never reaches. The load
 generator is ``wrk`` when installed, else :func:`_load.lean` (bare
-keep-alive sockets in this process), at 32 connections. Each run also
-reports how many of the machine's cores were busy (from ``/proc/stat``):
-on a small machine Rhetor, PostgreSQL and the load generator share them,
-and a second worker can only scale as far as idle cores allow.
+keep-alive sockets in this process).
+
+Throughput is capacity: each setup is measured at 32 and at 96 connections
+(``--connections 32,96``), and its throughput is the better of the two. At
+32 connections two workers have 16 each, and a worker's requests all wait
+on the same group commits at times, so neither core is full (about 1.7 of
+2 busy); at 96 each group commit carries more requests and both are. One
+process is full at either. Every level's figures are printed and in the
+JSON line, so the fixed-concurrency numbers are there too. Each run also
+reports how many of the machine's cores were busy (from ``/proc/stat``): on
+a small machine Rhetor, PostgreSQL and the load generator share them, and a
+second worker can only scale as far as idle cores allow.
 
 It reports:
 
 - requests per second of each setup, in alternating rounds (medians), and
   the ratios against the baseline measured in the same run: ``pg1_rps``
-  against ``sqlite_rps`` (target ≥ 0.8) and ``pg2_rps`` against
-  ``pg1_rps``, the scaling of two workers (target ≥ 1.6);
+  against ``sqlite_rps`` (target >= 0.8) and ``pg2_rps`` against
+  ``pg1_rps``, the scaling of two workers (target >= 1.6);
 - overspend under contention: two workers and a limit that a tenth of a
   burst of requests already fills, then the ledger's total against it
   (target 0).
 
 The ledger is emptied between setups, so that none of them sums the spend
-of another. The last line is JSON: sqlite_rps, pg1_rps, pg2_rps,
-scaling_2w, scaling_bound (the machine's cores over the cores busy while one
-worker runs: what two workers could reach at most, with every core busy at
-one worker's machine CPU per request), pg1_cores, pg2_cores, pg1_vs_sqlite,
-overspend, and each setup's microseconds of CPU a request in Rhetor's
-processes and in PostgreSQL's (``pg2_rhetor_us``, ``pg2_postgres_us``...,
-from /proc: where a second worker's cost goes). On a shared machine the numbers swing; compare the ratios of one run.
+of another. The last line is JSON: sqlite_rps, pg1_rps, pg2_rps (each at
+its best), scaling_2w, scaling_bound (the machine's cores over the cores
+busy while one worker runs: what two workers could reach at most, with every
+core busy at one worker's machine CPU per request), pg1_vs_sqlite,
+overspend, connections (the levels), and for each setup the level of its
+best (``pg2_connections``), the cores busy and microseconds of CPU a request
+in Rhetor's processes and in PostgreSQL's there (``pg2_cores``,
+``pg2_rhetor_us``, ``pg2_postgres_us``), and its req/s at every level
+(``pg2_rps_at_32``). On a shared machine the numbers swing; compare the
+ratios of one run.
 """
 
 from __future__ import annotations
@@ -52,13 +63,15 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import _load  # benchmarks/_load.py, beside this script
+import attrs
 import psycopg
 from _servers import started, stop
 from psycopg import sql
 
 BODY = {"message": "Hello, Rhetor!", "max_tokens": 50}
 PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
-CONNECTIONS = 32
+# The concurrencies each setup is measured at; its throughput is its best.
+CONNECTIONS = (32, 96)
 DURATION = 5
 ROUNDS = 3
 # The contention run: concurrent requests, and a limit a tenth of them fill.
@@ -166,7 +179,7 @@ def process_cpu(rhetor_pid: int) -> dict[str, float]:
     return totals
 
 
-def load(url: str, connections: int = CONNECTIONS, duration: float = DURATION) -> float:
+def load(url: str, connections: int, duration: float = DURATION) -> float:
     if shutil.which("wrk"):
         return _load.wrk(url, BODY, connections, max(1, round(duration)), threads=2)["rps"]
     return _load.lean(url, BODY, connections, duration)["rps"]
@@ -174,14 +187,52 @@ def load(url: str, connections: int = CONNECTIONS, duration: float = DURATION) -
 
 # -- the setups ---------------------------------------------------------------------------
 
+SETUPS = ("sqlite", "pg1", "pg2")
 
-def throughput(workdir: str, prices: Path, url: str) -> dict[str, float]:
-    """Each setup's req/s, in alternating rounds; answers the medians."""
-    setups = {"sqlite": (None, 1), "pg1": (url, 1), "pg2": (url, 2)}
-    runs: dict[str, list[float]] = {name: [] for name in setups}
-    cores: dict[str, list[float]] = {name: [] for name in setups}
+
+@attrs.define
+class Level:
+    """One setup at one concurrency: each round's req/s, cores busy and CPU a request."""
+
+    rps: list[float] = attrs.Factory(list)
+    cores: list[float] = attrs.Factory(list)
     # Microseconds of CPU a request: Rhetor's processes', PostgreSQL's.
-    per_request: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
+    cpu: list[tuple[float, float]] = attrs.Factory(list)
+
+    def measure(self, url: str, connections: int, pid: int) -> None:
+        cpu, wall = busy_cores()
+        own = process_cpu(pid)
+        self.rps.append(load(url, connections))
+        own_after = process_cpu(pid)
+        cpu_after, wall_after = busy_cores()
+        self.cores.append((cpu_after - cpu) / (wall_after - wall))
+        served = self.rps[-1] * (wall_after - wall)
+        self.cpu.append(
+            (
+                (own_after["rhetor"] - own["rhetor"]) / served * 1e6,
+                (own_after["postgres"] - own["postgres"]) / served * 1e6,
+            )
+        )
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "rps": statistics.median(self.rps),
+            "cores": statistics.median(self.cores),
+            "rhetor_us": statistics.median(c[0] for c in self.cpu),
+            "postgres_us": statistics.median(c[1] for c in self.cpu),
+        }
+
+
+def throughput(
+    workdir: str, prices: Path, url: str, levels: list[int]
+) -> dict[str, dict[int, dict[str, float]]]:
+    """
+    Each setup at each concurrency, in alternating rounds (one server a setup
+    a round, measured at every level in turn); answers the medians, by setup
+    and level.
+    """
+    setups = {"sqlite": (None, 1), "pg1": (url, 1), "pg2": (url, 2)}
+    runs = {name: {level: Level() for level in levels} for name in setups}
     for round_number in range(ROUNDS):
         for name, (database_url, workers) in setups.items():
             empty_ledger(url)
@@ -189,36 +240,24 @@ def throughput(workdir: str, prices: Path, url: str) -> dict[str, float]:
                 proc, base = start(own, prices, 1e9, database_url, workers)
                 try:
                     load(f"{base}/message", 8, 1.0)  # warm up
-                    cpu, wall = busy_cores()
-                    own = process_cpu(proc.pid)
-                    runs[name].append(load(f"{base}/message"))
-                    own_after = process_cpu(proc.pid)
-                    cpu_after, wall_after = busy_cores()
-                    cores[name].append((cpu_after - cpu) / (wall_after - wall))
-                    served = runs[name][-1] * (wall_after - wall)
-                    per_request[name].append(
-                        (
-                            (own_after["rhetor"] - own["rhetor"]) / served * 1e6,
-                            (own_after["postgres"] - own["postgres"]) / served * 1e6,
-                        )
-                    )
+                    for level in levels:
+                        runs[name][level].measure(f"{base}/message", level, proc.pid)
                 finally:
                     stop(proc, grace=30)  # workers take longer to stop than one process
         print(
             f"  round {round_number + 1}: "
-            + ", ".join(
-                f"{name} {runs[name][-1]:.0f} req/s ({cores[name][-1]:.2f} cores busy)"
+            + "; ".join(
+                f"{name} "
+                + ", ".join(
+                    f"{runs[name][level].rps[-1]:.0f} req/s at {level}"
+                    f" ({runs[name][level].cores[-1]:.2f} cores busy)"
+                    for level in levels
+                )
                 for name in setups
             ),
             flush=True,
         )
-    busy = {f"{name}_cores": statistics.median(values) for name, values in cores.items()}
-    cpu = {
-        f"{name}_{part}_us": statistics.median(v[index] for v in values)
-        for name, values in per_request.items()
-        for index, part in enumerate(("rhetor", "postgres"))
-    }
-    return {name: statistics.median(values) for name, values in runs.items()} | busy | cpu
+    return {name: {level: runs[name][level].summary() for level in levels} for name in setups}
 
 
 def contention(workdir: str, prices: Path, url: str) -> tuple[float, float, int]:
@@ -285,41 +324,50 @@ def burst(url: str, count: int) -> int:
 # -- main ----------------------------------------------------------------------------------
 
 
-def main() -> None:
+def main(levels: list[int]) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir, database() as url:
         prices = Path(workdir) / "prices.json"
         prices.write_text(json.dumps({"simulated-echo": PRICE, "simulated-summary": PRICE}))
-        rps = throughput(workdir, prices, url)
+        measured = throughput(workdir, prices, url, levels)
         total, limit, granted = contention(workdir, prices, url)
     tool = "wrk" if shutil.which("wrk") else "lean sockets (wrk not found)"
+    # Each setup's throughput is its best over the concurrencies: its capacity.
+    best = {
+        name: max(by_level.values(), key=lambda m: m["rps"]) for name, by_level in measured.items()
+    }
+    at = {
+        name: next(level for level, m in by_level.items() if m is best[name])
+        for name, by_level in measured.items()
+    }
+    rps = {name: best[name]["rps"] for name in SETUPS}
     scaling = rps["pg2"] / rps["pg1"]
     # What two workers could reach at most on this machine: every core busy
     # at one worker's machine CPU (Rhetor, PostgreSQL, wrk) per request.
     cores = os.cpu_count() or 1
-    bound = cores / rps["pg1_cores"] if rps["pg1_cores"] else float("inf")
+    pg1_cores = best["pg1"]["cores"]
+    bound = cores / pg1_cores if pg1_cores else float("inf")
     pg_vs_sqlite = rps["pg1"] / rps["sqlite"]
     overspend = max(0.0, total - limit)
-    print(f"load generator: {tool}; {CONNECTIONS} connections, {DURATION}s per run")
-    print(
-        f"machine: {os.cpu_count()} cores; busy during the runs (everything: Rhetor, PostgreSQL,"
-        f" the load generator, other work): sqlite {rps['sqlite_cores']:.2f},"
-        f" pg1 {rps['pg1_cores']:.2f}, pg2 {rps['pg2_cores']:.2f}"
-    )
-    print(
-        f"POST /message: sqlite {rps['sqlite']:.0f}, pg1 {rps['pg1']:.0f}, "
-        f"pg2 {rps['pg2']:.0f} req/s"
-    )
-    print(
-        "CPU a request (us; Rhetor's processes / PostgreSQL's): "
-        + ", ".join(
-            f"{name} {rps[f'{name}_rhetor_us']:.0f} / {rps[f'{name}_postgres_us']:.0f}"
-            for name in ("sqlite", "pg1", "pg2")
+    print(f"load generator: {tool}; {', '.join(map(str, levels))} connections, {DURATION}s per run")
+    print(f"machine: {cores} cores")
+    for name in SETUPS:
+        print(
+            f"{name}: "
+            + "; ".join(
+                f"{level} connections {m['rps']:.0f} req/s, {m['cores']:.2f} cores busy"
+                f" (everything: Rhetor, PostgreSQL, the load generator), CPU a request"
+                f" {m['rhetor_us']:.0f} us Rhetor / {m['postgres_us']:.0f} us PostgreSQL"
+                for level, m in measured[name].items()
+            )
         )
+    print(
+        f"POST /message, each setup at its best: sqlite {rps['sqlite']:.0f} (at {at['sqlite']}),"
+        f" pg1 {rps['pg1']:.0f} (at {at['pg1']}), pg2 {rps['pg2']:.0f} (at {at['pg2']}) req/s"
     )
     print(
         f"pg1 / sqlite {pg_vs_sqlite:.2f} (target >= 0.8); pg2 / pg1 {scaling:.2f} (target >= 1.6;"
-        f" at most {bound:.2f} here: {cores} cores over the {rps['pg1_cores']:.2f} one worker keeps busy)"
+        f" at most {bound:.2f} here: {cores} cores over the {pg1_cores:.2f} one worker keeps busy)"
     )
     print(
         f"contention: {BURST} requests at once on two workers, limit ${limit:.6f}:"
@@ -329,28 +377,34 @@ def main() -> None:
         # A burst the limit refused whole proves nothing about overspend.
         print("warning: the contention run granted no request; its overspend of 0 is vacuous")
     print(f"total {time.perf_counter() - started:.1f}s")
-    result = {
+    result: dict[str, object] = {
         "sqlite_rps": round(rps["sqlite"], 1),
         "pg1_rps": round(rps["pg1"], 1),
         "pg2_rps": round(rps["pg2"], 1),
         "scaling_2w": round(scaling, 3),
         "scaling_bound": round(bound, 3),
-        "pg1_cores": round(rps["pg1_cores"], 3),
-        "pg2_cores": round(rps["pg2_cores"], 3),
         "pg1_vs_sqlite": round(pg_vs_sqlite, 3),
         "overspend": round(overspend, 9),
         "contention_granted": granted,
-        "cores": os.cpu_count(),
-        **{
-            key: round(value)
-            for key, value in rps.items()
-            if key.endswith(("_rhetor_us", "_postgres_us"))
-        },
+        "cores": cores,
+        "connections": levels,
     }
+    for name in SETUPS:
+        result[f"{name}_connections"] = at[name]
+        result[f"{name}_cores"] = round(best[name]["cores"], 3)
+        result[f"{name}_rhetor_us"] = round(best[name]["rhetor_us"])
+        result[f"{name}_postgres_us"] = round(best[name]["postgres_us"])
+        for level, m in measured[name].items():
+            result[f"{name}_rps_at_{level}"] = round(m["rps"], 1)
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.parse_args()
-    main()
+    parser.add_argument(
+        "--connections",
+        default=",".join(map(str, CONNECTIONS)),
+        help="the concurrencies to measure at, comma-separated (default: %(default)s)",
+    )
+    arguments = parser.parse_args()
+    main([int(level) for level in arguments.connections.split(",")])
