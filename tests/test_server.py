@@ -35,7 +35,7 @@ from rhetor.edge._hypercorn import (
     WholeReplyStream,
     adjust_hypercorn,
 )
-from rhetor.edge._server import serve
+from rhetor.edge._server import YOUNG_COLLECTION_THRESHOLD, serve
 from tests.helpers import settings_for, simulated_backends
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,17 +123,21 @@ def test_the_stock_hypercorn_flag_is_read_from_the_environment() -> None:
         Settings.from_env({"RHETOR_STOCK_HYPERCORN": "maybe"})
 
 
-async def test_serve_with_freeze_heap_takes_start_up_objects_out_of_the_collector(
+async def test_serve_with_freeze_heap_freezes_start_up_and_collects_young_objects_less_often(
     tmp_path: Path,
 ) -> None:
-    """freeze_heap (what the CLI sets) freezes what start-up allocated, before serving."""
+    """
+    freeze_heap (what the CLI sets) freezes what start-up allocated, before serving, and
+    raises the young generation's threshold; the older generations' stay CPython's.
+    """
     settings = settings_for(tmp_path)
     stop = trio.Event()
     assert gc.get_freeze_count() == 0
+    before = gc.get_threshold()
     try:
         async with trio.open_nursery() as nursery:
             port = await start_serving(nursery, settings, stop, freeze_heap=True)
-            frozen = gc.get_freeze_count()
+            frozen, threshold = gc.get_freeze_count(), gc.get_threshold()
             async with httpx.AsyncClient(verify=False) as client:
                 reply = await client.post(
                     f"http://127.0.0.1:{port}/message", json={"message": "hi"}
@@ -141,8 +145,25 @@ async def test_serve_with_freeze_heap_takes_start_up_objects_out_of_the_collecto
             stop.set()
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
     assert frozen > 10_000
+    assert threshold == (YOUNG_COLLECTION_THRESHOLD, *before[1:])
+    assert 10 * before[0] < YOUNG_COLLECTION_THRESHOLD
     assert reply.status_code == 200
+
+
+async def test_serving_without_freeze_heap_leaves_the_collector_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """An embedder's process keeps its own collector settings: no freeze, no new threshold."""
+    settings = settings_for(tmp_path)
+    stop = trio.Event()
+    before = gc.get_threshold()
+    async with trio.open_nursery() as nursery:
+        await start_serving(nursery, settings, stop)
+        frozen, threshold = gc.get_freeze_count(), gc.get_threshold()
+        stop.set()
+    assert (frozen, threshold) == (0, before)
 
 
 async def test_graceful_shutdown_lets_an_in_flight_stream_finish(tmp_path: Path) -> None:
