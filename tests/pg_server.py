@@ -123,10 +123,19 @@ class Throwaway:
             shutil.chown(self.root, "postgres", "postgres")
         data = self.root / "data"
         self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.resume()
+        return self.url
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash would (``-m immediate``); its files stay."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop")
+
+    def resume(self) -> None:
+        """Start the server (again) on the same port and files, and wait until it answers."""
         self._run(
             "pg_ctl",
             "-D",
-            str(data),
+            str(self.root / "data"),
             "-l",
             str(self.root / "log"),
             "-w",
@@ -134,11 +143,10 @@ class Throwaway:
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
             "start",
         )
-        return self.url
 
     def stop(self) -> None:
         """Stop the cluster and remove its files."""
         try:
-            self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop")
+            self.halt()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -13,15 +13,21 @@ whose model has a price (gpt-4o). Each test drives them over real sockets:
   serving, and after a restart no acknowledged charge or context message
   is lost and the dead one's open reservations are billed ``interrupted``;
 - the database is cut off mid-load (a TCP proxy between Rhetor and
-  PostgreSQL, never the machine's server): clients get successes or typed
-  503s, never a hang, and the instances recover with nothing done by hand.
+  PostgreSQL, never the machine's server), and a PostgreSQL server of the
+  test's own (started from the installed binaries) is stopped as a crash
+  would and started again mid-load: clients get successes or typed 503s,
+  never a hang, and the instances recover with nothing done by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import threading
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,7 @@ from tests.fakes._behaviours import Reply
 from tests.fakes.openai import FakeOpenAI, fake_openai
 from tests.fakes.tcp_proxy import cuttable_proxy, database_address, proxied_url
 from tests.instances import Instance, instance_env, instances, post, start, stop
+from tests.pg_server import Throwaway
 
 pytestmark = pytest.mark.slow
 
@@ -193,6 +200,21 @@ async def test_a_killed_instance_loses_nothing_acknowledged_and_its_reservations
     assert not lost, f"{len(lost)} acknowledged turns lost"
 
 
+@pytest.fixture
+def cluster() -> Iterator[Throwaway]:
+    """A PostgreSQL server of the test's own, from the installed binaries, to restart at will."""
+    found = Throwaway.find()
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs the PostgreSQL binaries to restart a server of the test's own")
+        pytest.skip("no PostgreSQL binaries to start a server of the test's own")
+    found.start()
+    try:
+        yield found
+    finally:
+        found.stop()
+
+
 async def test_a_database_cut_mid_load_gives_successes_or_typed_503s_and_heals_by_itself(
     pg: PgDatabase, tmp_path: Path
 ) -> None:
@@ -201,38 +223,78 @@ async def test_a_database_cut_mid_load_gives_successes_or_typed_503s_and_heals_b
         fake_openai() as fake,
         cuttable_proxy(*database_address(pg.url)) as proxy,
     ):
-        fake.default = Reply(text="Hello from the fake.", input_tokens=USAGE[0], delay=0.05)
+
+        async def outage() -> None:
+            proxy.cut()
+            await trio.sleep(3.0)
+            proxy.restore()
+
         env = env_for(proxied_url(pg.url, proxy), fake, 100.0)
-        async with instances(2, env, tmp_path) as servers:
-            results: list[tuple[float, int, dict[str, Any]]] = []
+        await _load_through(outage, env, fake, lambda: contextlib.nullcontext(pg), tmp_path)
 
-            async def client_loop(n: int, stop: trio.Event) -> None:
-                for i in itertools.count():
-                    if stop.is_set():
-                        return
-                    url = servers[n % len(servers)].url
-                    status, answer = await post(url, "/message", body(f"r {n}-{i}"), timeout=20)
-                    results.append((trio.current_time(), status, answer))
 
-            stop = trio.Event()
-            async with trio.open_nursery() as nursery:
-                for n in range(40):
-                    nursery.start_soon(client_loop, n, stop)
-                await trio.sleep(1.0)
-                proxy.cut()
-                await trio.sleep(3.0)
-                proxy.restore()
-                restored = trio.current_time()
-                with trio.fail_after(15):
-                    while not any(t > restored + 0.5 and s == 200 for t, s, _ in results):
-                        await trio.sleep(0.1)
-                recovered = trio.current_time()
-                await trio.sleep(1.5)
-                stop.set()
-            alive = [s.process.poll() is None for s in servers]
+async def test_a_postgresql_restart_mid_load_gives_successes_or_typed_503s_and_heals_by_itself(
+    cluster: Throwaway, tmp_path: Path
+) -> None:
+    """
+    The server itself stopped as a crash would (every session, lock and prepared statement
+    gone) and started again 3 s later, under load: the same as a cut, with nothing by hand.
+    """
+
+    async def outage() -> None:
+        await trio.to_thread.run_sync(cluster.halt)
+        await trio.sleep(3.0)
+        await trio.to_thread.run_sync(cluster.resume)
+
+    async with fake_openai() as fake:
+        env = env_for(cluster.url, fake, 100.0)
+        # The test's own reads open their pool after the restart.
+        await _load_through(outage, env, fake, lambda: PgDatabase(cluster.url), tmp_path)
+
+
+async def _load_through(
+    outage: Callable[[], Awaitable[None]],
+    env: dict[str, str],
+    fake: FakeOpenAI,
+    database: Callable[[], AbstractContextManager[PgDatabase]],
+    tmp_path: Path,
+) -> None:
+    """
+    Two instances under 40 clients' load through ``outage``: every answer a 200 or a 503
+    storage_unavailable, both alive, 200s only once one came back, every acknowledged
+    reply charged.
+    """
+    fake.default = Reply(text="Hello from the fake.", input_tokens=USAGE[0], delay=0.05)
+    async with instances(2, env, tmp_path) as servers:
+        results: list[tuple[float, int, dict[str, Any]]] = []
+
+        async def client_loop(n: int, stop: trio.Event) -> None:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                url = servers[n % len(servers)].url
+                status, answer = await post(url, "/message", body(f"r {n}-{i}"), timeout=20)
+                results.append((trio.current_time(), status, answer))
+
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for n in range(40):
+                nursery.start_soon(client_loop, n, stop)
+            await trio.sleep(1.0)
+            await outage()
+            restored = trio.current_time()
+            with trio.fail_after(15):
+                while not any(t > restored + 0.5 and s == 200 for t, s, _ in results):
+                    await trio.sleep(0.1)
+            recovered = trio.current_time()
+            await trio.sleep(1.5)
+            stop.set()
+        alive = [s.process.poll() is None for s in servers]
+        with database() as pg:
             with trio.fail_after(15):
                 while ledger(pg).reservations() or await trio.to_thread.run_sync(_pending, servers):
                     await trio.sleep(0.2)
+            charged = {e.request_id for e in ledger(pg).entries() if e.status == "ok"}
     statuses = Counter(status for _, status, _ in results)
     assert set(statuses) <= {200, 503}, statuses
     assert statuses[503] > 0 and statuses[200] > 0, statuses
@@ -242,8 +304,7 @@ async def test_a_database_cut_mid_load_gives_successes_or_typed_503s_and_heals_b
     tail = [s for t, s, _ in results if t > recovered + 0.5]
     assert tail and set(tail) == {200}
     acknowledged = {b["request_id"] for _, s, b in results if s == 200}
-    ok = {e.request_id for e in ledger(pg).entries() if e.status == "ok"}
-    assert acknowledged <= ok
+    assert acknowledged <= charged
 
 
 def _pending(servers: list[Instance]) -> bool:
