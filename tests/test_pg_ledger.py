@@ -347,6 +347,24 @@ def test_a_batch_whose_prepared_statements_were_deallocated_prepares_them_again(
         one.close()
 
 
+async def spawn_keeper(system: actors.System, pg: PgDatabase, owner: str) -> actors.Ref:
+    """A BudgetKeeper on the shared ledger, under warn with no limits."""
+    return await system.spawn(
+        lambda: BudgetKeeper(
+            lambda: PostgresLedger(pg),
+            policy="warn",
+            limits={"daily": 0.0, "weekly": 0.0, "monthly": 0.0},
+            owner=owner,
+        ),
+        name="budget",
+    )
+
+
+def unreserved_charge(request_id: str) -> Settle:
+    """A one-cent charge with no reservation (reservation 0: nothing to check)."""
+    return Settle(0, request_id, "openai", "gpt-4o", "test", None, Usage(1, 1), 0.01)
+
+
 def _waiting_for_locks(pg: PgDatabase) -> int:
     """How many sessions of the database wait for a lock now."""
     with pg.connection() as conn:
@@ -369,23 +387,13 @@ async def test_the_keeper_has_two_group_commits_in_flight_on_a_shared_ledger_and
     answered: list[int] = []
     try:
         async with actors.open_system() as system:
-            ref = await system.spawn(
-                lambda: BudgetKeeper(
-                    lambda: PostgresLedger(pg),
-                    policy="warn",
-                    limits={"daily": 0.0, "weekly": 0.0, "monthly": 0.0},
-                    owner="pipelined",
-                ),
-                name="budget",
-            )
+            ref = await spawn_keeper(system, pg, "pipelined")
             # Taken once the keeper has started (its start sweeps into this table).
             blocker.execute("BEGIN")
             blocker.execute("LOCK TABLE entries IN EXCLUSIVE MODE")
 
             async def one(i: int) -> None:
-                # Reservation 0: a charge with no reservation (nothing to check).
-                charge = Settle(0, f"r{i}", "openai", "gpt-4o", "test", None, Usage(1, 1), 0.01)
-                await ref.ask(charge, timeout=30)
+                await ref.ask(unreserved_charge(f"r{i}"), timeout=30)
                 answered.append(i)
 
             try:
@@ -496,19 +504,10 @@ async def test_the_keeper_vacuums_a_shared_ledger_every_so_many_commits_beside_t
 
     monkeypatch.setattr(PostgresLedger, "checkpoint", checkpoint)
     async with actors.open_system() as system:
-        ref = await system.spawn(
-            lambda: BudgetKeeper(
-                lambda: PostgresLedger(pg),
-                policy="warn",
-                limits={"daily": 0.0, "weekly": 0.0, "monthly": 0.0},
-                owner="tidy",
-            ),
-            name="budget",
-        )
+        ref = await spawn_keeper(system, pg, "tidy")
 
         async def settle(i: int) -> None:
-            charge = Settle(0, f"r{i}", "openai", "gpt-4o", "test", None, Usage(1, 1), 0.01)
-            await ref.ask(charge, timeout=30)
+            await ref.ask(unreserved_charge(f"r{i}"), timeout=30)
 
         with trio.fail_after(60):
             for i in range(SHARED_CHECKPOINT_EVERY + 2):
