@@ -29,6 +29,7 @@ from rhetor.budget._pg_ledger import (
 )
 from rhetor.budget._rules import Claim
 from rhetor.storage._pg import PgDatabase
+from tests.fakes.tcp_proxy import cuttable_proxy, database_address, proxied_url
 
 
 def reservation(rid: int, owner: str, amount: float = 0.5) -> ReservationRow:
@@ -524,3 +525,36 @@ async def test_the_keeper_vacuums_a_shared_ledger_every_so_many_commits_beside_t
             while len(calls) < 2:
                 await trio.sleep(0.01)
     assert len(PostgresLedger(pg).entries()) == 3 * SHARED_CHECKPOINT_EVERY + 4
+
+
+async def test_commits_that_the_database_refused_never_start_its_vacuum(
+    pg: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    While the database is cut off every commit fails at once, and so would a vacuum: those
+    commits are not counted toward it, so an outage does not log a failed vacuum every
+    hundred requests; once the database answers, the count goes on.
+    """
+    calls: list[int] = []
+    monkeypatch.setattr(PostgresLedger, "checkpoint", lambda self: calls.append(1))
+    async with cuttable_proxy(*database_address(pg.url)) as proxy:
+        # Opened and closed in a thread: the proxy runs on this loop.
+        db = await trio.to_thread.run_sync(PgDatabase(proxied_url(pg.url, proxy)).open)
+        try:
+            async with actors.open_system() as system:
+                ref = await spawn_keeper(system, db, "cut")
+                proxy.cut()
+                with trio.fail_after(60):
+                    # Under warn the charges are kept, to be written once it answers.
+                    for i in range(SHARED_CHECKPOINT_EVERY + 20):
+                        await ref.ask(unreserved_charge(f"cut{i}"), timeout=30)
+                    await trio.sleep(0.5)
+                    assert calls == []
+                    proxy.restore()
+                    i = 0
+                    while not calls:
+                        await ref.ask(unreserved_charge(f"back{i}"), timeout=30)
+                        i += 1
+                    assert i >= SHARED_CHECKPOINT_EVERY - 1
+        finally:
+            await trio.to_thread.run_sync(db.close)

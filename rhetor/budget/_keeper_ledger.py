@@ -354,7 +354,10 @@ class KeeperLedger(actors.Actor):
                 await anyio.to_thread.run_sync(write_batch, self.ledger, batch, rules)
         else:
             write_batch(self.ledger, batch)
-        self._commits_since_checkpoint += 1
+        if not any(write.error is not None and transient(write.error) for write in batch):
+            # Housekeeping counts the commits the database took: during an
+            # outage every commit fails at once, and so would a checkpoint.
+            self._commits_since_checkpoint += 1
         for write in batch:
             if write.release is not None:
                 if write.error is not None and transient(write.error):
