@@ -136,7 +136,7 @@ class PostgresLedger:
         read by every batch until a vacuum frees their pages. Autovacuum
         wakes once a minute at most (``autovacuum_naptime``): at 2,500
         requests a second, two workers' batches slowed by a third within 40
-        seconds. Vacuumed every few hundred commits, the table stays a few
+        seconds. Vacuumed every 100 commits, the table stays a few dozen
         pages. ``SKIP_LOCKED``: when another process is vacuuming it, this
         one skips; ``TRUNCATE false``: a vacuum never takes the exclusive
         lock that would stall reservations (its freed pages are reused).

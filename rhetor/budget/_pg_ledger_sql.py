@@ -85,16 +85,17 @@ def _record(fields: Sequence[str]) -> str:
 
 _ENTRY_LIST = ", ".join(ENTRY_FIELDS)
 # Charges, as one statement: the reservations they name are deleted first,
-# locked in id order (once, looked up by id: a vacuum that finds the table
-# empty leaves the planner thinking it always is, and a lock inside the
-# delete's IN was then run again for every row, its time the batch squared) (each insert reads `taken` whole before its first row,
+# locked in id order (each insert reads `taken` whole before its first row,
 # so the deletes come first, as a sweep's do), then the charges are inserted:
 # one per reservation (a real charge replaces the sweeper's interrupted one,
 # any other second one is skipped) and one per charge id, in reservation id
 # and charge id order: two settles replacing the same interrupted charges (or
 # racing on the same charge ids) then wait for each other's rows in one order
 # and cannot deadlock. Both inserts are one statement, so the spend_hours
-# triggers run once for it.
+# triggers run once for it. The locks are taken once, in their own step, the
+# rows looked up by id: a vacuum that finds the table empty leaves the planner
+# thinking it always is, and a locking subquery inside the delete's IN was
+# then run again for every row (2.7 s for 400; see docs/storage.md, Vacuum).
 _SETTLE_WITH = f"""
 WITH charge AS MATERIALIZED (
     SELECT * FROM json_to_recordset(%(charges)s::json) AS c ({_record(ENTRY_FIELDS)})
