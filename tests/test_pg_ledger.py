@@ -558,3 +558,41 @@ async def test_commits_that_the_database_refused_never_start_its_vacuum(
                     assert i >= SHARED_CHECKPOINT_EVERY - 1
         finally:
             await trio.to_thread.run_sync(db.close)
+
+
+def test_spent_reads_whole_hours_from_spend_hours_and_equals_the_charges_summed(
+    pg: PgDatabase, ledger: PostgresLedger
+) -> None:
+    """
+    spent() (GET /budget's totals) sums spend_hours' whole hours and the first partial
+    hour's charges: for any start, on an hour, between, or on a charge itself, of all
+    providers or one, it is the charges' sum; and a charge the sweep replaced counts once.
+    """
+    rng = random.Random(7)
+    providers = ("openai", "anthropic", "ollama")
+    charges = [
+        LedgerEntry(
+            f"r{i}",
+            providers[i % 3],
+            "m",
+            1,
+            1,
+            round(rng.uniform(0, 0.01), 6),
+            charge_id=f"c{i}",
+            ts=rng.choice([3600.0 * rng.randrange(10), rng.uniform(0, 36_000)]),
+        )
+        for i in range(400)
+    ]
+    ledger.record_many(charges)
+    ledger.reserve_many([reservation(9001, "gone", 0.5)])
+    assert ledger.sweep("me") == (1, 0.5)  # an interrupted charge at t=9501 s
+    ledger.record_many([settled(9001, "late")])  # replaced by its real one at t=600 s
+    every = ledger.entries()
+    starts = [0.0, 1800.0, 3600.0, 3599.999, 600.0, 9501.0, 35_999.0, 40_000.0]
+    starts += [rng.uniform(0, 36_000) for _ in range(20)] + [c.ts for c in charges[:10]]
+    for since in starts:
+        for provider in (None, *providers):
+            expected = sum(
+                e.cost for e in every if e.ts >= since and provider in (None, e.provider)
+            )
+            assert ledger.spent(since, provider) == pytest.approx(expected, rel=1e-9, abs=1e-12)

@@ -67,12 +67,15 @@ from rhetor.budget._pg_ledger_sql import (
     _RESERVE,
     _SETTLE,
     _SPEND_BY_COMPONENT,
+    _SPENT,
+    _SPENT_BY_PROVIDER,
     _SWEEP,
     _VACUUM_RESERVATIONS,
     _charges_json,
     _execute_prepared,
     _json_rows,
     _spend_args,
+    _spent_args,
     _values,
 )
 from rhetor.budget._pg_ledger_trio import TrioBatches
@@ -202,18 +205,21 @@ class PostgresLedger:
             return [LedgerEntry(**dict(zip(names, row, strict=True))) for row in cursor]
 
     def spent(self, since: float, provider: str | None = None) -> float:
-        """Total USD cost of the charges at or after ``since``, of one provider or of all."""
+        """
+        Total USD cost of the charges at or after ``since``, of one provider or of all.
+
+        Read as the reservation check reads it: whole hours from ``spend_hours``,
+        the first partial hour from the charges (see ``_pg_ledger_sql._spent_sql``).
+        ``GET /budget`` and the metrics' sampling ask for a dozen of these.
+        Rounded to a millionth of a millionth of a dollar: an hour's total is a
+        running sum (a charge that replaces another subtracts it), and its
+        float noise (1e-17) is not spend.
+        """
+        statement = _SPENT if provider is None else _SPENT_BY_PROVIDER
+        args = _spent_args(since, None if provider is None else pg_text(provider))
         with self.db.connection("read") as conn:
-            if provider is None:
-                row = conn.execute(
-                    "SELECT COALESCE(sum(cost), 0) FROM entries WHERE ts >= %s", (since,)
-                ).fetchone()
-            else:
-                row = conn.execute(
-                    "SELECT COALESCE(sum(cost), 0) FROM entries WHERE ts >= %s AND provider = %s",
-                    (since, pg_text(provider)),
-                ).fetchone()
-        return float(row[0]) if row else 0.0
+            row = conn.execute(statement, args).fetchone()
+        return round(float(row[0]), 12) if row else 0.0
 
     def usage(self, since: float, group_by: GroupBy) -> list[UsageRow]:
         """Requests, tokens and cost since ``since``, summed per group, costliest first."""
