@@ -93,6 +93,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValidationError(name, f"must be a whole number, got {raw!r}") from None
 
 
+# The most connections one process's pool may hold.
+MAX_POOL_SIZE = 100
+
+
+def _pool_size(size: int, field: str) -> int:
+    """``size`` if it is 1 to MAX_POOL_SIZE; ValidationError on ``field`` if not."""
+    if not 1 <= size <= MAX_POOL_SIZE:
+        raise ValidationError(field, f"must be 1-{MAX_POOL_SIZE}, got {size}")
+    return size
+
+
 def check_timezone(name: str, field: str = "budget_timezone") -> str:
     """
     ``name`` if it is an IANA time zone (``UTC``, ``Europe/Paris``); ValidationError on ``field`` if not.
@@ -203,6 +214,9 @@ class Settings:
     # Seconds a starting process keeps trying to reach a database that is out
     # of reach (refusing, restarting) before it gives up; 0: it gives up at once.
     database_start_timeout: float = 60.0
+    # Connections of each process's pool (RHETOR_DATABASE_POOL_SIZE); a process
+    # opens up to four more of its own (docs/deployment.md, "How many").
+    database_pool_size: int = 8
     # The zone whose midnights, Mondays and 1sts start the budget's periods.
     budget_timezone: str = "UTC"
     # The log's threshold and format (rhetor serve's --log-level and --log-format).
@@ -234,6 +248,7 @@ class Settings:
                 raise ValidationError(name, "must be positive")
         if self.context_token_budget <= 0:
             raise ValidationError("context_token_budget", "must be positive")
+        _pool_size(self.database_pool_size, "database_pool_size")
         _log_level(self.log_level, "log_level")
         _log_format(self.log_format, "log_format")
         if self.workers < 1:
@@ -291,6 +306,9 @@ class Settings:
                 env.get("RHETOR_DATABASE_URL") or None, "RHETOR_DATABASE_URL"
             ),
             database_start_timeout=_float(env, "RHETOR_DATABASE_START_TIMEOUT", 60.0),
+            database_pool_size=_pool_size(
+                _int(env, "RHETOR_DATABASE_POOL_SIZE", 8), "RHETOR_DATABASE_POOL_SIZE"
+            ),
             budget_timezone=check_timezone(
                 env.get("RHETOR_BUDGET_TIMEZONE") or "UTC", "RHETOR_BUDGET_TIMEZONE"
             ),

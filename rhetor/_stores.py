@@ -99,7 +99,7 @@ def open_database(settings: Settings) -> PgDatabase:
     """
     if not settings.database_url:
         raise ValidationError("database_url", "no PostgreSQL database is configured")
-    return PgDatabase(settings.database_url).open()
+    return PgDatabase(settings.database_url, max_size=settings.database_pool_size).open()
 
 
 @asynccontextmanager

@@ -85,6 +85,8 @@ def test_environment_variables_are_read() -> None:
     assert (settings.provider_timeout, settings.shutdown_grace) == (15.0, 3.0)
     assert settings.database_start_timeout == 7.5
     assert Settings.from_env({}).database_start_timeout == 60.0
+    assert Settings.from_env({"RHETOR_DATABASE_POOL_SIZE": "3"}).database_pool_size == 3
+    assert Settings.from_env({}).database_pool_size == 8
     assert settings.context_token_budget == 2000
     assert (settings.port, settings.budget_policy) == (9000, "enforce")
     assert settings.limits["daily"] == 1.5 and settings.limits["monthly"] == 20
@@ -103,6 +105,9 @@ def test_environment_variables_are_read() -> None:
         ("RHETOR_PROVIDER_TIMEOUT", "inf"),
         ("RHETOR_DATABASE_START_TIMEOUT", "-5"),
         ("RHETOR_DATABASE_START_TIMEOUT", "nan"),
+        ("RHETOR_DATABASE_POOL_SIZE", "0"),
+        ("RHETOR_DATABASE_POOL_SIZE", "101"),
+        ("RHETOR_DATABASE_POOL_SIZE", "many"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:

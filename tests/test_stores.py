@@ -15,7 +15,13 @@ import trio.lowlevel
 
 import rhetor.runtime
 from rhetor import BudgetExceeded, Settings, StorageUnavailable, ValidationError
-from rhetor._stores import MIGRATIONS, database_password, database_status, upgrade_database
+from rhetor._stores import (
+    MIGRATIONS,
+    database_password,
+    database_status,
+    open_database,
+    upgrade_database,
+)
 from rhetor.providers._simulated import SimulatedBackend
 from rhetor.storage._pg import Migration, PgDatabase, migrate, migration_status
 
@@ -99,6 +105,19 @@ def test_the_password_of_a_database_url_is_known_to_redaction() -> None:
     assert database_password("postgresql://rhetor@db/rhetor") is None
     assert database_password(None) is None
     assert "s3cret" not in repr(Settings(database_url=url))
+
+
+def test_the_pool_holds_at_most_rhetor_database_pool_size_connections(pg_url: str) -> None:
+    """RHETOR_DATABASE_POOL_SIZE bounds each process's pool (8 by default)."""
+    for size in (3, 8):
+        settings = Settings.from_env(
+            {"RHETOR_DATABASE_URL": pg_url, "RHETOR_DATABASE_POOL_SIZE": str(size)}
+        )
+        db = open_database(settings)
+        try:
+            assert db.pool.max_size == size
+        finally:
+            db.close()
 
 
 def test_upgrade_and_status_by_hand(pg_url: str, pg: PgDatabase) -> None:
