@@ -104,9 +104,11 @@ def empty_ledger(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         exists = conn.execute("SELECT to_regclass('rhetor.entries') IS NOT NULL").fetchone()
         if exists and exists[0]:
-            # spend_hours is the rollup that triggers keep from entries; TRUNCATE fires none.
+            # spend_hours and spend_days are the rollups that triggers keep from
+            # entries; TRUNCATE fires none.
             conn.execute(
-                "TRUNCATE rhetor.entries, rhetor.reservations, rhetor.limits, rhetor.spend_hours"
+                "TRUNCATE rhetor.entries, rhetor.reservations, rhetor.limits,"
+                " rhetor.spend_hours, rhetor.spend_days"
             )
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 # Every table the migrations create, emptied before each PostgreSQL test.
 _TABLES = (
-    "entries, spend_hours, reservations, limits, settings, owners, contexts, messages,"
+    "entries, spend_hours, spend_days, reservations, limits, settings, owners, contexts, messages,"
     " templates, template_versions, prompts"
 )
 

@@ -27,6 +27,7 @@ from rhetor.budget._pg_ledger import (
     OwnerLease,
     PostgresLedger,
 )
+from rhetor.budget._pg_ledger_sql import _SPEND, _spend_args
 from rhetor.budget._rules import Claim
 from rhetor.storage._pg import PgDatabase
 from tests.fakes.tcp_proxy import cuttable_proxy, database_address, proxied_url
@@ -209,8 +210,10 @@ def test_many_settles_and_sweeps_at_once_bill_each_reservation_once(
     assert ledger.reservations() == []
 
 
-def _rolled_up(pg: PgDatabase) -> tuple[dict[tuple[float, str, str], float], ...]:
-    """spend_hours, and the charges summed per hour, provider and component (non-zero sums)."""
+def _rolled_up(
+    pg: PgDatabase, table: str = "spend_hours", unit: int = 3600
+) -> tuple[dict[tuple[float, str, str], float], ...]:
+    """A rollup (spend_hours, spend_days), and the charges summed per its bucket, provider and component (non-zero sums)."""
     with pg.connection() as conn:
         kept, summed = (
             {
@@ -219,18 +222,19 @@ def _rolled_up(pg: PgDatabase) -> tuple[dict[tuple[float, str, str], float], ...
                 if round(float(cost), 9)
             }
             for query in (
-                "SELECT hour, provider, component, cost FROM spend_hours",
-                "SELECT floor(ts / 3600) * 3600, provider, component, sum(cost) FROM entries"
+                f"SELECT * FROM (SELECT {'hour' if unit == 3600 else 'day'}, provider, component,"
+                f" cost FROM {table}) AS rollup",
+                f"SELECT floor(ts / {unit}) * {unit}, provider, component, sum(cost) FROM entries"
                 " GROUP BY 1, 2, 3",
             )
         )
     return kept, summed
 
 
-def test_spend_hours_always_equal_the_charges_summed_per_hour(
+def test_spend_hours_and_days_always_equal_the_charges_summed_per_hour_and_day(
     pg: PgDatabase, ledger: PostgresLedger
 ) -> None:
-    """Settles with and without reservations, a sweep and a late settle replacing its charge keep the hourly totals exact."""
+    """Settles with and without reservations, a sweep and a late settle replacing its charge keep the hourly and daily totals exact."""
     ledger.reserve_many([reservation(rid, "cut-off", 0.5) for rid in (1, 2, 3)])
 
     def charge(rid: int | None, cost: float, ts: float, component: str = "ergon") -> LedgerEntry:
@@ -254,6 +258,16 @@ def test_spend_hours_always_equal_the_charges_summed_per_hour(
     ledger.record_many([charge(2, 0.0625, 9000.0)])  # replaces the interrupted charge of 2
     kept, summed = _rolled_up(pg)
     assert kept == summed
+    days, summed_days = _rolled_up(pg, "spend_days", 86400)
+    assert (
+        days
+        == summed_days
+        == {
+            (0.0, "openai", ""): 0.5,
+            (0.0, "openai", "ui"): 0.125,
+            (0.0, "openai", "ergon"): 0.3125,
+        }
+    )
     assert kept == {
         (0.0, "openai", ""): 0.5,  # the sweep's interrupted charge of 3 (no component)
         (0.0, "openai", "ui"): 0.125,
@@ -564,8 +578,8 @@ def test_spent_reads_whole_hours_from_spend_hours_and_equals_the_charges_summed(
     pg: PgDatabase, ledger: PostgresLedger
 ) -> None:
     """
-    spent() (GET /budget's totals) sums spend_hours' whole hours and the first partial
-    hour's charges: for any start, on an hour, between, or on a charge itself, of all
+    spent() (GET /budget's totals) sums spend_days' whole days, spend_hours' hours before
+    them and the first partial hour's charges: for any start, on an hour, between, or on a charge itself, of all
     providers or one, it is the charges' sum; and a charge the sweep replaced counts once.
     """
     rng = random.Random(7)
@@ -579,7 +593,9 @@ def test_spent_reads_whole_hours_from_spend_hours_and_equals_the_charges_summed(
             1,
             round(rng.uniform(0, 0.01), 6),
             charge_id=f"c{i}",
-            ts=rng.choice([3600.0 * rng.randrange(10), rng.uniform(0, 36_000)]),
+            ts=rng.choice(
+                [86400.0 * rng.randrange(4), 3600.0 * rng.randrange(96), rng.uniform(0, 345_600)]
+            ),
         )
         for i in range(400)
     ]
@@ -588,11 +604,82 @@ def test_spent_reads_whole_hours_from_spend_hours_and_equals_the_charges_summed(
     assert ledger.sweep("me") == (1, 0.5)  # an interrupted charge at t=9501 s
     ledger.record_many([settled(9001, "late")])  # replaced by its real one at t=600 s
     every = ledger.entries()
-    starts = [0.0, 1800.0, 3600.0, 3599.999, 600.0, 9501.0, 35_999.0, 40_000.0]
-    starts += [rng.uniform(0, 36_000) for _ in range(20)] + [c.ts for c in charges[:10]]
+    starts = [0.0, 1800.0, 3600.0, 3599.999, 600.0, 9501.0, 86_400.0, 90_000.0, 300_000.0]
+    starts += [rng.uniform(0, 345_600) for _ in range(20)] + [c.ts for c in charges[:10]]
     for since in starts:
         for provider in (None, *providers):
             expected = sum(
                 e.cost for e in every if e.ts >= since and provider in (None, e.provider)
             )
             assert ledger.spent(since, provider) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_the_check_reads_whole_days_from_spend_days_and_the_hours_before_them(
+    pg: PgDatabase, ledger: PostgresLedger
+) -> None:
+    """A month starting at half past an hour: its partial hour from charges, its first day's hours, then whole days."""
+    start = 36000.0 + 1800.0  # 10:30 UTC on day 0
+    ledger.record_many(
+        [
+            LedgerEntry("before", "openai", "gpt-4o", 1, 1, 0.5, ts=36000.0 + 900.0),
+            LedgerEntry("partial", "openai", "gpt-4o", 1, 1, 0.25, ts=36000.0 + 2700.0),
+            LedgerEntry("hour", "openai", "gpt-4o", 1, 1, 0.125, ts=72000.0),
+            LedgerEntry("day", "openai", "gpt-4o", 1, 1, 0.0625, ts=2 * 86400.0 + 5.0),
+        ]
+    )
+    with pg.connection("written") as conn:
+        # A whole day known to the daily rollup only: proof that the check reads it.
+        conn.execute("INSERT INTO spend_days VALUES (%s, 'openai', '', 0.03125)", (86400.0,))
+
+    def decide(amount: float, rid: int) -> bool:
+        (decision,) = ledger.reserve_checked(
+            [(reservation(rid, "me", amount), Claim("openai", amount))],
+            policy="enforce",
+            limits={("monthly", None): 1.0},
+            starts={"daily": 3 * 86400.0, "weekly": 3 * 86400.0, "monthly": start},
+        )
+        return not decision.refused
+
+    assert not decide(0.53126, 1)  # spent 0.25 + 0.125 + 0.03125 + 0.0625 = 0.46875
+    assert decide(0.53125, 2)
+
+
+def test_the_checks_sums_equal_the_charges_summed_for_any_start(
+    pg: PgDatabase, ledger: PostgresLedger
+) -> None:
+    """
+    Over charges spread across days, for starts on days, hours, half hours and charges,
+    each period's sum in the check (days, hours, partial hour) is the charges' sum.
+    """
+    rng = random.Random(11)
+    providers = ("openai", "anthropic")
+    charges = [
+        LedgerEntry(
+            f"r{i}",
+            providers[i % 2],
+            "m",
+            1,
+            1,
+            round(rng.uniform(0, 0.01), 6),
+            component=rng.choice(["", "ergon"]),
+            charge_id=f"c{i}",
+            ts=rng.choice(
+                [86400.0 * rng.randrange(6), 3600.0 * rng.randrange(144), rng.uniform(0, 6 * 86400)]
+            ),
+        )
+        for i in range(500)
+    ]
+    ledger.record_many(charges)
+    candidates = [0.0, 1800.0, 86400.0, 86399.0, 90000.0, 3.5 * 86400, 6 * 86400.0]
+    candidates += [rng.uniform(0, 6 * 86400) for _ in range(12)] + [c.ts for c in charges[:6]]
+    for _ in range(12):
+        starts = rng.sample(candidates, 3)
+        args = _spend_args(starts)
+        with pg.connection() as conn:
+            rows = {r[0]: [float(x) for x in r[1:]] for r in conn.execute(_SPEND, args)}
+        for provider in providers:
+            expected = [
+                sum(c.cost for c in charges if c.provider == provider and c.ts >= since)
+                for since in starts
+            ]
+            assert rows.get(provider, [0.0, 0.0, 0.0]) == pytest.approx(expected, abs=1e-9)

@@ -3,10 +3,11 @@ The budget ledger in PostgreSQL, shared by every Rhetor process on the database.
 
 :class:`PostgresLedger` is the PostgreSQL :class:`~rhetor.budget._interfaces.BudgetLedger`.
 Its tables are the SQLite ledger's (``entries``, ``reservations``,
-``limits``, ``settings``) plus ``owners``, ``reservation_ids`` and
-``spend_hours`` (the charges' cost per hour, provider and component, kept by
-triggers on ``entries``, which the reservation check sums instead of the
-month's charges), created by the numbered steps of :data:`LEDGER_MIGRATIONS`.
+``limits``, ``settings``) plus ``owners``, ``reservation_ids``,
+``spend_hours`` and ``spend_days`` (the charges' cost per UTC hour and day,
+provider and component, kept by triggers on ``entries``, which the
+reservation check sums instead of the month's charges), created by the
+numbered steps of :data:`LEDGER_MIGRATIONS`.
 
 Budgets across processes are one atomic step: :meth:`PostgresLedger.reserve_checked`
 takes ``pg_advisory_xact_lock(BUDGET_LOCK)``, reads the limits and policy in
@@ -208,8 +209,9 @@ class PostgresLedger:
         """
         Total USD cost of the charges at or after ``since``, of one provider or of all.
 
-        Read as the reservation check reads it: whole hours from ``spend_hours``,
-        the first partial hour from the charges (see ``_pg_ledger_sql._spent_sql``).
+        Read as the reservation check reads it: whole days from ``spend_days``,
+        the hours before them from ``spend_hours``, the first partial hour from
+        the charges (see ``_pg_ledger_sql._spent_sql``).
         ``GET /budget`` and the metrics' sampling ask for a dozen of these.
         Rounded to a millionth of a millionth of a dollar: an hour's total is a
         running sum (a charge that replaces another subtracts it), and its

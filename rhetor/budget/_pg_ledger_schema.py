@@ -2,8 +2,8 @@
 The PostgreSQL ledger's schema: its advisory lock keys and the numbered steps that create its tables.
 
 The tables are the SQLite ledger's (``entries``, ``reservations``,
-``limits``, ``settings``) plus ``owners``, ``reservation_ids`` and
-``spend_hours`` (kept by triggers on ``entries``). How they are used is in
+``limits``, ``settings``) plus ``owners``, ``reservation_ids``,
+``spend_hours`` and ``spend_days`` (kept by triggers on ``entries``). How they are used is in
 :mod:`rhetor.budget._pg_ledger`.
 """
 
@@ -190,6 +190,58 @@ LEDGER_MIGRATIONS: tuple[Migration, ...] = (
             " EXECUTE FUNCTION spend_hours_remove()",
             "INSERT INTO spend_hours (hour, provider, component, cost)"
             " SELECT floor(ts / 3600) * 3600, provider, component, sum(cost)"
+            " FROM entries GROUP BY 1, 2, 3",
+        ),
+    ),
+    Migration(
+        "ledger",
+        6,
+        "daily spend totals beside the hourly ones",
+        (
+            # Writers of charges wait until the backfill below commits, so no
+            # charge is counted twice or missed (the functions change meanwhile).
+            "LOCK TABLE entries IN SHARE ROW EXCLUSIVE MODE",
+            # Per UTC day, provider and component: kept by the same triggers,
+            # after spend_hours (every writer takes the rows in that order).
+            """
+            CREATE TABLE spend_days (
+                day       DOUBLE PRECISION NOT NULL,
+                provider  TEXT NOT NULL,
+                component TEXT NOT NULL,
+                cost      DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (day, provider, component)
+            )
+            """,
+            """
+            CREATE OR REPLACE FUNCTION spend_hours_add() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO spend_hours AS s (hour, provider, component, cost)
+                SELECT floor(ts / 3600) * 3600, provider, component, sum(cost)
+                FROM new_rows GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                ON CONFLICT (hour, provider, component) DO UPDATE SET cost = s.cost + excluded.cost;
+                INSERT INTO spend_days AS s (day, provider, component, cost)
+                SELECT floor(ts / 86400) * 86400, provider, component, sum(cost)
+                FROM new_rows GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                ON CONFLICT (day, provider, component) DO UPDATE SET cost = s.cost + excluded.cost;
+                RETURN NULL;
+            END $$
+            """,
+            """
+            CREATE OR REPLACE FUNCTION spend_hours_remove() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO spend_hours AS s (hour, provider, component, cost)
+                SELECT floor(ts / 3600) * 3600, provider, component, -sum(cost)
+                FROM old_rows GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                ON CONFLICT (hour, provider, component) DO UPDATE SET cost = s.cost + excluded.cost;
+                INSERT INTO spend_days AS s (day, provider, component, cost)
+                SELECT floor(ts / 86400) * 86400, provider, component, -sum(cost)
+                FROM old_rows GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                ON CONFLICT (day, provider, component) DO UPDATE SET cost = s.cost + excluded.cost;
+                RETURN NULL;
+            END $$
+            """,
+            "INSERT INTO spend_days (day, provider, component, cost)"
+            " SELECT floor(ts / 86400) * 86400, provider, component, sum(cost)"
             " FROM entries GROUP BY 1, 2, 3",
         ),
     ),

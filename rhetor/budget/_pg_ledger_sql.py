@@ -157,8 +157,9 @@ def _json_rows(rows: Sequence[Any], fields: Sequence[str]) -> str:
     return payload.decode()
 
 
-# Seconds in one bucket of spend_hours.
+# Seconds in one bucket of spend_hours, and of spend_days.
 _HOUR = 3600
+_DAY = 86400
 
 
 def _spend_sql(column: str, *, only: bool = False, settling: bool = False) -> str:
@@ -166,12 +167,13 @@ def _spend_sql(column: str, *, only: bool = False, settling: bool = False) -> st
     What is spent since each period's start and held by every open reservation, per ``column``.
 
     One statement, so one snapshot (a charge that replaces its reservation
-    meanwhile is seen whole or not at all; the triggers keep spend_hours in
-    the same transaction). The hours from each period's first whole hour are
-    read from ``spend_hours``; only the charges of a period's first partial
-    hour (a start at a half-hour in its time zone) are read one by one. So
-    its cost grows with the hours of the month, not its charges. With
-    ``only``, just the components named.
+    meanwhile is seen whole or not at all; the triggers keep spend_hours and
+    spend_days in the same transaction). From each period's first whole UTC
+    day the days are read from ``spend_days``, the hours before it from its
+    first whole hour from ``spend_hours``, and only the charges of a period's
+    first partial hour (a start at a half-hour in its time zone) one by one.
+    So its cost grows with the days of the month, not its hours or charges.
+    With ``only``, just the components named.
 
     With ``settling``, the statement follows :data:`_SETTLE_WITH` and sums
     the ledger as that settle leaves it: a statement does not see its own
@@ -180,15 +182,19 @@ def _spend_sql(column: str, *, only: bool = False, settling: bool = False) -> st
     well as the one it replaced: the sum errs high, never low).
     """
     keep = f" AND {column} = ANY(%(only)s)" if only else ""
-    # kind 0: an hour's total or a reservation; 1: a charge of a first partial
-    # hour; 2: a charge this statement wrote (in no hour's total yet).
+    # kind 0: a day's total or a reservation (at infinity); 1: a charge of a
+    # first partial hour; 2: a charge this statement wrote (in no total yet);
+    # 3: an hour's total. Period p: charges from s{p}, whole hours from c{p},
+    # whole days from d{p}.
     sums = ", ".join(
-        f"COALESCE(sum(cost) FILTER (WHERE (kind = 0 AND t >= %(c{p})s)"
+        f"COALESCE(sum(cost) FILTER (WHERE (kind = 0 AND t >= %(d{p})s)"
+        f" OR (kind = 3 AND t >= %(c{p})s AND t < %(d{p})s)"
         f" OR (kind = 1 AND t >= %(s{p})s AND t < %(c{p})s)"
         f" OR (kind = 2 AND t >= %(s{p})s)), 0)"
         for p in range(len(PERIODS))
     )
     edges = " OR ".join(f"(ts >= %(s{p})s AND ts < %(c{p})s)" for p in range(len(PERIODS)))
+    hours = " OR ".join(f"(hour >= %(c{p})s AND hour < %(d{p})s)" for p in range(len(PERIODS)))
     written = (
         f" UNION ALL SELECT 'Infinity'::float8, {column}, -amount, 0 FROM taken"
         f" UNION ALL SELECT ts, {column}, cost, 2 FROM settled"
@@ -198,8 +204,9 @@ def _spend_sql(column: str, *, only: bool = False, settling: bool = False) -> st
     )
     return (
         f"SELECT {column}, {sums} FROM ("
-        f" SELECT hour AS t, {column}, cost, 0 AS kind FROM spend_hours"
-        f"  WHERE hour >= %(first)s{keep}"
+        f" SELECT day AS t, {column}, cost, 0 AS kind FROM spend_days"
+        f"  WHERE day >= %(first_day)s{keep}"
+        f" UNION ALL SELECT hour, {column}, cost, 3 FROM spend_hours WHERE ({hours}){keep}"
         f" UNION ALL SELECT ts, {column}, cost, 1 FROM entries WHERE ({edges}){keep}"
         f" UNION ALL SELECT 'Infinity'::float8, {column}, amount, 0 FROM reservations"
         f"  WHERE true{keep}{written}"
@@ -207,28 +214,40 @@ def _spend_sql(column: str, *, only: bool = False, settling: bool = False) -> st
     )
 
 
+def _whole(start: float, unit: int) -> float:
+    """The first multiple of ``unit`` seconds at or after ``start``."""
+    return float(math.ceil(start / unit) * unit)
+
+
 def _spend_args(starts: Sequence[float], only: Sequence[str] = ()) -> dict[str, Any]:
-    """The parameters of :func:`_spend_sql`: each start ``s`` and its first whole hour ``c``."""
+    """
+    The parameters of :func:`_spend_sql`: each start ``s``, its first whole hour
+    ``c`` and the first whole UTC day ``d`` from there.
+    """
     args: dict[str, Any] = {"only": list(only)}
-    hours = [float(math.ceil(start / _HOUR) * _HOUR) for start in starts]
-    for p, (start, hour) in enumerate(zip(starts, hours, strict=True)):
-        args[f"s{p}"], args[f"c{p}"] = start, hour
-    args["first"] = min(hours)
+    hours = [_whole(start, _HOUR) for start in starts]
+    days = [_whole(hour, _DAY) for hour in hours]
+    for p, (start, hour, day) in enumerate(zip(starts, hours, days, strict=True)):
+        args[f"s{p}"], args[f"c{p}"], args[f"d{p}"] = start, hour, day
+    args["first_day"] = min(days)
     return args
 
 
 def _spent_sql(*, one_provider: bool) -> str:
     """
-    The charges' cost at or after ``%(since)s``: whole hours from ``spend_hours``,
-    the first partial hour (from ``since`` to ``%(hour)s``, its first whole hour)
-    from the charges. One statement, so one snapshot; its cost grows with the
-    hours since then, not with the charges (a month of charges is a month of
-    index scans otherwise: 70-80 ms a sum at a million charges).
+    The charges' cost at or after ``%(since)s``: whole UTC days from
+    ``spend_days`` (from ``%(day)s``), the hours before them from
+    ``spend_hours`` (from ``%(hour)s``, the first whole hour), the first
+    partial hour from the charges. One statement, so one snapshot; its cost
+    grows with the days since then, not with the charges (a month of charges
+    is a month of index scans otherwise: 70-80 ms a sum at a million charges).
     """
     keep = " AND provider = %(provider)s" if one_provider else ""
     return (
-        "SELECT COALESCE((SELECT sum(cost) FROM spend_hours"
-        f" WHERE hour >= %(hour)s{keep}), 0)"
+        "SELECT COALESCE((SELECT sum(cost) FROM spend_days"
+        f" WHERE day >= %(day)s{keep}), 0)"
+        " + COALESCE((SELECT sum(cost) FROM spend_hours"
+        f" WHERE hour >= %(hour)s AND hour < %(day)s{keep}), 0)"
         " + COALESCE((SELECT sum(cost) FROM entries"
         f" WHERE ts >= %(since)s AND ts < %(hour)s{keep}), 0)"
     )
@@ -240,7 +259,8 @@ _SPENT_BY_PROVIDER = _spent_sql(one_provider=True)
 
 def _spent_args(since: float, provider: str | None = None) -> dict[str, Any]:
     """The parameters of :data:`_SPENT` (and, with ``provider``, :data:`_SPENT_BY_PROVIDER`)."""
-    return {"since": since, "hour": float(math.ceil(since / _HOUR) * _HOUR), "provider": provider}
+    hour = _whole(since, _HOUR)
+    return {"since": since, "hour": hour, "day": _whole(hour, _DAY), "provider": provider}
 
 
 _SPEND = _spend_sql("provider")
@@ -289,14 +309,14 @@ def _positional(statement: str, names: Sequence[str]) -> str:
 
 
 # The parameters of _SPEND and _SETTLE_AND_SPEND after the charges, in order.
-_SPEND_PARAMS = ("s0", "c0", "s1", "c1", "s2", "c2", "first")
+_SPEND_PARAMS = (*(f"{k}{p}" for p in range(len(PERIODS)) for k in "scd"), "first_day")
 _FLOATS = ", ".join(["float8"] * len(_SPEND_PARAMS))
 # The statements of a batch's transaction, prepared once on each connection
 # (names with a version: a change of text needs a new name), so the simple
 # queries that carry a batch EXECUTE them: the lock, the rules and the sums
 # go out as one round trip, the reservations' insert and COMMIT as another.
-_SPEND_PREPARED = "rhetor_ledger_spend_1"
-_SETTLE_AND_SPEND_PREPARED = "rhetor_ledger_settle_and_spend_3"
+_SPEND_PREPARED = "rhetor_ledger_spend_2"
+_SETTLE_AND_SPEND_PREPARED = "rhetor_ledger_settle_and_spend_4"
 _RESERVE_PREPARED = "rhetor_ledger_reserve_1"
 _SETTLE_PREPARED = "rhetor_ledger_settle_3"
 _PREPARE_BATCH = "; ".join(
