@@ -38,6 +38,38 @@ def scratch(pg_url: str) -> Iterator[PgDatabase]:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+def test_ledger_step_6_fills_the_daily_rollup_from_the_charges_and_its_triggers_keep_it(
+    scratch: PgDatabase,
+) -> None:
+    """A database at ledger step 5 with charges: step 6 sums them per day, and later charges add to it."""
+    before = tuple(m for m in MIGRATIONS if (m.part, m.version) != ("ledger", 6))
+    assert len(before) == len(MIGRATIONS) - 1
+    migrate(scratch, before)
+    charge = (
+        "INSERT INTO entries (ts, request_id, provider, model, component, input_tokens,"
+        " output_tokens, cost, status, billed, charge_id)"
+        " SELECT g * 3000.0 + %s, 'r' || g || %s, 'p' || (g %% 3), 'm', 'c' || (g %% 2), 1, 1,"
+        " 0.001 * (g %% 7), 'ok', 'usage', 'c' || g || %s FROM generate_series(1, %s) g"
+    )
+    days = (
+        "SELECT day, provider, component, round(cost::numeric, 9) FROM spend_days"
+        " WHERE round(cost::numeric, 9) <> 0 ORDER BY 1, 2, 3"
+    )
+    summed = (
+        "SELECT floor(ts / 86400) * 86400, provider, component, round(sum(cost)::numeric, 9)"
+        " FROM entries GROUP BY 1, 2, 3 HAVING round(sum(cost)::numeric, 9) <> 0 ORDER BY 1, 2, 3"
+    )
+    with scratch.connection("written") as conn:
+        conn.execute(charge, (0.0, "a", "a", 500))
+    assert [(m.part, m.version) for m in migrate(scratch, MIGRATIONS)] == [("ledger", 6)]
+    with scratch.connection("written") as conn:
+        filled = conn.execute(days).fetchall()
+        assert len(filled) > 30 and filled == conn.execute(summed).fetchall()
+        conn.execute(charge, (1.0, "b", "b", 500))
+        conn.execute("DELETE FROM entries WHERE request_id LIKE '%7a'")
+        assert conn.execute(days).fetchall() == conn.execute(summed).fetchall()
+
+
 def test_migrations_started_together_apply_each_step_once(scratch: PgDatabase) -> None:
     """Four instances starting at once: every step runs once, under the advisory lock; later runs apply nothing."""
     applied: list[list[Migration]] = []
