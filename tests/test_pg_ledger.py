@@ -574,31 +574,57 @@ async def test_commits_that_the_database_refused_never_start_its_vacuum(
             await trio.to_thread.run_sync(db.close)
 
 
+def _scattered_charges(
+    rng: random.Random,
+    count: int,
+    providers: tuple[str, ...],
+    *,
+    days: int,
+    components: tuple[str, ...] = ("",),
+) -> list[LedgerEntry]:
+    """
+    ``count`` charges over ``days`` UTC days, the providers in turn: some at a day's
+    start, some at an hour's, the rest anywhere (the rollups' edges and insides).
+    """
+    charges = []
+    for i in range(count):
+        cost = round(rng.uniform(0, 0.01), 6)
+        component = rng.choice(components) if len(components) > 1 else components[0]
+        ts = rng.choice(
+            [
+                86400.0 * rng.randrange(days),
+                3600.0 * rng.randrange(24 * days),
+                rng.uniform(0, days * 86400.0),
+            ]
+        )
+        charges.append(
+            LedgerEntry(
+                f"r{i}",
+                providers[i % len(providers)],
+                "m",
+                1,
+                1,
+                cost,
+                component=component,
+                charge_id=f"c{i}",
+                ts=ts,
+            )
+        )
+    return charges
+
+
 def test_spent_reads_whole_hours_from_spend_hours_and_equals_the_charges_summed(
     pg: PgDatabase, ledger: PostgresLedger
 ) -> None:
     """
-    spent() (GET /budget's totals) sums spend_days' whole days, spend_hours' hours before
-    them and the first partial hour's charges: for any start, on an hour, between, or on a charge itself, of all
-    providers or one, it is the charges' sum; and a charge the sweep replaced counts once.
+    spent() (GET /budget's totals) sums spend_days' whole days, spend_hours' hours
+    before them and the first partial hour's charges: for any start, on an hour,
+    between, or on a charge itself, of all providers or one, it is the charges' sum;
+    and a charge the sweep replaced counts once.
     """
     rng = random.Random(7)
     providers = ("openai", "anthropic", "ollama")
-    charges = [
-        LedgerEntry(
-            f"r{i}",
-            providers[i % 3],
-            "m",
-            1,
-            1,
-            round(rng.uniform(0, 0.01), 6),
-            charge_id=f"c{i}",
-            ts=rng.choice(
-                [86400.0 * rng.randrange(4), 3600.0 * rng.randrange(96), rng.uniform(0, 345_600)]
-            ),
-        )
-        for i in range(400)
-    ]
+    charges = _scattered_charges(rng, 400, providers, days=4)
     ledger.record_many(charges)
     ledger.reserve_many([reservation(9001, "gone", 0.5)])
     assert ledger.sweep("me") == (1, 0.5)  # an interrupted charge at t=9501 s
@@ -653,22 +679,7 @@ def test_the_checks_sums_equal_the_charges_summed_for_any_start(
     """
     rng = random.Random(11)
     providers = ("openai", "anthropic")
-    charges = [
-        LedgerEntry(
-            f"r{i}",
-            providers[i % 2],
-            "m",
-            1,
-            1,
-            round(rng.uniform(0, 0.01), 6),
-            component=rng.choice(["", "ergon"]),
-            charge_id=f"c{i}",
-            ts=rng.choice(
-                [86400.0 * rng.randrange(6), 3600.0 * rng.randrange(144), rng.uniform(0, 6 * 86400)]
-            ),
-        )
-        for i in range(500)
-    ]
+    charges = _scattered_charges(rng, 500, providers, days=6, components=("", "ergon"))
     ledger.record_many(charges)
     candidates = [0.0, 1800.0, 86400.0, 86399.0, 90000.0, 3.5 * 86400, 6 * 86400.0]
     candidates += [rng.uniform(0, 6 * 86400) for _ in range(12)] + [c.ts for c in charges[:6]]
