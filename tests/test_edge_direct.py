@@ -196,6 +196,26 @@ async def test_a_body_that_stops_arriving_is_answered_408(
     assert b'"request_timeout"' in received
 
 
+async def test_a_body_that_arrives_in_parts_after_a_pause_is_read_whole(tmp_path: Path) -> None:
+    """Part of the body queued with its request, the rest later: the route waits for it and answers."""
+    body = json.dumps(MESSAGE).encode()
+    async with served(tmp_path) as (server, _):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all(
+                b"POST /message HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10])
+            )
+            await trio.sleep(0.3)
+            await stream.send_all(body[10:])
+            received = b""
+            with trio.fail_after(5):
+                while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+                    received += await stream.receive_some(65536)
+    assert received.startswith(b"HTTP/1.1 200")
+    assert "hello direct" in json.loads(received.split(b"\r\n\r\n", 1)[1])["message"]
+
+
 async def test_an_allowed_origin_gets_cors_headers_from_a_direct_route(tmp_path: Path) -> None:
     """CORS applies to the direct routes as to every other: the allowed origin, and no other."""
     origin = "http://ui.example"

@@ -36,6 +36,7 @@ from rhetor.edge._hypercorn import (
     RFC6455Connection,
     WholeReplyStream,
     adjust_hypercorn,
+    receive_nowait,
 )
 
 App = Callable[[Any, Any, Any], Awaitable[None]]
@@ -83,6 +84,14 @@ class Client:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.conn = h11.Connection(h11.CLIENT)
+
+    def post(self, parts: list[bytes], headers: list[tuple[str, str]]) -> bytes:
+        """A POST's bytes, its body in ``parts`` (chunks, if ``headers`` say so), h11 moved on."""
+        head = h11.Request(method="POST", target="/", headers=[("host", "t"), *headers])
+        data = self.conn.send(head) or b""
+        for part in parts:
+            data += self.conn.send(h11.Data(data=part)) or b""
+        return data + (self.conn.send(h11.EndOfMessage()) or b"")
 
     def request(self, path: str, method: str = "GET") -> bytes:
         """The request's bytes, h11 moved on as though they were sent."""
@@ -524,3 +533,67 @@ async def test_a_whole_reply_after_the_client_left_is_dropped_and_one_after_a_st
     )
     with pytest.raises(UnexpectedMessageError):
         await started.app_send(reply)  # type: ignore[arg-type]
+
+
+async def test_a_small_body_is_queued_with_its_request_and_taken_without_waiting() -> None:
+    """The app finds the whole body queued when it starts: receive_nowait takes it, no await."""
+    taken: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while not taken or taken[-1]["more_body"]:
+            taken.append(receive_nowait(receive))
+        with pytest.raises(trio.WouldBlock):
+            receive_nowait(receive)
+        body = b"".join(event["body"] for event in taken)
+        headers = [(b"content-length", b"%d" % len(body))]
+        await send({"type": WHOLE_REPLY, "status": 200, "headers": headers, "body": body})
+
+    async with serving(app) as port, client(port) as c:
+        await c.stream.send_all(c.post([b"hello"], [("content-length", "5")]))
+        assert await c.reply() == (200, b"hello")
+    assert taken == [
+        {"type": "http.request", "body": b"hello", "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": False},
+    ]
+
+
+async def test_more_body_parts_than_the_apps_queue_holds_arrive_whole_and_in_order() -> None:
+    """A slow app and 40 chunks at once: the queue (10) fills, the rest wait for room, none is lost."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await trio.sleep(0.3)  # the whole request is parsed and queued meanwhile
+        parts = []
+        while True:
+            event = await receive()
+            parts.append(event["body"])
+            if not event["more_body"]:
+                break
+        body = b"".join(parts)
+        headers = [(b"content-length", b"%d" % len(body))]
+        await send({"type": WHOLE_REPLY, "status": 200, "headers": headers, "body": body})
+
+    chunks = [b"%02d," % i for i in range(40)]
+    async with serving(app) as port, client(port) as c:
+        with trio.fail_after(10):
+            await c.stream.send_all(c.post(chunks, [("transfer-encoding", "chunked")]))
+            assert await c.reply() == (200, b"".join(chunks))
+
+
+async def test_a_client_that_leaves_is_queued_for_the_app_as_a_disconnect() -> None:
+    """After the body, the app waiting on receive() is told http.disconnect when the client closes."""
+    seen: list[str] = []
+    told = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        seen.append((await receive())["type"])
+        told.set()
+
+    async with serving(app) as port:
+        async with client(port) as c:
+            await c.stream.send_all(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nhi")
+            await trio.sleep(0.1)
+        with trio.fail_after(5):
+            await told.wait()
+    assert seen == ["http.disconnect"]

@@ -48,7 +48,7 @@ from rhetor.edge._checks import UnreadBody, origin_allowed
 from rhetor.edge._compat import COMPONENT_HEADER, CONTEXT_HEADER, present, reply_headers
 from rhetor.edge._fields import parse_json
 from rhetor.edge._http import JSON_TYPE, error_parts, rhetor_error
-from rhetor.edge._hypercorn import DISCONNECT_HOOK, WHOLE_REPLY
+from rhetor.edge._hypercorn import DISCONNECT_HOOK, NOT_QUEUED, WHOLE_REPLY, receive_nowait
 from rhetor.edge._json import encode
 from rhetor.edge._openai_wire import openai_completion, openai_error, openai_request
 from rhetor.edge._schema import convert
@@ -153,22 +153,24 @@ class DirectRoute:
             await self._send(send, scope, whole)
 
     async def _read_body(self, receive: ASGIReceiveCallable) -> bytes | None:
-        limit = self._settings.max_body_bytes
-        parts: list[bytes] = []
-        size = 0
-        with trio.move_on_after(BODY_TIMEOUT):
-            while True:
-                event: Any = await receive()
-                if event["type"] != "http.request":  # http.disconnect: the client left
-                    return None
-                part = event.get("body", b"")
-                size += len(part)
-                if size > limit:
-                    raise PayloadTooLarge("request body is over the size limit")
-                parts.append(part)
-                if not event.get("more_body", False):
-                    return parts[0] if len(parts) == 1 else b"".join(parts)
-        raise RequestTimeout("the request body did not arrive in time")
+        """
+        The request's whole body, or None if the client left first.
+
+        A body already queued whole (Hypercorn queues a small one with its
+        request) is taken at once, with no timer and no checkpoint; otherwise
+        the rest is awaited for up to ``BODY_TIMEOUT`` seconds.
+        """
+        body = _Body(self._settings.max_body_bytes)
+        try:
+            while body.more:
+                body.take(receive_nowait(receive))
+        except NOT_QUEUED:
+            with trio.move_on_after(BODY_TIMEOUT):
+                while body.more:
+                    body.take(await receive())
+            if body.more:
+                raise RequestTimeout("the request body did not arrive in time") from None
+        return body.whole()
 
     async def _answered(self, make: Callable[[], Awaitable[Whole]], where: str) -> Whole:
         """The route's reply, or its error in the route's shape."""
@@ -249,6 +251,42 @@ def _header(headers: Any, wanted: bytes) -> str | None:
 
 
 # -- the routes ---------------------------------------------------------------------
+
+
+class _Body:
+    """A request body as its ASGI events bring it, within ``limit`` bytes."""
+
+    __slots__ = ("left", "limit", "more", "parts", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+        # Until the last part, or the client leaving (``left``).
+        self.more = True
+        self.left = False
+
+    def take(self, event: Any) -> None:
+        """
+        Add one ``receive()`` event.
+
+        Error handling: ``PayloadTooLarge`` past the limit.
+        """
+        if event["type"] != "http.request":  # http.disconnect: the client left
+            self.more, self.left = False, True
+            return
+        part = event.get("body", b"")
+        self.size += len(part)
+        if self.size > self.limit:
+            raise PayloadTooLarge("request body is over the size limit")
+        self.parts.append(part)
+        self.more = bool(event.get("more_body", False))
+
+    def whole(self) -> bytes | None:
+        """The whole body, None if the client left."""
+        if self.left:
+            return None
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
 
 def direct_routes(runtime: Runtime, settings: Settings) -> dict[str, DirectRoute]:

@@ -21,7 +21,11 @@ wire; ``tests/test_edge_hypercorn.py`` checks them over real sockets.
 - **A whole reply in one message** (:class:`WholeReplyStream`): an app that
   finds ``WHOLE_REPLY`` in ``scope["extensions"]`` may send its status,
   headers and body as one ASGI message; the stream and the protocol then
-  build and write the head, body and end in one pass instead of three.
+  build and write the head, body and end in one pass instead of three. It
+  also puts a request's body, its end and its close in the app's queue
+  without a checkpoint while the queue has room (a context switch each,
+  three a request), and an app may take what is queued already without one
+  (:func:`receive_nowait`).
 - **The keep-alive timer** (:class:`QuickSingleTask`): Hypercorn restarts a
   connection's idle timer after every request with a lock and ``nursery.start``
   (the caller waits for the new task to begin), and cancels it when the next
@@ -57,8 +61,8 @@ import trio
 import wsproto.connection
 from hypercorn.events import Closed, RawData
 from hypercorn.events import Event as HypercornEvent
+from hypercorn.protocol.events import Body, EndBody, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
-from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.typing import ASGISendEvent, H11SendableEvent, TaskGroup
@@ -74,6 +78,7 @@ __all__ = [
     "RFC6455Connection",
     "WholeReplyStream",
     "adjust_hypercorn",
+    "receive_nowait",
 ]
 
 log = logging.getLogger("rhetor.server")
@@ -134,6 +139,38 @@ class WholeReplyStream(HTTPStream):
     log told, the stream closed. Any other message is Hypercorn's.
     """
 
+    async def handle(self, event: StreamEvent) -> None:
+        # A request's body, its end and its stream's close go to the app's queue
+        # as Hypercorn puts them, but without a checkpoint when the queue has room
+        # (a context switch each, three a request); a full queue is waited on.
+        kind = type(event)
+        if self.closed or kind not in _QUEUED:
+            await super().handle(event)
+            return
+        if kind is Body:
+            body: Any = event
+            message: Any = {"type": "http.request", "body": bytes(body.data), "more_body": True}
+        elif kind is EndBody:
+            message = {"type": "http.request", "body": b"", "more_body": False}
+        else:
+            self.closed = True
+            if self.state != ASGIHTTPState.CLOSED:
+                # As Hypercorn's: no response to log (its logger takes None).
+                log_access: Any = self.config.log.access
+                await log_access(self.scope, None, time.time() - self.start_time)
+            if getattr(self, "app_put", None) is None:
+                return
+            message = {"type": "http.disconnect"}
+        put = self.app_put
+        queue = getattr(put, "__self__", None)
+        if type(queue) is trio.MemorySendChannel:
+            try:
+                queue.send_nowait(message)
+                return
+            except trio.WouldBlock:
+                pass
+        await put(message)
+
     async def app_send(self, message: ASGISendEvent | None) -> None:
         if message is None or message["type"] != WHOLE_REPLY:
             await super().app_send(message)
@@ -154,6 +191,34 @@ class WholeReplyStream(HTTPStream):
         self.state = ASGIHTTPState.CLOSED
         await self.config.log.access(self.scope, self.response, time.time() - self.start_time)
         await self.send(StreamClosed(stream_id=self.stream_id))
+
+
+# What receive_nowait raises when no event can be taken at once: wait with receive().
+NOT_QUEUED = (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError)
+
+
+def receive_nowait(receive: Any) -> Any:
+    """
+    The next ASGI event already queued for the app, taken without a checkpoint.
+
+    ``receive`` is Hypercorn's own (a trio channel's ``receive``), or a
+    wrapper with a ``nowait`` method that does this for the callable it wraps.
+
+    Error handling: one of ``NOT_QUEUED`` when nothing is queued, or when
+    ``receive`` is neither (another server, HTTP/2's queue): the caller then
+    awaits ``receive()`` as usual.
+    """
+    nowait = getattr(receive, "nowait", None)
+    if nowait is not None:
+        return nowait()
+    channel = getattr(receive, "__self__", None)
+    if type(channel) is not trio.MemoryReceiveChannel:
+        raise trio.WouldBlock
+    return channel.receive_nowait()
+
+
+# The stream events WholeReplyStream.handle queues for the app itself.
+_QUEUED = (Body, EndBody, StreamClosed)
 
 
 class CoalescingH11Protocol(H11Protocol):

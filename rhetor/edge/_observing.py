@@ -26,7 +26,7 @@ import trio
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable
 
 from rhetor import observe
-from rhetor.edge._hypercorn import WHOLE_REPLY
+from rhetor.edge._hypercorn import WHOLE_REPLY, receive_nowait
 from rhetor.observe import Observation
 
 __all__ = ["UNMATCHED", "Observer", "request_id_of", "server_timing"]
@@ -139,12 +139,7 @@ class Observer:
                 message = {**message, "headers": headers}
             await send(message)
 
-        async def observed_receive() -> Any:
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                observation.client_left()  # a 499 unless a reply had started
-            return event
-
+        observed_receive = _ObservedReceive(receive, observation)
         in_flight = self.metrics.in_flight if self.recording else None
         if in_flight is not None:
             in_flight.inc()
@@ -193,3 +188,25 @@ class Observer:
         while True:
             await self.sample(runtime)
             await trio.sleep(interval)
+
+
+class _ObservedReceive:
+    """An app's ``receive``, telling the observation when the client left; takes queued events at once too."""
+
+    __slots__ = ("_observation", "_receive")
+
+    def __init__(self, receive: ASGIReceiveCallable, observation: Observation) -> None:
+        self._receive = receive
+        self._observation = observation
+
+    async def __call__(self) -> Any:
+        return self._seen(await self._receive())
+
+    def nowait(self) -> Any:
+        """The next queued event, with no checkpoint (see ``receive_nowait``)."""
+        return self._seen(receive_nowait(self._receive))
+
+    def _seen(self, event: Any) -> Any:
+        if event["type"] == "http.disconnect":
+            self._observation.client_left()  # a 499 unless a reply had started
+        return event
