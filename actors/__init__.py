@@ -27,6 +27,7 @@ from ._errors import (
 )
 from ._events import ActorStats, LifecycleEvent, Subscription
 from ._faults import Faults
+from ._later import Later
 from ._ref import Ref, StreamReader
 from ._specs import ChildSpec, SupervisorSpec
 from ._supervisor import SupervisorRef
@@ -47,6 +48,7 @@ __all__ = [
     "InjectedCrash",
     "InvalidSpec",
     "InvariantBroken",
+    "Later",
     "LifecycleEvent",
     "NoSuchActor",
     "NotStreaming",

@@ -40,6 +40,10 @@ class Actor:
     # alone as HandlerFailed; the actor keeps running with its state. Only Exception
     # subclasses; InvariantBroken (InjectedCrash too) and AssertionError always crash.
     contained: ClassVar[tuple[type[Exception], ...]] = ()
+    # Message types that ``handle_now`` answers in the serving loop itself, with no
+    # task of their own (only where max_concurrency > 1; elsewhere ``handle`` gets them).
+    # While a fault is injected into the actor, ``handle`` gets them too.
+    immediate: ClassVar[tuple[type, ...]] = ()
 
     ref: Ref
     name: str
@@ -60,6 +64,15 @@ class Actor:
         Handle one message from ``tell`` or ``ask``; the return value answers an ask.
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement handle()")
+
+    def handle_now(self, message: Any) -> Any:
+        """
+        Handle one message of an ``immediate`` type without awaiting anything.
+
+        The return value answers an ask, as ``handle``'s does; a :class:`Later`
+        answers it when the actor resolves it. Errors are treated as ``handle``'s.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement handle_now()")
 
     def handle_stream(self, message: Any) -> AsyncIterator[Any]:
         """

@@ -305,6 +305,9 @@ class ActorCell(Serving):
     def _fail_in_flight(self) -> None:
         crashed_on = self.crash[0] if self.crash is not None else None
         interrupted = [*self.in_flight] if self.in_flight is not None else []
+        if self.in_flight is not None:
+            # A Later told afterwards finds its message gone (see actors._later).
+            self.in_flight.clear()
         if self.current is not None:
             interrupted.append(self.current)
         self.current = None

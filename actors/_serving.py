@@ -24,6 +24,7 @@ from ._actor import Actor
 from ._child import Child
 from ._envelope import DROPPED, ITEMS_CLOSED, PENDING, STREAM, Envelope
 from ._errors import ActorDied, ActorStopped, HandlerFailed, InvariantBroken, NotStreaming
+from ._later import Later
 
 with contextlib.suppress(ImportError):  # trio is optional; see ActorCell.fast
     import trio
@@ -210,7 +211,10 @@ class Serving(Child):
                         if envelope.kind == STREAM:
                             await self._produce(instance, envelope)
                         elif envelope.kind:
-                            envelope.resolve(await instance.handle(envelope.message))
+                            result = await instance.handle(envelope.message)
+                            if type(result) is Later:
+                                raise InvariantBroken("a Later needs max_concurrency > 1")
+                            envelope.resolve(result)
                         else:
                             await instance.handle(envelope.message)
                     except Exception as exc:
@@ -236,6 +240,7 @@ class Serving(Child):
         # Hot path: a slot count rather than a semaphore (whose acquire always
         # yields), and on trio a bare nursery and cancel scopes, not anyio's wrappers.
         limit = instance.max_concurrency
+        immediate = instance.immediate
         in_flight = self.in_flight = set()
         slots = _Slots(limit, self.fast)
         opener = trio.open_nursery if self.fast else anyio.create_task_group
@@ -246,9 +251,46 @@ class Serving(Child):
                     continue
                 envelope = await self._next()
                 if envelope is None:
-                    return
+                    break
                 in_flight.add(envelope)
+                if (
+                    immediate
+                    and type(envelope.message) in immediate
+                    and envelope.kind != STREAM
+                    and self.fault is None
+                ):
+                    if not self._handle_now(instance, envelope, in_flight, slots):
+                        handlers.cancel_scope.cancel()
+                        return
+                    continue
                 handlers.start_soon(self._handle_one, instance, envelope, slots, handlers)
+        # An orderly stop: the messages answered Later are still in flight.
+        while in_flight:
+            await slots.wait_for_room()
+
+    def _handle_now(
+        self, instance: Actor, envelope: Envelope, in_flight: set[Envelope], slots: _Slots
+    ) -> bool:
+        """Answer ``envelope`` in the serving loop (``Actor.immediate``); False if the actor crashed."""
+        try:
+            result = instance.handle_now(envelope.message)
+        except Exception as exc:
+            if isinstance(exc, (instance.errors, NotStreaming)):
+                envelope.fail(exc)
+            elif instance.contained and _contained(exc, instance.contained):
+                self._contain(envelope, exc)
+            else:
+                envelope.attempts += 1
+                self.crash = (envelope, exc)
+                return False
+        else:
+            if type(result) is Later:
+                result._bind(envelope, self, in_flight, slots)
+                return True
+            envelope.resolve(result)
+        in_flight.discard(envelope)
+        self.handled += 1
+        return True
 
     async def _handle_one(
         self,
@@ -258,6 +300,7 @@ class Serving(Child):
         handlers: Any,
     ) -> None:
         crash: Exception | None = None
+        later: Later | None = None
         try:
             with trio.CancelScope() if self.fast else anyio.CancelScope() as scope:
                 envelope.scope = scope
@@ -274,7 +317,11 @@ class Serving(Child):
                     if envelope.kind == STREAM:
                         await self._produce(instance, envelope)
                     else:
-                        envelope.resolve(await instance.handle(envelope.message))
+                        result = await instance.handle(envelope.message)
+                        if type(result) is Later:
+                            later = result
+                        else:
+                            envelope.resolve(result)
                 except Exception as exc:
                     if isinstance(exc, (instance.errors, NotStreaming)):
                         envelope.fail(exc)
@@ -283,15 +330,20 @@ class Serving(Child):
                     else:
                         crash = exc
                 # As inline: a message answered with an error or a failure was handled.
-                if crash is None:
+                if crash is None and later is None:
                     self.handled += 1
         finally:
             envelope.scope = None
-            if self.in_flight is not None:
-                self.in_flight.discard(envelope)
-            slots.freed()
-            if crash is None and envelope.state == PENDING:
-                envelope.fail(self._interrupted())
+            in_flight = self.in_flight
+            if later is not None and in_flight is not None:
+                # Answered when the Later is: it stays in flight until then.
+                later._bind(envelope, self, in_flight, slots)
+            else:
+                if in_flight is not None:
+                    in_flight.discard(envelope)
+                slots.freed()
+                if crash is None and envelope.state == PENDING:
+                    envelope.fail(self._interrupted())
         if crash is not None:
             if self.crash is None:
                 envelope.attempts += 1

@@ -22,6 +22,7 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "InjectedCrash",
         "InvalidSpec",
         "InvariantBroken",
+        "Later",
         "LifecycleEvent",
         "NoSuchActor",
         "NotStreaming",

@@ -55,6 +55,10 @@ class Write:
     error: ServiceUnavailable | None = None
     # False for a charge that was already recorded (a retried settle).
     written: bool = True
+    # Called with the write once its commit ended (after ``done`` is set), in
+    # the commit's own task: how a settle is answered without a task waiting on
+    # ``done`` (``BudgetKeeper.handle_now``). It must not raise or await.
+    answer: Callable[[Write], None] | None = None
 
 
 @runtime_checkable

@@ -54,6 +54,7 @@ from typing import Any, ClassVar
 import anyio
 import attrs
 
+import actors
 from rhetor._errors import RhetorError, ServiceUnavailable, ValidationError
 from rhetor._settings import POLICIES
 from rhetor.budget._commits import Write
@@ -139,6 +140,8 @@ class BudgetKeeper(KeeperLedger):
     contained: ClassVar[tuple[type[Exception], ...]] = (Exception,)
     # Handlers wait for group commits; the bookkeeping itself never checkpoints.
     max_concurrency: ClassVar[int] = 100_000
+    # A settle only queues its charge: the commit loop answers it (actors.Later).
+    immediate: ClassVar[tuple[type, ...]] = (Settle,)
 
     async def started(self) -> None:
         self._ledger, self._reader = await anyio.to_thread.run_sync(self._open_ledgers)
@@ -189,11 +192,16 @@ class BudgetKeeper(KeeperLedger):
 
     # -- messages ----------------------------------------------------------
 
+    def handle_now(self, message: Any) -> Any:
+        if isinstance(message, Settle):
+            return self._settle(message)
+        raise TypeError(f"BudgetKeeper cannot handle {type(message).__name__} at once")
+
     async def handle(self, message: Any) -> Any:
         if isinstance(message, Reserve):
             return await self._reserve(message)
         if isinstance(message, Settle):
-            return await self._settle(message)
+            return self._settle(message)
         if isinstance(message, Progress):
             self._progress(message)
             return None
@@ -475,26 +483,48 @@ class BudgetKeeper(KeeperLedger):
             return
         self._queue(Write(progress=(rid, tokens, float(message.cost))))
 
-    async def _settle(self, message: Settle) -> float:
+    def _settle(self, message: Settle) -> actors.Later:
+        """
+        Queue the charge; answer its cost once the commit that writes it ends.
+
+        No task waits for the commit: the commit loop answers (``_settled``).
+        """
         entry = self._entry(message)
-        write = Write(charge=entry, retry=message.retry)
+        later = actors.Later()
         # Once queued the charge is recorded and counted even if the asker leaves.
-        self._queue(write)
-        await write.done.wait()
-        if write.error is not None:
-            if transient(write.error):
-                # The database is out of reach: keep the charge and write it when it answers.
-                self._unrecorded.keep(entry)
-                await self._spool_kept([entry])
-                log.warning(
-                    "the ledger cannot take the charge of %s (%s) now; kept, to be written"
-                    " when it answers (%d waiting): %s",
-                    message.request_id,
-                    usd(entry.cost),
-                    self._unrecorded.pending,
-                    write.error,
-                )
-                return entry.cost
-            log.error("could not record the charge of %s: %s", message.request_id, write.error)
-            raise again(write.error)
-        return entry.cost
+        self._queue(
+            Write(
+                charge=entry,
+                retry=message.retry,
+                answer=functools.partial(self._settled, message, entry, later),
+            )
+        )
+        return later
+
+    def _settled(
+        self, message: Settle, entry: LedgerEntry, later: actors.Later, write: Write
+    ) -> None:
+        if write.error is None:
+            later.resolve(entry.cost)
+        else:
+            self.task_group.start_soon(self._settle_failed, message, entry, later, write.error)
+
+    async def _settle_failed(
+        self, message: Settle, entry: LedgerEntry, later: actors.Later, error: ServiceUnavailable
+    ) -> None:
+        if transient(error):
+            # The database is out of reach: keep the charge and write it when it answers.
+            self._unrecorded.keep(entry)
+            await self._spool_kept([entry])
+            log.warning(
+                "the ledger cannot take the charge of %s (%s) now; kept, to be written"
+                " when it answers (%d waiting): %s",
+                message.request_id,
+                usd(entry.cost),
+                self._unrecorded.pending,
+                error,
+            )
+            later.resolve(entry.cost)
+            return
+        log.error("could not record the charge of %s: %s", message.request_id, error)
+        later.fail(again(error))

@@ -371,6 +371,8 @@ class KeeperLedger(actors.Actor):
                     self._accounts.apply_charge(write.charge)
                 self._unrecorded.written(write.charge)
             write.done.set()
+            if write.answer is not None:
+                write.answer(write)
         self._commits += 1
         self._committed_writes += len(batch)
         self._commit_seconds += time.perf_counter() - began
