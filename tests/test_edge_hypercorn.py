@@ -19,6 +19,7 @@ from typing import Any
 import h11
 import hypercorn.protocol
 import hypercorn.protocol.ws_stream
+import hypercorn.trio.run
 import hypercorn.trio.tcp_server
 import pytest
 import trio
@@ -33,6 +34,7 @@ from rhetor.edge._hypercorn import (
     WHOLE_REPLY,
     CoalescingH11Protocol,
     QuickSingleTask,
+    QuickTCPServer,
     RFC6455Connection,
     WholeReplyStream,
     adjust_hypercorn,
@@ -146,6 +148,7 @@ def test_importing_the_server_adjusts_hypercorn() -> None:
     assert hypercorn.trio.tcp_server.TrioSingleTask is QuickSingleTask
     assert hypercorn.protocol.ws_stream.Connection is RFC6455Connection
     assert hypercorn.protocol.h11.HTTPStream is WholeReplyStream
+    assert hypercorn.trio.run.TCPServer is QuickTCPServer
 
 
 async def test_whole_replies_keep_alive_across_many_requests_on_one_connection() -> None:
@@ -471,6 +474,7 @@ async def test_stock_hypercorn_offers_no_whole_reply_and_the_app_sends_two_messa
     adjust_hypercorn(performance=False)
     try:
         assert hypercorn.protocol.h11.HTTPStream is not WholeReplyStream
+        assert hypercorn.trio.run.TCPServer is not QuickTCPServer
         with trio.fail_after(20):
             async with serving(whole_in_one) as port, client(port) as c:
                 await c.send("/stock")
@@ -597,3 +601,104 @@ async def test_a_client_that_leaves_is_queued_for_the_app_as_a_disconnect() -> N
         with trio.fail_after(5):
             await told.wait()
     assert seen == ["http.disconnect"]
+
+
+async def big_reply(scope: Any, receive: Any, send: Any) -> None:
+    """A reply far larger than a socket's buffer: 8 MB of a repeating, numbered pattern."""
+    while (await receive()).get("more_body"):
+        pass
+    body = b"".join(b"%07d\n" % i for i in range(1_000_000))
+    headers = [(b"content-length", b"%d" % len(body))]
+    await send({"type": WHOLE_REPLY, "status": 200, "headers": headers, "body": body})
+
+
+async def test_a_reply_larger_than_the_socket_takes_at_once_arrives_whole_and_in_order() -> None:
+    """The socket takes part of an 8 MB write at once; the rest goes Hypercorn's way, after it."""
+    expected = b"".join(b"%07d\n" % i for i in range(1_000_000))
+    async with serving(big_reply) as port, client(port) as c:
+        with trio.fail_after(20):
+            await c.send("/big")
+            await trio.sleep(0.3)  # the client reads late: the socket's buffer fills
+            assert await c.reply() == (200, expected)
+            await c.send("/again")  # and the connection goes on
+            assert await c.reply() == (200, expected)
+
+
+async def test_a_write_to_a_connection_the_client_reset_closes_it_and_the_server_goes_on() -> None:
+    """A client that resets its connection before its reply: no error escapes, others are served."""
+    import socket as stdlib_socket
+    import struct
+
+    release = trio.Event()
+
+    async def late(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/late":
+            await release.wait()
+        await whole(scope, receive, send)
+
+    async with serving(late) as port:
+        with trio.fail_after(20):
+            async with client(port) as c:
+                await c.send("/late")
+                await trio.sleep(0.2)
+                # SO_LINGER 0: the close sends a reset, not a FIN.
+                c.stream.socket.setsockopt(
+                    stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+            await trio.sleep(0.2)
+            release.set()
+            await trio.sleep(0.2)
+            async with client(port) as c:
+                await c.send("/after")
+                assert await c.reply() == (200, b"/after")
+
+
+async def test_with_a_read_timeout_set_a_silent_connection_is_closed_as_hypercorn_does() -> None:
+    """read_timeout is Hypercorn's own path: a connection that sends nothing for it is closed."""
+    config_read_timeout = 0.3
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await whole(scope, receive, send)
+
+    original = Config.read_timeout
+    Config.read_timeout = config_read_timeout  # type: ignore[assignment]
+    try:
+        async with serving(app, keep_alive=60) as port, client(port) as c:
+            with trio.fail_after(10):
+                await c.send("/one")
+                assert await c.reply() == (200, b"/one")
+                assert await c.stream.receive_some(100) == b""  # closed by the read timeout
+    finally:
+        Config.read_timeout = original  # type: ignore[assignment]
+
+
+async def test_a_write_that_the_socket_refuses_tells_the_protocol_the_connection_closed() -> None:
+    """A broken connection (its peer gone) makes a write fail: the protocol is told Closed, as Hypercorn does."""
+    from hypercorn.events import Closed
+
+    ours, theirs = trio.socket.socketpair()
+    told: list[Any] = []
+
+    class Protocol:
+        async def handle(self, event: Any) -> None:
+            told.append(event)
+
+    server = QuickTCPServer(
+        None,  # type: ignore[arg-type]  (no app: only its writes are driven here)
+        Config(),
+        WorkerContext(None),
+        None,  # type: ignore[arg-type]
+        trio.SocketStream(ours),  # type: ignore[arg-type]
+    )
+    server.protocol = Protocol()  # type: ignore[assignment]
+    try:
+        await server.protocol_send(RawData(data=b"first"))
+        assert await theirs.recv(100) == b"first"  # written at once
+        theirs.close()
+        with trio.fail_after(5):
+            while not told:  # the first write after the peer left may still be taken
+                await server.protocol_send(RawData(data=b"x" * 1000))
+        assert [type(event) for event in told] == [Closed]
+    finally:
+        ours.close()
+        theirs.close()

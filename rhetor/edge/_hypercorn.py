@@ -1,11 +1,13 @@
 """
-Where Rhetor adjusts Hypercorn (0.18): four module-level names, replaced process-wide.
+Where Rhetor adjusts Hypercorn (0.18): five module-level names, replaced process-wide.
 
-Importing ``rhetor.edge._server`` replaces all four; ``serve_runtime`` then
+Importing ``rhetor.edge._server`` replaces all five; ``serve_runtime`` then
 applies the operator's choice (``RHETOR_STOCK_HYPERCORN``) before it serves.
 
 Hypercorn builds its per-connection objects from module-level names, and
-these are the only changes Rhetor makes to it. Each keeps what goes on the
+these are the only changes Rhetor makes to it. The connection server's two
+(:class:`QuickTCPServer`, :class:`QuickSingleTask`) are in
+:mod:`rhetor.edge._hypercorn_tcp`. Each keeps what goes on the
 wire; ``tests/test_edge_hypercorn.py`` checks them over real sockets.
 
 - **WebSocket protocol errors** (:class:`RFC6455Connection`): a client that
@@ -30,14 +32,17 @@ wire; ``tests/test_edge_hypercorn.py`` checks them over real sockets.
   connection's idle timer after every request with a lock and ``nursery.start``
   (the caller waits for the new task to begin), and cancels it when the next
   request arrives. Here one watcher task per connection sleeps in a cancel
-  scope whose deadline is moved instead (idle: ``keep_alive_timeout`` from
-  now; busy: never), so a request starts and cancels no task for it.
+  scope until ``keep_alive_timeout`` after the last restart or stop, so a
+  request starts and cancels no task for it.
+- **Writes and reads** (:class:`QuickTCPServer`): a write that the socket
+  takes whole goes out at once, with no lock, scope or context switch, and
+  a read is timed only when ``read_timeout`` is set.
 
 Measured on a bare ASGI app (``docs/architecture.md``): about a quarter less
 CPU a request at one connection, and about 1.45 times the requests per second
 at 32 connections.
 
-The last three are performance only: ``RHETOR_STOCK_HYPERCORN=1`` makes
+The last four are performance only: ``RHETOR_STOCK_HYPERCORN=1`` makes
 ``rhetor serve`` put Hypercorn's own classes back
 (``adjust_hypercorn(performance=False)``), for an operator who suspects
 them; the WebSocket fix stays.
@@ -46,9 +51,8 @@ them; the WebSocket fix stays.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +60,7 @@ import h11
 import hypercorn.protocol
 import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
+import hypercorn.trio.run
 import hypercorn.trio.tcp_server
 import trio
 import wsproto.connection
@@ -65,16 +70,19 @@ from hypercorn.protocol.events import Body, EndBody, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
-from hypercorn.typing import ASGISendEvent, H11SendableEvent, TaskGroup
+from hypercorn.typing import ASGISendEvent, H11SendableEvent
 from hypercorn.utils import build_and_validate_headers, suppress_body
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event
+
+from rhetor.edge._hypercorn_tcp import QuickSingleTask, QuickTCPServer
 
 __all__ = [
     "DISCONNECT_HOOK",
     "WHOLE_REPLY",
     "CoalescingH11Protocol",
     "QuickSingleTask",
+    "QuickTCPServer",
     "RFC6455Connection",
     "WholeReplyStream",
     "adjust_hypercorn",
@@ -303,119 +311,14 @@ class CoalescingH11Protocol(H11Protocol):
         self._pending = b""
 
 
-async def _run_in(scope: trio.CancelScope, action: Callable[[], Awaitable[None]]) -> None:
-    with scope:
-        await action()
-
-
-class QuickSingleTask:
-    """
-    Hypercorn's ``SingleTask`` for a connection's idle timer: re-armed, not respawned.
-
-    Hypercorn restarts the timer (``TCPServer._idle_timeout``: wait up to
-    ``keep_alive_timeout`` for the server to terminate, then close the
-    connection) each time the connection goes idle, and stops it when a
-    request arrives: a new task and a cancelled one for every request. For
-    that action this keeps one watcher task per connection instead, asleep
-    in a cancel scope whose deadline is moved to ``keep_alive_timeout`` from
-    now at each restart and each stop. A request then costs two deadline
-    changes, no task. The watcher closes the connection as the action would:
-    when the deadline passes while idle, or at once when the server
-    terminates while it is idle. It ends without closing anything, as the
-    stopped task would have, when the server terminates or the deadline
-    passes while a request runs (a long one, a WebSocket); the next restart
-    starts another, which closes at once if the server is terminating. It
-    also ends when the connection closes (``CoalescingH11Protocol`` tells it),
-    so it never holds a closed connection open. Any other action runs as
-    before, in a task that a restart or a stop cancels.
-
-    Needs no lock: neither method awaits, so in trio each runs whole.
-    """
-
-    def __init__(self) -> None:
-        # Any other action: the cancel scope of its task (made before the task runs).
-        self._handle: trio.CancelScope | None = None
-        # The idle timer's watcher: whether it runs; the scope it waits in now;
-        # when it next looks; whether a request runs (stopped) or the connection idles.
-        self._watching = False
-        self._waiting: trio.CancelScope | None = None
-        self._deadline = math.inf
-        self._busy = False
-        self._keep_alive = math.inf
-        # Set once the connection has closed: the watcher ends, with nothing to close.
-        self._closed = False
-
-    async def restart(self, task_group: TaskGroup, action: Callable[[], Awaitable[None]]) -> None:
-        nursery: Any = task_group._nursery  # type: ignore[attr-defined]
-        server = getattr(action, "__self__", None)
-        if getattr(action, "__func__", None) is not _IDLE_TIMEOUT or server is None:
-            if self._handle is not None:
-                self._handle.cancel()
-            self._handle = scope = trio.CancelScope()
-            nursery.start_soon(_run_in, scope, action)
-            return
-        self._keep_alive = server.config.keep_alive_timeout
-        terminating = server.context.terminated.is_set()
-        self._busy = False
-        self._move(trio.current_time() + (0.0 if terminating else self._keep_alive))
-        if not self._watching and not self._closed:
-            self._watching = True
-            protocol = getattr(getattr(server, "protocol", None), "protocol", None)
-            if isinstance(protocol, CoalescingH11Protocol):
-                protocol.on_closed = self._connection_closed
-            nursery.start_soon(self._watch, server)
-
-    async def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = None
-        if self._watching:
-            self._busy = True
-            self._move(trio.current_time() + self._keep_alive)
-
-    def _connection_closed(self) -> None:
-        self._closed = True
-        if self._waiting is not None:
-            self._waiting.cancel()
-
-    def _move(self, deadline: float) -> None:
-        self._deadline = deadline
-        if self._waiting is not None:
-            self._waiting.deadline = deadline
-
-    async def _watch(self, server: Any) -> None:
-        terminated = server.context.terminated
-        try:
-            while True:
-                with trio.CancelScope(deadline=self._deadline) as waiting:
-                    self._waiting = waiting
-                    await terminated.wait()
-                self._waiting = None
-                expired = trio.current_time() >= self._deadline
-                if self._closed or (self._busy and (expired or terminated.is_set())):
-                    # Closed: the connection's own close follows. Busy: a stop
-                    # would have ended the timer; a restart starts another.
-                    return
-                if expired or terminated.is_set():
-                    break
-        finally:
-            self._waiting = None
-            self._watching = False
-        with trio.CancelScope(shield=True):
-            await server._initiate_server_close()
-
-
-# The action whose task QuickSingleTask replaces with a re-armed watcher.
-_IDLE_TIMEOUT = getattr(hypercorn.trio.tcp_server.TCPServer, "_idle_timeout", None)
-
-
-# Hypercorn's own classes for the three performance adjustments, as imported.
+# Hypercorn's own classes for the four performance adjustments, as imported.
 _STOCK: dict[tuple[Any, str], Any] = {
     (module, name): getattr(module, name)
     for module, name in (
         (hypercorn.protocol, "H11Protocol"),
         (hypercorn.protocol.h11, "HTTPStream"),
         (hypercorn.trio.tcp_server, "TrioSingleTask"),
+        (hypercorn.trio.run, "TCPServer"),
     )
     if hasattr(module, name)
 }
@@ -423,9 +326,9 @@ _STOCK: dict[tuple[Any, str], Any] = {
 
 def adjust_hypercorn(*, performance: bool = True) -> None:
     """
-    Replace the four names in Hypercorn's modules (idempotent).
+    Replace the five names in Hypercorn's modules (idempotent).
 
-    With ``performance`` False, the three performance adjustments are undone
+    With ``performance`` False, the four performance adjustments are undone
     (Hypercorn's own classes put back) and only the WebSocket fix is applied.
     It is process-wide: it acts on every Hypercorn server the process starts
     afterwards.
@@ -441,6 +344,7 @@ def adjust_hypercorn(*, performance: bool = True) -> None:
         (hypercorn.protocol, "H11Protocol", CoalescingH11Protocol),
         (hypercorn.protocol.h11, "HTTPStream", WholeReplyStream),
         (hypercorn.trio.tcp_server, "TrioSingleTask", QuickSingleTask),
+        (hypercorn.trio.run, "TCPServer", QuickTCPServer),
     ):
         if not hasattr(module, name):
             log.warning("Hypercorn has no %s.%s: not adjusted", module.__name__, name)
