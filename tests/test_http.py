@@ -494,3 +494,55 @@ async def test_a_whole_reply_read_with_its_head_has_the_same_limit(
         assert await response.read() == b"x" * 100
         await client.aclose()
     assert server.connections == 2
+
+
+async def test_a_body_far_larger_than_the_socket_takes_at_once_arrives_whole() -> None:
+    """An 8 MB body: what the socket takes at once goes first, the rest after it, in order."""
+    body = b"".join(b"%07d\n" % i for i in range(1_000_000))
+    seen: list[bytes] = []
+
+    async def handler(peer: Peer) -> None:
+        await trio.sleep(0.2)  # read late: the client's socket fills meanwhile
+        received = b""
+        while True:
+            event = peer.conn.next_event()
+            if event is h11.NEED_DATA:
+                peer.conn.receive_data(await peer.stream.receive_some(65536))
+            elif isinstance(event, h11.Data):
+                received += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        seen.append(received)
+        await peer.answer()
+
+    async with serving(handler) as server:
+        client = HttpClient(server.url)
+        with trio.fail_after(20):
+            response = await client.request("POST", "/", (), body)
+            assert await response.read() == b"ok"
+        await client.aclose()
+    assert seen == [body]
+
+
+async def test_a_call_cancelled_before_it_sends_sends_nothing_and_closes_its_connection() -> None:
+    """Cancelled on a pooled connection before a byte went out: the upstream sees no request."""
+    requests: list[bytes] = []
+
+    async def handler(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            requests.append(request.target)
+            await peer.answer()
+
+    async with serving(handler) as server:
+        client = HttpClient(server.url)
+        await (await client.request("GET", "/first", ())).read()
+        assert client.idle == 1
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await client.request("GET", "/never", ())
+        assert scope.cancelled_caught
+        assert client.idle == 0  # closed, not put back
+        with trio.fail_after(5):
+            await server.closed.wait()
+        await client.aclose()
+    assert requests == [b"/base/first"]

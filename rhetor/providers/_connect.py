@@ -154,6 +154,45 @@ class Connection:
     idle_since: float = 0.0
     reused: bool = False
 
+    def send_now(self, data: bytes) -> int:
+        """
+        Write what the socket takes of ``data`` at once: how many bytes (0 over TLS).
+
+        No wait and no checkpoint: a request that fits the socket's buffer (nearly
+        all do) is sent without a context switch; the caller sends the rest with
+        ``stream.send_all``, which waits.
+
+        Error handling: ``OSError`` as the socket raises it (reset, broken, closed).
+        """
+        stream = self.stream
+        if type(stream) is not trio.SocketStream:
+            return 0
+        try:
+            return os.write(stream.socket.fileno(), data)
+        except BlockingIOError:
+            return 0
+
+    async def receive(self, size: int) -> bytes:
+        """
+        Up to ``size`` bytes, waiting for them if none have arrived; b"" at the end.
+
+        On plain TCP what has arrived already is taken with no checkpoint, and
+        otherwise the socket is waited on until it is readable (a reply from an
+        upstream nearby is often there by the time it is asked for).
+
+        Error handling: ``OSError`` (and trio's resource errors over TLS).
+        Cancellation: only while it waits.
+        """
+        stream = self.stream
+        if type(stream) is not trio.SocketStream:
+            return bytes(await stream.receive_some(size))
+        fd = stream.socket.fileno()
+        while True:
+            try:
+                return os.read(fd, size)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+
     def fileno(self) -> int:
         stream = self.stream
         socket = (
