@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import h11
+import hypercorn.config
 import hypercorn.protocol
 import hypercorn.protocol.ws_stream
 import hypercorn.trio.run
@@ -702,3 +703,27 @@ async def test_a_write_that_the_socket_refuses_tells_the_protocol_the_connection
     finally:
         ours.close()
         theirs.close()
+
+
+def test_the_server_headers_are_made_once_a_second_and_carry_that_seconds_date(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whole reply's date, server and alt-svc headers: Hypercorn's own, remade when the second changes."""
+    from email.utils import parsedate_to_datetime
+
+    import rhetor.edge._hypercorn as adjusted
+
+    config = Config()
+    now = [1_800_000_000.25]
+    monkeypatch.setattr(adjusted.time, "time", lambda: now[0])
+    monkeypatch.setattr(hypercorn.config, "time", lambda: now[0])  # its own import of time()
+    first = adjusted._server_headers(config)
+    assert first is adjusted._server_headers(config)  # the same second: made once
+    assert dict(first)[b"server"] == b"hypercorn-h11"
+    assert parsedate_to_datetime(dict(first)[b"date"].decode()).timestamp() == 1_800_000_000
+    now[0] = 1_800_000_001.0
+    second = adjusted._server_headers(config)
+    assert parsedate_to_datetime(dict(second)[b"date"].decode()).timestamp() == 1_800_000_001
+    other = Config()
+    other.include_server_header = False
+    assert b"server" not in dict(adjusted._server_headers(other))  # another config: its own

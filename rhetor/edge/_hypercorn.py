@@ -229,6 +229,21 @@ def receive_nowait(receive: Any) -> Any:
 _QUEUED = (Body, EndBody, StreamClosed)
 
 
+# The server's own headers of the current second (its date changes once a second):
+# the config they were made for, the second, the headers.
+_SERVER_HEADERS: list[Any] = [None, -1, []]
+
+
+def _server_headers(config: Any) -> list[tuple[bytes, bytes]]:
+    """``config.response_headers("h11")`` (date, server, alt-svc), made once a second."""
+    now = int(time.time())
+    cached = _SERVER_HEADERS
+    if cached[0] is not config or cached[1] != now:
+        cached[:] = [config, now, config.response_headers("h11")]
+    headers: list[tuple[bytes, bytes]] = cached[2]
+    return headers
+
+
 class CoalescingH11Protocol(H11Protocol):
     """
     Hypercorn's HTTP/1.1 protocol, writing a whole reply's head and body in one write.
@@ -293,7 +308,7 @@ class CoalescingH11Protocol(H11Protocol):
 
     async def _send_whole(self, event: _WholeResponse) -> None:
         """Hypercorn's head (its date and server headers, its close), body and end: one write."""
-        headers = [*event.headers, *self.config.response_headers("h11")]
+        headers = [*event.headers, *_server_headers(self.config)]
         if self.keep_alive_requests >= self.config.keep_alive_max_requests:
             headers.append((b"connection", b"close"))
         connection = self.connection
