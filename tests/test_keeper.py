@@ -788,3 +788,26 @@ async def test_two_keepers_on_one_shared_ledger_never_overspend_a_component_limi
     assert spent["ui"] <= limit
     assert ledger.reservations() == []
     ledger.close()
+
+
+async def test_settles_and_progress_are_answered_with_no_task_of_their_own(path: Opener) -> None:
+    """A settle waits for its commit in no handler task (actors.Later); progress needs none either."""
+    spawned: list[str] = []
+
+    class Spawns(trio.abc.Instrument):
+        def task_spawned(self, task: trio.lowlevel.Task) -> None:
+            spawned.append(task.name)
+
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path, policy="warn", daily=10.0), name="budget")
+        reservation = await ref.ask(Reserve("a", "openai", "gpt-4o", 0.5))
+        instrument = Spawns()
+        trio.lowlevel.add_instrument(instrument)
+        try:
+            await ref.tell(Progress(reservation.id, 5, 0.01))
+            assert await ref.ask(settle(reservation.id, 0.25)) == pytest.approx(0.25)
+        finally:
+            trio.lowlevel.remove_instrument(instrument)
+        status = await ref.ask(GetBudget())
+    assert not [name for name in spawned if "_handle_one" in name]
+    assert status["periods"]["daily"]["spent"] == pytest.approx(0.25)

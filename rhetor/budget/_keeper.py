@@ -12,7 +12,9 @@ Durability: a reservation is answered only once its row is in the ledger, and
 a charge only once its row is (the row replaces the reservation in one
 statement). Writes are group-committed: every reservation and charge that
 arrives while one commit runs goes into the next, so the keeper handles its
-messages concurrently (``max_concurrency``), each waiting for its commit.
+messages concurrently (``max_concurrency``), each waiting for its commit; a
+settle waits in no task at all: its handler queues the charge and returns an
+``actors.Later``, which the commit that writes it resolves (``handle_now``).
 
 What is cached in memory (:class:`~rhetor.budget._accounts.Accounts`): the
 limits, the spend of each period overall and per provider, and every open
@@ -140,8 +142,9 @@ class BudgetKeeper(KeeperLedger):
     contained: ClassVar[tuple[type[Exception], ...]] = (Exception,)
     # Handlers wait for group commits; the bookkeeping itself never checkpoints.
     max_concurrency: ClassVar[int] = 100_000
-    # A settle only queues its charge: the commit loop answers it (actors.Later).
-    immediate: ClassVar[tuple[type, ...]] = (Settle,)
+    # Neither waits for anything: a settle queues its charge, and the commit
+    # that writes it answers (actors.Later); a stream's progress is queued.
+    immediate: ClassVar[tuple[type, ...]] = (Settle, Progress)
 
     async def started(self) -> None:
         self._ledger, self._reader = await anyio.to_thread.run_sync(self._open_ledgers)
@@ -195,6 +198,9 @@ class BudgetKeeper(KeeperLedger):
     def handle_now(self, message: Any) -> Any:
         if isinstance(message, Settle):
             return self._settle(message)
+        if isinstance(message, Progress):
+            self._progress(message)
+            return None
         raise TypeError(f"BudgetKeeper cannot handle {type(message).__name__} at once")
 
     async def handle(self, message: Any) -> Any:
