@@ -50,18 +50,17 @@ class Later:
 
     def resolve(self, value: Any = None) -> None:
         """Answer the message with ``value`` (a second answer is ignored)."""
+        self._answer(value, None)
+
+    def fail(self, error: BaseException) -> None:
+        """Answer the message with ``error``, raised in its sender's task (a second answer is ignored)."""
+        self._answer(None, error)
+
+    def _answer(self, value: Any, error: BaseException | None) -> None:
         if self._settled:
             return
         self._settled = True
         self._value = value
-        if self._envelope is not None:
-            self._finish()
-
-    def fail(self, error: BaseException) -> None:
-        """Answer the message with ``error``, raised in its sender's task (a second answer is ignored)."""
-        if self._settled:
-            return
-        self._settled = True
         self._error = error
         if self._envelope is not None:
             self._finish()

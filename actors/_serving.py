@@ -275,11 +275,7 @@ class Serving(Child):
         try:
             result = instance.handle_now(envelope.message)
         except Exception as exc:
-            if isinstance(exc, (instance.errors, NotStreaming)):
-                envelope.fail(exc)
-            elif instance.contained and _contained(exc, instance.contained):
-                self._contain(envelope, exc)
-            else:
+            if not self._failed(instance, envelope, exc):
                 envelope.attempts += 1
                 self.crash = (envelope, exc)
                 return False
@@ -323,11 +319,7 @@ class Serving(Child):
                         else:
                             envelope.resolve(result)
                 except Exception as exc:
-                    if isinstance(exc, (instance.errors, NotStreaming)):
-                        envelope.fail(exc)
-                    elif instance.contained and _contained(exc, instance.contained):
-                        self._contain(envelope, exc)
-                    else:
+                    if not self._failed(instance, envelope, exc):
                         crash = exc
                 # As inline: a message answered with an error or a failure was handled.
                 if crash is None and later is None:
@@ -353,6 +345,21 @@ class Serving(Child):
                 died = ActorDied("the actor crashed handling the message", name=self.name)
                 died.__cause__ = crash
                 envelope.fail(died)
+
+    def _failed(self, instance: Actor, envelope: Envelope, exc: Exception) -> bool:
+        """
+        Answer ``envelope`` with a handler's ``exc`` when it fails only that message.
+
+        True for one of the actor's ``errors`` (the answer) or a contained failure;
+        False when ``exc`` must crash the actor (nothing answered).
+        """
+        if isinstance(exc, (instance.errors, NotStreaming)):
+            envelope.fail(exc)
+            return True
+        if instance.contained and _contained(exc, instance.contained):
+            self._contain(envelope, exc)
+            return True
+        return False
 
     def _contain(self, envelope: Envelope, exc: Exception) -> None:
         """

@@ -186,12 +186,14 @@ class Connection:
         stream = self.stream
         if type(stream) is not trio.SocketStream:
             return bytes(await stream.receive_some(size))
-        fd = stream.socket.fileno()
+        socket = stream.socket
         while True:
+            # Asked afresh each time: a socket closed meanwhile answers -1 (EBADF),
+            # never a number the system has given to another socket since.
             try:
-                return os.read(fd, size)
+                return os.read(socket.fileno(), size)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(fd)
+                await trio.lowlevel.wait_readable(socket)
 
     def fileno(self) -> int:
         stream = self.stream
