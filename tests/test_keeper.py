@@ -811,3 +811,32 @@ async def test_settles_and_progress_are_answered_with_no_task_of_their_own(path:
         status = await ref.ask(GetBudget())
     assert not [name for name in spawned if "_handle_one" in name]
     assert status["periods"]["daily"]["spent"] == pytest.approx(0.25)
+
+
+async def test_a_bug_answering_a_failed_settle_fails_that_settle_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failed-settle path runs outside any handler; a bug in it fails its settle, not the keeper."""
+    path = tmp_path / "l.db"
+    SQLiteLedger(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON entries WHEN NEW.request_id = 'poison'"
+        " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    )
+    conn.commit()
+    conn.close()
+
+    async def broken(*args: Any) -> None:
+        raise RuntimeError("a bug in the failed-settle path")
+
+    monkeypatch.setattr(BudgetKeeper, "_answer_failed_settle", broken)
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: keeper(path), name="budget")
+        poison = Settle(0, "poison", "openai", "gpt-4o", None, None, Usage(1, 1), 0.01)
+        with pytest.raises(ServiceUnavailable, match="RuntimeError") as info:
+            await ref.ask(poison)
+        assert isinstance(info.value.__cause__, RuntimeError)
+        good = Settle(0, "good", "openai", "gpt-4o", None, None, Usage(1, 1), 0.01)
+        assert await ref.ask(good) == pytest.approx(0.01)
+        assert ref.stats().restarts == 0

@@ -518,6 +518,24 @@ class BudgetKeeper(KeeperLedger):
     async def _settle_failed(
         self, message: Settle, entry: LedgerEntry, later: actors.Later, error: ServiceUnavailable
     ) -> None:
+        """
+        Answer a settle whose commit failed: keep a charge the database could not take.
+
+        Runs in the keeper's task group, not a handler: a bug here fails this
+        settle alone (logged with its traceback), as a contained handler's would,
+        rather than crashing the keeper.
+        """
+        try:
+            await self._answer_failed_settle(message, entry, later, error)
+        except Exception as exc:
+            log.exception("answering the failed settle of %s failed", message.request_id)
+            failure = ServiceUnavailable(f"could not record the charge: {type(exc).__name__}")
+            failure.__cause__ = exc
+            later.fail(failure)
+
+    async def _answer_failed_settle(
+        self, message: Settle, entry: LedgerEntry, later: actors.Later, error: ServiceUnavailable
+    ) -> None:
         if transient(error):
             # The database is out of reach: keep the charge and write it when it answers.
             self._unrecorded.keep(entry)
